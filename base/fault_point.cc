@@ -1,0 +1,24 @@
+#include "base/fault_point.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#ifdef SHELF_FAULT_POINTS
+namespace shelf::internal {
+
+void fault_point(const char* name) {
+  const char* wanted = std::getenv("SHELF_FAULT_POINT");
+  if (wanted == nullptr || std::strcmp(wanted, name) != 0) return;
+  if (const char* fd_text = std::getenv("SHELF_FAULT_NOTIFY_FD")) {
+    std::string line = std::string(name) + "\n";
+    ssize_t n = ::write(std::atoi(fd_text), line.data(), line.size());
+    (void)n;  // nothing to do if the test closed its end
+  }
+  for (;;) ::pause();  // wait for the test's SIGKILL
+}
+
+}  // namespace shelf::internal
+#endif

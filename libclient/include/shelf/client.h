@@ -1,0 +1,153 @@
+// Client: one connection to the local shelfd, and the whole C++ API.
+//
+// The vocabulary is Dask's published datasets: publish_dataset,
+// list_datasets, get_dataset, unpublish_dataset and a datasets() mapping.
+//
+//   shelf::Client client = shelf::Client::connect().value();
+//   shelf::Dataset ds = client.get_dataset("accounts").value();
+//   std::span<const int64_t> balance = ds.column(0, 1).values<int64_t>();  // no copy
+//
+// A Client is not thread-safe: use one per thread. Datasets and TableBuilders
+// it hands out keep the connection and the mapping alive, so they may outlive
+// the Client object.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shelf/dataset.h>
+#include <shelf/result.h>
+#include <shelf/table_builder.h>
+#include <shelf/types.h>
+
+namespace shelf {
+
+struct ClientOptions {
+  std::string socket;  // empty: $SHELF_SOCKET, else the per-user default (see shelfd --help)
+  std::string client_name = "libshelf";  // shown in the daemon's log
+  bool verify_checksums = false;  // verify every buffer's XXH3 in get_dataset: one read pass
+};
+
+struct PublishOptions {
+  bool override_existing = false;  // replace a dataset of the same name (Dask's override=True)
+};
+
+// What list_datasets() reports of a published dataset.
+struct DatasetInfo {
+  std::string name;
+  uint32_t num_columns = 0;
+  uint64_t num_partitions = 0;
+  uint64_t num_rows = 0;
+  uint64_t data_bytes = 0;    // sum of the buffers
+  uint64_t memory_bytes = 0;  // what it takes from the memory limit
+  int64_t created_ns = 0;
+  uint32_t publisher_uid = 0;
+  uint32_t publisher_pid = 0;
+  uint32_t leases = 0;        // readers holding it now
+};
+
+// The daemon's memory at a glance (shelf status).
+struct MemoryStats {
+  std::string socket_path;
+  std::string segment_name;
+  uint32_t daemon_pid = 0;
+  int64_t started_ns = 0;
+  uint64_t memory_limit = 0;
+  uint64_t used_bytes = 0;          // charged to the limit, all of the below included
+  uint64_t index_bytes = 0;         // the segment header and the dataset index
+  uint64_t unsealed_bytes = 0;      // partitions being written
+  uint64_t pending_free_bytes = 0;  // unpublished datasets still leased by readers
+  uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
+  uint32_t num_connections = 0;
+  uint32_t num_leases = 0;
+  std::vector<DatasetInfo> datasets;
+  uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
+};
+
+class DatasetMap;
+
+// A name and the table to publish under it, for publish_datasets().
+struct NamedTable {
+  std::string name;
+  TableBuilder* table;
+};
+
+class Client {
+ public:
+  // Connects to shelfd and maps its segment read-only. Errors: Unavailable
+  // ("no shelfd at SOCKET — start it with: shelfd --socket SOCKET"),
+  // Corruption (the segment is not what the daemon said).
+  static Result<Client> connect(const ClientOptions& options = {});
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();
+
+  // A new, empty, unpublished table. `schema` needs 1..4096 uniquely named
+  // columns; bytes_schema() makes a raw-bytes dataset.
+  Result<TableBuilder> create_table(Schema schema);
+
+  // Seals `table` (checksums every buffer) and publishes it under `name` in
+  // one step: readers see all of it or nothing. Errors: AlreadyExists (name
+  // taken and no override), InvalidArgument (bad name, unfinished string
+  // column), ResourceExhausted. On error nothing is published and `table`
+  // stays unpublished (a retry, e.g. with override, may follow).
+  Status publish_dataset(std::string_view name, TableBuilder& table,
+                         const PublishOptions& options = {});
+  // Publishes several names at once, all or nothing.
+  Status publish_datasets(std::span<const NamedTable> tables, const PublishOptions& options = {});
+
+  // Every published dataset, sorted by name.
+  Result<std::vector<DatasetInfo>> list_datasets();
+  // Takes a lease and maps the dataset (one round trip, whatever its size).
+  // Errors: NotFound ("dataset 'x' not found"), Corruption.
+  Result<Dataset> get_dataset(std::string_view name);
+  // Removes the name at once; readers holding it keep reading, and its memory
+  // comes back when the last of them lets go. NotFound names the dataset.
+  Status unpublish_dataset(std::string_view name);
+  // The dict-like view (Dask's client.datasets).
+  DatasetMap datasets();
+  Result<MemoryStats> status();
+
+  const std::string& socket_path() const;
+
+  class Impl;
+
+ private:
+  explicit Client(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with Datasets and TableBuilders (Plasma's pattern)
+};
+
+// Dict-like access to the published datasets, shared by every client of the
+// daemon. A thin view over a Client: valid while that Client lives.
+class DatasetMap {
+ public:
+  Result<Dataset> get(std::string_view name) { return client_->get_dataset(name); }
+  // Publishes `table` under `name`; AlreadyExists if it is taken (as Dask's
+  // mapping raises KeyError: use publish_dataset with override to replace).
+  Status set(std::string_view name, TableBuilder& table) {
+    return client_->publish_dataset(name, table);
+  }
+  Status erase(std::string_view name) { return client_->unpublish_dataset(name); }
+  Result<bool> contains(std::string_view name);
+  Result<size_t> size();
+  // The names, sorted.
+  Result<std::vector<std::string>> keys();
+  // Range-for over the names: a snapshot taken by begin(); empty if the
+  // daemon could not be asked (use keys() to see that error).
+  std::vector<std::string>::const_iterator begin();
+  std::vector<std::string>::const_iterator end() const { return snapshot_.end(); }
+
+ private:
+  friend class Client;
+  explicit DatasetMap(Client* client) : client_(client) {}
+  Client* client_;
+  std::vector<std::string> snapshot_;
+};
+
+}  // namespace shelf

@@ -1,0 +1,122 @@
+// TableBuilder: builds a dataset in place in shared memory, partition by
+// partition, before it is published (Client::publish_dataset).
+//
+//   TableBuilder t = client.create_table({{"name", Type::kString}, {"balance", Type::kInt64}}).value();
+//   PartitionBuilder p = t.add_partition(rows, {name_bytes}).value();
+//   std::span<int64_t> balance = p.values<int64_t>(1);      // write straight into shm
+//   StringColumnWriter names = p.strings(0);
+//   for (...) { SHELF_RETURN_IF_ERROR(names.append(...)); balance[i] = ...; }
+//   SHELF_RETURN_IF_ERROR(client.publish_dataset("accounts", t));
+//
+// Nobody sees a dataset before it is published. A TableBuilder destroyed
+// without a successful publish gives its memory back (Plasma's "sealed or
+// aborted", enforced by the destructor), as does a publisher that dies.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include <shelf/result.h>
+#include <shelf/types.h>
+
+namespace shelf {
+
+class Client;
+namespace internal {
+struct PartitionState;
+struct TableState;
+}  // namespace internal
+
+// Appends the strings of one string column of one partition, in row order.
+// A view into its PartitionBuilder's memory.
+class StringColumnWriter {
+ public:
+  // Errors: InvalidArgument when every row is written already, or when the
+  // bytes would pass what add_partition reserved for this column.
+  Status append(std::string_view value);
+  Status append_null();
+  uint64_t rows_written() const;
+
+ private:
+  friend class PartitionBuilder;
+  StringColumnWriter(internal::PartitionState* p, size_t column) : p_(p), column_(column) {}
+  internal::PartitionState* p_;
+  size_t column_;
+};
+
+// One partition being written. A view: valid while its TableBuilder lives.
+class PartitionBuilder {
+ public:
+  uint64_t num_rows() const;
+  // Writable values of fixed-width column `column` (V as in ColumnView::values:
+  // int64_t for int64/timestamp, uint8_t for bool, ...). Empty on a type
+  // mismatch. The memory starts zeroed.
+  template <class V>
+  std::span<V> values(size_t column) {
+    if (column >= schema_size() || !can_view_as<V>(column_type(column))) return {};
+    return {reinterpret_cast<V*>(data(column)), static_cast<size_t>(num_rows())};
+  }
+  // Writer for string column `column`. Checked: aborts if it is not a string column.
+  StringColumnWriter strings(size_t column);
+  // Marks row `row` of `column` null (its value slot should hold 0, or NaN).
+  void set_null(size_t column, uint64_t row);
+  // The payload of a raw-bytes partition, num_rows() bytes.
+  std::span<std::byte> bytes();
+
+ private:
+  friend class TableBuilder;
+  explicit PartitionBuilder(internal::PartitionState* p) : p_(p) {}
+  size_t schema_size() const;
+  Type column_type(size_t column) const;
+  std::byte* data(size_t column);
+  internal::PartitionState* p_;
+};
+
+// Data to copy into a new partition (the one-copy path), one per column.
+struct ColumnData {
+  // Fixed-width and bytes columns: the values. String columns: the UTF-8 data.
+  const void* data = nullptr;
+  uint64_t data_bytes = 0;
+  // String columns: rows + 1 offsets into `data`; the first need not be 0.
+  const int64_t* offsets = nullptr;
+  // Optional Arrow validity bitmap (LSB first, 1 = valid) of rows bits.
+  const uint8_t* validity = nullptr;
+
+  template <class V>
+  static ColumnData of(std::span<const V> values) {
+    return {values.data(), values.size_bytes(), nullptr, nullptr};
+  }
+};
+
+class TableBuilder {
+ public:
+  TableBuilder(TableBuilder&&) noexcept;
+  TableBuilder& operator=(TableBuilder&&) noexcept;
+  // Aborts every partition unless the table was published.
+  ~TableBuilder();
+
+  const Schema& schema() const;
+  uint64_t num_partitions() const;
+
+  // Reserves a partition of `num_rows` rows in shared memory and maps it
+  // writable into this process only. `string_bytes` gives the UTF-8 bytes to
+  // reserve for each string column, in schema order. Errors:
+  // ResourceExhausted (over the daemon's limit: says used/limit/requested),
+  // InvalidArgument (wrong number of string sizes, table already published).
+  Result<PartitionBuilder> add_partition(uint64_t num_rows,
+                                         std::span<const uint64_t> string_bytes = {});
+  // Copies one partition from existing buffers (one per column, schema order).
+  Status append_partition(uint64_t num_rows, std::span<const ColumnData> columns);
+  // For a raw-bytes table: one partition holding a copy of `payload`.
+  Status append_bytes(std::span<const std::byte> payload);
+
+ private:
+  friend class Client;
+  explicit TableBuilder(std::unique_ptr<internal::TableState> state);
+  std::unique_ptr<internal::TableState> state_;
+};
+
+}  // namespace shelf

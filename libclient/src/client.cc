@@ -1,0 +1,295 @@
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include <shelf/client.h>
+
+#include "base/paths.h"
+#include "libclient/src/client_impl.h"
+#include "libclient/src/dataset_impl.h"
+#include "libclient/src/table_state.h"
+#include "shm/descriptor.h"
+#include "shm/layout.h"
+
+namespace shelf {
+
+using protocol::MessageType;
+
+namespace {
+
+std::string start_hint(const std::string& socket) {
+  return "no shelfd at " + socket + " — start it with: shelfd --socket " + socket;
+}
+
+DatasetInfo to_info(const protocol::DatasetSummary& s) {
+  DatasetInfo d;
+  d.name = s.name;
+  d.num_columns = s.num_columns;
+  d.num_partitions = s.num_partitions;
+  d.num_rows = s.num_rows;
+  d.data_bytes = s.data_bytes;
+  d.memory_bytes = s.memory_bytes;
+  d.created_ns = s.created_ns;
+  d.publisher_uid = s.publisher_uid;
+  d.publisher_pid = s.publisher_pid;
+  d.leases = s.leases;
+  return d;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Impl --
+
+Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions& options) {
+  auto impl = std::make_shared<Impl>();
+  impl->options_ = options;
+  impl->socket_path_ = options.socket.empty() ? default_socket_path() : options.socket;
+  const std::string& path = impl->socket_path_;
+
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Status::invalid_argument("socket path is too long: " + path);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  impl->fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!impl->fd_.valid()) return Status::from_errno("socket", errno);
+  int rc;
+  do {
+    rc = ::connect(impl->fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR) {
+      return Status::unavailable(start_hint(path));
+    }
+    return Status::from_errno("connect to shelfd at " + path, errno);
+  }
+
+  std::vector<std::byte> hello;
+  protocol::encode_request(hello, protocol::HelloRequest{protocol::kProtocolVersion,
+                                                         options.client_name});
+  SHELF_ASSIGN_OR_RETURN(impl->hello_, impl->call_and_decode(hello, MessageType::kHello,
+                                                             protocol::decode_hello_response));
+
+  // Map the whole segment read-only, once: readers then get pointers with no
+  // further system call (unmapping and remapping a touched GiB costs ~50 ms).
+  SHELF_ASSIGN_OR_RETURN(shm::ShmObject segment,
+                         shm::ShmObject::open(impl->hello_.segment_name, /*writable=*/false));
+  SHELF_ASSIGN_OR_RETURN(uint64_t size, segment.size());
+  if (size < impl->hello_.segment_bytes || impl->hello_.segment_bytes < shm::kPageSize) {
+    return Status::corruption("/dev/shm/" + impl->hello_.segment_name + " is smaller than shelfd says");
+  }
+  SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
+                         shm::Mapping::map(segment, 0, impl->hello_.segment_bytes, false));
+  const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping.data());
+  // Acquire: pairs with the daemon's release store of the magic in Store::initialise().
+  const uint64_t magic = shm::load_acquire(header->magic);
+  if (magic != shm::kSegmentMagic || header->layout_version != shm::kLayoutVersion ||
+      header->generation != impl->hello_.generation) {
+    return Status::corruption("/dev/shm/" + impl->hello_.segment_name +
+                              " is not the segment shelfd announced (magic, version or "
+                              "generation differ); is another program using that name?");
+  }
+  impl->segment_.emplace(std::move(segment));
+  impl->mapping_.emplace(std::move(mapping));
+  return impl;
+}
+
+Status Client::Impl::lost(std::string_view what, int err) {
+  broken_ = true;
+  std::string msg = "lost the connection to shelfd at " + socket_path_ + " (" + std::string(what);
+  if (err != 0) msg += ": " + std::string(std::strerror(err));
+  return Status::unavailable(msg + "); reconnect once it runs again");
+}
+
+Status Client::Impl::read_exact(std::byte* out, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::recv(fd_.get(), out + got, n - got, 0);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+    } else if (r == 0) {
+      return lost("the daemon closed it", 0);
+    } else if (errno != EINTR) {
+      return lost("recv", errno);
+    }
+  }
+  return Status();
+}
+
+Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& request,
+                                                  MessageType type) {
+  if (broken_) return lost("earlier", 0);
+  size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = ::send(fd_.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      return lost("send", errno);
+    }
+  }
+  std::byte header_bytes[protocol::kFrameHeaderBytes];
+  SHELF_RETURN_IF_ERROR(read_exact(header_bytes, sizeof header_bytes));
+  protocol::FrameHeader h = protocol::read_frame_header(header_bytes);
+  if (h.magic != protocol::kFrameMagic || h.payload_length > protocol::kMaxPayloadBytes) {
+    return lost("garbled response", 0);
+  }
+  std::vector<std::byte> payload(h.payload_length);
+  SHELF_RETURN_IF_ERROR(read_exact(payload.data(), payload.size()));
+  protocol::ByteReader reader(payload);
+  Status status = protocol::decode_response_status(reader);
+  // The daemon answers a frame it cannot parse with an error and hangs up.
+  const uint16_t expected = static_cast<uint16_t>(type) | protocol::kResponseBit;
+  if (h.type != expected && status.ok()) return lost("out-of-order response", 0);
+  if (!status.ok()) return status;
+  const size_t body_start = payload.size() - reader.remaining();
+  payload.erase(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(body_start));
+  return payload;
+}
+
+Result<const shm::ShmObject*> Client::Impl::writable_segment() {
+  if (!segment_rw_) {
+    SHELF_ASSIGN_OR_RETURN(shm::ShmObject rw, shm::ShmObject::open(hello_.segment_name, true));
+    segment_rw_.emplace(std::move(rw));
+  }
+  return &*segment_rw_;
+}
+
+// -------------------------------------------------------------- Client --
+
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+Client::~Client() = default;
+
+Result<Client> Client::connect(const ClientOptions& options) {
+  SHELF_ASSIGN_OR_RETURN(std::shared_ptr<Impl> impl, Impl::connect(options));
+  return Client(std::move(impl));
+}
+
+const std::string& Client::socket_path() const { return impl_->socket_path(); }
+
+Result<TableBuilder> Client::create_table(Schema schema) {
+  SHELF_ASSIGN_OR_RETURN(std::unique_ptr<internal::TableState> state,
+                         internal::TableState::create(impl_, std::move(schema)));
+  return TableBuilder(std::move(state));
+}
+
+Status Client::publish_dataset(std::string_view name, TableBuilder& table,
+                               const PublishOptions& options) {
+  NamedTable one{std::string(name), &table};
+  return publish_datasets(std::span<const NamedTable>(&one, 1), options);
+}
+
+Status Client::publish_datasets(std::span<const NamedTable> tables, const PublishOptions& options) {
+  protocol::PublishRequest request;
+  request.override_existing = options.override_existing;
+  for (const NamedTable& t : tables) {
+    if (t.table == nullptr || !t.table->state_) {
+      return Status::invalid_argument("dataset '" + t.name + "': no table (moved from?)");
+    }
+    if (t.table->state_->client != impl_) {
+      return Status::invalid_argument("dataset '" + t.name +
+                                      "': the table was created by another Client");
+    }
+    SHELF_ASSIGN_OR_RETURN(std::vector<std::byte> descriptor, t.table->state_->seal());
+    request.items.push_back(protocol::PublishItem{t.name, std::move(descriptor)});
+  }
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, request);
+  SHELF_RETURN_IF_ERROR(impl_->call(frame, MessageType::kPublish).status());
+  for (const NamedTable& t : tables) t.table->state_->published = true;
+  return Status();
+}
+
+Result<std::vector<DatasetInfo>> Client::list_datasets() {
+  std::vector<std::byte> frame;
+  protocol::encode_list_request(frame);
+  SHELF_ASSIGN_OR_RETURN(protocol::ListResponse r,
+                         impl_->call_and_decode(frame, MessageType::kList,
+                                                protocol::decode_list_response));
+  std::vector<DatasetInfo> out;
+  out.reserve(r.datasets.size());
+  for (const auto& s : r.datasets) out.push_back(to_info(s));
+  return out;
+}
+
+Result<Dataset> Client::get_dataset(std::string_view name) {
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, protocol::GetRequest{std::string(name)});
+  SHELF_ASSIGN_OR_RETURN(protocol::GetResponse r,
+                         impl_->call_and_decode(frame, MessageType::kGet,
+                                                protocol::decode_get_response));
+  // From here the lease is ours: Dataset::Impl's destructor gives it back,
+  // also when open() below fails.
+  auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name), r.lease_id);
+  SHELF_RETURN_IF_ERROR(dataset->open(r.descriptor_offset, r.descriptor_length));
+  Dataset result(std::move(dataset));
+  if (impl_->options().verify_checksums) SHELF_RETURN_IF_ERROR(result.verify());
+  return result;
+}
+
+Status Client::unpublish_dataset(std::string_view name) {
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, protocol::UnpublishRequest{std::string(name)});
+  return impl_->call(frame, MessageType::kUnpublish).status();
+}
+
+Result<MemoryStats> Client::status() {
+  std::vector<std::byte> frame;
+  protocol::encode_status_request(frame);
+  SHELF_ASSIGN_OR_RETURN(protocol::StatusResponse r,
+                         impl_->call_and_decode(frame, MessageType::kStatus,
+                                                protocol::decode_status_response));
+  MemoryStats m;
+  m.socket_path = r.socket_path;
+  m.segment_name = r.segment_name;
+  m.daemon_pid = r.daemon_pid;
+  m.started_ns = r.started_ns;
+  m.memory_limit = r.memory_limit;
+  m.used_bytes = r.used_bytes;
+  m.index_bytes = r.index_bytes;
+  m.unsealed_bytes = r.unsealed_bytes;
+  m.pending_free_bytes = r.pending_free_bytes;
+  m.resident_bytes = r.resident_bytes;
+  m.num_connections = r.num_connections;
+  m.num_leases = r.num_leases;
+  for (const auto& s : r.datasets) m.datasets.push_back(to_info(s));
+  return m;
+}
+
+DatasetMap Client::datasets() { return DatasetMap(this); }
+
+// ---------------------------------------------------------- DatasetMap --
+
+Result<std::vector<std::string>> DatasetMap::keys() {
+  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_->list_datasets());
+  std::vector<std::string> names;
+  names.reserve(infos.size());
+  for (auto& info : infos) names.push_back(std::move(info.name));
+  return names;
+}
+
+Result<bool> DatasetMap::contains(std::string_view name) {
+  SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
+  return std::binary_search(names.begin(), names.end(), name);
+}
+
+Result<size_t> DatasetMap::size() {
+  SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
+  return names.size();
+}
+
+std::vector<std::string>::const_iterator DatasetMap::begin() {
+  auto names = keys();
+  snapshot_ = names.ok() ? std::move(names).value() : std::vector<std::string>{};
+  return snapshot_.cbegin();
+}
+
+}  // namespace shelf

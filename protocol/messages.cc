@@ -1,0 +1,285 @@
+#include "protocol/messages.h"
+
+namespace shelf::protocol {
+
+namespace {
+
+// Appends one frame whose payload `body` writes.
+template <class Body>
+void frame(std::vector<std::byte>& out, uint16_t type, Body&& body) {
+  ByteWriter w;
+  body(w);
+  std::vector<std::byte> payload = w.take();
+  put_frame_header(out, type, static_cast<uint32_t>(payload.size()));
+  out.insert(out.end(), payload.begin(), payload.end());
+}
+
+uint16_t response_type(MessageType type) {
+  return static_cast<uint16_t>(static_cast<uint16_t>(type) | kResponseBit);
+}
+
+// Starts an OK response: status code 0 and an empty message.
+void ok_status(ByteWriter& w) {
+  w.u8(0);
+  w.str("");
+}
+
+template <class T>
+std::optional<T> finish(const ByteReader& r, T value) {
+  if (!r.done()) return std::nullopt;
+  return value;
+}
+
+void put_summary(ByteWriter& w, const DatasetSummary& d) {
+  w.str(d.name);
+  w.u32(d.num_columns);
+  w.u64(d.num_partitions);
+  w.u64(d.num_rows);
+  w.u64(d.data_bytes);
+  w.u64(d.memory_bytes);
+  w.i64(d.created_ns);
+  w.u32(d.publisher_uid);
+  w.u32(d.publisher_pid);
+  w.u32(d.leases);
+}
+
+DatasetSummary get_summary(ByteReader& r) {
+  DatasetSummary d;
+  d.name = r.str();
+  d.num_columns = r.u32();
+  d.num_partitions = r.u64();
+  d.num_rows = r.u64();
+  d.data_bytes = r.u64();
+  d.memory_bytes = r.u64();
+  d.created_ns = r.i64();
+  d.publisher_uid = r.u32();
+  d.publisher_pid = r.u32();
+  d.leases = r.u32();
+  return d;
+}
+// Smallest encoding of a summary: an empty name and the fixed fields.
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 6 + 4 * 3;
+
+std::vector<DatasetSummary> get_summaries(ByteReader& r) {
+  std::vector<DatasetSummary> out;
+  uint32_t n = r.count(kMinSummaryBytes);
+  out.reserve(n);
+  for (uint32_t i = 0; i < n && !r.failed(); ++i) out.push_back(get_summary(r));
+  return out;
+}
+
+}  // namespace
+
+bool is_request_type(uint16_t type) {
+  return type >= static_cast<uint16_t>(MessageType::kHello) &&
+         type <= static_cast<uint16_t>(MessageType::kStatus);
+}
+
+void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kHello), [&](ByteWriter& w) {
+    w.u16(m.protocol_version);
+    w.str(m.client_name);
+  });
+}
+void encode_request(std::vector<std::byte>& out, const AllocateRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kAllocate), [&](ByteWriter& w) { w.u64(m.bytes); });
+}
+void encode_request(std::vector<std::byte>& out, const AbortRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kAbort), [&](ByteWriter& w) { w.u64(m.offset); });
+}
+void encode_request(std::vector<std::byte>& out, const PublishRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kPublish), [&](ByteWriter& w) {
+    w.boolean(m.override_existing);
+    w.u32(static_cast<uint32_t>(m.items.size()));
+    for (const PublishItem& item : m.items) {
+      w.str(item.name);
+      w.bytes(item.descriptor);
+    }
+  });
+}
+void encode_request(std::vector<std::byte>& out, const GetRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kGet), [&](ByteWriter& w) { w.str(m.name); });
+}
+void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kRelease),
+        [&](ByteWriter& w) { w.u64(m.lease_id); });
+}
+void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kUnpublish), [&](ByteWriter& w) { w.str(m.name); });
+}
+void encode_list_request(std::vector<std::byte>& out) {
+  frame(out, static_cast<uint16_t>(MessageType::kList), [](ByteWriter&) {});
+}
+void encode_status_request(std::vector<std::byte>& out) {
+  frame(out, static_cast<uint16_t>(MessageType::kStatus), [](ByteWriter&) {});
+}
+
+std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  HelloRequest m;
+  m.protocol_version = r.u16();
+  m.client_name = r.str();
+  return finish(r, std::move(m));
+}
+std::optional<AllocateRequest> decode_allocate_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  AllocateRequest m;
+  m.bytes = r.u64();
+  return finish(r, m);
+}
+std::optional<AbortRequest> decode_abort_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  AbortRequest m;
+  m.offset = r.u64();
+  return finish(r, m);
+}
+std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  PublishRequest m;
+  m.override_existing = r.boolean();
+  uint32_t n = r.count(8);  // each item: two length prefixes at least
+  for (uint32_t i = 0; i < n && !r.failed(); ++i) {
+    PublishItem item;
+    item.name = r.str();
+    std::span<const std::byte> d = r.bytes();
+    item.descriptor.assign(d.begin(), d.end());
+    m.items.push_back(std::move(item));
+  }
+  return finish(r, std::move(m));
+}
+std::optional<GetRequest> decode_get_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  GetRequest m;
+  m.name = r.str();
+  return finish(r, std::move(m));
+}
+std::optional<ReleaseRequest> decode_release_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  ReleaseRequest m;
+  m.lease_id = r.u64();
+  return finish(r, m);
+}
+std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  UnpublishRequest m;
+  m.name = r.str();
+  return finish(r, std::move(m));
+}
+
+void encode_error_response(std::vector<std::byte>& out, MessageType type, const Status& status) {
+  frame(out, response_type(type), [&](ByteWriter& w) {
+    w.u8(static_cast<uint8_t>(status.code()));
+    w.str(status.message());
+  });
+}
+void encode_empty_response(std::vector<std::byte>& out, MessageType type) {
+  frame(out, response_type(type), [&](ByteWriter& w) { ok_status(w); });
+}
+void encode_response(std::vector<std::byte>& out, const HelloResponse& m) {
+  frame(out, response_type(MessageType::kHello), [&](ByteWriter& w) {
+    ok_status(w);
+    w.str(m.segment_name);
+    w.u64(m.segment_bytes);
+    w.u64(m.generation);
+    w.u64(m.memory_limit);
+    w.u32(m.daemon_pid);
+  });
+}
+void encode_response(std::vector<std::byte>& out, const AllocateResponse& m) {
+  frame(out, response_type(MessageType::kAllocate), [&](ByteWriter& w) {
+    ok_status(w);
+    w.u64(m.offset);
+    w.u64(m.length);
+  });
+}
+void encode_response(std::vector<std::byte>& out, const GetResponse& m) {
+  frame(out, response_type(MessageType::kGet), [&](ByteWriter& w) {
+    ok_status(w);
+    w.u64(m.lease_id);
+    w.u64(m.descriptor_offset);
+    w.u64(m.descriptor_length);
+  });
+}
+void encode_response(std::vector<std::byte>& out, const ListResponse& m) {
+  frame(out, response_type(MessageType::kList), [&](ByteWriter& w) {
+    ok_status(w);
+    w.u32(static_cast<uint32_t>(m.datasets.size()));
+    for (const DatasetSummary& d : m.datasets) put_summary(w, d);
+  });
+}
+void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
+  frame(out, response_type(MessageType::kStatus), [&](ByteWriter& w) {
+    ok_status(w);
+    w.str(m.segment_name);
+    w.str(m.socket_path);
+    w.u32(m.daemon_pid);
+    w.u64(m.generation);
+    w.i64(m.started_ns);
+    w.u64(m.memory_limit);
+    w.u64(m.used_bytes);
+    w.u64(m.index_bytes);
+    w.u64(m.unsealed_bytes);
+    w.u64(m.pending_free_bytes);
+    w.u64(m.resident_bytes);
+    w.u32(m.num_connections);
+    w.u32(m.num_leases);
+    w.u32(static_cast<uint32_t>(m.datasets.size()));
+    for (const DatasetSummary& d : m.datasets) put_summary(w, d);
+  });
+}
+
+Status decode_response_status(ByteReader& r) {
+  uint8_t code = r.u8();
+  std::string message = r.str();
+  if (r.failed()) return Status::internal("malformed response from shelfd");
+  if (code == 0) return Status();
+  return Status::from_code(code, message);
+}
+
+std::optional<HelloResponse> decode_hello_response(ByteReader& r) {
+  HelloResponse m;
+  m.segment_name = r.str();
+  m.segment_bytes = r.u64();
+  m.generation = r.u64();
+  m.memory_limit = r.u64();
+  m.daemon_pid = r.u32();
+  return finish(r, std::move(m));
+}
+std::optional<AllocateResponse> decode_allocate_response(ByteReader& r) {
+  AllocateResponse m;
+  m.offset = r.u64();
+  m.length = r.u64();
+  return finish(r, m);
+}
+std::optional<GetResponse> decode_get_response(ByteReader& r) {
+  GetResponse m;
+  m.lease_id = r.u64();
+  m.descriptor_offset = r.u64();
+  m.descriptor_length = r.u64();
+  return finish(r, m);
+}
+std::optional<ListResponse> decode_list_response(ByteReader& r) {
+  ListResponse m;
+  m.datasets = get_summaries(r);
+  return finish(r, std::move(m));
+}
+std::optional<StatusResponse> decode_status_response(ByteReader& r) {
+  StatusResponse m;
+  m.segment_name = r.str();
+  m.socket_path = r.str();
+  m.daemon_pid = r.u32();
+  m.generation = r.u64();
+  m.started_ns = r.i64();
+  m.memory_limit = r.u64();
+  m.used_bytes = r.u64();
+  m.index_bytes = r.u64();
+  m.unsealed_bytes = r.u64();
+  m.pending_free_bytes = r.u64();
+  m.resident_bytes = r.u64();
+  m.num_connections = r.u32();
+  m.num_leases = r.u32();
+  m.datasets = get_summaries(r);
+  return finish(r, std::move(m));
+}
+
+}  // namespace shelf::protocol

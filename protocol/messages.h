@@ -1,0 +1,155 @@
+// The messages of the control protocol between clients and shelfd, and their
+// encoding. Each request gets exactly one response, in order. A response
+// frame has the request's type with kResponseBit set; its payload starts with
+// a status (u8 code, string message) and, when the code is OK, the body.
+// docs/protocol.md describes each message.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <shelf/status.h>
+
+#include "protocol/wire.h"
+
+namespace shelf::protocol {
+
+enum class MessageType : uint16_t {
+  kHello = 1,      // first message of every connection
+  kAllocate = 2,   // reserve an extent for an unsealed partition
+  kAbort = 3,      // give back an unsealed extent
+  kPublish = 4,    // seal extents and publish one or more names, all or nothing
+  kGet = 5,        // take a lease on a published dataset
+  kRelease = 6,    // end a lease
+  kUnpublish = 7,  // remove a name
+  kList = 8,       // every published dataset
+  kStatus = 9,     // memory and datasets at a glance
+};
+inline constexpr uint16_t kResponseBit = 0x8000;
+bool is_request_type(uint16_t type);
+
+struct HelloRequest {
+  uint16_t protocol_version = kProtocolVersion;
+  std::string client_name;  // for the daemon's log, e.g. "shelf publish"
+};
+struct HelloResponse {
+  std::string segment_name;  // /dev/shm/<segment_name>
+  uint64_t segment_bytes = 0;
+  uint64_t generation = 0;  // must match the segment header's
+  uint64_t memory_limit = 0;
+  uint32_t daemon_pid = 0;
+};
+
+struct AllocateRequest {
+  uint64_t bytes = 0;  // payload bytes wanted; the extent adds its header and rounds to pages
+};
+struct AllocateResponse {
+  uint64_t offset = 0;  // segment offset of the extent (its ExtentHeaderLayout)
+  uint64_t length = 0;  // whole extent, page multiple
+};
+
+struct AbortRequest {
+  uint64_t offset = 0;  // an unsealed extent of this connection
+};
+
+struct PublishItem {
+  std::string name;
+  std::vector<std::byte> descriptor;  // shm::DescriptorBuilder output
+};
+struct PublishRequest {
+  bool override_existing = false;
+  std::vector<PublishItem> items;
+};
+
+struct GetRequest {
+  std::string name;
+};
+struct GetResponse {
+  uint64_t lease_id = 0;
+  uint64_t descriptor_offset = 0;  // segment offset of the descriptor bytes
+  uint64_t descriptor_length = 0;
+};
+
+struct ReleaseRequest {
+  uint64_t lease_id = 0;
+};
+
+struct UnpublishRequest {
+  std::string name;
+};
+
+struct DatasetSummary {
+  std::string name;
+  uint32_t num_columns = 0;
+  uint64_t num_partitions = 0;
+  uint64_t num_rows = 0;
+  uint64_t data_bytes = 0;    // sum of buffer lengths
+  uint64_t memory_bytes = 0;  // what it takes from the limit: extents, descriptor included
+  int64_t created_ns = 0;
+  uint32_t publisher_uid = 0;
+  uint32_t publisher_pid = 0;
+  uint32_t leases = 0;
+};
+struct ListResponse {
+  std::vector<DatasetSummary> datasets;  // sorted by name
+};
+
+struct StatusResponse {
+  std::string segment_name;
+  std::string socket_path;
+  uint32_t daemon_pid = 0;
+  uint64_t generation = 0;
+  int64_t started_ns = 0;
+  uint64_t memory_limit = 0;
+  uint64_t used_bytes = 0;           // everything charged to the limit
+  uint64_t index_bytes = 0;          // fixed cost of the header and index, part of used
+  uint64_t unsealed_bytes = 0;       // extents being written, part of used
+  uint64_t pending_free_bytes = 0;   // unpublished but still leased, part of used
+  uint64_t resident_bytes = 0;       // what /dev/shm really holds for the segment
+  uint32_t num_connections = 0;
+  uint32_t num_leases = 0;
+  std::vector<DatasetSummary> datasets;
+};
+
+// Encoders append a whole frame (header and payload) to `out`.
+void encode_request(std::vector<std::byte>& out, const HelloRequest& m);
+void encode_request(std::vector<std::byte>& out, const AllocateRequest& m);
+void encode_request(std::vector<std::byte>& out, const AbortRequest& m);
+void encode_request(std::vector<std::byte>& out, const PublishRequest& m);
+void encode_request(std::vector<std::byte>& out, const GetRequest& m);
+void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m);
+void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m);
+void encode_list_request(std::vector<std::byte>& out);
+void encode_status_request(std::vector<std::byte>& out);
+
+// Decoders read a request payload; nullopt when it is malformed.
+std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payload);
+std::optional<AllocateRequest> decode_allocate_request(std::span<const std::byte> payload);
+std::optional<AbortRequest> decode_abort_request(std::span<const std::byte> payload);
+std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> payload);
+std::optional<GetRequest> decode_get_request(std::span<const std::byte> payload);
+std::optional<ReleaseRequest> decode_release_request(std::span<const std::byte> payload);
+std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::byte> payload);
+
+// Responses. An error response carries only the status.
+void encode_error_response(std::vector<std::byte>& out, MessageType type, const Status& status);
+void encode_empty_response(std::vector<std::byte>& out, MessageType type);
+void encode_response(std::vector<std::byte>& out, const HelloResponse& m);
+void encode_response(std::vector<std::byte>& out, const AllocateResponse& m);
+void encode_response(std::vector<std::byte>& out, const GetResponse& m);
+void encode_response(std::vector<std::byte>& out, const ListResponse& m);
+void encode_response(std::vector<std::byte>& out, const StatusResponse& m);
+
+// Reads the status at the start of a response payload and leaves `reader` at
+// the body. A malformed payload yields an Internal status.
+Status decode_response_status(ByteReader& reader);
+std::optional<HelloResponse> decode_hello_response(ByteReader& reader);
+std::optional<AllocateResponse> decode_allocate_response(ByteReader& reader);
+std::optional<GetResponse> decode_get_response(ByteReader& reader);
+std::optional<ListResponse> decode_list_response(ByteReader& reader);
+std::optional<StatusResponse> decode_status_response(ByteReader& reader);
+
+}  // namespace shelf::protocol

@@ -1,0 +1,447 @@
+#include "server/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "base/units.h"
+#include "protocol/messages.h"
+#include "server/log.h"
+
+namespace shelf::server {
+
+using protocol::MessageType;
+
+struct Daemon::Connection {
+  UniqueFd fd;
+  Store::SessionId session = 0;
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+  bool greeted = false;      // Hello received
+  bool closing = false;      // close once `out` is flushed
+  std::vector<std::byte> in;
+  std::vector<std::byte> out;
+  size_t out_sent = 0;
+  uint32_t interest = 0;     // current epoll events
+};
+
+namespace {
+
+// Reading in 256 KiB steps keeps the number of recv calls low for the large
+// publish messages without holding much memory per idle connection.
+constexpr size_t kReadChunk = 256 * 1024;
+
+Status make_parent_dir(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return Status();
+  std::string dir = path.substr(0, slash);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::from_errno("create directory " + dir, errno);
+  }
+  return Status();
+}
+
+// Takes the lock that makes this daemon the only one on `socket_path`. The
+// kernel drops a flock when its holder dies, so a crashed daemon never blocks
+// the next one.
+Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::string& socket_path) {
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Status::from_errno("open " + lock_path, errno);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) return Status::from_errno("lock " + lock_path, errno);
+      char pid[32] = {};
+      ssize_t n = ::pread(fd.get(), pid, sizeof pid - 1, 0);
+      std::string who = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
+      while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+      return Status::already_exists("another shelfd (pid " + who + ") already serves " +
+                                    socket_path + "; stop it first (kill " + who + ")");
+    }
+    // A daemon that was exiting may have unlinked the file we locked; then
+    // our lock guards nothing. Check that the path is still our file.
+    struct stat by_fd, by_path;
+    if (::fstat(fd.get(), &by_fd) != 0) return Status::from_errno("stat " + lock_path, errno);
+    if (::stat(lock_path.c_str(), &by_path) != 0 || by_fd.st_ino != by_path.st_ino ||
+        by_fd.st_dev != by_path.st_dev) {
+      continue;
+    }
+    std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd.get(), 0) != 0 ||
+        ::pwrite(fd.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      return Status::from_errno("write " + lock_path, errno);
+    }
+    return fd;
+  }
+  return Status::unavailable("could not take " + lock_path + ": it keeps being replaced");
+}
+
+Result<UniqueFd> listen_on(const std::string& path, uint32_t mode) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Status::invalid_argument("socket path is longer than " +
+                                    std::to_string(sizeof addr.sun_path - 1) + " bytes: " + path);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::from_errno("socket", errno);
+  // We hold the instance lock, so a socket file here is stale.
+  if (::unlink(path.c_str()) == 0) log_info("replaced stale socket " + path);
+  // Bind under a umask that yields `mode`, so the socket is never wider, not even briefly.
+  mode_t old = ::umask(static_cast<mode_t>(~mode & 0777));
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) return Status::from_errno("bind " + path, err);
+  if (::listen(fd.get(), 512) != 0) return Status::from_errno("listen " + path, errno);
+  return fd;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
+                                              const StoreOptions& store_options) {
+  std::unique_ptr<Daemon> d(new Daemon());
+  d->options_ = options;
+  SHELF_RETURN_IF_ERROR(make_parent_dir(options.socket_path));
+  d->lock_path_ = options.socket_path + ".lock";
+  SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
+  SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
+  SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path, options.socket_mode));
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  if (::pthread_sigmask(SIG_BLOCK, &signals, nullptr) != 0) {
+    return Status::internal("cannot block SIGTERM/SIGINT");
+  }
+  // A client that vanishes mid-reply must not kill us; we use MSG_NOSIGNAL
+  // too, but ignoring SIGPIPE covers every other write.
+  ::signal(SIGPIPE, SIG_IGN);
+  d->signal_fd_.reset(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!d->signal_fd_.valid()) return Status::from_errno("signalfd", errno);
+  d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
+  for (int fd : {d->listen_fd_.get(), d->signal_fd_.get()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(d->epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return Status::from_errno("epoll_ctl", errno);
+    }
+  }
+  return d;
+}
+
+Daemon::~Daemon() {
+  while (!connections_.empty()) close_connection(connections_.begin()->first);
+  if (listen_fd_.valid()) ::unlink(options_.socket_path.c_str());
+  store_.reset();  // removes the segment
+  if (lock_fd_.valid()) ::unlink(lock_path_.c_str());
+}
+
+Status Daemon::run() {
+  std::vector<epoll_event> events(64);
+  for (;;) {
+    int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("epoll_wait", errno);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == signal_fd_.get()) {
+        signalfd_siginfo info{};
+        ssize_t got = ::read(signal_fd_.get(), &info, sizeof info);
+        if (got == sizeof info) {
+          log_info(std::string("stopping on ") + strsignal(static_cast<int>(info.ssi_signo)));
+          return Status();
+        }
+        continue;
+      }
+      if (fd == listen_fd_.get()) {
+        accept_connections();
+        continue;
+      }
+      auto it = connections_.find(fd);
+      if (it == connections_.end()) continue;
+      Connection& c = *it->second;
+      if (events[i].events & (EPOLLERR | EPOLLHUP)) {
+        // Flush nothing more: the peer is gone. (EPOLLHUP with data still to
+        // read is handled by reading until EOF below.)
+        if (!(events[i].events & EPOLLIN)) {
+          close_connection(fd);
+          continue;
+        }
+      }
+      if (events[i].events & EPOLLOUT) on_writable(c);
+      if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
+    }
+  }
+}
+
+void Daemon::accept_connections() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      if (errno == EMFILE || errno == ENFILE) {
+        log_warn("out of file descriptors: refusing connections until some close");
+        return;
+      }
+      if (errno == ECONNABORTED) continue;
+      log_error(std::string("accept: ") + std::strerror(errno));
+      return;
+    }
+    auto c = std::make_unique<Connection>();
+    c->fd.reset(fd);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      c->pid = static_cast<uint32_t>(cred.pid);
+      c->uid = cred.uid;
+    }
+    if (connections_.size() >= options_.max_connections) {
+      std::vector<std::byte> out;
+      protocol::encode_error_response(
+          out, MessageType::kHello,
+          Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
+                                     " connections, its limit (--max-connections); try again "
+                                     "later"));
+      ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)n;  // best effort: the connection closes either way
+      log_warn("refused a connection from pid " + std::to_string(c->pid) +
+               ": --max-connections reached");
+      continue;
+    }
+    c->session = store_->open_session(c->pid, c->uid);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      log_error(std::string("epoll_ctl: ") + std::strerror(errno));
+      store_->close_session(c->session);
+      continue;
+    }
+    c->interest = EPOLLIN;
+    log_debug("connection from pid " + std::to_string(c->pid));
+    connections_.emplace(fd, std::move(c));
+  }
+}
+
+void Daemon::close_connection(int fd) {
+  auto it = connections_.find(fd);
+  if (it == connections_.end()) return;
+  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  // Ends the session: unsealed extents are freed, leases released.
+  store_->close_session(it->second->session);
+  log_debug("connection from pid " + std::to_string(it->second->pid) + " closed");
+  connections_.erase(it);
+}
+
+void Daemon::on_readable(Connection& c) {
+  const int fd = c.fd.get();
+  for (;;) {
+    const size_t old_size = c.in.size();
+    c.in.resize(old_size + kReadChunk);
+    ssize_t n = ::recv(fd, c.in.data() + old_size, kReadChunk, 0);
+    c.in.resize(old_size + static_cast<size_t>(n > 0 ? n : 0));
+    if (n > 0) {
+      process_frames(c);
+      if (c.closing || !c.out.empty()) break;  // answer before reading more
+      if (static_cast<size_t>(n) < kReadChunk) break;
+      continue;
+    }
+    if (n == 0) {  // EOF: the client is gone (exited or killed)
+      close_connection(fd);
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    close_connection(fd);
+    return;
+  }
+  on_writable(c);
+}
+
+void Daemon::on_writable(Connection& c) {
+  for (;;) {
+    while (c.out_sent < c.out.size()) {
+      ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_sent, c.out.size() - c.out_sent,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        c.out_sent += static_cast<size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        update_interest(c);  // wait for EPOLLOUT
+        return;
+      } else {
+        close_connection(c.fd.get());  // the peer is gone
+        return;
+      }
+    }
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.closing) {
+      close_connection(c.fd.get());
+      return;
+    }
+    // Requests that arrived while a response was pending.
+    process_frames(c);
+    if (c.out.empty()) break;
+  }
+  update_interest(c);
+}
+
+void Daemon::update_interest(Connection& c) {
+  // Backpressure: while a response is unsent we stop reading that client.
+  const uint32_t want = c.out.empty() ? EPOLLIN : EPOLLOUT;
+  if (want == c.interest) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.fd = c.fd.get();
+  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) == 0) c.interest = want;
+}
+
+void Daemon::process_frames(Connection& c) {
+  size_t consumed = 0;
+  while (!c.closing && c.out.empty() && c.in.size() - consumed >= protocol::kFrameHeaderBytes) {
+    std::span<const std::byte> rest(c.in.data() + consumed, c.in.size() - consumed);
+    protocol::FrameHeader h = protocol::read_frame_header(rest);
+    std::string bad;
+    if (h.magic != protocol::kFrameMagic) {
+      bad = "not a shelf protocol frame (bad magic)";
+    } else if (h.version != protocol::kProtocolVersion) {
+      bad = "protocol version " + std::to_string(h.version) + " is not spoken here (shelfd speaks " +
+            std::to_string(protocol::kProtocolVersion) + "); use a client of the same release";
+    } else if (h.payload_length > protocol::kMaxPayloadBytes) {
+      bad = "message of " + std::to_string(h.payload_length) + " bytes is over the limit of " +
+            std::to_string(protocol::kMaxPayloadBytes);
+    } else if (!protocol::is_request_type(h.type)) {
+      bad = "unknown message type " + std::to_string(h.type);
+    }
+    if (!bad.empty()) {
+      // We cannot find the next frame boundary in garbage: answer and hang up.
+      log_warn("pid " + std::to_string(c.pid) + ": " + bad + "; closing the connection");
+      protocol::encode_error_response(c.out, MessageType::kHello, Status::invalid_argument(bad));
+      c.closing = true;
+      break;
+    }
+    if (rest.size() - protocol::kFrameHeaderBytes < h.payload_length) break;  // wait for more
+    dispatch(c, h.type, rest.subspan(protocol::kFrameHeaderBytes, h.payload_length));
+    consumed += protocol::kFrameHeaderBytes + h.payload_length;
+  }
+  c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(consumed));
+}
+
+void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byte> payload) {
+  const auto type = static_cast<MessageType>(raw_type);
+  auto malformed = [&] {
+    protocol::encode_error_response(
+        c.out, type, Status::invalid_argument("malformed message payload"));
+  };
+  auto reply_status = [&](const Status& s) {
+    if (s.ok()) {
+      protocol::encode_empty_response(c.out, type);
+    } else {
+      protocol::encode_error_response(c.out, type, s);
+    }
+  };
+  if (!c.greeted && type != MessageType::kHello) {
+    protocol::encode_error_response(c.out, type,
+                                    Status::invalid_argument("the first message must be Hello"));
+    c.closing = true;
+    return;
+  }
+  switch (type) {
+    case MessageType::kHello: {
+      auto m = protocol::decode_hello_request(payload);
+      if (!m) return malformed();
+      if (m->protocol_version != protocol::kProtocolVersion) {
+        protocol::encode_error_response(
+            c.out, type,
+            Status::invalid_argument("client speaks protocol " +
+                                     std::to_string(m->protocol_version) + ", shelfd speaks " +
+                                     std::to_string(protocol::kProtocolVersion)));
+        c.closing = true;
+        return;
+      }
+      c.greeted = true;
+      protocol::HelloResponse r;
+      r.segment_name = store_->segment_name();
+      r.segment_bytes = store_->segment_bytes();
+      r.generation = store_->generation();
+      r.memory_limit = store_->memory_limit();
+      r.daemon_pid = static_cast<uint32_t>(::getpid());
+      protocol::encode_response(c.out, r);
+      return;
+    }
+    case MessageType::kAllocate: {
+      auto m = protocol::decode_allocate_request(payload);
+      if (!m) return malformed();
+      auto r = store_->allocate(c.session, m->bytes);
+      if (!r.ok()) return reply_status(r.status());
+      return protocol::encode_response(c.out, *r);
+    }
+    case MessageType::kAbort: {
+      auto m = protocol::decode_abort_request(payload);
+      if (!m) return malformed();
+      return reply_status(store_->abort(c.session, m->offset));
+    }
+    case MessageType::kPublish: {
+      auto m = protocol::decode_publish_request(payload);
+      if (!m) return malformed();
+      Status s = store_->publish(c.session, *m);
+      if (s.ok()) {
+        for (const auto& item : m->items) {
+          log_info("published '" + item.name + "' (pid " + std::to_string(c.pid) + ")");
+        }
+      }
+      return reply_status(s);
+    }
+    case MessageType::kGet: {
+      auto m = protocol::decode_get_request(payload);
+      if (!m) return malformed();
+      auto r = store_->get(c.session, m->name);
+      if (!r.ok()) return reply_status(r.status());
+      return protocol::encode_response(c.out, *r);
+    }
+    case MessageType::kRelease: {
+      auto m = protocol::decode_release_request(payload);
+      if (!m) return malformed();
+      return reply_status(store_->release(c.session, m->lease_id));
+    }
+    case MessageType::kUnpublish: {
+      auto m = protocol::decode_unpublish_request(payload);
+      if (!m) return malformed();
+      Status s = store_->unpublish(m->name);
+      if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
+      return reply_status(s);
+    }
+    case MessageType::kList: {
+      if (!payload.empty()) return malformed();
+      return protocol::encode_response(c.out, store_->list());
+    }
+    case MessageType::kStatus: {
+      if (!payload.empty()) return malformed();
+      protocol::StatusResponse r = store_->status();
+      r.socket_path = options_.socket_path;
+      return protocol::encode_response(c.out, r);
+    }
+  }
+  malformed();
+}
+
+}  // namespace shelf::server

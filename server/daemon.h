@@ -1,0 +1,60 @@
+// Daemon: the event loop of shelfd. One thread, epoll over the listening
+// socket, a signalfd and every connection; each request is handled to the end
+// before the next, so the Store needs no locks.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <shelf/result.h>
+
+#include "base/unique_fd.h"
+#include "server/store.h"
+
+namespace shelf::server {
+
+struct DaemonOptions {
+  std::string socket_path;
+  uint32_t max_connections = 1024;
+  uint32_t socket_mode = 0600;
+};
+
+class Daemon {
+ public:
+  // Takes the instance lock (<socket>.lock; AlreadyExists names the live
+  // daemon's pid), creates the store, replaces a stale socket file and
+  // listens. Blocks SIGTERM and SIGINT in this thread: run() handles them.
+  static Result<std::unique_ptr<Daemon>> start(const DaemonOptions& options,
+                                               const StoreOptions& store_options);
+  // Serves until SIGTERM or SIGINT. Errors only for failures of the loop
+  // itself (epoll); a client's mistake is answered, logged and survived.
+  Status run();
+  // Closes every connection, removes the socket, the lock file and the segment.
+  ~Daemon();
+
+  const Store& store() const { return *store_; }
+
+ private:
+  struct Connection;
+  Daemon() = default;
+  void accept_connections();
+  void on_readable(Connection& c);
+  void on_writable(Connection& c);
+  // Handles whole frames buffered in c.in until a response is pending.
+  void process_frames(Connection& c);
+  void dispatch(Connection& c, uint16_t type, std::span<const std::byte> payload);
+  void update_interest(Connection& c);
+  void close_connection(int fd);
+
+  DaemonOptions options_;
+  std::unique_ptr<Store> store_;
+  UniqueFd lock_fd_;
+  std::string lock_path_;
+  UniqueFd listen_fd_;
+  UniqueFd epoll_fd_;
+  UniqueFd signal_fd_;
+  std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+};
+
+}  // namespace shelf::server

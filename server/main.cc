@@ -1,0 +1,169 @@
+// shelfd: the resident daemon that owns a shelf segment and serves clients.
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <boost/program_options.hpp>
+
+#include "base/paths.h"
+#include "base/units.h"
+#include "server/daemon.h"
+#include "server/log.h"
+
+namespace po = boost::program_options;
+using namespace shelf;
+
+namespace {
+
+constexpr const char* kUsage = R"(shelfd - the shelf daemon: shares named datasets between processes in shared memory
+
+Usage: shelfd [options]
+
+By default shelfd detaches and returns once it is ready to serve; with
+--foreground it stays attached and logs to stderr. Stop it with SIGTERM or
+SIGINT (Ctrl-C); published datasets are dropped when it stops.
+
+Options)";
+
+// Half of /dev/shm: leaves room for everything else that uses it.
+uint64_t default_memory_limit() {
+  struct statvfs vfs;
+  if (::statvfs("/dev/shm", &vfs) != 0) return 1ull << 30;
+  return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / 4096 * 4096;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string socket_path, segment, limit_text, log_level_text, log_file;
+  server::StoreOptions store_options;
+  server::DaemonOptions daemon_options;
+  bool foreground = false;
+
+  po::options_description desc(kUsage);
+  // clang-format off
+  desc.add_options()
+      ("help,h", "show this help and exit")
+      ("socket", po::value(&socket_path),
+       "Unix socket to serve (default: $SHELF_SOCKET, else $XDG_RUNTIME_DIR/shelf/shelf.sock, "
+       "else /tmp/shelf-<uid>/shelf.sock)")
+      ("segment", po::value(&segment),
+       "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
+      ("memory-limit", po::value(&limit_text),
+       "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm)")
+      ("max-datasets", po::value(&store_options.max_datasets)->default_value(16384),
+       "slots in the dataset index (256 bytes each, charged to the limit)")
+      ("max-connections", po::value(&daemon_options.max_connections)->default_value(1024),
+       "clients connected at once; more are refused with an error")
+      ("verify-on-publish", po::bool_switch(&store_options.verify_on_publish),
+       "recompute every buffer's XXH3 checksum before publishing (one extra read)")
+      ("foreground", po::bool_switch(&foreground), "do not detach; log to stderr")
+      ("log-level", po::value(&log_level_text)->default_value("info"),
+       "error, warn, info or debug")
+      ("log-file", po::value(&log_file),
+       "where a detached shelfd logs (default: <socket>.log)");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "shelfd: " << e.what() << "\nTry 'shelfd --help'.\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+
+  server::LogLevel level;
+  if (!server::parse_log_level(log_level_text, &level)) {
+    std::cerr << "shelfd: --log-level must be error, warn, info or debug\n";
+    return 2;
+  }
+  server::set_log_level(level);
+  daemon_options.socket_path = socket_path.empty() ? default_socket_path() : socket_path;
+  store_options.segment_name =
+      segment.empty() ? default_segment_name(daemon_options.socket_path) : segment;
+  if (limit_text.empty()) {
+    store_options.memory_limit = default_memory_limit();
+  } else {
+    auto limit = parse_size(limit_text);
+    if (!limit.ok()) {
+      std::cerr << "shelfd: --memory-limit: " << limit.status().message() << "\n";
+      return 2;
+    }
+    store_options.memory_limit = *limit;
+  }
+  if (log_file.empty()) log_file = daemon_options.socket_path + ".log";
+
+  // Detach: the parent waits on a pipe until the child is serving (or has
+  // failed, having said why on the shared stderr), so `shelfd && shelf list`
+  // never races the daemon's start.
+  int ready_fd = -1;
+  if (!foreground) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      std::perror("shelfd: pipe");
+      return 1;
+    }
+    pid_t child = ::fork();
+    if (child < 0) {
+      std::perror("shelfd: fork");
+      return 1;
+    }
+    if (child > 0) {
+      ::close(fds[1]);
+      char line[512];
+      ssize_t n = ::read(fds[0], line, sizeof line);
+      if (n > 0) {
+        std::fwrite(line, 1, static_cast<size_t>(n), stdout);
+        return 0;
+      }
+      int status = 0;
+      ::waitpid(child, &status, 0);
+      return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+    }
+    ::close(fds[0]);
+    ready_fd = fds[1];
+    ::setsid();
+  }
+
+  auto daemon = server::Daemon::start(daemon_options, store_options);
+  if (!daemon.ok()) {
+    std::cerr << "shelfd: " << daemon.status().message() << "\n";
+    return 1;
+  }
+  if (!foreground) {
+    int log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int null_fd = ::open("/dev/null", O_RDWR);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, STDIN_FILENO);
+      ::dup2(null_fd, STDOUT_FILENO);
+      ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
+      if (null_fd > STDERR_FILENO) ::close(null_fd);
+    }
+    if (log_fd > STDERR_FILENO) ::close(log_fd);
+    std::string msg = "shelfd: serving " + daemon_options.socket_path + " (pid " +
+                      std::to_string(::getpid()) + ", limit " +
+                      format_bytes(store_options.memory_limit) + ", log " + log_file + ")\n";
+    ssize_t n = ::write(ready_fd, msg.data(), msg.size());
+    (void)n;
+    ::close(ready_fd);
+  }
+  server::log_info("serving " + daemon_options.socket_path + " with segment /dev/shm/" +
+                   store_options.segment_name + ", memory limit " +
+                   format_bytes(store_options.memory_limit));
+  Status s = (*daemon)->run();
+  if (!s.ok()) {
+    server::log_error("event loop failed: " + s.message());
+    return 1;
+  }
+  server::log_info("stopped");
+  return 0;
+}

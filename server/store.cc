@@ -1,0 +1,551 @@
+#include "server/store.h"
+
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <set>
+
+#include "base/check.h"
+#include "base/fault_point.h"
+#include "base/units.h"
+#include "shm/checksum.h"
+#include "shm/descriptor.h"
+#include "shm/segment_view.h"
+
+namespace shelf::server {
+
+using shm::align_up;
+using shm::kPageSize;
+
+namespace {
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+// The size of the address range extents are carved from. Twice the limit:
+// memory is bounded by accounting against the limit, so a fragmented address
+// space can never refuse an allocation the limit allows (the segment is
+// sparse: unused address space costs nothing).
+uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
+
+uint64_t header_and_index_bytes(uint32_t max_datasets) {
+  return align_up(kPageSize + uint64_t{max_datasets} * sizeof(shm::IndexEntryLayout), kPageSize);
+}
+
+std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
+
+}  // namespace
+
+Status Store::check_name(std::string_view name) {
+  if (name.empty()) return Status::invalid_argument("a dataset name cannot be empty");
+  if (name.size() > shm::kMaxNameBytes) {
+    return Status::invalid_argument("dataset name is " + std::to_string(name.size()) +
+                                    " bytes; the limit is " + std::to_string(shm::kMaxNameBytes));
+  }
+  // UTF-8 well-formedness (no overlongs, surrogates or values past U+10FFFF)
+  // and no control characters, so names print safely in `shelf list`.
+  size_t i = 0;
+  while (i < name.size()) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) {
+        return Status::invalid_argument("dataset name contains a control character at byte " +
+                                        std::to_string(i));
+      }
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1, cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2, cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return Status::invalid_argument("dataset name is not valid UTF-8");
+    }
+    if (i + n >= name.size()) return Status::invalid_argument("dataset name is not valid UTF-8");
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(name[i + k]);
+      if ((cc & 0xc0) != 0x80) return Status::invalid_argument("dataset name is not valid UTF-8");
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return Status::invalid_argument("dataset name is not valid UTF-8");
+    }
+    i += n + 1;
+  }
+  return Status();
+}
+
+Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
+  if (options.memory_limit < 1024 * 1024) {
+    return Status::invalid_argument("--memory-limit must be at least 1 MiB");
+  }
+  if (options.max_datasets == 0 || options.max_datasets > (1u << 24)) {
+    return Status::invalid_argument("--max-datasets must be between 1 and 16777216");
+  }
+  const uint64_t index_bytes = header_and_index_bytes(options.max_datasets);
+  if (index_bytes >= options.memory_limit) {
+    return Status::invalid_argument("--memory-limit " + format_bytes(options.memory_limit) +
+                                    " cannot even hold the index of --max-datasets " +
+                                    std::to_string(options.max_datasets) + " (" +
+                                    format_bytes(index_bytes) + ")");
+  }
+  // /dev/shm must be able to hold the limit, or a publish would fail later on
+  // a full tmpfs. (Docker gives containers a 64 MiB /dev/shm by default.)
+  struct statvfs vfs;
+  if (::statvfs("/dev/shm", &vfs) == 0) {
+    const uint64_t available = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+    if (available < options.memory_limit) {
+      std::string msg = "/dev/shm has " + format_bytes(available) + " available, less than --memory-limit " +
+                        format_bytes(options.memory_limit) +
+                        "; lower --memory-limit or enlarge /dev/shm (mount -o remount,size=... /dev/shm";
+      if (uint64_t{vfs.f_blocks} * vfs.f_frsize <= (64u << 20)) {
+        msg += "; in Docker /dev/shm is 64 MiB unless you pass --shm-size";
+      }
+      return Status::resource_exhausted(msg + ")");
+    }
+  }
+
+  const uint64_t segment_bytes = index_bytes + data_area_bytes(options.memory_limit);
+  auto created = shm::ShmObject::create(options.segment_name, segment_bytes, options.mode);
+  if (!created.ok() && created.status().is_already_exists()) {
+    // Left by an earlier daemon. If one still holds it, leave it alone.
+    SHELF_ASSIGN_OR_RETURN(shm::ShmObject old, shm::ShmObject::open(options.segment_name, true));
+    SHELF_RETURN_IF_ERROR(old.try_lock());
+    SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
+    created = shm::ShmObject::create(options.segment_name, segment_bytes, options.mode);
+  }
+  if (!created.ok()) return created.status();
+  shm::ShmObject segment = std::move(created).value();
+  auto remove_on_error = [&](Status s) {
+    (void)shm::ShmObject::unlink(options.segment_name);
+    return s;
+  };
+  if (Status s = segment.try_lock(); !s.ok()) return remove_on_error(s);
+  auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
+  if (!mapping.ok()) return remove_on_error(mapping.status());
+
+  std::unique_ptr<Store> store(
+      new Store(options, std::move(segment), std::move(mapping).value()));
+  if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
+  return store;
+}
+
+Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping)
+    : options_(std::move(options)),
+      segment_(std::move(segment)),
+      mapping_(std::move(mapping)),
+      segment_bytes_(mapping_.size()),
+      data_offset_(header_and_index_bytes(options_.max_datasets)),
+      allocator_(data_offset_, data_area_bytes(options_.memory_limit)) {}
+
+Store::~Store() { (void)shm::ShmObject::unlink(segment_.name()); }
+
+Status Store::initialise() {
+  // The header and the index are charged to the limit like any extent.
+  SHELF_RETURN_IF_ERROR(segment_.reserve(0, data_offset_));
+  used_bytes_ = data_offset_;
+  generation_ = 1;
+  started_ns_ = now_ns();
+  auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
+  header->layout_version = shm::kLayoutVersion;
+  header->page_size = kPageSize;
+  header->generation = generation_;
+  header->segment_bytes = segment_bytes_;
+  header->index_offset = kPageSize;
+  header->index_capacity = options_.max_datasets;
+  header->index_entry_bytes = sizeof(shm::IndexEntryLayout);
+  header->data_offset = data_offset_;
+  header->data_bytes = allocator_.capacity();
+  header->memory_limit = options_.memory_limit;
+  header->created_ns = started_ns_;
+  header->daemon_pid = static_cast<uint32_t>(::getpid());
+  // Release: the magic is written last, so a client that sees it sees the
+  // whole header; pairs with the acquire in the client's segment check.
+  std::atomic_ref<uint64_t>(header->magic).store(shm::kSegmentMagic, std::memory_order_release);
+  free_slots_.reserve(options_.max_datasets);
+  for (uint32_t slot = options_.max_datasets; slot > 0; --slot) free_slots_.push_back(slot - 1);
+  return Status();
+}
+
+Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
+  SessionId id = next_session_id_++;
+  sessions_[id] = Session{pid, uid, {}, {}};
+  return id;
+}
+
+void Store::close_session(SessionId session_id) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  Session& session = it->second;
+  for (const auto& [offset, length] : session.unsealed) {
+    unsealed_bytes_ -= length;
+    free_extent(Extent{offset, length});
+  }
+  std::vector<uint64_t> lease_ids;
+  for (const auto& [lease, dataset] : session.leases) lease_ids.push_back(lease);
+  for (uint64_t lease : lease_ids) (void)release(session_id, lease);
+  sessions_.erase(it);
+}
+
+Status Store::over_limit(uint64_t requested) const {
+  return Status::resource_exhausted(
+      "memory limit reached: " + format_bytes(used_bytes_) + " used of " +
+      format_bytes(options_.memory_limit) + ", " + format_bytes(requested) +
+      " requested; unpublish datasets (shelf unpublish NAME) or restart shelfd with a larger "
+      "--memory-limit (used=" + std::to_string(used_bytes_) +
+      " limit=" + std::to_string(options_.memory_limit) +
+      " requested=" + std::to_string(requested) + ")");
+}
+
+shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
+  shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
+  auto* header = view.at<shm::ExtentHeaderLayout>(offset);
+  SHELF_CHECK(header != nullptr);
+  return header;
+}
+
+Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind,
+                                            uint32_t pid) {
+  if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
+  const uint64_t length = align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize);
+  if (used_bytes_ + length > options_.memory_limit) return over_limit(length);
+  std::optional<uint64_t> offset = allocator_.allocate(length);
+  // Cannot happen while the data area is twice the limit; say so if it does.
+  if (!offset) return Status::internal("extent allocator is full below the memory limit");
+  if (Status s = segment_.reserve(*offset, length); !s.ok()) {
+    allocator_.free(*offset, length);
+    return s;
+  }
+  used_bytes_ += length;
+  shm::ExtentHeaderLayout* header = extent_header(*offset);
+  header->magic = shm::kExtentMagic;
+  header->kind = static_cast<uint32_t>(kind);
+  header->length = length;
+  header->owner_pid = pid;
+  // Release: orders the header fields before the state; pairs with the
+  // acquire loads in publish() and in the client.
+  std::atomic_ref<uint32_t>(header->state)
+      .store(static_cast<uint32_t>(shm::ExtentState::kAllocated), std::memory_order_release);
+  return Extent{*offset, length};
+}
+
+void Store::free_extent(const Extent& extent) {
+  // Punching the hole gives the pages back to the OS; the range reads as zeros
+  // afterwards, which also clears the extent header.
+  Status s = segment_.release(extent.offset, extent.length);
+  SHELF_CHECK(s.ok());
+  allocator_.free(extent.offset, extent.length);
+  used_bytes_ -= extent.length;
+}
+
+Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {
+  Session& session = sessions_.at(session_id);
+  if (payload_bytes == 0) return Status::invalid_argument("cannot allocate 0 bytes");
+  SHELF_ASSIGN_OR_RETURN(Extent extent,
+                         reserve_extent(payload_bytes, shm::ExtentKind::kPartition, session.pid));
+  session.unsealed[extent.offset] = extent.length;
+  unsealed_bytes_ += extent.length;
+  return protocol::AllocateResponse{extent.offset, extent.length};
+}
+
+Status Store::abort(SessionId session_id, uint64_t extent_offset) {
+  Session& session = sessions_.at(session_id);
+  auto it = session.unsealed.find(extent_offset);
+  if (it == session.unsealed.end()) {
+    return Status::invalid_argument("no unsealed extent of this connection at offset " +
+                                    std::to_string(extent_offset));
+  }
+  unsealed_bytes_ -= it->second;
+  free_extent(Extent{it->first, it->second});
+  session.unsealed.erase(it);
+  return Status();
+}
+
+Status Store::publish(SessionId session_id, const protocol::PublishRequest& request) {
+  Session& session = sessions_.at(session_id);
+  if (request.items.empty()) return Status::invalid_argument("publish needs at least one dataset");
+
+  // 1. Validate everything; change nothing.
+  std::set<std::string_view> names_in_request;
+  std::set<uint64_t> extents_in_request;
+  std::vector<shm::DescriptorView> views;
+  uint64_t descriptor_bytes = 0;
+  size_t new_names = 0;
+  for (const protocol::PublishItem& item : request.items) {
+    SHELF_RETURN_IF_ERROR(check_name(item.name));
+    if (!names_in_request.insert(item.name).second) {
+      return Status::invalid_argument("dataset " + quoted(item.name) +
+                                      " appears twice in one publish");
+    }
+    const bool exists = names_.count(item.name) > 0;
+    if (exists && !request.override_existing) {
+      return Status::already_exists("dataset " + quoted(item.name) +
+                                    " already exists; unpublish it first or publish with "
+                                    "override (shelf publish --override)");
+    }
+    new_names += exists ? 0 : 1;
+    auto view = shm::DescriptorView::parse(item.descriptor, /*from_client=*/true);
+    if (!view.ok()) {
+      return Status::invalid_argument("dataset " + quoted(item.name) + ": " +
+                                      view.status().message());
+    }
+    for (uint64_t p = 0; p < view->num_partitions(); ++p) {
+      const shm::PartitionLayout& part = view->partition(p);
+      auto owned = session.unsealed.find(part.extent_offset);
+      if (owned == session.unsealed.end() || owned->second != part.extent_length) {
+        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
+                                        std::to_string(p) +
+                                        ": its extent is not an unsealed extent of this "
+                                        "connection");
+      }
+      if (!extents_in_request.insert(part.extent_offset).second) {
+        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
+                                        std::to_string(p) + " reuses an extent");
+      }
+      // Acquire: pairs with the publisher's release store of kWritten, so the
+      // partition's bytes are visible here once we see it.
+      const uint32_t state = std::atomic_ref<uint32_t>(extent_header(part.extent_offset)->state)
+                                 .load(std::memory_order_acquire);
+      if (state != static_cast<uint32_t>(shm::ExtentState::kWritten)) {
+        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
+                                        std::to_string(p) + " was not finished writing");
+      }
+      if (options_.verify_on_publish) {
+        for (uint32_t c = 0; c < view->num_columns(); ++c) {
+          const shm::ChunkLayout& chunk = view->chunk(p, c);
+          for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
+            if (b->length > 0 && shm::xxh3(mapping_.data() + b->offset, b->length) != b->xxh3) {
+              return Status::corruption("dataset " + quoted(item.name) + " partition " +
+                                        std::to_string(p) + " column '" +
+                                        std::string(view->column_name(c)) +
+                                        "': checksum mismatch");
+            }
+          }
+        }
+      }
+    }
+    descriptor_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
+    views.push_back(std::move(view).value());
+  }
+  if (new_names > free_slots_.size()) {
+    return Status::resource_exhausted("the index is full (" +
+                                      std::to_string(options_.max_datasets) +
+                                      " datasets); unpublish some or restart shelfd with a "
+                                      "larger --max-datasets");
+  }
+  if (used_bytes_ + descriptor_bytes > options_.memory_limit) return over_limit(descriptor_bytes);
+
+  // 2. Reserve the descriptor extents; roll back if /dev/shm refuses one.
+  std::vector<Extent> descriptor_extents;
+  for (const protocol::PublishItem& item : request.items) {
+    auto extent = reserve_extent(item.descriptor.size(), shm::ExtentKind::kDescriptor, session.pid);
+    if (!extent.ok()) {
+      for (const Extent& e : descriptor_extents) free_extent(e);
+      return extent.status();
+    }
+    descriptor_extents.push_back(*extent);
+  }
+  SHELF_FAULT_POINT("daemon.publish.before_commit");
+
+  // 3. Commit. Nothing below can fail.
+  const int64_t created = now_ns();
+  for (size_t i = 0; i < request.items.size(); ++i) {
+    const protocol::PublishItem& item = request.items[i];
+    const shm::DescriptorView& view = views[i];
+    const Extent& desc_extent = descriptor_extents[i];
+    std::byte* desc = mapping_.data() + desc_extent.offset + shm::kExtentHeaderBytes;
+    std::memcpy(desc, item.descriptor.data(), item.descriptor.size());
+    auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
+    dh->created_ns = created;
+    dh->publisher_uid = session.uid;
+    dh->publisher_pid = session.pid;
+
+    Dataset dataset;
+    dataset.name = item.name;
+    dataset.published = true;
+    dataset.descriptor = desc_extent;
+    dataset.descriptor_length = item.descriptor.size();
+    dataset.memory_bytes = desc_extent.length;
+    for (uint64_t p = 0; p < view.num_partitions(); ++p) {
+      const shm::PartitionLayout& part = view.partition(p);
+      Extent e{part.extent_offset, part.extent_length};
+      session.unsealed.erase(e.offset);
+      unsealed_bytes_ -= e.length;
+      dataset.partitions.push_back(e);
+      dataset.memory_bytes += e.length;
+      // Release: pairs with the acquire of kSealed in Client::get_dataset().
+      std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
+          .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+    }
+    std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
+        .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+
+    protocol::DatasetSummary& s = dataset.summary;
+    s.name = item.name;
+    s.num_columns = view.num_columns();
+    s.num_partitions = view.num_partitions();
+    s.num_rows = view.header().num_rows;
+    s.data_bytes = view.header().data_bytes;
+    s.memory_bytes = dataset.memory_bytes;
+    s.created_ns = created;
+    s.publisher_uid = session.uid;
+    s.publisher_pid = session.pid;
+
+    auto existing = names_.find(item.name);
+    if (existing != names_.end()) {  // override: the new dataset takes the old one's slot
+      Dataset& old = datasets_.at(existing->second);
+      dataset.slot = old.slot;
+      old.published = false;
+      const uint64_t old_id = existing->second;
+      names_.erase(existing);
+      if (old.leases == 0) {
+        free_dataset(old_id);
+      } else {
+        pending_free_bytes_ += old.memory_bytes;
+      }
+    } else {
+      dataset.slot = free_slots_.back();
+      free_slots_.pop_back();
+    }
+    const uint64_t id = next_dataset_id_++;
+    auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
+    SHELF_CHECK(inserted);
+    names_.emplace(item.name, id);
+    write_index_entry(it->second.slot, &it->second);
+  }
+  return Status();
+}
+
+void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
+  shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
+  auto* entry = view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
+  SHELF_CHECK(entry != nullptr);
+  // Seqlock write: odd while changing. The release fence orders the odd value
+  // before the field writes; the final release store orders them before the
+  // even value. Pairs with a reader's acquire load of seq and its re-check.
+  std::atomic_ref<uint64_t> seq(entry->seq);
+  const uint64_t start = seq.load(std::memory_order_relaxed);
+  seq.store(start + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  if (dataset == nullptr) {
+    entry->state = static_cast<uint32_t>(shm::IndexEntryState::kFree);
+    entry->name_length = 0;
+    entry->descriptor_offset = entry->descriptor_length = entry->data_bytes = 0;
+    entry->created_ns = 0;
+  } else {
+    entry->state = static_cast<uint32_t>(shm::IndexEntryState::kPublished);
+    entry->name_length = static_cast<uint32_t>(dataset->name.size());
+    std::memcpy(entry->name, dataset->name.data(), dataset->name.size());
+    entry->descriptor_offset = dataset->descriptor.offset + shm::kExtentHeaderBytes;
+    entry->descriptor_length = dataset->descriptor_length;
+    entry->data_bytes = dataset->memory_bytes;
+    entry->created_ns = dataset->summary.created_ns;
+  }
+  seq.store(start + 2, std::memory_order_release);
+}
+
+Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
+  Session& session = sessions_.at(session_id);
+  auto it = names_.find(name);
+  if (it == names_.end()) {
+    return Status::not_found("dataset " + quoted(name) +
+                             " not found; `shelf list` shows the published datasets");
+  }
+  Dataset& dataset = datasets_.at(it->second);
+  const uint64_t lease = next_lease_id_++;
+  session.leases.emplace(lease, it->second);
+  ++dataset.leases;
+  ++num_leases_;
+  return protocol::GetResponse{lease, dataset.descriptor.offset + shm::kExtentHeaderBytes,
+                               dataset.descriptor_length};
+}
+
+Status Store::release(SessionId session_id, uint64_t lease_id) {
+  Session& session = sessions_.at(session_id);
+  auto it = session.leases.find(lease_id);
+  if (it == session.leases.end()) {
+    return Status::invalid_argument("no lease " + std::to_string(lease_id) + " on this connection");
+  }
+  const uint64_t dataset_id = it->second;
+  session.leases.erase(it);
+  --num_leases_;
+  Dataset& dataset = datasets_.at(dataset_id);
+  SHELF_CHECK(dataset.leases > 0);
+  if (--dataset.leases == 0 && !dataset.published) {
+    pending_free_bytes_ -= dataset.memory_bytes;
+    free_dataset(dataset_id);
+  }
+  return Status();
+}
+
+Status Store::unpublish(const std::string& name) {
+  auto it = names_.find(name);
+  if (it == names_.end()) {
+    return Status::not_found("dataset " + quoted(name) +
+                             " not found; `shelf list` shows the published datasets");
+  }
+  const uint64_t id = it->second;
+  Dataset& dataset = datasets_.at(id);
+  names_.erase(it);
+  write_index_entry(dataset.slot, nullptr);
+  free_slots_.push_back(dataset.slot);
+  dataset.published = false;
+  if (dataset.leases == 0) {
+    free_dataset(id);
+  } else {
+    pending_free_bytes_ += dataset.memory_bytes;
+  }
+  return Status();
+}
+
+void Store::free_dataset(uint64_t dataset_id) {
+  auto it = datasets_.find(dataset_id);
+  SHELF_CHECK(it != datasets_.end() && !it->second.published && it->second.leases == 0);
+  for (const Extent& e : it->second.partitions) free_extent(e);
+  free_extent(it->second.descriptor);
+  datasets_.erase(it);
+}
+
+protocol::ListResponse Store::list() const {
+  protocol::ListResponse response;
+  response.datasets.reserve(names_.size());
+  for (const auto& [name, id] : names_) {
+    const Dataset& d = datasets_.at(id);
+    protocol::DatasetSummary s = d.summary;
+    s.leases = d.leases;
+    response.datasets.push_back(std::move(s));
+  }
+  return response;
+}
+
+protocol::StatusResponse Store::status() const {
+  protocol::StatusResponse s;
+  s.segment_name = segment_.name();
+  s.daemon_pid = static_cast<uint32_t>(::getpid());
+  s.generation = generation_;
+  s.started_ns = started_ns_;
+  s.memory_limit = options_.memory_limit;
+  s.used_bytes = used_bytes_;
+  s.index_bytes = data_offset_;
+  s.unsealed_bytes = unsealed_bytes_;
+  s.pending_free_bytes = pending_free_bytes_;
+  auto resident = segment_.resident_bytes();
+  s.resident_bytes = resident.ok() ? *resident : 0;
+  s.num_connections = static_cast<uint32_t>(sessions_.size());
+  s.num_leases = num_leases_;
+  s.datasets = list().datasets;
+  return s;
+}
+
+}  // namespace shelf::server

@@ -1,0 +1,133 @@
+// Store: the daemon's state. It owns the segment, the dataset index in it,
+// the extent allocator, memory accounting, sessions' unsealed extents and
+// leases. It is the only code that mutates the index or the allocator.
+//
+// Single-threaded: the daemon's event loop calls it; nothing here blocks on a
+// client. Every operation either succeeds or changes nothing ("On error, no
+// operation is performed"), so one client's mistake never harms another's data.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <shelf/result.h>
+
+#include "protocol/messages.h"
+#include "shm/extent_allocator.h"
+#include "shm/layout.h"
+#include "shm/segment.h"
+
+namespace shelf::server {
+
+struct StoreOptions {
+  std::string segment_name;
+  uint64_t memory_limit = 0;      // bytes; everything in the segment is charged to it
+  uint32_t max_datasets = 16384;  // index slots
+  uint32_t mode = 0600;           // permissions of the segment
+  bool verify_on_publish = false; // recompute every buffer's XXH3 before publishing
+};
+
+class Store {
+ public:
+  // Creates the segment /dev/shm/<segment_name>, sized for the limit, and
+  // takes an exclusive lock on it. A segment of that name left by a daemon
+  // that is gone is replaced. Errors: AlreadyExists (a live daemon uses it),
+  // ResourceExhausted (/dev/shm cannot hold the limit), InvalidArgument.
+  static Result<std::unique_ptr<Store>> create(const StoreOptions& options);
+  // Unmaps the segment; removes it from /dev/shm too (datasets do not outlive
+  // the daemon yet; see docs/design.md, "Lifetime").
+  ~Store();
+
+  using SessionId = uint64_t;
+  SessionId open_session(uint32_t pid, uint32_t uid);
+  // Frees the session's unsealed extents and ends its leases.
+  void close_session(SessionId session);
+
+  // Reserves an extent with room for `payload_bytes` after its header.
+  Result<protocol::AllocateResponse> allocate(SessionId session, uint64_t payload_bytes);
+  // Gives back one of the session's unsealed extents.
+  Status abort(SessionId session, uint64_t extent_offset);
+  // Seals the extents the descriptors name and publishes every name, all or
+  // nothing. Errors: InvalidArgument (bad name or descriptor, extent not the
+  // session's or not written), AlreadyExists (name taken, no override),
+  // ResourceExhausted (descriptor memory over the limit, index full),
+  // Corruption (checksum mismatch with verify_on_publish).
+  Status publish(SessionId session, const protocol::PublishRequest& request);
+  // Takes a lease on a published dataset. NotFound names the dataset.
+  Result<protocol::GetResponse> get(SessionId session, const std::string& name);
+  Status release(SessionId session, uint64_t lease_id);
+  // Removes the name; memory returns when the last lease ends.
+  Status unpublish(const std::string& name);
+
+  protocol::ListResponse list() const;
+  protocol::StatusResponse status() const;
+
+  const std::string& segment_name() const { return segment_.name(); }
+  uint64_t segment_bytes() const { return segment_bytes_; }
+  uint64_t generation() const { return generation_; }
+  uint64_t memory_limit() const { return options_.memory_limit; }
+  uint64_t used_bytes() const { return used_bytes_; }
+
+  // Checks the name rules (1..kMaxNameBytes bytes, valid UTF-8, no control
+  // characters). The error says what is wrong with `name`.
+  static Status check_name(std::string_view name);
+
+ private:
+  struct Extent {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  struct Dataset {
+    std::string name;
+    bool published = false;
+    uint32_t slot = 0;  // index slot while published
+    Extent descriptor;  // the extent holding the descriptor
+    uint64_t descriptor_length = 0;
+    std::vector<Extent> partitions;
+    uint64_t memory_bytes = 0;
+    uint32_t leases = 0;
+    protocol::DatasetSummary summary;
+  };
+  struct Session {
+    uint32_t pid = 0;
+    uint32_t uid = 0;
+    std::map<uint64_t, uint64_t> unsealed;       // extent offset -> length
+    std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
+  };
+
+  Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
+  Status initialise();
+  Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
+  void free_extent(const Extent& extent);
+  void free_dataset(uint64_t dataset_id);
+  void write_index_entry(uint32_t slot, const Dataset* dataset);
+  shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+  Status over_limit(uint64_t requested) const;
+
+  StoreOptions options_;
+  shm::ShmObject segment_;
+  shm::Mapping mapping_;  // the whole segment, read-write
+  uint64_t segment_bytes_ = 0;
+  uint64_t data_offset_ = 0;
+  uint64_t generation_ = 0;
+  int64_t started_ns_ = 0;
+  shm::ExtentAllocator allocator_;
+
+  uint64_t used_bytes_ = 0;
+  uint64_t unsealed_bytes_ = 0;
+  uint64_t pending_free_bytes_ = 0;
+  uint64_t next_session_id_ = 1;
+  uint64_t next_dataset_id_ = 1;
+  uint64_t next_lease_id_ = 1;
+  uint32_t num_leases_ = 0;
+  std::unordered_map<SessionId, Session> sessions_;
+  std::unordered_map<uint64_t, Dataset> datasets_;  // published and unpublished-but-leased
+  std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
+  std::vector<uint32_t> free_slots_;
+};
+
+}  // namespace shelf::server

@@ -1,0 +1,164 @@
+// Structs that live in the shared-memory segment. docs/shm_layout.md draws
+// the whole segment; every offset here is checked by a static_assert so the
+// document and the code cannot drift apart.
+//
+// Shared memory holds offsets from the start of the segment, never pointers.
+// Turn an offset into a pointer only through SegmentView::at (segment_view.h).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shelf::shm {
+
+inline constexpr uint64_t kPageSize = 4096;
+// Arrow's recommended buffer alignment: one cache line, and enough for AVX-512 loads.
+inline constexpr uint64_t kBufferAlignment = 64;
+// "SHELFSEG" in little-endian ASCII: identifies a shelf segment.
+inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
+// Bump on any change to a *Layout struct or to the meaning of a field.
+inline constexpr uint32_t kLayoutVersion = 1;
+// A dataset name is at most this many bytes of UTF-8 (it must fit an index entry).
+inline constexpr uint32_t kMaxNameBytes = 200;
+
+// An acquire load of a field that may lie in a read-only mapping.
+// std::atomic_ref<const T> is not C++20, so the const is cast away; a load
+// never writes (on x86-64 it is a plain aligned mov).
+template <class T>
+T load_acquire(const T& field) {
+  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_acquire);
+}
+
+constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+// Page 0 of the segment. Written by the daemon at start, read-only afterwards
+// except for `generation`, which the daemon bumps when it (re)starts.
+struct alignas(64) SegmentHeaderLayout {
+  uint64_t magic;           // kSegmentMagic
+  uint32_t layout_version;  // kLayoutVersion
+  uint32_t page_size;       // kPageSize
+  uint64_t generation;      // bumped at every daemon start
+  uint64_t segment_bytes;   // total size of the shm object
+  uint64_t index_offset;    // first IndexEntryLayout
+  uint32_t index_capacity;  // number of IndexEntryLayout slots
+  uint32_t index_entry_bytes;
+  uint64_t data_offset;     // first byte of the extent area (page aligned)
+  uint64_t data_bytes;      // size of the extent area
+  uint64_t memory_limit;    // --memory-limit of the daemon that made the segment
+  int64_t created_ns;       // CLOCK_REALTIME when the segment was made
+  uint32_t daemon_pid;
+  uint32_t reserved0;
+  uint64_t reserved[4];
+};
+static_assert(std::is_trivially_copyable_v<SegmentHeaderLayout> &&
+              std::is_standard_layout_v<SegmentHeaderLayout>);
+static_assert(sizeof(SegmentHeaderLayout) == 128 &&
+              offsetof(SegmentHeaderLayout, data_offset) == 48 &&
+              offsetof(SegmentHeaderLayout, daemon_pid) == 80);
+
+// One slot of the named-dataset index. Only the daemon writes it, under a
+// seqlock: `seq` is odd while the entry is being changed, so a reader that
+// later looks names up without a round trip can retry a torn read.
+enum class IndexEntryState : uint32_t { kFree = 0, kPublished = 1 };
+struct alignas(64) IndexEntryLayout {
+  uint64_t seq;
+  uint32_t state;  // IndexEntryState
+  uint32_t name_length;
+  uint64_t descriptor_offset;  // DescriptorHeaderLayout of the dataset
+  uint64_t descriptor_length;
+  uint64_t data_bytes;         // bytes the dataset holds, extents included
+  int64_t created_ns;
+  char name[kMaxNameBytes + 8];  // not NUL-terminated: name_length bytes
+};
+static_assert(std::is_trivially_copyable_v<IndexEntryLayout> &&
+              std::is_standard_layout_v<IndexEntryLayout>);
+static_assert(sizeof(IndexEntryLayout) == 256 && offsetof(IndexEntryLayout, name) == 48);
+
+// The first 64 bytes of every extent. `state` is the seal protocol:
+//   kAllocated: the daemon reserved the extent for a publisher (fresh, zeroed).
+//   kWritten:   the publisher finished writing and stored this with release.
+//   kSealed:    the daemon saw kWritten with acquire and published the extent
+//               (stored with release); readers check it with acquire.
+enum class ExtentState : uint32_t { kAllocated = 1, kWritten = 2, kSealed = 3 };
+enum class ExtentKind : uint32_t { kPartition = 1, kDescriptor = 2 };
+// "SHELFEXT" in little-endian ASCII.
+inline constexpr uint64_t kExtentMagic = 0x5458454646454853ULL;
+struct alignas(64) ExtentHeaderLayout {
+  uint64_t magic;   // kExtentMagic
+  uint32_t state;   // ExtentState; accessed only through std::atomic_ref
+  uint32_t kind;    // ExtentKind
+  uint64_t length;  // of the whole extent, header included (page multiple)
+  uint32_t owner_pid;
+  uint32_t reserved0;
+  uint64_t reserved[4];
+};
+static_assert(std::is_trivially_copyable_v<ExtentHeaderLayout> &&
+              std::is_standard_layout_v<ExtentHeaderLayout>);
+static_assert(sizeof(ExtentHeaderLayout) == 64 && offsetof(ExtentHeaderLayout, state) == 8);
+inline constexpr uint64_t kExtentHeaderBytes = sizeof(ExtentHeaderLayout);
+
+// A dataset descriptor: the schema and where every buffer of every partition
+// lies. Written once by the daemon into a kDescriptor extent at publish,
+// immutable afterwards. Byte layout, all offsets from the descriptor start:
+//   DescriptorHeaderLayout
+//   ColumnLayout      [num_columns]
+//   PartitionLayout   [num_partitions]
+//   ChunkLayout       [num_partitions * num_columns]   (partition-major)
+//   names             (column names, UTF-8, packed)
+// "SHELFDSC" in little-endian ASCII.
+inline constexpr uint64_t kDescriptorMagic = 0x4353444646454853ULL;
+struct DescriptorHeaderLayout {
+  uint64_t magic;  // kDescriptorMagic
+  uint32_t layout_version;
+  uint32_t num_columns;
+  uint64_t num_partitions;
+  uint64_t num_rows;    // sum over partitions
+  uint64_t data_bytes;  // sum of the buffers' lengths
+  int64_t created_ns;   // CLOCK_REALTIME at publish
+  uint32_t publisher_uid;
+  uint32_t publisher_pid;
+  uint64_t names_length;
+};
+static_assert(std::is_trivially_copyable_v<DescriptorHeaderLayout> &&
+              std::is_standard_layout_v<DescriptorHeaderLayout>);
+static_assert(sizeof(DescriptorHeaderLayout) == 64);
+
+struct ColumnLayout {
+  uint8_t type;  // shelf::Type
+  uint8_t reserved[3];
+  uint32_t name_length;
+  uint64_t name_offset;  // into the names area
+};
+static_assert(sizeof(ColumnLayout) == 16 && std::is_trivially_copyable_v<ColumnLayout>);
+
+struct PartitionLayout {
+  uint64_t num_rows;
+  uint64_t extent_offset;  // segment offset of the partition's extent (its header)
+  uint64_t extent_length;
+  uint64_t reserved;
+};
+static_assert(sizeof(PartitionLayout) == 32 && std::is_trivially_copyable_v<PartitionLayout>);
+
+// A buffer: where it lies in the segment and the XXH3-64 of its bytes.
+// An absent buffer (no validity bitmap) has length 0.
+struct BufferLayout {
+  uint64_t offset;  // segment offset, kBufferAlignment aligned
+  uint64_t length;
+  uint64_t xxh3;
+};
+static_assert(sizeof(BufferLayout) == 24 && std::is_trivially_copyable_v<BufferLayout>);
+
+// One column of one partition.
+struct ChunkLayout {
+  BufferLayout validity;  // LSB-first bitmap, 1 = valid; length 0 when null_count == 0
+  BufferLayout offsets;   // kString: (rows + 1) int64 offsets into data; else length 0
+  BufferLayout data;      // values; kBytes: the opaque payload (rows = its length)
+  uint64_t null_count;
+};
+static_assert(sizeof(ChunkLayout) == 80 && std::is_trivially_copyable_v<ChunkLayout>);
+
+}  // namespace shelf::shm

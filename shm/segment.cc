@@ -1,0 +1,198 @@
+#include "shm/segment.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include "shm/layout.h"
+
+namespace bip = boost::interprocess;
+
+namespace shelf::shm {
+
+namespace {
+
+Status from_boost(std::string_view what, const bip::interprocess_exception& e) {
+  int err = e.get_native_error();
+  if (err != 0) return Status::from_errno(what, err);
+  return Status::io_error(std::string(what) + ": " + e.what());
+}
+
+}  // namespace
+
+class ShmObject::Impl {
+ public:
+  bip::shared_memory_object object;
+  std::string name;
+  bool writable = false;
+};
+
+ShmObject::ShmObject(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ShmObject::ShmObject(ShmObject&&) noexcept = default;
+ShmObject& ShmObject::operator=(ShmObject&&) noexcept = default;
+ShmObject::~ShmObject() = default;
+
+bool ShmObject::is_valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Result<ShmObject> ShmObject::create(std::string_view name, uint64_t size, uint32_t mode) {
+  if (!is_valid_name(name)) {
+    return Status::invalid_argument("'" + std::string(name) +
+                                    "' is not a valid segment name (use letters, digits, . _ -)");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->name = name;
+  impl->writable = true;
+  std::string what = "create /dev/shm/" + impl->name;
+  try {
+    bip::permissions permissions(static_cast<int>(mode));
+    impl->object = bip::shared_memory_object(bip::create_only, impl->name.c_str(),
+                                             bip::read_write, permissions);
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost(what, e);
+  }
+  int fd = impl->object.get_mapping_handle().handle;
+  // The umask may have narrowed `mode`; set it exactly (never wider than asked).
+  if (::fchmod(fd, mode) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    bip::shared_memory_object::remove(impl->name.c_str());
+    return Status::from_errno(what, err);
+  }
+  return ShmObject(std::move(impl));
+}
+
+Result<ShmObject> ShmObject::open(std::string_view name, bool writable) {
+  if (!is_valid_name(name)) {
+    return Status::invalid_argument("'" + std::string(name) + "' is not a valid segment name");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->name = name;
+  impl->writable = writable;
+  try {
+    impl->object = bip::shared_memory_object(bip::open_only, impl->name.c_str(),
+                                             writable ? bip::read_write : bip::read_only);
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost("open /dev/shm/" + impl->name, e);
+  }
+  return ShmObject(std::move(impl));
+}
+
+Status ShmObject::unlink(std::string_view name) {
+  std::string path = "/" + std::string(name);
+  if (::shm_unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::from_errno("remove /dev/shm/" + std::string(name), errno);
+  }
+  return Status();
+}
+
+const std::string& ShmObject::name() const { return impl_->name; }
+int ShmObject::fd() const { return impl_->object.get_mapping_handle().handle; }
+bool ShmObject::writable() const { return impl_->writable; }
+
+Result<uint64_t> ShmObject::size() const {
+  struct stat st;
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<uint64_t> ShmObject::resident_bytes() const {
+  struct stat st;
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
+  int err = ::posix_fallocate(fd(), static_cast<off_t>(offset), static_cast<off_t>(length));
+  if (err == 0) return Status();
+  // posix_fallocate may have allocated part of the range: give it back.
+  (void)release(offset, length);
+  if (err == ENOSPC) {
+    return Status::resource_exhausted(
+        "/dev/shm is full: could not reserve " + std::to_string(length) +
+        " bytes; free space in /dev/shm (df -h /dev/shm) or lower --memory-limit");
+  }
+  return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
+}
+
+Status ShmObject::release(uint64_t offset, uint64_t length) const {
+  if (::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(length)) != 0) {
+    return Status::from_errno("release memory of /dev/shm/" + name(), errno);
+  }
+  return Status();
+}
+
+Status ShmObject::try_lock() const {
+  if (::flock(fd(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Status::already_exists("/dev/shm/" + name() + " is in use by another shelfd");
+    }
+    return Status::from_errno("lock /dev/shm/" + name(), errno);
+  }
+  return Status();
+}
+
+class Mapping::Impl {
+ public:
+  bip::mapped_region region;
+};
+
+Mapping::Mapping(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Mapping::Mapping(Mapping&&) noexcept = default;
+Mapping& Mapping::operator=(Mapping&&) noexcept = default;
+Mapping::~Mapping() = default;
+
+Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t length,
+                             bool writable, bool populate) {
+  if (offset % kPageSize != 0 || length == 0) {
+    return Status::internal("Mapping::map: unaligned offset or empty length");
+  }
+  auto impl = std::make_unique<Impl>();
+  // mapped_region maps with the object's own handle; the object's open mode
+  // must allow `writable`.
+  if (writable && !object.writable()) {
+    return Status::permission_denied("/dev/shm/" + object.name() + " is open read-only");
+  }
+  try {
+    bip::mapping_handle_t handle;
+    handle.handle = object.fd();
+    handle.is_xsi = false;
+    struct HandleHolder {
+      bip::mapping_handle_t h;
+      bip::mapping_handle_t get_mapping_handle() const { return h; }
+    } holder{handle};
+    impl->region = bip::mapped_region(holder, writable ? bip::read_write : bip::read_only,
+                                      static_cast<bip::offset_t>(offset),
+                                      static_cast<std::size_t>(length));
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost("map /dev/shm/" + object.name(), e);
+  }
+  if (populate) {
+    // MADV_POPULATE_* (Linux 5.14) maps every page in one call instead of
+    // one fault per 4 KiB page. Older kernels say EINVAL: just go on.
+    int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    (void)::madvise(impl->region.get_address(), impl->region.get_size(), advice);
+  }
+  return Mapping(std::move(impl));
+}
+
+std::byte* Mapping::data() const { return static_cast<std::byte*>(impl_->region.get_address()); }
+uint64_t Mapping::size() const { return impl_->region.get_size(); }
+
+}  // namespace shelf::shm

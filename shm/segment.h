@@ -1,0 +1,85 @@
+// RAII owners of a POSIX shared-memory object and of mappings of it.
+//
+// These are thin wrappers over Boost.Interprocess's shared_memory_object and
+// mapped_region (not managed_shared_memory: docs/design.md says why). Every
+// Boost call is made here and its exceptions become Status values; nothing
+// above shm/ sees Boost.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <shelf/result.h>
+
+namespace shelf::shm {
+
+// A named POSIX shared-memory object (/dev/shm/NAME), open in this process.
+// Move-only. It does not unlink the name when destroyed: unlink() does that.
+class ShmObject {
+ public:
+  // Creates NAME with `mode` permissions and `size` bytes (sparse: no memory is
+  // used until reserve()). Fails with AlreadyExists if NAME exists.
+  static Result<ShmObject> create(std::string_view name, uint64_t size, uint32_t mode);
+  // Opens an existing NAME read-only, or read-write. NotFound if there is none.
+  static Result<ShmObject> open(std::string_view name, bool writable);
+  // Removes NAME from /dev/shm; mappings stay valid. OK if it did not exist.
+  static Status unlink(std::string_view name);
+  // True when NAME is a valid shm object name ([A-Za-z0-9._-], 1..200 bytes).
+  static bool is_valid_name(std::string_view name);
+
+  ShmObject(ShmObject&&) noexcept;
+  ShmObject& operator=(ShmObject&&) noexcept;
+  ~ShmObject();
+
+  const std::string& name() const;
+  int fd() const;
+  bool writable() const;
+  // Size of the object (fstat).
+  Result<uint64_t> size() const;
+  // Memory the object really holds in /dev/shm (fstat st_blocks).
+  Result<uint64_t> resident_bytes() const;
+  // Allocates backing pages for [offset, offset+length) with posix_fallocate,
+  // so that a full /dev/shm is an error now instead of a SIGBUS later.
+  // Errors: ResourceExhausted naming /dev/shm when it is full.
+  Status reserve(uint64_t offset, uint64_t length) const;
+  // Gives the pages of [offset, offset+length) back to the OS (punches a
+  // hole); reads of the range return zeros afterwards.
+  Status release(uint64_t offset, uint64_t length) const;
+  // Takes an exclusive flock on the object without waiting; the kernel drops
+  // it when this process dies. Errors: AlreadyExists when another process holds it.
+  Status try_lock() const;
+
+ private:
+  class Impl;
+  explicit ShmObject(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A mapping of part of a ShmObject. Move-only; unmaps itself.
+class Mapping {
+ public:
+  // Maps [offset, offset+length) of `object`; offset must be page aligned.
+  // `writable` needs an object opened read-write. `populate` pre-faults the
+  // pages (MADV_POPULATE_*), which is much cheaper than faulting page by page.
+  static Result<Mapping> map(const ShmObject& object, uint64_t offset, uint64_t length,
+                             bool writable, bool populate = false);
+
+  Mapping(Mapping&&) noexcept;
+  Mapping& operator=(Mapping&&) noexcept;
+  ~Mapping();
+
+  std::byte* data() const;
+  uint64_t size() const;
+  std::span<std::byte> bytes() const { return {data(), static_cast<size_t>(size())}; }
+
+ private:
+  class Impl;
+  explicit Mapping(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shelf::shm
