@@ -1,0 +1,201 @@
+#include "tests/support/test_daemon.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace shelf::test {
+
+std::string unique_name() {
+  static std::atomic<int> counter{0};
+  return "shelf-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                          const std::string& stdin_text) {
+  CommandResult result;
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return result;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  // Feed stdin and drain both outputs together, so no pipe can fill and block.
+  size_t fed = 0;
+  if (stdin_text.empty()) ::close(in[1]);
+  std::vector<pollfd> fds = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  if (!stdin_text.empty()) fds.push_back({in[1], POLLOUT, 0});
+  int open_outputs = 2;
+  while (open_outputs > 0) {
+    if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) break;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      if (i == 2) {
+        ssize_t n = ::write(in[1], stdin_text.data() + fed, stdin_text.size() - fed);
+        if (n > 0) fed += static_cast<size_t>(n);
+        if (n <= 0 || fed == stdin_text.size()) {
+          ::close(in[1]);
+          fds[i].fd = -1;
+        }
+        continue;
+      }
+      char buf[65536];
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
+      } else {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_outputs;
+      }
+    }
+  }
+  if (fds.size() == 3 && fds[2].fd >= 0) ::close(in[1]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+int run_in_child(const std::function<void()>& body) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    const bool failed = ::testing::Test::HasFailure();
+    std::fflush(nullptr);
+    ::_exit(failed ? 1 : 0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::unique_ptr<TestDaemon> TestDaemon::start() { return start(Options()); }
+
+std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
+  std::unique_ptr<TestDaemon> d(new TestDaemon());
+  const std::string name = unique_name();
+  d->dir_ = (std::filesystem::temp_directory_path() / name).string();
+  std::filesystem::create_directories(d->dir_);
+  d->socket_ = d->dir_ + "/shelf.sock";
+  d->segment_ = name;
+  std::vector<std::string> argv = {SHELFD_PATH,
+                                   "--socket", d->socket_,
+                                   "--segment", d->segment_,
+                                   "--memory-limit", options.memory_limit,
+                                   "--max-datasets", std::to_string(options.max_datasets),
+                                   "--log-level", "debug"};
+  argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+  // Without --foreground shelfd returns only once it serves: no polling.
+  CommandResult r = run_command(argv);
+  if (r.exit_code != 0) {
+    ADD_FAILURE() << "shelfd did not start (exit " << r.exit_code << "): " << r.err;
+    std::filesystem::remove_all(d->dir_);
+    return nullptr;
+  }
+  std::ifstream lock(d->socket_ + ".lock");
+  lock >> d->pid_;
+  if (d->pid_ <= 0) {
+    ADD_FAILURE() << "no pid in " << d->socket_ << ".lock";
+    return nullptr;
+  }
+  return d;
+}
+
+TestDaemon::~TestDaemon() {
+  if (alive()) {
+    ::kill(pid_, SIGTERM);
+    wait_until_gone();
+  }
+  // After a crash the daemon could not clean up: do it here.
+  std::string path = "/dev/shm/" + segment_;
+  ::unlink(path.c_str());
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+void TestDaemon::wait_until_gone() {
+  // The daemon holds an flock on <socket>.lock until it dies; the kernel drops
+  // it then, so a blocking flock here returns exactly when it is gone.
+  int fd = ::open((socket_ + ".lock").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::flock(fd, LOCK_EX);
+    ::close(fd);
+  }
+  // The lock is released in the kernel's exit path, a hair before the
+  // process is reaped; wait for that too (it is not our child: poll kill(0)).
+  while (::kill(pid_, 0) == 0) {
+    // Zombie until init reaps it; /proc/<pid>/stat says 'Z'.
+    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+    std::string pid, comm, state;
+    stat >> pid >> comm >> state;
+    if (state == "Z" || !stat) break;
+    ::sched_yield();
+  }
+}
+
+bool TestDaemon::alive() const {
+  if (pid_ <= 0 || ::kill(pid_, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+  std::string pid, comm, state;
+  stat >> pid >> comm >> state;
+  return stat && state != "Z";
+}
+
+void TestDaemon::kill9() {
+  ::kill(pid_, SIGKILL);
+  wait_until_gone();
+}
+
+ClientOptions TestDaemon::client_options() const {
+  ClientOptions o;
+  o.socket = socket_;
+  o.client_name = "test";
+  return o;
+}
+
+Client TestDaemon::connect() const {
+  auto c = Client::connect(client_options());
+  if (!c.ok()) {
+    ADD_FAILURE() << "connect: " << c.status().to_string();
+    std::abort();
+  }
+  return std::move(c).value();
+}
+
+uint64_t TestDaemon::resident_bytes() const {
+  struct stat st;
+  if (::stat(("/dev/shm/" + segment_).c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace shelf::test

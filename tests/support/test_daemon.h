@@ -1,0 +1,73 @@
+// Test support: a real shelfd per test, real child processes, real commands.
+//
+// Nothing here mocks the daemon or the segment. Each TestDaemon gets a fresh
+// directory, a unique socket and a unique segment ("shelf-test-<pid>-<n>"),
+// and removes all of them when it goes, so tests can run in parallel.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <shelf/client.h>
+
+namespace shelf::test {
+
+// "shelf-test-<pid>-<n>": unique within the machine while this process lives.
+std::string unique_name();
+
+struct CommandResult {
+  int exit_code = -1;  // 128 + signal when killed by one
+  std::string out;
+  std::string err;
+};
+// Runs argv[0] (a path) with extra environment entries "K=V", feeding
+// `stdin_text`; waits for it and captures stdout and stderr.
+CommandResult run_command(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env = {},
+                          const std::string& stdin_text = "");
+
+// Runs `body` in a forked child process and returns its exit code (0 on
+// success; a gtest failure inside the child exits 1; death by a signal gives
+// 128 + signal). The child never returns into the test.
+int run_in_child(const std::function<void()>& body);
+
+class TestDaemon {
+ public:
+  struct Options {
+    std::string memory_limit = "64MiB";
+    uint32_t max_datasets = 256;
+    std::vector<std::string> extra_args;
+  };
+  // Starts shelfd (detached; it returns once it serves) and waits for it.
+  // On failure records a gtest failure and returns nullptr.
+  static std::unique_ptr<TestDaemon> start();
+  static std::unique_ptr<TestDaemon> start(const Options& options);
+  // Stops the daemon (SIGTERM, waits until it is gone) and removes its files.
+  ~TestDaemon();
+
+  const std::string& socket() const { return socket_; }
+  const std::string& segment() const { return segment_; }
+  const std::string& dir() const { return dir_; }
+  pid_t pid() const { return pid_; }
+  ClientOptions client_options() const;
+  // Connects, or fails the test (and aborts it: ASSERT semantics via abort()).
+  Client connect() const;
+  // SIGKILLs the daemon and waits until the kernel has reaped its lock.
+  void kill9();
+  // True while the daemon process exists.
+  bool alive() const;
+  // Bytes /dev/shm holds for the segment (0 if it is gone).
+  uint64_t resident_bytes() const;
+
+ private:
+  TestDaemon() = default;
+  void wait_until_gone();
+  std::string dir_, socket_, segment_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace shelf::test
