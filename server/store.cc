@@ -11,6 +11,7 @@
 #include "base/check.h"
 #include "base/fault_point.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
 #include "shm/segment_view.h"
@@ -48,41 +49,15 @@ Status Store::check_name(std::string_view name) {
     return Status::invalid_argument("dataset name is " + std::to_string(name.size()) +
                                     " bytes; the limit is " + std::to_string(shm::kMaxNameBytes));
   }
-  // UTF-8 well-formedness (no overlongs, surrogates or values past U+10FFFF)
-  // and no control characters, so names print safely in `shelf list`.
-  size_t i = 0;
-  while (i < name.size()) {
+  // Control characters are refused so that names print safely in `shelf list`.
+  for (size_t i = 0; i < name.size(); ++i) {
     const auto c = static_cast<unsigned char>(name[i]);
-    size_t n = 0;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) {
-        return Status::invalid_argument("dataset name contains a control character at byte " +
-                                        std::to_string(i));
-      }
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      n = 1, cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2, cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return Status::invalid_argument("dataset name is not valid UTF-8");
+    if (c < 0x20 || c == 0x7f) {
+      return Status::invalid_argument("dataset name contains a control character at byte " +
+                                      std::to_string(i));
     }
-    if (i + n >= name.size()) return Status::invalid_argument("dataset name is not valid UTF-8");
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(name[i + k]);
-      if ((cc & 0xc0) != 0x80) return Status::invalid_argument("dataset name is not valid UTF-8");
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return Status::invalid_argument("dataset name is not valid UTF-8");
-    }
-    i += n + 1;
   }
+  if (!is_valid_utf8(name)) return Status::invalid_argument("dataset name is not valid UTF-8");
   return Status();
 }
 

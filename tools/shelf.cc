@@ -1,6 +1,471 @@
-// Placeholder while the CLI is written.
+// shelf: the command-line tool. Publishes CSV files, lists, shows, removes
+// datasets and shows the daemon's memory at a glance.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
-int main() {
-  std::fprintf(stderr, "shelf: not built yet\n");
-  return 1;
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include <shelf/client.h>
+
+#include "base/paths.h"
+#include "base/units.h"
+#include "tools/csv_table.h"
+#include "tools/format.h"
+
+namespace po = boost::program_options;
+using namespace shelf;
+using namespace shelf::tools;
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: shelf [--socket PATH] COMMAND [ARGS]
+
+Commands:
+  publish NAME FILE.csv...  publish CSV files as dataset NAME (one partition per file)
+  list                      list the published datasets
+  head NAME [-n N]          show the first rows of a dataset
+  info NAME                 schema, partitions, sizes, checksums of a dataset
+  unpublish NAME            remove a dataset (readers holding it keep it until they let go)
+  status                    memory and datasets at a glance
+
+Run 'shelf COMMAND --help' for the options of a command.
+The daemon is found at --socket, else $SHELF_SOCKET, else the per-user default.
+
+Global options)";
+
+// Exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong.
+constexpr int kFailed = 1;
+constexpr int kUsageError = 2;
+
+int fail(const Status& status) {
+  std::cerr << "shelf: " << status.message() << "\n";
+  return kFailed;
+}
+
+int usage_error(const std::string& message, const std::string& command) {
+  std::cerr << "shelf: " << message << "\nTry 'shelf " << (command.empty() ? "" : command + " ")
+            << "--help'.\n";
+  return kUsageError;
+}
+
+struct Command {
+  std::string name;
+  std::vector<std::string> args;
+  std::string socket;
+};
+
+// Parses a command's arguments; returns false (and sets *exit_code) on
+// --help or an error.
+bool parse_args(const Command& cmd, po::options_description& options,
+                const po::positional_options_description& positional, po::variables_map* vm,
+                int* exit_code, const std::string& synopsis) {
+  options.add_options()("help,h", "show this help");
+  try {
+    po::store(po::command_line_parser(cmd.args).options(options).positional(positional).run(), *vm);
+    if (vm->count("help")) {
+      std::cout << "Usage: shelf " << synopsis << "\n\n" << options << "\n";
+      *exit_code = 0;
+      return false;
+    }
+    po::notify(*vm);
+  } catch (const po::error& e) {
+    *exit_code = usage_error(e.what(), cmd.name);
+    return false;
+  }
+  return true;
+}
+
+Result<Client> connect(const Command& cmd, const std::string& who) {
+  ClientOptions options;
+  options.socket = cmd.socket;
+  options.client_name = "shelf " + who;
+  return Client::connect(options);
+}
+
+std::string summary_line(const DatasetInfo& d) {
+  return std::to_string(d.num_rows) + " rows in " + std::to_string(d.num_partitions) +
+         " partition" + (d.num_partitions == 1 ? "" : "s") + ", " +
+         std::to_string(d.num_columns) + " column" + (d.num_columns == 1 ? "" : "s") + ", " +
+         format_bytes(d.memory_bytes);
+}
+
+std::string info_json(const DatasetInfo& d) {
+  return "{\"name\":" + json_string(d.name) + ",\"rows\":" + std::to_string(d.num_rows) +
+         ",\"columns\":" + std::to_string(d.num_columns) +
+         ",\"partitions\":" + std::to_string(d.num_partitions) +
+         ",\"data_bytes\":" + std::to_string(d.data_bytes) +
+         ",\"memory_bytes\":" + std::to_string(d.memory_bytes) +
+         ",\"created\":" + json_string(format_time(d.created_ns)) +
+         ",\"publisher_uid\":" + std::to_string(d.publisher_uid) +
+         ",\"publisher_pid\":" + std::to_string(d.publisher_pid) +
+         ",\"leases\":" + std::to_string(d.leases) + "}";
+}
+
+Result<DatasetInfo> find_info(Client& client, const std::string& name) {
+  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> all, client.list_datasets());
+  for (DatasetInfo& d : all) {
+    if (d.name == name) return std::move(d);
+  }
+  return Status::not_found("dataset '" + name + "' not found; `shelf list` shows the published datasets");
+}
+
+// ------------------------------------------------------------ commands --
+
+int cmd_publish(const Command& cmd) {
+  std::string name, schema_text;
+  std::vector<std::string> files;
+  uint64_t partition_rows = 0;
+  bool override_existing = false;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("name", po::value(&name)->required(), "dataset name")
+      ("files", po::value(&files)->required()->multitoken(), "CSV files")
+      ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
+      ("partition-rows", po::value(&partition_rows),
+       "cut each file into partitions of N rows (default: one partition per file)")
+      ("schema", po::value(&schema_text),
+       "force column types, e.g. id:int32,when:timestamp (default: inferred as bool, int64, "
+       "float64 or string)");
+  // clang-format on
+  po::positional_options_description positional;
+  positional.add("name", 1).add("files", -1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code,
+                  "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]")) {
+    return code;
+  }
+  if (vm.count("partition-rows") && partition_rows == 0) {
+    return usage_error("--partition-rows must be at least 1", cmd.name);
+  }
+  CsvOptions csv;
+  csv.partition_rows = partition_rows;
+  if (!schema_text.empty()) {
+    auto forced = parse_schema_option(schema_text);
+    if (!forced.ok()) return usage_error(forced.status().message(), cmd.name);
+    csv.forced_types = std::move(forced).value();
+  }
+  // Check everything before asking the daemon for memory: a bad file
+  // publishes nothing and costs nothing.
+  auto plan = plan_csv(files, csv);
+  if (!plan.ok()) return fail(plan.status());
+  auto client = connect(cmd, "publish");
+  if (!client.ok()) return fail(client.status());
+  auto table = client->create_table(plan->schema);
+  if (!table.ok()) return fail(table.status());
+  if (Status s = write_csv(*plan, *table); !s.ok()) return fail(s);
+  PublishOptions publish_options;
+  publish_options.override_existing = override_existing;
+  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
+  auto info = find_info(*client, name);
+  if (!info.ok()) return fail(info.status());
+  std::cout << "published '" << name << "': " << summary_line(*info) << "\n";
+  return 0;
+}
+
+int cmd_list(const Command& cmd) {
+  bool json = false;
+  po::options_description options("Options");
+  options.add_options()("json", po::bool_switch(&json), "print JSON");
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, {}, &vm, &code, "list [--json]")) return code;
+  auto client = connect(cmd, "list");
+  if (!client.ok()) return fail(client.status());
+  auto datasets = client->list_datasets();
+  if (!datasets.ok()) return fail(datasets.status());
+  if (json) {
+    std::string out = "[";
+    for (size_t i = 0; i < datasets->size(); ++i) {
+      out += (i ? "," : "") + info_json((*datasets)[i]);
+    }
+    std::cout << out << "]\n";
+    return 0;
+  }
+  if (datasets->empty()) {
+    std::cout << "no datasets published\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const DatasetInfo& d : *datasets) {
+    rows.push_back({d.name, std::to_string(d.num_rows), std::to_string(d.num_columns),
+                    std::to_string(d.num_partitions), format_bytes(d.memory_bytes),
+                    format_time(d.created_ns - d.created_ns % 1000000000), std::to_string(d.leases)});
+  }
+  std::cout << render_table({"NAME", "ROWS", "COLUMNS", "PARTITIONS", "MEMORY", "CREATED", "LEASES"},
+                            rows, {false, true, true, true, true, false, true});
+  return 0;
+}
+
+int cmd_head(const Command& cmd) {
+  std::string name;
+  uint64_t n = 5;
+  po::options_description options("Options");
+  options.add_options()("name", po::value(&name)->required(), "dataset name")(
+      "n,n", po::value(&n)->default_value(5), "number of rows");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "head NAME [-n N]")) return code;
+  auto client = connect(cmd, "head");
+  if (!client.ok()) return fail(client.status());
+  auto ds = client->get_dataset(name);
+  if (!ds.ok()) return fail(ds.status());
+  if (ds->is_bytes()) {
+    std::cout << "'" << name << "' is a raw-bytes dataset of " << ds->num_partitions()
+              << " partitions, " << ds->data_bytes() << " bytes\n";
+    return 0;
+  }
+  const Schema& schema = ds->schema();
+  std::vector<std::string> header = {""};
+  std::vector<bool> right = {false};
+  for (const Field& f : schema) {
+    header.push_back(f.name);
+    right.push_back(f.type != Type::kString);
+  }
+  std::vector<std::vector<std::string>> rows;
+  uint64_t index = 0;
+  for (uint64_t p = 0; p < ds->num_partitions() && index < n; ++p) {
+    std::vector<ColumnView> columns;
+    for (size_t c = 0; c < schema.size(); ++c) columns.push_back(ds->column(p, c));
+    for (uint64_t r = 0; r < ds->num_rows(p) && index < n; ++r, ++index) {
+      std::vector<std::string> row = {std::to_string(index)};
+      for (const ColumnView& col : columns) {
+        std::string v = format_value(col, r);
+        if (v.size() > 60) v = v.substr(0, 57) + "...";
+        row.push_back(std::move(v));
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  // pandas right-aligns everything; we left-align strings, which reads better
+  // for names and keeps numbers lined up on their last digit.
+  std::cout << render_table(header, rows, right);
+  if (ds->num_rows() > index) {
+    std::cout << "... " << ds->num_rows() - index << " more rows\n";
+  }
+  return 0;
+}
+
+int cmd_info(const Command& cmd) {
+  std::string name;
+  bool json = false;
+  po::options_description options("Options");
+  options.add_options()("name", po::value(&name)->required(), "dataset name")(
+      "json", po::bool_switch(&json), "print JSON");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "info NAME [--json]")) return code;
+  auto client = connect(cmd, "info");
+  if (!client.ok()) return fail(client.status());
+  auto ds = client->get_dataset(name);
+  if (!ds.ok()) return fail(ds.status());
+  auto info = find_info(*client, name);
+  if (!info.ok()) return fail(info.status());
+  const Schema& schema = ds->schema();
+  auto hex = [](uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(buf);
+  };
+  if (json) {
+    std::string out = info_json(*info);
+    out.pop_back();
+    out += ",\"schema\":[";
+    for (size_t c = 0; c < schema.size(); ++c) {
+      out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
+             ",\"type\":" + json_string(type_name(schema[c].type)) + "}";
+    }
+    out += "],\"partition_list\":[";
+    for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
+      out += std::string(p ? "," : "") + "{\"rows\":" + std::to_string(ds->num_rows(p)) + ",\"columns\":[";
+      for (size_t c = 0; c < schema.size(); ++c) {
+        const ColumnView col = ds->column(p, c);
+        out += std::string(c ? "," : "") + "{\"nulls\":" + std::to_string(col.null_count()) +
+               ",\"data_bytes\":" + std::to_string(col.data().size()) + ",\"xxh3\":\"" +
+               hex(ds->checksum(p, c, 2)) + "\"}";
+      }
+      out += "]}";
+    }
+    std::cout << out << "]}\n";
+    return 0;
+  }
+  std::cout << "name:        " << info->name << "\n"
+            << "rows:        " << info->num_rows << " in " << info->num_partitions
+            << " partition" << (info->num_partitions == 1 ? "" : "s") << "\n"
+            << "memory:      " << format_bytes(info->memory_bytes) << " (buffers "
+            << format_bytes(info->data_bytes) << ")\n"
+            << "created:     " << format_time(info->created_ns) << " by uid "
+            << info->publisher_uid << ", pid " << info->publisher_pid << "\n"
+            << "leases:      " << info->leases - 1 << " (besides this command's)\n\n";
+  std::vector<std::vector<std::string>> columns;
+  for (const Field& f : schema) columns.push_back({f.name, std::string(type_name(f.type))});
+  std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
+  std::vector<std::vector<std::string>> parts;
+  for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
+    for (size_t c = 0; c < schema.size(); ++c) {
+      const ColumnView col = ds->column(p, c);
+      parts.push_back({std::to_string(p), schema[c].name, std::to_string(col.length()),
+                       std::to_string(col.null_count()), format_bytes(col.data().size()),
+                       hex(ds->checksum(p, c, 2))});
+    }
+  }
+  std::cout << render_table({"PARTITION", "COLUMN", "ROWS", "NULLS", "DATA", "XXH3(DATA)"}, parts,
+                            {true, false, true, true, true, false});
+  return 0;
+}
+
+int cmd_unpublish(const Command& cmd) {
+  std::string name;
+  po::options_description options("Options");
+  options.add_options()("name", po::value(&name)->required(), "dataset name");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "unpublish NAME")) return code;
+  auto client = connect(cmd, "unpublish");
+  if (!client.ok()) return fail(client.status());
+  if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
+  std::cout << "unpublished '" << name << "'\n";
+  return 0;
+}
+
+std::string status_json(const MemoryStats& m) {
+  std::string out = "{\"socket\":" + json_string(m.socket_path) +
+                    ",\"segment\":" + json_string(m.segment_name) +
+                    ",\"daemon_pid\":" + std::to_string(m.daemon_pid) +
+                    ",\"started\":" + json_string(format_time(m.started_ns)) +
+                    ",\"memory_limit\":" + std::to_string(m.memory_limit) +
+                    ",\"used_bytes\":" + std::to_string(m.used_bytes) +
+                    ",\"free_bytes\":" + std::to_string(m.free_bytes()) +
+                    ",\"resident_bytes\":" + std::to_string(m.resident_bytes) +
+                    ",\"index_bytes\":" + std::to_string(m.index_bytes) +
+                    ",\"unsealed_bytes\":" + std::to_string(m.unsealed_bytes) +
+                    ",\"pending_free_bytes\":" + std::to_string(m.pending_free_bytes) +
+                    ",\"connections\":" + std::to_string(m.num_connections) +
+                    ",\"leases\":" + std::to_string(m.num_leases) +
+                    ",\"num_datasets\":" + std::to_string(m.datasets.size()) + ",\"datasets\":[";
+  for (size_t i = 0; i < m.datasets.size(); ++i) out += (i ? "," : "") + info_json(m.datasets[i]);
+  return out + "]}";
+}
+
+std::string status_text(const MemoryStats& m) {
+  const double percent = m.memory_limit ? 100.0 * static_cast<double>(m.used_bytes) /
+                                              static_cast<double>(m.memory_limit)
+                                        : 0;
+  char pct[16];
+  std::snprintf(pct, sizeof pct, "%.1f%%", percent);
+  std::string out = "shelfd pid " + std::to_string(m.daemon_pid) + " at " + m.socket_path +
+                    ", segment /dev/shm/" + m.segment_name + ", up since " +
+                    format_time(m.started_ns - m.started_ns % 1000000000) + "\n";
+  out += "memory:   " + format_bytes(m.used_bytes) + " used of " + format_bytes(m.memory_limit) +
+         " (" + pct + "), " + format_bytes(m.free_bytes()) + " free\n";
+  out += "          resident in /dev/shm " + format_bytes(m.resident_bytes) + "; index " +
+         format_bytes(m.index_bytes) + ", being written " + format_bytes(m.unsealed_bytes) +
+         ", unpublished but leased " + format_bytes(m.pending_free_bytes) + "\n";
+  out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
+         std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) +
+         "\n";
+  if (!m.datasets.empty()) {
+    std::vector<std::vector<std::string>> rows;
+    for (const DatasetInfo& d : m.datasets) {
+      rows.push_back({d.name, format_bytes(d.memory_bytes), std::to_string(d.num_rows),
+                      std::to_string(d.leases)});
+    }
+    out += "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows,
+                               {false, true, true, true});
+  }
+  return out;
+}
+
+volatile sig_atomic_t g_stop = 0;
+
+int cmd_status(const Command& cmd) {
+  bool json = false;
+  double watch = 0;
+  uint64_t iterations = 0;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("json", po::bool_switch(&json), "print JSON")
+      ("watch", po::value(&watch), "refresh every SECONDS until interrupted")
+      ("iterations", po::value(&iterations), "with --watch: stop after N refreshes");
+  // clang-format on
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, {}, &vm, &code, "status [--json] [--watch SECONDS]")) return code;
+  if (vm.count("watch") && !(watch > 0)) {
+    return usage_error("--watch needs a number of seconds above 0", cmd.name);
+  }
+  auto client = connect(cmd, "status");
+  if (!client.ok()) return fail(client.status());
+  const bool tty = ::isatty(STDOUT_FILENO);
+  ::signal(SIGINT, [](int) { g_stop = 1; });
+  for (uint64_t i = 0; !g_stop; ++i) {
+    auto stats = client->status();
+    if (!stats.ok()) return fail(stats.status());
+    if (watch > 0 && tty && !json) std::cout << "\x1b[H\x1b[2J";  // clear the screen
+    std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+    if (watch <= 0 || (iterations > 0 && i + 1 >= iterations)) break;
+    if (!json) std::cout << "\n";
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(watch);
+    while (!g_stop && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Command cmd;
+  po::options_description global(kUsage);
+  global.add_options()("help,h", "show this help")(
+      "socket", po::value(&cmd.socket), "the daemon's socket (default: $SHELF_SOCKET, else per-user)");
+  po::options_description hidden;
+  hidden.add_options()("command", po::value(&cmd.name))(
+      "args", po::value<std::vector<std::string>>());
+  po::options_description all;
+  all.add(global).add(hidden);
+  po::positional_options_description positional;
+  positional.add("command", 1).add("args", -1);
+  po::variables_map vm;
+  try {
+    po::parsed_options parsed =
+        po::command_line_parser(argc, argv).options(all).positional(positional).allow_unregistered().run();
+    po::store(parsed, vm);
+    po::notify(vm);
+    cmd.args = po::collect_unrecognized(parsed.options, po::include_positional);
+    if (!cmd.args.empty() && cmd.args.front() == cmd.name) cmd.args.erase(cmd.args.begin());
+  } catch (const po::error& e) {
+    return usage_error(e.what(), "");
+  }
+  if (cmd.name.empty() || cmd.name == "help") {
+    if (vm.count("help") || cmd.name == "help") {
+      std::cout << global << "\n";
+      return 0;
+    }
+    return usage_error("no command given", "");
+  }
+  if (vm.count("help")) cmd.args.push_back("--help");
+  if (cmd.name == "publish") return cmd_publish(cmd);
+  if (cmd.name == "list") return cmd_list(cmd);
+  if (cmd.name == "head") return cmd_head(cmd);
+  if (cmd.name == "info") return cmd_info(cmd);
+  if (cmd.name == "unpublish") return cmd_unpublish(cmd);
+  if (cmd.name == "status") return cmd_status(cmd);
+  return usage_error("unknown command '" + cmd.name + "'", "");
 }
