@@ -58,7 +58,7 @@ DatasetSummary get_summary(ByteReader& r) {
   return d;
 }
 // Smallest encoding of a summary: an empty name and the fixed fields.
-constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 6 + 4 * 3;
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3;  // 60
 
 std::vector<DatasetSummary> get_summaries(ByteReader& r) {
   std::vector<DatasetSummary> out;
