@@ -39,7 +39,7 @@ class Store {
   // ResourceExhausted (/dev/shm cannot hold the limit), InvalidArgument.
   static Result<std::unique_ptr<Store>> create(const StoreOptions& options);
   // Unmaps the segment; removes it from /dev/shm too (datasets do not outlive
-  // the daemon yet; see docs/design.md, "Lifetime").
+  // the daemon yet; see README.md, "Design").
   ~Store();
 
   using SessionId = uint64_t;

@@ -1,5 +1,5 @@
 // XXH3-64 over a buffer. Inlined (XXH_INLINE_ALL): ~8 GB/s here against
-// ~6 GB/s through Debian's shared libxxhash (measured, docs/design.md).
+// ~6 GB/s through Debian's shared libxxhash (measured, README.md, "Design").
 #pragma once
 
 #include <cstddef>
