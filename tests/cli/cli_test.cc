@@ -215,6 +215,19 @@ TEST_F(CliTest, UsageErrorsAndHelp) {
   EXPECT_TRUE(contains(r.err, "'lots' is not a size")) << r.err;
 }
 
+TEST(Shelfd, RefusesALimitDevShmCannotHold) {
+  const std::string name = unique_name();
+  const std::string socket = "/tmp/" + name + ".sock";
+  CommandResult r = run_command(
+      {SHELFD_PATH, "--socket", socket, "--segment", name, "--memory-limit", "1000TiB"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "/dev/shm has")) << r.err;
+  EXPECT_TRUE(contains(r.err, "lower --memory-limit")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name));
+  EXPECT_FALSE(std::filesystem::exists(socket));
+  std::filesystem::remove(socket + ".lock");
+}
+
 TEST(CliNoDaemon, SaysHowToStartOne) {
   const std::string socket = "/tmp/" + unique_name() + ".sock";
   CommandResult r = run_command({SHELF_CLI_PATH, "--socket", socket, "list"});
