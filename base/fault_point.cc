@@ -1,10 +1,9 @@
 #include "base/fault_point.h"
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <unistd.h>
 
 #ifdef SHELF_FAULT_POINTS
 namespace shelf::internal {

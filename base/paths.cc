@@ -1,10 +1,9 @@
 #include "base/paths.h"
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 
 namespace shelf {
 

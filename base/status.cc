@@ -13,19 +13,26 @@ Status::Status(Code code, std::string_view msg, int sys_errno)
 Status Status::from_errno(std::string_view what, int sys_errno) {
   std::string msg = std::string(what) + ": " + std::strerror(sys_errno);
   switch (sys_errno) {
-    case ENOENT: return Status(Code::kNotFound, msg, sys_errno);
-    case EEXIST: return Status(Code::kAlreadyExists, msg, sys_errno);
+    case ENOENT:
+      return Status(Code::kNotFound, msg, sys_errno);
+    case EEXIST:
+      return Status(Code::kAlreadyExists, msg, sys_errno);
     case EACCES:
-    case EPERM: return Status(Code::kPermissionDenied, msg, sys_errno);
+    case EPERM:
+      return Status(Code::kPermissionDenied, msg, sys_errno);
     case ENOSPC:
     case ENOMEM:
     case EMFILE:
-    case ENFILE: return Status(Code::kResourceExhausted, msg, sys_errno);
+    case ENFILE:
+      return Status(Code::kResourceExhausted, msg, sys_errno);
     case ECONNREFUSED:
     case ECONNRESET:
-    case EPIPE: return Status(Code::kUnavailable, msg, sys_errno);
-    case EINVAL: return Status(Code::kInvalidArgument, msg, sys_errno);
-    default: return Status(Code::kIoError, msg, sys_errno);
+    case EPIPE:
+      return Status(Code::kUnavailable, msg, sys_errno);
+    case EINVAL:
+      return Status(Code::kInvalidArgument, msg, sys_errno);
+    default:
+      return Status(Code::kIoError, msg, sys_errno);
   }
 }
 
@@ -48,16 +55,26 @@ std::string Status::to_string() const {
 
 std::string_view code_name(Status::Code code) {
   switch (code) {
-    case Status::Code::kOk: return "OK";
-    case Status::Code::kNotFound: return "NotFound";
-    case Status::Code::kAlreadyExists: return "AlreadyExists";
-    case Status::Code::kInvalidArgument: return "InvalidArgument";
-    case Status::Code::kResourceExhausted: return "ResourceExhausted";
-    case Status::Code::kCorruption: return "Corruption";
-    case Status::Code::kUnavailable: return "Unavailable";
-    case Status::Code::kPermissionDenied: return "PermissionDenied";
-    case Status::Code::kIoError: return "IoError";
-    case Status::Code::kInternal: return "Internal";
+    case Status::Code::kOk:
+      return "OK";
+    case Status::Code::kNotFound:
+      return "NotFound";
+    case Status::Code::kAlreadyExists:
+      return "AlreadyExists";
+    case Status::Code::kInvalidArgument:
+      return "InvalidArgument";
+    case Status::Code::kResourceExhausted:
+      return "ResourceExhausted";
+    case Status::Code::kCorruption:
+      return "Corruption";
+    case Status::Code::kUnavailable:
+      return "Unavailable";
+    case Status::Code::kPermissionDenied:
+      return "PermissionDenied";
+    case Status::Code::kIoError:
+      return "IoError";
+    case Status::Code::kInternal:
+      return "Internal";
   }
   return "Unknown";
 }

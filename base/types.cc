@@ -4,20 +4,34 @@ namespace shelf {
 
 std::string_view type_name(Type type) {
   switch (type) {
-    case Type::kInt8: return "int8";
-    case Type::kInt16: return "int16";
-    case Type::kInt32: return "int32";
-    case Type::kInt64: return "int64";
-    case Type::kUInt8: return "uint8";
-    case Type::kUInt16: return "uint16";
-    case Type::kUInt32: return "uint32";
-    case Type::kUInt64: return "uint64";
-    case Type::kFloat32: return "float32";
-    case Type::kFloat64: return "float64";
-    case Type::kBool: return "bool";
-    case Type::kString: return "string";
-    case Type::kTimestamp: return "timestamp";
-    case Type::kBytes: return "bytes";
+    case Type::kInt8:
+      return "int8";
+    case Type::kInt16:
+      return "int16";
+    case Type::kInt32:
+      return "int32";
+    case Type::kInt64:
+      return "int64";
+    case Type::kUInt8:
+      return "uint8";
+    case Type::kUInt16:
+      return "uint16";
+    case Type::kUInt32:
+      return "uint32";
+    case Type::kUInt64:
+      return "uint64";
+    case Type::kFloat32:
+      return "float32";
+    case Type::kFloat64:
+      return "float64";
+    case Type::kBool:
+      return "bool";
+    case Type::kString:
+      return "string";
+    case Type::kTimestamp:
+      return "timestamp";
+    case Type::kBytes:
+      return "bytes";
   }
   return "?";
 }
@@ -37,18 +51,23 @@ uint32_t fixed_width(Type type) {
   switch (type) {
     case Type::kInt8:
     case Type::kUInt8:
-    case Type::kBool: return 1;
+    case Type::kBool:
+      return 1;
     case Type::kInt16:
-    case Type::kUInt16: return 2;
+    case Type::kUInt16:
+      return 2;
     case Type::kInt32:
     case Type::kUInt32:
-    case Type::kFloat32: return 4;
+    case Type::kFloat32:
+      return 4;
     case Type::kInt64:
     case Type::kUInt64:
     case Type::kFloat64:
-    case Type::kTimestamp: return 8;
+    case Type::kTimestamp:
+      return 8;
     case Type::kString:
-    case Type::kBytes: return 0;
+    case Type::kBytes:
+      return 0;
   }
   return 0;
 }

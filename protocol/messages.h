@@ -104,11 +104,11 @@ struct StatusResponse {
   uint64_t generation = 0;
   int64_t started_ns = 0;
   uint64_t memory_limit = 0;
-  uint64_t used_bytes = 0;           // everything charged to the limit
-  uint64_t index_bytes = 0;          // fixed cost of the header and index, part of used
-  uint64_t unsealed_bytes = 0;       // extents being written, part of used
-  uint64_t pending_free_bytes = 0;   // unpublished but still leased, part of used
-  uint64_t resident_bytes = 0;       // what /dev/shm really holds for the segment
+  uint64_t used_bytes = 0;          // everything charged to the limit
+  uint64_t index_bytes = 0;         // fixed cost of the header and index, part of used
+  uint64_t unsealed_bytes = 0;      // extents being written, part of used
+  uint64_t pending_free_bytes = 0;  // unpublished but still leased, part of used
+  uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetSummary> datasets;

@@ -1,5 +1,7 @@
 #include "server/daemon.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -9,9 +11,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <vector>
 
 #include "base/units.h"
@@ -27,12 +26,12 @@ struct Daemon::Connection {
   Store::SessionId session = 0;
   uint32_t pid = 0;
   uint32_t uid = 0;
-  bool greeted = false;      // Hello received
-  bool closing = false;      // close once `out` is flushed
+  bool greeted = false;  // Hello received
+  bool closing = false;  // close once `out` is flushed
   std::vector<std::byte> in;
   std::vector<std::byte> out;
   size_t out_sent = 0;
-  uint32_t interest = 0;     // current epoll events
+  uint32_t interest = 0;  // current epoll events
 };
 
 namespace {
@@ -324,8 +323,9 @@ void Daemon::process_frames(Connection& c) {
     if (h.magic != protocol::kFrameMagic) {
       bad = "not a shelf protocol frame (bad magic)";
     } else if (h.version != protocol::kProtocolVersion) {
-      bad = "protocol version " + std::to_string(h.version) + " is not spoken here (shelfd speaks " +
-            std::to_string(protocol::kProtocolVersion) + "); use a client of the same release";
+      bad = "protocol version " + std::to_string(h.version) +
+            " is not spoken here (shelfd speaks " + std::to_string(protocol::kProtocolVersion) +
+            "); use a client of the same release";
     } else if (h.payload_length > protocol::kMaxPayloadBytes) {
       bad = "message of " + std::to_string(h.payload_length) + " bytes is over the limit of " +
             std::to_string(protocol::kMaxPayloadBytes);
@@ -349,8 +349,8 @@ void Daemon::process_frames(Connection& c) {
 void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byte> payload) {
   const auto type = static_cast<MessageType>(raw_type);
   auto malformed = [&] {
-    protocol::encode_error_response(
-        c.out, type, Status::invalid_argument("malformed message payload"));
+    protocol::encode_error_response(c.out, type,
+                                    Status::invalid_argument("malformed message payload"));
   };
   auto reply_status = [&](const Status& s) {
     if (s.ok()) {

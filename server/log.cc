@@ -1,10 +1,9 @@
 #include "server/log.h"
 
-#include <time.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <string>
+#include <time.h>
+#include <unistd.h>
 
 namespace shelf::server {
 
@@ -14,11 +13,16 @@ int g_fd = STDERR_FILENO;
 }  // namespace
 
 bool parse_log_level(std::string_view text, LogLevel* level) {
-  if (text == "error") *level = LogLevel::kError;
-  else if (text == "warn") *level = LogLevel::kWarn;
-  else if (text == "info") *level = LogLevel::kInfo;
-  else if (text == "debug") *level = LogLevel::kDebug;
-  else return false;
+  if (text == "error")
+    *level = LogLevel::kError;
+  else if (text == "warn")
+    *level = LogLevel::kWarn;
+  else if (text == "info")
+    *level = LogLevel::kInfo;
+  else if (text == "debug")
+    *level = LogLevel::kDebug;
+  else
+    return false;
   return true;
 }
 

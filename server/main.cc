@@ -1,12 +1,11 @@
 // shelfd: the resident daemon that owns a shelf segment and serves clients.
+#include <cstdio>
 #include <fcntl.h>
+#include <iostream>
+#include <string>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cstdio>
-#include <iostream>
-#include <string>
 
 #include <boost/program_options.hpp>
 
@@ -20,7 +19,8 @@ using namespace shelf;
 
 namespace {
 
-constexpr const char* kUsage = R"(shelfd - the shelf daemon: shares named datasets between processes in shared memory
+constexpr const char* kUsage =
+    R"(shelfd - the shelf daemon: shares named datasets between processes in shared memory
 
 Usage: shelfd [options]
 

@@ -1,12 +1,11 @@
 #include "server/store.h"
 
-#include <sys/statvfs.h>
-#include <time.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <set>
+#include <sys/statvfs.h>
+#include <time.h>
 
 #include "base/check.h"
 #include "base/fault_point.h"
@@ -81,9 +80,10 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   if (::statvfs("/dev/shm", &vfs) == 0) {
     const uint64_t available = uint64_t{vfs.f_bavail} * vfs.f_frsize;
     if (available < options.memory_limit) {
-      std::string msg = "/dev/shm has " + format_bytes(available) + " available, less than --memory-limit " +
-                        format_bytes(options.memory_limit) +
-                        "; lower --memory-limit or enlarge /dev/shm (mount -o remount,size=... /dev/shm";
+      std::string msg =
+          "/dev/shm has " + format_bytes(available) + " available, less than --memory-limit " +
+          format_bytes(options.memory_limit) +
+          "; lower --memory-limit or enlarge /dev/shm (mount -o remount,size=... /dev/shm";
       if (uint64_t{vfs.f_blocks} * vfs.f_frsize <= (64u << 20)) {
         msg += "; in Docker /dev/shm is 64 MiB unless you pass --shm-size";
       }
@@ -110,8 +110,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
   if (!mapping.ok()) return remove_on_error(mapping.status());
 
-  std::unique_ptr<Store> store(
-      new Store(options, std::move(segment), std::move(mapping).value()));
+  std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping).value()));
   if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
   return store;
 }
@@ -178,8 +177,8 @@ Status Store::over_limit(uint64_t requested) const {
       "memory limit reached: " + format_bytes(used_bytes_) + " used of " +
       format_bytes(options_.memory_limit) + ", " + format_bytes(requested) +
       " requested; unpublish datasets (shelf unpublish NAME) or restart shelfd with a larger "
-      "--memory-limit (used=" + std::to_string(used_bytes_) +
-      " limit=" + std::to_string(options_.memory_limit) +
+      "--memory-limit (used=" +
+      std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
       " requested=" + std::to_string(requested) + ")");
 }
 
@@ -303,8 +302,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
             if (b->length > 0 && shm::xxh3(mapping_.data() + b->offset, b->length) != b->xxh3) {
               return Status::corruption("dataset " + quoted(item.name) + " partition " +
                                         std::to_string(p) + " column '" +
-                                        std::string(view->column_name(c)) +
-                                        "': checksum mismatch");
+                                        std::string(view->column_name(c)) + "': checksum mismatch");
             }
           }
         }
@@ -404,7 +402,8 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
 
 void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry = view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
+  auto* entry =
+      view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
   SHELF_CHECK(entry != nullptr);
   // Seqlock write: odd while changing. The release fence orders the odd value
   // before the field writes; the final release store orders them before the

@@ -25,10 +25,10 @@ namespace shelf::server {
 
 struct StoreOptions {
   std::string segment_name;
-  uint64_t memory_limit = 0;      // bytes; everything in the segment is charged to it
-  uint32_t max_datasets = 16384;  // index slots
-  uint32_t mode = 0600;           // permissions of the segment
-  bool verify_on_publish = false; // recompute every buffer's XXH3 before publishing
+  uint64_t memory_limit = 0;       // bytes; everything in the segment is charged to it
+  uint32_t max_datasets = 16384;   // index slots
+  uint32_t mode = 0600;            // permissions of the segment
+  bool verify_on_publish = false;  // recompute every buffer's XXH3 before publishing
 };
 
 class Store {
@@ -95,7 +95,7 @@ class Store {
   struct Session {
     uint32_t pid = 0;
     uint32_t uid = 0;
-    std::map<uint64_t, uint64_t> unsealed;       // extent offset -> length
+    std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
   };
 
@@ -125,7 +125,7 @@ class Store {
   uint64_t next_lease_id_ = 1;
   uint32_t num_leases_ = 0;
   std::unordered_map<SessionId, Session> sessions_;
-  std::unordered_map<uint64_t, Dataset> datasets_;  // published and unpublished-but-leased
+  std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
   std::vector<uint32_t> free_slots_;
 };

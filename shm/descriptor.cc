@@ -136,7 +136,8 @@ Result<DescriptorView> DescriptorView::parse(std::span<const std::byte> bytes, b
   for (uint64_t part = 0; part < h.num_partitions; ++part) {
     const PartitionLayout& pl = v.partitions_[part];
     if (pl.extent_offset % kPageSize != 0 || pl.extent_length % kPageSize != 0 ||
-        pl.extent_length <= kExtentHeaderBytes || pl.extent_offset + pl.extent_length < pl.extent_offset) {
+        pl.extent_length <= kExtentHeaderBytes ||
+        pl.extent_offset + pl.extent_length < pl.extent_offset) {
       return bad("partition " + std::to_string(part) + " has a bad extent");
     }
     const uint64_t begin = pl.extent_offset + kExtentHeaderBytes;

@@ -46,10 +46,10 @@ struct alignas(64) SegmentHeaderLayout {
   uint64_t index_offset;    // first IndexEntryLayout
   uint32_t index_capacity;  // number of IndexEntryLayout slots
   uint32_t index_entry_bytes;
-  uint64_t data_offset;     // first byte of the extent area (page aligned)
-  uint64_t data_bytes;      // size of the extent area
-  uint64_t memory_limit;    // --memory-limit of the daemon that made the segment
-  int64_t created_ns;       // CLOCK_REALTIME when the segment was made
+  uint64_t data_offset;   // first byte of the extent area (page aligned)
+  uint64_t data_bytes;    // size of the extent area
+  uint64_t memory_limit;  // --memory-limit of the daemon that made the segment
+  int64_t created_ns;     // CLOCK_REALTIME when the segment was made
   uint32_t daemon_pid;
   uint32_t reserved0;
   uint64_t reserved[4];
@@ -70,7 +70,7 @@ struct alignas(64) IndexEntryLayout {
   uint32_t name_length;
   uint64_t descriptor_offset;  // DescriptorHeaderLayout of the dataset
   uint64_t descriptor_length;
-  uint64_t data_bytes;         // bytes the dataset holds, extents included
+  uint64_t data_bytes;  // bytes the dataset holds, extents included
   int64_t created_ns;
   char name[kMaxNameBytes + 8];  // not NUL-terminated: name_length bytes
 };

@@ -1,13 +1,12 @@
 #include "shm/segment.h"
 
+#include <cerrno>
 #include <fcntl.h>
+#include <string>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <string>
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -62,8 +61,8 @@ Result<ShmObject> ShmObject::create(std::string_view name, uint64_t size, uint32
   std::string what = "create /dev/shm/" + impl->name;
   try {
     bip::permissions permissions(static_cast<int>(mode));
-    impl->object = bip::shared_memory_object(bip::create_only, impl->name.c_str(),
-                                             bip::read_write, permissions);
+    impl->object = bip::shared_memory_object(bip::create_only, impl->name.c_str(), bip::read_write,
+                                             permissions);
   } catch (const bip::interprocess_exception& e) {
     return from_boost(what, e);
   }
@@ -177,9 +176,9 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
       bip::mapping_handle_t h;
       bip::mapping_handle_t get_mapping_handle() const { return h; }
     } holder{handle};
-    impl->region = bip::mapped_region(holder, writable ? bip::read_write : bip::read_only,
-                                      static_cast<bip::offset_t>(offset),
-                                      static_cast<std::size_t>(length));
+    impl->region =
+        bip::mapped_region(holder, writable ? bip::read_write : bip::read_only,
+                           static_cast<bip::offset_t>(offset), static_cast<std::size_t>(length));
   } catch (const bip::interprocess_exception& e) {
     return from_boost("map /dev/shm/" + object.name(), e);
   }

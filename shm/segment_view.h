@@ -19,8 +19,7 @@ class BasicSegmentView {
   template <class T>
   auto* at(uint64_t offset, uint64_t count = 1) const {
     using Ptr = std::conditional_t<std::is_const_v<Byte>, const T*, T*>;
-    if (offset > size_ || count > (size_ - offset) / sizeof(T) ||
-        offset % alignof(T) != 0) {
+    if (offset > size_ || count > (size_ - offset) / sizeof(T) || offset % alignof(T) != 0) {
       return static_cast<Ptr>(nullptr);
     }
     return reinterpret_cast<Ptr>(base_ + offset);

@@ -1,7 +1,5 @@
 #include "tools/csv_table.h"
 
-#include <csv.h>
-
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +8,8 @@
 #include <limits>
 #include <memory>
 #include <set>
+
+#include <csv.h>
 
 #include "base/utf8.h"
 
@@ -27,8 +27,8 @@ using OnRecord = std::function<Status(const std::vector<CsvField>& fields, uint6
 // State shared with libcsv's C callbacks for one file.
 struct ParseContext {
   std::vector<CsvField> fields;
-  size_t num_fields = 0;    // fields of the current record (`fields` is reused)
-  uint64_t line = 1;        // physical line being fed
+  size_t num_fields = 0;     // fields of the current record (`fields` is reused)
+  uint64_t line = 1;         // physical line being fed
   uint64_t record_line = 1;  // line where the current record started
   const OnRecord* on_record = nullptr;
   Status error;
@@ -56,7 +56,8 @@ void on_record_end(int, void* ctx_ptr) {
 int no_space(unsigned char) { return 0; }
 
 Status read_csv(const std::string& path, const OnRecord& on_record) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
   if (!file) return Status::from_errno("cannot read " + path, errno);
   csv_parser parser;
   if (csv_init(&parser, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL | CSV_EMPTY_IS_NULL) != 0) {
@@ -67,8 +68,8 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
   ParseContext ctx;
   ctx.on_record = &on_record;
   auto malformed = [&](const char* what) {
-    return Status::invalid_argument(path + ":" + std::to_string(ctx.line) + ": malformed CSV: " +
-                                    what);
+    return Status::invalid_argument(path + ":" + std::to_string(ctx.line) +
+                                    ": malformed CSV: " + what);
   };
   std::vector<char> block(1 << 20);
   size_t got;
@@ -78,7 +79,8 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     while (start < got && ctx.error.ok()) {
       const void* nl = std::memchr(block.data() + start, '\n', got - start);
       size_t end = nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) + 1 : got;
-      size_t n = csv_parse(&parser, block.data() + start, end - start, on_field, on_record_end, &ctx);
+      size_t n =
+          csv_parse(&parser, block.data() + start, end - start, on_field, on_record_end, &ctx);
       if (n != end - start) {
         return malformed("a quote inside an unquoted field, or text after a closing quote");
       }
@@ -97,7 +99,8 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -131,20 +134,58 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
 
 bool value_fits(Type type, std::string_view text) {
   switch (type) {
-    case Type::kInt8: { int8_t v; return parse_integer(text, &v); }
-    case Type::kInt16: { int16_t v; return parse_integer(text, &v); }
-    case Type::kInt32: { int32_t v; return parse_integer(text, &v); }
-    case Type::kInt64: { int64_t v; return parse_integer(text, &v); }
-    case Type::kUInt8: { uint8_t v; return parse_integer(text, &v); }
-    case Type::kUInt16: { uint16_t v; return parse_integer(text, &v); }
-    case Type::kUInt32: { uint32_t v; return parse_integer(text, &v); }
-    case Type::kUInt64: { uint64_t v; return parse_integer(text, &v); }
-    case Type::kFloat32: { float v; return parse_floating(text, &v); }
-    case Type::kFloat64: { double v; return parse_floating(text, &v); }
-    case Type::kBool: { bool v; return parse_bool(text, &v); }
-    case Type::kTimestamp: { int64_t v; return parse_timestamp(text, &v); }
-    case Type::kString: return true;
-    case Type::kBytes: return false;
+    case Type::kInt8: {
+      int8_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kInt16: {
+      int16_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kInt32: {
+      int32_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kInt64: {
+      int64_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kUInt8: {
+      uint8_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kUInt16: {
+      uint16_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kUInt32: {
+      uint32_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kUInt64: {
+      uint64_t v;
+      return parse_integer(text, &v);
+    }
+    case Type::kFloat32: {
+      float v;
+      return parse_floating(text, &v);
+    }
+    case Type::kFloat64: {
+      double v;
+      return parse_floating(text, &v);
+    }
+    case Type::kBool: {
+      bool v;
+      return parse_bool(text, &v);
+    }
+    case Type::kTimestamp: {
+      int64_t v;
+      return parse_timestamp(text, &v);
+    }
+    case Type::kString:
+      return true;
+    case Type::kBytes:
+      return false;
   }
   return false;
 }
@@ -158,9 +199,18 @@ struct Inference {
 
   void see(std::string_view text) {
     any_value = true;
-    if (can_bool) { bool b; can_bool = parse_bool(text, &b); }
-    if (can_int) { int64_t i; can_int = parse_int64(text, &i); }
-    if (can_float) { double d; can_float = parse_float64(text, &d); }
+    if (can_bool) {
+      bool b;
+      can_bool = parse_bool(text, &b);
+    }
+    if (can_int) {
+      int64_t i;
+      can_int = parse_int64(text, &i);
+    }
+    if (can_float) {
+      double d;
+      can_float = parse_float64(text, &d);
+    }
   }
   Type type() const {
     if (!any_value) return Type::kString;
@@ -334,8 +384,7 @@ Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions
         if (forced != options.forced_types.end()) {
           if (!value_fits(forced->second, f.text)) {
             return Status::invalid_argument(where() + "column '" + header[c] + "': '" + f.text +
-                                            "' is not a " +
-                                            std::string(type_name(forced->second)));
+                                            "' is not a " + std::string(type_name(forced->second)));
           }
         } else {
           inference[c].see(f.text);
@@ -380,8 +429,10 @@ void write_value(PartitionBuilder& part, size_t column, uint64_t row, const CsvF
   T value{};
   if (f.null || !parse(f.text, &value)) {
     part.set_null(column, row);
-    if constexpr (std::is_floating_point_v<T>) value = std::numeric_limits<T>::quiet_NaN();
-    else value = T{};
+    if constexpr (std::is_floating_point_v<T>)
+      value = std::numeric_limits<T>::quiet_NaN();
+    else
+      value = T{};
   }
   part.values<T>(column)[row] = value;
 }
@@ -389,17 +440,39 @@ void write_value(PartitionBuilder& part, size_t column, uint64_t row, const CsvF
 Status write_field(PartitionBuilder& part, Type type, size_t column, uint64_t row,
                    const CsvField& f) {
   switch (type) {
-    case Type::kInt8: write_value<int8_t>(part, column, row, f, parse_integer<int8_t>); break;
-    case Type::kInt16: write_value<int16_t>(part, column, row, f, parse_integer<int16_t>); break;
-    case Type::kInt32: write_value<int32_t>(part, column, row, f, parse_integer<int32_t>); break;
-    case Type::kInt64: write_value<int64_t>(part, column, row, f, parse_integer<int64_t>); break;
-    case Type::kUInt8: write_value<uint8_t>(part, column, row, f, parse_integer<uint8_t>); break;
-    case Type::kUInt16: write_value<uint16_t>(part, column, row, f, parse_integer<uint16_t>); break;
-    case Type::kUInt32: write_value<uint32_t>(part, column, row, f, parse_integer<uint32_t>); break;
-    case Type::kUInt64: write_value<uint64_t>(part, column, row, f, parse_integer<uint64_t>); break;
-    case Type::kFloat32: write_value<float>(part, column, row, f, parse_floating<float>); break;
-    case Type::kFloat64: write_value<double>(part, column, row, f, parse_floating<double>); break;
-    case Type::kTimestamp: write_value<int64_t>(part, column, row, f, parse_timestamp); break;
+    case Type::kInt8:
+      write_value<int8_t>(part, column, row, f, parse_integer<int8_t>);
+      break;
+    case Type::kInt16:
+      write_value<int16_t>(part, column, row, f, parse_integer<int16_t>);
+      break;
+    case Type::kInt32:
+      write_value<int32_t>(part, column, row, f, parse_integer<int32_t>);
+      break;
+    case Type::kInt64:
+      write_value<int64_t>(part, column, row, f, parse_integer<int64_t>);
+      break;
+    case Type::kUInt8:
+      write_value<uint8_t>(part, column, row, f, parse_integer<uint8_t>);
+      break;
+    case Type::kUInt16:
+      write_value<uint16_t>(part, column, row, f, parse_integer<uint16_t>);
+      break;
+    case Type::kUInt32:
+      write_value<uint32_t>(part, column, row, f, parse_integer<uint32_t>);
+      break;
+    case Type::kUInt64:
+      write_value<uint64_t>(part, column, row, f, parse_integer<uint64_t>);
+      break;
+    case Type::kFloat32:
+      write_value<float>(part, column, row, f, parse_floating<float>);
+      break;
+    case Type::kFloat64:
+      write_value<double>(part, column, row, f, parse_floating<double>);
+      break;
+    case Type::kTimestamp:
+      write_value<int64_t>(part, column, row, f, parse_timestamp);
+      break;
     case Type::kBool:
       write_value<uint8_t>(part, column, row, f, [](std::string_view t, uint8_t* v) {
         bool b;
@@ -412,7 +485,8 @@ Status write_field(PartitionBuilder& part, Type type, size_t column, uint64_t ro
       StringColumnWriter w = part.strings(column);
       return f.null ? w.append_null() : w.append(f.text);
     }
-    case Type::kBytes: return Status::internal("bytes column in a CSV table");
+    case Type::kBytes:
+      return Status::internal("bytes column in a CSV table");
   }
   return Status();
 }

@@ -26,8 +26,8 @@ struct CsvOptions {
 };
 
 struct CsvPartition {
-  size_t file = 0;            // index into CsvPlan::files
-  uint64_t first_row = 0;     // data row index within the file (0 = first after the header)
+  size_t file = 0;         // index into CsvPlan::files
+  uint64_t first_row = 0;  // data row index within the file (0 = first after the header)
   uint64_t rows = 0;
   std::vector<uint64_t> string_bytes;  // per string column, schema order
 };

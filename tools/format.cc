@@ -26,9 +26,12 @@ std::string escape_controls(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     const auto u = static_cast<unsigned char>(c);
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\r') out += "\\r";
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\r')
+      out += "\\r";
     else if (u < 0x20 || u == 0x7f) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", u);
@@ -76,20 +79,34 @@ std::string format_time(int64_t ns, bool iso_t) {
 std::string format_value(const ColumnView& column, uint64_t row) {
   if (!column.is_valid(row)) return "null";
   switch (column.type()) {
-    case Type::kInt8: return std::to_string(column.values<int8_t>()[row]);
-    case Type::kInt16: return std::to_string(column.values<int16_t>()[row]);
-    case Type::kInt32: return std::to_string(column.values<int32_t>()[row]);
-    case Type::kInt64: return std::to_string(column.values<int64_t>()[row]);
-    case Type::kUInt8: return std::to_string(column.values<uint8_t>()[row]);
-    case Type::kUInt16: return std::to_string(column.values<uint16_t>()[row]);
-    case Type::kUInt32: return std::to_string(column.values<uint32_t>()[row]);
-    case Type::kUInt64: return std::to_string(column.values<uint64_t>()[row]);
-    case Type::kFloat32: return shortest(column.values<float>()[row]);
-    case Type::kFloat64: return shortest(column.values<double>()[row]);
-    case Type::kBool: return column.values<uint8_t>()[row] ? "true" : "false";
-    case Type::kTimestamp: return format_time(column.values<int64_t>()[row], false);
-    case Type::kString: return escape_controls(column.string(row));
-    case Type::kBytes: return "<" + std::to_string(column.data().size()) + " bytes>";
+    case Type::kInt8:
+      return std::to_string(column.values<int8_t>()[row]);
+    case Type::kInt16:
+      return std::to_string(column.values<int16_t>()[row]);
+    case Type::kInt32:
+      return std::to_string(column.values<int32_t>()[row]);
+    case Type::kInt64:
+      return std::to_string(column.values<int64_t>()[row]);
+    case Type::kUInt8:
+      return std::to_string(column.values<uint8_t>()[row]);
+    case Type::kUInt16:
+      return std::to_string(column.values<uint16_t>()[row]);
+    case Type::kUInt32:
+      return std::to_string(column.values<uint32_t>()[row]);
+    case Type::kUInt64:
+      return std::to_string(column.values<uint64_t>()[row]);
+    case Type::kFloat32:
+      return shortest(column.values<float>()[row]);
+    case Type::kFloat64:
+      return shortest(column.values<double>()[row]);
+    case Type::kBool:
+      return column.values<uint8_t>()[row] ? "true" : "false";
+    case Type::kTimestamp:
+      return format_time(column.values<int64_t>()[row], false);
+    case Type::kString:
+      return escape_controls(column.string(row));
+    case Type::kBytes:
+      return "<" + std::to_string(column.data().size()) + " bytes>";
   }
   return "?";
 }
@@ -99,11 +116,21 @@ std::string json_string(std::string_view text) {
   for (char c : text) {
     const auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (u < 0x20) {
           char buf[8];
@@ -126,10 +153,14 @@ std::string json_value(const ColumnView& column, uint64_t row) {
                                                        : column.values<double>()[row];
       return std::isfinite(v) ? format_value(column, row) : "null";
     }
-    case Type::kString: return json_string(column.string(row));
-    case Type::kTimestamp: return json_string(format_time(column.values<int64_t>()[row]));
-    case Type::kBytes: return "null";
-    default: return format_value(column, row);
+    case Type::kString:
+      return json_string(column.string(row));
+    case Type::kTimestamp:
+      return json_string(format_time(column.values<int64_t>()[row]));
+    case Type::kBytes:
+      return "null";
+    default:
+      return format_value(column, row);
   }
 }
 
@@ -149,8 +180,10 @@ std::string render_table(const std::vector<std::string>& header,
     for (size_t c = 0; c < cells.size(); ++c) {
       const size_t pad = width[c] - display_width(cells[c]);
       if (c > 0) l += "  ";
-      if (right[c]) l += std::string(pad, ' ') + cells[c];
-      else l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
+      if (right[c])
+        l += std::string(pad, ' ') + cells[c];
+      else
+        l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
     }
     while (!l.empty() && l.back() == ' ') l.pop_back();
     out += l + "\n";

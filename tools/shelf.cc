@@ -1,13 +1,12 @@
 // shelf: the command-line tool. Publishes CSV files, lists, shows, removes
 // datasets and shows the daemon's memory at a glance.
-#include <signal.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <signal.h>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include <boost/program_options.hpp>
@@ -91,9 +90,8 @@ Result<Client> connect(const Command& cmd, const std::string& who) {
 
 std::string summary_line(const DatasetInfo& d) {
   return std::to_string(d.num_rows) + " rows in " + std::to_string(d.num_partitions) +
-         " partition" + (d.num_partitions == 1 ? "" : "s") + ", " +
-         std::to_string(d.num_columns) + " column" + (d.num_columns == 1 ? "" : "s") + ", " +
-         format_bytes(d.memory_bytes);
+         " partition" + (d.num_partitions == 1 ? "" : "s") + ", " + std::to_string(d.num_columns) +
+         " column" + (d.num_columns == 1 ? "" : "s") + ", " + format_bytes(d.memory_bytes);
 }
 
 std::string info_json(const DatasetInfo& d) {
@@ -113,7 +111,8 @@ Result<DatasetInfo> find_info(Client& client, const std::string& name) {
   for (DatasetInfo& d : all) {
     if (d.name == name) return std::move(d);
   }
-  return Status::not_found("dataset '" + name + "' not found; `shelf list` shows the published datasets");
+  return Status::not_found("dataset '" + name +
+                           "' not found; `shelf list` shows the published datasets");
 }
 
 // ------------------------------------------------------------ commands --
@@ -198,10 +197,12 @@ int cmd_list(const Command& cmd) {
   for (const DatasetInfo& d : *datasets) {
     rows.push_back({d.name, std::to_string(d.num_rows), std::to_string(d.num_columns),
                     std::to_string(d.num_partitions), format_bytes(d.memory_bytes),
-                    format_time(d.created_ns - d.created_ns % 1000000000), std::to_string(d.leases)});
+                    format_time(d.created_ns - d.created_ns % 1000000000),
+                    std::to_string(d.leases)});
   }
-  std::cout << render_table({"NAME", "ROWS", "COLUMNS", "PARTITIONS", "MEMORY", "CREATED", "LEASES"},
-                            rows, {false, true, true, true, true, false, true});
+  std::cout << render_table(
+      {"NAME", "ROWS", "COLUMNS", "PARTITIONS", "MEMORY", "CREATED", "LEASES"}, rows,
+      {false, true, true, true, true, false, true});
   return 0;
 }
 
@@ -289,7 +290,8 @@ int cmd_info(const Command& cmd) {
     }
     out += "],\"partition_list\":[";
     for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
-      out += std::string(p ? "," : "") + "{\"rows\":" + std::to_string(ds->num_rows(p)) + ",\"columns\":[";
+      out += std::string(p ? "," : "") + "{\"rows\":" + std::to_string(ds->num_rows(p)) +
+             ",\"columns\":[";
       for (size_t c = 0; c < schema.size(); ++c) {
         const ColumnView col = ds->column(p, c);
         out += std::string(c ? "," : "") + "{\"nulls\":" + std::to_string(col.null_count()) +
@@ -302,12 +304,12 @@ int cmd_info(const Command& cmd) {
     return 0;
   }
   std::cout << "name:        " << info->name << "\n"
-            << "rows:        " << info->num_rows << " in " << info->num_partitions
-            << " partition" << (info->num_partitions == 1 ? "" : "s") << "\n"
+            << "rows:        " << info->num_rows << " in " << info->num_partitions << " partition"
+            << (info->num_partitions == 1 ? "" : "s") << "\n"
             << "memory:      " << format_bytes(info->memory_bytes) << " (buffers "
             << format_bytes(info->data_bytes) << ")\n"
-            << "created:     " << format_time(info->created_ns) << " by uid "
-            << info->publisher_uid << ", pid " << info->publisher_pid << "\n"
+            << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
+            << ", pid " << info->publisher_pid << "\n"
             << "leases:      " << info->leases - 1 << " (besides this command's)\n\n";
   std::vector<std::vector<std::string>> columns;
   for (const Field& f : schema) columns.push_back({f.name, std::string(type_name(f.type))});
@@ -376,16 +378,15 @@ std::string status_text(const MemoryStats& m) {
          format_bytes(m.index_bytes) + ", being written " + format_bytes(m.unsealed_bytes) +
          ", unpublished but leased " + format_bytes(m.pending_free_bytes) + "\n";
   out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
-         std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) +
-         "\n";
+         std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) + "\n";
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
       rows.push_back({d.name, format_bytes(d.memory_bytes), std::to_string(d.num_rows),
                       std::to_string(d.leases)});
     }
-    out += "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows,
-                               {false, true, true, true});
+    out +=
+        "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows, {false, true, true, true});
   }
   return out;
 }
@@ -434,18 +435,22 @@ int main(int argc, char** argv) {
   Command cmd;
   po::options_description global(kUsage);
   global.add_options()("help,h", "show this help")(
-      "socket", po::value(&cmd.socket), "the daemon's socket (default: $SHELF_SOCKET, else per-user)");
+      "socket", po::value(&cmd.socket),
+      "the daemon's socket (default: $SHELF_SOCKET, else per-user)");
   po::options_description hidden;
-  hidden.add_options()("command", po::value(&cmd.name))(
-      "args", po::value<std::vector<std::string>>());
+  hidden.add_options()("command", po::value(&cmd.name))("args",
+                                                        po::value<std::vector<std::string>>());
   po::options_description all;
   all.add(global).add(hidden);
   po::positional_options_description positional;
   positional.add("command", 1).add("args", -1);
   po::variables_map vm;
   try {
-    po::parsed_options parsed =
-        po::command_line_parser(argc, argv).options(all).positional(positional).allow_unregistered().run();
+    po::parsed_options parsed = po::command_line_parser(argc, argv)
+                                    .options(all)
+                                    .positional(positional)
+                                    .allow_unregistered()
+                                    .run();
     po::store(parsed, vm);
     po::notify(vm);
     cmd.args = po::collect_unrecognized(parsed.options, po::include_positional);

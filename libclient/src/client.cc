@@ -1,11 +1,10 @@
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <shelf/client.h>
 
@@ -71,8 +70,8 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
   }
 
   std::vector<std::byte> hello;
-  protocol::encode_request(hello, protocol::HelloRequest{protocol::kProtocolVersion,
-                                                         options.client_name});
+  protocol::encode_request(hello,
+                           protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
   SHELF_ASSIGN_OR_RETURN(impl->hello_, impl->call_and_decode(hello, MessageType::kHello,
                                                              protocol::decode_hello_response));
 
@@ -82,7 +81,8 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
                          shm::ShmObject::open(impl->hello_.segment_name, /*writable=*/false));
   SHELF_ASSIGN_OR_RETURN(uint64_t size, segment.size());
   if (size < impl->hello_.segment_bytes || impl->hello_.segment_bytes < shm::kPageSize) {
-    return Status::corruption("/dev/shm/" + impl->hello_.segment_name + " is smaller than shelfd says");
+    return Status::corruption("/dev/shm/" + impl->hello_.segment_name +
+                              " is smaller than shelfd says");
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
                          shm::Mapping::map(segment, 0, impl->hello_.segment_bytes, false));
@@ -211,9 +211,9 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
 Result<std::vector<DatasetInfo>> Client::list_datasets() {
   std::vector<std::byte> frame;
   protocol::encode_list_request(frame);
-  SHELF_ASSIGN_OR_RETURN(protocol::ListResponse r,
-                         impl_->call_and_decode(frame, MessageType::kList,
-                                                protocol::decode_list_response));
+  SHELF_ASSIGN_OR_RETURN(
+      protocol::ListResponse r,
+      impl_->call_and_decode(frame, MessageType::kList, protocol::decode_list_response));
   std::vector<DatasetInfo> out;
   out.reserve(r.datasets.size());
   for (const auto& s : r.datasets) out.push_back(to_info(s));
@@ -223,9 +223,9 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
 Result<Dataset> Client::get_dataset(std::string_view name) {
   std::vector<std::byte> frame;
   protocol::encode_request(frame, protocol::GetRequest{std::string(name)});
-  SHELF_ASSIGN_OR_RETURN(protocol::GetResponse r,
-                         impl_->call_and_decode(frame, MessageType::kGet,
-                                                protocol::decode_get_response));
+  SHELF_ASSIGN_OR_RETURN(
+      protocol::GetResponse r,
+      impl_->call_and_decode(frame, MessageType::kGet, protocol::decode_get_response));
   // From here the lease is ours: Dataset::Impl's destructor gives it back,
   // also when open() below fails.
   auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name), r.lease_id);
@@ -244,9 +244,9 @@ Status Client::unpublish_dataset(std::string_view name) {
 Result<MemoryStats> Client::status() {
   std::vector<std::byte> frame;
   protocol::encode_status_request(frame);
-  SHELF_ASSIGN_OR_RETURN(protocol::StatusResponse r,
-                         impl_->call_and_decode(frame, MessageType::kStatus,
-                                                protocol::decode_status_response));
+  SHELF_ASSIGN_OR_RETURN(
+      protocol::StatusResponse r,
+      impl_->call_and_decode(frame, MessageType::kStatus, protocol::decode_status_response));
   MemoryStats m;
   m.socket_path = r.socket_path;
   m.segment_name = r.segment_name;

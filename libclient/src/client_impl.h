@@ -26,8 +26,8 @@ class Client::Impl {
   // Like call(), decoding the body with `decode` (an optional-returning decoder).
   template <class Decode>
   auto call_and_decode(const std::vector<std::byte>& request, protocol::MessageType type,
-                       Decode decode) -> Result<typename decltype(decode(
-                           std::declval<protocol::ByteReader&>()))::value_type>;
+                       Decode decode)
+      -> Result<typename decltype(decode(std::declval<protocol::ByteReader&>()))::value_type>;
 
   // Opens the segment read-write (once), for mapping this client's own extents.
   Result<const shm::ShmObject*> writable_segment();
@@ -44,8 +44,8 @@ class Client::Impl {
   std::string socket_path_;
   UniqueFd fd_;
   protocol::HelloResponse hello_;
-  std::optional<shm::ShmObject> segment_;   // read-only
-  std::optional<shm::Mapping> mapping_;     // the whole segment, PROT_READ
+  std::optional<shm::ShmObject> segment_;  // read-only
+  std::optional<shm::Mapping> mapping_;    // the whole segment, PROT_READ
   std::optional<shm::ShmObject> segment_rw_;
   bool broken_ = false;
 };

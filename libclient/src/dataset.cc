@@ -75,7 +75,8 @@ bool Dataset::is_bytes() const { return is_bytes_schema(impl_->schema_); }
 
 ColumnView Dataset::column(uint64_t partition, size_t column) const {
   SHELF_CHECK(partition < num_partitions() && column < impl_->schema_.size());
-  const shm::ChunkLayout& chunk = impl_->descriptor_.chunk(partition, static_cast<uint32_t>(column));
+  const shm::ChunkLayout& chunk =
+      impl_->descriptor_.chunk(partition, static_cast<uint32_t>(column));
   const std::byte* base = impl_->client_->view().base();
   ColumnView v;
   v.type_ = impl_->schema_[column].type;

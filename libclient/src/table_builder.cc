@@ -91,7 +91,8 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
     c.data = pos;
     if (f.type == Type::kString) {
       c.data_capacity = string_bytes[next_string++];
-      if (c.data_capacity > kMaxRows * 8) return Status::invalid_argument("string column too large");
+      if (c.data_capacity > kMaxRows * 8)
+        return Status::invalid_argument("string column too large");
     } else if (f.type == Type::kBytes) {
       c.data_capacity = rows;
     } else {
@@ -175,13 +176,14 @@ Result<std::vector<std::byte>> TableState::seal() {
       uint64_t data_length = c.data_capacity;
       if (type == Type::kString) {
         if (c.strings_written != p.rows) {
-          return Status::invalid_argument(
-              "column '" + schema[ci].name + "' of partition " + std::to_string(pi) + " has " +
-              std::to_string(c.strings_written) + " of its " + std::to_string(p.rows) +
-              " strings written");
+          return Status::invalid_argument("column '" + schema[ci].name + "' of partition " +
+                                          std::to_string(pi) + " has " +
+                                          std::to_string(c.strings_written) + " of its " +
+                                          std::to_string(p.rows) + " strings written");
         }
         chunk.offsets = buffer(c.offsets, (p.rows + 1) * 8);
-        data_length = static_cast<uint64_t>(reinterpret_cast<const int64_t*>(p.at(c.offsets))[p.rows]);
+        data_length =
+            static_cast<uint64_t>(reinterpret_cast<const int64_t*>(p.at(c.offsets))[p.rows]);
       } else {
         chunk.offsets = buffer(c.offsets, 0);
       }
@@ -254,7 +256,8 @@ std::span<std::byte> PartitionBuilder::bytes() {
   return {data(0), static_cast<size_t>(p_->rows)};
 }
 
-TableBuilder::TableBuilder(std::unique_ptr<internal::TableState> state) : state_(std::move(state)) {}
+TableBuilder::TableBuilder(std::unique_ptr<internal::TableState> state)
+    : state_(std::move(state)) {}
 TableBuilder::TableBuilder(TableBuilder&&) noexcept = default;
 TableBuilder& TableBuilder::operator=(TableBuilder&&) noexcept = default;
 TableBuilder::~TableBuilder() = default;
@@ -289,11 +292,10 @@ Status TableBuilder::append_partition(uint64_t num_rows, std::span<const ColumnD
     } else {
       const uint64_t want = type == Type::kBytes ? num_rows : num_rows * fixed_width(type);
       if (c.data_bytes != want || (want > 0 && c.data == nullptr)) {
-        return Status::invalid_argument("column '" + schema[i].name + "' has " +
-                                        std::to_string(c.data_bytes) + " bytes; " +
-                                        std::to_string(num_rows) + " rows of " +
-                                        std::string(type_name(type)) + " need " +
-                                        std::to_string(want));
+        return Status::invalid_argument(
+            "column '" + schema[i].name + "' has " + std::to_string(c.data_bytes) + " bytes; " +
+            std::to_string(num_rows) + " rows of " + std::string(type_name(type)) + " need " +
+            std::to_string(want));
       }
     }
   }

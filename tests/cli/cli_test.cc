@@ -77,8 +77,8 @@ TEST_F(CliTest, InfoAndJsonOutputs) {
   ASSERT_EQ(shelf({"publish", "accounts", write("a.csv", kAccounts1)}).exit_code, 0);
   CommandResult r = shelf({"info", "accounts"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* want : {"rows:        3 in 1 partition", "balance", "int64", "string",
-                           "XXH3", "created:", "by uid"}) {
+  for (const char* want : {"rows:        3 in 1 partition", "balance", "int64", "string", "XXH3",
+                           "created:", "by uid"}) {
     EXPECT_TRUE(contains(r.out, want)) << want << " not in:\n" << r.out;
   }
   r = shelf({"info", "accounts", "--json"});

@@ -1,8 +1,7 @@
 // The CSV reader behind `shelf publish`: parsing, inference, errors.
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -28,7 +27,8 @@ class CsvTest : public ::testing::Test {
 };
 
 TEST_F(CsvTest, InfersTypesAndCountsStringBytes) {
-  auto f = write("a.csv", "name,balance,score,active,note\nAlice,-100,1.5,true,\nBob,200,2,False,x\n");
+  auto f =
+      write("a.csv", "name,balance,score,active,note\nAlice,-100,1.5,true,\nBob,200,2,False,x\n");
   auto plan = plan_csv({f}, {});
   ASSERT_TRUE(plan.ok()) << plan.status().to_string();
   ASSERT_EQ(plan->schema.size(), 5u);
@@ -74,7 +74,8 @@ TEST_F(CsvTest, WrongFieldCountNamesFileAndLine) {
   auto plan = plan_csv({f}, {});
   ASSERT_FALSE(plan.ok());
   EXPECT_EQ(plan.status().code(), Status::Code::kInvalidArgument);
-  EXPECT_NE(plan.status().message().find("bad.csv:3: expected 2 fields, found 1"), std::string::npos)
+  EXPECT_NE(plan.status().message().find("bad.csv:3: expected 2 fields, found 1"),
+            std::string::npos)
       << plan.status().message();
 }
 

@@ -1,19 +1,18 @@
 #include "tests/support/test_daemon.h"
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
+#include <filesystem>
+#include <fstream>
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -108,12 +107,11 @@ std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
   std::filesystem::create_directories(d->dir_);
   d->socket_ = d->dir_ + "/shelf.sock";
   d->segment_ = name;
-  std::vector<std::string> argv = {SHELFD_PATH,
-                                   "--socket", d->socket_,
-                                   "--segment", d->segment_,
-                                   "--memory-limit", options.memory_limit,
-                                   "--max-datasets", std::to_string(options.max_datasets),
-                                   "--log-level", "debug"};
+  std::vector<std::string> argv = {
+      SHELFD_PATH,          "--socket",       d->socket_,
+      "--segment",          d->segment_,      "--memory-limit",
+      options.memory_limit, "--max-datasets", std::to_string(options.max_datasets),
+      "--log-level",        "debug"};
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   // Without --foreground shelfd returns only once it serves: no polling.
   CommandResult r = run_command(argv);

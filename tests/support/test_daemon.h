@@ -5,11 +5,10 @@
 // and removes all of them when it goes, so tests can run in parallel.
 #pragma once
 
-#include <sys/types.h>
-
 #include <functional>
 #include <memory>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include <shelf/client.h>

@@ -26,8 +26,8 @@ class [[nodiscard]] Status {
     kCorruption = 5,         // a checksum or a layout check failed
     kUnavailable = 6,        // no daemon, or the daemon went away
     kPermissionDenied = 7,
-    kIoError = 8,  // a system call failed for a reason not covered above
-    kInternal = 9, // a bug in shelf: please report it
+    kIoError = 8,   // a system call failed for a reason not covered above
+    kInternal = 9,  // a bug in shelf: please report it
   };
 
   Status() = default;  // OK
@@ -85,8 +85,8 @@ std::string_view code_name(Status::Code code);
 }  // namespace shelf
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define SHELF_RETURN_IF_ERROR(expr)                   \
-  do {                                                \
-    ::shelf::Status shelf_status_ = (expr);           \
-    if (!shelf_status_.ok()) return shelf_status_;    \
+#define SHELF_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::shelf::Status shelf_status_ = (expr);        \
+    if (!shelf_status_.ok()) return shelf_status_; \
   } while (false)

@@ -56,18 +56,54 @@ bool is_bytes_schema(const Schema& schema);
 // C++ type of a fixed-width column's values, for typed views: CType<Type::kInt64> is int64_t.
 template <Type T>
 struct CTypeOf;
-template <> struct CTypeOf<Type::kInt8> { using type = int8_t; };
-template <> struct CTypeOf<Type::kInt16> { using type = int16_t; };
-template <> struct CTypeOf<Type::kInt32> { using type = int32_t; };
-template <> struct CTypeOf<Type::kInt64> { using type = int64_t; };
-template <> struct CTypeOf<Type::kUInt8> { using type = uint8_t; };
-template <> struct CTypeOf<Type::kUInt16> { using type = uint16_t; };
-template <> struct CTypeOf<Type::kUInt32> { using type = uint32_t; };
-template <> struct CTypeOf<Type::kUInt64> { using type = uint64_t; };
-template <> struct CTypeOf<Type::kFloat32> { using type = float; };
-template <> struct CTypeOf<Type::kFloat64> { using type = double; };
-template <> struct CTypeOf<Type::kBool> { using type = uint8_t; };
-template <> struct CTypeOf<Type::kTimestamp> { using type = int64_t; };
+template <>
+struct CTypeOf<Type::kInt8> {
+  using type = int8_t;
+};
+template <>
+struct CTypeOf<Type::kInt16> {
+  using type = int16_t;
+};
+template <>
+struct CTypeOf<Type::kInt32> {
+  using type = int32_t;
+};
+template <>
+struct CTypeOf<Type::kInt64> {
+  using type = int64_t;
+};
+template <>
+struct CTypeOf<Type::kUInt8> {
+  using type = uint8_t;
+};
+template <>
+struct CTypeOf<Type::kUInt16> {
+  using type = uint16_t;
+};
+template <>
+struct CTypeOf<Type::kUInt32> {
+  using type = uint32_t;
+};
+template <>
+struct CTypeOf<Type::kUInt64> {
+  using type = uint64_t;
+};
+template <>
+struct CTypeOf<Type::kFloat32> {
+  using type = float;
+};
+template <>
+struct CTypeOf<Type::kFloat64> {
+  using type = double;
+};
+template <>
+struct CTypeOf<Type::kBool> {
+  using type = uint8_t;
+};
+template <>
+struct CTypeOf<Type::kTimestamp> {
+  using type = int64_t;
+};
 
 // True when a span of C++ type V may view a column of type `type`
 // (int64_t views int64 and timestamp columns, uint8_t views uint8 and bool).

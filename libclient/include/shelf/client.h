@@ -30,7 +30,7 @@ namespace shelf {
 struct ClientOptions {
   std::string socket;  // empty: $SHELF_SOCKET, else the per-user default (see shelfd --help)
   std::string client_name = "libshelf";  // shown in the daemon's log
-  bool verify_checksums = false;  // verify every buffer's XXH3 in get_dataset: one read pass
+  bool verify_checksums = false;         // verify every buffer's XXH3 in get_dataset: one read pass
 };
 
 struct PublishOptions {
@@ -48,7 +48,7 @@ struct DatasetInfo {
   int64_t created_ns = 0;
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
-  uint32_t leases = 0;        // readers holding it now
+  uint32_t leases = 0;  // readers holding it now
 };
 
 // The daemon's memory at a glance (shelf status).

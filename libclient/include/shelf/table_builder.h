@@ -1,8 +1,8 @@
 // TableBuilder: builds a dataset in place in shared memory, partition by
 // partition, before it is published (Client::publish_dataset).
 //
-//   TableBuilder t = client.create_table({{"name", Type::kString}, {"balance", Type::kInt64}}).value();
-//   PartitionBuilder p = t.add_partition(rows, {name_bytes}).value();
+//   TableBuilder t = client.create_table({{"name", Type::kString}, {"balance",
+//   Type::kInt64}}).value(); PartitionBuilder p = t.add_partition(rows, {name_bytes}).value();
 //   std::span<int64_t> balance = p.values<int64_t>(1);      // write straight into shm
 //   StringColumnWriter names = p.strings(0);
 //   for (...) { SHELF_RETURN_IF_ERROR(names.append(...)); balance[i] = ...; }
