@@ -215,6 +215,23 @@ TEST_F(CliTest, UsageErrorsAndHelp) {
   EXPECT_TRUE(contains(r.err, "'lots' is not a size")) << r.err;
 }
 
+// The README's C++ example and the demo's reader, run as users would.
+TEST_F(CliTest, ExamplesRun) {
+  const std::string env = "SHELF_SOCKET=" + daemon_->socket();
+  CommandResult r = run_command({std::string(SHELF_EXAMPLES_DIR) + "/quickstart"}, {env});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "negative_accounts: 3 rows, sum(balance) = -600\n");
+  EXPECT_TRUE(contains(shelf({"list"}).out, "no datasets published"));
+
+  ASSERT_EQ(shelf({"publish", "accounts", write("a.csv", kAccounts1)}).exit_code, 0);
+  r = run_command({std::string(SHELF_EXAMPLES_DIR) + "/sum_column", "accounts", "balance"}, {env});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "sum(accounts.balance) = -600 over 3 rows")) << r.out;
+  r = run_command({std::string(SHELF_EXAMPLES_DIR) + "/sum_column", "accounts", "name"}, {env});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "column 'name' is string")) << r.err;
+}
+
 TEST(Shelfd, RefusesALimitDevShmCannotHold) {
   const std::string name = unique_name();
   const std::string socket = "/tmp/" + name + ".sock";
