@@ -36,11 +36,16 @@ Result<uint64_t> parse_size(std::string_view text) {
     shift = 30;
   } else if (unit == "t" || unit == "tb" || unit == "tib") {
     shift = 40;
+  } else if (unit == "p" || unit == "pb" || unit == "pib") {
+    shift = 50;
   } else {
     return bad();
   }
   double bytes = std::ldexp(value, shift);
-  if (!(bytes >= 0) || bytes >= 18446744073709551615.0) return bad();
+  // A fraction of a byte ("1.5", "0.3KiB") is surely a mistake: refuse it.
+  if (!(bytes >= 0) || bytes >= 18446744073709551615.0 || bytes != std::floor(bytes)) {
+    return bad();
+  }
   return static_cast<uint64_t>(bytes);
 }
 

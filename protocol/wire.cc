@@ -1,5 +1,7 @@
 #include "protocol/wire.h"
 
+#include "base/check.h"
+
 namespace shelf::protocol {
 
 void put_frame_header(std::vector<std::byte>& out, uint16_t type, uint32_t payload_length) {
@@ -12,6 +14,7 @@ void put_frame_header(std::vector<std::byte>& out, uint16_t type, uint32_t paylo
 }
 
 FrameHeader read_frame_header(std::span<const std::byte> in) {
+  SHELF_CHECK(in.size() >= kFrameHeaderBytes);
   ByteReader r(in.first(kFrameHeaderBytes));
   FrameHeader h;
   h.magic = r.u32();

@@ -34,7 +34,8 @@ inline constexpr size_t kFrameHeaderBytes = 12;
 
 // Appends the frame header for a payload of `payload_length` bytes.
 void put_frame_header(std::vector<std::byte>& out, uint16_t type, uint32_t payload_length);
-// Reads a frame header from the first kFrameHeaderBytes of `in`.
+// Reads a frame header from the first kFrameHeaderBytes of `in`, which must
+// hold at least that many bytes (checked: aborts otherwise).
 FrameHeader read_frame_header(std::span<const std::byte> in);
 
 class ByteWriter {

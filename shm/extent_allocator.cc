@@ -28,9 +28,16 @@ std::optional<uint64_t> ExtentAllocator::allocate(uint64_t length) {
   return std::nullopt;
 }
 
+bool ExtentAllocator::in_area(uint64_t offset, uint64_t length) const {
+  // Written so that nothing can wrap around: length <= size_ bounds the
+  // rounding, and the end is compared as a distance from base_.
+  return length > 0 && length <= size_ && offset % kPageSize == 0 && offset >= base_ &&
+         offset - base_ <= size_ - align_up(length, kPageSize);
+}
+
 void ExtentAllocator::free(uint64_t offset, uint64_t length) {
+  SHELF_CHECK(in_area(offset, length));
   length = align_up(length, kPageSize);
-  SHELF_CHECK(length > 0 && offset >= base_ && offset + length <= base_ + size_);
   free_bytes_ += length;
   auto next = free_.lower_bound(offset);
   // The range must not overlap a free neighbour: that would be a double free.
@@ -52,8 +59,8 @@ void ExtentAllocator::free(uint64_t offset, uint64_t length) {
 }
 
 bool ExtentAllocator::mark_allocated(uint64_t offset, uint64_t length) {
+  if (!in_area(offset, length)) return false;
   length = align_up(length, kPageSize);
-  if (length == 0) return false;
   auto it = free_.upper_bound(offset);
   if (it == free_.begin()) return false;
   --it;

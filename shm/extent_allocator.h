@@ -25,10 +25,11 @@ class ExtentAllocator {
   // when no free range is large enough. length 0 is refused (nullopt).
   std::optional<uint64_t> allocate(uint64_t length);
   // Returns [offset, offset + length) to the free list; length is rounded up
-  // to a page as in allocate(). The range must be allocated (checked).
+  // to a page as in allocate(). The range must be allocated, page aligned and
+  // inside the area (checked: a bad free aborts).
   void free(uint64_t offset, uint64_t length);
-  // Marks a known range allocated (rebuilding from an index). False if any of
-  // it is not free.
+  // Marks a known range allocated (rebuilding from an index). False if it is
+  // misaligned, outside the area, or any of it is not free.
   bool mark_allocated(uint64_t offset, uint64_t length);
 
   uint64_t free_bytes() const { return free_bytes_; }
@@ -38,6 +39,10 @@ class ExtentAllocator {
   size_t free_ranges() const { return free_.size(); }
 
  private:
+  // True when [offset, offset + align_up(length)) is a non-empty, page-aligned
+  // range inside the area.
+  bool in_area(uint64_t offset, uint64_t length) const;
+
   uint64_t base_;
   uint64_t size_;
   uint64_t free_bytes_;
