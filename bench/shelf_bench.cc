@@ -1,0 +1,1361 @@
+// shelf_bench: shelf's figures, each next to a baseline measured in the same
+// run on the same machine, as ratios. Not a test: it prints numbers.
+//
+//   shelf_bench [--size-mib N] [--repeat N] [--json]
+//
+// It starts its own shelfd (SHELFD_PATH, the one built with it) on a socket
+// in a fresh temporary directory and a segment named shelf-bench-<pid>, and
+// stops it (SIGTERM) at the end, on error and on SIGINT/SIGTERM/SIGHUP.
+//
+// Figures (see /work/shared/DESIGN.md, "Numbers that shape the design"):
+//   1. publish bandwidth of an int64 dataset vs memcpy into fresh /dev/shm pages
+//   2. get_dataset latency (1 MiB and the big dataset) vs a bare 64-byte
+//      Unix-socket round trip
+//   3. a reader process scanning the published column (first scan with
+//      several madvise options, repeated scan) vs a private in-process scan
+//   4. unpublish until the memory is back vs fallocate(PUNCH_HOLE)
+//   5. list_datasets with 10,000 datasets vs the round trip
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <optional>
+#include <sched.h>
+#include <signal.h>
+#include <string>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <thread>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <shelf/client.h>
+
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr uint64_t kPage = 4096;
+constexpr int kLatencySamples = 2000;
+constexpr int kLatencyWarmup = 200;
+constexpr int kManyDatasets = 10000;
+constexpr int kManyBatch = 100;
+constexpr int kListSamples = 30;
+
+// ------------------------------------------------------------ utilities --
+
+int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+// CPU time of the calling thread: robust to other programs taking the CPU.
+int64_t thread_cpu_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+double ms_between(int64_t t0, int64_t t1) { return static_cast<double>(t1 - t0) / 1e6; }
+double us_between(int64_t t0, int64_t t1) { return static_cast<double>(t1 - t0) / 1e3; }
+double gbps(uint64_t bytes, double ms) { return static_cast<double>(bytes) / (ms * 1e6); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
+}
+
+std::string size_label(uint64_t bytes) {
+  char buf[32];
+  if (bytes % kGiB == 0) {
+    std::snprintf(buf, sizeof buf, "%llu GiB", static_cast<unsigned long long>(bytes / kGiB));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu MiB", static_cast<unsigned long long>(bytes / kMiB));
+  }
+  return buf;
+}
+
+// Sums int64 values: the reader's work in figure 3, the same code for the
+// shared and the private buffer. Four accumulators so that it is bound by
+// memory, not by the add latency.
+__attribute__((noinline)) uint64_t sum_int64(const int64_t* p, size_t n) {
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a0 += static_cast<uint64_t>(p[i]);
+    a1 += static_cast<uint64_t>(p[i + 1]);
+    a2 += static_cast<uint64_t>(p[i + 2]);
+    a3 += static_cast<uint64_t>(p[i + 3]);
+  }
+  for (; i < n; ++i) a0 += static_cast<uint64_t>(p[i]);
+  return a0 + a1 + a2 + a3;
+}
+
+// The sum of 0, 1, ..., n-1 modulo 2^64: what sum_int64 returns for the
+// pattern every dataset here is filled with (value i at row i).
+uint64_t expected_sum(uint64_t n) { return n % 2 == 0 ? (n / 2) * (n - 1) : n * ((n - 1) / 2); }
+
+bool write_all(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+// False on EOF or error.
+bool read_all(int fd, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// CPU time a process has run, from /proc/PID/schedstat (nanoseconds); -1 if unknown.
+int64_t process_cpu_ns(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/schedstat");
+  long long ns = -1;
+  if (!(in >> ns)) return -1;
+  return ns;
+}
+
+// Busy share of all CPUs over `ms` milliseconds, from /proc/stat: other
+// programs running during a run make its figures noisy.
+double cpu_busy_fraction(int ms) {
+  auto sample = [](uint64_t* busy, uint64_t* total) {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    uint64_t v[10] = {};
+    in >> cpu;
+    for (uint64_t& x : v) in >> x;
+    *total = 0;
+    for (uint64_t x : v) *total += x;
+    *busy = *total - v[3] - v[4];  // minus idle and iowait
+  };
+  uint64_t b0, t0, b1, t1;
+  sample(&b0, &t0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  sample(&b1, &t1);
+  return t1 > t0 ? static_cast<double>(b1 - b0) / static_cast<double>(t1 - t0) : 0;
+}
+
+// Runs `pid` (0: the calling thread) on CPU `cpu` only, or on every CPU when
+// `cpu` is -1. Best effort: a failure only makes the figures noisier.
+void pin(pid_t pid, int cpu) {
+  if (pid < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int c = 0; c < n; ++c) {
+    if (cpu < 0 || c == cpu) CPU_SET(c, &set);
+  }
+  (void)::sched_setaffinity(pid, sizeof set, &set);
+}
+
+uint64_t mem_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
+
+// ------------------------------------------------- cleanup, on any exit --
+
+// Everything the bench creates outside its own memory, kept in plain arrays
+// so that the signal handler can undo it with system calls only.
+struct Leftovers {
+  pid_t daemon_pid = -1;
+  int daemon_lock_fd = -1;  // open on <socket>.lock: flock succeeds once the daemon is gone
+  pid_t children[2] = {-1, -1};
+  char segment[96] = "";  // "/shelf-bench-<pid>"
+  char scratch[96] = "";  // "/shelf-bench-<pid>-copy": the baselines' private shm file
+  char dir[200] = "";
+  char socket_path[240] = "";
+  char lock_path[256] = "";
+  char log_path[256] = "";
+};
+Leftovers g_left;
+volatile sig_atomic_t g_cleaned = 0;
+
+void sleep_ms(int ms) {
+  timespec ts{ms / 1000, (ms % 1000) * 1000000L};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+// True once the daemon is gone (its flock on the lock file was dropped).
+bool wait_daemon_gone(int timeout_ms) {
+  if (g_left.daemon_lock_fd < 0) return true;
+  for (int waited = 0; waited < timeout_ms; waited += 5) {
+    if (::flock(g_left.daemon_lock_fd, LOCK_EX | LOCK_NB) == 0) {
+      ::flock(g_left.daemon_lock_fd, LOCK_UN);
+      return true;
+    }
+    sleep_ms(5);
+  }
+  return false;
+}
+
+// Async-signal-safe: only system calls.
+void cleanup() {
+  if (g_cleaned) return;
+  g_cleaned = 1;
+  for (pid_t& child : g_left.children) {
+    if (child > 0) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+      child = -1;
+    }
+  }
+  if (g_left.daemon_pid > 0) {
+    ::kill(g_left.daemon_pid, SIGTERM);
+    if (!wait_daemon_gone(10000)) {
+      ::kill(g_left.daemon_pid, SIGKILL);
+      wait_daemon_gone(2000);
+    }
+    g_left.daemon_pid = -1;
+  }
+  if (g_left.daemon_lock_fd >= 0) ::close(g_left.daemon_lock_fd);
+  // The daemon unlinks its segment when it stops; after a SIGKILL it cannot.
+  if (g_left.segment[0] != '\0') ::shm_unlink(g_left.segment);
+  if (g_left.scratch[0] != '\0') ::shm_unlink(g_left.scratch);
+  for (const char* path : {g_left.socket_path, g_left.lock_path, g_left.log_path}) {
+    if (path[0] != '\0') ::unlink(path);
+  }
+  if (g_left.dir[0] != '\0') ::rmdir(g_left.dir);
+}
+
+void on_signal(int sig) {
+  cleanup();
+  ::_exit(128 + sig);
+}
+
+// In a forked child: the cleanup above belongs to the parent alone.
+void default_signals() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, SIG_DFL);
+}
+
+void print_log_tail() {
+  if (g_left.log_path[0] == '\0') return;
+  std::ifstream in(g_left.log_path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  if (lines.empty()) return;
+  std::fprintf(stderr, "last lines of the shelfd log (%s):\n", g_left.log_path);
+  for (size_t i = lines.size() > 15 ? lines.size() - 15 : 0; i < lines.size(); ++i) {
+    std::fprintf(stderr, "  %s\n", lines[i].c_str());
+  }
+}
+
+[[noreturn]] __attribute__((format(printf, 1, 2))) void die(const char* fmt, ...) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "shelf_bench: ");
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "\n");
+  print_log_tail();
+  cleanup();
+  std::exit(1);
+}
+
+void must(const shelf::Status& s, const char* what) {
+  if (!s.ok()) die("%s: %s", what, s.to_string().c_str());
+}
+template <class T>
+T must(shelf::Result<T> r, const char* what) {
+  if (!r.ok()) die("%s: %s", what, r.status().to_string().c_str());
+  return std::move(r).value();
+}
+
+void progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void progress(const char* fmt, ...) {
+  std::fprintf(stderr, "shelf_bench: ");
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "\n");
+}
+
+// ---------------------------------------------------------------- shelfd --
+
+void start_daemon(uint64_t memory_limit) {
+  char dir_template[] = "/tmp/shelf-bench-XXXXXX";
+  if (::mkdtemp(dir_template) == nullptr) die("mkdtemp: %s", std::strerror(errno));
+  std::snprintf(g_left.dir, sizeof g_left.dir, "%s", dir_template);
+  std::snprintf(g_left.socket_path, sizeof g_left.socket_path, "%s/shelf.sock", g_left.dir);
+  std::snprintf(g_left.lock_path, sizeof g_left.lock_path, "%s.lock", g_left.socket_path);
+  std::snprintf(g_left.log_path, sizeof g_left.log_path, "%s.log", g_left.socket_path);
+  const std::string segment = "shelf-bench-" + std::to_string(::getpid());
+  std::snprintf(g_left.segment, sizeof g_left.segment, "/%s", segment.c_str());
+
+  const std::string limit = std::to_string(memory_limit);
+  std::vector<std::string> args = {SHELFD_PATH, "--socket",       g_left.socket_path,
+                                   "--segment", segment,          "--memory-limit",
+                                   limit,       "--max-datasets", "20000"};
+  std::fflush(nullptr);
+  pid_t launcher = ::fork();
+  if (launcher < 0) die("fork: %s", std::strerror(errno));
+  if (launcher == 0) {
+    // Its "serving ..." line would spoil --json: stdout goes to /dev/null;
+    // errors still reach our stderr.
+    int null_fd = ::open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) ::dup2(null_fd, STDOUT_FILENO);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::fprintf(stderr, "shelf_bench: exec %s: %s\n", argv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(launcher, &status, 0) < 0 && errno == EINTR) {
+  }
+  // Without --foreground shelfd returns once it serves; its pid is in the lock file.
+  pid_t pid = -1;
+  std::ifstream(g_left.lock_path) >> pid;
+  if (pid > 0) {
+    g_left.daemon_pid = pid;
+    g_left.daemon_lock_fd = ::open(g_left.lock_path, O_RDONLY | O_CLOEXEC);
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("shelfd did not start (see above)");
+  if (pid <= 0) die("no pid in %s", g_left.lock_path);
+}
+
+// ---------------------------------------------------- the echo process --
+
+// A bare 64-byte round trip over a Unix stream socket to another process:
+// the floor under every request shelfd answers.
+int start_echo_child() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    die("socketpair: %s", std::strerror(errno));
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) die("fork: %s", std::strerror(errno));
+  if (pid == 0) {
+    default_signals();
+    ::close(sv[0]);
+    char buf[64];
+    while (read_all(sv[1], buf, sizeof buf) && write_all(sv[1], buf, sizeof buf)) {
+    }
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  g_left.children[0] = pid;
+  return sv[0];
+}
+
+double ping_us(int fd) {
+  char buf[64] = {1};
+  const int64_t t0 = now_ns();
+  if (!write_all(fd, buf, sizeof buf) || !read_all(fd, buf, sizeof buf)) die("echo child is gone");
+  return us_between(t0, now_ns());
+}
+
+// -------------------------------------------------- the reader process --
+
+enum class ScanMode : int32_t {
+  kPlain,      // just scan: the faults map the pages
+  kPopulate,   // MADV_POPULATE_READ over the column, then scan
+  kPopulate2,  // the same split over two threads
+  kAhead,      // a helper thread populates the second half while the scan starts
+  kWillneed,
+  kHugepage,
+};
+constexpr ScanMode kScanModes[] = {ScanMode::kPlain, ScanMode::kPopulate, ScanMode::kPopulate2,
+                                   ScanMode::kAhead, ScanMode::kWillneed, ScanMode::kHugepage};
+const char* mode_name(ScanMode m) {
+  switch (m) {
+    case ScanMode::kPlain:
+      return "plain";
+    case ScanMode::kPopulate:
+      return "POPULATE_READ";
+    case ScanMode::kPopulate2:
+      return "POPULATE_READ, 2 threads";
+    case ScanMode::kAhead:
+      return "thread POPULATE_READs 2nd half";
+    case ScanMode::kWillneed:
+      return "MADV_WILLNEED";
+    case ScanMode::kHugepage:
+      return "MADV_HUGEPAGE";
+  }
+  return "?";
+}
+
+enum class ReaderOp : int32_t { kQuit, kPrivate, kTrial };
+struct ReaderCommand {
+  ReaderOp op = ReaderOp::kQuit;
+  ScanMode mode = ScanMode::kPlain;
+  uint64_t rows = 0;
+  char socket[256] = "";
+  char name[64] = "";
+};
+struct ReaderReply {
+  int32_t ok = 0;
+  int32_t advise_errno = 0;
+  double connect_ms = 0;  // Client::connect: handshake + mapping the segment
+  double get_ms = 0;
+  double advise_ms = 0;    // the madvise of the mode
+  double first_ms = 0;     // first scan (private: the first scan after the fill)
+  double repeat_ms = 0;    // median of the repeated scans
+  double teardown_ms = 0;  // ~Dataset (release) + ~Client (unmap)
+  char error[256] = "";
+};
+
+struct Reader {
+  int cmd_fd = -1;
+  int reply_fd = -1;
+};
+
+ReaderReply reader_fail(const std::string& what) {
+  ReaderReply r;
+  std::snprintf(r.error, sizeof r.error, "%s", what.c_str());
+  return r;
+}
+
+ReaderReply reader_private(std::unique_ptr<int64_t[]>& buffer, uint64_t rows) {
+  ReaderReply r;
+  if (!buffer) {
+    buffer.reset(new int64_t[rows]);
+    for (uint64_t i = 0; i < rows; ++i) buffer[i] = static_cast<int64_t>(i);
+  }
+  std::vector<double> scans;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t t0 = now_ns();
+    const uint64_t sum = sum_int64(buffer.get(), rows);
+    scans.push_back(ms_between(t0, now_ns()));
+    if (sum != expected_sum(rows)) return reader_fail("private scan: wrong sum");
+  }
+  r.first_ms = scans[0];
+  scans.erase(scans.begin());  // the first warms the TLB and the caches
+  r.repeat_ms = median(scans);
+  r.ok = 1;
+  return r;
+}
+
+ReaderReply reader_trial(const ReaderCommand& cmd) {
+  ReaderReply r;
+  shelf::ClientOptions options;
+  options.socket = cmd.socket;
+  options.client_name = "shelf_bench reader";
+  const int64_t t0 = now_ns();
+  auto connected = shelf::Client::connect(options);
+  if (!connected.ok()) return reader_fail("connect: " + connected.status().to_string());
+  std::optional<shelf::Client> client(std::move(connected).value());
+  const int64_t t1 = now_ns();
+  auto got = client->get_dataset(cmd.name);
+  if (!got.ok()) return reader_fail("get_dataset: " + got.status().to_string());
+  std::optional<shelf::Dataset> dataset(std::move(got).value());
+  const int64_t t2 = now_ns();
+  std::span<const int64_t> values = dataset->column(0, 0).values<int64_t>();
+  if (values.size() != cmd.rows) return reader_fail("the column has the wrong length");
+
+  // The madvise range: the column's pages (the mapping is page-aligned).
+  const auto begin = reinterpret_cast<uintptr_t>(values.data()) & ~(kPage - 1);
+  const auto end =
+      (reinterpret_cast<uintptr_t>(values.data() + values.size()) + kPage - 1) & ~(kPage - 1);
+  void* range = reinterpret_cast<void*>(begin);
+  const size_t length = end - begin;
+  const size_t half = (length / 2) & ~(kPage - 1);
+  char* second_half = static_cast<char*>(range) + half;
+  int err = 0, helper_err = 0;
+  std::thread helper;
+  switch (cmd.mode) {
+    case ScanMode::kPlain:
+      break;
+    case ScanMode::kPopulate:
+      if (::madvise(range, length, MADV_POPULATE_READ) != 0) err = errno;
+      break;
+    case ScanMode::kPopulate2:
+      helper = std::thread([&] {
+        if (::madvise(second_half, length - half, MADV_POPULATE_READ) != 0) helper_err = errno;
+      });
+      if (::madvise(range, half, MADV_POPULATE_READ) != 0) err = errno;
+      helper.join();
+      break;
+    case ScanMode::kAhead:  // joined after the scan
+      helper = std::thread([&] {
+        if (::madvise(second_half, length - half, MADV_POPULATE_READ) != 0) helper_err = errno;
+      });
+      break;
+    case ScanMode::kWillneed:
+      if (::madvise(range, length, MADV_WILLNEED) != 0) err = errno;
+      break;
+    case ScanMode::kHugepage:
+      if (::madvise(range, length, MADV_HUGEPAGE) != 0) err = errno;
+      break;
+  }
+  const int64_t t3 = now_ns();
+  const uint64_t sum = sum_int64(values.data(), values.size());
+  if (helper.joinable()) helper.join();
+  r.advise_errno = err != 0 ? err : helper_err;
+  const int64_t t4 = now_ns();
+  if (sum != expected_sum(cmd.rows)) return reader_fail("first scan: wrong sum");
+  std::vector<double> repeats;
+  for (int i = 0; i < 2; ++i) {
+    const int64_t s0 = now_ns();
+    const uint64_t again = sum_int64(values.data(), values.size());
+    repeats.push_back(ms_between(s0, now_ns()));
+    if (again != sum) return reader_fail("repeated scan: wrong sum");
+  }
+  const int64_t t5 = now_ns();
+  dataset.reset();
+  client.reset();
+  const int64_t t6 = now_ns();
+  r.connect_ms = ms_between(t0, t1);
+  r.get_ms = ms_between(t1, t2);
+  r.advise_ms = ms_between(t2, t3);
+  r.first_ms = ms_between(t3, t4);
+  r.repeat_ms = median(repeats);
+  r.teardown_ms = ms_between(t5, t6);
+  r.ok = 1;
+  return r;
+}
+
+// Forked before any Client and any large buffer exist, so that it starts
+// with a clean address space and connects its own Client per trial.
+Reader start_reader_child(int echo_fd) {
+  int cmd[2], reply[2];
+  if (::pipe2(cmd, O_CLOEXEC) != 0 || ::pipe2(reply, O_CLOEXEC) != 0) {
+    die("pipe: %s", std::strerror(errno));
+  }
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) die("fork: %s", std::strerror(errno));
+  if (pid == 0) {
+    default_signals();
+    ::close(echo_fd);  // or the echo child would never see EOF
+    ::close(cmd[1]);
+    ::close(reply[0]);
+    std::unique_ptr<int64_t[]> private_buffer;
+    ReaderCommand c;
+    while (read_all(cmd[0], &c, sizeof c) && c.op != ReaderOp::kQuit) {
+      ReaderReply r =
+          c.op == ReaderOp::kPrivate ? reader_private(private_buffer, c.rows) : reader_trial(c);
+      if (!write_all(reply[1], &r, sizeof r)) break;
+    }
+    ::_exit(0);
+  }
+  ::close(cmd[0]);
+  ::close(reply[1]);
+  g_left.children[1] = pid;
+  return Reader{cmd[1], reply[0]};
+}
+
+ReaderReply ask_reader(const Reader& reader, const ReaderCommand& cmd) {
+  ReaderReply r;
+  if (!write_all(reader.cmd_fd, &cmd, sizeof cmd) || !read_all(reader.reply_fd, &r, sizeof r)) {
+    die("the reader process died");
+  }
+  if (!r.ok) die("reader process: %s", r.error);
+  return r;
+}
+
+// ---------------------------------------------------------------- report --
+
+struct Row {
+  std::string id;
+  std::string figure;
+  double value = NAN;
+  std::string unit;
+  double baseline = NAN;
+  std::string baseline_unit;
+  double ratio = NAN;
+  std::string target_op;  // ">=", "<=" or "" (no target: "info")
+  double target = NAN;
+  std::string result() const {
+    if (target_op.empty() || std::isnan(ratio)) return "info";
+    const bool pass = target_op == ">=" ? ratio >= target : ratio <= target;
+    return pass ? "PASS" : "MISS";
+  }
+};
+std::vector<Row> g_rows;
+
+void add_row(std::string id, std::string figure, double value, std::string unit,
+             double baseline = NAN, std::string baseline_unit = "", double ratio = NAN,
+             std::string target_op = "", double target = NAN) {
+  g_rows.push_back(Row{std::move(id), std::move(figure), value, std::move(unit), baseline,
+                       std::move(baseline_unit), ratio, std::move(target_op), target});
+}
+
+std::string format_value(double v, const std::string& unit) {
+  if (std::isnan(v)) return "-";
+  char buf[64];
+  if (unit == "GB/s") {
+    std::snprintf(buf, sizeof buf, "%.2f GB/s", v);
+  } else if (unit == "us") {
+    std::snprintf(buf, sizeof buf, "%.1f us", v);
+  } else if (unit == "ms") {
+    std::snprintf(buf, sizeof buf, v < 10 ? "%.2f ms" : "%.1f ms", v);
+  } else if (unit == "ns") {
+    std::snprintf(buf, sizeof buf, "%.0f ns", v);
+  } else if (unit == "x") {
+    std::snprintf(buf, sizeof buf, "%.2fx", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3g %s", v, unit.c_str());
+  }
+  return buf;
+}
+
+void print_table(const std::string& header) {
+  std::printf("%s\n\n", header.c_str());
+  int width = 20;
+  for (const Row& r : g_rows) width = std::max(width, static_cast<int>(r.figure.size()));
+  std::printf("%-4s %-*s %12s %12s %8s %8s %6s\n", "#", width, "figure (vs baseline)", "value",
+              "baseline", "ratio", "target", "result");
+  std::string last_group;
+  for (const Row& r : g_rows) {
+    const std::string group = r.id.substr(0, 1);
+    if (!last_group.empty() && group != last_group) std::printf("\n");
+    last_group = group;
+    char ratio[32] = "-", target[32] = "-";
+    if (!std::isnan(r.ratio)) std::snprintf(ratio, sizeof ratio, "%.2fx", r.ratio);
+    if (!r.target_op.empty()) {
+      std::snprintf(target, sizeof target, "%s%.2f", r.target_op.c_str(), r.target);
+    }
+    std::printf("%-4s %-*s %12s %12s %8s %8s %6s\n", r.id.c_str(), width, r.figure.c_str(),
+                format_value(r.value, r.unit).c_str(),
+                format_value(r.baseline, r.baseline_unit).c_str(), ratio, target,
+                r.result().c_str());
+  }
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+std::string json_number(double v) {
+  if (std::isnan(v) || std::isinf(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void print_json(uint64_t size_mib, int repeat, const std::string& kernel, double seconds,
+                double busy_before, double busy_after) {
+  std::printf("{\n  \"bench\": \"shelf_bench\",\n  \"size_mib\": %llu,\n  \"repeat\": %d,\n",
+              static_cast<unsigned long long>(size_mib), repeat);
+  std::printf("  \"cpus\": %u,\n  \"kernel\": %s,\n  \"seconds\": %.1f,\n",
+              std::thread::hardware_concurrency(), json_string(kernel).c_str(), seconds);
+  std::printf("  \"cpu_busy_before\": %.3f,\n  \"cpu_busy_after\": %.3f,\n  \"rows\": [\n",
+              busy_before, busy_after);
+  for (size_t i = 0; i < g_rows.size(); ++i) {
+    const Row& r = g_rows[i];
+    std::printf(
+        "    {\"id\": %s, \"figure\": %s, \"value\": %s, \"unit\": %s, \"baseline\": %s, "
+        "\"baseline_unit\": %s, \"ratio\": %s, \"target\": %s, \"result\": %s}%s\n",
+        json_string(r.id).c_str(), json_string(r.figure).c_str(), json_number(r.value).c_str(),
+        json_string(r.unit).c_str(), json_number(r.baseline).c_str(),
+        json_string(r.baseline_unit).c_str(), json_number(r.ratio).c_str(),
+        r.target_op.empty() ? "null" : json_string(r.target_op + json_number(r.target)).c_str(),
+        json_string(r.result()).c_str(), i + 1 < g_rows.size() ? "," : "");
+  }
+  std::printf("  ]\n}\n");
+}
+
+// ------------------------------------------------------------- baselines --
+
+struct CopyBaseline {
+  double copy_ms = 0;             // shm_open + ftruncate + mmap + memcpy into fresh pages
+  double unmap_ms = 0;            // munmap of the touched mapping
+  double punch_ms = 0;            // fallocate(PUNCH_HOLE) of the whole file: figure 4's baseline
+  double fallocate_ms = 0;        // shelf's path: posix_fallocate ...
+  double populate_ms = 0;         // ... mmap + MADV_POPULATE_WRITE ...
+  double fill_ms = 0;             // ... memcpy into mapped pages ...
+  double xxh3_ms = 0;             // ... and XXH3 of the bytes (the seal)
+  double unmap_populated_ms = 0;  // munmap of the populated, written mapping
+  double fallocate_cpu_ms = 0;    // CPU time of posix_fallocate
+  double populate_cpu_ms = 0;     // CPU time of mmap + MADV_POPULATE_WRITE
+};
+
+int open_scratch(uint64_t bytes) {
+  int fd = ::shm_open(g_left.scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) die("shm_open %s: %s", g_left.scratch, std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) die("ftruncate: %s", std::strerror(errno));
+  return fd;
+}
+void close_scratch(int fd) {
+  ::close(fd);
+  ::shm_unlink(g_left.scratch);
+}
+uint64_t file_resident(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+CopyBaseline measure_copy_baseline(const void* source, uint64_t bytes) {
+  CopyBaseline b;
+  {  // Fault path: every 4 KiB page is allocated, zeroed and mapped by a write fault.
+    const int64_t t0 = now_ns();
+    int fd = open_scratch(bytes);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die("mmap: %s", std::strerror(errno));
+    std::memcpy(p, source, bytes);
+    const int64_t t1 = now_ns();
+    ::munmap(p, bytes);
+    const int64_t t2 = now_ns();
+    if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) !=
+        0) {
+      die("fallocate(PUNCH_HOLE): %s", std::strerror(errno));
+    }
+    const int64_t t3 = now_ns();
+    if (file_resident(fd) != 0) die("PUNCH_HOLE left pages behind");
+    close_scratch(fd);
+    b.copy_ms = ms_between(t0, t1);
+    b.unmap_ms = ms_between(t1, t2);
+    b.punch_ms = ms_between(t2, t3);
+  }
+  {  // shelf's path, without shelf: reserve, populate the page tables, copy, hash.
+    int fd = open_scratch(bytes);
+    const int64_t c0 = thread_cpu_ns();
+    const int64_t t0 = now_ns();
+    if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) {
+      die("posix_fallocate: %s", std::strerror(err));
+    }
+    const int64_t t1 = now_ns();
+    const int64_t c1 = thread_cpu_ns();
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die("mmap: %s", std::strerror(errno));
+    (void)::madvise(p, bytes, MADV_POPULATE_WRITE);
+    const int64_t t2 = now_ns();
+    const int64_t c2 = thread_cpu_ns();
+    std::memcpy(p, source, bytes);
+    const int64_t t3 = now_ns();
+    volatile uint64_t hash = XXH3_64bits(p, bytes);
+    (void)hash;
+    const int64_t t4 = now_ns();
+    ::munmap(p, bytes);
+    b.unmap_populated_ms = ms_between(t4, now_ns());
+    close_scratch(fd);
+    b.fallocate_ms = ms_between(t0, t1);
+    b.populate_ms = ms_between(t1, t2);
+    b.fill_ms = ms_between(t2, t3);
+    b.xxh3_ms = ms_between(t3, t4);
+    b.fallocate_cpu_ms = ms_between(c0, c1);
+    b.populate_cpu_ms = ms_between(c1, c2);
+  }
+  return b;
+}
+
+// ----------------------------------------------------------- the figures --
+
+struct PublishSample {
+  double add_partition_ms = 0;  // create_table + add_partition (allocate, fallocate, populate)
+  double daemon_cpu_ms = -1;    // the daemon's CPU time during add_partition (its fallocate)
+  double client_cpu_ms = 0;     // this thread's CPU time in add_partition (mmap + populate)
+  double fill_ms = 0;           // memcpy into the mapped values
+  double publish_ms = 0;        // publish_dataset: XXH3 + seal + round trip
+  double publish_daemon_cpu_ms = -1;
+  double teardown_ms = 0;  // ~TableBuilder: unmaps the writable partition
+  double total_ms() const { return add_partition_ms + fill_ms + publish_ms; }
+};
+
+PublishSample publish_int64(shelf::Client& client, const std::string& name, const int64_t* source,
+                            uint64_t rows, pid_t daemon_pid) {
+  PublishSample s;
+  const int64_t cpu0 = process_cpu_ns(daemon_pid);
+  const int64_t own0 = thread_cpu_ns();
+  const int64_t t0 = now_ns();
+  std::optional<shelf::TableBuilder> table(
+      must(client.create_table({{"v", shelf::Type::kInt64}}), "create_table"));
+  shelf::PartitionBuilder partition = must(table->add_partition(rows), "add_partition");
+  const int64_t t1 = now_ns();
+  const int64_t own1 = thread_cpu_ns();
+  const int64_t cpu1 = process_cpu_ns(daemon_pid);
+  std::span<int64_t> values = partition.values<int64_t>(0);
+  if (values.size() != rows) die("values<int64_t>() has the wrong size");
+  std::memcpy(values.data(), source, rows * sizeof(int64_t));
+  const int64_t t2 = now_ns();
+  const int64_t cpu2 = process_cpu_ns(daemon_pid);
+  must(client.publish_dataset(name, *table), "publish_dataset");
+  const int64_t t3 = now_ns();
+  const int64_t cpu3 = process_cpu_ns(daemon_pid);
+  table.reset();
+  const int64_t t4 = now_ns();
+  s.add_partition_ms = ms_between(t0, t1);
+  s.fill_ms = ms_between(t1, t2);
+  s.publish_ms = ms_between(t2, t3);
+  s.teardown_ms = ms_between(t3, t4);
+  s.client_cpu_ms = ms_between(own0, own1);
+  if (cpu0 >= 0 && cpu1 >= 0) s.daemon_cpu_ms = ms_between(cpu0, cpu1);
+  if (cpu2 >= 0 && cpu3 >= 0) s.publish_daemon_cpu_ms = ms_between(cpu2, cpu3);
+  return s;
+}
+
+struct UnpublishSample {
+  double call_ms = 0;  // unpublish_dataset()
+  double back_ms = 0;  // until status().resident_bytes has dropped by the dataset
+  int polls = 0;       // status() calls it took
+};
+
+UnpublishSample unpublish_until_freed(shelf::Client& client, const std::string& name,
+                                      uint64_t bytes) {
+  const uint64_t before = must(client.status(), "status").resident_bytes;
+  const uint64_t want = before > bytes ? before - bytes + bytes / 100 : 0;
+  UnpublishSample s;
+  const int64_t t0 = now_ns();
+  must(client.unpublish_dataset(name), "unpublish_dataset");
+  const int64_t t1 = now_ns();
+  for (;;) {
+    ++s.polls;
+    if (must(client.status(), "status").resident_bytes <= want) break;
+    if (now_ns() - t0 > 10'000'000'000)
+      die("the memory of '%s' did not come back in 10 s", name.c_str());
+  }
+  s.call_ms = ms_between(t0, t1);
+  s.back_ms = ms_between(t0, now_ns());
+  return s;
+}
+
+template <class T, class F>
+std::vector<double> collect(const std::vector<T>& v, F f) {
+  std::vector<double> out;
+  for (const T& x : v) out.push_back(f(x));
+  return out;
+}
+
+struct Options {
+  uint64_t size_mib = 1024;
+  int repeat = 5;
+  bool json = false;
+};
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  auto number = [&](int& i) -> long long {
+    if (i + 1 >= argc) die("%s needs a value", argv[i]);
+    char* end = nullptr;
+    long long v = std::strtoll(argv[++i], &end, 10);
+    if (end == argv[i] || *end != '\0' || v <= 0)
+      die("%s: '%s' is not a positive number", argv[i - 1], argv[i]);
+    return v;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--size-mib") {
+      o.size_mib = static_cast<uint64_t>(number(i));
+    } else if (a == "--repeat") {
+      o.repeat = static_cast<int>(std::min(number(i), 1000LL));
+    } else if (a == "--json") {
+      o.json = true;
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "Usage: shelf_bench [--size-mib N] [--repeat N] [--json]\n\n"
+          "Measures shelf against baselines of this machine, in one run:\n"
+          "  --size-mib N  size of the big int64 dataset (default 1024)\n"
+          "  --repeat N    runs of each bandwidth figure; the median is reported (default 5)\n"
+          "  --json        print the figures as JSON instead of a table\n"
+          "It starts its own shelfd (%s) and stops it at the end.\n",
+          SHELFD_PATH);
+      std::exit(0);
+    } else {
+      die("unknown option '%s' (try --help)", a.c_str());
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse_options(argc, argv);
+  const uint64_t bytes = opt.size_mib * kMiB;
+  const uint64_t rows = bytes / sizeof(int64_t);
+  const uint64_t small_bytes = std::min<uint64_t>(kMiB, bytes);
+  const uint64_t small_rows = small_bytes / sizeof(int64_t);
+  const std::string big_label = size_label(bytes);
+  const std::string small_label = size_label(small_bytes);
+  const int64_t started = now_ns();
+  // Other programs on the machine during the run make every figure noisy: say so.
+  const double busy_before = cpu_busy_fraction(500);
+
+  // Room: the daemon holds at most two big datasets, plus the small ones.
+  const uint64_t memory_limit = 2 * bytes + kGiB;
+  struct statvfs vfs;
+  if (::statvfs("/dev/shm", &vfs) != 0) die("statvfs /dev/shm: %s", std::strerror(errno));
+  const uint64_t shm_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  if (shm_free < memory_limit + bytes + 256 * kMiB) {
+    die("/dev/shm has %llu MiB free; this run needs %llu MiB (--memory-limit %llu MiB for shelfd "
+        "plus a baseline file of the dataset's size): lower --size-mib",
+        static_cast<unsigned long long>(shm_free / kMiB),
+        static_cast<unsigned long long>((memory_limit + bytes + 256 * kMiB) / kMiB),
+        static_cast<unsigned long long>(memory_limit / kMiB));
+  }
+  // RAM: the private source, the reader's private copy, the published
+  // dataset and a baseline file, all at once.
+  const uint64_t ram = mem_available_bytes();
+  if (ram != 0 && ram < 4 * bytes + 512 * kMiB) {
+    die("only %llu MiB of RAM available; this run needs about %llu MiB: lower --size-mib",
+        static_cast<unsigned long long>(ram / kMiB),
+        static_cast<unsigned long long>((4 * bytes + 512 * kMiB) / kMiB));
+  }
+
+  std::snprintf(g_left.scratch, sizeof g_left.scratch, "/shelf-bench-%d-copy",
+                static_cast<int>(::getpid()));
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  // Children first, while this process is small and has no Client.
+  const int echo_fd = start_echo_child();
+  const Reader reader = start_reader_child(echo_fd);
+  start_daemon(memory_limit);
+  const pid_t daemon_pid = g_left.daemon_pid;
+  progress("shelfd pid %d on %s, segment %s, limit %llu MiB", static_cast<int>(daemon_pid),
+           g_left.socket_path, g_left.segment + 1,
+           static_cast<unsigned long long>(memory_limit / kMiB));
+
+  shelf::ClientOptions client_options;
+  client_options.socket = g_left.socket_path;
+  client_options.client_name = "shelf_bench";
+  std::optional<shelf::Client> client(must(shelf::Client::connect(client_options), "connect"));
+
+  // The warm private source every copy reads from: value i at row i.
+  std::unique_ptr<int64_t[]> source(new int64_t[rows]);
+  for (uint64_t i = 0; i < rows; ++i) source[i] = static_cast<int64_t>(i);
+
+  // ---- 1 (and 4): publish, against a copy into fresh shm pages ---------
+  progress("[1/5] publish %s x%d, baseline copies, unpublish", big_label.c_str(), opt.repeat);
+  std::vector<CopyBaseline> baselines;
+  std::vector<PublishSample> publishes;
+  std::vector<UnpublishSample> unpublishes;
+  const std::string big_name = "bench-big";
+  for (int r = 0; r < opt.repeat; ++r) {
+    // Alternate which goes first, so that neither always follows the other.
+    if (r % 2 == 0) baselines.push_back(measure_copy_baseline(source.get(), bytes));
+    const std::string name = r + 1 == opt.repeat ? big_name : "bench-big-" + std::to_string(r);
+    publishes.push_back(publish_int64(*client, name, source.get(), rows, daemon_pid));
+    // Figure 4 samples: every published copy but the last, kept for 2 and 3.
+    if (r + 1 < opt.repeat) unpublishes.push_back(unpublish_until_freed(*client, name, bytes));
+    if (r % 2 == 1) baselines.push_back(measure_copy_baseline(source.get(), bytes));
+  }
+  const double copy_ms = median(collect(baselines, [](auto& b) { return b.copy_ms; }));
+  const double publish_ms = median(collect(publishes, [](auto& p) { return p.total_ms(); }));
+  const double copy_gbps = gbps(bytes, copy_ms), publish_gbps = gbps(bytes, publish_ms);
+  const double b_fallocate = median(collect(baselines, [](auto& b) { return b.fallocate_ms; }));
+  const double b_populate = median(collect(baselines, [](auto& b) { return b.populate_ms; }));
+  const double b_fill = median(collect(baselines, [](auto& b) { return b.fill_ms; }));
+  const double b_xxh3 = median(collect(baselines, [](auto& b) { return b.xxh3_ms; }));
+  const double p_add = median(collect(publishes, [](auto& p) { return p.add_partition_ms; }));
+  const double p_daemon = median(collect(publishes, [](auto& p) { return p.daemon_cpu_ms; }));
+  const double p_fill = median(collect(publishes, [](auto& p) { return p.fill_ms; }));
+  const double p_publish = median(collect(publishes, [](auto& p) { return p.publish_ms; }));
+  const double p_teardown = median(collect(publishes, [](auto& p) { return p.teardown_ms; }));
+  add_row("1", "publish " + big_label + " int64 (vs memcpy into fresh /dev/shm pages)",
+          publish_gbps, "GB/s", copy_gbps, "GB/s", publish_gbps / copy_gbps, ">=", 0.70);
+  add_row("1a", "  add_partition (vs private posix_fallocate + POPULATE_WRITE)", p_add, "ms",
+          b_fallocate + b_populate, "ms", p_add / (b_fallocate + b_populate));
+  const double b_fallocate_cpu =
+      median(collect(baselines, [](auto& b) { return b.fallocate_cpu_ms; }));
+  const double b_populate_cpu =
+      median(collect(baselines, [](auto& b) { return b.populate_cpu_ms; }));
+  const double p_client = median(collect(publishes, [](auto& p) { return p.client_cpu_ms; }));
+  if (p_daemon >= 0) {
+    add_row("1a1", "    shelfd CPU time: posix_fallocate (vs private, CPU time)", p_daemon, "ms",
+            b_fallocate_cpu, "ms", p_daemon / b_fallocate_cpu);
+  }
+  add_row("1a2", "    client CPU time: mmap + POPULATE_WRITE (vs private, CPU)", p_client, "ms",
+          b_populate_cpu, "ms", p_client / b_populate_cpu);
+  add_row("1b", "  fill: memcpy into populated values (vs same, private shm)", p_fill, "ms", b_fill,
+          "ms", p_fill / b_fill);
+  add_row("1c", "  publish_dataset: XXH3 + seal + round trip (vs XXH3 alone)", p_publish, "ms",
+          b_xxh3, "ms", p_publish / b_xxh3);
+  add_row("1d", "  ~TableBuilder: unmap the partition (vs private munmap)", p_teardown, "ms",
+          median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; })), "ms",
+          p_teardown / median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; })));
+  add_row("1d", "  munmap after the fault-path copy, for comparison",
+          median(collect(baselines, [](auto& b) { return b.unmap_ms; })), "ms");
+  const double ideal_ms = b_fallocate + b_populate + b_fill + b_xxh3;
+  add_row("1e", "  shelf's steps done privately, no daemon (vs memcpy baseline)",
+          gbps(bytes, ideal_ms), "GB/s", copy_gbps, "GB/s", copy_ms / ideal_ms);
+  add_row("1f", "  same without XXH3 (vs memcpy baseline)", gbps(bytes, ideal_ms - b_xxh3), "GB/s",
+          copy_gbps, "GB/s", copy_ms / (ideal_ms - b_xxh3));
+
+  // ---- 2: get_dataset latency against a bare round trip ----------------
+  progress("[2/5] get_dataset latency, %d samples", kLatencySamples);
+  const std::string small_name = "bench-small";
+  publish_int64(*client, small_name, source.get(), small_rows, daemon_pid);
+  // Where the processes run decides the round trip on this VM: a wakeup on
+  // another, idle vCPU costs an IPI and a VM exit (~20-40 us), a wakeup on
+  // the same CPU a context switch. Left to the scheduler, a run lands in
+  // either mode by chance, and the baseline (echo process) and shelfd may
+  // land in different ones. So both are pinned the same way, twice: all on
+  // one CPU, then the client on one CPU and shelfd and the echo process on
+  // the other.
+  struct Latency {
+    std::vector<double> rtt, list, get_s, rel_s, both_s, get_b, rel_b, both_b;
+    double daemon_cpu_us = 0, echo_cpu_us = 0;
+  };
+  auto measure_latency = [&](int client_cpu, int server_cpu) {
+    pin(0, client_cpu);
+    pin(daemon_pid, server_cpu);
+    pin(g_left.children[0], server_cpu);
+    Latency L;
+    auto get_once = [&](const std::string& name, bool keep, std::vector<double>* get,
+                        std::vector<double>* rel, std::vector<double>* both) {
+      const int64_t t0 = now_ns();
+      int64_t t1;
+      {
+        auto dataset = client->get_dataset(name);
+        t1 = now_ns();
+        if (!dataset.ok()) die("get_dataset: %s", dataset.status().to_string().c_str());
+      }  // ~Dataset sends the Release
+      const int64_t t2 = now_ns();
+      if (keep) {
+        get->push_back(us_between(t0, t1));
+        rel->push_back(us_between(t1, t2));
+        both->push_back(us_between(t0, t2));
+      }
+    };
+    int64_t daemon_cpu0 = 0, echo_cpu0 = 0;
+    for (int i = 0; i < kLatencyWarmup + kLatencySamples; ++i) {
+      const bool keep = i >= kLatencyWarmup;
+      if (i == kLatencyWarmup) {
+        daemon_cpu0 = process_cpu_ns(daemon_pid);
+        echo_cpu0 = process_cpu_ns(g_left.children[0]);
+      }
+      const double ping = ping_us(echo_fd);
+      const int64_t l0 = now_ns();
+      must(client->list_datasets(), "list_datasets");
+      const double list_us = us_between(l0, now_ns());
+      // Alternate the order, so that neither size always follows the other.
+      for (int k = 0; k < 2; ++k) {
+        if ((i + k) % 2 == 0) {
+          get_once(small_name, keep, &L.get_s, &L.rel_s, &L.both_s);
+        } else {
+          get_once(big_name, keep, &L.get_b, &L.rel_b, &L.both_b);
+        }
+      }
+      if (keep) {
+        L.rtt.push_back(ping);
+        L.list.push_back(list_us);
+      }
+    }
+    // Per iteration: 1 ping to the echo process; list, get, release, get,
+    // release to shelfd.
+    L.daemon_cpu_us = static_cast<double>(process_cpu_ns(daemon_pid) - daemon_cpu0) / 1e3 /
+                      (5.0 * kLatencySamples);
+    L.echo_cpu_us =
+        static_cast<double>(process_cpu_ns(g_left.children[0]) - echo_cpu0) / 1e3 / kLatencySamples;
+    return L;
+  };
+  auto add_latency_rows = [&](const Latency& L, const std::string& where) {
+    const double rtt_med = median(L.rtt), rtt_p99 = percentile(L.rtt, 0.99);
+    add_row("2", where + "bare 64-byte Unix-socket round trip, median", rtt_med, "us");
+    add_row("2", where + "  round trip p99", rtt_p99, "us");
+    add_row("2", where + "shelfd CPU per request (vs echo CPU per ping)", L.daemon_cpu_us, "us",
+            L.echo_cpu_us, "us", L.daemon_cpu_us / L.echo_cpu_us);
+    add_row("2", where + "get_dataset " + small_label + ", median (vs round trip)", median(L.get_s),
+            "us", rtt_med, "us", median(L.get_s) / rtt_med, "<=", 1.5);
+    add_row("2", where + "get_dataset " + big_label + ", median (vs round trip)", median(L.get_b),
+            "us", rtt_med, "us", median(L.get_b) / rtt_med, "<=", 1.5);
+    add_row("2", where + "  get_dataset " + small_label + ", p99 (vs round-trip p99)",
+            percentile(L.get_s, 0.99), "us", rtt_p99, "us", percentile(L.get_s, 0.99) / rtt_p99);
+    add_row("2", where + "  get_dataset " + big_label + ", p99 (vs round-trip p99)",
+            percentile(L.get_b, 0.99), "us", rtt_p99, "us", percentile(L.get_b, 0.99) / rtt_p99);
+    add_row("2", where + "get_dataset " + big_label + " vs " + small_label + ", median",
+            median(L.get_b), "us", median(L.get_s), "us", median(L.get_b) / median(L.get_s),
+            "<=", 1.2);
+    std::vector<double> rel = L.rel_s, both = L.both_s;
+    rel.insert(rel.end(), L.rel_b.begin(), L.rel_b.end());
+    both.insert(both.end(), L.both_b.begin(), L.both_b.end());
+    add_row("2", where + "~Dataset (Release), median (vs round trip)", median(rel), "us", rtt_med,
+            "us", median(rel) / rtt_med);
+    add_row("2", where + "get + release, median (vs round trip)", median(both), "us", rtt_med, "us",
+            median(both) / rtt_med);
+    add_row("2", where + "list_datasets, 2 datasets, median (vs round trip)", median(L.list), "us",
+            rtt_med, "us", median(L.list) / rtt_med);
+  };
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const Latency same_cpu = measure_latency(0, 0);
+  add_latency_rows(same_cpu, "1 CPU: ");
+  if (cpus > 1) add_latency_rows(measure_latency(0, 1), "2 CPUs: ");
+  pin(0, -1);
+  pin(daemon_pid, -1);
+  pin(g_left.children[0], -1);
+  // The baselines of the later figures: the one-CPU placement, pinned again there.
+  const double rtt_med = median(same_cpu.rtt), rtt_p99 = percentile(same_cpu.rtt, 0.99);
+  std::vector<double> both_s = same_cpu.both_s;
+  const std::vector<double>& list_small = same_cpu.list;
+
+  // shelfd is one thread: while it reserves (posix_fallocate) or punches a
+  // big extent, every other client waits. A second connection gets and
+  // releases the small dataset in a loop while this one publishes and
+  // unpublishes another big dataset.
+  {
+    std::vector<double> during;
+    std::atomic<bool> stop{false};
+    std::string getter_error;
+    std::thread getter([&] {
+      auto other = shelf::Client::connect(client_options);
+      if (!other.ok()) {
+        getter_error = other.status().to_string();
+        return;
+      }
+      while (!stop.load(std::memory_order_relaxed)) {
+        const int64_t t0 = now_ns();
+        {
+          auto dataset = other->get_dataset(small_name);
+          if (!dataset.ok()) {
+            getter_error = dataset.status().to_string();
+            return;
+          }
+        }
+        during.push_back(us_between(t0, now_ns()));
+      }
+    });
+    sleep_ms(20);
+    const std::string name = "bench-big-concurrent";
+    publish_int64(*client, name, source.get(), rows, daemon_pid);
+    unpublish_until_freed(*client, name, bytes);
+    sleep_ms(20);
+    stop = true;
+    getter.join();
+    if (!getter_error.empty() || during.empty()) {
+      die("the concurrent getter failed: %s", getter_error.c_str());
+    }
+    const double worst = *std::max_element(during.begin(), during.end());
+    add_row("2",
+            "worst get+release " + small_label + " during a " + big_label + " publish+unpublish",
+            worst / 1e3, "ms", median(both_s) / 1e3, "ms", worst / median(both_s));
+  }
+
+  // ---- 3: a reader process scanning the published column ---------------
+  progress("[3/5] reader process: scans of %s, %zu modes x%d", big_label.c_str(),
+           std::size(kScanModes), opt.repeat);
+  ReaderCommand cmd;
+  cmd.rows = rows;
+  std::snprintf(cmd.socket, sizeof cmd.socket, "%s", g_left.socket_path);
+  std::snprintf(cmd.name, sizeof cmd.name, "%s", big_name.c_str());
+  std::vector<ReaderReply> priv;
+  std::vector<std::vector<ReaderReply>> trials(std::size(kScanModes));
+  for (int r = 0; r < opt.repeat; ++r) {
+    cmd.op = ReaderOp::kPrivate;
+    priv.push_back(ask_reader(reader, cmd));
+    cmd.op = ReaderOp::kTrial;
+    for (size_t m = 0; m < std::size(kScanModes); ++m) {
+      cmd.mode = kScanModes[m];
+      trials[m].push_back(ask_reader(reader, cmd));
+    }
+  }
+  const double priv_ms = median(collect(priv, [](auto& x) { return x.repeat_ms; }));
+  const double priv_gbps = gbps(bytes, priv_ms);
+  const auto& plain = trials[0];
+  const double plain_first = median(collect(plain, [](auto& x) { return x.first_ms; }));
+  std::vector<double> all_repeats;
+  for (const auto& t : trials) {
+    for (const ReaderReply& x : t) all_repeats.push_back(x.repeat_ms);
+  }
+  const double repeat_gbps =
+      gbps(bytes, median(collect(plain, [](auto& x) { return x.repeat_ms; })));
+  add_row("3", "private heap scan in the reader, warm (the baseline)", priv_gbps, "GB/s");
+  add_row("3", "repeated scan of the shared column (vs private)", repeat_gbps, "GB/s", priv_gbps,
+          "GB/s", repeat_gbps / priv_gbps, ">=", 0.90);
+  add_row("3", "  same, all trials of every mode (vs private)", gbps(bytes, median(all_repeats)),
+          "GB/s", priv_gbps, "GB/s", gbps(bytes, median(all_repeats)) / priv_gbps);
+  add_row("3", "first scan, plain: faults included (vs private)", gbps(bytes, plain_first), "GB/s",
+          priv_gbps, "GB/s", gbps(bytes, plain_first) / priv_gbps);
+  for (size_t m = 1; m < std::size(kScanModes); ++m) {
+    const auto& t = trials[m];
+    const double advise = median(collect(t, [](auto& x) { return x.advise_ms; }));
+    const double first = median(collect(t, [](auto& x) { return x.first_ms; }));
+    const double total = median(collect(t, [](auto& x) { return x.advise_ms + x.first_ms; }));
+    std::string name = mode_name(kScanModes[m]);
+    if (t[0].advise_errno != 0) name += std::string(" (") + std::strerror(t[0].advise_errno) + ")";
+    add_row("3", "first scan, " + name + ": advise (vs plain scan)", advise, "ms", plain_first,
+            "ms", advise / plain_first);
+    add_row("3", "  then the scan (vs private)", gbps(bytes, first), "GB/s", priv_gbps, "GB/s",
+            gbps(bytes, first) / priv_gbps);
+    add_row("3", "  advise + scan (vs plain first scan)", gbps(bytes, total), "GB/s",
+            gbps(bytes, plain_first), "GB/s", plain_first / total);
+  }
+  std::vector<double> connects, gets, teardowns;
+  for (const auto& t : trials) {
+    for (const ReaderReply& x : t) {
+      connects.push_back(x.connect_ms);
+      gets.push_back(x.get_ms);
+      teardowns.push_back(x.teardown_ms);
+    }
+  }
+  add_row("3", "reader Client::connect: hello + map the segment", median(connects), "ms");
+  add_row("3", "reader get_dataset on a fresh connection", median(gets), "ms");
+  add_row("3", "reader ~Dataset + ~Client: release + unmap the touched " + big_label,
+          median(teardowns), "ms");
+
+  // ---- 4: unpublish until the memory is back ----------------------------
+  progress("[4/5] unpublish %s", big_label.c_str());
+  unpublishes.push_back(unpublish_until_freed(*client, big_name, bytes));
+  const double punch_ms = median(collect(baselines, [](auto& b) { return b.punch_ms; }));
+  const double back_ms = median(collect(unpublishes, [](auto& u) { return u.back_ms; }));
+  const double call_ms = median(collect(unpublishes, [](auto& u) { return u.call_ms; }));
+  int max_polls = 0;
+  for (const auto& u : unpublishes) max_polls = std::max(max_polls, u.polls);
+  add_row("4", "unpublish " + big_label + " until resident drops (vs PUNCH_HOLE)", back_ms, "ms",
+          punch_ms, "ms", back_ms / punch_ms);
+  add_row("4", "  the unpublish_dataset call alone (vs PUNCH_HOLE)", call_ms, "ms", punch_ms, "ms",
+          call_ms / punch_ms);
+  add_row("4", "  status() polls until the drop was seen (1 = freed by return)", max_polls,
+          "polls");
+
+  // ---- 5: list_datasets with 10,000 datasets ----------------------------
+  progress("[5/5] publish %d small datasets, list them", kManyDatasets);
+  const int64_t m0 = now_ns();
+  for (int b = 0; b < kManyDatasets / kManyBatch; ++b) {
+    std::vector<shelf::TableBuilder> tables;
+    std::vector<shelf::NamedTable> named;
+    tables.reserve(kManyBatch);
+    for (int i = 0; i < kManyBatch; ++i) {
+      tables.push_back(must(client->create_table({{"v", shelf::Type::kInt64}}), "create_table"));
+      shelf::PartitionBuilder p = must(tables.back().add_partition(16), "add_partition");
+      std::memcpy(p.values<int64_t>(0).data(), source.get(), 16 * sizeof(int64_t));
+    }
+    for (int i = 0; i < kManyBatch; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "tiny-%05d", b * kManyBatch + i);
+      named.push_back({name, &tables[static_cast<size_t>(i)]});
+    }
+    must(client->publish_datasets(named), "publish_datasets");
+  }
+  const double many_ms = ms_between(m0, now_ns());
+  std::vector<double> list_many, status_many;
+  size_t listed = 0;
+  int64_t list_daemon_cpu = 0, list_client_cpu = 0;
+  // Pinned as the one-CPU round trip it is compared with.
+  pin(0, 0);
+  pin(daemon_pid, 0);
+  for (int i = 0; i < 3 + kListSamples; ++i) {
+    if (i == 3) {
+      list_daemon_cpu = process_cpu_ns(daemon_pid);
+      list_client_cpu = thread_cpu_ns();
+    }
+    const int64_t t0 = now_ns();
+    listed = must(client->list_datasets(), "list_datasets").size();
+    if (i >= 3) list_many.push_back(us_between(t0, now_ns()));
+  }
+  list_daemon_cpu = process_cpu_ns(daemon_pid) - list_daemon_cpu;
+  list_client_cpu = thread_cpu_ns() - list_client_cpu;
+  if (listed != static_cast<size_t>(kManyDatasets) + 1) {
+    die("list_datasets returned %zu datasets, expected %d", listed, kManyDatasets + 1);
+  }
+  for (int i = 0; i < 10; ++i) {
+    const int64_t t0 = now_ns();
+    must(client->status(), "status");
+    status_many.push_back(us_between(t0, now_ns()));
+  }
+  pin(0, -1);
+  pin(daemon_pid, -1);
+  const double per_publish_us = many_ms * 1000 / kManyDatasets;
+  add_row("5", "publish 10,000 small datasets, per dataset (vs round trip)", per_publish_us, "us",
+          rtt_med, "us", per_publish_us / rtt_med);
+  add_row("5", "list_datasets with 10,001 datasets, median (vs round trip)", median(list_many),
+          "us", rtt_med, "us", median(list_many) / rtt_med);
+  add_row("5", "  p99 (vs round-trip p99)", percentile(list_many, 0.99), "us", rtt_p99, "us",
+          percentile(list_many, 0.99) / rtt_p99);
+  add_row("5", "  per listed dataset, beyond the list of 2 datasets",
+          (median(list_many) - median(list_small)) * 1000 / (kManyDatasets - 1), "ns");
+  add_row("5", "  shelfd CPU per list: build + encode + send (vs list)",
+          static_cast<double>(list_daemon_cpu) / 1e3 / kListSamples, "us", median(list_many), "us",
+          static_cast<double>(list_daemon_cpu) / 1e3 / kListSamples / median(list_many));
+  add_row("5", "  client CPU per list: recv + decode + copy (vs list)",
+          static_cast<double>(list_client_cpu) / 1e3 / kListSamples, "us", median(list_many), "us",
+          static_cast<double>(list_client_cpu) / 1e3 / kListSamples / median(list_many));
+  add_row("5", "status() with 10,001 datasets, median (vs list)", median(status_many), "us",
+          median(list_many), "us", median(status_many) / median(list_many));
+
+  // ---- done: stop everything, then report --------------------------------
+  client.reset();
+  source.reset();
+  ReaderCommand quit;
+  quit.op = ReaderOp::kQuit;
+  (void)write_all(reader.cmd_fd, &quit, sizeof quit);
+  ::close(reader.cmd_fd);
+  ::close(reader.reply_fd);
+  ::close(echo_fd);
+  for (pid_t& child : g_left.children) {
+    if (child > 0) ::waitpid(child, nullptr, 0);
+    child = -1;
+  }
+  cleanup();
+  struct stat st;
+  const std::string segment_path = std::string("/dev/shm") + g_left.segment;
+  if (::stat(segment_path.c_str(), &st) == 0) die("%s is still there", segment_path.c_str());
+  const double seconds = static_cast<double>(now_ns() - started) / 1e9;
+  progress("done in %.1f s; shelfd stopped, /dev/shm clean", seconds);
+  const double busy_after = cpu_busy_fraction(500);
+  char load[160];
+  std::snprintf(load, sizeof load, "CPU busy before/after the run: %.0f%%/%.0f%%%s",
+                100 * busy_before, 100 * busy_after,
+                std::max(busy_before, busy_after) > 0.10
+                    ? " -- other programs were running: figures are noisy"
+                    : "");
+
+  utsname u{};
+  ::uname(&u);
+  const std::string kernel = std::string(u.sysname) + " " + u.release;
+  if (opt.json) {
+    print_json(opt.size_mib, opt.repeat, kernel, seconds, busy_before, busy_after);
+  } else {
+    char header[768];
+    std::snprintf(header, sizeof header,
+                  "shelf_bench: %s int64 dataset, median of %d runs (latencies: %d samples), "
+                  "%u CPUs, %s, %.1f s\n%s",
+                  big_label.c_str(), opt.repeat, kLatencySamples,
+                  std::thread::hardware_concurrency(), kernel.c_str(), seconds, load);
+    print_table(header);
+  }
+  return 0;
+}
