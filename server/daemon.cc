@@ -112,6 +112,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
                                               const StoreOptions& store_options) {
   std::unique_ptr<Daemon> d(new Daemon());
   d->options_ = options;
+  d->read_buffer_ = std::make_unique_for_overwrite<std::byte[]>(kReadChunk);
   SHELF_RETURN_IF_ERROR(make_parent_dir(options.socket_path));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
@@ -252,11 +253,12 @@ void Daemon::close_connection(int fd) {
 void Daemon::on_readable(Connection& c) {
   const int fd = c.fd.get();
   for (;;) {
-    const size_t old_size = c.in.size();
-    c.in.resize(old_size + kReadChunk);
-    ssize_t n = ::recv(fd, c.in.data() + old_size, kReadChunk, 0);
-    c.in.resize(old_size + static_cast<size_t>(n > 0 ? n : 0));
+    // Into a scratch buffer, then appended: growing c.in by kReadChunk
+    // first would zero-fill 256 KiB per request (measured: 16% of the
+    // daemon's time per get).
+    ssize_t n = ::recv(fd, read_buffer_.get(), kReadChunk, 0);
     if (n > 0) {
+      c.in.insert(c.in.end(), read_buffer_.get(), read_buffer_.get() + n);
       process_frames(c);
       if (c.closing || !c.out.empty()) break;  // answer before reading more
       if (static_cast<size_t>(n) < kReadChunk) break;

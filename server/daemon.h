@@ -55,6 +55,7 @@ class Daemon {
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
 };
 
 }  // namespace shelf::server

@@ -122,8 +122,7 @@ Status Client::Impl::read_exact(std::byte* out, size_t n) {
   return Status();
 }
 
-Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& request,
-                                                  MessageType type) {
+Status Client::Impl::send_all(const std::vector<std::byte>& request) {
   if (broken_) return lost("earlier", 0);
   size_t sent = 0;
   while (sent < request.size()) {
@@ -134,23 +133,41 @@ Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& 
       return lost("send", errno);
     }
   }
+  return Status();
+}
+
+Result<protocol::FrameHeader> Client::Impl::read_response() {
   std::byte header_bytes[protocol::kFrameHeaderBytes];
   SHELF_RETURN_IF_ERROR(read_exact(header_bytes, sizeof header_bytes));
   protocol::FrameHeader h = protocol::read_frame_header(header_bytes);
   if (h.magic != protocol::kFrameMagic || h.payload_length > protocol::kMaxPayloadBytes) {
     return lost("garbled response", 0);
   }
-  std::vector<std::byte> payload(h.payload_length);
-  SHELF_RETURN_IF_ERROR(read_exact(payload.data(), payload.size()));
-  protocol::ByteReader reader(payload);
+  payload_.resize(h.payload_length);
+  SHELF_RETURN_IF_ERROR(read_exact(payload_.data(), payload_.size()));
+  return h;
+}
+
+void Client::Impl::post(const std::vector<std::byte>& request) {
+  if (send_all(request).ok()) ++unread_replies_;
+}
+
+Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& request,
+                                                  MessageType type) {
+  SHELF_RETURN_IF_ERROR(send_all(request));
+  for (; unread_replies_ > 0; --unread_replies_) {
+    SHELF_RETURN_IF_ERROR(read_response().status());  // replies to post(): dropped
+  }
+  SHELF_ASSIGN_OR_RETURN(protocol::FrameHeader h, read_response());
+  protocol::ByteReader reader(payload_);
   Status status = protocol::decode_response_status(reader);
   // The daemon answers a frame it cannot parse with an error and hangs up.
   const uint16_t expected = static_cast<uint16_t>(type) | protocol::kResponseBit;
   if (h.type != expected && status.ok()) return lost("out-of-order response", 0);
   if (!status.ok()) return status;
-  const size_t body_start = payload.size() - reader.remaining();
-  payload.erase(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(body_start));
-  return payload;
+  const size_t body_start = payload_.size() - reader.remaining();
+  return std::vector<std::byte>(payload_.begin() + static_cast<std::ptrdiff_t>(body_start),
+                                payload_.end());
 }
 
 Result<const shm::ShmObject*> Client::Impl::writable_segment() {

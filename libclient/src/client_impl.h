@@ -23,6 +23,11 @@ class Client::Impl {
   // or the status. Connection failures make every later call fail too.
   Result<std::vector<std::byte>> call(const std::vector<std::byte>& request,
                                       protocol::MessageType type);
+  // Sends a request whose reply nobody needs (Release, Abort) without waiting
+  // for it: its reply is read and dropped by the next call(). This halves the
+  // cost of letting a Dataset go. Failures are ignored: a lost connection
+  // ends every lease and frees every unsealed extent anyway.
+  void post(const std::vector<std::byte>& request);
   // Like call(), decoding the body with `decode` (an optional-returning decoder).
   template <class Decode>
   auto call_and_decode(const std::vector<std::byte>& request, protocol::MessageType type,
@@ -37,7 +42,10 @@ class Client::Impl {
   const ClientOptions& options() const { return options_; }
 
  private:
+  Status send_all(const std::vector<std::byte>& request);
   Status read_exact(std::byte* out, size_t n);
+  // Reads one whole response frame into payload_.
+  Result<protocol::FrameHeader> read_response();
   Status lost(std::string_view what, int err);
 
   ClientOptions options_;
@@ -48,6 +56,8 @@ class Client::Impl {
   std::optional<shm::Mapping> mapping_;    // the whole segment, PROT_READ
   std::optional<shm::ShmObject> segment_rw_;
   bool broken_ = false;
+  uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
+  std::vector<std::byte> payload_;  // the last response's payload, reused
 };
 
 template <class Decode>

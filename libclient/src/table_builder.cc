@@ -56,7 +56,7 @@ TableState::~TableState() {
   for (const auto& p : partitions) {
     std::vector<std::byte> frame;
     protocol::encode_request(frame, protocol::AbortRequest{p->extent_offset});
-    (void)client->call(frame, protocol::MessageType::kAbort);
+    client->post(frame);
   }
 }
 
@@ -111,7 +111,7 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
   auto abort_extent = [&](Status s) {
     std::vector<std::byte> f;
     protocol::encode_request(f, protocol::AbortRequest{r.offset});
-    (void)client->call(f, protocol::MessageType::kAbort);
+    client->post(f);
     return s;
   };
   auto segment = client->writable_segment();

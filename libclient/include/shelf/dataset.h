@@ -94,6 +94,13 @@ class Dataset {
   // Recomputes the XXH3 of every buffer (one read pass). Corruption names
   // the partition and column whose bytes changed.
   Status verify() const;
+  // Maps every page of the dataset into this process now, on `threads`
+  // threads (MADV_POPULATE_READ), instead of one page fault per 4 KiB on the
+  // first scan. Measured on 2 cores: a first scan of 1 GiB takes ~104 ms;
+  // prefault(2) ~38 ms, then the scan runs at the warm speed (~36 ms). Worth it
+  // before scanning most of a large dataset once; a no-op on kernels before
+  // 5.14. Errors: IoError.
+  Status prefault(unsigned threads = 2) const;
   // Ends the lease now; the views must not be used afterwards.
   void release();
 
