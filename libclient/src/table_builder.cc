@@ -224,7 +224,8 @@ Status StringColumnWriter::append(std::string_view value) {
                                     "' needs more than the " + std::to_string(c.data_capacity) +
                                     " string bytes reserved for it in add_partition");
   }
-  std::memcpy(p_->at(c.data + used), value.data(), value.size());
+  // An empty view may have a null data(): memcpy must not see it.
+  if (!value.empty()) std::memcpy(p_->at(c.data + used), value.data(), value.size());
   offsets[c.strings_written + 1] = static_cast<int64_t>(used + value.size());
   ++c.strings_written;
   return Status();
@@ -308,8 +309,10 @@ Status TableBuilder::append_partition(uint64_t num_rows, std::span<const ColumnD
       const int64_t base = c.offsets[0];
       auto* offsets = reinterpret_cast<int64_t*>(state.at(col.offsets));
       for (uint64_t r = 0; r <= num_rows; ++r) offsets[r] = c.offsets[r] - base;
-      std::memcpy(state.at(col.data), static_cast<const char*>(c.data) + base,
-                  static_cast<size_t>(c.offsets[num_rows] - base));
+      const auto data_bytes = static_cast<size_t>(c.offsets[num_rows] - base);
+      if (data_bytes > 0) {
+        std::memcpy(state.at(col.data), static_cast<const char*>(c.data) + base, data_bytes);
+      }
       col.strings_written = num_rows;
     } else if (c.data_bytes > 0) {
       std::memcpy(state.at(col.data), c.data, c.data_bytes);

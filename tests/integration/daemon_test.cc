@@ -1,0 +1,160 @@
+// The daemon's life: killed with SIGKILL (clients fail fast, a new daemon
+// takes over the stale socket and segment) and refusing a second instance.
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <signal.h>
+#include <string>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <shelf/client.h>
+
+#include "base/unique_fd.h"
+#include "tests/integration/integration_util.h"
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> shelfd_args(const TestDaemon& d) {
+  return {SHELFD_PATH,      "--socket", d.socket(),       "--segment", d.segment(),
+          "--memory-limit", "64MiB",    "--max-datasets", "256"};
+}
+
+// Stops the shelfd whose pid is in <socket>.lock with SIGTERM and waits until
+// it is gone: it holds an flock on that file until it exits.
+void stop_shelfd(const std::string& socket) {
+  UniqueFd lock(::open((socket + ".lock").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(lock.valid()) << "no " << socket << ".lock";
+  pid_t pid = 0;
+  std::ifstream(socket + ".lock") >> pid;
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  ASSERT_EQ(::flock(lock.get(), LOCK_EX), 0);
+}
+
+// Stops a shelfd this test started itself, also when an ASSERT ends the test
+// early, so no daemon outlives the test.
+class ShelfdGuard {
+ public:
+  explicit ShelfdGuard(std::string socket) : socket_(std::move(socket)) {}
+  ~ShelfdGuard() { stop(); }
+  void stop() {
+    if (!socket_.empty()) stop_shelfd(std::exchange(socket_, std::string()));
+  }
+
+ private:
+  std::string socket_;
+};
+
+TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  const std::string segment_path = "/dev/shm/" + daemon->segment();
+
+  // A client in another process holds a lease when the daemon dies.
+  Pipe holding, go, finished;
+  pid_t client_proc = spawn_child([&] {
+    Client c = connect(*daemon);
+    publish_int64(c, "before-crash", 10'000, 4);
+    auto ds = c.get_dataset("before-crash");
+    ASSERT_TRUE(ds.ok());
+    ASSERT_TRUE(holding.signal());
+    ASSERT_TRUE(go.wait());
+    // The daemon is dead: every call fails with Unavailable, not a hang.
+    auto st = c.status();
+    EXPECT_EQ(st.status().code(), Status::Code::kUnavailable) << st.status().to_string();
+    EXPECT_EQ(c.get_dataset("before-crash").status().code(), Status::Code::kUnavailable);
+    EXPECT_EQ(c.list_datasets().status().code(), Status::Code::kUnavailable);
+    EXPECT_EQ(c.unpublish_dataset("before-crash").code(), Status::Code::kUnavailable);
+    auto table = c.create_table({{"v", Type::kInt64}});
+    if (table.ok()) {
+      EXPECT_EQ(table->add_partition(10).status().code(), Status::Code::kUnavailable);
+    }
+    // The mapping this process already holds stays readable.
+    expect_int64_dataset(*ds, 10'000, 4);
+    ASSERT_TRUE(finished.signal());
+  });
+  ASSERT_TRUE(holding.wait());
+  Client parent = connect(*daemon);
+  daemon->kill9();
+  EXPECT_FALSE(daemon->alive());
+  ASSERT_TRUE(go.signal());
+  EXPECT_TRUE(finished.wait()) << "a client call hung on the dead daemon";
+  EXPECT_EQ(wait_child(client_proc), 0);
+  EXPECT_EQ(parent.status().status().code(), Status::Code::kUnavailable);
+
+  // Nothing cleaned up after the SIGKILL: the socket file is stale.
+  EXPECT_TRUE(exists(daemon->socket()));
+  auto refused = Client::connect(daemon->client_options());
+  EXPECT_EQ(refused.status().code(), Status::Code::kUnavailable) << refused.status().to_string();
+  EXPECT_THAT(refused.status().message(), HasSubstr(daemon->socket()));
+
+  // A new shelfd on the same socket and segment replaces both.
+  CommandResult started = run_command(shelfd_args(*daemon));
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  ShelfdGuard restarted(daemon->socket());
+  EXPECT_THAT(started.out, HasSubstr("serving " + daemon->socket()));
+  {
+    Client c = connect(*daemon);
+    EXPECT_TRUE(listed_names(c).empty()) << "datasets do not outlive their daemon";
+    const MemoryStats st = status_of(c);
+    EXPECT_EQ(st.used_bytes, st.index_bytes);
+    EXPECT_EQ(st.segment_name, daemon->segment());
+    EXPECT_NE(st.daemon_pid, static_cast<uint32_t>(daemon->pid()));
+    publish_int64(c, "after-restart", 1000, 8);
+    Client reader = connect(*daemon);
+    expect_int64_published(reader, "after-restart", 1000, 8);
+  }
+  restarted.stop();
+  EXPECT_FALSE(exists(segment_path)) << "the stopped daemon left its segment";
+  EXPECT_FALSE(exists(daemon->socket()));
+  EXPECT_FALSE(exists(daemon->socket() + ".lock"));
+}
+
+TEST(DaemonTest, SecondDaemonOnTheSameSocketIsRefused) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "first", 1000, 1);
+  const uint64_t resident = daemon->resident_bytes();
+
+  // Same socket and same segment: the running daemon's must stay untouched.
+  CommandResult second = run_command(shelfd_args(*daemon));
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_THAT(second.err, HasSubstr("already serves"));
+  EXPECT_THAT(second.err, HasSubstr(std::to_string(daemon->pid())));
+  // In the foreground too, and with a segment of its own.
+  std::vector<std::string> args = {SHELFD_PATH, "--socket",    daemon->socket(),
+                                   "--segment", unique_name(), "--memory-limit",
+                                   "64MiB",     "--foreground"};
+  CommandResult third = run_command(args);
+  EXPECT_NE(third.exit_code, 0);
+  EXPECT_THAT(third.err, HasSubstr("already serves"));
+  EXPECT_FALSE(exists("/dev/shm/" + args[4])) << "the refused daemon created its segment";
+
+  EXPECT_TRUE(daemon->alive());
+  EXPECT_TRUE(exists(daemon->socket()));
+  EXPECT_EQ(daemon->resident_bytes(), resident);
+  expect_int64_published(client, "first", 1000, 1);
+  Client another = connect(*daemon);
+  expect_int64_published(another, "first", 1000, 1);
+  expect_daemon_serves(*daemon);
+}
+
+}  // namespace
+}  // namespace shelf::test

@@ -1,0 +1,240 @@
+// Memory: the limit (black-box: fill it and expect ResourceExhausted), leases
+// that outlive an unpublish, many readers of one dataset at once.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <shelf/client.h>
+
+#include "tests/integration/integration_util.h"
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uint64_t kLimit = 64ull << 20;  // TestDaemon's default --memory-limit
+
+// The number after `key` in `text` ("used=123"), or 0.
+uint64_t number_after(const std::string& text, const std::string& key) {
+  auto at = text.find(key);
+  if (at == std::string::npos) return 0;
+  return std::strtoull(text.c_str() + at + key.size(), nullptr, 10);
+}
+
+TEST(MemoryLimitTest, FillUntilResourceExhaustedKeepsEveryPublishedDataset) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  const MemoryStats start = status_of(client);
+  ASSERT_EQ(start.memory_limit, kLimit);
+
+  // 4 MiB datasets until the limit refuses one.
+  constexpr uint64_t kRows = 512 * 1024;
+  int published = 0;
+  Status refused;
+  for (int i = 0; i < 64; ++i) {
+    auto table = client.create_table({{"v", Type::kInt64}});
+    ASSERT_TRUE(table.ok());
+    auto part = table->add_partition(kRows);
+    if (!part.ok()) {
+      refused = part.status();
+      break;
+    }
+    std::span<int64_t> v = part->values<int64_t>(0);
+    for (uint64_t r = 0; r < kRows; ++r) v[r] = i * 10'000'000 + static_cast<int64_t>(r);
+    Status s = client.publish_dataset("fill-" + std::to_string(i), *table);
+    if (!s.ok()) {
+      refused = s;
+      break;
+    }
+    ++published;
+  }
+  ASSERT_EQ(refused.code(), Status::Code::kResourceExhausted) << refused.to_string();
+  EXPECT_GE(published, 12) << "64 MiB holds at least 12 datasets of 4 MiB";
+  EXPECT_LE(published, 16);
+  // The message is actionable: what is used, the limit, what was asked for.
+  const std::string& msg = refused.message();
+  EXPECT_THAT(msg, HasSubstr("used"));
+  EXPECT_THAT(msg, HasSubstr("limit"));
+  EXPECT_THAT(msg, HasSubstr("requested"));
+  EXPECT_EQ(number_after(msg, "limit="), kLimit) << msg;
+  EXPECT_GT(number_after(msg, "requested="), 4ull << 20) << msg;
+  EXPECT_GT(number_after(msg, "used=") + number_after(msg, "requested="), kLimit) << msg;
+
+  MemoryStats full = status_of(client);
+  EXPECT_LE(full.used_bytes, full.memory_limit);
+  EXPECT_EQ(full.unsealed_bytes, 0u) << "the refused partition took nothing";
+  EXPECT_EQ(full.datasets.size(), static_cast<size_t>(published));
+  EXPECT_LE(daemon->resident_bytes(), full.memory_limit);
+
+  // A request larger than the whole limit is refused the same way.
+  {
+    auto huge = client.create_table({{"v", Type::kInt64}});
+    ASSERT_TRUE(huge.ok());
+    auto part = huge->add_partition(uint64_t{1} << 30);  // 8 GiB
+    EXPECT_EQ(part.status().code(), Status::Code::kResourceExhausted);
+  }
+
+  // Fill the rest to the last page with one-page partitions; then even the
+  // descriptor of the table does not fit, and publish is refused cleanly.
+  auto rest = client.create_table({{"v", Type::kInt64}});
+  ASSERT_TRUE(rest.ok());
+  uint64_t small_partitions = 0;
+  for (;;) {
+    auto part = rest->add_partition(256);  // header + 2 KiB: one 4 KiB page
+    if (!part.ok()) {
+      ASSERT_EQ(part.status().code(), Status::Code::kResourceExhausted)
+          << part.status().to_string();
+      break;
+    }
+    part->values<int64_t>(0)[0] = static_cast<int64_t>(small_partitions++);
+  }
+  full = status_of(client);
+  EXPECT_GT(small_partitions, 0u);
+  EXPECT_LE(full.used_bytes, full.memory_limit);
+  EXPECT_GT(full.used_bytes + 4096, full.memory_limit) << "filled to the last page";
+  Status s = client.publish_dataset("rest", *rest);
+  ASSERT_EQ(s.code(), Status::Code::kResourceExhausted) << s.to_string();
+  EXPECT_EQ(status_of(client).used_bytes, full.used_bytes);
+
+  // Every dataset published before is intact.
+  for (int i = 0; i < published; ++i) {
+    auto ds = client.get_dataset("fill-" + std::to_string(i));
+    ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+    std::span<const int64_t> v = ds->column(0, 0).values<int64_t>();
+    ASSERT_EQ(v.size(), kRows);
+    uint64_t wrong = 0;
+    for (uint64_t r = 0; r < kRows; ++r) wrong += v[r] != i * 10'000'000 + static_cast<int64_t>(r);
+    EXPECT_EQ(wrong, 0u) << "fill-" << i;
+    EXPECT_TRUE(ds->verify().ok()) << ds->verify().to_string();
+  }
+
+  // Room made, the refused table publishes on retry.
+  ASSERT_TRUE(client.unpublish_dataset("fill-0").ok());
+  s = client.publish_dataset("rest", *rest);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  auto ds = client.get_dataset("rest");
+  ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+  ASSERT_EQ(ds->num_partitions(), small_partitions);
+  for (uint64_t p = 0; p < small_partitions; ++p) {
+    ASSERT_EQ(ds->column(p, 0).values<int64_t>()[0], static_cast<int64_t>(p));
+  }
+  EXPECT_LE(status_of(client).used_bytes, kLimit);
+}
+
+// A reader process holds a lease while the dataset is unpublished.
+// `release_explicitly`: the reader calls release(); otherwise it just exits.
+void unpublish_while_leased(bool release_explicitly) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  const MemoryStats baseline = status_of(client);
+  const uint64_t baseline_resident = daemon->resident_bytes();
+  constexpr uint64_t kRows = 1 << 20;  // 8 MiB
+  publish_int64(client, "leased", kRows, 11);
+
+  Pipe ready, go, done;
+  pid_t reader = spawn_child([&] {
+    Client c = connect(*daemon);
+    auto ds = c.get_dataset("leased");
+    ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+    ASSERT_TRUE(ready.signal());
+    ASSERT_TRUE(go.wait());
+    expect_int64_dataset(*ds, kRows, 11);  // after the unpublish
+    if (release_explicitly) {
+      ds->release();
+      ASSERT_TRUE(done.signal());
+      go.wait();  // stay alive: the memory must come back on release alone
+    }
+  });
+  ASSERT_TRUE(ready.wait());
+
+  const MemoryStats held = status_of(client);
+  ASSERT_EQ(held.datasets.size(), 1u);
+  const uint64_t dataset_bytes = held.datasets[0].memory_bytes;
+  EXPECT_EQ(held.datasets[0].leases, 1u);
+  ASSERT_TRUE(client.unpublish_dataset("leased").ok());
+
+  // Gone by name at once...
+  EXPECT_TRUE(listed_names(client).empty());
+  EXPECT_EQ(client.get_dataset("leased").status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(client.unpublish_dataset("leased").code(), Status::Code::kNotFound);
+  // ...but its memory is kept for the reader.
+  MemoryStats pending = status_of(client);
+  EXPECT_EQ(pending.pending_free_bytes, dataset_bytes);
+  EXPECT_GT(pending.pending_free_bytes, 0u);
+  EXPECT_EQ(pending.used_bytes, baseline.used_bytes + dataset_bytes);
+  EXPECT_EQ(pending.num_leases, 1u);
+  EXPECT_GE(daemon->resident_bytes(), baseline_resident + kRows * 8);
+  // The name can be reused while the old memory is pending.
+  publish_int64(client, "leased", 10, 99);
+  expect_int64_published(client, "leased", 10, 99);
+  ASSERT_TRUE(client.unpublish_dataset("leased").ok());
+
+  ASSERT_TRUE(go.signal());
+  if (release_explicitly) {
+    ASSERT_TRUE(done.wait());
+  } else {
+    EXPECT_EQ(wait_child(reader), 0);
+  }
+  // Neither release() (posted without waiting for the reply) nor an exit is
+  // ordered with this connection's requests: wait for the daemon to see it.
+  EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 0; }));
+  const MemoryStats after = status_of(client);
+  EXPECT_EQ(after.pending_free_bytes, 0u);
+  EXPECT_EQ(after.used_bytes, baseline.used_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), baseline_resident) << "the pages were given back";
+  if (release_explicitly) {
+    ASSERT_TRUE(go.signal());
+    EXPECT_EQ(wait_child(reader), 0);
+  }
+}
+
+TEST(LeaseTest, UnpublishWhileReaderHoldsLeaseThenRelease) { unpublish_while_leased(true); }
+
+TEST(LeaseTest, UnpublishWhileReaderHoldsLeaseThenReaderExits) { unpublish_while_leased(false); }
+
+TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  constexpr uint64_t kRows = 1 << 20;  // 8 MiB of int64
+  constexpr int kReaders = 8;
+  publish_int64(client, "shared", kRows, 0);
+  constexpr int64_t kExpectedSum = static_cast<int64_t>(kRows * (kRows - 1) / 2);
+
+  // Barrier: every reader holds its lease before any of them reads.
+  Pipe ready, go;
+  std::vector<pid_t> readers;
+  for (int i = 0; i < kReaders; ++i) {
+    readers.push_back(spawn_child([&] {
+      Client c = connect(*daemon);
+      auto ds = c.get_dataset("shared");
+      ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+      ASSERT_TRUE(ready.signal());
+      ASSERT_TRUE(go.wait());
+      int64_t sum = 0;
+      for (int64_t v : ds->column(0, 0).values<int64_t>()) sum += v;
+      EXPECT_EQ(sum, kExpectedSum);
+    }));
+  }
+  ASSERT_TRUE(ready.wait(kReaders));
+  MemoryStats st = status_of(client);
+  EXPECT_EQ(st.num_leases, static_cast<uint32_t>(kReaders));
+  EXPECT_EQ(st.num_connections, static_cast<uint32_t>(kReaders + 1));
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.datasets[0].leases, static_cast<uint32_t>(kReaders));
+  ASSERT_TRUE(go.signal(kReaders));
+  for (pid_t pid : readers) EXPECT_EQ(wait_child(pid), 0);
+  EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 0; }));
+  EXPECT_EQ(status_of(client).num_connections, 1u);
+  expect_int64_published(client, "shared", kRows, 0);
+}
+
+}  // namespace
+}  // namespace shelf::test
