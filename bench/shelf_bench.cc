@@ -397,7 +397,7 @@ double ping_us(int fd) {
 enum class ScanMode : int32_t {
   kPlain,      // just scan: the faults map the pages
   kPopulate,   // MADV_POPULATE_READ over the column, then scan
-  kPopulate2,  // the same split over two threads
+  kPopulate2,  // Dataset::prefault(2): the same, split over two threads
   kAhead,      // a helper thread populates the second half while the scan starts
   kWillneed,
   kHugepage,
@@ -411,7 +411,7 @@ const char* mode_name(ScanMode m) {
     case ScanMode::kPopulate:
       return "POPULATE_READ";
     case ScanMode::kPopulate2:
-      return "POPULATE_READ, 2 threads";
+      return "Dataset::prefault(2)";
     case ScanMode::kAhead:
       return "thread POPULATE_READs 2nd half";
     case ScanMode::kWillneed:
@@ -507,11 +507,8 @@ ReaderReply reader_trial(const ReaderCommand& cmd) {
       if (::madvise(range, length, MADV_POPULATE_READ) != 0) err = errno;
       break;
     case ScanMode::kPopulate2:
-      helper = std::thread([&] {
-        if (::madvise(second_half, length - half, MADV_POPULATE_READ) != 0) helper_err = errno;
-      });
-      if (::madvise(range, half, MADV_POPULATE_READ) != 0) err = errno;
-      helper.join();
+      if (shelf::Status s = dataset->prefault(2); !s.ok())
+        err = s.sys_errno() ? s.sys_errno() : EIO;
       break;
     case ScanMode::kAhead:  // joined after the scan
       helper = std::thread([&] {
