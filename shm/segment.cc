@@ -129,6 +129,12 @@ Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
 }
 
+Result<bool> ShmObject::is_reserved(uint64_t offset, uint64_t length) const {
+  const off_t hole = ::lseek(fd(), static_cast<off_t>(offset), SEEK_HOLE);
+  if (hole < 0) return Status::from_errno("look for holes in /dev/shm/" + name(), errno);
+  return static_cast<uint64_t>(hole) >= offset + length;
+}
+
 Status ShmObject::release(uint64_t offset, uint64_t length) const {
   if (::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                   static_cast<off_t>(length)) != 0) {
@@ -184,9 +190,18 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
   }
   if (populate) {
     // MADV_POPULATE_* (Linux 5.14) maps every page in one call instead of
-    // one fault per 4 KiB page. Older kernels say EINVAL: just go on.
-    int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-    (void)::madvise(impl->region.get_address(), impl->region.get_size(), advice);
+    // one fault per 4 KiB page.
+    auto* base = static_cast<volatile std::byte*>(impl->region.get_address());
+    const size_t size = impl->region.get_size();
+    const int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    if (::madvise(const_cast<std::byte*>(base), size, advice) != 0) {
+      if (errno != EINVAL) return Status::from_errno("populate /dev/shm/" + object.name(), errno);
+      // An older kernel: touch each page instead (a write keeps the byte).
+      for (size_t at = 0; at < size; at += kPageSize) {
+        const std::byte b = base[at];
+        if (writable) base[at] = b;
+      }
+    }
   }
   return Mapping(std::move(impl));
 }

@@ -46,6 +46,10 @@ class ShmObject {
   // so that a full /dev/shm is an error now instead of a SIGBUS later.
   // Errors: ResourceExhausted naming /dev/shm when it is full.
   Status reserve(uint64_t offset, uint64_t length) const;
+  // True when SEEK_HOLE finds no hole in [offset, offset+length). On tmpfs a
+  // page that was reserved but never touched counts as a hole too: true means
+  // every page was allocated and touched (see Mapping::map's `populate`).
+  Result<bool> is_reserved(uint64_t offset, uint64_t length) const;
   // Gives the pages of [offset, offset+length) back to the OS (punches a
   // hole); reads of the range return zeros afterwards.
   Status release(uint64_t offset, uint64_t length) const;

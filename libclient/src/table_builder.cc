@@ -116,8 +116,14 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
   };
   auto segment = client->writable_segment();
   if (!segment.ok()) return abort_extent(segment.status());
-  // Populating maps every page now, in one call: the daemon already
-  // allocated them (posix_fallocate), so this only fills page tables.
+  // The daemon reserved the header page; the rest is ours to reserve, in our
+  // own time rather than the daemon's (a full /dev/shm is an error here, not
+  // a SIGBUS later). The daemon checks at publish that no hole is left.
+  if (r.length > shm::kPageSize) {
+    Status reserved = (*segment)->reserve(r.offset + shm::kPageSize, r.length - shm::kPageSize);
+    if (!reserved.ok()) return abort_extent(reserved);
+  }
+  // Populating maps every page now, in one call, instead of a fault per page.
   auto mapping = shm::Mapping::map(**segment, r.offset, r.length, /*writable=*/true,
                                    /*populate=*/true);
   if (!mapping.ok()) return abort_extent(mapping.status());

@@ -24,6 +24,7 @@
 #include "protocol/wire.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
+#include "shm/segment.h"
 #include "tests/integration/integration_util.h"
 #include "tests/support/test_daemon.h"
 
@@ -429,6 +430,49 @@ TEST_F(ProtocolAbuseTest, ForgedDescriptorsAreRefused) {
   expect_invalid(owner.get(), descriptor(data + 8, 10), MessageType::kPublish, "misaligned");
   owner.reset();
   thief.reset();
+  expect_healthy();
+}
+
+// The publisher reserves its extent's pages itself (the daemon reserves only
+// the header page); a publisher that skips that cannot publish, so no reader
+// can ever fault on a hole.
+TEST_F(ProtocolAbuseTest, UnreservedExtentIsRefused) {
+  UniqueFd owner = greeted_connection(*daemon_);
+  ASSERT_TRUE(owner.valid());
+  Bytes req;
+  protocol::encode_request(req, protocol::AllocateRequest{3 * shm::kPageSize});
+  ASSERT_TRUE(send_all(owner.get(), req));
+  auto alloc = read_response(owner.get());
+  ASSERT_TRUE(alloc.has_value() && alloc->status.ok());
+  protocol::ByteReader body(alloc->body);
+  auto extent = protocol::decode_allocate_response(body);
+  ASSERT_TRUE(extent.has_value());
+  ASSERT_EQ(extent->length, 4 * shm::kPageSize);
+  const uint64_t resident_before = daemon_->resident_bytes();
+
+  shm::DescriptorBuilder builder(Schema{{"v", Type::kInt64}});
+  shm::ChunkLayout chunk{};
+  chunk.data = shm::BufferLayout{extent->offset + shm::kExtentHeaderBytes, 10 * 8, 0};
+  builder.add_partition(shm::PartitionLayout{10, extent->offset, extent->length, 0},
+                        std::span<const shm::ChunkLayout>(&chunk, 1));
+  protocol::PublishRequest publish;
+  publish.items.push_back({"unreserved", builder.finish()});
+  Bytes publish_frame;
+  protocol::encode_request(publish_frame, publish);
+  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not reserved and mapped");
+
+  // Reserved but never touched: tmpfs still calls those pages holes.
+  auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/true);
+  ASSERT_TRUE(segment.ok()) << segment.status().to_string();
+  ASSERT_TRUE(segment->reserve(extent->offset, extent->length).ok());
+  EXPECT_EQ(daemon_->resident_bytes(), resident_before + 3 * shm::kPageSize);
+  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not reserved and mapped");
+
+  // Reserved and populated, as the client library does: past that check, to the next.
+  auto mapping = shm::Mapping::map(*segment, extent->offset, extent->length, true, true);
+  ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
+  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not finished writing");
+  owner.reset();
   expect_healthy();
 }
 
