@@ -48,6 +48,8 @@
 
 #include <shelf/client.h>
 
+#include "tools/format.h"
+
 namespace {
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
@@ -657,22 +659,6 @@ void print_table(const std::string& header) {
   }
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 std::string json_number(double v) {
   if (std::isnan(v) || std::isinf(v)) return "null";
   char buf[64];
@@ -685,7 +671,8 @@ void print_json(uint64_t size_mib, int repeat, const std::string& kernel, double
   std::printf("{\n  \"bench\": \"shelf_bench\",\n  \"size_mib\": %llu,\n  \"repeat\": %d,\n",
               static_cast<unsigned long long>(size_mib), repeat);
   std::printf("  \"cpus\": %u,\n  \"kernel\": %s,\n  \"seconds\": %.1f,\n",
-              std::thread::hardware_concurrency(), json_string(kernel).c_str(), seconds);
+              std::thread::hardware_concurrency(), shelf::tools::json_string(kernel).c_str(),
+              seconds);
   std::printf("  \"cpu_busy_before\": %.3f,\n  \"cpu_busy_after\": %.3f,\n  \"rows\": [\n",
               busy_before, busy_after);
   for (size_t i = 0; i < g_rows.size(); ++i) {
@@ -693,11 +680,14 @@ void print_json(uint64_t size_mib, int repeat, const std::string& kernel, double
     std::printf(
         "    {\"id\": %s, \"figure\": %s, \"value\": %s, \"unit\": %s, \"baseline\": %s, "
         "\"baseline_unit\": %s, \"ratio\": %s, \"target\": %s, \"result\": %s}%s\n",
-        json_string(r.id).c_str(), json_string(r.figure).c_str(), json_number(r.value).c_str(),
-        json_string(r.unit).c_str(), json_number(r.baseline).c_str(),
-        json_string(r.baseline_unit).c_str(), json_number(r.ratio).c_str(),
-        r.target_op.empty() ? "null" : json_string(r.target_op + json_number(r.target)).c_str(),
-        json_string(r.result()).c_str(), i + 1 < g_rows.size() ? "," : "");
+        shelf::tools::json_string(r.id).c_str(), shelf::tools::json_string(r.figure).c_str(),
+        json_number(r.value).c_str(), shelf::tools::json_string(r.unit).c_str(),
+        json_number(r.baseline).c_str(), shelf::tools::json_string(r.baseline_unit).c_str(),
+        json_number(r.ratio).c_str(),
+        r.target_op.empty()
+            ? "null"
+            : shelf::tools::json_string(r.target_op + json_number(r.target)).c_str(),
+        shelf::tools::json_string(r.result()).c_str(), i + 1 < g_rows.size() ? "," : "");
   }
   std::printf("  ]\n}\n");
 }

@@ -396,30 +396,41 @@ TEST_F(ProtocolAbuseTest, MalformedPayloadsAreAnsweredAndTheConnectionStaysUsabl
 
 // A connection cannot publish another connection's extent, nor one that was
 // never written: the daemon checks ownership and the seal state.
+// Allocates an extent on a raw, greeted connection.
+std::optional<protocol::AllocateResponse> allocate_raw(int fd, uint64_t bytes) {
+  Bytes req;
+  protocol::encode_request(req, protocol::AllocateRequest{bytes});
+  if (!send_all(fd, req)) return std::nullopt;
+  auto alloc = read_response(fd);
+  if (!alloc.has_value() || !alloc->status.ok()) return std::nullopt;
+  protocol::ByteReader body(alloc->body);
+  return protocol::decode_allocate_response(body);
+}
+
+// A Publish frame for `name`: one int64 column of `rows` rows at
+// `data_offset`, in one partition lying in `extent`.
+Bytes publish_frame(const std::string& name, const protocol::AllocateResponse& extent,
+                    uint64_t data_offset, uint64_t rows) {
+  shm::DescriptorBuilder builder(Schema{{"v", Type::kInt64}});
+  shm::ChunkLayout chunk{};
+  chunk.data = shm::BufferLayout{data_offset, rows * 8, 0};
+  builder.add_partition(shm::PartitionLayout{rows, extent.offset, extent.length, 0},
+                        std::span<const shm::ChunkLayout>(&chunk, 1));
+  protocol::PublishRequest publish;
+  publish.items.push_back({name, builder.finish()});
+  Bytes out;
+  protocol::encode_request(out, publish);
+  return out;
+}
+
 TEST_F(ProtocolAbuseTest, ForgedDescriptorsAreRefused) {
   UniqueFd owner = greeted_connection(*daemon_);
   UniqueFd thief = greeted_connection(*daemon_);
   ASSERT_TRUE(owner.valid() && thief.valid());
-  Bytes req;
-  protocol::encode_request(req, protocol::AllocateRequest{4000});
-  ASSERT_TRUE(send_all(owner.get(), req));
-  auto alloc = read_response(owner.get());
-  ASSERT_TRUE(alloc.has_value() && alloc->status.ok());
-  protocol::ByteReader body(alloc->body);
-  auto extent = protocol::decode_allocate_response(body);
+  auto extent = allocate_raw(owner.get(), 4000);
   ASSERT_TRUE(extent.has_value());
-
   auto descriptor = [&](uint64_t data_offset, uint64_t rows) {
-    shm::DescriptorBuilder builder(Schema{{"v", Type::kInt64}});
-    shm::ChunkLayout chunk{};
-    chunk.data = shm::BufferLayout{data_offset, rows * 8, 0};
-    builder.add_partition(shm::PartitionLayout{rows, extent->offset, extent->length, 0},
-                          std::span<const shm::ChunkLayout>(&chunk, 1));
-    protocol::PublishRequest publish;
-    publish.items.push_back({"forged", builder.finish()});
-    Bytes out;
-    protocol::encode_request(out, publish);
-    return out;
+    return publish_frame("forged", *extent, data_offset, rows);
   };
   const uint64_t data = extent->offset + shm::kExtentHeaderBytes;
   expect_invalid(thief.get(), descriptor(data, 10), MessageType::kPublish,
@@ -439,39 +450,25 @@ TEST_F(ProtocolAbuseTest, ForgedDescriptorsAreRefused) {
 TEST_F(ProtocolAbuseTest, UnreservedExtentIsRefused) {
   UniqueFd owner = greeted_connection(*daemon_);
   ASSERT_TRUE(owner.valid());
-  Bytes req;
-  protocol::encode_request(req, protocol::AllocateRequest{3 * shm::kPageSize});
-  ASSERT_TRUE(send_all(owner.get(), req));
-  auto alloc = read_response(owner.get());
-  ASSERT_TRUE(alloc.has_value() && alloc->status.ok());
-  protocol::ByteReader body(alloc->body);
-  auto extent = protocol::decode_allocate_response(body);
+  auto extent = allocate_raw(owner.get(), 3 * shm::kPageSize);
   ASSERT_TRUE(extent.has_value());
   ASSERT_EQ(extent->length, 4 * shm::kPageSize);
   const uint64_t resident_before = daemon_->resident_bytes();
-
-  shm::DescriptorBuilder builder(Schema{{"v", Type::kInt64}});
-  shm::ChunkLayout chunk{};
-  chunk.data = shm::BufferLayout{extent->offset + shm::kExtentHeaderBytes, 10 * 8, 0};
-  builder.add_partition(shm::PartitionLayout{10, extent->offset, extent->length, 0},
-                        std::span<const shm::ChunkLayout>(&chunk, 1));
-  protocol::PublishRequest publish;
-  publish.items.push_back({"unreserved", builder.finish()});
-  Bytes publish_frame;
-  protocol::encode_request(publish_frame, publish);
-  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not reserved and mapped");
+  const Bytes publish =
+      publish_frame("unreserved", *extent, extent->offset + shm::kExtentHeaderBytes, 10);
+  expect_invalid(owner.get(), publish, MessageType::kPublish, "not reserved and mapped");
 
   // Reserved but never touched: tmpfs still calls those pages holes.
   auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/true);
   ASSERT_TRUE(segment.ok()) << segment.status().to_string();
   ASSERT_TRUE(segment->reserve(extent->offset, extent->length).ok());
   EXPECT_EQ(daemon_->resident_bytes(), resident_before + 3 * shm::kPageSize);
-  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not reserved and mapped");
+  expect_invalid(owner.get(), publish, MessageType::kPublish, "not reserved and mapped");
 
   // Reserved and populated, as the client library does: past that check, to the next.
   auto mapping = shm::Mapping::map(*segment, extent->offset, extent->length, true, true);
   ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
-  expect_invalid(owner.get(), publish_frame, MessageType::kPublish, "not finished writing");
+  expect_invalid(owner.get(), publish, MessageType::kPublish, "not finished writing");
   owner.reset();
   expect_healthy();
 }
