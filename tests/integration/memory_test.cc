@@ -1,7 +1,11 @@
 // Memory: the limit (black-box: fill it and expect ResourceExhausted), leases
 // that outlive an unpublish, many readers of one dataset at once.
 #include <cstdlib>
+#include <fcntl.h>
+#include <sched.h>
 #include <string>
+#include <sys/mount.h>
+#include <unistd.h>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -234,6 +238,58 @@ TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
   EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 0; }));
   EXPECT_EQ(status_of(client).num_connections, 1u);
   expect_int64_published(client, "shared", kRows, 0);
+}
+
+// A /dev/shm that fills up after shelfd started (other programs use it too):
+// a publish fails with a clear error and changes nothing, and nobody gets a
+// SIGBUS. Runs in a private mount namespace with its own 16 MiB /dev/shm, so
+// it needs root (CI and the README's test command run as root).
+TEST(FullDevShmTest, PublishFailsCleanlyAndEverythingElseStays) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private /dev/shm";
+  constexpr int kSkip = 77;
+  const int code = run_in_child([] {
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=16m,mode=1777") != 0) {
+      ::_exit(kSkip);
+    }
+    TestDaemon::Options options;
+    options.memory_limit = "8MiB";
+    options.max_datasets = 16;
+    auto daemon = TestDaemon::start(options);
+    ASSERT_NE(daemon, nullptr);
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 64 * 1024, 5);  // 512 KiB
+    const MemoryStats before = status_of(client);
+
+    // Another program takes what is left of /dev/shm.
+    const int filler = ::open("/dev/shm/filler", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    ASSERT_GE(filler, 0);
+    off_t filled = 0;
+    while (::posix_fallocate(filler, filled, 256 * 1024) == 0) filled += 256 * 1024;
+
+    auto table = client.create_table({{"v", Type::kInt64}});
+    ASSERT_TRUE(table.ok());
+    auto part = table->add_partition(256 * 1024);  // 2 MiB: under the limit, over what is left
+    ASSERT_FALSE(part.ok());
+    EXPECT_EQ(part.status().code(), Status::Code::kResourceExhausted);
+    EXPECT_THAT(part.status().message(), HasSubstr("/dev/shm is full")) << part.status().message();
+    const MemoryStats after = status_of(client);
+    EXPECT_EQ(after.used_bytes, before.used_bytes);
+    EXPECT_EQ(after.unsealed_bytes, 0u);
+    EXPECT_EQ(after.resident_bytes, before.resident_bytes);
+    expect_int64_published(client, "kept", 64 * 1024, 5);
+
+    // Once there is room again, the same publish goes through.
+    ::close(filler);
+    ::unlink("/dev/shm/filler");
+    part = table->add_partition(256 * 1024);
+    ASSERT_TRUE(part.ok()) << part.status().to_string();
+    ASSERT_TRUE(client.publish_dataset("later", *table).ok());
+    EXPECT_EQ(client.list_datasets()->size(), 2u);
+  });
+  if (code == kSkip) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(code, 0);
 }
 
 }  // namespace
