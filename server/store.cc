@@ -193,7 +193,7 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
                                             uint32_t pid) {
   if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
   const uint64_t length = align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize);
-  if (used_bytes_ + length > options_.memory_limit) return over_limit(length);
+  if (!make_room(length)) return over_limit(length);
   std::optional<uint64_t> offset = allocator_.allocate(length);
   // Cannot happen while the data area is twice the limit; say so if it does.
   if (!offset) return Status::internal("extent allocator is full below the memory limit");
@@ -222,12 +222,48 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
 }
 
 void Store::free_extent(const Extent& extent) {
+  if (extent.length <= kReleaseStepBytes) {
+    punch(extent.offset, extent.length);
+    finish_release(extent);
+    return;
+  }
+  // Punching a large extent takes ~125 ms per GiB: done a step at a time
+  // between requests (release_some), so other clients are not kept waiting.
+  // The extent stays allocated and counted in used_bytes_ until it is gone.
+  releasing_.push_back(Release{extent, 0});
+  releasing_bytes_ += extent.length;
+}
+
+void Store::punch(uint64_t offset, uint64_t length) {
   // Punching the hole gives the pages back to the OS; the range reads as zeros
   // afterwards, which also clears the extent header.
-  Status s = segment_.release(extent.offset, extent.length);
+  Status s = segment_.release(offset, length);
   SHELF_CHECK(s.ok());
+}
+
+void Store::finish_release(const Extent& extent) {
   allocator_.free(extent.offset, extent.length);
   used_bytes_ -= extent.length;
+}
+
+void Store::release_some() {
+  if (releasing_.empty()) return;
+  Release& r = releasing_.front();
+  const uint64_t step = std::min(kReleaseStepBytes, r.extent.length - r.done);
+  punch(r.extent.offset + r.done, step);
+  r.done += step;
+  if (r.done == r.extent.length) {
+    releasing_bytes_ -= r.extent.length;
+    finish_release(r.extent);
+    releasing_.pop_front();
+  }
+}
+
+bool Store::make_room(uint64_t bytes) {
+  // Memory on its way back counts until it is back; when a request needs it
+  // now, finish giving it back first (a stall only for that request).
+  while (used_bytes_ + bytes > options_.memory_limit && !releasing_.empty()) release_some();
+  return used_bytes_ + bytes <= options_.memory_limit;
 }
 
 Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {
@@ -336,7 +372,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
                                       " datasets); unpublish some or restart shelfd with a "
                                       "larger --max-datasets");
   }
-  if (used_bytes_ + descriptor_bytes > options_.memory_limit) return over_limit(descriptor_bytes);
+  if (!make_room(descriptor_bytes)) return over_limit(descriptor_bytes);
 
   // 2. Reserve the descriptor extents; roll back if /dev/shm refuses one.
   std::vector<Extent> descriptor_extents;
@@ -532,7 +568,7 @@ protocol::StatusResponse Store::status() const {
   s.used_bytes = used_bytes_;
   s.index_bytes = data_offset_;
   s.unsealed_bytes = unsealed_bytes_;
-  s.pending_free_bytes = pending_free_bytes_;
+  s.pending_free_bytes = pending_free_bytes_ + releasing_bytes_;
   auto resident = segment_.resident_bytes();
   s.resident_bytes = resident.ok() ? *resident : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -63,6 +64,12 @@ class Store {
   // Removes the name; memory returns when the last lease ends.
   Status unpublish(const std::string& name);
 
+  // True while freed memory is still being given back to the OS; the daemon
+  // then calls release_some() between requests until it is done.
+  bool has_release_work() const { return !releasing_.empty(); }
+  // Gives back the next step (up to kReleaseStepBytes) of freed memory.
+  void release_some();
+
   protocol::ListResponse list() const;
   protocol::StatusResponse status() const;
 
@@ -102,7 +109,13 @@ class Store {
   Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
   Status initialise();
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
+  // Frees an extent: at once when small, else queued for release_some().
   void free_extent(const Extent& extent);
+  void punch(uint64_t offset, uint64_t length);
+  void finish_release(const Extent& extent);
+  // True when `bytes` more fit under the limit, after finishing queued
+  // releases if that is what it takes.
+  bool make_room(uint64_t bytes);
   void free_dataset(uint64_t dataset_id);
   void write_index_entry(uint32_t slot, const Dataset* dataset);
   shm::ExtentHeaderLayout* extent_header(uint64_t offset);
@@ -120,6 +133,14 @@ class Store {
   uint64_t used_bytes_ = 0;
   uint64_t unsealed_bytes_ = 0;
   uint64_t pending_free_bytes_ = 0;
+  // Punching 32 MiB of tmpfs takes ~4 ms: the longest another request waits.
+  static constexpr uint64_t kReleaseStepBytes = 32ull << 20;
+  struct Release {
+    Extent extent;
+    uint64_t done = 0;  // bytes punched so far
+  };
+  std::deque<Release> releasing_;
+  uint64_t releasing_bytes_ = 0;
   uint64_t next_session_id_ = 1;
   uint64_t next_dataset_id_ = 1;
   uint64_t next_lease_id_ = 1;

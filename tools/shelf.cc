@@ -376,7 +376,7 @@ std::string status_text(const MemoryStats& m) {
          " (" + pct + "), " + format_bytes(m.free_bytes()) + " free\n";
   out += "          resident in /dev/shm " + format_bytes(m.resident_bytes) + "; index " +
          format_bytes(m.index_bytes) + ", being written " + format_bytes(m.unsealed_bytes) +
-         ", unpublished but leased " + format_bytes(m.pending_free_bytes) + "\n";
+         ", freed but not yet back " + format_bytes(m.pending_free_bytes) + "\n";
   out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
          std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) + "\n";
   if (!m.datasets.empty()) {

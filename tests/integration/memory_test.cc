@@ -240,6 +240,31 @@ TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
   expect_int64_published(client, "shared", kRows, 0);
 }
 
+// A large dataset's memory is given back a step at a time between requests;
+// it is all back soon after, and a publish that needs it at once still fits.
+TEST(MemoryLimitTest, LargeDatasetsAreGivenBackInStepsAndTheLimitStillHolds) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  const MemoryStats start = status_of(client);
+  constexpr uint64_t kRows = 5 << 20;  // 40 MiB: more than one 32 MiB step
+  publish_int64(client, "big", kRows, 1);
+  ASSERT_TRUE(client.unpublish_dataset("big").ok());
+  EXPECT_TRUE(eventually([&] {
+    const MemoryStats now = status_of(client);
+    return now.used_bytes == start.used_bytes && now.pending_free_bytes == 0;
+  }));
+  EXPECT_EQ(daemon->resident_bytes(), start.resident_bytes);
+
+  // 40 MiB again, twice in a row with an unpublish between, under a 64 MiB
+  // limit: the second needs the first's memory before it is given back.
+  publish_int64(client, "big", kRows, 2);
+  ASSERT_TRUE(client.unpublish_dataset("big").ok());
+  publish_int64(client, "big", kRows, 3);
+  expect_int64_published(client, "big", kRows, 3);
+  EXPECT_LE(status_of(client).used_bytes, kLimit);
+}
+
 // A /dev/shm that fills up after shelfd started (other programs use it too):
 // a publish fails with a clear error and changes nothing, and nobody gets a
 // SIGBUS. Runs in a private mount namespace with its own 16 MiB /dev/shm, so

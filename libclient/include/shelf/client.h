@@ -61,7 +61,7 @@ struct MemoryStats {
   uint64_t used_bytes = 0;          // charged to the limit, all of the below included
   uint64_t index_bytes = 0;         // the segment header and the dataset index
   uint64_t unsealed_bytes = 0;      // partitions being written
-  uint64_t pending_free_bytes = 0;  // unpublished datasets still leased by readers
+  uint64_t pending_free_bytes = 0;  // freed but not yet back: still leased, or being released
   uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
