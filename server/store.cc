@@ -162,10 +162,12 @@ void Store::close_session(SessionId session_id) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   Session& session = it->second;
+  std::vector<Extent> unsealed;
   for (const auto& [offset, length] : session.unsealed) {
     unsealed_bytes_ -= length;
-    free_extent(Extent{offset, length});
+    unsealed.push_back(Extent{offset, length});
   }
+  free_extents(unsealed);
   std::vector<uint64_t> lease_ids;
   for (const auto& [lease, dataset] : session.leases) lease_ids.push_back(lease);
   for (uint64_t lease : lease_ids) (void)release(session_id, lease);
@@ -221,17 +223,23 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
   return Extent{*offset, length};
 }
 
-void Store::free_extent(const Extent& extent) {
-  if (extent.length <= kReleaseStepBytes) {
-    punch(extent.offset, extent.length);
-    finish_release(extent);
+void Store::free_extents(const std::vector<Extent>& extents) {
+  uint64_t total = 0;
+  for (const Extent& e : extents) total += e.length;
+  if (total <= kReleaseStepBytes && releasing_.empty()) {
+    for (const Extent& e : extents) {
+      punch(e.offset, e.length);
+      finish_release(e);
+    }
     return;
   }
-  // Punching a large extent takes ~125 ms per GiB: done a step at a time
-  // between requests (release_some), so other clients are not kept waiting.
-  // The extent stays allocated and counted in used_bytes_ until it is gone.
-  releasing_.push_back(Release{extent, 0});
-  releasing_bytes_ += extent.length;
+  // Punching takes ~125 ms per GiB: more than a step is done a step at a
+  // time between requests (release_some), so other clients are not kept
+  // waiting. The extents stay allocated and counted in used_bytes_ until gone.
+  for (const Extent& e : extents) {
+    releasing_.push_back(Release{e, 0});
+    releasing_bytes_ += e.length;
+  }
 }
 
 void Store::punch(uint64_t offset, uint64_t length) {
@@ -247,15 +255,17 @@ void Store::finish_release(const Extent& extent) {
 }
 
 void Store::release_some() {
-  if (releasing_.empty()) return;
-  Release& r = releasing_.front();
-  const uint64_t step = std::min(kReleaseStepBytes, r.extent.length - r.done);
-  punch(r.extent.offset + r.done, step);
-  r.done += step;
-  if (r.done == r.extent.length) {
-    releasing_bytes_ -= r.extent.length;
-    finish_release(r.extent);
-    releasing_.pop_front();
+  for (uint64_t budget = kReleaseStepBytes; budget > 0 && !releasing_.empty();) {
+    Release& r = releasing_.front();
+    const uint64_t step = std::min(budget, r.extent.length - r.done);
+    punch(r.extent.offset + r.done, step);
+    r.done += step;
+    budget -= step;
+    if (r.done == r.extent.length) {
+      releasing_bytes_ -= r.extent.length;
+      finish_release(r.extent);
+      releasing_.pop_front();
+    }
   }
 }
 
@@ -284,7 +294,7 @@ Status Store::abort(SessionId session_id, uint64_t extent_offset) {
                                     std::to_string(extent_offset));
   }
   unsealed_bytes_ -= it->second;
-  free_extent(Extent{it->first, it->second});
+  free_extents({Extent{it->first, it->second}});
   session.unsealed.erase(it);
   return Status();
 }
@@ -379,7 +389,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   for (const protocol::PublishItem& item : request.items) {
     auto extent = reserve_extent(item.descriptor.size(), shm::ExtentKind::kDescriptor, session.pid);
     if (!extent.ok()) {
-      for (const Extent& e : descriptor_extents) free_extent(e);
+      free_extents(descriptor_extents);
       return extent.status();
     }
     descriptor_extents.push_back(*extent);
@@ -541,8 +551,9 @@ Status Store::unpublish(const std::string& name) {
 void Store::free_dataset(uint64_t dataset_id) {
   auto it = datasets_.find(dataset_id);
   SHELF_CHECK(it != datasets_.end() && !it->second.published && it->second.leases == 0);
-  for (const Extent& e : it->second.partitions) free_extent(e);
-  free_extent(it->second.descriptor);
+  std::vector<Extent> extents = it->second.partitions;
+  extents.push_back(it->second.descriptor);
+  free_extents(extents);
   datasets_.erase(it);
 }
 

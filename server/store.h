@@ -67,7 +67,8 @@ class Store {
   // True while freed memory is still being given back to the OS; the daemon
   // then calls release_some() between requests until it is done.
   bool has_release_work() const { return !releasing_.empty(); }
-  // Gives back the next step (up to kReleaseStepBytes) of freed memory.
+  // Gives back the next step (up to kReleaseStepBytes, over one or more
+  // extents) of freed memory.
   void release_some();
 
   protocol::ListResponse list() const;
@@ -109,8 +110,9 @@ class Store {
   Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
   Status initialise();
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
-  // Frees an extent: at once when small, else queued for release_some().
-  void free_extent(const Extent& extent);
+  // Frees extents: at once when they add up to one step or less, else
+  // queued for release_some().
+  void free_extents(const std::vector<Extent>& extents);
   void punch(uint64_t offset, uint64_t length);
   void finish_release(const Extent& extent);
   // True when `bytes` more fit under the limit, after finishing queued

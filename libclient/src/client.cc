@@ -149,6 +149,14 @@ Result<protocol::FrameHeader> Client::Impl::read_response() {
 }
 
 void Client::Impl::post(const std::vector<std::byte>& request) {
+  // Unread replies fill the socket; past a bound the daemon would stop
+  // reading us (backpressure) and this send would block for ever. Drop them
+  // before they can: 64 replies are a few KiB.
+  if (unread_replies_ >= kMaxUnreadReplies) {
+    for (; unread_replies_ > 0; --unread_replies_) {
+      if (!read_response().ok()) return;
+    }
+  }
   if (send_all(request).ok()) ++unread_replies_;
 }
 
@@ -221,7 +229,7 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
   std::vector<std::byte> frame;
   protocol::encode_request(frame, request);
   SHELF_RETURN_IF_ERROR(impl_->call(frame, MessageType::kPublish).status());
-  for (const NamedTable& t : tables) t.table->state_->published = true;
+  for (const NamedTable& t : tables) t.table->state_->mark_published();
   return Status();
 }
 

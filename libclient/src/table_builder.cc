@@ -128,12 +128,23 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
                                    /*populate=*/true);
   if (!mapping.ok()) return abort_extent(mapping.status());
   p->mapping.emplace(std::move(mapping).value());
+  // Fresh extents read as zeros, but say what the string writers rely on.
+  for (size_t c = 0; c < schema.size(); ++c) {
+    if (schema[c].type == Type::kString)
+      reinterpret_cast<int64_t*>(p->at(p->columns[c].offsets))[0] = 0;
+  }
   partitions.push_back(std::move(p));
   return partitions.back().get();
 }
 
+void TableState::mark_published() {
+  published = true;
+  for (auto& p : partitions) p->mapping.reset();
+}
+
 void PartitionState::set_null(size_t column, uint64_t row) {
   SHELF_CHECK(column < columns.size() && row < rows);
+  SHELF_CHECK(table->schema[column].type != Type::kBytes);  // a payload has no bitmap
   Column& c = columns[column];
   auto* bitmap = reinterpret_cast<uint8_t*>(at(c.validity));
   if (!c.has_validity) {  // first null in this column: every row so far was valid
@@ -217,6 +228,7 @@ Result<std::vector<std::byte>> TableState::seal() {
 // ------------------------------------------------------ public wrappers --
 
 Status StringColumnWriter::append(std::string_view value) {
+  if (!p_->writable()) return Status::invalid_argument("the table is published: it is read-only");
   internal::PartitionState::Column& c = p_->columns[column_];
   if (c.strings_written >= p_->rows) {
     return Status::invalid_argument("every one of the " + std::to_string(p_->rows) +
@@ -250,6 +262,7 @@ uint64_t PartitionBuilder::num_rows() const { return p_->rows; }
 size_t PartitionBuilder::schema_size() const { return p_->table->schema.size(); }
 Type PartitionBuilder::column_type(size_t column) const { return p_->table->schema[column].type; }
 std::byte* PartitionBuilder::data(size_t column) { return p_->at(p_->columns[column].data); }
+bool PartitionBuilder::writable() const { return p_->writable(); }
 
 StringColumnWriter PartitionBuilder::strings(size_t column) {
   SHELF_CHECK(column < schema_size() && column_type(column) == Type::kString);
@@ -259,7 +272,7 @@ StringColumnWriter PartitionBuilder::strings(size_t column) {
 void PartitionBuilder::set_null(size_t column, uint64_t row) { p_->set_null(column, row); }
 
 std::span<std::byte> PartitionBuilder::bytes() {
-  if (!is_bytes_schema(p_->table->schema)) return {};
+  if (!is_bytes_schema(p_->table->schema) || !p_->writable()) return {};
   return {data(0), static_cast<size_t>(p_->rows)};
 }
 

@@ -6,6 +6,7 @@
 
 #include <shelf/table_builder.h>
 
+#include "base/check.h"
 #include "libclient/src/client_impl.h"
 #include "shm/segment.h"
 
@@ -31,7 +32,14 @@ struct PartitionState {
   std::optional<shm::Mapping> mapping;
   std::vector<Column> columns;
 
-  std::byte* at(uint64_t offset_in_extent) const { return mapping->data() + offset_in_extent; }
+  // The writable mapping is dropped once the table is published, so nothing
+  // can write into sealed data (or, after an unpublish, into memory that
+  // another dataset reuses). Checked: using a published partition aborts.
+  bool writable() const { return mapping.has_value(); }
+  std::byte* at(uint64_t offset_in_extent) const {
+    SHELF_CHECK(mapping.has_value());
+    return mapping->data() + offset_in_extent;
+  }
   void set_null(size_t column, uint64_t row);
 };
 
@@ -47,6 +55,8 @@ struct TableState {
   static Result<std::unique_ptr<TableState>> create(std::shared_ptr<Client::Impl> client,
                                                     Schema schema);
   ~TableState();
+  // The daemon owns the extents now: drops every writable mapping.
+  void mark_published();
   Result<PartitionState*> add_partition(uint64_t rows, std::span<const uint64_t> string_bytes);
   // Finishes every partition: null counts, string lengths, XXH3 of every
   // buffer, then marks each extent kWritten. Returns the descriptor to send.

@@ -263,6 +263,16 @@ TEST(MemoryLimitTest, LargeDatasetsAreGivenBackInStepsAndTheLimitStillHolds) {
   publish_int64(client, "big", kRows, 3);
   expect_int64_published(client, "big", kRows, 3);
   EXPECT_LE(status_of(client).used_bytes, kLimit);
+  ASSERT_TRUE(client.unpublish_dataset("big").ok());
+
+  // The same with 40 partitions of 1 MiB: many small extents go in steps too.
+  {
+    TableBuilder table = make_int64_table(client, 128 * 1024, 4, 40);
+    ASSERT_TRUE(client.publish_dataset("many", table).ok());
+  }
+  ASSERT_TRUE(client.unpublish_dataset("many").ok());
+  EXPECT_TRUE(eventually([&] { return status_of(client).used_bytes == start.used_bytes; }));
+  EXPECT_EQ(daemon->resident_bytes(), start.resident_bytes);
 }
 
 // A /dev/shm that fills up after shelfd started (other programs use it too):

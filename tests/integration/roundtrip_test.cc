@@ -545,3 +545,57 @@ TEST(PrefaultTest, MapsThePagesSoTheFirstScanDoesNotFault) {
 
 }  // namespace
 }  // namespace shelf::test
+
+namespace shelf::test {
+namespace {
+
+// Publishing unmaps the partitions from the publisher: nothing it still
+// holds can change sealed data, or, after an unpublish, memory that another
+// dataset reuses.
+TEST(PublishedTableTest, IsNoLongerWritableByItsPublisher) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  auto table = client.create_table({{"v", Type::kInt64}, {"s", Type::kString}});
+  ASSERT_TRUE(table.ok());
+  const uint64_t string_bytes[] = {3};
+  auto part = table->add_partition(4, string_bytes);
+  ASSERT_TRUE(part.ok());
+  std::span<int64_t> kept = part->values<int64_t>(0);
+  for (int i = 0; i < 4; ++i) kept[i] = i;
+  StringColumnWriter strings = part->strings(1);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(strings.append("x").ok());
+  ASSERT_TRUE(strings.append_null().ok());
+  ASSERT_TRUE(client.publish_dataset("sealed", *table).ok());
+
+  EXPECT_FALSE(part->writable());
+  EXPECT_TRUE(part->values<int64_t>(0).empty());
+  EXPECT_EQ(strings.append("y").code(), Status::Code::kInvalidArgument);
+  // A span kept from before the publish points at unmapped memory now.
+  const int code = run_in_child([&] { kept[0] = 666; });
+  EXPECT_EQ(code, 128 + SIGSEGV);
+  Dataset ds = client.get_dataset("sealed").value();
+  EXPECT_EQ(ds.column(0, 0).values<int64_t>()[0], 0);
+  EXPECT_TRUE(ds.verify().ok());
+}
+
+// Release and Abort are sent without waiting for their replies; thousands of
+// them in a row must not fill the socket until both sides wait on each other.
+TEST(PostedRequestsTest, ThousandsInARowDoNotBlock) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  pid_t child = spawn_child([&] {
+    Client client = connect(*daemon);
+    {
+      TableBuilder table = make_int64_table(client, 1, 0, 3000);  // 3000 one-row partitions
+    }  // dropped unpublished: 3000 Aborts
+    publish_int64(client, "one", 10, 1);
+    for (int i = 0; i < 3000; ++i) (void)client.get_dataset("one").value();  // 3000 Releases
+    EXPECT_EQ(listed_names(client), std::vector<std::string>{"one"});
+    EXPECT_EQ(status_of(client).num_leases, 0u);
+  });
+  EXPECT_EQ(wait_child(child), 0);  // the child is killed (SIGALRM) if it hangs
+}
+
+}  // namespace
+}  // namespace shelf::test

@@ -53,15 +53,20 @@ class PartitionBuilder {
   uint64_t num_rows() const;
   // Writable values of fixed-width column `column` (V as in ColumnView::values:
   // int64_t for int64/timestamp, uint8_t for bool, ...). Empty on a type
-  // mismatch. The memory starts zeroed.
+  // mismatch, and once the table is published: publishing unmaps the
+  // partition from this process, so a span kept from before faults if written.
+  // The memory starts zeroed.
   template <class V>
   std::span<V> values(size_t column) {
-    if (column >= schema_size() || !can_view_as<V>(column_type(column))) return {};
+    if (!writable() || column >= schema_size() || !can_view_as<V>(column_type(column))) return {};
     return {reinterpret_cast<V*>(data(column)), static_cast<size_t>(num_rows())};
   }
   // Writer for string column `column`. Checked: aborts if it is not a string column.
   StringColumnWriter strings(size_t column);
+  // False once the table is published (see values()).
+  bool writable() const;
   // Marks row `row` of `column` null (its value slot should hold 0, or NaN).
+  // Checked (aborts): a row in range, not a bytes column, not yet published.
   void set_null(size_t column, uint64_t row);
   // The payload of a raw-bytes partition, num_rows() bytes.
   std::span<std::byte> bytes();
