@@ -137,7 +137,11 @@ std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> 
   ByteReader r(payload);
   PublishRequest m;
   m.override_existing = r.boolean();
-  uint32_t n = r.count(8);  // each item: two length prefixes at least
+  // Each item: two length prefixes at least. The cap keeps a forged count
+  // from making the daemon build millions of items (gigabytes) before it
+  // finds the first one wrong.
+  uint32_t n = r.count(8);
+  if (n > kMaxPublishItems) return std::nullopt;
   for (uint32_t i = 0; i < n && !r.failed(); ++i) {
     PublishItem item;
     item.name = r.str();

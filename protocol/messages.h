@@ -59,6 +59,8 @@ struct PublishItem {
   std::string name;
   std::vector<std::byte> descriptor;  // shm::DescriptorBuilder output
 };
+// Most names one Publish may carry.
+inline constexpr uint32_t kMaxPublishItems = 65536;
 struct PublishRequest {
   bool override_existing = false;
   std::vector<PublishItem> items;

@@ -117,7 +117,10 @@ Result<uint64_t> ShmObject::resident_bytes() const {
 }
 
 Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
-  int err = ::posix_fallocate(fd(), static_cast<off_t>(offset), static_cast<off_t>(length));
+  int err;
+  do {  // tmpfs gives up with EINTR when a signal arrives: try again
+    err = ::posix_fallocate(fd(), static_cast<off_t>(offset), static_cast<off_t>(length));
+  } while (err == EINTR);
   if (err == 0) return Status();
   // posix_fallocate may have allocated part of the range: give it back.
   (void)release(offset, length);

@@ -289,8 +289,11 @@ bool parse_timestamp(std::string_view text, int64_t* out_ns) {
   const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
   if (mo == 2 && d == 29 && !leap) return false;
   const int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
-  *out_ns = ((days * 24 + h) * 60 + mi) * 60 * 1000000000LL + s * 1000000000LL + frac_ns;
-  return true;
+  // int64 nanoseconds reach from 1677 to 2262: refuse what falls outside.
+  const int64_t seconds = ((days * 24 + h) * 60 + mi) * 60 + s;
+  int64_t ns;
+  return !__builtin_mul_overflow(seconds, int64_t{1000000000}, &ns) &&
+         !__builtin_add_overflow(ns, frac_ns, out_ns);
 }
 
 Result<std::map<std::string, Type>> parse_schema_option(std::string_view text) {

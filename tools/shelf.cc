@@ -310,7 +310,8 @@ int cmd_info(const Command& cmd) {
             << format_bytes(info->data_bytes) << ")\n"
             << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
             << ", pid " << info->publisher_pid << "\n"
-            << "leases:      " << info->leases - 1 << " (besides this command's)\n\n";
+            << "leases:      " << (info->leases > 0 ? info->leases - 1 : 0)
+            << " (besides this command's)\n\n";
   std::vector<std::vector<std::string>> columns;
   for (const Field& f : schema) columns.push_back({f.name, std::string(type_name(f.type))});
   std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";

@@ -189,6 +189,10 @@ TEST(CsvValues, ParsesNumbersBoolsAndTimestamps) {
   EXPECT_FALSE(parse_timestamp("2023-02-29", &ns));
   EXPECT_FALSE(parse_timestamp("2024-13-01", &ns));
   EXPECT_FALSE(parse_timestamp("2024-01-01T10:00+02:00", &ns));
+  // int64 nanoseconds end in 2262 and begin in 1677.
+  EXPECT_TRUE(parse_timestamp("2262-04-11", &ns));
+  EXPECT_FALSE(parse_timestamp("2300-01-01", &ns));
+  EXPECT_FALSE(parse_timestamp("1600-01-01", &ns));
 }
 
 }  // namespace

@@ -276,6 +276,20 @@ TEST(RequestTest, PublishRefusesABooleanThatIsNotZeroOrOne) {
   EXPECT_FALSE(decode_publish_request(f.payload).has_value());
 }
 
+TEST(RequestTest, PublishRefusesMoreItemsThanTheCap) {
+  PublishRequest many;
+  many.items.resize(kMaxPublishItems + 1, PublishItem{"", {}});
+  std::vector<std::byte> out;
+  encode_request(out, many);
+  Frame f = only_frame(out, request(MessageType::kPublish));
+  EXPECT_FALSE(decode_publish_request(f.payload).has_value());
+  many.items.resize(kMaxPublishItems);
+  out.clear();
+  encode_request(out, many);
+  f = only_frame(out, request(MessageType::kPublish));
+  EXPECT_TRUE(decode_publish_request(f.payload).has_value());
+}
+
 TEST(RequestTest, PublishRefusesACountTheBytesCannotHold) {
   std::vector<std::byte> out;
   encode_request(out, PublishRequest{false, {PublishItem{"a", to_bytes("xyz")}}});
