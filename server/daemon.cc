@@ -40,12 +40,28 @@ namespace {
 // publish messages without holding much memory per idle connection.
 constexpr size_t kReadChunk = 256 * 1024;
 
-Status make_parent_dir(const std::string& path) {
+// Creates the socket's directory (0700) if need be, and refuses one that
+// another user could use to swap our socket or plant a symlink where our lock
+// and log files go: it must be a real directory owned by us (or root), and
+// not writable by others unless sticky (as /tmp is).
+Status make_private_parent_dir(const std::string& path) {
   auto slash = path.rfind('/');
-  if (slash == std::string::npos || slash == 0) return Status();
-  std::string dir = path.substr(0, slash);
+  if (slash == std::string::npos) return Status();
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Status::from_errno("create directory " + dir, errno);
+  }
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return Status::from_errno("stat " + dir, errno);
+  const auto fix = "; choose a --socket in a directory only you can write";
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::permission_denied(dir + " is not a directory (a symlink?)" + fix);
+  }
+  if (st.st_uid != ::geteuid() && st.st_uid != 0) {
+    return Status::permission_denied(dir + " belongs to uid " + std::to_string(st.st_uid) + fix);
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    return Status::permission_denied(dir + " is writable by other users" + fix);
   }
   return Status();
 }
@@ -55,7 +71,7 @@ Status make_parent_dir(const std::string& path) {
 // the next one.
 Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::string& socket_path) {
   for (int attempt = 0; attempt < 10; ++attempt) {
-    UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd.valid()) return Status::from_errno("open " + lock_path, errno);
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Status::from_errno("lock " + lock_path, errno);
@@ -113,7 +129,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   std::unique_ptr<Daemon> d(new Daemon());
   d->options_ = options;
   d->read_buffer_ = std::make_unique_for_overwrite<std::byte[]>(kReadChunk);
-  SHELF_RETURN_IF_ERROR(make_parent_dir(options.socket_path));
+  SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));

@@ -69,6 +69,19 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
     return Status::from_errno("connect to shelfd at " + path, errno);
   }
 
+  // Only a daemon of our own user (or root) may hold our data: anyone else
+  // listening on that path could read what we publish.
+  ucred peer{};
+  socklen_t peer_len = sizeof peer;
+  if (::getsockopt(impl->fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
+    return Status::from_errno("check who serves " + path, errno);
+  }
+  if (peer.uid != ::geteuid() && peer.uid != 0) {
+    return Status::permission_denied("the process serving " + path + " runs as uid " +
+                                     std::to_string(peer.uid) +
+                                     ", not as you or root; refusing to use it");
+  }
+
   std::vector<std::byte> hello;
   protocol::encode_request(hello,
                            protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});

@@ -245,6 +245,21 @@ TEST(Shelfd, RefusesALimitDevShmCannotHold) {
   std::filesystem::remove(socket + ".lock");
 }
 
+// A directory other users can write is no place for the socket and lock.
+TEST(Shelfd, RefusesASocketDirectoryOthersCanWrite) {
+  const std::string name = unique_name();
+  const std::string dir = "/tmp/" + name;
+  std::filesystem::create_directory(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::all);  // 0777, not sticky
+  CommandResult r = run_command(
+      {SHELFD_PATH, "--socket", dir + "/shelf.sock", "--segment", name, "--memory-limit", "8MiB"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "is writable by other users")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/shelf.sock.lock"));
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(CliNoDaemon, SaysHowToStartOne) {
   const std::string socket = "/tmp/" + unique_name() + ".sock";
   CommandResult r = run_command({SHELF_CLI_PATH, "--socket", socket, "list"});
