@@ -129,6 +129,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   std::unique_ptr<Daemon> d(new Daemon());
   d->options_ = options;
   d->read_buffer_ = std::make_unique_for_overwrite<std::byte[]>(kReadChunk);
+  d->spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
@@ -216,10 +217,20 @@ void Daemon::accept_connections() {
     int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-      if (errno == EMFILE || errno == ENFILE) {
-        log_warn("out of file descriptors: refusing connections until some close");
-        return;
+      if ((errno == EMFILE || errno == ENFILE) && spare_fd_.valid()) {
+        // Out of descriptors: the pending connection would wake epoll again
+        // and again. Free the spare, take it, tell it why, close it.
+        spare_fd_.reset();
+        UniqueFd refused(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (refused.valid()) {
+          refuse(refused.get(),
+                 Status::resource_exhausted("shelfd is out of file descriptors; try again later"));
+        }
+        spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        log_warn("out of file descriptors: refused a connection");
+        continue;
       }
+      if (errno == EMFILE || errno == ENFILE) return;
       if (errno == ECONNABORTED) continue;
       log_error(std::string("accept: ") + std::strerror(errno));
       return;
@@ -233,14 +244,9 @@ void Daemon::accept_connections() {
       c->uid = cred.uid;
     }
     if (connections_.size() >= options_.max_connections) {
-      std::vector<std::byte> out;
-      protocol::encode_error_response(
-          out, MessageType::kHello,
-          Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
-                                     " connections, its limit (--max-connections); try again "
-                                     "later"));
-      ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      (void)n;  // best effort: the connection closes either way
+      refuse(fd, Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
+                                            " connections, its limit (--max-connections); try "
+                                            "again later"));
       log_warn("refused a connection from pid " + std::to_string(c->pid) +
                ": --max-connections reached");
       continue;
@@ -258,6 +264,13 @@ void Daemon::accept_connections() {
     log_debug("connection from pid " + std::to_string(c->pid));
     connections_.emplace(fd, std::move(c));
   }
+}
+
+void Daemon::refuse(int fd, const Status& why) {
+  std::vector<std::byte> out;
+  protocol::encode_error_response(out, MessageType::kHello, why);
+  ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)n;  // best effort: the connection closes either way
 }
 
 void Daemon::close_connection(int fd) {

@@ -46,6 +46,8 @@ class Daemon {
   void dispatch(Connection& c, uint16_t type, std::span<const std::byte> payload);
   void update_interest(Connection& c);
   void close_connection(int fd);
+  // Answers a connection we will not serve with `why`, best effort.
+  void refuse(int fd, const Status& why);
 
   DaemonOptions options_;
   std::unique_ptr<Store> store_;
@@ -55,6 +57,7 @@ class Daemon {
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <iostream>
 #include <string>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,6 +102,23 @@ int main(int argc, char** argv) {
     store_options.memory_limit = *limit;
   }
   if (log_file.empty()) log_file = daemon_options.socket_path + ".log";
+  // Every connection is a descriptor: take all the kernel allows, and keep
+  // --max-connections below it (with room for the daemon's own), so a client
+  // past the limit is told so instead of finding shelfd out of descriptors.
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    files.rlim_cur = files.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &files);
+    (void)::getrlimit(RLIMIT_NOFILE, &files);
+    const rlim_t room = files.rlim_cur > 128 ? files.rlim_cur - 64 : files.rlim_cur / 2;
+    if (daemon_options.max_connections > room) {
+      if (!vm["max-connections"].defaulted()) {
+        std::cerr << "shelfd: --max-connections lowered to " << room
+                  << " to fit the open-files limit (ulimit -n " << files.rlim_cur << ")\n";
+      }
+      daemon_options.max_connections = static_cast<uint32_t>(room);
+    }
+  }
 
   // Detach: the parent waits on a pipe until the child is serving (or has
   // failed, having said why on the shared stderr), so `shelfd && shelf list`

@@ -156,5 +156,49 @@ TEST(DaemonTest, SecondDaemonOnTheSameSocketIsRefused) {
   expect_daemon_serves(*daemon);
 }
 
+// Under a small open-files limit shelfd keeps --max-connections below it, so
+// the clients past it are told why instead of meeting a daemon that has run
+// out of descriptors (which once made it spin and flood its log).
+TEST(DaemonTest, ClientsPastTheOpenFilesLimitAreRefusedWithAReason) {
+  const std::string name = unique_name();
+  const std::string dir = "/tmp/" + name;
+  std::filesystem::create_directory(dir);
+  const std::string socket = dir + "/shelf.sock";
+  CommandResult started =
+      run_command({"/bin/sh", "-c",
+                   std::string("ulimit -n 40 && exec ") + SHELFD_PATH + " --socket " + socket +
+                       " --segment " + name + " --memory-limit 8MiB --max-datasets 16"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  {
+    ShelfdGuard guard(socket);
+    ClientOptions options;
+    options.socket = socket;
+    std::vector<Client> clients;
+    int refused = 0;
+    for (int i = 0; i < 30; ++i) {
+      auto c = Client::connect(options);
+      if (c.ok()) {
+        clients.push_back(std::move(c).value());
+      } else {
+        ++refused;
+        EXPECT_EQ(c.status().code(), Status::Code::kResourceExhausted);
+        EXPECT_THAT(c.status().message(), HasSubstr("--max-connections"));
+      }
+    }
+    EXPECT_EQ(clients.size(), 20u);  // 40 descriptors, less 20 kept for shelfd itself
+    EXPECT_EQ(refused, 10);
+    clients.clear();
+    // Served again once clients leave, and its log stayed small.
+    EXPECT_TRUE(eventually([&] { return Client::connect(options).ok(); }));
+    auto c = Client::connect(options);
+    ASSERT_TRUE(c.ok());
+    publish_int64(*c, "after", 100, 1);
+    expect_int64_published(*c, "after", 100, 1);
+    EXPECT_LT(std::filesystem::file_size(socket + ".log"), 64u * 1024);
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_FALSE(exists("/dev/shm/" + name));
+}
+
 }  // namespace
 }  // namespace shelf::test
