@@ -175,7 +175,18 @@ void Client::Impl::post(const std::vector<std::byte>& request) {
 
 Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& request,
                                                   MessageType type) {
-  SHELF_RETURN_IF_ERROR(send_all(request));
+  if (Status sent = send_all(request); !sent.ok()) {
+    // A daemon that refuses a connection (too many clients) answers and hangs
+    // up at once, maybe before our request went out: its reason is worth more
+    // than "broken pipe".
+    auto reply = read_response();
+    if (reply.ok() && unread_replies_ == 0) {
+      protocol::ByteReader reader(payload_);
+      Status refused = protocol::decode_response_status(reader);
+      if (!refused.ok()) return refused;
+    }
+    return sent;
+  }
   for (; unread_replies_ > 0; --unread_replies_) {
     SHELF_RETURN_IF_ERROR(read_response().status());  // replies to post(): dropped
   }
