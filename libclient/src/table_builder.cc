@@ -80,6 +80,9 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
   uint64_t pos = shm::kExtentHeaderBytes;
   size_t next_string = 0;
   for (const Field& f : schema) {
+    // One column adds under 2^53 bytes (rows and string bytes are bounded),
+    // so checking here keeps pos from ever wrapping around.
+    if (pos > (uint64_t{1} << 60)) return Status::invalid_argument("partition too large");
     PartitionState::Column c;
     pos = align_up(pos, kBufferAlignment);
     c.validity = pos;
