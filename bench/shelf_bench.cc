@@ -1002,11 +1002,12 @@ int main(int argc, char** argv) {
           p_client / (b_fallocate_cpu + b_populate_cpu));
   add_row("1b", "  fill: memcpy into populated values (vs same, private shm)", p_fill, "ms", b_fill,
           "ms", p_fill / b_fill);
-  add_row("1c", "  publish_dataset: XXH3 + seal + round trip (vs XXH3 alone)", p_publish, "ms",
-          b_xxh3, "ms", p_publish / b_xxh3);
-  add_row("1d", "  ~TableBuilder: unmap the partition (vs private munmap)", p_teardown, "ms",
-          median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; })), "ms",
-          p_teardown / median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; })));
+  // publish_dataset unmaps the partitions from the publisher (so nothing it
+  // holds can write into sealed data): its baseline is XXH3 plus that munmap.
+  const double b_unmap = median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; }));
+  add_row("1c", "  publish_dataset: XXH3 + seal + round trip + munmap (vs XXH3 + munmap)",
+          p_publish, "ms", b_xxh3 + b_unmap, "ms", p_publish / (b_xxh3 + b_unmap));
+  add_row("1d", "  ~TableBuilder after publish (nothing left to unmap)", p_teardown, "ms");
   add_row("1d", "  munmap after the fault-path copy, for comparison",
           median(collect(baselines, [](auto& b) { return b.unmap_ms; })), "ms");
   const double ideal_ms = b_fallocate + b_populate + b_fill + b_xxh3;
