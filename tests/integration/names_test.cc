@@ -330,3 +330,33 @@ TEST(NamesTest, ATableIsPublishedOnlyOnce) {
 
 }  // namespace
 }  // namespace shelf::test
+
+namespace shelf::test {
+namespace {
+
+// With --verify-on-publish the daemon recomputes every checksum: bytes changed
+// after the table was sealed (here: after a refused publish) are caught.
+TEST(VerifyOnPublishTest, BytesChangedAfterSealingAreRefused) {
+  TestDaemon::Options options;
+  options.extra_args = {"--verify-on-publish"};
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "taken", 10, 0);
+  auto table = client.create_table({{"v", Type::kInt64}});
+  ASSERT_TRUE(table.ok());
+  auto part = table->add_partition(10);
+  ASSERT_TRUE(part.ok());
+  std::span<int64_t> values = part->values<int64_t>(0);
+  for (int i = 0; i < 10; ++i) values[i] = i;
+  // Refused (the name is taken), but sealed: its checksums are taken now.
+  ASSERT_EQ(client.publish_dataset("taken", *table).code(), Status::Code::kAlreadyExists);
+  values[3] = 333;
+  Status s = client.publish_dataset("taken", *table, PublishOptions{.override_existing = true});
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.to_string();
+  EXPECT_THAT(s.message(), HasSubstr("checksum mismatch"));
+  expect_int64_published(client, "taken", 10, 0);  // the old one is still there
+}
+
+}  // namespace
+}  // namespace shelf::test
