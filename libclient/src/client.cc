@@ -252,6 +252,15 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
   }
   std::vector<std::byte> frame;
   protocol::encode_request(frame, request);
+  // Checked here, not left to the daemon: it would hang up on a message over
+  // its limit, and this connection (with every lease on it) would be lost.
+  if (frame.size() > protocol::kFrameHeaderBytes + protocol::kMaxPayloadBytes) {
+    return Status::invalid_argument(
+        "this publish describes too many partitions and columns for one message (" +
+        std::to_string(frame.size()) + " bytes, the limit is " +
+        std::to_string(protocol::kMaxPayloadBytes) +
+        "); publish the tables in smaller groups or with fewer, larger partitions");
+  }
   SHELF_RETURN_IF_ERROR(impl_->call(frame, MessageType::kPublish).status());
   for (const NamedTable& t : tables) t.table->state_->mark_published();
   return Status();
