@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: build shelf, start shelfd, publish generated `accounts` CSV files
-# from one process, then list, show and sum them from others. Leaves nothing
+# from one process, then list, show and sum them from others (C++ and
+# Python; the Python package is installed for /usr/bin/python3). Leaves nothing
 # running and nothing in /dev/shm.
 #   scripts/demo.sh [ROWS_PER_FILE]      (default 200000, three files)
 set -euo pipefail
@@ -17,6 +18,8 @@ if ! { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSHELF_BUILD_TEST
 fi
 rm -f "$log"
 bin=build/release
+# `import shelf` for Debian's /usr/bin/python3, without PYTHONPATH.
+cmake --install build/release --component python >/dev/null
 
 work=$(mktemp -d /tmp/shelf-demo.XXXXXX)
 export SHELF_SOCKET=$work/shelf.sock
@@ -63,6 +66,23 @@ if [[ $got != "$expected" ]]; then
   exit 1
 fi
 echo "   matches the sum of the CSV files ($expected)"
+echo "== read it from Python (process 5): pandas, zero-copy numpy"
+out=$(/usr/bin/python3 - <<'PY'
+import shelf
+client = shelf.Client()
+print(client.list_datasets())
+ds = client.get_dataset('accounts')
+print(ds.head())
+# One partition per CSV file; each column of each is a numpy view on shared memory.
+total = sum(int(ds.column('balance', partition=p).sum()) for p in range(ds.npartitions))
+print(f"rows {len(ds)}, partitions {ds.npartitions}, sum {total}")
+PY
+)
+echo "$out"
+if [[ $(tail -1 <<<"$out") != "rows $((rows * 3)), partitions 3, sum $expected" ]]; then
+  echo "demo: FAILED: Python read back something else (expected sum $expected)" >&2
+  exit 1
+fi
 echo "== status"
 "$bin/tools/shelf" status
 echo "== demo OK"

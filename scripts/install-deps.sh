@@ -6,10 +6,13 @@
 #   scripts/install-deps.sh --test   and what the tests and CI checks need
 set -euo pipefail
 
+# The Python package builds against Debian's python3 and its numpy/pandas.
 packages=(build-essential cmake pkg-config libboost-dev libboost-program-options-dev
-          libxxhash-dev libcsv-dev)
+          libxxhash-dev libcsv-dev python3-dev pybind11-dev python3-numpy python3-pandas)
 if [[ ${1:-} == --test ]]; then
-  packages+=(libgtest-dev libgmock-dev clang-format)
+  # dask/distributed: the Dask tests and bench/python_bench.py.
+  packages+=(libgtest-dev libgmock-dev clang-format python3-pytest python3-dask
+             python3-distributed)
 fi
 
 missing=()

@@ -15,7 +15,7 @@ if grep -rnE 'sys/socket|protocol/' shm/; then
 fi
 
 echo "== format (clang-format --dry-run -Werror)"
-find base shm protocol server libclient tools examples tests bench \
+find base shm protocol server libclient tools examples tests bench python \
      \( -name '*.h' -o -name '*.cc' \) -print0 | xargs -0 clang-format --dry-run -Werror
 
 suite() {

@@ -1,0 +1,515 @@
+// shelf._shelf: the C++ client library (libclient) as a small Python module.
+//
+// This layer only moves bytes and maps errors; the Dask-shaped API
+// (publish_dataset, datasets, pandas and Dask conversions) is Python, in
+// shelf/__init__.py. What matters here:
+//  - Column values come out as read-only numpy arrays over the segment, with
+//    no copy. Each array's base is the _Dataset it came from, which holds the
+//    lease: the daemon keeps the memory until the last such array is gone.
+//  - Tables go in with one copy, from numpy buffers straight into the shared
+//    memory the TableBuilder reserved.
+//  - Status codes become the Python exceptions Dask raises (KeyError,
+//    MemoryError, ConnectionError...). A Status message is already a sentence
+//    a user can act on, so it is passed through unchanged.
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <shelf/client.h>
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+namespace py = pybind11;
+
+namespace {
+
+// Raised for kCorruption: a checksum or layout check failed.
+PyObject* g_corruption_error = nullptr;
+
+[[noreturn]] void raise_status(const shelf::Status& status) {
+  using Code = shelf::Status::Code;
+  PyObject* type = PyExc_RuntimeError;
+  switch (status.code()) {
+    case Code::kNotFound:
+    case Code::kAlreadyExists:
+      type = PyExc_KeyError;
+      break;
+    case Code::kInvalidArgument:
+      type = PyExc_ValueError;
+      break;
+    case Code::kResourceExhausted:
+      type = PyExc_MemoryError;
+      break;
+    case Code::kUnavailable:
+      type = PyExc_ConnectionError;
+      break;
+    case Code::kPermissionDenied:
+      type = PyExc_PermissionError;
+      break;
+    case Code::kCorruption:
+      type = g_corruption_error;
+      break;
+    case Code::kIoError:
+      type = PyExc_OSError;
+      break;
+    case Code::kOk:
+    case Code::kInternal:
+      break;
+  }
+  PyErr_SetString(type, status.message().c_str());
+  throw py::error_already_set();
+}
+
+void check(const shelf::Status& status) {
+  if (!status.ok()) raise_status(status);
+}
+
+template <class T>
+T take(shelf::Result<T>&& result) {
+  if (!result.ok()) raise_status(result.status());
+  return std::move(result).value();
+}
+
+// The numpy dtype of a fixed-width column ("<i8", "<M8[ns]", "|b1", ...).
+py::dtype dtype_of(shelf::Type type) {
+  using shelf::Type;
+  switch (type) {
+    case Type::kInt8:
+      return py::dtype("i1");
+    case Type::kInt16:
+      return py::dtype("<i2");
+    case Type::kInt32:
+      return py::dtype("<i4");
+    case Type::kInt64:
+      return py::dtype("<i8");
+    case Type::kUInt8:
+      return py::dtype("u1");
+    case Type::kUInt16:
+      return py::dtype("<u2");
+    case Type::kUInt32:
+      return py::dtype("<u4");
+    case Type::kUInt64:
+      return py::dtype("<u8");
+    case Type::kFloat32:
+      return py::dtype("<f4");
+    case Type::kFloat64:
+      return py::dtype("<f8");
+    case Type::kBool:
+      return py::dtype("?");  // one byte per value, 0 or 1: numpy's own layout
+    case Type::kTimestamp:
+      return py::dtype("<M8[ns]");
+    case Type::kString:
+    case Type::kBytes:
+      break;
+  }
+  throw py::type_error("column type " + std::string(shelf::type_name(type)) + " has no numpy view");
+}
+
+shelf::Type parse_type(const std::string& name) {
+  auto type = shelf::parse_type(name);
+  if (!type) throw py::value_error("unknown shelf column type '" + name + "'");
+  return *type;
+}
+
+py::array read_only_view(py::dtype dtype, size_t count, const void* data, py::handle owner) {
+  py::array array(dtype, {static_cast<py::ssize_t>(count)}, {}, data, owner);
+  // Constructed with a base, numpy marks the array writeable; the memory is
+  // mapped PROT_READ, so say so before anyone tries (and gets SIGSEGV).
+  py::detail::array_proxy(array.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return array;
+}
+
+// A published dataset; holds its lease (and, through it, the connection and
+// the mapping) for as long as it, or any array taken from it, lives. There is
+// deliberately no release(): ending the lease under a live numpy view would
+// leave the view reading memory the daemon may reuse.
+class PyDataset {
+ public:
+  explicit PyDataset(shelf::Dataset dataset) : dataset_(std::move(dataset)) {}
+
+  const shelf::Dataset& get() const { return dataset_; }
+
+  shelf::ColumnView column(uint64_t partition, size_t column) const {
+    if (partition >= dataset_.num_partitions()) {
+      throw py::index_error("partition " + std::to_string(partition) + " out of range (" +
+                            std::to_string(dataset_.num_partitions()) + " partitions)");
+    }
+    if (column >= dataset_.schema().size()) {
+      throw py::index_error("column " + std::to_string(column) + " out of range");
+    }
+    return dataset_.column(partition, column);
+  }
+
+ private:
+  shelf::Dataset dataset_;
+};
+
+// Zero-copy values of one fixed-width column of one partition.
+py::array values(py::object self, uint64_t partition, size_t column) {
+  auto& ds = self.cast<PyDataset&>();
+  shelf::ColumnView view = ds.column(partition, column);
+  return read_only_view(dtype_of(view.type()), view.length(), view.data().data(), self);
+}
+
+// The payload of one raw-bytes partition, zero-copy, as a read-only uint8 array.
+py::array payload(py::object self, uint64_t partition) {
+  auto& ds = self.cast<PyDataset&>();
+  if (!ds.get().is_bytes()) throw py::type_error("not a raw-bytes dataset");
+  shelf::ColumnView view = ds.column(partition, 0);
+  return read_only_view(py::dtype("u1"), view.data().size(), view.data().data(), self);
+}
+
+// True where row i is null, or None when the column has no nulls.
+py::object null_mask(const PyDataset& ds, uint64_t partition, size_t column, uint64_t rows) {
+  shelf::ColumnView view = ds.column(partition, column);
+  if (view.null_count() == 0) return py::none();
+  rows = std::min<uint64_t>(rows, view.length());
+  py::array_t<bool> mask(static_cast<py::ssize_t>(rows));
+  bool* out = mask.mutable_data();
+  for (uint64_t i = 0; i < rows; ++i) out[i] = !view.is_valid(i);
+  return mask;
+}
+
+// The first `rows` strings of a string column, as an object array of str
+// (None for nulls). This copies: Python strings cannot view shared memory.
+py::array strings(const PyDataset& ds, uint64_t partition, size_t column, uint64_t rows) {
+  shelf::ColumnView view = ds.column(partition, column);
+  if (view.type() != shelf::Type::kString) throw py::type_error("not a string column");
+  rows = std::min<uint64_t>(rows, view.length());
+  py::array out(py::dtype("O"), std::vector<py::ssize_t>{static_cast<py::ssize_t>(rows)});
+  auto** slots = static_cast<PyObject**>(out.mutable_data());  // NULL-filled by numpy
+  for (uint64_t i = 0; i < rows; ++i) {
+    PyObject* item;
+    if (!view.is_valid(i)) {
+      item = Py_NewRef(Py_None);
+    } else {
+      std::string_view s = view.string(i);
+      item = PyUnicode_DecodeUTF8(s.data(), static_cast<py::ssize_t>(s.size()), "strict");
+      if (item == nullptr) throw py::error_already_set();
+    }
+    Py_XDECREF(slots[i]);
+    slots[i] = item;
+  }
+  return out;
+}
+
+// A table being built; published by PyClient::publish.
+class PyTable {
+ public:
+  explicit PyTable(shelf::TableBuilder table) : table_(std::move(table)) {}
+  shelf::TableBuilder& get() { return table_; }
+
+  // Appends one partition of `rows` rows. `columns` follows the schema: a
+  // C-contiguous numpy array of the column's exact dtype for fixed-width
+  // columns, a sequence of str/None for string columns. `nulls` is None or a
+  // list holding, per column, None or a bool array (True = null).
+  void append_partition(uint64_t rows, const py::list& columns, const py::object& nulls) {
+    const shelf::Schema& schema = table_.schema();
+    if (columns.size() != schema.size()) {
+      throw py::value_error("expected " + std::to_string(schema.size()) + " columns, got " +
+                            std::to_string(columns.size()));
+    }
+    // Pass 1: check everything and size the strings, before any memory is taken.
+    std::vector<py::buffer_info> fixed(schema.size());
+    std::vector<std::vector<std::string_view>> text(schema.size());
+    std::vector<std::vector<bool>> text_null(schema.size());
+    std::vector<uint64_t> string_bytes;
+    for (size_t c = 0; c < schema.size(); ++c) {
+      const shelf::Field& field = schema[c];
+      py::handle column = columns[c];
+      if (field.type == shelf::Type::kString) {
+        py::sequence seq = py::reinterpret_borrow<py::sequence>(column);
+        if (static_cast<uint64_t>(py::len(seq)) != rows) bad_length(field.name, py::len(seq), rows);
+        uint64_t bytes = 0;
+        text[c].reserve(rows);
+        text_null[c].reserve(rows);
+        for (uint64_t r = 0; r < rows; ++r) {
+          py::object item = seq[r];
+          const bool is_null = item.is_none() || (PyFloat_Check(item.ptr()) &&
+                                                  std::isnan(PyFloat_AsDouble(item.ptr())));
+          if (is_null) {
+            text[c].emplace_back();
+          } else if (PyUnicode_Check(item.ptr())) {
+            py::ssize_t size = 0;
+            const char* utf8 = PyUnicode_AsUTF8AndSize(item.ptr(), &size);
+            if (utf8 == nullptr) throw py::error_already_set();
+            text[c].emplace_back(utf8, static_cast<size_t>(size));
+          } else {
+            throw py::type_error("column '" + field.name + "' holds a " +
+                                 std::string(py::str(py::type::of(item).attr("__name__"))) +
+                                 " at row " + std::to_string(r) +
+                                 "; a string column takes str and None only");
+          }
+          text_null[c].push_back(is_null);
+          bytes += text[c].back().size();
+        }
+        string_bytes.push_back(bytes);
+      } else {
+        // Timestamps come as their int64 view: the buffer protocol has no datetime64.
+        py::dtype want =
+            field.type == shelf::Type::kTimestamp ? py::dtype("<i8") : dtype_of(field.type);
+        if (!py::isinstance<py::array>(column)) {
+          throw py::type_error("column '" + field.name + "' must be a numpy array");
+        }
+        py::array array = py::reinterpret_borrow<py::array>(column);
+        if (!array.dtype().equal(want)) {
+          throw py::type_error("column '" + field.name + "' must be " + std::string(py::str(want)) +
+                               ", not " + std::string(py::str(array.dtype())));
+        }
+        if (!(array.flags() & py::array::c_style)) {
+          throw py::value_error("column '" + field.name + "' must be C-contiguous");
+        }
+        if (static_cast<uint64_t>(array.size()) != rows) {
+          bad_length(field.name, array.size(), rows);
+        }
+        fixed[c] = array.request();
+      }
+    }
+    std::vector<std::optional<py::array_t<bool>>> masks(schema.size());
+    if (!nulls.is_none()) {
+      py::list list = nulls;
+      if (list.size() != schema.size()) {
+        throw py::value_error("expected a null mask (or None) for each of " +
+                              std::to_string(schema.size()) + " columns");
+      }
+      for (size_t c = 0; c < schema.size(); ++c) {
+        if (list[c].is_none()) continue;
+        if (schema[c].type == shelf::Type::kBytes) throw py::value_error("raw bytes have no nulls");
+        masks[c] = py::array_t<bool, py::array::c_style | py::array::forcecast>(list[c]);
+        if (static_cast<uint64_t>(masks[c]->size()) != rows) {
+          bad_length(schema[c].name, masks[c]->size(), rows);
+        }
+      }
+    }
+    // Pass 2: reserve the partition and write every column in place.
+    shelf::PartitionBuilder p = take(table_.add_partition(rows, string_bytes));
+    for (size_t c = 0; c < schema.size(); ++c) {
+      if (schema[c].type == shelf::Type::kString) {
+        shelf::StringColumnWriter writer = p.strings(c);
+        for (uint64_t r = 0; r < rows; ++r) {
+          check(text_null[c][r] ? writer.append_null() : writer.append(text[c][r]));
+        }
+        continue;
+      }
+      if (rows > 0) {
+        std::memcpy(writable_values(p, c, schema[c].type), fixed[c].ptr,
+                    rows * shelf::fixed_width(schema[c].type));
+      }
+      if (masks[c]) {
+        const bool* m = masks[c]->data();
+        for (uint64_t r = 0; r < rows; ++r) {
+          if (m[r]) p.set_null(c, r);
+        }
+      }
+    }
+  }
+
+  // One raw-bytes partition holding a copy of any C-contiguous buffer.
+  void append_bytes(const py::object& payload) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(payload.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) {
+      throw py::error_already_set();
+    }
+    shelf::Status status = table_.append_bytes(
+        {static_cast<const std::byte*>(view.buf), static_cast<size_t>(view.len)});
+    PyBuffer_Release(&view);
+    check(status);
+  }
+
+ private:
+  [[noreturn]] static void bad_length(const std::string& column, py::ssize_t got, uint64_t rows) {
+    throw py::value_error("column '" + column + "' has " + std::to_string(got) + " rows, not " +
+                          std::to_string(rows));
+  }
+  // The writable values of fixed-width column `c`, whatever its type.
+  static void* writable_values(shelf::PartitionBuilder& p, size_t c, shelf::Type type) {
+    using shelf::Type;
+    switch (type) {
+      case Type::kInt8:
+        return p.values<int8_t>(c).data();
+      case Type::kInt16:
+        return p.values<int16_t>(c).data();
+      case Type::kInt32:
+        return p.values<int32_t>(c).data();
+      case Type::kInt64:
+      case Type::kTimestamp:
+        return p.values<int64_t>(c).data();
+      case Type::kUInt8:
+      case Type::kBool:
+        return p.values<uint8_t>(c).data();
+      case Type::kUInt16:
+        return p.values<uint16_t>(c).data();
+      case Type::kUInt32:
+        return p.values<uint32_t>(c).data();
+      case Type::kUInt64:
+        return p.values<uint64_t>(c).data();
+      case Type::kFloat32:
+        return p.values<float>(c).data();
+      case Type::kFloat64:
+        return p.values<double>(c).data();
+      case Type::kString:
+      case Type::kBytes:
+        break;
+    }
+    throw py::type_error("not a fixed-width column");
+  }
+
+  shelf::TableBuilder table_;
+};
+
+}  // namespace
+
+namespace {
+
+py::dict info_dict(const shelf::DatasetInfo& d) {
+  py::dict out;
+  out["name"] = d.name;
+  out["num_columns"] = d.num_columns;
+  out["num_partitions"] = d.num_partitions;
+  out["num_rows"] = d.num_rows;
+  out["data_bytes"] = d.data_bytes;
+  out["memory_bytes"] = d.memory_bytes;
+  out["created_ns"] = d.created_ns;
+  out["publisher_uid"] = d.publisher_uid;
+  out["publisher_pid"] = d.publisher_pid;
+  out["leases"] = d.leases;
+  return out;
+}
+
+// One connection to shelfd. Python holds the GIL through every call, so one
+// PyClient is never used by two threads at once (the C++ Client is not
+// thread-safe).
+class PyClient {
+ public:
+  explicit PyClient(const std::string& socket) {
+    shelf::ClientOptions options;
+    options.socket = socket;
+    options.client_name = "python";
+    client_ = std::make_unique<shelf::Client>(take(shelf::Client::connect(options)));
+  }
+
+  shelf::Client& get() {
+    if (!client_) throw py::value_error("the shelf client is closed");
+    return *client_;
+  }
+  // Drops the connection unless datasets or tables taken from it still use it.
+  void close() { client_.reset(); }
+
+  std::unique_ptr<PyTable> create_table(
+      const std::vector<std::pair<std::string, std::string>>& columns) {
+    shelf::Schema schema;
+    for (const auto& [name, type] : columns) schema.push_back({name, parse_type(type)});
+    return std::make_unique<PyTable>(take(get().create_table(std::move(schema))));
+  }
+
+  // Publishes (name, table) pairs in one step: all of them or none.
+  void publish(const std::vector<std::pair<std::string, PyTable*>>& items, bool override_existing) {
+    std::vector<shelf::NamedTable> tables;
+    for (const auto& [name, table] : items) tables.push_back({name, &table->get()});
+    shelf::PublishOptions options;
+    options.override_existing = override_existing;
+    check(get().publish_datasets(tables, options));
+  }
+
+  py::list list() {
+    py::list out;
+    for (const shelf::DatasetInfo& d : take(get().list_datasets())) out.append(info_dict(d));
+    return out;
+  }
+
+  std::unique_ptr<PyDataset> get_dataset(const std::string& name) {
+    return std::make_unique<PyDataset>(take(get().get_dataset(name)));
+  }
+
+  void unpublish(const std::string& name) { check(get().unpublish_dataset(name)); }
+
+  py::dict status() {
+    shelf::MemoryStats s = take(get().status());
+    py::dict out;
+    out["socket_path"] = s.socket_path;
+    out["segment_name"] = s.segment_name;
+    out["daemon_pid"] = s.daemon_pid;
+    out["memory_limit"] = s.memory_limit;
+    out["used_bytes"] = s.used_bytes;
+    out["free_bytes"] = s.free_bytes();
+    out["index_bytes"] = s.index_bytes;
+    out["unsealed_bytes"] = s.unsealed_bytes;
+    out["pending_free_bytes"] = s.pending_free_bytes;
+    out["resident_bytes"] = s.resident_bytes;
+    out["num_connections"] = s.num_connections;
+    out["num_leases"] = s.num_leases;
+    py::list datasets;
+    for (const shelf::DatasetInfo& d : s.datasets) datasets.append(info_dict(d));
+    out["datasets"] = datasets;
+    return out;
+  }
+
+  std::string socket_path() { return get().socket_path(); }
+
+ private:
+  std::unique_ptr<shelf::Client> client_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_shelf, m) {
+  m.doc() = "shelf's C++ client library; use the `shelf` package, not this module";
+
+  static py::exception<std::runtime_error> corruption(m, "CorruptionError", PyExc_RuntimeError);
+  g_corruption_error = corruption.ptr();
+
+  py::class_<PyDataset>(m, "_Dataset")
+      .def_property_readonly("name", [](const PyDataset& d) { return d.get().name(); })
+      .def_property_readonly("schema",
+                             [](const PyDataset& d) {
+                               std::vector<std::pair<std::string, std::string>> out;
+                               for (const shelf::Field& f : d.get().schema()) {
+                                 out.emplace_back(f.name, std::string(shelf::type_name(f.type)));
+                               }
+                               return out;
+                             })
+      .def_property_readonly("num_partitions",
+                             [](const PyDataset& d) { return d.get().num_partitions(); })
+      .def_property_readonly("num_rows", [](const PyDataset& d) { return d.get().num_rows(); })
+      .def_property_readonly("data_bytes", [](const PyDataset& d) { return d.get().data_bytes(); })
+      .def_property_readonly("created_ns", [](const PyDataset& d) { return d.get().created_ns(); })
+      .def_property_readonly("is_bytes", [](const PyDataset& d) { return d.get().is_bytes(); })
+      .def("null_count",
+           [](const PyDataset& d, uint64_t p, size_t c) { return d.column(p, c).null_count(); })
+      .def("partition_rows",
+           [](const PyDataset& d, uint64_t p) {
+             if (p >= d.get().num_partitions()) throw py::index_error("partition out of range");
+             return d.get().num_rows(p);
+           })
+      .def("values", &values, py::arg("partition"), py::arg("column"))
+      .def("payload", &payload, py::arg("partition"))
+      .def("null_mask", &null_mask, py::arg("partition"), py::arg("column"), py::arg("rows"))
+      .def("strings", &strings, py::arg("partition"), py::arg("column"), py::arg("rows"))
+      .def("verify", [](const PyDataset& d) { check(d.get().verify()); })
+      .def(
+          "prefault",
+          [](const PyDataset& d, unsigned threads) { check(d.get().prefault(threads)); },
+          py::arg("threads") = 2);
+
+  py::class_<PyTable>(m, "_Table")
+      .def("append_partition", &PyTable::append_partition, py::arg("rows"), py::arg("columns"),
+           py::arg("nulls") = py::none())
+      .def("append_bytes", &PyTable::append_bytes, py::arg("payload"));
+
+  py::class_<PyClient>(m, "_Client")
+      .def(py::init<const std::string&>(), py::arg("socket") = "")
+      .def("close", &PyClient::close)
+      .def("create_table", &PyClient::create_table, py::arg("columns"))
+      .def("publish", &PyClient::publish, py::arg("items"), py::arg("override"))
+      .def("list", &PyClient::list)
+      .def("get", &PyClient::get_dataset, py::arg("name"))
+      .def("unpublish", &PyClient::unpublish, py::arg("name"))
+      .def("status", &PyClient::status)
+      .def_property_readonly("socket_path", &PyClient::socket_path);
+}

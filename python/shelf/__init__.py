@@ -1,0 +1,372 @@
+"""shelf: Dask's published datasets on one machine, in shared memory.
+
+    import shelf
+    client = shelf.Client()                       # $SHELF_SOCKET, or the default socket
+    client.publish_dataset(negative_accounts=df2) # written once, into shared memory
+    client.list_datasets()                        # ['negative_accounts'], from any process
+    ds = client.get_dataset('negative_accounts')  # a shelf.Dataset: a lease, no copy
+    ds.head()                                     # a pandas DataFrame
+    ds['balance']                                 # a read-only numpy view of shared memory
+    client.datasets['x'] = df                     # the dict-like view
+
+The method names and their errors are Dask's (distributed.Client): a name
+that exists raises KeyError(... exists ...), a missing one KeyError(... not
+found ...), too much data MemoryError, no daemon ConnectionError. A
+published dataset stays after every client has gone, until someone
+unpublishes it.
+"""
+
+import collections.abc
+import os
+
+import numpy as np
+
+from . import _convert
+from ._shelf import CorruptionError
+
+__all__ = ["Client", "Dataset", "Datasets", "CorruptionError"]
+
+_NO_DEFAULT = object()
+
+
+def _native():
+    from . import _shelf
+
+    return _shelf
+
+
+class Client:
+    """A connection to the local shelfd.
+
+    `socket` is the daemon's socket path; by default $SHELF_SOCKET, else the
+    per-user default that `shelfd` uses too. Not thread-safe: use one per
+    thread (or share one under a lock). Datasets and arrays taken from a
+    client stay valid after it is closed.
+    """
+
+    def __init__(self, socket=None):
+        self._client = _native()._Client(os.fspath(socket) if socket is not None else "")
+
+    @property
+    def socket(self):
+        """The path of the daemon's socket."""
+        return self._client.socket_path
+
+    def publish_dataset(self, *args, override=False, **kwargs):
+        """Publishes datasets, all or nothing: publish_dataset(name=value, ...).
+
+        Positional values are published under their `.name` (as Dask does),
+        or a single one under name=: publish_dataset(df, name="ds").
+        A value can be a pandas DataFrame (one partition), a list of
+        DataFrames (one partition each), a Dask DataFrame (its partitions are
+        computed in turn), a dict of 1-D numpy arrays (the columns), bytes or
+        a memoryview (raw bytes), or any other picklable object (pickle
+        protocol 5: the arrays inside it go to shared memory).
+
+        Raises KeyError if a name exists and not override, TypeError for a
+        column shelf cannot store (nothing is published), MemoryError over
+        the daemon's memory limit.
+        """
+        items = {}
+        if args and isinstance(kwargs.get("name"), str):
+            # Dask's other spelling: publish_dataset(df, name="ds").
+            if len(args) != 1:
+                raise TypeError("publish_dataset(value, name=...) takes one value")
+            kwargs[kwargs.pop("name")] = args[0]
+            args = ()
+        for value in args:
+            name = getattr(value, "name", None)
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"publish_dataset: a {type(value).__name__} has no .name to publish it "
+                    "under; pass it as a keyword: publish_dataset(my_name=value)")
+            if name in items:
+                raise ValueError(f"publish_dataset: the name {name!r} is given twice")
+            items[name] = value
+        for name, value in kwargs.items():
+            if name in items:
+                raise ValueError(f"publish_dataset: the name {name!r} is given twice")
+            items[name] = value
+        if not items:
+            raise TypeError("publish_dataset: nothing to publish; use publish_dataset(name=value)")
+        self._publish(items, override)
+
+    def _publish(self, items, override):
+        # Every table is written (and checked) before anything is published;
+        # on any error the tables written so far give their memory back.
+        tables = [(name, _convert.build_table(self._client, value)) for name, value in items.items()]
+        self._client.publish(tables, override)
+
+    def list_datasets(self):
+        """The names of the published datasets, sorted."""
+        return sorted(d["name"] for d in self._client.list())
+
+    def get_dataset(self, name, default=_NO_DEFAULT):
+        """The dataset published as `name`.
+
+        A table comes back as a shelf.Dataset; raw bytes as a read-only
+        memoryview (a list of them for several partitions); any other object
+        unpickled, its arrays viewing shared memory. Raises KeyError if
+        there is no such dataset, unless `default` is given.
+        """
+        try:
+            handle = self._client.get(name)
+        except KeyError:
+            if default is _NO_DEFAULT:
+                raise
+            return default
+        if handle.is_bytes:
+            return _convert.load_object(handle)
+        return Dataset(handle, self.socket)
+
+    def unpublish_dataset(self, name):
+        """Removes `name`; readers holding it keep reading until they let go."""
+        self._client.unpublish(name)
+
+    @property
+    def datasets(self):
+        """The published datasets as a dict-like, shared by every client."""
+        return Datasets(self)
+
+    def status(self):
+        """The daemon's memory and datasets, as a dict (what `shelf status` shows)."""
+        return self._client.status()
+
+    def close(self):
+        """Closes the connection once no dataset taken from it is in use."""
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        try:
+            return f"<shelf.Client socket={self.socket!r}>"
+        except ValueError:
+            return "<shelf.Client closed>"
+
+
+class Datasets(collections.abc.MutableMapping):
+    """client.datasets: get, set, del, iter, len and `in` over published datasets.
+
+    Setting a name that exists raises KeyError, as Dask's mapping does; use
+    client.publish_dataset(name=value, override=True) to replace.
+    """
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getitem__(self, name):
+        return self._client.get_dataset(name)
+
+    def __setitem__(self, name, value):
+        self._client._publish({name: value}, override=False)
+
+    def __delitem__(self, name):
+        self._client.unpublish_dataset(name)
+
+    def __iter__(self):
+        return iter(self._client.list_datasets())
+
+    def __len__(self):
+        return len(self._client.list_datasets())
+
+    def __contains__(self, name):
+        return name in self._client.list_datasets()
+
+    def __repr__(self):
+        return f"<shelf.Datasets {self._client.list_datasets()!r}>"
+
+
+class Dataset:
+    """A published table, read-only and zero-copy, from client.get_dataset().
+
+    It holds a lease: the daemon keeps its memory, even after an unpublish,
+    while this object or any array taken from it lives. Numbers, bools and
+    timestamps come out as read-only numpy views on shared memory; strings
+    are turned into Python objects only when asked for.
+    """
+
+    def __init__(self, handle, socket):
+        self._handle = handle
+        self._socket = socket
+        self._schema = handle.schema
+        self._index = next((i for i, (name, _) in enumerate(self._schema)
+                            if name.startswith(_convert.INDEX_COLUMN)), None)
+        # Integer and bool columns with nulls anywhere read as pandas'
+        # nullable dtypes (Int64, boolean), the same in every partition.
+        self._nullable = [
+            type_ not in ("float32", "float64", "timestamp", "string") and any(
+                handle.null_count(p, c) > 0 for p in range(handle.num_partitions))
+            for c, (_, type_) in enumerate(self._schema)]
+
+    @property
+    def name(self):
+        return self._handle.name
+
+    @property
+    def columns(self):
+        """The column names (the stored index excluded)."""
+        return [name for c, (name, _) in enumerate(self._schema) if c != self._index]
+
+    @property
+    def dtypes(self):
+        """The dtype of each column, as a pandas Series (DataFrame.dtypes)."""
+        import pandas as pd
+
+        return pd.Series({name: self._dtype(c) for c, (name, _) in enumerate(self._schema)
+                          if c != self._index}, dtype=object)
+
+    @property
+    def npartitions(self):
+        return self._handle.num_partitions
+
+    @property
+    def nbytes(self):
+        """Bytes of data in shared memory."""
+        return self._handle.data_bytes
+
+    def __len__(self):
+        return self._handle.num_rows
+
+    def column(self, name, partition=None):
+        """The column `name` as a read-only numpy array.
+
+        A number, bool or timestamp column of one partition (or of the given
+        `partition`) is a view on shared memory, no copy; null rows hold
+        whatever the publisher wrote there (0, NaN or NaT). Over several
+        partitions the views are concatenated, which copies. A string column
+        is an object array of str (and None), always a copy.
+        """
+        c = self._column_index(name)
+        type_ = self._schema[c][1]
+        parts = range(self.npartitions) if partition is None else [self._partition_index(partition)]
+        arrays = []
+        for p in parts:
+            if type_ == "string":
+                arrays.append(self._handle.strings(p, c, self._handle.partition_rows(p)))
+            else:
+                arrays.append(self._handle.values(p, c))
+        if len(arrays) == 1:
+            return arrays[0]
+        if not arrays:
+            return np.empty(0, dtype=_convert.numpy_dtype(type_))
+        joined = np.concatenate(arrays)
+        joined.flags.writeable = False
+        return joined
+
+    def __getitem__(self, name):
+        return self.column(name)
+
+    def partition(self, i):
+        """Partition `i` as a pandas DataFrame (numbers are views, not copies)."""
+        return self._frame(self._partition_index(i), None)
+
+    def head(self, n=5):
+        """The first `n` rows as a pandas DataFrame."""
+        import pandas as pd
+
+        frames = []
+        left = n
+        for p in range(self.npartitions):
+            if left <= 0:
+                break
+            frame = self._frame(p, left)
+            frames.append(frame)
+            left -= len(frame)
+        if not frames:
+            return self._frame(None, 0)
+        return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+    def to_pandas(self):
+        """The whole dataset as one pandas DataFrame.
+
+        One partition: its numbers are views on shared memory (the frame is
+        read-only there). Several: concatenated, a copy.
+        """
+        import pandas as pd
+
+        if self.npartitions == 1:
+            return self._frame(0, None)
+        if self.npartitions == 0:
+            return self._frame(None, 0)
+        return pd.concat([self._frame(p, None) for p in range(self.npartitions)])
+
+    def to_dask(self):
+        """A dask.dataframe whose partitions load from shelf in whatever
+        local process computes them (each takes its own lease)."""
+        import dask.dataframe as dd
+
+        meta = self._frame(None, 0)
+        return dd.from_map(_load_partition, list(range(self.npartitions)), socket=self._socket,
+                           name=self.name, created_ns=self._handle.created_ns, meta=meta,
+                           label=f"shelf-{self.name}", enforce_metadata=False)
+
+    def verify(self):
+        """Recomputes every buffer's checksum; raises shelf.CorruptionError on a mismatch."""
+        self._handle.verify()
+
+    def prefault(self, threads=2):
+        """Maps every page now (worth it before one scan of most of a large dataset)."""
+        self._handle.prefault(threads)
+
+    def __repr__(self):
+        return (f"<shelf.Dataset {self.name!r}: {len(self)} rows x {len(self.columns)} columns, "
+                f"{self.npartitions} partitions>")
+
+    def _column_index(self, name):
+        for c, (column, _) in enumerate(self._schema):
+            if column == name and c != self._index:
+                return c
+        raise KeyError(f"dataset {self.name!r} has no column {name!r}; columns: {self.columns}")
+
+    def _partition_index(self, i):
+        if not -self.npartitions <= i < self.npartitions:
+            raise IndexError(f"partition {i} out of range: dataset {self.name!r} has "
+                             f"{self.npartitions}")
+        return i % self.npartitions
+
+    def _dtype(self, c):
+        type_ = self._schema[c][1]
+        return _convert.nullable_dtype(type_) if self._nullable[c] else _convert.numpy_dtype(type_)
+
+    def _frame(self, p, rows):
+        """Partition `p` (its first `rows` rows, or all) as a DataFrame; p None: empty."""
+        import pandas as pd
+
+        data = {}
+        index = None
+        for c, (name, type_) in enumerate(self._schema):
+            if p is None:
+                column = pd.array([], dtype=self._dtype(c)) if self._nullable[c] else \
+                    np.empty(0, dtype=_convert.numpy_dtype(type_))
+            else:
+                count = self._handle.partition_rows(p) if rows is None else rows
+                column = _convert.column_as_pandas(self._handle, p, c, type_, count,
+                                                   self._nullable[c])
+            if c == self._index:
+                index_name = name[len(_convert.INDEX_COLUMN) + 1:] or None
+                index = pd.Index(column, name=index_name)
+            else:
+                data[name] = column
+        return pd.DataFrame(data, index=index, copy=False)
+
+
+# One client per daemon socket in each process that loads Dask partitions.
+_loader_clients = {}
+
+
+def _load_partition(i, socket, name, created_ns):
+    """Partition `i` of dataset `name` as a pandas DataFrame (a to_dask() task)."""
+    client = _loader_clients.get(socket)
+    if client is None:
+        client = _loader_clients[socket] = Client(socket)
+    handle = client._client.get(name)
+    if handle.created_ns != created_ns:
+        raise RuntimeError(f"dataset {name!r} was republished after to_dask() was called; "
+                           "call get_dataset() and to_dask() again")
+    return Dataset(handle, socket).partition(i)
+

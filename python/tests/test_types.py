@@ -1,0 +1,150 @@
+"""Every column type, nulls, partitions, indexes, raw bytes and pickled objects
+round-trip exactly, read from another process."""
+
+import datetime
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+ALL_TYPES = pd.DataFrame({
+    "i8": np.array([-128, 0, 127], dtype="int8"),
+    "i16": np.array([-32768, 1, 32767], dtype="int16"),
+    "i32": np.array([-2**31, 2, 2**31 - 1], dtype="int32"),
+    "i64": np.array([-2**63, 3, 2**63 - 1], dtype="int64"),
+    "u8": np.array([0, 1, 255], dtype="uint8"),
+    "u16": np.array([0, 1, 65535], dtype="uint16"),
+    "u32": np.array([0, 1, 2**32 - 1], dtype="uint32"),
+    "u64": np.array([0, 1, 2**64 - 1], dtype="uint64"),
+    "f32": np.array([-1.5, np.inf, 3.25], dtype="float32"),
+    "f64": np.array([np.pi, -0.0, 1e300]),
+    "b": np.array([True, False, True]),
+    "t": pd.to_datetime(["1970-01-01", "2024-02-29 12:34:56.789012345", "2262-04-11"]),
+    "s": ["", "héllo wörld ✓", "a,b\n\"c\""],
+})
+
+
+def test_every_type_round_trips_exactly_through_another_process(daemon):
+    daemon.client().publish_dataset(all=ALL_TYPES)
+    done = daemon.run("""
+        import pickle, shelf
+        df = shelf.Client().get_dataset('all').to_pandas()
+        print(pickle.dumps(df.copy()).hex())
+    """)
+    frame = pickle.loads(bytes.fromhex(done.stdout.strip()))
+    pd.testing.assert_frame_equal(frame, ALL_TYPES)
+    assert list(frame.dtypes) == list(ALL_TYPES.dtypes)
+
+
+def test_dataset_metadata(client):
+    client.publish_dataset(all=ALL_TYPES)
+    ds = client.get_dataset("all")
+    assert ds.name == "all"
+    assert ds.columns == list(ALL_TYPES.columns)
+    pd.testing.assert_series_equal(ds.dtypes, ALL_TYPES.dtypes)
+    assert ds.npartitions == 1
+    assert len(ds) == 3
+    assert ds["s"].tolist() == ALL_TYPES["s"].tolist()
+    assert ds.column("u64").tolist() == [0, 1, 2**64 - 1]
+    ds.verify()
+
+
+def test_nulls_come_back_as_pandas_missing_values(client):
+    frame = pd.DataFrame({
+        "i": pd.array([1, None, 3], dtype="Int64"),
+        "u": pd.array([None, 2, 3], dtype="UInt8"),
+        "f": [1.0, None, 2.0],
+        "nf": pd.array([1.5, None, 2.5], dtype="Float64"),
+        "t": pd.to_datetime(["2020-01-01", None, "2021-01-01"]),
+        "b": pd.array([True, None, False], dtype="boolean"),
+        "s": ["a", None, "c"],
+        "ps": pd.array(["x", None, "z"], dtype="string"),
+    })
+    client.publish_dataset(n=frame)
+    back = client.get_dataset("n").to_pandas()
+    expected = frame.assign(nf=[1.5, np.nan, 2.5], ps=["x", None, "z"])
+    pd.testing.assert_frame_equal(back, expected)
+
+
+def test_a_list_of_frames_is_one_partition_each(client):
+    parts = [pd.DataFrame({"x": np.arange(i * 10, i * 10 + 10), "s": [f"r{i}"] * 10})
+             for i in range(3)]
+    client.publish_dataset(p=parts)
+    ds = client.get_dataset("p")
+    assert ds.npartitions == 3 and len(ds) == 30
+    for i in range(3):
+        pd.testing.assert_frame_equal(ds.partition(i), parts[i])
+    pd.testing.assert_frame_equal(ds.to_pandas(), pd.concat(parts))
+    assert ds["x"].tolist() == list(range(30))
+    assert ds.column("x", partition=1).tolist() == list(range(10, 20))
+    assert ds.head(12)["x"].tolist() == list(range(12))
+    with pytest.raises(IndexError, match="partition 3 out of range"):
+        ds.partition(3)
+
+
+def test_frames_with_different_columns_are_refused(client):
+    with pytest.raises(TypeError, match="partition 1 does not match"):
+        client.publish_dataset(p=[pd.DataFrame({"x": [1]}), pd.DataFrame({"y": [1]})])
+    assert client.list_datasets() == []
+
+
+def test_named_and_labelled_indexes_are_kept(client):
+    frame = pd.DataFrame({"v": [1.0, 2.0]}, index=pd.Index(["k1", "k2"], name="key"))
+    client.publish_dataset(ix=frame)
+    ds = client.get_dataset("ix")
+    assert ds.columns == ["v"]
+    pd.testing.assert_frame_equal(ds.to_pandas(), frame)
+    stamps = pd.DataFrame({"v": [1, 2]}, index=pd.date_range("2024-01-01", periods=2))
+    client.publish_dataset(ts=stamps)
+    pd.testing.assert_frame_equal(client.get_dataset("ts").to_pandas(), stamps,
+                                  check_freq=False)
+
+
+def test_empty_frame(client):
+    frame = pd.DataFrame({"a": np.array([], dtype="int64"), "s": np.array([], dtype=object)})
+    client.publish_dataset(e=frame)
+    ds = client.get_dataset("e")
+    assert len(ds) == 0
+    back = ds.to_pandas()
+    assert list(back.columns) == ["a", "s"] and len(back) == 0
+    assert back["a"].dtype == np.int64
+
+
+def test_dict_of_numpy_arrays_is_a_table(client):
+    client.publish_dataset(d={"a": np.arange(5, dtype="int16"), "s": np.array(["x", "yy", "", "z", "w"])})
+    ds = client.get_dataset("d")
+    assert ds.columns == ["a", "s"]
+    assert ds["a"].dtype == np.int16 and ds["a"].tolist() == [0, 1, 2, 3, 4]
+    assert ds["s"].tolist() == ["x", "yy", "", "z", "w"]
+
+
+def test_bytes_and_memoryview_are_raw_partitions(client):
+    client.publish_dataset(b=b"\x00\x01raw", m=memoryview(bytearray(b"view")))
+    back = client.get_dataset("b")
+    assert isinstance(back, memoryview) and back.readonly
+    assert back == b"\x00\x01raw"
+    assert bytes(client.get_dataset("m")) == b"view"
+    with pytest.raises(BufferError):
+        client.publish_dataset(nc=memoryview(np.arange(10)[::2]))
+
+
+@pytest.mark.parametrize("value", [
+    "value", 42, None, [1, "two", 3.0], {"nested": {"a": (1, 2)}},
+    datetime.date(2024, 1, 1), pd.Series([1, 2, 3], name="ser"),
+    np.arange(12).reshape(3, 4), np.arange(10)[::3],
+])
+def test_any_picklable_object_round_trips(client, value):
+    client.publish_dataset(obj=value)
+    back = client.get_dataset("obj")
+    if isinstance(value, (np.ndarray, pd.Series)):
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(value))
+    else:
+        assert back == value
+
+
+def test_positional_values_are_published_under_their_name(client):
+    client.publish_dataset(pd.Series([1, 2], name="s1"))
+    assert client.list_datasets() == ["s1"]
+    assert client.get_dataset("s1").tolist() == [1, 2]
