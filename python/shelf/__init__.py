@@ -97,6 +97,12 @@ class Client:
         tables = [(name, _convert.build_table(self._client, value)) for name, value in items.items()]
         self._client.publish(tables, override)
 
+    def persist(self, collection):
+        """collection.persist() on the local Dask scheduler, so that code
+        written for distributed.Client runs unchanged (shelf publishes
+        computed data either way: publish_dataset computes what it is given)."""
+        return collection.persist()
+
     def list_datasets(self):
         """The names of the published datasets, sorted."""
         return sorted(d["name"] for d in self._client.list())

@@ -4,7 +4,7 @@ Kept apart from the API (``__init__.py``) so that the rules for what can be
 published, and how each shelf type comes back, read in one place.
 
 Tables (pandas DataFrames, lists of them, Dask DataFrames, dicts of numpy
-arrays) become shelf tables: one shelf column per DataFrame column, one
+arrays, shelf Datasets) become shelf tables: one shelf column per DataFrame column, one
 partition per DataFrame. Anything else is pickled with protocol 5: the pickle
 stream is partition 0 of a raw-bytes dataset whose column is named
 ``pickle5``, and every out-of-band buffer (numpy arrays and the like) is a
@@ -155,9 +155,16 @@ def _is_array_dict(value):
             and all(isinstance(v, np.ndarray) for v in value.values()))
 
 
+def _is_shelf_dataset(value):
+    from . import Dataset  # here, not at the top: the package imports this module
+
+    return isinstance(value, Dataset)
+
+
 def table_kind(value):
     """How `value` is published: "table", "bytes" or "pickle"."""
     if (_is_pandas_frame(value) or _is_dask_dataframe(value) or _is_array_dict(value)
+            or _is_shelf_dataset(value)
             or (isinstance(value, list) and len(value) > 0
                 and all(_is_pandas_frame(v) for v in value))):
         return "table"
@@ -176,6 +183,8 @@ def _partitions(value):
         return
     if _is_pandas_frame(value):
         frames = [value]
+    elif _is_shelf_dataset(value):  # a copy of a published dataset, partition by partition
+        frames = [value.partition(i) for i in range(value.npartitions)]
     elif isinstance(value, list):
         frames = value
     else:  # a Dask DataFrame (or Series): each partition is computed in turn, then copied in

@@ -148,3 +148,15 @@ def test_positional_values_are_published_under_their_name(client):
     client.publish_dataset(pd.Series([1, 2], name="s1"))
     assert client.list_datasets() == ["s1"]
     assert client.get_dataset("s1").tolist() == [1, 2]
+
+
+def test_a_dataset_can_be_published_again_under_another_name(client):
+    parts = [pd.DataFrame({"i": pd.array([1, None], dtype="Int64"), "s": ["a", None]}),
+             pd.DataFrame({"i": pd.array([3, 4], dtype="Int64"), "s": ["c", "d"]},
+                          index=[7, 8])]
+    client.publish_dataset(orig=parts)
+    client.datasets["copy"] = client.get_dataset("orig")
+    client.unpublish_dataset("orig")
+    copy = client.get_dataset("copy")
+    assert copy.npartitions == 2
+    pd.testing.assert_frame_equal(copy.to_pandas(), pd.concat(parts))
