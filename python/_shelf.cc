@@ -218,6 +218,9 @@ class PyTable {
     // Pass 1: check everything and size the strings, before any memory is taken.
     std::vector<py::buffer_info> fixed(schema.size());
     std::vector<std::vector<std::string_view>> text(schema.size());
+    // The str objects behind `text`: their UTF-8 lives as long as they do,
+    // and a sequence may hand out fresh objects on each access.
+    std::vector<py::object> keep_alive;
     std::vector<std::vector<bool>> text_null(schema.size());
     std::vector<uint64_t> string_bytes;
     for (size_t c = 0; c < schema.size(); ++c) {
@@ -240,6 +243,7 @@ class PyTable {
             const char* utf8 = PyUnicode_AsUTF8AndSize(item.ptr(), &size);
             if (utf8 == nullptr) throw py::error_already_set();
             text[c].emplace_back(utf8, static_cast<size_t>(size));
+            keep_alive.push_back(std::move(item));
           } else {
             throw py::type_error("column '" + field.name + "' holds a " +
                                  std::string(py::str(py::type::of(item).attr("__name__"))) +

@@ -93,6 +93,8 @@ def _series_column(name, series):
     import pandas as pd
 
     dtype = series.dtype
+    if dtype == object:  # strings; None, NaN and pd.NA are all missing
+        return _Column(name, "string", series.to_numpy(dtype=object, na_value=None))
     if isinstance(dtype, np.dtype):
         if dtype.kind == "M" and dtype != np.dtype("datetime64[ns]"):
             raise _unsupported(name, dtype, ": convert it with .astype('datetime64[ns]')")

@@ -61,10 +61,11 @@ def test_nulls_come_back_as_pandas_missing_values(client):
         "b": pd.array([True, None, False], dtype="boolean"),
         "s": ["a", None, "c"],
         "ps": pd.array(["x", None, "z"], dtype="string"),
+        "na": ["p", pd.NA, np.nan],
     })
     client.publish_dataset(n=frame)
     back = client.get_dataset("n").to_pandas()
-    expected = frame.assign(nf=[1.5, np.nan, 2.5], ps=["x", None, "z"])
+    expected = frame.assign(nf=[1.5, np.nan, 2.5], ps=["x", None, "z"], na=["p", None, None])
     pd.testing.assert_frame_equal(back, expected)
 
 
