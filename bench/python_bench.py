@@ -12,6 +12,7 @@ What each line times, from "I have a name" to "I have the sum":
   shelf, warm         get_dataset + ds['x'] + sum, in a process that has read it before
   .npy mmap, warm     np.load(mmap_mode='r') + sum of the same column in /dev/shm, again
   shelf, new process  the same in a process that never mapped it (connect, map, fault in)
+    same, prefault(2)  with ds.prefault(2) first: the page tables filled on two threads
   .npy, new process   np.load(mmap_mode='r') + sum in a new process
   dask, new client    distributed: get_dataset + .compute() + sum, from a LocalCluster on
                       127.0.0.1 (2 worker processes) holding the same data, persisted
@@ -57,6 +58,15 @@ SHELF_READER = """
 import time, shelf
 t0 = time.perf_counter()
 total = shelf.Client().get_dataset('x')['x'].sum()
+print(time.perf_counter() - t0)
+"""
+
+SHELF_PREFAULT_READER = """
+import time, shelf
+t0 = time.perf_counter()
+ds = shelf.Client().get_dataset('x')
+ds.prefault(2)
+total = ds['x'].sum()
 print(time.perf_counter() - t0)
 """
 
@@ -162,6 +172,8 @@ def main():
         rows.append((".npy mmap, warm", t_npy))
 
         rows.append(("shelf, new process", in_new_process(SHELF_READER, env, args.repeat)))
+        rows.append(("  same, prefault(2)", in_new_process(SHELF_PREFAULT_READER, env,
+                                                          args.repeat)))
         rows.append((".npy, new process",
                      in_new_process(NPY_READER.format(path=path), env, args.repeat)))
         client.close()
