@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <set>
+#include <sys/stat.h>
 
 #include <csv.h>
 
@@ -71,7 +72,15 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     return Status::invalid_argument(path + ":" + std::to_string(ctx.line) +
                                     ": malformed CSV: " + what);
   };
-  std::vector<char> block(1 << 20);
+  // 1 MiB reads, or one read the size of a smaller file: allocating (and
+  // zeroing) 1 MiB for every small file made the CSV fuzzer 10x slower.
+  struct stat st;
+  size_t block_size = 1 << 20;
+  if (::fstat(::fileno(file.get()), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+      static_cast<uint64_t>(st.st_size) < block_size) {
+    block_size = static_cast<size_t>(st.st_size) + 1;  // +1: read() then sees the end at once
+  }
+  std::vector<char> block(block_size);
   size_t got;
   while ((got = std::fread(block.data(), 1, block.size(), file.get())) > 0) {
     // Feed line by line so that errors can name the line.
