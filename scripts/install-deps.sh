@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libboost-dev libboost-program-options-dev
           libxxhash-dev libcsv-dev)
 if [[ ${1:-} == --test ]]; then
-  packages+=(libgtest-dev libgmock-dev clang-format)
+  packages+=(libgtest-dev libgmock-dev clang-format clang libclang-rt-14-dev)
 fi
 
 missing=()
