@@ -444,6 +444,54 @@ TEST_F(ProtocolAbuseTest, ForgedDescriptorsAreRefused) {
   expect_healthy();
 }
 
+// A published dataset's extents belong to it: no connection, not even one
+// holding a lease on it, can publish them again under another name or over
+// the dataset itself (the memory would then have two owners and be freed twice).
+TEST_F(ProtocolAbuseTest, PublishedExtentsCannotBeTakenOver) {
+  UniqueFd thief = greeted_connection(*daemon_);
+  ASSERT_TRUE(thief.valid());
+  Bytes req;
+  protocol::encode_request(req, protocol::GetRequest{"resident"});
+  ASSERT_TRUE(send_all(thief.get(), req));
+  auto got = read_response(thief.get());
+  ASSERT_TRUE(got.has_value() && got->status.ok());
+  protocol::ByteReader body(got->body);
+  auto lease = protocol::decode_get_response(body);
+  ASSERT_TRUE(lease.has_value());
+
+  // Where "resident"'s partition lies, read from the segment as a reader would.
+  auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/false);
+  ASSERT_TRUE(segment.ok()) << segment.status().to_string();
+  const uint64_t first_page = lease->descriptor_offset / shm::kPageSize * shm::kPageSize;
+  auto mapping = shm::Mapping::map(
+      *segment, first_page,
+      shm::align_up(lease->descriptor_offset + lease->descriptor_length - first_page,
+                    shm::kPageSize),
+      /*writable=*/false);
+  ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
+  auto view = shm::DescriptorView::parse(
+      mapping->bytes().subspan(lease->descriptor_offset - first_page, lease->descriptor_length),
+      /*from_client=*/false);
+  ASSERT_TRUE(view.ok()) << view.status().to_string();
+  const shm::PartitionLayout& part = view->partition(0);
+  const protocol::AllocateResponse extent{part.extent_offset, part.extent_length};
+  const Bytes steal = publish_frame("stolen", extent, view->chunk(0, 0).data.offset, 5000);
+  expect_invalid(thief.get(), steal, MessageType::kPublish,
+                 "not an unsealed extent of this connection");
+  // Over the dataset itself, with override.
+  protocol::PublishRequest replace;
+  replace.override_existing = true;
+  shm::DescriptorBuilder builder(view->schema());
+  builder.add_partition(part, std::span<const shm::ChunkLayout>(&view->chunk(0, 0), 1));
+  replace.items.push_back({"resident", builder.finish()});
+  req.clear();
+  protocol::encode_request(req, replace);
+  expect_invalid(thief.get(), req, MessageType::kPublish,
+                 "not an unsealed extent of this connection");
+  thief.reset();
+  expect_healthy();
+}
+
 // The publisher reserves its extent's pages itself (the daemon reserves only
 // the header page); a publisher that skips that cannot publish, so no reader
 // can ever fault on a hole.
