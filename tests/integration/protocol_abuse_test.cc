@@ -581,6 +581,112 @@ TEST_F(ProtocolAbuseTest, FiftyConnectionsSendingGarbageAtOnce) {
   expect_healthy();
 }
 
+// Many processes at once, each sending a random mix of well-formed requests
+// with random fields (out of order: releases of leases never taken, aborts
+// of extents never allocated, publishes of forged descriptors), mutated
+// payloads, truncated frames and garbage, while a reader checks the
+// resident dataset the whole time. Every answer must come in order, to the
+// request it answers.
+TEST_F(ProtocolAbuseTest, ManyProcessesSendingRandomMessagesAtOnce) {
+  constexpr int kChildren = 6;
+  constexpr int kMessages = 300;
+  std::vector<pid_t> children;
+  for (int child = 0; child < kChildren; ++child) {
+    children.push_back(spawn_child([&, child] {
+      std::mt19937 rng(static_cast<uint32_t>(child) * 7919 + 1);
+      UniqueFd fd = greeted_connection(*daemon_);
+      const std::vector<std::string> names = {"resident", "junk-" + std::to_string(child), "",
+                                              std::string(300, 'x')};
+      uint64_t last_lease = 0;
+      for (int i = 0; i < kMessages && !::testing::Test::HasFailure(); ++i) {
+        if (!fd.valid()) fd = greeted_connection(*daemon_);
+        Bytes frame;
+        MessageType type = MessageType::kList;
+        const std::string& name = names[rng() % names.size()];
+        switch (rng() % 10) {
+          case 0:
+            type = MessageType::kAllocate;
+            protocol::encode_request(frame, protocol::AllocateRequest{rng() % (256 * 1024)});
+            break;
+          case 1:
+            type = MessageType::kAbort;
+            protocol::encode_request(frame, protocol::AbortRequest{(rng() % 4096) * 4096});
+            break;
+          case 2:
+            type = MessageType::kRelease;
+            protocol::encode_request(frame, protocol::ReleaseRequest{last_lease + rng() % 3});
+            break;
+          case 3:
+            type = MessageType::kGet;
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            break;
+          case 4:
+            type = MessageType::kUnpublish;
+            if (name == "resident") continue;  // the one dataset the checks need
+            protocol::encode_request(frame, protocol::UnpublishRequest{name});
+            break;
+          case 5: {
+            type = MessageType::kPublish;
+            const protocol::AllocateResponse extent{(rng() % 4096) * 4096, 4096 * (1 + rng() % 4)};
+            frame = publish_frame(name == "resident" ? "forged" : name, extent,
+                                  extent.offset + shm::kExtentHeaderBytes, rng() % 100);
+            break;
+          }
+          case 6: {
+            // A well-framed request whose payload bytes are mutated.
+            type = static_cast<MessageType>(1 + rng() % 9);
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            frame = frame_with_payload(
+                type, Bytes(frame.begin() + protocol::kFrameHeaderBytes, frame.end()));
+            for (size_t k = protocol::kFrameHeaderBytes; k < frame.size(); ++k) {
+              if (rng() % 4 == 0) frame[k] = static_cast<std::byte>(rng());
+            }
+            if (type == MessageType::kHello) continue;  // may be answered either way
+            break;
+          }
+          case 7: {
+            // Truncated: part of a frame, then hang up.
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            frame.resize(rng() % frame.size());
+            send_all(fd.get(), frame);
+            fd.reset();
+            continue;
+          }
+          case 8: {
+            // Garbage: the daemon answers and hangs up.
+            frame.resize(protocol::kFrameHeaderBytes + rng() % 64);
+            for (std::byte& b : frame) b = static_cast<std::byte>(rng());
+            send_all(fd.get(), frame);
+            EXPECT_TRUE(closed_by_daemon(fd.get()));
+            fd.reset();
+            continue;
+          }
+          default:
+            protocol::encode_list_request(frame);
+            break;
+        }
+        ASSERT_TRUE(send_all(fd.get(), frame));
+        auto r = read_response(fd.get());
+        ASSERT_TRUE(r.has_value()) << "no answer to a request of type " << static_cast<int>(type);
+        ASSERT_EQ(r->type, response_to(type)) << "an answer out of order";
+        if (type == MessageType::kGet && r->status.ok()) {
+          protocol::ByteReader body(r->body);
+          auto got = protocol::decode_get_response(body);
+          ASSERT_TRUE(got.has_value());
+          last_lease = got->lease_id;
+        }
+      }
+    }));
+  }
+  {
+    // Meanwhile a reader keeps finding the resident data intact.
+    Client reader = connect(*daemon_);
+    for (int i = 0; i < 50; ++i) expect_int64_published(reader, "resident", 5000, 21);
+  }
+  for (pid_t child : children) EXPECT_EQ(wait_child(child), 0);
+  expect_healthy();
+}
+
 // A client that sends requests and vanishes without reading the answers:
 // the daemon ends its session, leases included.
 TEST_F(ProtocolAbuseTest, ClientVanishesWithRequestsInFlight) {
