@@ -30,10 +30,10 @@ class Daemon {
   // Takes the instance lock (<socket>.lock; AlreadyExists names the live
   // daemon's pid), creates the store, replaces a stale socket file and
   // listens. With a group, gives the socket and the segment to it (0660).
+  // Blocks SIGTERM and SIGINT in this thread: run() handles them.
   // Errors: InvalidArgument (no such group), PermissionDenied (a socket
   // directory others could tamper with, one the group cannot reach, or a
-  // group shelfd may not give files to), and the store's. Blocks SIGTERM and SIGINT in this thread:
-  // run() handles them.
+  // group shelfd may not give files to), and the store's.
   static Result<std::unique_ptr<Daemon>> start(const DaemonOptions& options,
                                                const StoreOptions& store_options);
   // Serves until SIGTERM or SIGINT. Errors only for failures of the loop
