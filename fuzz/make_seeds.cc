@@ -96,8 +96,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"protocol", "descriptor", "csv"})
+  for (const char* target : {"protocol", "descriptor", "csv", "store"}) {
     fs::create_directories(root / target);
+  }
 
   const Schema mixed = {{"id", Type::kInt64}, {"name", Type::kString}, {"ok", Type::kBool}};
   std::vector<std::pair<std::string, Bytes>> descriptors = {
@@ -190,5 +191,33 @@ int main(int argc, char** argv) {
   csv_seed("bad_row", 0, "a,b\n1,2\n3\n");
   csv_seed("unclosed", 0, "a,b\n1,\"open\n2,3\n");
   csv_seed("utf8", 0, "a\nok\n\xc3\xa9t\xc3\xa9\n");
+
+  // Store scripts (fuzz/store_fuzz.cc): each step is [open a session?] (not
+  // read while there is none), session, operation, arguments.
+  const fs::path store = root / "store";
+  auto script = [&](const std::string& name, std::initializer_list<uint8_t> bytes) {
+    Bytes b;
+    for (uint8_t v : bytes) b.push_back(static_cast<std::byte>(v));
+    write_seed(store, name, b);
+  };
+  // allocate 4 KiB, write it, publish it as "a" (10 rows), get, release,
+  // unpublish, give the memory back.
+  script("publish_get_release", {0, 0, 64, 0,                  //
+                                 1, 0, 2,  0,                  //
+                                 1, 0, 3,  0, 0, 0, 0, 10, 0,  //
+                                 1, 0, 4,  0,                  //
+                                 1, 0, 5,  0,                  //
+                                 1, 0, 6,  0,                  //
+                                 1, 0, 8});
+  // Session 0 allocates and writes; session 1 tries to publish that extent,
+  // then session 0 publishes it twice (override), and both close.
+  script("two_sessions", {0, 0, 64, 0,                 //
+                          1, 0, 2,  0,                 //
+                          0, 1, 3,  0, 0, 0, 0, 5, 1,  //
+                          1, 0, 3,  0, 0, 0, 0, 5, 1,  //
+                          1, 0, 3,  1, 0, 0, 0, 5, 1,  //
+                          1, 1, 4,  1,                 //
+                          1, 0, 7,                     //
+                          1, 0, 7});
   return 0;
 }
