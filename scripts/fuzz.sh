@@ -5,14 +5,14 @@
 # or broken invariant; libFuzzer leaves the input that did it in build/fuzz/
 # as crash-*/leak-*/timeout-* (reproduce: build/fuzz/fuzz/fuzz_X THAT_FILE).
 #
-#   scripts/fuzz.sh                  every target, SHELF_FUZZ_SECONDS each (default 20)
+#   scripts/fuzz.sh                  every target, SHELF_FUZZ_SECONDS each (default 15)
 #   SHELF_FUZZ_SECONDS=600 scripts/fuzz.sh fuzz_protocol
 #
 # The corpus each run grows is kept in build/fuzz/corpus/<target>, so
 # longer runs on one machine build on the earlier ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${SHELF_FUZZ_SECONDS:-20}
+seconds=${SHELF_FUZZ_SECONDS:-15}
 jobs=$(nproc)
 targets=("$@")
 if ((${#targets[@]} == 0)); then

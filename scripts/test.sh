@@ -2,7 +2,7 @@
 # Builds shelf twice (plain, and with AddressSanitizer + UBSan), warnings as
 # errors, and runs the whole test suite in each; checks formatting and the
 # layering rule first, and fuzzes the decoders for a bounded time last
-# (scripts/fuzz.sh; SHELF_FUZZ_SECONDS per target, default 20). This is what
+# (scripts/fuzz.sh; SHELF_FUZZ_SECONDS per target, default 15). This is what
 # CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
