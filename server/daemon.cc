@@ -84,8 +84,9 @@ Status make_private_parent_dir(const std::string& path, std::optional<gid_t> gro
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
       return Status::permission_denied(
           "members of group " + group_name + " could not reach the socket: " + d + " (mode " +
-          mode + ") does not let them through; choose a --socket in a directory they can " +
-          "reach, e.g. one of mode 0710 that belongs to the group");
+          mode + ") does not let them through (it needs o+x, or g+x and group " + group_name +
+          "); choose a --socket in a directory they can reach, e.g. a new one, which shelfd " +
+          "creates with mode 0710 for the group");
     }
     if (d == "/") break;
     const auto up = d.rfind('/');
