@@ -95,6 +95,8 @@ void run(Script& in) {
   // writable, and a hostile one may write anywhere.
   auto object = shm::ShmObject::open(segment_name, /*writable=*/true);
   SHELF_CHECK(object.ok());
+  // Both hold it open now: without a name, a crash leaves nothing in /dev/shm.
+  SHELF_CHECK(shm::ShmObject::unlink(segment_name).ok());
   auto mapped = shm::Mapping::map(*object, 0, store.segment_bytes(), /*writable=*/true);
   SHELF_CHECK(mapped.ok());
   const shm::Mapping& segment = *mapped;

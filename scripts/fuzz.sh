@@ -51,10 +51,6 @@ for target in "${targets[@]}"; do
           -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
           "corpus/$short" "seeds/$short") >"$log" 2>&1; then
     tail -n 60 "$log" >&2
-    # fuzz_store's segment, left behind by the crash (the name ends in its pid).
-    for f in /dev/shm/shelf-fuzz-store-*; do
-      [[ -e $f ]] && ! kill -0 "${f##*-}" 2>/dev/null && rm -f "$f"
-    done
     echo "fuzz: $target failed; the input is in build/fuzz (crash-*, leak-*, timeout-*)" >&2
     exit 1
   fi
