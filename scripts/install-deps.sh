@@ -10,9 +10,9 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config libboost-dev libboost-program-options-dev
           libxxhash-dev libcsv-dev python3-dev pybind11-dev python3-numpy python3-pandas)
 if [[ ${1:-} == --test ]]; then
-  # dask/distributed: the Dask tests and bench/python_bench.py.
-  packages+=(libgtest-dev libgmock-dev clang-format python3-pytest python3-dask
-             python3-distributed)
+  # clang: the fuzzers; dask/distributed: the Dask tests and bench/python_bench.py.
+  packages+=(libgtest-dev libgmock-dev clang-format clang libclang-rt-14-dev python3-pytest
+             python3-dask python3-distributed)
 fi
 
 missing=()

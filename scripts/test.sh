@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds shelf twice (plain, and with AddressSanitizer + UBSan), warnings as
 # errors, and runs the whole test suite in each; checks formatting and the
-# layering rule first. This is what CI runs (.ci/run).
+# layering rule first, and fuzzes the decoders for a bounded time last
+# (scripts/fuzz.sh; SHELF_FUZZ_SECONDS per target, default 15). This is what
+# CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -15,7 +17,7 @@ if grep -rnE 'sys/socket|protocol/' shm/; then
 fi
 
 echo "== format (clang-format --dry-run -Werror)"
-find base shm protocol server libclient tools examples tests bench python \
+find base shm protocol server libclient tools examples tests bench fuzz python \
      \( -name '*.h' -o -name '*.cc' \) -print0 | xargs -0 clang-format --dry-run -Werror
 
 suite() {
@@ -37,3 +39,4 @@ suite() {
 suite plain
 suite asan -DSHELF_SANITIZE=address,undefined -DSHELF_BUILD_BENCH=OFF
 echo "== all tests passed in both builds"
+bash scripts/fuzz.sh

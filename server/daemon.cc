@@ -1,8 +1,12 @@
 #include "server/daemon.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -40,15 +44,22 @@ namespace {
 // publish messages without holding much memory per idle connection.
 constexpr size_t kReadChunk = 256 * 1024;
 
-// Creates the socket's directory (0700) if need be, and refuses one that
+// Creates the socket's directory (0700, or 0710 and the group's with a
+// group, so members can reach the socket) if need be, and refuses one that
 // another user could use to swap our socket or plant a symlink where our lock
 // and log files go: it must be a real directory owned by us (or root), and
-// not writable by others unless sticky (as /tmp is).
-Status make_private_parent_dir(const std::string& path) {
+// not writable by others unless sticky (as /tmp is). With a group, every
+// directory on the way must let the group through.
+Status make_private_parent_dir(const std::string& path, std::optional<gid_t> group,
+                               const std::string& group_name) {
   auto slash = path.rfind('/');
   if (slash == std::string::npos) return Status();
   const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), group ? 0710 : 0700) == 0) {
+    if (group && ::chown(dir.c_str(), static_cast<uid_t>(-1), *group) != 0) {
+      return Status::from_errno("give " + dir + " to group " + group_name, errno);
+    }
+  } else if (errno != EEXIST) {
     return Status::from_errno("create directory " + dir, errno);
   }
   struct stat st;
@@ -63,6 +74,56 @@ Status make_private_parent_dir(const std::string& path) {
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
     return Status::permission_denied(dir + " is writable by other users" + fix);
   }
+  if (!group) return Status();
+  for (std::string d = dir;;) {
+    if (::stat(d.c_str(), &st) != 0) return Status::from_errno("stat " + d, errno);
+    const bool passes =
+        (st.st_mode & S_IXOTH) != 0 || ((st.st_mode & S_IXGRP) != 0 && st.st_gid == *group);
+    if (!passes) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return Status::permission_denied(
+          "members of group " + group_name + " could not reach the socket: " + d + " (mode " +
+          mode + ") does not let them through (it needs o+x, or g+x and group " + group_name +
+          "); choose a --socket in a directory they can reach, e.g. a new one, which shelfd " +
+          "creates with mode 0710 for the group");
+    }
+    if (d == "/") break;
+    const auto up = d.rfind('/');
+    d = up == 0 ? "/" : d.substr(0, up);
+  }
+  return Status();
+}
+
+// Resolves --group: a group name, or a numeric gid.
+Result<gid_t> resolve_group(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  int rc = ::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc == 0 && found != nullptr) return found->gr_gid;
+  gid_t gid = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), gid);
+  if (!name.empty() && ec == std::errc() && end == name.data() + name.size()) return gid;
+  return Status::invalid_argument("--group: there is no group '" + name + "' (see getent group)");
+}
+
+// Gives the file at `path` to `group` with mode 0660. The file is ours and
+// was created 0600, so it is never wider than asked, not even briefly.
+Status share_with_group(const std::string& path, gid_t gid, const std::string& group_name) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+  int rc = fd.valid() ? ::fchown(fd.get(), static_cast<uid_t>(-1), gid)
+                      : ::chown(path.c_str(), static_cast<uid_t>(-1), gid);  // a socket
+  if (rc != 0) {
+    if (errno == EPERM) {
+      return Status::permission_denied("shelfd (uid " + std::to_string(::geteuid()) +
+                                       ") may not give " + path + " to group " + group_name +
+                                       ": it must be a member of the group (or run as root)");
+    }
+    return Status::from_errno("give " + path + " to group " + group_name, errno);
+  }
+  rc = fd.valid() ? ::fchmod(fd.get(), 0660) : ::chmod(path.c_str(), 0660);
+  if (rc != 0) return Status::from_errno("chmod 0660 " + path, errno);
   return Status();
 }
 
@@ -100,7 +161,8 @@ Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::str
   return Status::unavailable("could not take " + lock_path + ": it keeps being replaced");
 }
 
-Result<UniqueFd> listen_on(const std::string& path, uint32_t mode) {
+// Listens on `path`, a socket file of mode 0600.
+Result<UniqueFd> listen_on(const std::string& path) {
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
     return Status::invalid_argument("socket path is longer than " +
@@ -112,8 +174,8 @@ Result<UniqueFd> listen_on(const std::string& path, uint32_t mode) {
   if (!fd.valid()) return Status::from_errno("socket", errno);
   // We hold the instance lock, so a socket file here is stale.
   if (::unlink(path.c_str()) == 0) log_info("replaced stale socket " + path);
-  // Bind under a umask that yields `mode`, so the socket is never wider, not even briefly.
-  mode_t old = ::umask(static_cast<mode_t>(~mode & 0777));
+  // Bind under a umask that yields 0600, so the socket is never wider, not even briefly.
+  mode_t old = ::umask(0177);
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   int err = errno;
   ::umask(old);
@@ -130,11 +192,22 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   d->options_ = options;
   d->read_buffer_ = std::make_unique_for_overwrite<std::byte[]>(kReadChunk);
   d->spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path));
+  if (!options.group.empty()) {
+    SHELF_ASSIGN_OR_RETURN(d->group_, resolve_group(options.group));
+  }
+  SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path, d->group_, options.group));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
-  SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path, options.socket_mode));
+  SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path));
+  if (d->group_) {
+    // Members connect to the socket and map the segment (read-write, to
+    // publish). The lock and log files stay shelfd's own.
+    SHELF_RETURN_IF_ERROR(share_with_group(options.socket_path, *d->group_, options.group));
+    SHELF_RETURN_IF_ERROR(
+        share_with_group("/dev/shm/" + d->store_->segment_name(), *d->group_, options.group));
+    log_info("sharing " + options.socket_path + " and the segment with group " + options.group);
+  }
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -239,9 +312,25 @@ void Daemon::accept_connections() {
     c->fd.reset(fd);
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-      c->pid = static_cast<uint32_t>(cred.pid);
-      c->uid = cred.uid;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      log_error(std::string("SO_PEERCRED: ") + std::strerror(errno));
+      continue;  // who it is decides what it may do: without that, nothing
+    }
+    c->pid = static_cast<uint32_t>(cred.pid);
+    c->uid = cred.uid;
+    // File permissions keep others from the socket, but root ignores them
+    // and a socket can be chmod-ed or reached through a passed descriptor:
+    // the credentials the kernel vouches for decide.
+    if (!allowed(fd, cred.uid, cred.gid)) {
+      std::string who = "uid " + std::to_string(::geteuid());
+      if (group_) who += " and members of group " + options_.group;
+      refuse(fd, Status::permission_denied(
+                     "uid " + std::to_string(cred.uid) + " may not use the shelfd at " +
+                     options_.socket_path + ": it serves " + who + " only" +
+                     (group_ ? "" : "; its owner can share it with a group (shelfd --group)")));
+      log_warn("refused a connection from pid " + std::to_string(cred.pid) + " (uid " +
+               std::to_string(cred.uid) + "): not its user" + (group_ ? " or group" : ""));
+      continue;
     }
     if (connections_.size() >= options_.max_connections) {
       refuse(fd, Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
@@ -264,6 +353,25 @@ void Daemon::accept_connections() {
     log_debug("connection from pid " + std::to_string(c->pid));
     connections_.emplace(fd, std::move(c));
   }
+}
+
+bool Daemon::allowed(int fd, uint32_t uid, uint32_t gid) const {
+  if (uid == ::geteuid() || uid == 0) return true;
+  if (!group_) return false;
+  if (gid == *group_) return true;
+  // The peer's supplementary groups, as they were when it connected.
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return std::find(groups.begin(), groups.end(), *group_) != groups.end();
+    }
+    if (errno != ERANGE) break;
+    groups.resize(len / sizeof(gid_t) + 1);  // len now says how much it takes
+  }
+  log_warn(std::string("SO_PEERGROUPS: ") + std::strerror(errno));
+  return false;
 }
 
 void Daemon::refuse(int fd, const Status& why) {

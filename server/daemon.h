@@ -4,7 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <sys/types.h>
 #include <unordered_map>
 
 #include <shelf/result.h>
@@ -17,14 +19,21 @@ namespace shelf::server {
 struct DaemonOptions {
   std::string socket_path;
   uint32_t max_connections = 1024;
-  uint32_t socket_mode = 0600;
+  // Empty: only shelfd's own user (and root) may connect; the socket and the
+  // segment are 0600. Else a Unix group whose members may too: both are
+  // 0660 and belong to it (--group).
+  std::string group;
 };
 
 class Daemon {
  public:
   // Takes the instance lock (<socket>.lock; AlreadyExists names the live
   // daemon's pid), creates the store, replaces a stale socket file and
-  // listens. Blocks SIGTERM and SIGINT in this thread: run() handles them.
+  // listens. With a group, gives the socket and the segment to it (0660).
+  // Blocks SIGTERM and SIGINT in this thread: run() handles them.
+  // Errors: InvalidArgument (no such group), PermissionDenied (a socket
+  // directory others could tamper with, one the group cannot reach, or a
+  // group shelfd may not give files to), and the store's.
   static Result<std::unique_ptr<Daemon>> start(const DaemonOptions& options,
                                                const StoreOptions& store_options);
   // Serves until SIGTERM or SIGINT. Errors only for failures of the loop
@@ -46,10 +55,14 @@ class Daemon {
   void dispatch(Connection& c, uint16_t type, std::span<const std::byte> payload);
   void update_interest(Connection& c);
   void close_connection(int fd);
+  // True when the peer may use this daemon: shelfd's own uid, root, or a
+  // member of options_.group (primary or supplementary group).
+  bool allowed(int fd, uint32_t uid, uint32_t gid) const;
   // Answers a connection we will not serve with `why`, best effort.
   void refuse(int fd, const Status& why);
 
   DaemonOptions options_;
+  std::optional<gid_t> group_;  // options_.group resolved
   std::unique_ptr<Store> store_;
   UniqueFd lock_fd_;
   std::string lock_path_;

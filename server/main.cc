@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
        "slots in the dataset index (256 bytes each, charged to the limit)")
       ("max-connections", po::value(&daemon_options.max_connections)->default_value(1024),
        "clients connected at once; more are refused with an error")
+      ("group", po::value(&daemon_options.group),
+       "also serve the members of this Unix group: the socket and the segment become 0660 "
+       "and theirs (default: only shelfd's own user, and root)")
       ("verify-on-publish", po::bool_switch(&store_options.verify_on_publish),
        "recompute every buffer's XXH3 checksum before publishing (one extra read)")
       ("foreground", po::bool_switch(&foreground), "do not detach; log to stderr")

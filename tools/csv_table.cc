@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <set>
+#include <sys/stat.h>
 
 #include <csv.h>
 
@@ -27,9 +28,10 @@ using OnRecord = std::function<Status(const std::vector<CsvField>& fields, uint6
 // State shared with libcsv's C callbacks for one file.
 struct ParseContext {
   std::vector<CsvField> fields;
-  size_t num_fields = 0;     // fields of the current record (`fields` is reused)
-  uint64_t line = 1;         // physical line being fed
-  uint64_t record_line = 1;  // line where the current record started
+  size_t num_fields = 0;        // fields of the current record (`fields` is reused)
+  uint64_t line = 1;            // physical line being fed
+  uint64_t record_line = 1;     // line where the current record started
+  bool between_records = true;  // the last record ended; the next starts with the next byte
   const OnRecord* on_record = nullptr;
   Status error;
 };
@@ -37,7 +39,6 @@ struct ParseContext {
 void on_field(void* data, size_t length, void* ctx_ptr) {
   auto* ctx = static_cast<ParseContext*>(ctx_ptr);
   if (!ctx->error.ok()) return;
-  if (ctx->num_fields == 0) ctx->record_line = ctx->line;
   if (ctx->fields.size() <= ctx->num_fields) ctx->fields.emplace_back();
   CsvField& f = ctx->fields[ctx->num_fields++];
   f.null = data == nullptr;
@@ -50,6 +51,7 @@ void on_record_end(int, void* ctx_ptr) {
   ctx->fields.resize(ctx->num_fields);
   ctx->error = (*ctx->on_record)(ctx->fields, ctx->record_line);
   ctx->num_fields = 0;
+  ctx->between_records = true;
 }
 
 // RFC 4180 keeps spaces: a field is exactly what stands between the commas.
@@ -71,7 +73,15 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     return Status::invalid_argument(path + ":" + std::to_string(ctx.line) +
                                     ": malformed CSV: " + what);
   };
-  std::vector<char> block(1 << 20);
+  // 1 MiB reads, or one read the size of a smaller file: allocating (and
+  // zeroing) 1 MiB for every small file made the CSV fuzzer 10x slower.
+  struct stat st;
+  size_t block_size = 1 << 20;
+  if (::fstat(::fileno(file.get()), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+      static_cast<uint64_t>(st.st_size) < block_size) {
+    block_size = static_cast<size_t>(st.st_size) + 1;  // +1: read() then sees the end at once
+  }
+  std::vector<char> block(block_size);
   size_t got;
   while ((got = std::fread(block.data(), 1, block.size(), file.get())) > 0) {
     // Feed line by line so that errors can name the line.
@@ -79,6 +89,14 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     while (start < got && ctx.error.ok()) {
       const void* nl = std::memchr(block.data() + start, '\n', got - start);
       size_t end = nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) + 1 : got;
+      // A record starts on the first line after the last one that is not
+      // blank (libcsv skips blank lines). Noted here, not when its first
+      // field ends: that field may span lines, or never be closed.
+      const std::string_view piece(block.data() + start, end - start);
+      if (ctx.between_records && piece.find_first_not_of("\r\n") != std::string_view::npos) {
+        ctx.record_line = ctx.line;
+        ctx.between_records = false;
+      }
       size_t n =
           csv_parse(&parser, block.data() + start, end - start, on_field, on_record_end, &ctx);
       if (n != end - start) {

@@ -1,8 +1,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,6 +25,20 @@ namespace {
 
 std::string start_hint(const std::string& socket) {
   return "no shelfd at " + socket + " — start it with: shelfd --socket " + socket;
+}
+
+// True when the socket at `path` is shelfd's (owned by `daemon_uid`) and
+// shared with a group this process is in (shelfd --group: mode 0660).
+bool shared_with_my_group(const std::string& path, uint32_t daemon_uid) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != daemon_uid ||
+      (st.st_mode & (S_IRGRP | S_IWGRP)) != (S_IRGRP | S_IWGRP)) {
+    return false;
+  }
+  if (st.st_gid == ::getegid()) return true;
+  std::vector<gid_t> groups(static_cast<size_t>(std::max(::getgroups(0, nullptr), 0)));
+  int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
+  return n > 0 && std::find(groups.begin(), groups.begin() + n, st.st_gid) != groups.begin() + n;
 }
 
 DatasetInfo to_info(const protocol::DatasetSummary& s) {
@@ -66,20 +82,32 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
     if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR) {
       return Status::unavailable(start_hint(path));
     }
+    if (errno == EACCES || errno == EPERM) {
+      return Status::permission_denied(
+          "you may not use the shelfd at " + path +
+          " (permission denied): it serves only its own user, or the members of the group it "
+          "was started with (shelfd --group)");
+    }
     return Status::from_errno("connect to shelfd at " + path, errno);
   }
 
   // Only a daemon of our own user (or root) may hold our data: anyone else
-  // listening on that path could read what we publish.
+  // listening on that path could read what we publish. The exception is a
+  // daemon shared with a group of ours (shelfd --group) whose socket we were
+  // told explicitly: at the default path anyone could be listening.
   ucred peer{};
   socklen_t peer_len = sizeof peer;
   if (::getsockopt(impl->fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
     return Status::from_errno("check who serves " + path, errno);
   }
-  if (peer.uid != ::geteuid() && peer.uid != 0) {
-    return Status::permission_denied("the process serving " + path + " runs as uid " +
-                                     std::to_string(peer.uid) +
-                                     ", not as you or root; refusing to use it");
+  const char* env_socket = std::getenv("SHELF_SOCKET");
+  const bool named = !options.socket.empty() || (env_socket != nullptr && *env_socket != '\0');
+  if (peer.uid != ::geteuid() && peer.uid != 0 &&
+      !(named && shared_with_my_group(path, peer.uid))) {
+    return Status::permission_denied(
+        "the process serving " + path + " runs as uid " + std::to_string(peer.uid) +
+        ", not as you or root, and its socket is not shared with a group of yours at a path you "
+        "named (--socket, $SHELF_SOCKET); refusing to use it");
   }
 
   std::vector<std::byte> hello;

@@ -92,6 +92,25 @@ TEST_F(CsvTest, StrayQuoteAndUnclosedQuoteAreMalformed) {
       << plan.status().message();
 }
 
+// Found by CsvPropertyTest: errors named the line where a record's first
+// field ended (or, for a quote never closed, the previous record's line)
+// instead of the line where the record starts.
+TEST_F(CsvTest, ErrorsNameTheLineWhereTheRecordStarts) {
+  auto multiline = write("m.csv", "a,b\n1,2\n\n\"two\nlines\",5,6\n");
+  auto plan = plan_csv({multiline}, {});
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message().rfind(multiline + ":4: expected 2 fields, found 3", 0), 0u)
+      << plan.status().message();
+  auto unclosed = write("u.csv", "a,b\n1,2\n\r\n\"open,3\n4,5\n");
+  plan = plan_csv({unclosed}, {});
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message().rfind(unclosed + ":4: malformed CSV: a quoted field is never "
+                                                     "closed",
+                                          0),
+            0u)
+      << plan.status().message();
+}
+
 TEST_F(CsvTest, EmptyFileDuplicateHeaderAndEmptyHeaderAreRefused) {
   EXPECT_NE(plan_csv({write("e.csv", "")}, {}).status().message().find("empty"), std::string::npos);
   EXPECT_NE(plan_csv({write("d.csv", "a,a\n1,2\n")}, {}).status().message().find("appears twice"),

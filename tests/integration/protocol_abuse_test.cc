@@ -444,6 +444,54 @@ TEST_F(ProtocolAbuseTest, ForgedDescriptorsAreRefused) {
   expect_healthy();
 }
 
+// A published dataset's extents belong to it: no connection, not even one
+// holding a lease on it, can publish them again under another name or over
+// the dataset itself (the memory would then have two owners and be freed twice).
+TEST_F(ProtocolAbuseTest, PublishedExtentsCannotBeTakenOver) {
+  UniqueFd thief = greeted_connection(*daemon_);
+  ASSERT_TRUE(thief.valid());
+  Bytes req;
+  protocol::encode_request(req, protocol::GetRequest{"resident"});
+  ASSERT_TRUE(send_all(thief.get(), req));
+  auto got = read_response(thief.get());
+  ASSERT_TRUE(got.has_value() && got->status.ok());
+  protocol::ByteReader body(got->body);
+  auto lease = protocol::decode_get_response(body);
+  ASSERT_TRUE(lease.has_value());
+
+  // Where "resident"'s partition lies, read from the segment as a reader would.
+  auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/false);
+  ASSERT_TRUE(segment.ok()) << segment.status().to_string();
+  const uint64_t first_page = lease->descriptor_offset / shm::kPageSize * shm::kPageSize;
+  auto mapping = shm::Mapping::map(
+      *segment, first_page,
+      shm::align_up(lease->descriptor_offset + lease->descriptor_length - first_page,
+                    shm::kPageSize),
+      /*writable=*/false);
+  ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
+  auto view = shm::DescriptorView::parse(
+      mapping->bytes().subspan(lease->descriptor_offset - first_page, lease->descriptor_length),
+      /*from_client=*/false);
+  ASSERT_TRUE(view.ok()) << view.status().to_string();
+  const shm::PartitionLayout& part = view->partition(0);
+  const protocol::AllocateResponse extent{part.extent_offset, part.extent_length};
+  const Bytes steal = publish_frame("stolen", extent, view->chunk(0, 0).data.offset, 5000);
+  expect_invalid(thief.get(), steal, MessageType::kPublish,
+                 "not an unsealed extent of this connection");
+  // Over the dataset itself, with override.
+  protocol::PublishRequest replace;
+  replace.override_existing = true;
+  shm::DescriptorBuilder builder(view->schema());
+  builder.add_partition(part, std::span<const shm::ChunkLayout>(&view->chunk(0, 0), 1));
+  replace.items.push_back({"resident", builder.finish()});
+  req.clear();
+  protocol::encode_request(req, replace);
+  expect_invalid(thief.get(), req, MessageType::kPublish,
+                 "not an unsealed extent of this connection");
+  thief.reset();
+  expect_healthy();
+}
+
 // The publisher reserves its extent's pages itself (the daemon reserves only
 // the header page); a publisher that skips that cannot publish, so no reader
 // can ever fault on a hole.
@@ -530,6 +578,112 @@ TEST_F(ProtocolAbuseTest, FiftyConnectionsSendingGarbageAtOnce) {
     expect_int64_published(c, "resident", 5000, 21);
   }
   fds.clear();
+  expect_healthy();
+}
+
+// Many processes at once, each sending a random mix of well-formed requests
+// with random fields (out of order: releases of leases never taken, aborts
+// of extents never allocated, publishes of forged descriptors), mutated
+// payloads, truncated frames and garbage, while a reader checks the
+// resident dataset the whole time. Every answer must come in order, to the
+// request it answers.
+TEST_F(ProtocolAbuseTest, ManyProcessesSendingRandomMessagesAtOnce) {
+  constexpr int kChildren = 6;
+  constexpr int kMessages = 300;
+  std::vector<pid_t> children;
+  for (int child = 0; child < kChildren; ++child) {
+    children.push_back(spawn_child([&, child] {
+      std::mt19937 rng(static_cast<uint32_t>(child) * 7919 + 1);
+      UniqueFd fd = greeted_connection(*daemon_);
+      const std::vector<std::string> names = {"resident", "junk-" + std::to_string(child), "",
+                                              std::string(300, 'x')};
+      uint64_t last_lease = 0;
+      for (int i = 0; i < kMessages && !::testing::Test::HasFailure(); ++i) {
+        if (!fd.valid()) fd = greeted_connection(*daemon_);
+        Bytes frame;
+        MessageType type = MessageType::kList;
+        const std::string& name = names[rng() % names.size()];
+        switch (rng() % 10) {
+          case 0:
+            type = MessageType::kAllocate;
+            protocol::encode_request(frame, protocol::AllocateRequest{rng() % (256 * 1024)});
+            break;
+          case 1:
+            type = MessageType::kAbort;
+            protocol::encode_request(frame, protocol::AbortRequest{(rng() % 4096) * 4096});
+            break;
+          case 2:
+            type = MessageType::kRelease;
+            protocol::encode_request(frame, protocol::ReleaseRequest{last_lease + rng() % 3});
+            break;
+          case 3:
+            type = MessageType::kGet;
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            break;
+          case 4:
+            type = MessageType::kUnpublish;
+            if (name == "resident") continue;  // the one dataset the checks need
+            protocol::encode_request(frame, protocol::UnpublishRequest{name});
+            break;
+          case 5: {
+            type = MessageType::kPublish;
+            const protocol::AllocateResponse extent{(rng() % 4096) * 4096, 4096 * (1 + rng() % 4)};
+            frame = publish_frame(name == "resident" ? "forged" : name, extent,
+                                  extent.offset + shm::kExtentHeaderBytes, rng() % 100);
+            break;
+          }
+          case 6: {
+            // A well-framed request whose payload bytes are mutated.
+            type = static_cast<MessageType>(1 + rng() % 9);
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            frame = frame_with_payload(
+                type, Bytes(frame.begin() + protocol::kFrameHeaderBytes, frame.end()));
+            for (size_t k = protocol::kFrameHeaderBytes; k < frame.size(); ++k) {
+              if (rng() % 4 == 0) frame[k] = static_cast<std::byte>(rng());
+            }
+            if (type == MessageType::kHello) continue;  // may be answered either way
+            break;
+          }
+          case 7: {
+            // Truncated: part of a frame, then hang up.
+            protocol::encode_request(frame, protocol::GetRequest{name});
+            frame.resize(rng() % frame.size());
+            send_all(fd.get(), frame);
+            fd.reset();
+            continue;
+          }
+          case 8: {
+            // Garbage: the daemon answers and hangs up.
+            frame.resize(protocol::kFrameHeaderBytes + rng() % 64);
+            for (std::byte& b : frame) b = static_cast<std::byte>(rng());
+            send_all(fd.get(), frame);
+            EXPECT_TRUE(closed_by_daemon(fd.get()));
+            fd.reset();
+            continue;
+          }
+          default:
+            protocol::encode_list_request(frame);
+            break;
+        }
+        ASSERT_TRUE(send_all(fd.get(), frame));
+        auto r = read_response(fd.get());
+        ASSERT_TRUE(r.has_value()) << "no answer to a request of type " << static_cast<int>(type);
+        ASSERT_EQ(r->type, response_to(type)) << "an answer out of order";
+        if (type == MessageType::kGet && r->status.ok()) {
+          protocol::ByteReader body(r->body);
+          auto got = protocol::decode_get_response(body);
+          ASSERT_TRUE(got.has_value());
+          last_lease = got->lease_id;
+        }
+      }
+    }));
+  }
+  {
+    // Meanwhile a reader keeps finding the resident data intact.
+    Client reader = connect(*daemon_);
+    for (int i = 0; i < 50; ++i) expect_int64_published(reader, "resident", 5000, 21);
+  }
+  for (pid_t child : children) EXPECT_EQ(wait_child(child), 0);
   expect_healthy();
 }
 

@@ -1,0 +1,328 @@
+// Who may use a shelfd. By default its own user and root: the socket and the
+// segment are 0600, and the daemon checks every connection's credentials
+// (SO_PEERCRED) itself, since root ignores file permissions and a socket can
+// be chmod-ed. With --group, the members of that group too (0660).
+//
+// Clients of another user are forked children that drop to `nobody`, and
+// the shelf CLI run under setpriv, as an administrator would. Switching
+// users needs root (CI runs as root): those tests skip otherwise.
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <grp.h>
+#include <string>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <shelf/client.h>
+
+#include "shm/segment.h"
+#include "tests/integration/integration_util.h"
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+constexpr gid_t kUsers = 100;  // Debian's "users" group
+constexpr const char* kSetpriv = "/usr/bin/setpriv";
+
+#define SKIP_UNLESS_ROOT()                                                     \
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run clients as nobody"; \
+  static_assert(true)
+
+// Runs `body` in a child that has become uid `uid`, gid `gid` with exactly
+// the supplementary `groups`; returns its exit code as run_in_child does.
+int as_user(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+            const std::function<void()>& body) {
+  return run_in_child([&] {
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
+      std::fprintf(stderr, "cannot become uid %u: %s\n", uid, std::strerror(errno));
+      ::_exit(90);
+    }
+    body();
+  });
+}
+
+// As `nobody`: connecting fails with PermissionDenied saying `why`.
+void expect_refused(const TestDaemon& daemon, const std::string& why) {
+  auto c = Client::connect(daemon.client_options());
+  ASSERT_FALSE(c.ok()) << "connected as uid " << ::getuid();
+  EXPECT_EQ(c.status().code(), Status::Code::kPermissionDenied) << c.status().to_string();
+  EXPECT_THAT(c.status().message(), HasSubstr(why));
+}
+
+// As `nobody`: the segment cannot be opened at all, not even read-only.
+void expect_segment_closed(const TestDaemon& daemon) {
+  const std::string path = "/dev/shm/" + daemon.segment();
+  errno = 0;
+  EXPECT_EQ(::open(path.c_str(), O_RDONLY | O_CLOEXEC), -1);
+  EXPECT_EQ(errno, EACCES) << std::strerror(errno);
+  EXPECT_FALSE(shm::ShmObject::open(daemon.segment(), /*writable=*/false).ok());
+}
+
+struct FileMode {
+  uint32_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+FileMode mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
+  return {st.st_mode & 07777, st.st_uid, st.st_gid};
+}
+
+// The shelf CLI as `nobody`, with extra setpriv group options.
+CommandResult cli_as_nobody(const TestDaemon& daemon, const std::vector<std::string>& groups,
+                            const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {kSetpriv, "--reuid=" + std::to_string(kNobody)};
+  argv.insert(argv.end(), groups.begin(), groups.end());
+  argv.insert(argv.end(), {SHELF_CLI_PATH, "--socket", daemon.socket()});
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv);
+}
+
+// Stops the shelfd holding `lock_path` (SIGTERM) and waits until it is gone:
+// the kernel drops its flock when it dies.
+void stop_shelfd(const std::string& lock_path) {
+  std::ifstream lock(lock_path);
+  pid_t pid = 0;
+  lock >> pid;
+  ASSERT_GT(pid, 0) << "no pid in " << lock_path;
+  ::kill(pid, SIGTERM);
+  int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::flock(fd, LOCK_EX);
+    ::close(fd);
+  }
+}
+
+TEST(AccessTest, OnlyItsOwnUserByDefault) {
+  SKIP_UNLESS_ROOT();
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client owner = connect(*daemon);
+  publish_int64(owner, "secret", 1000, 3);
+
+  EXPECT_EQ(mode_of(daemon->socket()).mode, 0600u);
+  EXPECT_EQ(mode_of("/dev/shm/" + daemon->segment()).mode, 0600u);
+  EXPECT_EQ(as_user(kNobody, kNogroup, {},
+                    [&] {
+                      expect_refused(*daemon, "permission denied");
+                      expect_segment_closed(*daemon);
+                    }),
+            0);
+  CommandResult r =
+      cli_as_nobody(*daemon, {"--regid=" + std::to_string(kNogroup), "--clear-groups"}, {"list"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("may not use the shelfd at " + daemon->socket()));
+  EXPECT_THAT(r.err, HasSubstr("--group"));
+  // The owner is still served, its data intact.
+  expect_int64_published(owner, "secret", 1000, 3);
+  expect_daemon_serves(*daemon);
+}
+
+// File permissions are one fence; the daemon's own check of who connected is
+// the other, and it holds with the socket open to everyone.
+TEST(AccessTest, DaemonChecksCredentialsEvenWithTheSocketOpenToAll) {
+  SKIP_UNLESS_ROOT();
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client owner = connect(*daemon);
+  publish_int64(owner, "secret", 1000, 3);
+  ASSERT_EQ(::chmod(daemon->socket().c_str(), 0666), 0);
+  EXPECT_EQ(as_user(kNobody, kNogroup, {},
+                    [&] {
+                      expect_refused(*daemon, "uid 65534 may not use the shelfd at " +
+                                                  daemon->socket() + ": it serves uid 0 only");
+                      expect_segment_closed(*daemon);
+                    }),
+            0);
+  CommandResult r =
+      cli_as_nobody(*daemon, {"--regid=" + std::to_string(kNogroup), "--clear-groups"}, {"status"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_THAT(r.err, HasSubstr("uid 65534 may not use"));
+  EXPECT_THAT(r.err, HasSubstr("shelfd --group"));
+  expect_int64_published(owner, "secret", 1000, 3);
+  EXPECT_EQ(status_of(owner).num_connections, 1u) << "a refused connection kept a session";
+}
+
+TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
+  SKIP_UNLESS_ROOT();
+  TestDaemon::Options options;
+  options.extra_args = {"--group", "users"};
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Client owner = connect(*daemon);
+  publish_int64(owner, "shared", 1000, 7);
+
+  for (const std::string& path : {daemon->socket(), "/dev/shm/" + daemon->segment()}) {
+    FileMode m = mode_of(path);
+    EXPECT_EQ(m.mode, 0660u) << path;
+    EXPECT_EQ(m.gid, kUsers) << path;
+    EXPECT_EQ(m.uid, 0u) << path;
+  }
+  EXPECT_EQ(mode_of(daemon->socket() + ".lock").mode, 0600u) << "the lock file stays private";
+
+  // A member by supplementary group reads and publishes.
+  EXPECT_EQ(as_user(kNobody, kNogroup, {kUsers},
+                    [&] {
+                      Client c = connect(*daemon);
+                      expect_int64_published(c, "shared", 1000, 7);
+                      publish_int64(c, "from_member", 500, 9);
+                    }),
+            0);
+  // And by primary group.
+  EXPECT_EQ(as_user(kNobody, kUsers, {},
+                    [&] {
+                      Client c = connect(*daemon);
+                      expect_int64_published(c, "from_member", 500, 9);
+                    }),
+            0);
+  auto info = owner.get_dataset("from_member");
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  EXPECT_EQ(info->publisher_uid(), kNobody);
+
+  // Anyone else: refused by the socket's mode, then by the daemon.
+  EXPECT_EQ(as_user(kNobody, kNogroup, {},
+                    [&] {
+                      expect_refused(*daemon, "permission denied");
+                      expect_segment_closed(*daemon);
+                    }),
+            0);
+  ASSERT_EQ(::chmod(daemon->socket().c_str(), 0666), 0);
+  EXPECT_EQ(
+      as_user(kNobody, kNogroup, {},
+              [&] { expect_refused(*daemon, "it serves uid 0 and members of group users only"); }),
+      0);
+
+  // The CLI, as an administrator would run it.
+  CommandResult member = cli_as_nobody(
+      *daemon, {"--regid=" + std::to_string(kNogroup), "--groups=" + std::to_string(kUsers)},
+      {"list"});
+  EXPECT_EQ(member.exit_code, 0) << member.err;
+  EXPECT_THAT(member.out, HasSubstr("shared"));
+  CommandResult stranger =
+      cli_as_nobody(*daemon, {"--regid=" + std::to_string(kNogroup), "--clear-groups"}, {"list"});
+  EXPECT_NE(stranger.exit_code, 0);
+  EXPECT_THAT(stranger.err, HasSubstr("may not use"));
+}
+
+// What --group refuses at start, each with a reason.
+TEST(AccessTest, GroupOptionErrors) {
+  const std::string dir = (std::filesystem::temp_directory_path() / unique_name()).string();
+  std::filesystem::create_directories(dir);
+  auto shelfd = [&](const std::string& socket, const std::string& group) {
+    return run_command({SHELFD_PATH, "--socket", socket, "--segment", unique_name(),
+                        "--memory-limit", "16MiB", "--group", group});
+  };
+  CommandResult r = shelfd(dir + "/shelf.sock", "no-such-group-here");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--group: there is no group 'no-such-group-here'"));
+
+  // A socket directory the group cannot pass through.
+  const std::string closed = dir + "/closed";
+  ASSERT_EQ(::mkdir(closed.c_str(), 0700), 0);
+  r = shelfd(closed + "/shelf.sock", "users");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("members of group users could not reach the socket: " + closed +
+                               " (mode 0700)"));
+  // A directory shelfd creates itself is made passable (0710, the group's).
+  const std::string fresh = dir + "/fresh";
+  r = shelfd(fresh + "/shelf.sock", "users");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  FileMode m = mode_of(fresh);
+  EXPECT_EQ(m.mode, 0710u);
+  EXPECT_EQ(m.gid, kUsers);
+  stop_shelfd(fresh + "/shelf.sock.lock");
+  std::filesystem::remove_all(dir);
+}
+
+// A shelfd run by a user of its own (here nobody) for a group: a member of
+// another uid uses it when told its socket, although clients otherwise refuse
+// a daemon of another user (anyone could listen at a default path).
+TEST(AccessTest, MembersTrustADaemonOfAnotherUserSharedWithTheirGroup) {
+  SKIP_UNLESS_ROOT();
+  const std::string dir = (std::filesystem::temp_directory_path() / unique_name()).string();
+  std::filesystem::create_directories(dir);
+  ASSERT_EQ(::chown(dir.c_str(), kNobody, kNogroup), 0);
+  const std::string socket = dir + "/run/shelf.sock";
+  const std::string segment = unique_name();
+  CommandResult r = run_command(
+      {kSetpriv, "--reuid=" + std::to_string(kNobody), "--regid=" + std::to_string(kNogroup),
+       "--groups=" + std::to_string(kUsers), SHELFD_PATH, "--socket", socket, "--segment", segment,
+       "--memory-limit", "16MiB", "--group", "users"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  FileMode m = mode_of("/dev/shm/" + segment);
+  EXPECT_EQ(m.uid, kNobody);
+  EXPECT_EQ(m.gid, kUsers);
+  EXPECT_EQ(m.mode, 0660u);
+
+  ClientOptions options;
+  options.socket = socket;
+  constexpr uid_t kMember = 4321;  // any uid but nobody's or root's
+  EXPECT_EQ(as_user(kMember, kMember, {kUsers},
+                    [&] {
+                      auto c = Client::connect(options);
+                      ASSERT_TRUE(c.ok()) << c.status().to_string();
+                      publish_int64(*c, "by_member", 100, 1);
+                      expect_int64_published(*c, "by_member", 100, 1);
+                    }),
+            0);
+  // Root is not in the group: its client refuses the daemon, with the reason.
+  auto root = Client::connect(options);
+  ASSERT_FALSE(root.ok());
+  EXPECT_EQ(root.status().code(), Status::Code::kPermissionDenied);
+  EXPECT_THAT(root.status().message(), HasSubstr("runs as uid 65534, not as you or root"));
+  stop_shelfd(socket + ".lock");
+  std::filesystem::remove_all(dir);
+  ::unlink(("/dev/shm/" + segment).c_str());
+}
+
+// Writes through a Dataset's view. Runs in a child only.
+void write_through_view(const Dataset& ds) {
+  // ASan installs its own SIGSEGV handler (it would exit 1): restore the
+  // default so the kernel's verdict is what the test sees in every build.
+  ::signal(SIGSEGV, SIG_DFL);
+  const int64_t* value = ds.column(0, 0).values<int64_t>().data();
+  *const_cast<volatile int64_t*>(value) = -1;
+}
+
+// A publisher holds writable mappings of its own partitions only: another
+// dataset's buffers stay read-only for it, and the daemon will not publish
+// another dataset's extents under its name (ProtocolAbuseTest,
+// PublishedExtentsCannotBeTakenOver).
+TEST(AccessTest, PublisherCannotWriteIntoAnotherDataset) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client owner = connect(*daemon);
+  publish_int64(owner, "theirs", 1000, 11);
+  EXPECT_EQ(run_in_child([&] {
+              Client c = connect(*daemon);
+              // Mid-publish: this process holds writable partitions of its own.
+              TableBuilder mine = make_int64_table(c, 1000, 1);
+              auto theirs = c.get_dataset("theirs");
+              if (!theirs.ok()) ::_exit(2);
+              write_through_view(*theirs);
+              ::_exit(3);  // the write did not fault
+            }),
+            128 + SIGSEGV);
+  expect_int64_published(owner, "theirs", 1000, 11);
+}
+
+}  // namespace
+}  // namespace shelf::test
