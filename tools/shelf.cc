@@ -398,8 +398,13 @@ std::string status_text(const MemoryStats& m) {
 
 std::string throughput(uint64_t bytes, double seconds) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f s, %.2f GB/s", seconds,
-                seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0);
+  // A rate over a few milliseconds says nothing: show it for larger snapshots only.
+  if (seconds < 0.05) {
+    std::snprintf(buf, sizeof buf, "%.3f s", seconds);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f s (%.2f GB/s)", seconds,
+                  static_cast<double>(bytes) / seconds / 1e9);
+  }
   return buf;
 }
 

@@ -113,7 +113,7 @@ Status fsync_path(const std::string& path, bool directory) {
 Result<UniqueFd> lock_dataset_dir(const std::string& path, bool exclusive) {
   const std::string lock_path = path + "/.lock";
   UniqueFd fd(::open(lock_path.c_str(),
-                     (exclusive ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644));
+                     (exclusive ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) {
     // A snapshot copied without its lock file loads fine.
     if (!exclusive && errno == ENOENT) return UniqueFd();
@@ -224,7 +224,9 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
   const std::string path = dir + "/" + escape_name(ds.name());
   entry->name = ds.name();
   entry->path = path;
-  if (::mkdir(path.c_str(), 0755) == 0) {
+  // Owner-only, like the daemon's socket directory: a snapshot holds the
+  // datasets' contents, and other users cannot read them in shared memory.
+  if (::mkdir(path.c_str(), 0700) == 0) {
     // The new directory's entry must be on disk before the manifest inside it counts.
     SHELF_RETURN_IF_ERROR(fsync_path(dir, true));
   } else if (errno != EEXIST) {
@@ -264,7 +266,7 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
   for (uint64_t p = 0; p < ds.num_partitions(); ++p) {
     const std::string file = part_file_name(generation, p);
     const std::string file_path = path + "/" + file;
-    UniqueFd fd(::open(file_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(file_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd.valid()) return errno_status("cannot create " + file_path, errno);
     written.insert(file);
     PartWriter out(std::move(fd), file_path);
@@ -307,7 +309,7 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
 
   const std::string temp = path + "/.manifest.tmp";
   {
-    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (!fd.valid()) return errno_status("cannot create " + temp, errno);
     PartWriter out(std::move(fd), temp);
     SHELF_RETURN_IF_ERROR(out.write(manifest.data(), manifest.size()));

@@ -14,6 +14,7 @@
 // (and a leading '.') written as %XX; a name that escapes to more than 200
 // bytes is cut and ends in "~" + 16 hex digits of its XXH3, so the directory
 // name stays under the 255-byte limit. The manifest holds the real name.
+// Directories are made 0700 and files 0600: they hold the datasets' contents.
 //
 // A .part file holds, for each column in schema order, its validity bitmap,
 // string offsets and data buffers exactly as they are in shared memory, each

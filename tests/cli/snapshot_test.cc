@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -243,6 +245,10 @@ TEST_F(SnapshotTest, EveryTypeSurvivesADaemonRestartByteForByte) {
   EXPECT_TRUE(contains(r.out, "saved 'raw' to " + snap_ + "/raw: 100000 rows in 2 partitions"))
       << r.out;
   EXPECT_TRUE(fs::exists(snap_ + "/all%20types%2F%C3%BCn%C3%AF%20%F0%9F%98%80/manifest"));
+  // The files hold the datasets' contents: their owner's alone.
+  EXPECT_EQ(fs::status(snap_ + "/raw").permissions() & fs::perms::all, fs::perms::owner_all);
+  EXPECT_EQ(fs::status(snap_ + "/raw/manifest").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
 
   restart();
   ASSERT_TRUE(names().empty());
@@ -471,6 +477,25 @@ TEST_F(SnapshotTest, SavingAgainReplacesTheSnapshotAndItsFiles) {
   restart();
   ASSERT_EQ(shelf({"load", snap_}).exit_code, 0);
   EXPECT_EQ(image("v").partitions[0][0].rows, 200u);
+}
+
+// A save holds an exclusive flock on DIR/<name>/.lock while it writes and
+// removes files; another save or a load of that dataset is refused meanwhile.
+TEST_F(SnapshotTest, OneSaveAtATimePerDataset) {
+  publish_int64("v", 10, 1);
+  ASSERT_EQ(shelf({"save", snap_}).exit_code, 0);
+  const int fd = ::open((snap_ + "/v/.lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+  CommandResult r = shelf({"save", snap_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, snap_ + "/v is being saved by another shelf process")) << r.err;
+  r = shelf({"load", snap_, "--override"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "is being saved")) << r.err;
+  ::close(fd);
+  r = shelf({"load", snap_, "--override"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST_F(SnapshotTest, NothingPublishedSavesNothing) {
