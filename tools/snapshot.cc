@@ -224,9 +224,30 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
   const std::string path = dir + "/" + escape_name(ds.name());
   entry->name = ds.name();
   entry->path = path;
+  // Until the manifest is renamed into place the files this save writes are
+  // garbage: remove them on any failure, so a failed save leaves the old
+  // snapshot as it was, or, for a first save, no directory at all (a
+  // directory without a manifest would make `shelf load DIR` refuse).
+  std::set<std::string> written;
+  bool created = false, committed = false;
+  struct Cleanup {
+    const std::string& path;
+    const std::set<std::string>& files;
+    const bool& created;
+    const bool& committed;
+    ~Cleanup() {
+      if (committed) return;
+      for (const std::string& f : files) ::unlink((path + "/" + f).c_str());
+      if (created) {
+        ::unlink((path + "/.lock").c_str());
+        ::rmdir(path.c_str());
+      }
+    }
+  } cleanup{path, written, created, committed};
   // Owner-only, like the daemon's socket directory: a snapshot holds the
   // datasets' contents, and other users cannot read them in shared memory.
   if (::mkdir(path.c_str(), 0700) == 0) {
+    created = true;
     // The new directory's entry must be on disk before the manifest inside it counts.
     SHELF_RETURN_IF_ERROR(fsync_path(dir, true));
   } else if (errno != EEXIST) {
@@ -249,20 +270,6 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
   manifest += "partitions " + std::to_string(ds.num_partitions()) + "\n";
 
   const std::string generation = new_generation();
-  std::set<std::string> written;
-  // Until the manifest is renamed into place these files are garbage: remove
-  // them on any failure so a failed save leaves the old snapshot as it was.
-  bool committed = false;
-  struct Cleanup {
-    const std::string& path;
-    const std::set<std::string>& files;
-    const bool& committed;
-    ~Cleanup() {
-      if (committed) return;
-      for (const std::string& f : files) ::unlink((path + "/" + f).c_str());
-    }
-  } cleanup{path, written, committed};
-
   for (uint64_t p = 0; p < ds.num_partitions(); ++p) {
     const std::string file = part_file_name(generation, p);
     const std::string file_path = path + "/" + file;

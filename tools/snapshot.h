@@ -4,7 +4,8 @@
 // Only the public client API is used: a snapshot is what any reader sees
 // (Dataset), and loading is what any publisher does (TableBuilder).
 //
-// On-disk format, version 1. One directory per dataset:
+// On-disk format, version 1 (docs/snapshot_format.md has all of it, and
+// what is and is not durable). One directory per dataset:
 //
 //   DIR/<escaped name>/manifest                  the commit point, written last
 //   DIR/<escaped name>/<generation>-<P>.part     partition P: its buffers, raw

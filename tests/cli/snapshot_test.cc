@@ -9,8 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -477,6 +480,72 @@ TEST_F(SnapshotTest, SavingAgainReplacesTheSnapshotAndItsFiles) {
   restart();
   ASSERT_EQ(shelf({"load", snap_}).exit_code, 0);
   EXPECT_EQ(image("v").partitions[0][0].rows, 200u);
+}
+
+TEST(SnapshotNames, EscapeIsFlatReadableAndUnique) {
+  EXPECT_EQ(tools::escape_name("accounts_2024-01.v2"), "accounts_2024-01.v2");
+  EXPECT_EQ(tools::escape_name("a/b c"), "a%2Fb%20c");
+  EXPECT_EQ(tools::escape_name(".."), "%2E.");
+  EXPECT_EQ(tools::escape_name("100%"), "100%25");
+  EXPECT_EQ(tools::escape_name("é"), "%C3%A9");
+  // Long names are cut and told apart by a hash of the whole name.
+  const std::string a = std::string(150, 'x') + std::string(50, '/');
+  const std::string b = std::string(150, 'x') + std::string(49, '/') + "+";
+  EXPECT_LE(tools::escape_name(a).size(), 200u);
+  EXPECT_NE(tools::escape_name(a), tools::escape_name(b));
+  EXPECT_EQ(tools::escape_name(a).rfind(std::string(150, 'x'), 0), 0u);
+}
+
+// Runs the CLI with a file size limit, so that a write fails part way
+// (EFBIG, as a full disk fails with ENOSPC). Returns exit code and stderr.
+std::pair<int, std::string> run_with_file_limit(const std::vector<std::string>& args,
+                                                uint64_t limit, const std::string& err_path) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const rlimit r{limit, limit};
+    ::setrlimit(RLIMIT_FSIZE, &r);
+    ::signal(SIGXFSZ, SIG_IGN);  // ignored signals stay ignored across exec
+    const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::ifstream f(err_path);
+  std::string err(std::istreambuf_iterator<char>(f), {});
+  ::unlink(err_path.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), err};
+}
+
+TEST_F(SnapshotTest, AFailedSaveLeavesThePreviousSnapshot) {
+  publish_int64("small", 100, 1);
+  publish_int64("big", 100000, 2);  // 800000 bytes: past the limit below
+  ASSERT_EQ(shelf({"save", snap_, "small"}).exit_code, 0);
+  const std::string cli = SHELF_CLI_PATH;
+  auto [code, err] = run_with_file_limit({cli, "--socket", daemon_->socket(), "save", snap_},
+                                         100000, snap_ + ".err");
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(contains(err, "cannot write " + snap_ + "/big/")) << err;
+  // A first save that failed leaves no directory behind to trip up `load`.
+  EXPECT_FALSE(fs::exists(snap_ + "/big"));
+  Client c = daemon_->connect();
+  ASSERT_TRUE(c.unpublish_dataset("small").ok());
+  publish_int64("small", 20000, 3);  // 160000 bytes
+  std::tie(code, err) = run_with_file_limit(
+      {cli, "--socket", daemon_->socket(), "save", snap_, "small"}, 100000, snap_ + ".err");
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(contains(err, "cannot write " + snap_ + "/small/")) << err;
+  // The old snapshot is whole: one .part file, and it loads.
+  part_file("small");
+  restart();
+  CommandResult r = shelf({"load", snap_});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(names(), std::vector<std::string>{"small"});
+  EXPECT_EQ(image("small").partitions[0][0].rows, 100u);
 }
 
 // A save holds an exclusive flock on DIR/<name>/.lock while it writes and
