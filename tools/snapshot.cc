@@ -484,7 +484,12 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
   }
   m.name = *name;
   ++li;
-  if (!next("created_ns", 2)) return line_error("expected 'created_ns <number>'");
+  int64_t created_ns = 0;
+  if (!(t = next("created_ns", 2)) || (*t)[1].empty() ||
+      std::from_chars((*t)[1].data(), (*t)[1].data() + (*t)[1].size(), created_ns).ptr !=
+          (*t)[1].data() + (*t)[1].size()) {
+    return line_error("expected 'created_ns <number>'");
+  }
   ++li;
   uint64_t columns = 0;
   if (!(t = next("columns", 2)) || !parse_u64((*t)[1], &columns) || columns == 0 ||
