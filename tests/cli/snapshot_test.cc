@@ -158,8 +158,10 @@ class SnapshotTest : public ::testing::Test {
   void TearDown() override {
     std::error_code ec;
     fs::permissions(snap_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(snap_, ec);
-    EXPECT_FALSE(fs::exists(snap_));
+    for (const char* suffix : {"", ".orig", ".err"}) {
+      fs::remove_all(snap_ + suffix, ec);
+      EXPECT_FALSE(fs::exists(snap_ + suffix));
+    }
   }
   CommandResult shelf(std::vector<std::string> args) {
     args.insert(args.begin(), {SHELF_CLI_PATH, "--socket", daemon_->socket()});
@@ -395,7 +397,6 @@ TEST_F(SnapshotTest, DamagedSnapshotsAreRefusedWithNothingPublished) {
   CommandResult r = shelf({"load", snap_});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(image("d").partitions[0][0].rows, 1000u);
-  fs::remove_all(saved);
 }
 
 TEST_F(SnapshotTest, SaveRefusesDirectoriesItCannotUse) {
