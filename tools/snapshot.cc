@@ -121,8 +121,10 @@ Result<UniqueFd> lock_dataset_dir(const std::string& path, bool exclusive) {
   }
   if (::flock(fd.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
-      return Status::unavailable(path + " is being saved by another shelf process; try again " +
-                                 "when it is done");
+      // A load (shared) only meets a save; a save meets either.
+      return Status::unavailable(path +
+                                 (exclusive ? " is being saved or loaded" : " is being saved") +
+                                 " by another shelf process; try again when it is done");
     }
     return errno_status("cannot lock " + lock_path, errno);
   }

@@ -596,7 +596,8 @@ TEST_F(SnapshotTest, OneSaveAtATimePerDataset) {
   ASSERT_EQ(::flock(fd, LOCK_EX), 0);
   CommandResult r = shelf({"save", snap_});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(contains(r.err, snap_ + "/v is being saved by another shelf process")) << r.err;
+  EXPECT_TRUE(contains(r.err, snap_ + "/v is being saved or loaded by another shelf process"))
+      << r.err;
   r = shelf({"load", snap_, "--override"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, "is being saved")) << r.err;
