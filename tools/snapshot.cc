@@ -83,6 +83,12 @@ std::optional<std::string> percent_decode(std::string_view text) {
   return out;
 }
 
+// "snap/" -> "snap", so that the paths in messages read DIR/name, not DIR//name.
+std::string without_trailing_slashes(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return dir;
+}
+
 Status errno_status(const std::string& what, int err) { return Status::from_errno(what, err); }
 
 // write() until done; EINTR and short writes are retried.
@@ -679,9 +685,10 @@ std::string escape_name(std::string_view name) {
   return escaped.substr(0, cut) + "~" + hex16(XXH3_64bits(name.data(), name.size()));
 }
 
-Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir,
+Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
                                      const std::vector<std::string>& names) {
   const auto start = std::chrono::steady_clock::now();
+  const std::string dir = without_trailing_slashes(dir_arg);
   SHELF_RETURN_IF_ERROR(check_dir(dir));
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     return errno_status("cannot write into snapshot directory " + dir, errno);
@@ -720,10 +727,11 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir,
   return report;
 }
 
-Result<SnapshotReport> load_snapshot(Client& client, const std::string& dir,
+Result<SnapshotReport> load_snapshot(Client& client, const std::string& dir_arg,
                                      const std::vector<std::string>& names,
                                      bool override_existing) {
   const auto start = std::chrono::steady_clock::now();
+  const std::string dir = without_trailing_slashes(dir_arg);
   SHELF_RETURN_IF_ERROR(check_dir(dir));
   std::vector<std::string> dataset_dirs;
   std::vector<std::string> requested;  // the name asked for in each of dataset_dirs, if any

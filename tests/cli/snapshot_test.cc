@@ -291,8 +291,10 @@ TEST_F(SnapshotTest, SaveAndLoadChosenNames) {
   publish_int64("a", 10, 1);
   publish_int64("b", 10, 2);
   publish_int64("c", 10, 3);
-  CommandResult r = shelf({"save", snap_, "a", "c"});
+  CommandResult r = shelf({"save", snap_ + "//", "a", "c"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "saved 'a' to " + snap_ + "/a: 10 rows in 1 partition, 80 B"))
+      << r.out;
   EXPECT_FALSE(fs::exists(snap_ + "/b"));
   restart();
   r = shelf({"load", snap_, "c"});
