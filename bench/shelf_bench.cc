@@ -15,6 +15,10 @@
 //      several madvise options, repeated scan) vs a private in-process scan
 //   4. unpublish until the memory is back vs fallocate(PUNCH_HOLE)
 //   5. list_datasets with 10,000 datasets vs the round trip
+//   6. shelf save / shelf load of the int64 dataset to and from disk (in the
+//      bench's temporary directory) vs write + fsync of the same bytes from
+//      private memory (`cp` + `sync` at best), and vs read() of them plus
+//      figure 1's publish
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -26,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sched.h>
@@ -49,6 +54,7 @@
 #include <shelf/client.h>
 
 #include "tools/format.h"
+#include "tools/snapshot.h"
 
 namespace {
 
@@ -956,7 +962,7 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < rows; ++i) source[i] = static_cast<int64_t>(i);
 
   // ---- 1 (and 4): publish, against a copy into fresh shm pages ---------
-  progress("[1/5] publish %s x%d, baseline copies, unpublish", big_label.c_str(), opt.repeat);
+  progress("[1/6] publish %s x%d, baseline copies, unpublish", big_label.c_str(), opt.repeat);
   std::vector<CopyBaseline> baselines;
   std::vector<PublishSample> publishes;
   std::vector<UnpublishSample> unpublishes;
@@ -1017,7 +1023,7 @@ int main(int argc, char** argv) {
           copy_gbps, "GB/s", copy_ms / (ideal_ms - b_xxh3));
 
   // ---- 2: get_dataset latency against a bare round trip ----------------
-  progress("[2/5] get_dataset latency, %d samples", kLatencySamples);
+  progress("[2/6] get_dataset latency, %d samples", kLatencySamples);
   const std::string small_name = "bench-small";
   publish_int64(*client, small_name, source.get(), small_rows, daemon_pid);
   // Where the processes run decides the round trip on this VM: a wakeup on
@@ -1166,7 +1172,7 @@ int main(int argc, char** argv) {
   }
 
   // ---- 3: a reader process scanning the published column ---------------
-  progress("[3/5] reader process: scans of %s, %zu modes x%d", big_label.c_str(),
+  progress("[3/6] reader process: scans of %s, %zu modes x%d", big_label.c_str(),
            std::size(kScanModes), opt.repeat);
   ReaderCommand cmd;
   cmd.rows = rows;
@@ -1228,7 +1234,7 @@ int main(int argc, char** argv) {
           median(teardowns), "ms");
 
   // ---- 4: unpublish until the memory is back ----------------------------
-  progress("[4/5] unpublish %s", big_label.c_str());
+  progress("[4/6] unpublish %s", big_label.c_str());
   unpublishes.push_back(unpublish_until_freed(*client, big_name, bytes));
   const double punch_ms = median(collect(baselines, [](auto& b) { return b.punch_ms; }));
   const double back_ms = median(collect(unpublishes, [](auto& u) { return u.back_ms; }));
@@ -1243,7 +1249,7 @@ int main(int argc, char** argv) {
           "polls");
 
   // ---- 5: list_datasets with 10,000 datasets ----------------------------
-  progress("[5/5] publish %d small datasets, list them", kManyDatasets);
+  progress("[5/6] publish %d small datasets, list them", kManyDatasets);
   const int64_t m0 = now_ns();
   for (int b = 0; b < kManyDatasets / kManyBatch; ++b) {
     std::vector<shelf::TableBuilder> tables;
@@ -1306,6 +1312,116 @@ int main(int argc, char** argv) {
           static_cast<double>(list_client_cpu) / 1e3 / kListSamples / median(list_many));
   add_row("5", "status() with 10,001 datasets, median (vs list)", median(status_many), "us",
           median(list_many), "us", median(status_many) / median(list_many));
+
+  // ---- 6: snapshots to disk and back -------------------------------------
+  // After a SIGINT here the files stay in the bench's directory (the
+  // signal-safe cleanup does not walk directories).
+  progress("[6/6] save %s to disk and load it back x%d", big_label.c_str(), opt.repeat);
+  const std::string snap_dir = std::string(g_left.dir) + "/snapshot";
+  const std::string plain_path = std::string(g_left.dir) + "/plain.bin";
+  if (::mkdir(snap_dir.c_str(), 0700) != 0)
+    die("mkdir %s: %s", snap_dir.c_str(), std::strerror(errno));
+  // The baseline reads into memory that is already mapped, as shelf reads
+  // into partitions add_partition populated.
+  std::unique_ptr<char[]> sink(new char[bytes]);
+  std::memset(sink.get(), 1, bytes);
+  // Drops a file's pages from the page cache, so the next read comes from disk.
+  auto evict = [](const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("open %s: %s", path.c_str(), std::strerror(errno));
+    ::fdatasync(fd);
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  };
+  auto read_file = [&](const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || !read_all(fd, sink.get(), bytes)) die("read %s", path.c_str());
+    ::close(fd);
+  };
+  // Each round saves what the round before loaded: the same bytes.
+  const std::string snap_name = "bench-snap";
+  (void)publish_int64(*client, snap_name, source.get(), rows, daemon_pid);
+  std::vector<double> save_ms, write_ms, load_warm_ms, read_warm_ms, load_cold_ms, read_cold_ms;
+  for (int r = 0; r < opt.repeat; ++r) {
+    // A new file each time, as save writes new files: allocating blocks is
+    // part of the cost.
+    auto write_plain = [&] {
+      const int64_t t0 = now_ns();
+      int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0 || !write_all(fd, source.get(), bytes) || ::fsync(fd) != 0) {
+        die("write %s: %s", plain_path.c_str(), std::strerror(errno));
+      }
+      ::close(fd);
+      write_ms.push_back(ms_between(t0, now_ns()));
+    };
+    auto save = [&] {
+      const int64_t t0 = now_ns();
+      must(shelf::tools::save_snapshot(*client, snap_dir, {snap_name}), "save_snapshot");
+      save_ms.push_back(ms_between(t0, now_ns()));
+    };
+    // Alternate which writes first: on this machine's disk the first GiB
+    // after a pause goes at a burst rate (~1 GB/s) and the next at the
+    // sustained one (~0.25 GB/s, as dd shows), whoever writes it.
+    if (r % 2 == 0) {
+      write_plain();
+      save();
+    } else {
+      save();
+      write_plain();
+    }
+    unpublish_until_freed(*client, snap_name, bytes);
+
+    int64_t t0 = now_ns();
+    must(shelf::tools::load_snapshot(*client, snap_dir, {snap_name}, false), "load_snapshot");
+    load_warm_ms.push_back(ms_between(t0, now_ns()));
+    t0 = now_ns();
+    read_file(plain_path);
+    read_warm_ms.push_back(ms_between(t0, now_ns()));
+
+    unpublish_until_freed(*client, snap_name, bytes);
+    for (const auto& e : std::filesystem::directory_iterator(snap_dir + "/" + snap_name)) {
+      evict(e.path().string());
+    }
+    evict(plain_path);
+    t0 = now_ns();
+    must(shelf::tools::load_snapshot(*client, snap_dir, {snap_name}, false), "load_snapshot");
+    load_cold_ms.push_back(ms_between(t0, now_ns()));
+    t0 = now_ns();
+    read_file(plain_path);
+    read_cold_ms.push_back(ms_between(t0, now_ns()));
+    // Deleting 1 GiB costs a discard on file systems mounted with `discard`
+    // (this machine's root is), paid at the next journal commit: delete both
+    // here and commit now, outside every timed step, so that neither the
+    // save nor the baseline pays for the other's files.
+    ::unlink(plain_path.c_str());
+    std::filesystem::remove_all(snap_dir + "/" + snap_name);
+    if (int dfd = ::open(g_left.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+      ::syncfs(dfd);
+      ::close(dfd);
+    }
+  }
+  unpublish_until_freed(*client, snap_name, bytes);
+  sink.reset();
+  std::filesystem::remove_all(snap_dir);
+  std::filesystem::remove(plain_path);
+  // Loading is reading plus publishing: its baseline is read() into private
+  // memory plus figure 1's publish of the same bytes from private memory.
+  auto plus_publish = [&](std::vector<double> v) {
+    for (double& x : v) x += publish_ms;
+    return v;
+  };
+  auto snap_row = [&](const std::string& id, const std::string& what, std::vector<double> ms,
+                      std::vector<double> base) {
+    const double v = gbps(bytes, median(ms)), b = gbps(bytes, median(base));
+    add_row(id, what, v, "GB/s", b, "GB/s", v / b);
+  };
+  snap_row("6", "shelf save " + big_label + ": XXH3 + write + fsync (vs write + fsync)", save_ms,
+           write_ms);
+  snap_row("6a", "shelf load, page cache warm (vs read() + publish of fig. 1)", load_warm_ms,
+           plus_publish(read_warm_ms));
+  snap_row("6b", "shelf load, page cache dropped (vs same read() + publish)", load_cold_ms,
+           plus_publish(read_cold_ms));
+  snap_row("6c", "  read() of the file alone, warm (vs from disk)", read_warm_ms, read_cold_ms);
 
   // ---- done: stop everything, then report --------------------------------
   client.reset();

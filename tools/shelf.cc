@@ -1,5 +1,6 @@
 // shelf: the command-line tool. Publishes CSV files, lists, shows, removes
-// datasets and shows the daemon's memory at a glance.
+// datasets, shows the daemon's memory at a glance, and saves datasets to
+// disk and loads them back (tools/snapshot.h).
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include "base/units.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
+#include "tools/snapshot.h"
 
 namespace po = boost::program_options;
 using namespace shelf;
@@ -33,6 +35,8 @@ Commands:
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   status                    memory and datasets at a glance
+  save DIR [NAME...]        write datasets (default: all) to files in DIR, with checksums
+  load DIR [NAME...]        verify and publish datasets (default: all) saved in DIR
 
 Run 'shelf COMMAND --help' for the options of a command.
 The daemon is found at --socket, else $SHELF_SOCKET, else the per-user default.
@@ -392,6 +396,85 @@ std::string status_text(const MemoryStats& m) {
   return out;
 }
 
+std::string throughput(uint64_t bytes, double seconds) {
+  char buf[64];
+  // A rate over a few milliseconds says nothing: show it for larger snapshots only.
+  if (seconds < 0.05) {
+    std::snprintf(buf, sizeof buf, "%.3f s", seconds);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f s (%.2f GB/s)", seconds,
+                  static_cast<double>(bytes) / seconds / 1e9);
+  }
+  return buf;
+}
+
+std::string entry_line(const SnapshotEntry& e) {
+  return std::to_string(e.rows) + " rows in " + std::to_string(e.partitions) + " partition" +
+         (e.partitions == 1 ? "" : "s") + ", " + format_bytes(e.bytes);
+}
+
+int cmd_save(const Command& cmd) {
+  std::string dir;
+  std::vector<std::string> names;
+  po::options_description options("Options");
+  options.add_options()("dir", po::value(&dir)->required(), "an existing directory")(
+      "names", po::value(&names)->multitoken(), "datasets to save (default: all)");
+  po::positional_options_description positional;
+  positional.add("dir", 1).add("names", -1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "save DIR [NAME...]")) return code;
+  auto client = connect(cmd, "save");
+  if (!client.ok()) return fail(client.status());
+  auto report = save_snapshot(*client, dir, names);
+  if (!report.ok()) return fail(report.status());
+  for (const std::string& name : report->skipped) {
+    std::cout << "skipped '" << name << "': unpublished while saving\n";
+  }
+  for (const SnapshotEntry& e : report->datasets) {
+    std::cout << "saved '" << e.name << "' to " << e.path << ": " << entry_line(e) << "\n";
+  }
+  if (report->datasets.empty()) {
+    std::cout << "no datasets published; nothing saved\n";
+    return 0;
+  }
+  std::cout << "saved " << report->datasets.size() << " dataset"
+            << (report->datasets.size() == 1 ? "" : "s") << ", " << format_bytes(report->bytes)
+            << " in " << throughput(report->bytes, report->seconds) << "\n";
+  return 0;
+}
+
+int cmd_load(const Command& cmd) {
+  std::string dir;
+  std::vector<std::string> names;
+  bool override_existing = false;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("dir", po::value(&dir)->required(), "a directory written by shelf save")
+      ("names", po::value(&names)->multitoken(), "datasets to load (default: all in DIR)")
+      ("override", po::bool_switch(&override_existing), "replace datasets of the same names");
+  // clang-format on
+  po::positional_options_description positional;
+  positional.add("dir", 1).add("names", -1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "load DIR [NAME...] [--override]")) {
+    return code;
+  }
+  auto client = connect(cmd, "load");
+  if (!client.ok()) return fail(client.status());
+  auto report = load_snapshot(*client, dir, names, override_existing);
+  if (!report.ok()) return fail(report.status());
+  for (const SnapshotEntry& e : report->datasets) {
+    std::cout << "loaded '" << e.name << "' from " << e.path << ": " << entry_line(e) << "\n";
+  }
+  std::cout << "loaded " << report->datasets.size() << " dataset"
+            << (report->datasets.size() == 1 ? "" : "s") << ", " << format_bytes(report->bytes)
+            << " in " << throughput(report->bytes, report->seconds) << "\n";
+  return 0;
+}
+
 volatile sig_atomic_t g_stop = 0;
 
 int cmd_status(const Command& cmd) {
@@ -473,5 +556,7 @@ int main(int argc, char** argv) {
   if (cmd.name == "info") return cmd_info(cmd);
   if (cmd.name == "unpublish") return cmd_unpublish(cmd);
   if (cmd.name == "status") return cmd_status(cmd);
+  if (cmd.name == "save") return cmd_save(cmd);
+  if (cmd.name == "load") return cmd_load(cmd);
   return usage_error("unknown command '" + cmd.name + "'", "");
 }
