@@ -60,9 +60,9 @@ def test_writing_through_a_forced_writeable_view_is_refused_by_the_kernel(daemon
         column = shelf.Client().get_dataset('t')['v']
         try:
             column.flags.writeable = True
-            print('writeable')
+            print('writeable', flush=True)
         except ValueError:
-            print('refused')
+            print('refused', flush=True)  # flushed: the process dies next
         address = column.__array_interface__['data'][0]
         ctypes.c_int64.from_address(address).value = 1   # a raw store: faults
         print('wrote')
