@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include <shelf/result.h>
 
@@ -30,7 +31,8 @@ class Daemon {
   // Serves until SIGTERM or SIGINT. Errors only for failures of the loop
   // itself (epoll); a client's mistake is answered, logged and survived.
   Status run();
-  // Closes every connection, removes the socket, the lock file and the segment.
+  // Closes every connection, removes the socket and the lock file. The
+  // segment stays for the next daemon (StoreOptions::remove_on_exit aside).
   ~Daemon();
 
   const Store& store() const { return *store_; }
@@ -46,6 +48,8 @@ class Daemon {
   void dispatch(Connection& c, uint16_t type, std::span<const std::byte> payload);
   void update_interest(Connection& c);
   void close_connection(int fd);
+  // Watches the publishers that outlived the previous daemon (pidfds in epoll).
+  void watch_orphan_owners();
   // Answers a connection we will not serve with `why`, best effort.
   void refuse(int fd, const Status& why);
 
@@ -57,6 +61,7 @@ class Daemon {
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
 };
