@@ -167,11 +167,10 @@ TEST(DaemonTest, ClientsPastTheOpenFilesLimitAreRefusedWithAReason) {
   const std::string dir = "/tmp/" + name;
   std::filesystem::create_directory(dir);
   const std::string socket = dir + "/shelf.sock";
-  CommandResult started =
-      run_command({"/bin/sh", "-c",
-                   std::string("ulimit -n 40 && exec ") + SHELFD_PATH + " --socket " + socket +
-                       " --segment " + name +
-                       " --memory-limit 8MiB --max-datasets 16 --remove-segment-on-exit"});
+  CommandResult started = run_command(
+      {"/bin/sh", "-c",
+       std::string("ulimit -n 40 && exec ") + SHELFD_PATH + " --socket " + socket + " --segment " +
+           name + " --memory-limit 8MiB --max-datasets 16 --remove-segment-on-exit"});
   ASSERT_EQ(started.exit_code, 0) << started.err;
   {
     ShelfdGuard guard(socket);
