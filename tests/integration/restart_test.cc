@@ -186,21 +186,29 @@ RawSegment open_raw(const TestDaemon& daemon) {
   return RawSegment{std::move(object).value(), std::move(mapping).value()};
 }
 
-// The buffer of (partition, column) of the published dataset `name`, found by
-// reading the index in the segment as a reader would.
-shm::BufferLayout data_buffer(const RawSegment& seg, const std::string& name, uint64_t partition,
-                              uint32_t column) {
+// The index entry of the published dataset `name`, found as a reader would.
+shm::IndexEntryLayout* find_entry(const RawSegment& seg, const std::string& name) {
   const shm::SegmentHeaderLayout& h = seg.header();
   for (uint32_t slot = 0; slot < h.index_capacity; ++slot) {
-    const auto* e = reinterpret_cast<const shm::IndexEntryLayout*>(
+    auto* e = reinterpret_cast<shm::IndexEntryLayout*>(
         seg.at(h.index_offset + uint64_t{slot} * h.index_entry_bytes));
-    if (e->state != 1 || std::string(e->name, e->name_length) != name) continue;
-    auto view = shm::DescriptorView::parse(
-        std::span<const std::byte>(seg.at(e->descriptor_offset), e->descriptor_length), false);
-    if (!view.ok()) throw TestFailure("descriptor of " + name + ": " + view.status().to_string());
-    return view->chunk(partition, column).data;
+    if (e->state == 1 && std::string(e->name, e->name_length) == name) return e;
   }
   throw TestFailure(name + " is not in the index");
+}
+
+shm::DescriptorView descriptor_of(const RawSegment& seg, const std::string& name) {
+  const shm::IndexEntryLayout* e = find_entry(seg, name);
+  auto view = shm::DescriptorView::parse(
+      std::span<const std::byte>(seg.at(e->descriptor_offset), e->descriptor_length), false);
+  if (!view.ok()) throw TestFailure("descriptor of " + name + ": " + view.status().to_string());
+  return std::move(view).value();
+}
+
+// The data buffer of (partition, column) of the published dataset `name`.
+shm::BufferLayout data_buffer(const RawSegment& seg, const std::string& name, uint64_t partition,
+                              uint32_t column) {
+  return descriptor_of(seg, name).chunk(partition, column).data;
 }
 
 // A hash of the whole segment file and how much of it is resident: equal
@@ -486,6 +494,75 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
       }());
   ASSERT_TRUE(client.publish_dataset("victim", again).ok());
   expect_int64_published(client, "victim", 10, 1);
+}
+
+// The index and extents as a crash (or a stray writer) can leave them: an
+// entry caught mid-rewrite is dropped, a dataset whose partition is not
+// sealed is quarantined, and whatever no dataset claims is given back.
+TEST(RestartTest, TornEntryIsDroppedAndUnsealedPartitionQuarantined) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "torn", 10'000, 1);
+    TableBuilder two = make_int64_table(client, 100'000, 2, 2);
+    ASSERT_TRUE(client.publish_dataset("unsealed", two).ok());
+    publish_int64(client, "fine", 10'000, 3);
+  }
+  daemon->kill9();
+  {
+    RawSegment seg = open_raw(*daemon);
+    find_entry(seg, "torn")->seq += 1;  // odd: the daemon died inside its seqlock
+    const uint64_t extent = descriptor_of(seg, "unsealed").partition(0).extent_offset;
+    // Not a state a live publisher could be writing in (kAllocated/kWritten
+    // of this live process would be held for it): garbage.
+    reinterpret_cast<shm::ExtentHeaderLayout*>(seg.at(extent))->state = 7;
+  }
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("1 datasets served again, 1 quarantined"));
+  EXPECT_THAT(r.err, HasSubstr("was being rewritten when the previous shelfd died; dropped it"));
+  Client client = connect(*daemon);
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"fine"});
+  expect_int64_published(client, "fine", 10'000, 3);
+  EXPECT_EQ(client.get_dataset("torn").status().code(), Status::Code::kNotFound);
+  auto got = client.get_dataset("unsealed");
+  EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
+  EXPECT_THAT(got.status().message(), HasSubstr("partition 0: its extent is not sealed"));
+  const MemoryStats st = status_of(client);
+  ASSERT_EQ(st.quarantined.size(), 1u);
+  // It keeps what it could claim (descriptor, partition 1); partition 0 and
+  // all of "torn" went back to the OS.
+  EXPECT_GT(st.quarantined[0].memory_bytes, 100'000u * 8);
+  EXPECT_LT(st.quarantined[0].memory_bytes, 2 * 100'000u * 8);
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.used_bytes,
+            st.index_bytes + st.datasets[0].memory_bytes + st.quarantined[0].memory_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), st.used_bytes) << "unclaimed pages were not given back";
+  // The torn name is free again.
+  publish_int64(client, "torn", 100, 4);
+  expect_int64_published(client, "torn", 100, 4);
+}
+
+// A daemon that died while making its segment left a header of zeros and
+// nothing else: that is replaced, not refused.
+TEST(RestartTest, NeverFinishedSegmentIsReplaced) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  daemon->stop();
+  {
+    RawSegment seg = open_raw(*daemon);
+    std::memset(seg.at(0), 0, shm::kPageSize);
+  }
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("was never finished"));
+  EXPECT_THAT(r.out, Not(HasSubstr("re-attached")));
+  Client client = connect(*daemon);
+  EXPECT_EQ(status_of(client).generation, 1u);
+  expect_daemon_serves(*daemon);
 }
 
 // A segment this shelfd cannot read is refused with a message that names it
