@@ -163,6 +163,13 @@ int main(int argc, char** argv) {
     ::setsid();
   }
 
+  // Detached, the log file is opened before the start, so that what the
+  // start finds (a re-attached segment, quarantined datasets) is in it too.
+  int log_fd = -1;
+  if (!foreground) {
+    log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    server::set_log_copy_fd(log_fd);
+  }
   auto daemon = server::Daemon::start(daemon_options, store_options);
   if (!daemon.ok()) {
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
@@ -181,8 +188,7 @@ int main(int argc, char** argv) {
                 " verified in " + seconds;
   }
   if (!foreground) {
-    int log_fd =
-        ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
     int null_fd = ::open("/dev/null", O_RDWR);
     if (null_fd >= 0) {
       ::dup2(null_fd, STDIN_FILENO);
@@ -201,11 +207,6 @@ int main(int argc, char** argv) {
   server::log_info("serving " + daemon_options.socket_path + " with segment /dev/shm/" +
                    store_options.segment_name + ", memory limit " +
                    format_bytes(store.memory_limit()) + (recovered.empty() ? " (new)" : recovered));
-  // Said once more here: before the log was redirected, only whoever started
-  // shelfd saw it.
-  for (const auto& q : store.status().quarantined) {
-    server::log_error("dataset '" + q.name + "' is quarantined, not served: " + q.reason);
-  }
   Status s = (*daemon)->run();
   if (!s.ok()) {
     server::log_error("event loop failed: " + s.message());

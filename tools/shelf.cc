@@ -378,7 +378,8 @@ std::string status_text(const MemoryStats& m) {
   char pct[16];
   std::snprintf(pct, sizeof pct, "%.1f%%", percent);
   std::string out = "shelfd pid " + std::to_string(m.daemon_pid) + " at " + m.socket_path +
-                    ", segment /dev/shm/" + m.segment_name + ", up since " +
+                    ", segment /dev/shm/" + m.segment_name + " (generation " +
+                    std::to_string(m.generation) + "), up since " +
                     format_time(m.started_ns - m.started_ns % 1000000000) + "\n";
   out += "memory:   " + format_bytes(m.used_bytes) + " used of " + format_bytes(m.memory_limit) +
          " (" + pct + "), " + format_bytes(m.free_bytes()) + " free\n";

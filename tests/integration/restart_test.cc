@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <signal.h>
 #include <string>
@@ -456,6 +458,11 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
   EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 1 quarantined"));
   EXPECT_THAT(r.err, HasSubstr("'victim' is quarantined"));
   EXPECT_THAT(r.err, HasSubstr("partition 1"));
+  // The daemon's own log says it too, for whoever looks later.
+  std::ifstream log_file(daemon->socket() + ".log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
+  EXPECT_THAT(log, HasSubstr("'victim' is quarantined"));
+  EXPECT_THAT(log, HasSubstr("1 quarantined"));
   Client client = connect(*daemon);
   // Never served silently: not listed, and a get says why.
   std::vector<std::string> served = before.names;
