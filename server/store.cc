@@ -5,14 +5,19 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <dirent.h>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
 
 #include "base/check.h"
 #include "base/fault_point.h"
@@ -253,6 +258,47 @@ bool owner_alive(uint32_t pid) {
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
+// The processes other than this one that map the shm object open as `fd`
+// (its inode in /proc/<pid>/maps), among `among` if given, else all.
+// Processes of other users are not visible; they could not open a 0600
+// segment anyway.
+std::set<uint32_t> processes_mapping(int fd, const std::set<uint32_t>* among = nullptr) {
+  std::set<uint32_t> found;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return found;
+  const std::string inode = " " + std::to_string(st.st_ino) + " ";
+  std::vector<uint32_t> pids;
+  if (among != nullptr) {
+    pids.assign(among->begin(), among->end());
+  } else if (DIR* proc = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(proc)) {
+      char* end = nullptr;
+      const unsigned long pid = std::strtoul(e->d_name, &end, 10);
+      if (end != e->d_name && *end == '\0' && pid > 0) pids.push_back(static_cast<uint32_t>(pid));
+    }
+    ::closedir(proc);
+  }
+  const auto self = static_cast<uint32_t>(::getpid());
+  for (uint32_t pid : pids) {
+    if (pid == self) continue;
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+      // "start-end perms offset dev inode   /dev/shm/NAME"
+      if (line.find(inode) != std::string::npos && line.find(" /dev/shm/") != std::string::npos) {
+        found.insert(pid);
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+std::string pid_list(const std::set<uint32_t>& pids) {
+  std::string out;
+  for (uint32_t pid : pids) out += (out.empty() ? "" : " ") + std::to_string(pid);
+  return out;
+}
+
 uint64_t resident_or_zero(const shm::ShmObject& segment) {
   auto r = segment.resident_bytes();
   return r.ok() ? *r : 0;
@@ -457,6 +503,18 @@ void Store::sweep_gap(uint64_t begin, uint64_t end) {
       at = punch_from = page + h->length;
       continue;
     }
+    if (state == static_cast<uint32_t>(shm::ExtentState::kSealed) && !old_mappers_.empty() &&
+        allocator_.mark_allocated(page, h->length)) {
+      // Sealed but no longer published (unpublished while leased, most
+      // likely): a process that mapped the segment may still read it.
+      if (page > punch_from) punch(punch_from, page - punch_from);
+      held_extents_.push_back(Extent{page, h->length});
+      held_bytes_ += h->length;
+      used_bytes_ += h->length;
+      pending_free_bytes_ += h->length;
+      at = punch_from = page + h->length;
+      continue;
+    }
     at = page + h->length;  // an extent nobody owns: skip it whole, punched below
   }
   if (end > punch_from) punch(punch_from, end - punch_from);
@@ -476,6 +534,11 @@ void Store::recover() {
   for (uint32_t slot = options_.max_datasets; slot > 0; --slot) {
     if (!used_slot[slot - 1]) free_slots_.push_back(slot - 1);
   }
+  // Readers that outlived the old daemon hold Datasets whose leases died
+  // with it; what they may read stays until they are gone.
+  old_mappers_ = processes_mapping(segment_.fd());
+  for (auto& [id, d] : datasets_) d.restart_hold = !old_mappers_.empty();
+  recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
   // Everything no dataset owns goes back to the OS: extents being written
   // when the daemon died, datasets unpublished but still leased then (leases
   // end with the connections), memory that was being released.
@@ -490,6 +553,7 @@ void Store::recover() {
     at = offset + length;
   }
   if (segment_bytes_ > at) sweep_gap(at, segment_bytes_);
+  recovery_.held_bytes = held_bytes_;
   const uint64_t resident_after = resident_or_zero(segment_);
   recovery_.freed_bytes = resident_before > resident_after ? resident_before - resident_after : 0;
 
@@ -514,13 +578,48 @@ void Store::recover() {
            (recovery_.orphaned_bytes > 0
                 ? "; holding " + format_bytes(recovery_.orphaned_bytes) +
                       " being written by publishers still alive until they exit"
+                : std::string()) +
+           (recovery_.old_mappers > 0
+                ? "; " + std::to_string(recovery_.old_mappers) +
+                      " processes still map the segment (pid " + pid_list(old_mappers_) +
+                      "): until they exit, unpublished memory is not given back (" +
+                      format_bytes(recovery_.held_bytes) + " held now)"
                 : std::string()));
 }
 
 std::vector<uint32_t> Store::orphan_owners() const {
   std::set<uint32_t> pids;
   for (const Orphan& o : orphans_) pids.insert(o.pid);
+  pids.insert(old_mappers_.begin(), old_mappers_.end());
   return std::vector<uint32_t>(pids.begin(), pids.end());
+}
+
+void Store::recheck_old_mappers() {
+  if (old_mappers_.empty()) return;
+  const std::set<uint32_t> still = processes_mapping(segment_.fd(), &old_mappers_);
+  for (auto it = old_mappers_.begin(); it != old_mappers_.end();) {
+    it = still.count(*it) ? std::next(it) : old_mappers_.erase(it);
+  }
+  if (old_mappers_.empty()) release_restart_holds();
+}
+
+void Store::release_restart_holds() {
+  std::vector<uint64_t> to_free;
+  for (auto& [id, d] : datasets_) {
+    if (!d.restart_hold) continue;
+    d.restart_hold = false;
+    if (!d.published && d.leases == 0) to_free.push_back(id);
+  }
+  for (uint64_t id : to_free) {
+    pending_free_bytes_ -= datasets_.at(id).memory_bytes;
+    free_dataset(id);
+  }
+  pending_free_bytes_ -= held_bytes_;
+  held_bytes_ = 0;
+  free_extents(std::exchange(held_extents_, {}));
+  log_info(
+      "no process maps the segment as the previous shelfd left it any more: its memory is "
+      "freed as usual again");
 }
 
 void Store::owner_gone(uint32_t pid) {
@@ -540,6 +639,7 @@ void Store::owner_gone(uint32_t pid) {
              "previous shelfd died");
   }
   free_extents(freed);
+  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) release_restart_holds();
 }
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
@@ -692,6 +792,7 @@ Status Store::abort(SessionId session_id, uint64_t extent_offset) {
 Status Store::publish(SessionId session_id, const protocol::PublishRequest& request) {
   Session& session = sessions_.at(session_id);
   if (request.items.empty()) return Status::invalid_argument("publish needs at least one dataset");
+  recheck_old_mappers();
 
   // 1. Validate everything; change nothing.
   std::set<std::string_view> names_in_request;
@@ -837,7 +938,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
       old.published = false;
       const uint64_t old_id = existing->second;
       names_.erase(existing);
-      if (old.leases == 0) {
+      if (unread(old)) {
         free_dataset(old_id);
       } else {
         pending_free_bytes_ += old.memory_bytes;
@@ -919,7 +1020,8 @@ Status Store::release(SessionId session_id, uint64_t lease_id) {
   --num_leases_;
   Dataset& dataset = datasets_.at(dataset_id);
   SHELF_CHECK(dataset.leases > 0);
-  if (--dataset.leases == 0 && !dataset.published) {
+  --dataset.leases;
+  if (unread(dataset) && !dataset.published) {
     pending_free_bytes_ -= dataset.memory_bytes;
     free_dataset(dataset_id);
   }
@@ -927,6 +1029,7 @@ Status Store::release(SessionId session_id, uint64_t lease_id) {
 }
 
 Status Store::unpublish(const std::string& name) {
+  recheck_old_mappers();
   auto it = names_.find(name);
   if (it == names_.end()) {
     return Status::not_found("dataset " + quoted(name) +
@@ -938,7 +1041,7 @@ Status Store::unpublish(const std::string& name) {
   write_index_entry(dataset.slot, nullptr);
   free_slots_.push_back(dataset.slot);
   dataset.published = false;
-  if (dataset.leases == 0) {
+  if (unread(dataset)) {
     free_dataset(id);
   } else {
     pending_free_bytes_ += dataset.memory_bytes;
@@ -948,7 +1051,7 @@ Status Store::unpublish(const std::string& name) {
 
 void Store::free_dataset(uint64_t dataset_id) {
   auto it = datasets_.find(dataset_id);
-  SHELF_CHECK(it != datasets_.end() && !it->second.published && it->second.leases == 0);
+  SHELF_CHECK(it != datasets_.end() && !it->second.published && unread(it->second));
   std::vector<Extent> extents = it->second.partitions;
   // A quarantined dataset may own no descriptor extent (it was damaged).
   if (it->second.descriptor.length > 0) extents.push_back(it->second.descriptor);

@@ -53,6 +53,8 @@ struct RecoveryReport {
   uint64_t verified_bytes = 0;  // buffer bytes whose XXH3 was checked
   uint64_t freed_bytes = 0;     // resident bytes given back (unsealed, unreferenced)
   uint64_t orphaned_bytes = 0;  // unsealed extents held until their live owner exits
+  uint32_t old_mappers = 0;     // other processes that had the segment mapped
+  uint64_t held_bytes = 0;      // sealed but unpublished, held while they map it
   double seconds = 0;
 };
 
@@ -79,10 +81,13 @@ class Store {
   ~Store();
 
   const RecoveryReport& recovery() const { return recovery_; }
-  // Publishers that were writing when the previous daemon died and still
-  // live: their extents are held until each exits (owner_gone()).
+  // Processes whose exit the daemon must report (owner_gone()): publishers
+  // that were writing when the previous daemon died and still live (their
+  // extents are held), and processes that had the segment mapped when it was
+  // re-attached (they may read Datasets of the old daemon, whose leases are
+  // gone: nothing that existed then is punched while one of them maps it).
   std::vector<uint32_t> orphan_owners() const;
-  // Frees the held extents of `pid`, which has exited.
+  // `pid` has exited: frees what was held only for it.
   void owner_gone(uint32_t pid);
 
   using SessionId = uint64_t;
@@ -143,6 +148,10 @@ class Store {
     protocol::DatasetSummary summary;
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
+    // Existed when the segment was re-attached while other processes mapped
+    // it: they may still read it through a Dataset of the old daemon, so it
+    // counts as leased until they are gone (old_mappers_).
+    bool restart_hold = false;
   };
   struct Session {
     uint32_t pid = 0;
@@ -215,6 +224,17 @@ class Store {
     uint32_t pid = 0;
   };
   std::vector<Orphan> orphans_;
+  // See orphan_owners(). Emptied as they exit or unmap the segment; then
+  // release_restart_holds() frees what was kept for them.
+  std::set<uint32_t> old_mappers_;
+  std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
+  uint64_t held_bytes_ = 0;
+  // Drops the old mappers that no longer map the segment (reads their
+  // /proc/<pid>/maps); releases the holds when none is left.
+  void recheck_old_mappers();
+  void release_restart_holds();
+  // A dataset nobody may be reading: no lease, no restart hold.
+  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
 };
 
 }  // namespace shelf::server

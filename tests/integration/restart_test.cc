@@ -406,21 +406,131 @@ INSTANTIATE_TEST_SUITE_P(Publisher, MidWriteTest, ::testing::Values(false, true)
                            return p.param ? std::string("Survives") : std::string("Killed");
                          });
 
-// Unpublished while a reader held it: its memory is still in use when the
-// daemon dies. Leases end with their connections, so the restart frees it
-// (the reader is still alive, but its lease was the old daemon's).
+// A reader that outlives the daemon keeps reading the Datasets it got from
+// it. Their leases died with the daemon, so the new one holds everything
+// that existed at the restart while such a process maps the segment: the
+// dataset unpublished while leased, and one unpublished after the restart.
+// When the reader exits, all of it is given back.
+TEST(RestartTest, ReaderThatOutlivesTheDaemonKeepsReadingUntilItExits) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t index_bytes = 0, used_with_both = 0;
+  Pipe published, holding, go, checked;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    Client c = connect(*daemon);
+    auto kept = c.get_dataset("kept");
+    auto dropped = c.get_dataset("dropped");
+    ASSERT_TRUE(kept.ok() && dropped.ok());
+    ASSERT_TRUE(holding.signal());
+    ASSERT_TRUE(go.wait());
+    // The daemon was killed and restarted, and both were unpublished.
+    expect_int64_dataset(*kept, 10'000, 1);
+    expect_int64_dataset(*dropped, 200'000, 2);
+    ASSERT_TRUE(checked.signal());
+    for (;;) ::pause();
+  });
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 10'000, 1);
+    publish_int64(client, "dropped", 200'000, 2);
+    used_with_both = status_of(client).used_bytes;
+    index_bytes = status_of(client).index_bytes;
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+    ASSERT_TRUE(client.unpublish_dataset("dropped").ok());
+    EXPECT_GT(status_of(client).pending_free_bytes, 0u);
+  }
+  daemon->kill9();
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("1 processes still map the segment")) << r.err;
+  Client client = connect(*daemon);
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"kept"});
+  MemoryStats st = status_of(client);
+  EXPECT_EQ(st.used_bytes, used_with_both) << "the reader's dataset was freed under it";
+  EXPECT_GT(st.pending_free_bytes, 200'000u * 8);
+  ASSERT_TRUE(client.unpublish_dataset("kept").ok());
+  st = status_of(client);
+  EXPECT_EQ(st.used_bytes, used_with_both) << "unpublished under a reader of the old daemon";
+  EXPECT_EQ(st.used_bytes, st.index_bytes + st.pending_free_bytes);
+  ASSERT_TRUE(go.signal());
+  EXPECT_TRUE(checked.wait()) << "the reader could not read what it held";
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+
+  EXPECT_TRUE(eventually([&] { return status_of(client).pending_free_bytes == 0; }))
+      << "the reader exited but its datasets were not freed";
+  st = status_of(client);
+  EXPECT_EQ(st.used_bytes, index_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), index_bytes) << "the pages were not given back";
+  expect_daemon_serves(*daemon);
+}
+
+// A reader of the old daemon that lets go of the segment (drops its Client
+// and Datasets) without exiting: the next unpublish notices and frees.
+TEST(RestartTest, ReaderThatUnmapsReleasesTheRestartHold) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Pipe published, holding, go, dropped;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    {
+      Client c = connect(*daemon);
+      auto ds = c.get_dataset("data");
+      ASSERT_TRUE(ds.ok());
+      ASSERT_TRUE(holding.signal());
+      ASSERT_TRUE(go.wait());
+    }  // unmapped here
+    ASSERT_TRUE(dropped.signal());
+    for (;;) ::pause();
+  });
+  uint64_t index_bytes = 0;
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "data", 100'000, 5);
+    index_bytes = status_of(client).index_bytes;
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+  }
+  daemon->kill9();
+  ASSERT_EQ(daemon->restart().exit_code, 0);
+  ASSERT_TRUE(go.signal());
+  ASSERT_TRUE(dropped.wait());
+  Client client = connect(*daemon);
+  ASSERT_TRUE(client.unpublish_dataset("data").ok());
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.pending_free_bytes, 0u) << "held for a process that no longer maps the segment";
+  EXPECT_EQ(st.used_bytes, index_bytes);
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+}
+
+// Unpublished while leased, with no reader left at the restart: freed by it.
 TEST(RestartTest, UnpublishedButLeasedDatasetIsFreedByTheRestart) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
-  publish_int64(client, "kept", 10'000, 1);
-  const Snapshot kept_only = snapshot_of(client);
-  publish_int64(client, "dropped", 200'000, 2);
-  auto held = client.get_dataset("dropped");
-  ASSERT_TRUE(held.ok());
-  ASSERT_TRUE(client.unpublish_dataset("dropped").ok());
-  EXPECT_GT(status_of(client).pending_free_bytes, 0u);
+  Snapshot kept_only;
+  Pipe published, holding;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    Client c = connect(*daemon);
+    auto held = c.get_dataset("dropped");
+    ASSERT_TRUE(held.ok());
+    ASSERT_TRUE(holding.signal());
+    for (;;) ::pause();
+  });
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 10'000, 1);
+    kept_only = snapshot_of(client);
+    publish_int64(client, "dropped", 200'000, 2);
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+    ASSERT_TRUE(client.unpublish_dataset("dropped").ok());
+    EXPECT_GT(status_of(client).pending_free_bytes, 0u);
+  }
   daemon->kill9();
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
 
   ASSERT_EQ(daemon->restart().exit_code, 0);
   Client after = connect(*daemon);
@@ -429,8 +539,6 @@ TEST(RestartTest, UnpublishedButLeasedDatasetIsFreedByTheRestart) {
   EXPECT_EQ(st.used_bytes, kept_only.used);
   EXPECT_EQ(daemon->resident_bytes(), kept_only.used) << "its pages were not given back";
   expect_same(kept_only, snapshot_of(after));
-  // Leases do not survive a restart: `held` kept its mapping, but the new
-  // daemon did not know it and gave the pages back (README, "Restart").
 }
 
 TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {

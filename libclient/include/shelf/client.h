@@ -100,8 +100,9 @@ class Client {
   // When shelfd dies or stops, every call fails at once with Unavailable
   // (and so does every later call on this Client): connect again. A shelfd
   // started again on the same segment serves the same datasets. Datasets
-  // obtained before stay readable (their mapping is this process's own),
-  // but hold no lease in the new daemon.
+  // obtained before stay readable: their mapping is this process's own, and
+  // the restarted daemon frees nothing that existed before while this
+  // process still maps the segment.
   static Result<Client> connect(const ClientOptions& options = {});
 
   Client(Client&&) noexcept;
