@@ -229,6 +229,12 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
     w.u32(m.num_leases);
     w.u32(static_cast<uint32_t>(m.datasets.size()));
     for (const DatasetSummary& d : m.datasets) put_summary(w, d);
+    w.u32(static_cast<uint32_t>(m.quarantined.size()));
+    for (const QuarantinedDataset& q : m.quarantined) {
+      w.str(q.name);
+      w.u64(q.memory_bytes);
+      w.str(q.reason);
+    }
   });
 }
 
@@ -283,6 +289,14 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
   m.num_connections = r.u32();
   m.num_leases = r.u32();
   m.datasets = get_summaries(r);
+  const uint32_t n = r.count(4 + 8 + 4);  // the smallest QuarantinedDataset
+  for (uint32_t i = 0; i < n && !r.failed(); ++i) {
+    QuarantinedDataset q;
+    q.name = r.str();
+    q.memory_bytes = r.u64();
+    q.reason = r.str();
+    m.quarantined.push_back(std::move(q));
+  }
   return finish(r, std::move(m));
 }
 

@@ -99,6 +99,13 @@ struct ListResponse {
   std::vector<DatasetSummary> datasets;  // sorted by name
 };
 
+// A dataset shelfd found damaged when it restarted: kept, never served.
+struct QuarantinedDataset {
+  std::string name;
+  uint64_t memory_bytes = 0;
+  std::string reason;
+};
+
 struct StatusResponse {
   std::string segment_name;
   std::string socket_path;
@@ -114,6 +121,7 @@ struct StatusResponse {
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetSummary> datasets;
+  std::vector<QuarantinedDataset> quarantined;  // by name
 };
 
 // Encoders append a whole frame (header and payload) to `out`.

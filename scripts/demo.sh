@@ -30,6 +30,9 @@ cleanup() {
     # flock returns once the daemon is gone (the kernel drops its lock then).
     flock "$SHELF_SOCKET.lock" true 2>/dev/null || true
   fi
+  # A stopped shelfd keeps its segment (and datasets) for the next one; the
+  # demo's is not wanted after the demo.
+  rm -f "/dev/shm/shelf-demo-$$"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <vector>
@@ -231,13 +232,40 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
       return Status::from_errno("epoll_ctl", errno);
     }
   }
+  d->watch_orphan_owners();
   return d;
+}
+
+void Daemon::watch_orphan_owners() {
+  // A pidfd becomes readable when its process exits: then the extents it was
+  // writing when the previous daemon died can be freed.
+  for (uint32_t pid : store_->orphan_owners()) {
+    UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0)));
+    if (!fd.valid()) {
+      if (errno == ESRCH) {
+        store_->owner_gone(pid);
+      } else {
+        log_warn("cannot watch pid " + std::to_string(pid) + " (" + std::strerror(errno) +
+                 "); its unsealed extents stay held until shelfd restarts");
+      }
+      continue;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd.get();
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) {
+      log_warn("cannot watch pid " + std::to_string(pid) + ": epoll_ctl: " + std::strerror(errno));
+      continue;
+    }
+    const int key = fd.get();
+    owner_fds_.emplace(key, std::make_pair(pid, std::move(fd)));
+  }
 }
 
 Daemon::~Daemon() {
   while (!connections_.empty()) close_connection(connections_.begin()->first);
   if (listen_fd_.valid()) ::unlink(options_.socket_path.c_str());
-  store_.reset();  // removes the segment
+  store_.reset();  // keeps the segment for the next daemon unless --remove-segment-on-exit
   if (lock_fd_.valid()) ::unlink(lock_path_.c_str());
 }
 
@@ -265,6 +293,12 @@ Status Daemon::run() {
       }
       if (fd == listen_fd_.get()) {
         accept_connections();
+        continue;
+      }
+      if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
+        ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        store_->owner_gone(owner->second.first);
+        owner_fds_.erase(owner);
         continue;
       }
       auto it = connections_.find(fd);

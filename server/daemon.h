@@ -8,6 +8,7 @@
 #include <string>
 #include <sys/types.h>
 #include <unordered_map>
+#include <utility>
 
 #include <shelf/result.h>
 
@@ -39,7 +40,8 @@ class Daemon {
   // Serves until SIGTERM or SIGINT. Errors only for failures of the loop
   // itself (epoll); a client's mistake is answered, logged and survived.
   Status run();
-  // Closes every connection, removes the socket, the lock file and the segment.
+  // Closes every connection, removes the socket and the lock file. The
+  // segment stays for the next daemon (StoreOptions::remove_on_exit aside).
   ~Daemon();
 
   const Store& store() const { return *store_; }
@@ -58,6 +60,8 @@ class Daemon {
   // True when the peer may use this daemon: shelfd's own uid, root, or a
   // member of options_.group (primary or supplementary group).
   bool allowed(int fd, uint32_t uid, uint32_t gid) const;
+  // Watches the publishers that outlived the previous daemon (pidfds in epoll).
+  void watch_orphan_owners();
   // Answers a connection we will not serve with `why`, best effort.
   void refuse(int fd, const Status& why);
 
@@ -70,6 +74,7 @@ class Daemon {
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
 };

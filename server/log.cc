@@ -10,6 +10,7 @@ namespace shelf::server {
 namespace {
 LogLevel g_level = LogLevel::kInfo;
 int g_fd = STDERR_FILENO;
+int g_copy_fd = -1;
 }  // namespace
 
 bool parse_log_level(std::string_view text, LogLevel* level) {
@@ -28,6 +29,7 @@ bool parse_log_level(std::string_view text, LogLevel* level) {
 
 void set_log_level(LogLevel level) { g_level = level; }
 void set_log_fd(int fd) { g_fd = fd; }
+void set_log_copy_fd(int fd) { g_copy_fd = fd; }
 
 void log(LogLevel level, std::string_view message) {
   if (level > g_level) return;
@@ -41,6 +43,7 @@ void log(LogLevel level, std::string_view message) {
                      kNames[static_cast<int>(level)] + ": " + std::string(message) + "\n";
   // One write per line keeps lines whole; a failed log write has nowhere to go.
   ssize_t n = ::write(g_fd, line.data(), line.size());
+  if (g_copy_fd >= 0) n = ::write(g_copy_fd, line.data(), line.size());
   (void)n;
 }
 

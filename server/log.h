@@ -12,6 +12,10 @@ bool parse_log_level(std::string_view text, LogLevel* level);
 void set_log_level(LogLevel level);
 // Redirects the log to `fd` (stderr by default).
 void set_log_fd(int fd);
+// Also writes every line to `fd` (-1: no copy). shelfd uses it while it
+// starts detached: what recovery finds goes both to whoever started it and
+// to the log file.
+void set_log_copy_fd(int fd);
 void log(LogLevel level, std::string_view message);
 
 inline void log_error(std::string_view m) { log(LogLevel::kError, m); }

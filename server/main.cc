@@ -27,7 +27,11 @@ Usage: shelfd [options]
 
 By default shelfd detaches and returns once it is ready to serve; with
 --foreground it stays attached and logs to stderr. Stop it with SIGTERM or
-SIGINT (Ctrl-C); published datasets are dropped when it stops.
+SIGINT (Ctrl-C). Published datasets live in the segment in /dev/shm and
+outlive the daemon: a shelfd started again on the same segment (after a stop
+or a crash) checks every dataset's checksums and serves them again. Start
+with --discard to drop them, or pass --remove-segment-on-exit to remove the
+segment when shelfd stops.
 
 Options)";
 
@@ -66,6 +70,10 @@ int main(int argc, char** argv) {
        "and theirs (default: only shelfd's own user, and root)")
       ("verify-on-publish", po::bool_switch(&store_options.verify_on_publish),
        "recompute every buffer's XXH3 checksum before publishing (one extra read)")
+      ("discard", po::bool_switch(&store_options.discard),
+       "remove an existing segment of this name and start empty (its datasets are lost)")
+      ("remove-segment-on-exit", po::bool_switch(&store_options.remove_on_exit),
+       "remove the segment, and so every dataset, when shelfd stops")
       ("foreground", po::bool_switch(&foreground), "do not detach; log to stderr")
       ("log-level", po::value(&log_level_text)->default_value("info"),
        "error, warn, info or debug")
@@ -104,6 +112,9 @@ int main(int argc, char** argv) {
     }
     store_options.memory_limit = *limit;
   }
+  // Values the user did not choose give way to those of an existing segment.
+  store_options.memory_limit_given = !limit_text.empty();
+  store_options.max_datasets_given = !vm["max-datasets"].defaulted();
   if (log_file.empty()) log_file = daemon_options.socket_path + ".log";
   // Every connection is a descriptor: take all the kernel allows, and keep
   // --max-connections below it (with room for the daemon's own), so a client
@@ -155,14 +166,32 @@ int main(int argc, char** argv) {
     ::setsid();
   }
 
+  // Detached, the log file is opened before the start, so that what the
+  // start finds (a re-attached segment, quarantined datasets) is in it too.
+  int log_fd = -1;
+  if (!foreground) {
+    log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    server::set_log_copy_fd(log_fd);
+  }
   auto daemon = server::Daemon::start(daemon_options, store_options);
   if (!daemon.ok()) {
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
     return 1;
   }
+  const server::Store& store = (*daemon)->store();
+  std::string recovered;
+  if (store.recovery().attached) {
+    const server::RecoveryReport& r = store.recovery();
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.2f s", r.seconds);
+    recovered = "; re-attached /dev/shm/" + store.segment_name() + " (generation " +
+                std::to_string(r.generation) + "): " + std::to_string(r.datasets) +
+                " datasets served again, " + std::to_string(r.quarantined) +
+                " quarantined (see `shelf status`), " + format_bytes(r.verified_bytes) +
+                " verified in " + seconds;
+  }
   if (!foreground) {
-    int log_fd =
-        ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
     int null_fd = ::open("/dev/null", O_RDWR);
     if (null_fd >= 0) {
       ::dup2(null_fd, STDIN_FILENO);
@@ -172,15 +201,15 @@ int main(int argc, char** argv) {
     }
     if (log_fd > STDERR_FILENO) ::close(log_fd);
     std::string msg = "shelfd: serving " + daemon_options.socket_path + " (pid " +
-                      std::to_string(::getpid()) + ", limit " +
-                      format_bytes(store_options.memory_limit) + ", log " + log_file + ")\n";
+                      std::to_string(::getpid()) + ", limit " + format_bytes(store.memory_limit()) +
+                      ", log " + log_file + ")" + recovered + "\n";
     ssize_t n = ::write(ready_fd, msg.data(), msg.size());
     (void)n;
     ::close(ready_fd);
   }
   server::log_info("serving " + daemon_options.socket_path + " with segment /dev/shm/" +
                    store_options.segment_name + ", memory limit " +
-                   format_bytes(store_options.memory_limit));
+                   format_bytes(store.memory_limit()) + (recovered.empty() ? " (new)" : recovered));
   Status s = (*daemon)->run();
   if (!s.ok()) {
     server::log_error("event loop failed: " + s.message());

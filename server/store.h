@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,18 +31,64 @@ struct StoreOptions {
   uint32_t max_datasets = 16384;   // index slots
   uint32_t mode = 0600;            // permissions of the segment
   bool verify_on_publish = false;  // recompute every buffer's XXH3 before publishing
+  // An existing segment of this name is re-attached (its datasets served
+  // again) unless `discard` is set: then it is removed and a fresh one made.
+  bool discard = false;
+  // False when the user did not choose the value: an existing segment's own
+  // limit / index size is adopted instead of refusing it for a mismatch.
+  bool memory_limit_given = true;
+  bool max_datasets_given = true;
+  // Remove the segment (and so every dataset) when the Store goes; by default
+  // it stays in /dev/shm for the next shelfd to re-attach.
+  bool remove_on_exit = false;
+};
+
+// What re-attaching an existing segment found (Store::recovery()).
+struct RecoveryReport {
+  bool attached = false;  // false: a new, empty segment was made
+  uint64_t generation = 0;
+  uint32_t datasets = 0;        // served again
+  uint32_t quarantined = 0;     // kept but not served: damaged
+  uint32_t dropped = 0;         // index entries that were torn or unreadable
+  uint64_t verified_bytes = 0;  // buffer bytes whose XXH3 was checked
+  uint64_t freed_bytes = 0;     // resident bytes given back (unsealed, unreferenced)
+  uint64_t orphaned_bytes = 0;  // unsealed extents held until their live owner exits
+  uint32_t old_mappers = 0;     // other processes that had the segment mapped
+  uint64_t held_bytes = 0;      // sealed but unpublished, held while they map it
+  double seconds = 0;
 };
 
 class Store {
  public:
-  // Creates the segment /dev/shm/<segment_name>, sized for the limit, and
-  // takes an exclusive lock on it. A segment of that name left by a daemon
-  // that is gone is replaced. Errors: AlreadyExists (a live daemon uses it),
-  // ResourceExhausted (/dev/shm cannot hold the limit), InvalidArgument.
+  // Opens /dev/shm/<segment_name> and takes an exclusive lock on it. A
+  // segment left by an earlier daemon is re-attached: its header is checked
+  // (magic, layout version, sizes), every published dataset is checked
+  // (extents sealed, in bounds, not overlapping, every buffer's XXH3), and
+  // the index, allocator and accounting are rebuilt from it. A damaged
+  // dataset is quarantined: kept and reported, never served. Unsealed and
+  // unreferenced extents are freed, except those of a publisher that is still
+  // alive (held until it exits: it may still write into them). All leases
+  // end. The header's generation is bumped. With `discard`, or when there is
+  // no segment, a new empty one is made.
+  // Errors: AlreadyExists (a live daemon uses it), InvalidArgument naming the
+  // segment and what to do (--discard) when it is not a shelf segment of this
+  // layout version, is inconsistent, or its limit / index size differ from
+  // ones the user gave; the segment is then left untouched.
+  // ResourceExhausted (/dev/shm cannot hold the limit).
   static Result<std::unique_ptr<Store>> create(const StoreOptions& options);
-  // Unmaps the segment; removes it from /dev/shm too (datasets do not outlive
-  // the daemon yet; see README.md, "Design").
+  // Unmaps the segment. It stays in /dev/shm for the next daemon unless
+  // options.remove_on_exit.
   ~Store();
+
+  const RecoveryReport& recovery() const { return recovery_; }
+  // Processes whose exit the daemon must report (owner_gone()): publishers
+  // that were writing when the previous daemon died and still live (their
+  // extents are held), and processes that had the segment mapped when it was
+  // re-attached (they may read Datasets of the old daemon, whose leases are
+  // gone: nothing that existed then is punched while one of them maps it).
+  std::vector<uint32_t> orphan_owners() const;
+  // `pid` has exited: frees what was held only for it.
+  void owner_gone(uint32_t pid);
 
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
@@ -99,6 +146,12 @@ class Store {
     uint64_t memory_bytes = 0;
     uint32_t leases = 0;
     protocol::DatasetSummary summary;
+    // Non-empty: found damaged at restart; kept and reported, never served.
+    std::string quarantine_reason;
+    // Existed when the segment was re-attached while other processes mapped
+    // it: they may still read it through a Dataset of the old daemon, so it
+    // counts as leased until they are gone (old_mappers_).
+    bool restart_hold = false;
   };
   struct Session {
     uint32_t pid = 0;
@@ -108,7 +161,17 @@ class Store {
   };
 
   Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
+  // Re-attaches an existing segment: checks its header, then recover().
+  static Result<std::unique_ptr<Store>> attach(StoreOptions options, shm::ShmObject segment);
   Status initialise();
+  // Rebuilds the daemon's state from an attached segment (see create()).
+  void recover();
+  // Checks the published index entry in `slot` and adds its dataset (healthy
+  // or quarantined) to the in-memory state; false if the entry is unusable.
+  bool recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen);
+  // Frees every resident page of [begin, end) that no dataset owns, keeping
+  // the unsealed extents of publishers still alive.
+  void sweep_gap(uint64_t begin, uint64_t end);
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
   // Frees extents: at once when they add up to one step or less, else
   // queued for release_some().
@@ -121,6 +184,9 @@ class Store {
   void free_dataset(uint64_t dataset_id);
   void write_index_entry(uint32_t slot, const Dataset* dataset);
   shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+  // What is wrong with the sealed extent of `kind` at `offset` (of `length`,
+  // unless 0); empty when nothing is.
+  std::string extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const;
   Status over_limit(uint64_t requested) const;
 
   StoreOptions options_;
@@ -151,6 +217,24 @@ class Store {
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
   std::vector<uint32_t> free_slots_;
+  RecoveryReport recovery_;
+  struct Orphan {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    uint32_t pid = 0;
+  };
+  std::vector<Orphan> orphans_;
+  // See orphan_owners(). Emptied as they exit or unmap the segment; then
+  // release_restart_holds() frees what was kept for them.
+  std::set<uint32_t> old_mappers_;
+  std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
+  uint64_t held_bytes_ = 0;
+  // Drops the old mappers that no longer map the segment (reads their
+  // /proc/<pid>/maps); releases the holds when none is left.
+  void recheck_old_mappers();
+  void release_restart_holds();
+  // A dataset nobody may be reading: no lease, no restart hold.
+  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
 };
 
 }  // namespace shelf::server

@@ -365,6 +365,13 @@ std::string status_json(const MemoryStats& m) {
                     ",\"leases\":" + std::to_string(m.num_leases) +
                     ",\"num_datasets\":" + std::to_string(m.datasets.size()) + ",\"datasets\":[";
   for (size_t i = 0; i < m.datasets.size(); ++i) out += (i ? "," : "") + info_json(m.datasets[i]);
+  out += "],\"generation\":" + std::to_string(m.generation) + ",\"quarantined\":[";
+  for (size_t i = 0; i < m.quarantined.size(); ++i) {
+    const QuarantinedDataset& q = m.quarantined[i];
+    out += std::string(i ? "," : "") + "{\"name\":" + json_string(q.name) +
+           ",\"memory_bytes\":" + std::to_string(q.memory_bytes) +
+           ",\"reason\":" + json_string(q.reason) + "}";
+  }
   return out + "]}";
 }
 
@@ -375,7 +382,8 @@ std::string status_text(const MemoryStats& m) {
   char pct[16];
   std::snprintf(pct, sizeof pct, "%.1f%%", percent);
   std::string out = "shelfd pid " + std::to_string(m.daemon_pid) + " at " + m.socket_path +
-                    ", segment /dev/shm/" + m.segment_name + ", up since " +
+                    ", segment /dev/shm/" + m.segment_name + " (generation " +
+                    std::to_string(m.generation) + "), up since " +
                     format_time(m.started_ns - m.started_ns % 1000000000) + "\n";
   out += "memory:   " + format_bytes(m.used_bytes) + " used of " + format_bytes(m.memory_limit) +
          " (" + pct + "), " + format_bytes(m.free_bytes()) + " free\n";
@@ -392,6 +400,15 @@ std::string status_text(const MemoryStats& m) {
     }
     out +=
         "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows, {false, true, true, true});
+  }
+  if (!m.quarantined.empty()) {
+    out += "\nquarantined: " + std::to_string(m.quarantined.size()) +
+           " damaged datasets found at restart, not served (shelf unpublish NAME frees them)\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const QuarantinedDataset& q : m.quarantined) {
+      rows.push_back({q.name, format_bytes(q.memory_bytes), q.reason});
+    }
+    out += render_table({"NAME", "MEMORY", "REASON"}, rows, {false, true, false});
   }
   return out;
 }

@@ -74,6 +74,17 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   impl->fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!impl->fd_.valid()) return Status::from_errno("socket", errno);
+  // Bounds every wait on the daemon: recv and send (and a connect to a full
+  // backlog, which Linux bounds by the send timeout) give up with EAGAIN.
+  if (options.request_timeout.count() > 0) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(options.request_timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>(options.request_timeout.count() % 1000 * 1000);
+    if (::setsockopt(impl->fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        ::setsockopt(impl->fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
+      return Status::from_errno("set the socket timeout", errno);
+    }
+  }
   int rc;
   do {
     rc = ::connect(impl->fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
@@ -87,6 +98,11 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
           "you may not use the shelfd at " + path +
           " (permission denied): it serves only its own user, or the members of the group it "
           "was started with (shelfd --group)");
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return Status::unavailable("shelfd at " + path + " did not accept the connection within " +
+                                 std::to_string(options.request_timeout.count()) +
+                                 " ms (ClientOptions::request_timeout); is it hung or stopped?");
     }
     return Status::from_errno("connect to shelfd at " + path, errno);
   }
@@ -143,9 +159,21 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
 
 Status Client::Impl::lost(std::string_view what, int err) {
   broken_ = true;
+  if (!broken_reason_.empty()) return Status::unavailable(broken_reason_);
   std::string msg = "lost the connection to shelfd at " + socket_path_ + " (" + std::string(what);
-  if (err != 0) msg += ": " + std::string(std::strerror(err));
-  return Status::unavailable(msg + "); reconnect once it runs again");
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    msg += ": no answer within " + std::to_string(options_.request_timeout.count()) +
+           " ms, ClientOptions::request_timeout";
+    // A reply that comes later would be out of step: nothing more is read
+    // here. Hanging up lets a daemon that was only slow end our session.
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  } else if (err != 0) {
+    msg += ": " + std::string(std::strerror(err));
+  }
+  broken_reason_ = msg +
+                   "); connect again once shelfd runs: a shelfd restarted on the same segment "
+                   "serves the same datasets";
+  return Status::unavailable(broken_reason_);
 }
 
 Status Client::Impl::read_exact(std::byte* out, size_t n) {
@@ -337,6 +365,7 @@ Result<MemoryStats> Client::status() {
   m.socket_path = r.socket_path;
   m.segment_name = r.segment_name;
   m.daemon_pid = r.daemon_pid;
+  m.generation = r.generation;
   m.started_ns = r.started_ns;
   m.memory_limit = r.memory_limit;
   m.used_bytes = r.used_bytes;
@@ -347,6 +376,9 @@ Result<MemoryStats> Client::status() {
   m.num_connections = r.num_connections;
   m.num_leases = r.num_leases;
   for (const auto& s : r.datasets) m.datasets.push_back(to_info(s));
+  for (const auto& q : r.quarantined) {
+    m.quarantined.push_back(QuarantinedDataset{q.name, q.memory_bytes, q.reason});
+  }
   return m;
 }
 

@@ -56,6 +56,7 @@ class Client::Impl {
   std::optional<shm::Mapping> mapping_;    // the whole segment, PROT_READ
   std::optional<shm::ShmObject> segment_rw_;
   bool broken_ = false;
+  std::string broken_reason_;  // what broke the connection, repeated by every later call
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused

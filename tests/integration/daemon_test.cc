@@ -104,24 +104,27 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
   EXPECT_EQ(refused.status().code(), Status::Code::kUnavailable) << refused.status().to_string();
   EXPECT_THAT(refused.status().message(), HasSubstr(daemon->socket()));
 
-  // A new shelfd on the same socket and segment replaces both.
+  // A new shelfd on the same socket and segment replaces the stale socket
+  // and serves what was published before the crash.
   CommandResult started = run_command(shelfd_args(*daemon));
   ASSERT_EQ(started.exit_code, 0) << started.err;
   ShelfdGuard restarted(daemon->socket());
   EXPECT_THAT(started.out, HasSubstr("serving " + daemon->socket()));
+  EXPECT_THAT(started.out, HasSubstr("1 datasets served again"));
   {
     Client c = connect(*daemon);
-    EXPECT_TRUE(listed_names(c).empty()) << "datasets do not outlive their daemon";
+    EXPECT_EQ(listed_names(c), std::vector<std::string>{"before-crash"});
+    expect_int64_published(c, "before-crash", 10'000, 4);
     const MemoryStats st = status_of(c);
-    EXPECT_EQ(st.used_bytes, st.index_bytes);
     EXPECT_EQ(st.segment_name, daemon->segment());
     EXPECT_NE(st.daemon_pid, static_cast<uint32_t>(daemon->pid()));
+    EXPECT_EQ(st.num_leases, 0u) << "leases do not survive the daemon";
     publish_int64(c, "after-restart", 1000, 8);
     Client reader = connect(*daemon);
     expect_int64_published(reader, "after-restart", 1000, 8);
   }
   restarted.stop();
-  EXPECT_FALSE(exists(segment_path)) << "the stopped daemon left its segment";
+  EXPECT_TRUE(exists(segment_path)) << "a stopped daemon keeps its segment for the next one";
   EXPECT_FALSE(exists(daemon->socket()));
   EXPECT_FALSE(exists(daemon->socket() + ".lock"));
 }
@@ -164,10 +167,10 @@ TEST(DaemonTest, ClientsPastTheOpenFilesLimitAreRefusedWithAReason) {
   const std::string dir = "/tmp/" + name;
   std::filesystem::create_directory(dir);
   const std::string socket = dir + "/shelf.sock";
-  CommandResult started =
-      run_command({"/bin/sh", "-c",
-                   std::string("ulimit -n 40 && exec ") + SHELFD_PATH + " --socket " + socket +
-                       " --segment " + name + " --memory-limit 8MiB --max-datasets 16"});
+  CommandResult started = run_command(
+      {"/bin/sh", "-c",
+       std::string("ulimit -n 40 && exec ") + SHELFD_PATH + " --socket " + socket + " --segment " +
+           name + " --memory-limit 8MiB --max-datasets 16 --remove-segment-on-exit"});
   ASSERT_EQ(started.exit_code, 0) << started.err;
   {
     ShelfdGuard guard(socket);
@@ -197,7 +200,7 @@ TEST(DaemonTest, ClientsPastTheOpenFilesLimitAreRefusedWithAReason) {
     EXPECT_LT(std::filesystem::file_size(socket + ".log"), 64u * 1024);
   }
   std::filesystem::remove_all(dir);
-  EXPECT_FALSE(exists("/dev/shm/" + name));
+  EXPECT_FALSE(exists("/dev/shm/" + name)) << "--remove-segment-on-exit left the segment";
 }
 
 }  // namespace

@@ -226,10 +226,12 @@ TEST_F(ProtocolAbuseTest, BadMagicOrVersion) {
   expect_refused_and_closed(*daemon_, header_only(0xDEADBEEF, 1, hello, 0), "bad magic");
   expect_refused_and_closed(*daemon_, header_only(protocol::kFrameMagic, 99, hello, 0),
                             "protocol version 99");
-  expect_refused_and_closed(*daemon_, header_only(protocol::kFrameMagic, 1, 0, 0),
+  expect_refused_and_closed(*daemon_,
+                            header_only(protocol::kFrameMagic, protocol::kProtocolVersion, 0, 0),
                             "unknown message type");
-  expect_refused_and_closed(*daemon_, header_only(protocol::kFrameMagic, 1, 0x8001, 0),
-                            "unknown message type");
+  expect_refused_and_closed(
+      *daemon_, header_only(protocol::kFrameMagic, protocol::kProtocolVersion, 0x8001, 0),
+      "unknown message type");
   // A Hello of another protocol version, well framed.
   protocol::ByteWriter w;
   w.u16(7);
@@ -241,15 +243,15 @@ TEST_F(ProtocolAbuseTest, BadMagicOrVersion) {
 
 TEST_F(ProtocolAbuseTest, HeaderClaimingFourGiBPayload) {
   expect_refused_and_closed(*daemon_,
-                            header_only(protocol::kFrameMagic, 1,
+                            header_only(protocol::kFrameMagic, protocol::kProtocolVersion,
                                         static_cast<uint16_t>(MessageType::kHello), 0xFFFFFFFFu),
                             "over the limit");
   // After a good Hello too, for a request type that carries data.
   UniqueFd fd = greeted_connection(*daemon_);
   ASSERT_TRUE(fd.valid());
-  ASSERT_TRUE(send_all(
-      fd.get(), header_only(protocol::kFrameMagic, 1, static_cast<uint16_t>(MessageType::kPublish),
-                            protocol::kMaxPayloadBytes + 1)));
+  ASSERT_TRUE(send_all(fd.get(), header_only(protocol::kFrameMagic, protocol::kProtocolVersion,
+                                             static_cast<uint16_t>(MessageType::kPublish),
+                                             protocol::kMaxPayloadBytes + 1)));
   auto r = read_response(fd.get());
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status.code(), Status::Code::kInvalidArgument);
@@ -272,8 +274,8 @@ TEST_F(ProtocolAbuseTest, TruncatedFramesThenClose) {
   {
     // A header promising 100 MiB (under the limit), then 10 bytes.
     UniqueFd fd = raw_connect(daemon_->socket());
-    Bytes big = header_only(protocol::kFrameMagic, 1, static_cast<uint16_t>(MessageType::kHello),
-                            100u << 20);
+    Bytes big = header_only(protocol::kFrameMagic, protocol::kProtocolVersion,
+                            static_cast<uint16_t>(MessageType::kHello), 100u << 20);
     big.resize(big.size() + 10);
     ASSERT_TRUE(send_all(fd.get(), big));
   }
@@ -551,7 +553,7 @@ TEST_F(ProtocolAbuseTest, FiftyConnectionsSendingGarbageAtOnce) {
         garbage = header_only(0x12345678, 1, 1, 0);
         break;
       case 2:
-        garbage = header_only(protocol::kFrameMagic, 1, 1, 0xFFFFFFFFu);
+        garbage = header_only(protocol::kFrameMagic, protocol::kProtocolVersion, 1, 0xFFFFFFFFu);
         break;
       case 3:
         protocol::encode_list_request(garbage);

@@ -113,8 +113,10 @@ std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
       options.memory_limit, "--max-datasets", std::to_string(options.max_datasets),
       "--log-level",        "debug"};
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+  d->argv_ = argv;
   // Without --foreground shelfd returns only once it serves: no polling.
   CommandResult r = run_command(argv);
+  d->start_result_ = r;
   if (r.exit_code != 0) {
     ADD_FAILURE() << "shelfd did not start (exit " << r.exit_code << "): " << r.err;
     std::filesystem::remove_all(d->dir_);
@@ -172,6 +174,24 @@ bool TestDaemon::alive() const {
 void TestDaemon::kill9() {
   ::kill(pid_, SIGKILL);
   wait_until_gone();
+}
+
+void TestDaemon::stop() {
+  if (!alive()) return;
+  ::kill(pid_, SIGTERM);
+  wait_until_gone();
+}
+
+CommandResult TestDaemon::restart(const std::vector<std::string>& extra_args) {
+  std::vector<std::string> argv = argv_;
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  CommandResult r = run_command(argv);
+  if (r.exit_code == 0) {
+    pid_t pid = 0;
+    std::ifstream(socket_ + ".lock") >> pid;
+    if (pid > 0) pid_ = pid;
+  }
+  return r;
 }
 
 ClientOptions TestDaemon::client_options() const {

@@ -45,7 +45,8 @@ class TestDaemon {
   // On failure records a gtest failure and returns nullptr.
   static std::unique_ptr<TestDaemon> start();
   static std::unique_ptr<TestDaemon> start(const Options& options);
-  // Stops the daemon (SIGTERM, waits until it is gone) and removes its files.
+  // Stops the daemon (SIGTERM, waits until it is gone) and removes its files,
+  // the segment included (shelfd itself keeps it for the next daemon).
   ~TestDaemon();
 
   const std::string& socket() const { return socket_; }
@@ -57,6 +58,15 @@ class TestDaemon {
   Client connect() const;
   // SIGKILLs the daemon and waits until the kernel has reaped its lock.
   void kill9();
+  // Stops the daemon with SIGTERM and waits until it is gone. The segment
+  // stays, as it does for any shelfd that stops.
+  void stop();
+  // Starts shelfd again on the same socket and segment, with the arguments
+  // of the first start plus `extra_args` (flags not given at first). Returns what it
+  // printed and its exit code; on success pid() is the new daemon's.
+  CommandResult restart(const std::vector<std::string>& extra_args = {});
+  // What the first start printed (stdout: the "serving" line).
+  const CommandResult& start_result() const { return start_result_; }
   // True while the daemon process exists.
   bool alive() const;
   // Bytes /dev/shm holds for the segment (0 if it is gone).
@@ -66,6 +76,8 @@ class TestDaemon {
   TestDaemon() = default;
   void wait_until_gone();
   std::string dir_, socket_, segment_;
+  std::vector<std::string> argv_;
+  CommandResult start_result_;
   pid_t pid_ = -1;
 };
 

@@ -31,6 +31,10 @@ struct ClientOptions {
   std::string socket;  // empty: $SHELF_SOCKET, else the per-user default (see shelfd --help)
   std::string client_name = "libshelf";  // shown in the daemon's log
   bool verify_checksums = false;         // verify every buffer's XXH3 in get_dataset: one read pass
+  // Longest wait for shelfd to answer one request (or take one): past it the
+  // call fails with Unavailable and the connection is dropped, so a hung
+  // daemon cannot block a client for ever. 0 waits without bound.
+  std::chrono::milliseconds request_timeout{30000};
 };
 
 struct PublishOptions {
@@ -51,11 +55,20 @@ struct DatasetInfo {
   uint32_t leases = 0;  // readers holding it now
 };
 
+// A dataset shelfd found damaged when it restarted (a checksum or its
+// layout did not match): kept but never served, until unpublished.
+struct QuarantinedDataset {
+  std::string name;
+  uint64_t memory_bytes = 0;
+  std::string reason;  // e.g. "checksum mismatch in partition 0 column 'v'"
+};
+
 // The daemon's memory at a glance (shelf status).
 struct MemoryStats {
   std::string socket_path;
   std::string segment_name;
   uint32_t daemon_pid = 0;
+  uint64_t generation = 0;  // of the segment: bumped each time a shelfd (re)attaches it
   int64_t started_ns = 0;
   uint64_t memory_limit = 0;
   uint64_t used_bytes = 0;          // charged to the limit, all of the below included
@@ -66,6 +79,7 @@ struct MemoryStats {
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetInfo> datasets;
+  std::vector<QuarantinedDataset> quarantined;  // not in `datasets`: not served
   uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
 };
 
@@ -82,6 +96,13 @@ class Client {
   // Connects to shelfd and maps its segment read-only. Errors: Unavailable
   // ("no shelfd at SOCKET — start it with: shelfd --socket SOCKET"),
   // Corruption (the segment is not what the daemon said).
+  //
+  // When shelfd dies or stops, every call fails at once with Unavailable
+  // (and so does every later call on this Client): connect again. A shelfd
+  // started again on the same segment serves the same datasets. Datasets
+  // obtained before stay readable: their mapping is this process's own, and
+  // the restarted daemon frees nothing that existed before while this
+  // process still maps the segment.
   static Result<Client> connect(const ClientOptions& options = {});
 
   Client(Client&&) noexcept;

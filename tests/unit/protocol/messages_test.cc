@@ -504,6 +504,8 @@ TEST(ResponseTest, Status) {
   m.num_connections = 5;
   m.num_leases = 6;
   m.datasets = sample_summaries();
+  m.quarantined = {{"broken", 8192, "checksum mismatch in partition 1 column 'v'"},
+                   {"also-broken", 0, ""}};
   std::vector<std::byte> out;
   encode_response(out, m);
   Frame f = only_frame(out, response(MessageType::kStatus));
@@ -526,6 +528,12 @@ TEST(ResponseTest, Status) {
   ASSERT_EQ(d->datasets.size(), 2u);
   expect_same(d->datasets[0], m.datasets[0]);
   expect_same(d->datasets[1], m.datasets[1]);
+  ASSERT_EQ(d->quarantined.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(d->quarantined[i].name, m.quarantined[i].name);
+    EXPECT_EQ(d->quarantined[i].memory_bytes, m.quarantined[i].memory_bytes);
+    EXPECT_EQ(d->quarantined[i].reason, m.quarantined[i].reason);
+  }
   expect_only_whole_response_decodes<StatusResponse>(f.payload, decode_status_response);
 }
 

@@ -1,0 +1,831 @@
+// Restart: a shelfd killed with SIGKILL (or stopped) and started again on the
+// same segment serves every sealed dataset again, byte for byte; damaged
+// datasets are quarantined, half-written ones dropped, incompatible segments
+// refused untouched; clients never hang on a dead or hung daemon.
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <signal.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <shelf/client.h>
+
+#include "base/unique_fd.h"
+#include "shm/checksum.h"
+#include "shm/descriptor.h"
+#include "shm/layout.h"
+#include "shm/segment.h"
+#include "tests/integration/integration_util.h"
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+// ------------------------------------------------------------ helpers --
+
+// Every buffer of every partition and column, with its type and null count:
+// two datasets with equal fingerprints are equal byte for byte.
+std::string fingerprint(const Dataset& ds) {
+  std::string out;
+  auto add = [&](const void* p, size_t n) { out.append(static_cast<const char*>(p), n); };
+  for (const Field& f : ds.schema()) out += f.name + ":" + std::to_string(int(f.type)) + ";";
+  for (uint64_t p = 0; p < ds.num_partitions(); ++p) {
+    out += "|p" + std::to_string(ds.num_rows(p));
+    for (size_t c = 0; c < ds.schema().size(); ++c) {
+      const ColumnView col = ds.column(p, c);
+      out += "|c" + std::to_string(col.null_count());
+      add(col.validity_bitmap().data(), col.validity_bitmap().size_bytes());
+      add(col.string_offsets().data(), col.string_offsets().size_bytes());
+      add(col.data().data(), col.data().size_bytes());
+    }
+  }
+  return out;
+}
+
+std::string fingerprint_of(Client& client, const std::string& name) {
+  auto ds = client.get_dataset(name);
+  if (!ds.ok()) {
+    ADD_FAILURE() << "get " << name << ": " << ds.status().to_string();
+    throw TestFailure("get failed");
+  }
+  EXPECT_TRUE(ds->verify().ok()) << name;
+  return fingerprint(*ds);
+}
+
+const Schema kMixed = {{"id", Type::kInt64},
+                       {"price", Type::kFloat64},
+                       {"flag", Type::kBool},
+                       {"label", Type::kString},
+                       {"at", Type::kTimestamp}};
+
+std::string label_of(uint64_t g) { return g % 4 == 2 ? "héllo-" + std::to_string(g) : ""; }
+
+// Two partitions of every kind of column, with nulls in price and label.
+void publish_mixed(Client& client, const std::string& name, uint64_t rows) {
+  auto table = client.create_table(kMixed);
+  ASSERT_TRUE(table.ok()) << table.status().to_string();
+  for (uint64_t g0 : {uint64_t{0}, rows}) {
+    uint64_t label_bytes = 0;
+    for (uint64_t g = g0; g < g0 + rows; ++g) label_bytes += label_of(g).size();
+    const uint64_t string_bytes[] = {label_bytes};
+    auto part = table->add_partition(rows, string_bytes);
+    ASSERT_TRUE(part.ok()) << part.status().to_string();
+    std::span<int64_t> id = part->values<int64_t>(0);
+    std::span<double> price = part->values<double>(1);
+    std::span<uint8_t> flag = part->values<uint8_t>(2);
+    StringColumnWriter label = part->strings(3);
+    std::span<int64_t> at = part->values<int64_t>(4);
+    for (uint64_t r = 0; r < rows; ++r) {
+      const uint64_t g = g0 + r;
+      id[r] = static_cast<int64_t>(g) * 7 - 3;
+      if (g % 5 == 1) {
+        price[r] = std::numeric_limits<double>::quiet_NaN();
+        part->set_null(1, r);
+      } else {
+        price[r] = static_cast<double>(g) * 0.25;
+      }
+      flag[r] = g % 3 == 0;
+      ASSERT_TRUE((g % 9 == 4 ? label.append_null() : label.append(label_of(g))).ok());
+      at[r] = 1'700'000'000'000'000'000 + static_cast<int64_t>(g);
+    }
+  }
+  Status s = client.publish_dataset(name, *table);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+}
+
+// Checks the values publish_mixed wrote, independently of any fingerprint.
+void expect_mixed(Client& client, const std::string& name, uint64_t rows) {
+  auto ds = client.get_dataset(name);
+  ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+  ASSERT_EQ(ds->schema(), kMixed);
+  ASSERT_EQ(ds->num_partitions(), 2u);
+  uint64_t wrong = 0;
+  for (uint64_t p = 0; p < 2; ++p) {
+    std::span<const int64_t> id = ds->column(p, 0).values<int64_t>();
+    const ColumnView price = ds->column(p, 1);
+    std::span<const uint8_t> flag = ds->column(p, 2).values<uint8_t>();
+    const ColumnView label = ds->column(p, 3);
+    std::span<const int64_t> at = ds->column(p, 4).values<int64_t>();
+    ASSERT_EQ(id.size(), rows);
+    for (uint64_t r = 0; r < rows; ++r) {
+      const uint64_t g = p * rows + r;
+      wrong += id[r] != static_cast<int64_t>(g) * 7 - 3;
+      wrong += price.is_valid(r) != (g % 5 != 1);
+      if (g % 5 != 1) wrong += price.values<double>()[r] != static_cast<double>(g) * 0.25;
+      wrong += flag[r] != (g % 3 == 0);
+      wrong += label.is_valid(r) != (g % 9 != 4);
+      if (g % 9 != 4) wrong += label.string(r) != label_of(g);
+      wrong += at[r] != 1'700'000'000'000'000'000 + static_cast<int64_t>(g);
+    }
+  }
+  EXPECT_EQ(wrong, 0u) << name;
+}
+
+std::vector<std::byte> payload_of(size_t n) {
+  std::vector<std::byte> bytes(n);
+  for (size_t i = 0; i < n; ++i) bytes[i] = std::byte(static_cast<uint8_t>(i * 131 + 7));
+  return bytes;
+}
+
+void publish_bytes(Client& client, const std::string& name, size_t n) {
+  auto table = client.create_table(bytes_schema());
+  ASSERT_TRUE(table.ok());
+  ASSERT_TRUE(table->append_bytes(payload_of(n)).ok());
+  ASSERT_TRUE(client.publish_dataset(name, *table).ok());
+}
+
+// Everything a client can see of the daemon's datasets: names, sizes, bytes.
+struct Snapshot {
+  std::vector<std::string> names;
+  std::vector<std::string> fingerprints;
+  uint64_t used = 0;
+  uint64_t datasets_memory = 0;
+  uint64_t index = 0;
+};
+
+Snapshot snapshot_of(Client& client) {
+  Snapshot s;
+  const MemoryStats st = status_of(client);
+  s.used = st.used_bytes;
+  s.index = st.index_bytes;
+  for (const DatasetInfo& d : st.datasets) {
+    s.names.push_back(d.name);
+    s.datasets_memory += d.memory_bytes;
+    s.fingerprints.push_back(fingerprint_of(client, d.name));
+  }
+  return s;
+}
+
+// The segment of `daemon`, mapped read-write by the test itself: the bytes
+// a stray writer (or a bit flip) could change behind shelfd's back.
+struct RawSegment {
+  shm::ShmObject object;
+  shm::Mapping mapping;
+  std::byte* at(uint64_t offset) const { return mapping.data() + offset; }
+  const shm::SegmentHeaderLayout& header() const {
+    return *reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping.data());
+  }
+};
+
+RawSegment open_raw(const TestDaemon& daemon) {
+  auto object = shm::ShmObject::open(daemon.segment(), /*writable=*/true);
+  if (!object.ok()) throw TestFailure("open segment: " + object.status().to_string());
+  auto size = object->size();
+  auto mapping = shm::Mapping::map(*object, 0, *size, /*writable=*/true);
+  if (!mapping.ok()) throw TestFailure("map segment: " + mapping.status().to_string());
+  return RawSegment{std::move(object).value(), std::move(mapping).value()};
+}
+
+// The index entry of the published dataset `name`, found as a reader would.
+shm::IndexEntryLayout* find_entry(const RawSegment& seg, const std::string& name) {
+  const shm::SegmentHeaderLayout& h = seg.header();
+  for (uint32_t slot = 0; slot < h.index_capacity; ++slot) {
+    auto* e = reinterpret_cast<shm::IndexEntryLayout*>(
+        seg.at(h.index_offset + uint64_t{slot} * h.index_entry_bytes));
+    if (e->state == 1 && std::string(e->name, e->name_length) == name) return e;
+  }
+  throw TestFailure(name + " is not in the index");
+}
+
+shm::DescriptorView descriptor_of(const RawSegment& seg, const std::string& name) {
+  const shm::IndexEntryLayout* e = find_entry(seg, name);
+  auto view = shm::DescriptorView::parse(
+      std::span<const std::byte>(seg.at(e->descriptor_offset), e->descriptor_length), false);
+  if (!view.ok()) throw TestFailure("descriptor of " + name + ": " + view.status().to_string());
+  return std::move(view).value();
+}
+
+// The data buffer of (partition, column) of the published dataset `name`.
+shm::BufferLayout data_buffer(const RawSegment& seg, const std::string& name, uint64_t partition,
+                              uint32_t column) {
+  return descriptor_of(seg, name).chunk(partition, column).data;
+}
+
+// A hash of the whole segment file and how much of it is resident: equal
+// before and after means nobody changed a byte.
+std::pair<uint64_t, uint64_t> file_state(const TestDaemon& daemon) {
+  const std::string path = "/dev/shm/" + daemon.segment();
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) throw TestFailure("open " + path);
+  std::vector<char> buf(1 << 20);
+  uint64_t hash = 0;
+  for (off_t at = 0;; at += static_cast<off_t>(buf.size())) {
+    ssize_t n = ::pread(fd.get(), buf.data(), buf.size(), at);
+    if (n <= 0) break;
+    hash = hash * 31 + shm::xxh3(buf.data(), static_cast<size_t>(n));
+  }
+  return {hash, daemon.resident_bytes()};
+}
+
+// Publishes the datasets most tests restart with: several types, several
+// partitions, a raw-bytes one.
+void publish_several(Client& client) {
+  publish_int64(client, "ints", 300'000, 11);
+  TableBuilder multi = make_int64_table(client, 50'000, -5, 3);
+  ASSERT_TRUE(client.publish_dataset("ints-3-partitions", multi).ok());
+  publish_mixed(client, "mixed", 20'000);
+  publish_bytes(client, "blob", 123'457);
+}
+
+void expect_several(Client& client) {
+  expect_int64_published(client, "ints", 300'000, 11);
+  auto multi = client.get_dataset("ints-3-partitions");
+  ASSERT_TRUE(multi.ok()) << multi.status().to_string();
+  expect_int64_dataset(*multi, 50'000, -5, 3);
+  expect_mixed(client, "mixed", 20'000);
+  auto blob = client.get_dataset("blob");
+  ASSERT_TRUE(blob.ok()) << blob.status().to_string();
+  const std::vector<std::byte> expected = payload_of(123'457);
+  ASSERT_EQ(blob->bytes(0).size(), expected.size());
+  EXPECT_EQ(std::memcmp(blob->bytes(0).data(), expected.data(), expected.size()), 0);
+}
+
+void expect_same(const Snapshot& before, const Snapshot& after) {
+  EXPECT_EQ(after.names, before.names);
+  ASSERT_EQ(after.fingerprints.size(), before.fingerprints.size());
+  for (size_t i = 0; i < before.fingerprints.size(); ++i) {
+    EXPECT_TRUE(after.fingerprints[i] == before.fingerprints[i])
+        << before.names[i] << " changed across the restart";
+  }
+  EXPECT_EQ(after.used, before.used);
+  // Nothing leaks: used is exactly the index plus the datasets.
+  EXPECT_EQ(after.used, after.index + after.datasets_memory);
+}
+
+// ------------------------------------------------------------- tests --
+
+TEST(RestartTest, KilledDaemonRestartsServingEveryDatasetByteForByte) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t generation = 0;
+  Snapshot before;
+  {
+    Client client = connect(*daemon);
+    publish_several(client);
+    before = snapshot_of(client);
+    generation = status_of(client).generation;
+  }
+  ASSERT_EQ(before.names.size(), 4u);
+  daemon->kill9();
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
+  Client client = connect(*daemon);
+  expect_same(before, snapshot_of(client));
+  expect_several(client);
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.generation, generation + 1) << "each attach bumps the generation";
+  EXPECT_EQ(st.num_leases, 0u);
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+}
+
+TEST(RestartTest, CleanStopKeepsTheDatasetsForTheNextDaemon) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = connect(*daemon);
+    publish_several(client);
+    before = snapshot_of(client);
+  }
+  daemon->stop();
+  struct stat st;
+  EXPECT_EQ(::stat(("/dev/shm/" + daemon->segment()).c_str(), &st), 0)
+      << "a stopped shelfd removed its segment";
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = connect(*daemon);
+  expect_same(before, snapshot_of(client));
+  expect_several(client);
+  // And it goes on working: publish, unpublish, memory back to the index.
+  publish_int64(client, "after", 1000, 1);
+  for (const std::string& name : listed_names(client)) {
+    ASSERT_TRUE(client.unpublish_dataset(name).ok()) << name;
+  }
+  const MemoryStats empty = status_of(client);
+  EXPECT_EQ(empty.used_bytes, empty.index_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), empty.index_bytes) << "pages not given back";
+}
+
+TEST(RestartTest, DiscardStartsEmpty) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = connect(*daemon);
+    publish_several(client);
+  }
+  daemon->kill9();
+  CommandResult r = daemon->restart({"--discard"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, Not(HasSubstr("re-attached")));
+  Client client = connect(*daemon);
+  EXPECT_TRUE(listed_names(client).empty());
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.used_bytes, st.index_bytes);
+  EXPECT_EQ(st.generation, 1u) << "a new segment";
+  EXPECT_EQ(daemon->resident_bytes(), st.index_bytes);
+  expect_daemon_serves(*daemon);
+}
+
+// A publisher was writing (or had written, not published) when shelfd died.
+// After the restart nothing of it is listed, and its memory comes back: at
+// once if it is gone, when it exits if it still lives (it could still write
+// into its mapping, so its pages cannot go to anyone else before).
+class MidWriteTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MidWriteTest, HalfWrittenDatasetIsDroppedAndItsMemoryComesBack) {
+  const bool publisher_survives = GetParam();
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "published", 100'000, 2);
+  const Snapshot before = snapshot_of(client);
+  const uint64_t resident_before = daemon->resident_bytes();
+
+  Pipe written, go, result;
+  pid_t publisher = spawn_child([&] {
+    Client c = connect(*daemon);
+    TableBuilder t = make_int64_table(c, 256 * 1024, 0, 3);  // written, not published
+    auto more = t.add_partition(1000);                       // and one still being written
+    ASSERT_TRUE(more.ok());
+    ASSERT_TRUE(written.signal());
+    ASSERT_TRUE(go.wait());
+    // Its connection died with the daemon: publishing fails, clearly.
+    Status s = c.publish_dataset("half-made", t);
+    EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.to_string();
+    EXPECT_THAT(s.message(), HasSubstr("connect again"));
+    ASSERT_TRUE(result.signal());
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(written.wait());
+  EXPECT_GT(status_of(client).unsealed_bytes, 3u * 256 * 1024 * 8);
+  daemon->kill9();
+  if (!publisher_survives) {
+    EXPECT_EQ(kill_child(publisher), 128 + SIGKILL);
+  }
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client after = connect(*daemon);
+  EXPECT_EQ(listed_names(after), before.names);
+  EXPECT_EQ(after.get_dataset("half-made").status().code(), Status::Code::kNotFound);
+  if (publisher_survives) {
+    const MemoryStats held = status_of(after);
+    EXPECT_GT(held.unsealed_bytes, 3u * 256 * 1024 * 8) << "freed under a live writer";
+    EXPECT_EQ(held.used_bytes, before.used + held.unsealed_bytes);
+    ASSERT_TRUE(go.signal());
+    EXPECT_TRUE(result.wait()) << "the publisher hung";
+    EXPECT_EQ(kill_child(publisher), 128 + SIGKILL);
+    EXPECT_TRUE(eventually([&] { return status_of(after).unsealed_bytes == 0; }))
+        << "the dead publisher's extents were not freed";
+  }
+  const MemoryStats st = status_of(after);
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, before.used) << "used must equal the published total";
+  EXPECT_EQ(daemon->resident_bytes(), resident_before) << "the pages were not given back";
+  expect_same(before, snapshot_of(after));
+  expect_daemon_serves(*daemon);
+}
+
+INSTANTIATE_TEST_SUITE_P(Publisher, MidWriteTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("Survives") : std::string("Killed");
+                         });
+
+// A reader that outlives the daemon keeps reading the Datasets it got from
+// it. Their leases died with the daemon, so the new one holds everything
+// that existed at the restart while such a process maps the segment: the
+// dataset unpublished while leased, and one unpublished after the restart.
+// When the reader exits, all of it is given back.
+TEST(RestartTest, ReaderThatOutlivesTheDaemonKeepsReadingUntilItExits) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t index_bytes = 0, used_with_both = 0;
+  Pipe published, holding, go, checked;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    Client c = connect(*daemon);
+    auto kept = c.get_dataset("kept");
+    auto dropped = c.get_dataset("dropped");
+    ASSERT_TRUE(kept.ok() && dropped.ok());
+    ASSERT_TRUE(holding.signal());
+    ASSERT_TRUE(go.wait());
+    // The daemon was killed and restarted, and both were unpublished.
+    expect_int64_dataset(*kept, 10'000, 1);
+    expect_int64_dataset(*dropped, 200'000, 2);
+    ASSERT_TRUE(checked.signal());
+    for (;;) ::pause();
+  });
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 10'000, 1);
+    publish_int64(client, "dropped", 200'000, 2);
+    used_with_both = status_of(client).used_bytes;
+    index_bytes = status_of(client).index_bytes;
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+    ASSERT_TRUE(client.unpublish_dataset("dropped").ok());
+    EXPECT_GT(status_of(client).pending_free_bytes, 0u);
+  }
+  daemon->kill9();
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("1 processes still map the segment")) << r.err;
+  Client client = connect(*daemon);
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"kept"});
+  MemoryStats st = status_of(client);
+  EXPECT_EQ(st.used_bytes, used_with_both) << "the reader's dataset was freed under it";
+  EXPECT_GT(st.pending_free_bytes, 200'000u * 8);
+  ASSERT_TRUE(client.unpublish_dataset("kept").ok());
+  st = status_of(client);
+  EXPECT_EQ(st.used_bytes, used_with_both) << "unpublished under a reader of the old daemon";
+  EXPECT_EQ(st.used_bytes, st.index_bytes + st.pending_free_bytes);
+  ASSERT_TRUE(go.signal());
+  EXPECT_TRUE(checked.wait()) << "the reader could not read what it held";
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+
+  EXPECT_TRUE(eventually([&] { return status_of(client).pending_free_bytes == 0; }))
+      << "the reader exited but its datasets were not freed";
+  st = status_of(client);
+  EXPECT_EQ(st.used_bytes, index_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), index_bytes) << "the pages were not given back";
+  expect_daemon_serves(*daemon);
+}
+
+// A reader of the old daemon that lets go of the segment (drops its Client
+// and Datasets) without exiting: the next unpublish notices and frees.
+TEST(RestartTest, ReaderThatUnmapsReleasesTheRestartHold) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Pipe published, holding, go, dropped;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    {
+      Client c = connect(*daemon);
+      auto ds = c.get_dataset("data");
+      ASSERT_TRUE(ds.ok());
+      ASSERT_TRUE(holding.signal());
+      ASSERT_TRUE(go.wait());
+    }  // unmapped here
+    ASSERT_TRUE(dropped.signal());
+    for (;;) ::pause();
+  });
+  uint64_t index_bytes = 0;
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "data", 100'000, 5);
+    index_bytes = status_of(client).index_bytes;
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+  }
+  daemon->kill9();
+  ASSERT_EQ(daemon->restart().exit_code, 0);
+  ASSERT_TRUE(go.signal());
+  ASSERT_TRUE(dropped.wait());
+  Client client = connect(*daemon);
+  ASSERT_TRUE(client.unpublish_dataset("data").ok());
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.pending_free_bytes, 0u) << "held for a process that no longer maps the segment";
+  EXPECT_EQ(st.used_bytes, index_bytes);
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+}
+
+// Unpublished while leased, with no reader left at the restart: freed by it.
+TEST(RestartTest, UnpublishedButLeasedDatasetIsFreedByTheRestart) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Snapshot kept_only;
+  Pipe published, holding;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    Client c = connect(*daemon);
+    auto held = c.get_dataset("dropped");
+    ASSERT_TRUE(held.ok());
+    ASSERT_TRUE(holding.signal());
+    for (;;) ::pause();
+  });
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 10'000, 1);
+    kept_only = snapshot_of(client);
+    publish_int64(client, "dropped", 200'000, 2);
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+    ASSERT_TRUE(client.unpublish_dataset("dropped").ok());
+    EXPECT_GT(status_of(client).pending_free_bytes, 0u);
+  }
+  daemon->kill9();
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+
+  ASSERT_EQ(daemon->restart().exit_code, 0);
+  Client after = connect(*daemon);
+  const MemoryStats st = status_of(after);
+  EXPECT_EQ(st.pending_free_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, kept_only.used);
+  EXPECT_EQ(daemon->resident_bytes(), kept_only.used) << "its pages were not given back";
+  expect_same(kept_only, snapshot_of(after));
+}
+
+TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = connect(*daemon);
+    publish_several(client);
+    TableBuilder victim = make_int64_table(client, 100'000, 77, 3);
+    ASSERT_TRUE(client.publish_dataset("victim", victim).ok());
+    before = snapshot_of(client);
+  }
+  daemon->kill9();
+  {
+    // One byte of partition 1, as a stray writer or a bit flip would.
+    RawSegment seg = open_raw(*daemon);
+    const shm::BufferLayout b = data_buffer(seg, "victim", 1, 0);
+    ASSERT_GT(b.length, 1000u);
+    *seg.at(b.offset + 999) ^= std::byte{0x01};
+  }
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 1 quarantined"));
+  EXPECT_THAT(r.err, HasSubstr("'victim' is quarantined"));
+  EXPECT_THAT(r.err, HasSubstr("partition 1"));
+  // The daemon's own log says it too, for whoever looks later.
+  std::ifstream log_file(daemon->socket() + ".log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
+  EXPECT_THAT(log, HasSubstr("'victim' is quarantined"));
+  EXPECT_THAT(log, HasSubstr("1 quarantined"));
+  Client client = connect(*daemon);
+  // Never served silently: not listed, and a get says why.
+  std::vector<std::string> served = before.names;
+  std::erase(served, "victim");
+  EXPECT_EQ(listed_names(client), served);
+  auto got = client.get_dataset("victim");
+  EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
+  EXPECT_THAT(got.status().message(), HasSubstr("quarantined"));
+  EXPECT_THAT(got.status().message(), HasSubstr("checksum mismatch in partition 1 column 'v'"));
+  expect_several(client);
+  // Reported by status, its memory still accounted until it is unpublished.
+  MemoryStats st = status_of(client);
+  ASSERT_EQ(st.quarantined.size(), 1u);
+  EXPECT_EQ(st.quarantined[0].name, "victim");
+  EXPECT_THAT(st.quarantined[0].reason, HasSubstr("checksum mismatch"));
+  EXPECT_GT(st.quarantined[0].memory_bytes, 3u * 100'000 * 8);
+  EXPECT_EQ(st.used_bytes, before.used);
+  const uint64_t victim_bytes = st.quarantined[0].memory_bytes;
+  // The CLI shows it too.
+  CommandResult cli = run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status"});
+  EXPECT_THAT(cli.out, HasSubstr("quarantined: 1"));
+  EXPECT_THAT(cli.out, HasSubstr("victim"));
+  // A publish without override does not silently replace it.
+  TableBuilder again = make_int64_table(client, 10, 1);
+  EXPECT_EQ(client.publish_dataset("victim", again).code(), Status::Code::kAlreadyExists);
+  ASSERT_TRUE(client.unpublish_dataset("victim").ok());
+  st = status_of(client);
+  EXPECT_TRUE(st.quarantined.empty());
+  // `again` holds an unsealed extent of its own.
+  EXPECT_EQ(st.used_bytes - st.unsealed_bytes, before.used - victim_bytes);
+  EXPECT_EQ(
+      st.used_bytes - st.unsealed_bytes, st.index_bytes + [&] {
+        uint64_t sum = 0;
+        for (const DatasetInfo& d : st.datasets) sum += d.memory_bytes;
+        return sum;
+      }());
+  ASSERT_TRUE(client.publish_dataset("victim", again).ok());
+  expect_int64_published(client, "victim", 10, 1);
+}
+
+// The index and extents as a crash (or a stray writer) can leave them: an
+// entry caught mid-rewrite is dropped, a dataset whose partition is not
+// sealed is quarantined, and whatever no dataset claims is given back.
+TEST(RestartTest, TornEntryIsDroppedAndUnsealedPartitionQuarantined) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "torn", 10'000, 1);
+    TableBuilder two = make_int64_table(client, 100'000, 2, 2);
+    ASSERT_TRUE(client.publish_dataset("unsealed", two).ok());
+    publish_int64(client, "fine", 10'000, 3);
+  }
+  daemon->kill9();
+  {
+    RawSegment seg = open_raw(*daemon);
+    find_entry(seg, "torn")->seq += 1;  // odd: the daemon died inside its seqlock
+    const uint64_t extent = descriptor_of(seg, "unsealed").partition(0).extent_offset;
+    // Not a state a live publisher could be writing in (kAllocated/kWritten
+    // of this live process would be held for it): garbage.
+    reinterpret_cast<shm::ExtentHeaderLayout*>(seg.at(extent))->state = 7;
+  }
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("1 datasets served again, 1 quarantined"));
+  EXPECT_THAT(r.err, HasSubstr("was being rewritten when the previous shelfd died; dropped it"));
+  Client client = connect(*daemon);
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"fine"});
+  expect_int64_published(client, "fine", 10'000, 3);
+  EXPECT_EQ(client.get_dataset("torn").status().code(), Status::Code::kNotFound);
+  auto got = client.get_dataset("unsealed");
+  EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
+  EXPECT_THAT(got.status().message(), HasSubstr("partition 0: its extent is not sealed"));
+  const MemoryStats st = status_of(client);
+  ASSERT_EQ(st.quarantined.size(), 1u);
+  // It keeps what it could claim (descriptor, partition 1); partition 0 and
+  // all of "torn" went back to the OS.
+  EXPECT_GT(st.quarantined[0].memory_bytes, 100'000u * 8);
+  EXPECT_LT(st.quarantined[0].memory_bytes, 2 * 100'000u * 8);
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.used_bytes,
+            st.index_bytes + st.datasets[0].memory_bytes + st.quarantined[0].memory_bytes);
+  EXPECT_EQ(daemon->resident_bytes(), st.used_bytes) << "unclaimed pages were not given back";
+  // The torn name is free again.
+  publish_int64(client, "torn", 100, 4);
+  expect_int64_published(client, "torn", 100, 4);
+}
+
+// A daemon that died while making its segment left a header of zeros and
+// nothing else: that is replaced, not refused.
+TEST(RestartTest, NeverFinishedSegmentIsReplaced) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  daemon->stop();
+  {
+    RawSegment seg = open_raw(*daemon);
+    std::memset(seg.at(0), 0, shm::kPageSize);
+  }
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("was never finished"));
+  EXPECT_THAT(r.out, Not(HasSubstr("re-attached")));
+  Client client = connect(*daemon);
+  EXPECT_EQ(status_of(client).generation, 1u);
+  expect_daemon_serves(*daemon);
+}
+
+// A segment this shelfd cannot read is refused with a message that names it
+// and says what to do, and not a byte of it changes.
+struct BadHeader {
+  const char* name;
+  void (*damage)(shm::SegmentHeaderLayout&);
+  const char* message;
+};
+
+class IncompatibleSegmentTest : public ::testing::TestWithParam<BadHeader> {};
+
+TEST_P(IncompatibleSegmentTest, IsRefusedAndLeftUntouched) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "precious", 10'000, 3);
+  }
+  daemon->kill9();
+  {
+    RawSegment seg = open_raw(*daemon);
+    GetParam().damage(*reinterpret_cast<shm::SegmentHeaderLayout*>(seg.at(0)));
+  }
+  const auto state = file_state(*daemon);
+
+  CommandResult r = daemon->restart();
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("/dev/shm/" + daemon->segment()));
+  EXPECT_THAT(r.err, HasSubstr(GetParam().message));
+  EXPECT_THAT(r.err, HasSubstr("left untouched"));
+  EXPECT_THAT(r.err, HasSubstr("--discard"));
+  EXPECT_FALSE(daemon->alive());
+  EXPECT_EQ(Client::connect(daemon->client_options()).status().code(), Status::Code::kUnavailable);
+  EXPECT_EQ(file_state(*daemon), state) << "the refused segment was changed";
+
+  // --discard is the way forward it named.
+  CommandResult fresh = daemon->restart({"--discard"});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  Client client = connect(*daemon);
+  EXPECT_TRUE(listed_names(client).empty());
+  expect_daemon_serves(*daemon);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Headers, IncompatibleSegmentTest,
+    ::testing::Values(
+        BadHeader{"Garbage", [](shm::SegmentHeaderLayout& h) { std::memset(&h, 0x5a, sizeof h); },
+                  "is not a shelf segment"},
+        BadHeader{"NewerLayoutVersion",
+                  [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
+                  "has layout version 2, and this shelfd reads only version 1"},
+        BadHeader{"SizeDisagreesWithFile",
+                  [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
+                  "inconsistent header"},
+        BadHeader{"IndexOffsetMoved",
+                  [](shm::SegmentHeaderLayout& h) { h.index_offset = 2 * shm::kPageSize; },
+                  "inconsistent header"}),
+    [](const ::testing::TestParamInfo<BadHeader>& p) { return std::string(p.param.name); });
+
+TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = connect(*daemon);
+    publish_int64(client, "kept", 10'000, 3);
+  }
+  daemon->stop();
+  const auto state = file_state(*daemon);
+  auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {SHELFD_PATH, "--socket", daemon->socket(), "--segment",
+                                     daemon->segment()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  };
+  CommandResult r = run_command(args({"--memory-limit", "32MiB"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("was made with --memory-limit 64.00 MiB"));
+  EXPECT_THAT(r.err, HasSubstr("without --memory-limit to adopt it"));
+  r = run_command(args({"--memory-limit", "64MiB", "--max-datasets", "100"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("was made with --max-datasets 256"));
+  EXPECT_EQ(file_state(*daemon), state) << "a refused start changed the segment";
+
+  // Without the flags the segment's own values are adopted.
+  r = run_command(args({}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("limit 64.00 MiB"));
+  Client client = connect(*daemon);
+  EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
+  expect_int64_published(client, "kept", 10'000, 3);
+}
+
+// A client whose daemon dies fails at once with a clear error, never hangs;
+// it connects again once a daemon runs, and finds the same datasets.
+TEST(RestartTest, ClientsFailFastAndConnectAgainAfterTheRestart) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "data", 50'000, 9);
+  auto held = client.get_dataset("data");
+  ASSERT_TRUE(held.ok());
+  daemon->kill9();
+
+  const auto start = std::chrono::steady_clock::now();
+  auto listed = client.list_datasets();
+  EXPECT_EQ(listed.status().code(), Status::Code::kUnavailable);
+  EXPECT_THAT(listed.status().message(),
+              HasSubstr("lost the connection to shelfd at " + daemon->socket()));
+  EXPECT_THAT(listed.status().message(), HasSubstr("connect again"));
+  EXPECT_EQ(client.get_dataset("data").status().code(), Status::Code::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  expect_int64_dataset(*held, 50'000, 9);  // its mapping is this process's own
+
+  ASSERT_EQ(daemon->restart().exit_code, 0);
+  // The old Client stays broken (its leases died with the old daemon)...
+  EXPECT_EQ(client.list_datasets().status().code(), Status::Code::kUnavailable);
+  // ...a new one is served the same data; the old Dataset still reads.
+  Client again = connect(*daemon);
+  expect_int64_published(again, "data", 50'000, 9);
+  expect_int64_dataset(*held, 50'000, 9);
+  held = Result<Dataset>(Status::unavailable("dropped"));  // its release goes nowhere
+  EXPECT_EQ(status_of(again).num_leases, 0u);
+}
+
+// A daemon that is alive but does not answer (stopped here) cannot block a
+// client past ClientOptions::request_timeout.
+TEST(RestartTest, HungDaemonTimesOutInsteadOfBlocking) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  ClientOptions options = daemon->client_options();
+  options.request_timeout = 300ms;
+  auto client = Client::connect(options);
+  ASSERT_TRUE(client.ok());
+  ASSERT_EQ(::kill(daemon->pid(), SIGSTOP), 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto listed = client->list_datasets();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  auto connected = Client::connect(options);
+  ::kill(daemon->pid(), SIGCONT);
+  EXPECT_EQ(listed.status().code(), Status::Code::kUnavailable);
+  EXPECT_THAT(listed.status().message(), HasSubstr("no answer within 300 ms"));
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 5s);
+  EXPECT_EQ(connected.status().code(), Status::Code::kUnavailable);
+  // Once it runs again it serves new clients.
+  expect_daemon_serves(*daemon);
+}
+
+}  // namespace
+}  // namespace shelf::test
