@@ -226,9 +226,11 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
 TEST(AccessTest, GroupOptionErrors) {
   const std::string dir = (std::filesystem::temp_directory_path() / unique_name()).string();
   std::filesystem::create_directories(dir);
+  std::string segment;  // the last one tried: a stopped shelfd keeps its segment
   auto shelfd = [&](const std::string& socket, const std::string& group) {
-    return run_command({SHELFD_PATH, "--socket", socket, "--segment", unique_name(),
-                        "--memory-limit", "16MiB", "--group", group});
+    segment = unique_name();
+    return run_command({SHELFD_PATH, "--socket", socket, "--segment", segment, "--memory-limit",
+                        "16MiB", "--group", group});
   };
   CommandResult r = shelfd(dir + "/shelf.sock", "no-such-group-here");
   EXPECT_EQ(r.exit_code, 1);
@@ -250,6 +252,7 @@ TEST(AccessTest, GroupOptionErrors) {
   EXPECT_EQ(m.gid, kUsers);
   stop_shelfd(fresh + "/shelf.sock.lock");
   std::filesystem::remove_all(dir);
+  ::unlink(("/dev/shm/" + segment).c_str());
 }
 
 // A shelfd run by a user of its own (here nobody) for a group: a member of
