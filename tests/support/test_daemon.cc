@@ -132,6 +132,11 @@ std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
 }
 
 TestDaemon::~TestDaemon() {
+  // A test may have started another shelfd on this socket by hand (a
+  // restart with other flags): the lock file names whichever runs now.
+  pid_t current = 0;
+  std::ifstream(socket_ + ".lock") >> current;
+  if (current > 0) pid_ = current;
   if (alive()) {
     ::kill(pid_, SIGTERM);
     wait_until_gone();
@@ -168,7 +173,8 @@ bool TestDaemon::alive() const {
   std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
   std::string pid, comm, state;
   stat >> pid >> comm >> state;
-  return stat && state != "Z";
+  // A pid from a stale lock file may name another program by now.
+  return stat && state != "Z" && comm == "(shelfd)";
 }
 
 void TestDaemon::kill9() {
