@@ -1001,6 +1001,12 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
                               "`shelf unpublish " +
                               name + "` to free its memory");
   }
+  if (session.leases.size() >= kMaxLeasesPerSession) {
+    return Status::resource_exhausted(
+        "this connection holds " + std::to_string(session.leases.size()) +
+        " leases, the most one connection may hold; destroy the Datasets you no longer need "
+        "(each holds a lease), or use another connection");
+  }
   const uint64_t lease = next_lease_id_++;
   session.leases.emplace(lease, it->second);
   ++dataset.leases;

@@ -1,5 +1,5 @@
 // Resource exhaustion: a /dev/shm smaller than the limit, thousands of
-// connections, thousands of leases. Each is refused with a reason past its
+// connections, tens of thousands of leases. Each is refused with a reason past its
 // documented limit, and the daemon goes on serving everyone else.
 #include <filesystem>
 #include <sched.h>
@@ -92,6 +92,41 @@ TEST(ExhaustionTest, ThousandsOfConnectionsAreRefusedPastTheLimitAndTheRestServe
 
   clients.clear();
   EXPECT_TRUE(eventually([&] { return status_of(first).num_connections == 1; }));
+  expect_daemon_serves(*daemon);
+}
+
+TEST(ExhaustionTest, LeasesPastThePerConnectionLimitAreRefusedAndTheDaemonServes) {
+  constexpr size_t kLimit = 65536;  // Store::kMaxLeasesPerSession, as the README documents
+  auto daemon = TestDaemon::start({.memory_limit = "16MiB", .max_datasets = 16, .extra_args = {}});
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "shared", 100, 3);
+
+  std::vector<Dataset> held;
+  held.reserve(kLimit);
+  for (size_t i = 0; i < kLimit; ++i) {
+    auto ds = client.get_dataset("shared");
+    ASSERT_TRUE(ds.ok()) << "lease " << i << ": " << ds.status().to_string();
+    held.push_back(std::move(ds).value());
+  }
+  auto refused = client.get_dataset("shared");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("holds 65536 leases, the most one connection may hold"));
+  // The connection still works for everything else, and so does another.
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"shared"});
+  Client other = connect(*daemon);
+  expect_int64_published(other, "shared", 100, 3);
+  EXPECT_EQ(status_of(other).num_leases, kLimit);
+  // One lease let go makes room for one more.
+  held.pop_back();
+  auto again = client.get_dataset("shared");
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  expect_int64_dataset(*again, 100, 3);
+  held.clear();
+  again->release();
+  EXPECT_TRUE(eventually([&] { return status_of(other).num_leases == 0; }));
   expect_daemon_serves(*daemon);
 }
 
