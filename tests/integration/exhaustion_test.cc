@@ -2,9 +2,7 @@
 // connections, tens of thousands of leases. Each is refused with a reason past its
 // documented limit, and the daemon goes on serving everyone else.
 #include <filesystem>
-#include <sched.h>
 #include <string>
-#include <sys/mount.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <vector>
@@ -35,11 +33,7 @@ TEST(ExhaustionTest, DevShmSmallerThanTheLimitIsRefusedAtStart) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private /dev/shm";
   constexpr int kSkip = 77;
   const int code = run_in_child([] {
-    if (::unshare(CLONE_NEWNS) != 0 ||
-        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=16m,mode=1777") != 0) {
-      ::_exit(kSkip);
-    }
+    if (!use_private_dev_shm("16m")) ::_exit(kSkip);
     const std::string name = unique_name();
     const std::string dir = "/tmp/" + name;
     std::filesystem::create_directory(dir);

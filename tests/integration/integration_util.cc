@@ -7,7 +7,9 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -132,6 +134,13 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
     timespec pause{0, 1000 * 1000};
     ::nanosleep(&pause, nullptr);
   }
+}
+
+bool use_private_dev_shm(const char* size) {
+  const std::string options = std::string("size=") + size + ",mode=1777";
+  return ::unshare(CLONE_NEWNS) == 0 &&
+         ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+         ::mount("tmpfs", "/dev/shm", "tmpfs", 0, options.c_str()) == 0;
 }
 
 Client connect(const TestDaemon& daemon) {

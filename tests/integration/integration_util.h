@@ -77,6 +77,12 @@ int kill_child(pid_t pid);
 bool eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout = kWaitTimeout);
 
+// For a child process (run_in_child): moves it into a mount namespace of its
+// own with a fresh tmpfs of `size` ("16m") at /dev/shm, so a test can fill
+// /dev/shm without touching the machine's. False where that is not allowed
+// (not root, no namespaces): the test should skip.
+bool use_private_dev_shm(const char* size);
+
 // Connects to `daemon`; throws TestFailure on error.
 Client connect(const TestDaemon& daemon);
 // status(); throws TestFailure on error.

@@ -2,9 +2,7 @@
 // that outlive an unpublish, many readers of one dataset at once.
 #include <cstdlib>
 #include <fcntl.h>
-#include <sched.h>
 #include <string>
-#include <sys/mount.h>
 #include <unistd.h>
 #include <vector>
 
@@ -283,11 +281,7 @@ TEST(FullDevShmTest, PublishFailsCleanlyAndEverythingElseStays) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for a private /dev/shm";
   constexpr int kSkip = 77;
   const int code = run_in_child([] {
-    if (::unshare(CLONE_NEWNS) != 0 ||
-        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=16m,mode=1777") != 0) {
-      ::_exit(kSkip);
-    }
+    if (!use_private_dev_shm("16m")) ::_exit(kSkip);
     TestDaemon::Options options;
     options.memory_limit = "8MiB";
     options.max_datasets = 16;
