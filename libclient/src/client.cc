@@ -63,6 +63,7 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
 Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions& options) {
   auto impl = std::make_shared<Impl>();
   impl->options_ = options;
+  impl->owner_pid_ = ::getpid();
   impl->socket_path_ = options.socket.empty() ? default_socket_path() : options.socket;
   const std::string& path = impl->socket_path_;
 
@@ -165,8 +166,9 @@ Status Client::Impl::lost(std::string_view what, int err) {
     msg += ": no answer within " + std::to_string(options_.request_timeout.count()) +
            " ms, ClientOptions::request_timeout";
     // A reply that comes later would be out of step: nothing more is read
-    // here. Hanging up lets a daemon that was only slow end our session.
-    ::shutdown(fd_.get(), SHUT_RDWR);
+    // or sent here. The socket stays open, though: closing it would end the
+    // session and with it the leases of Datasets this process still reads;
+    // it closes when the last of them (and the Client) is gone.
   } else if (err != 0) {
     msg += ": " + std::string(std::strerror(err));
   }
@@ -189,6 +191,14 @@ Status Client::Impl::read_exact(std::byte* out, size_t n) {
     }
   }
   return Status();
+}
+
+Status Client::Impl::check_owner() const {
+  if (::getpid() == owner_pid_) return Status();
+  return Status::unavailable("this connection to shelfd at " + socket_path_ +
+                             " was opened by process " + std::to_string(owner_pid_) +
+                             " before a fork; connect again in this process (what the parent "
+                             "holds stays the parent's)");
 }
 
 Status Client::Impl::send_all(const std::vector<std::byte>& request) {
@@ -218,6 +228,7 @@ Result<protocol::FrameHeader> Client::Impl::read_response() {
 }
 
 void Client::Impl::post(const std::vector<std::byte>& request) {
+  if (!check_owner().ok()) return;  // a forked child: the leases are the parent's
   // Unread replies fill the socket; past a bound the daemon would stop
   // reading us (backpressure) and this send would block for ever. Drop them
   // before they can: 64 replies are a few KiB.
@@ -231,6 +242,9 @@ void Client::Impl::post(const std::vector<std::byte>& request) {
 
 Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& request,
                                                   MessageType type) {
+  // Before anything is sent or read: a forked child reading the shared
+  // socket would take its parent's replies.
+  SHELF_RETURN_IF_ERROR(check_owner());
   if (Status sent = send_all(request); !sent.ok()) {
     // A daemon that refuses a connection (too many clients) answers and hangs
     // up at once, maybe before our request went out: its reason is worth more

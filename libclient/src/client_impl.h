@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include <shelf/client.h>
@@ -47,6 +48,8 @@ class Client::Impl {
   // Reads one whole response frame into payload_.
   Result<protocol::FrameHeader> read_response();
   Status lost(std::string_view what, int err);
+  // Unavailable in a process forked from the one that connected.
+  Status check_owner() const;
 
   ClientOptions options_;
   std::string socket_path_;
@@ -57,6 +60,10 @@ class Client::Impl {
   std::optional<shm::ShmObject> segment_rw_;
   bool broken_ = false;
   std::string broken_reason_;  // what broke the connection, repeated by every later call
+  // The process that connected. A child forked from it shares the socket,
+  // but the leases on it are the parent's: the child must send nothing, or
+  // letting go of its copy of a Dataset would end the parent's lease.
+  pid_t owner_pid_ = 0;
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused

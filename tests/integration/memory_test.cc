@@ -201,6 +201,33 @@ TEST(LeaseTest, UnpublishWhileReaderHoldsLeaseThenRelease) { unpublish_while_lea
 
 TEST(LeaseTest, UnpublishWhileReaderHoldsLeaseThenReaderExits) { unpublish_while_leased(false); }
 
+// A child forked from a reader inherits its connection and its Datasets;
+// letting go of its copies must not end the parent's leases.
+TEST(LeaseTest, AForkedChildCannotEndItsParentsLease) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = connect(*daemon);
+  publish_int64(client, "shared", 1000, 5);
+  Client reader = connect(*daemon);
+  auto ds = reader.get_dataset("shared");
+  ASSERT_TRUE(ds.ok());
+  const int code = run_in_child([&] {
+    { Dataset copy = std::move(*ds); }  // its destructor would release the lease
+    auto listed = reader.list_datasets();
+    EXPECT_EQ(listed.status().code(), Status::Code::kUnavailable);
+    EXPECT_THAT(listed.status().message(), HasSubstr("before a fork; connect again"));
+    Client own = connect(*daemon);  // a connection of its own works
+    expect_int64_published(own, "shared", 1000, 5);
+  });
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(status_of(client).num_leases, 1u);
+  // The lease holds: unpublished, the memory is not reused under the view.
+  ASSERT_TRUE(client.unpublish_dataset("shared").ok());
+  publish_int64(client, "other", 1000, 9);
+  expect_int64_dataset(*ds, 1000, 5);
+  EXPECT_TRUE(reader.list_datasets().ok()) << "the parent's connection must still work";
+}
+
 TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);

@@ -812,6 +812,9 @@ TEST(RestartTest, HungDaemonTimesOutInsteadOfBlocking) {
   options.request_timeout = 300ms;
   auto client = Client::connect(options);
   ASSERT_TRUE(client.ok());
+  publish_int64(*client, "held", 1000, 2);
+  auto held = client->get_dataset("held");
+  ASSERT_TRUE(held.ok());
   ASSERT_EQ(::kill(daemon->pid(), SIGSTOP), 0);
   const auto start = std::chrono::steady_clock::now();
   auto listed = client->list_datasets();
@@ -825,6 +828,14 @@ TEST(RestartTest, HungDaemonTimesOutInsteadOfBlocking) {
   EXPECT_EQ(connected.status().code(), Status::Code::kUnavailable);
   // Once it runs again it serves new clients.
   expect_daemon_serves(*daemon);
+  // The timed-out connection stays open while its Dataset lives: the lease
+  // holds, so an unpublish cannot free (and a publish reuse) what it reads.
+  Client other = connect(*daemon);
+  EXPECT_EQ(status_of(other).num_leases, 1u);
+  ASSERT_TRUE(other.unpublish_dataset("held").ok());
+  publish_int64(other, "after", 1000, 7);
+  expect_int64_dataset(*held, 1000, 2);
+  EXPECT_EQ(client->list_datasets().status().code(), Status::Code::kUnavailable);
 }
 
 }  // namespace
