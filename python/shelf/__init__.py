@@ -57,6 +57,8 @@ class Client:
 
         Positional values are published under their `.name` (as Dask does),
         or a single one under name=: publish_dataset(df, name="ds").
+        Unpickling runs code the publisher chose: publish and read only
+        among people you trust (all the users of one shelfd are).
         A value can be a pandas DataFrame (one partition), a list of
         DataFrames (one partition each), a Dask DataFrame (its partitions are
         computed in turn), a dict of 1-D numpy arrays (the columns), bytes or
@@ -68,11 +70,15 @@ class Client:
         the daemon's memory limit.
         """
         items = {}
-        if args and isinstance(kwargs.get("name"), str):
-            # Dask's other spelling: publish_dataset(df, name="ds").
-            if len(args) != 1:
-                raise TypeError("publish_dataset(value, name=...) takes one value")
-            kwargs[kwargs.pop("name")] = args[0]
+        if "name" in kwargs:
+            # Dask's other spelling, and Dask's rule: name= goes with one
+            # positional value, publish_dataset(df, name="ds"); so a dataset
+            # called "name" is published through client.datasets["name"].
+            name = kwargs.pop("name")
+            if len(args) != 1 or not isinstance(name, str):
+                raise ValueError("if name is given, expecting call signature like "
+                                 "publish_dataset(df, name='ds')")
+            kwargs[name] = args[0]
             args = ()
         for value in args:
             name = getattr(value, "name", None)
@@ -166,6 +172,8 @@ class Datasets(collections.abc.MutableMapping):
         self._client = client
 
     def __getitem__(self, name):
+        if not isinstance(name, str):
+            raise KeyError(name)  # dataset names are str
         return self._client.get_dataset(name)
 
     def __setitem__(self, name, value):
@@ -196,15 +204,16 @@ class Dataset:
     are turned into Python objects only when asked for.
     """
 
-    def __init__(self, handle, socket):
+    def __init__(self, handle, socket, nullable=None):
         self._handle = handle
         self._socket = socket
         self._schema = handle.schema
         self._index = next((i for i, (name, _) in enumerate(self._schema)
-                            if name.startswith(_convert.INDEX_COLUMN)), None)
+                            if _convert.is_index_column(name)), None)
         # Integer and bool columns with nulls anywhere read as pandas'
         # nullable dtypes (Int64, boolean), the same in every partition.
-        self._nullable = [
+        # to_dask() tasks pass it in: working it out reads every partition.
+        self._nullable = nullable if nullable is not None else [
             type_ not in ("float32", "float64", "timestamp", "string") and any(
                 handle.null_count(p, c) > 0 for p in range(handle.num_partitions))
             for c, (_, type_) in enumerate(self._schema)]
@@ -267,6 +276,13 @@ class Dataset:
     def __getitem__(self, name):
         return self.column(name)
 
+    def __iter__(self):
+        """The column names, as iterating a DataFrame gives."""
+        return iter(self.columns)
+
+    def __contains__(self, name):
+        return name in self.columns
+
     def partition(self, i):
         """Partition `i` as a pandas DataFrame (numbers are views, not copies)."""
         return self._frame(self._partition_index(i), None)
@@ -275,6 +291,8 @@ class Dataset:
         """The first `n` rows as a pandas DataFrame."""
         import pandas as pd
 
+        if n < 0:  # all but the last -n rows, as pandas does
+            return self.to_pandas().head(n)
         frames = []
         left = n
         for p in range(self.npartitions):
@@ -308,8 +326,9 @@ class Dataset:
 
         meta = self._frame(None, 0)
         return dd.from_map(_load_partition, list(range(self.npartitions)), socket=self._socket,
-                           name=self.name, created_ns=self._handle.created_ns, meta=meta,
-                           label=f"shelf-{self.name}", enforce_metadata=False)
+                           name=self.name, created_ns=self._handle.created_ns,
+                           nullable=self._nullable, meta=meta, label=f"shelf-{self.name}",
+                           enforce_metadata=False)
 
     def verify(self):
         """Recomputes every buffer's checksum; raises shelf.CorruptionError on a mismatch."""
@@ -362,17 +381,25 @@ class Dataset:
 
 
 # One client per daemon socket in each process that loads Dask partitions.
+# A forked worker must not use its parent's (libclient refuses it): forget
+# them in the child.
 _loader_clients = {}
+os.register_at_fork(after_in_child=_loader_clients.clear)
 
 
-def _load_partition(i, socket, name, created_ns):
+def _load_partition(i, socket, name, created_ns, nullable):
     """Partition `i` of dataset `name` as a pandas DataFrame (a to_dask() task)."""
     client = _loader_clients.get(socket)
-    if client is None:
+    try:
+        if client is None:
+            raise ConnectionError("not connected yet")
+        handle = client._client.get(name)
+    except ConnectionError:
+        # First use here, or the daemon restarted since: connect (again).
         client = _loader_clients[socket] = Client(socket)
-    handle = client._client.get(name)
+        handle = client._client.get(name)
     if handle.created_ns != created_ns:
         raise RuntimeError(f"dataset {name!r} was republished after to_dask() was called; "
                            "call get_dataset() and to_dask() again")
-    return Dataset(handle, socket).partition(i)
+    return Dataset(handle, socket, nullable).partition(i)
 

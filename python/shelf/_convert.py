@@ -22,6 +22,10 @@ from . import _shelf
 # raw bytes published as such use "bytes", the C++ API's name.
 PICKLE_COLUMN = "pickle5"
 BYTES_COLUMN = "bytes"
+# Buffers of a pickled object this large or larger become partitions of their
+# own (zero-copy when read); smaller ones stay in the pickle stream, since a
+# partition takes at least a 4 KiB page and a round trip to allocate.
+OUT_OF_BAND_MIN_BYTES = 64 * 1024
 # A DataFrame index that is not the default RangeIndex(0..n) is stored as a
 # column of this name (suffixed ":<name>" when the index has a name).
 INDEX_COLUMN = "__index__"
@@ -104,7 +108,8 @@ def _series_column(name, series):
     type_ = _NULLABLE_TO_SHELF.get(str(dtype))
     if type_ is not None:
         nulls = series.isna().to_numpy()
-        fill = False if type_ == "bool" else 0
+        # A null slot holds what shelf's readers expect there: NaN for floats.
+        fill = False if type_ == "bool" else np.nan if type_.startswith("float") else 0
         values = series.to_numpy(dtype=SHELF_TO_NUMPY[type_], na_value=fill)
         return _Column(name, type_, np.ascontiguousarray(values), nulls if nulls.any() else None)
     hint = ""
@@ -138,8 +143,16 @@ def _frame_columns(frame, keep_index):
         if not isinstance(name, str):
             raise TypeError(f"column names must be str; got {name!r} ({type(name).__name__}): "
                             "rename the columns, e.g. df.columns = df.columns.map(str)")
+        if is_index_column(name):
+            raise ValueError(f"column name {name!r} is reserved: shelf stores a DataFrame's "
+                             "index under it")
         columns.append(_series_column(name, frame[name]))
     return columns
+
+
+def is_index_column(name):
+    """True for the name a stored index takes: "__index__" or "__index__:<name>"."""
+    return name == INDEX_COLUMN or name.startswith(INDEX_COLUMN + ":")
 
 
 def _is_dask_dataframe(value):
@@ -153,8 +166,13 @@ def _is_pandas_frame(value):
 
 
 def _is_array_dict(value):
-    return (isinstance(value, dict) and len(value) > 0
-            and all(isinstance(v, np.ndarray) for v in value.values()))
+    """A dict of 1-D numpy arrays of one length: the columns of a table.
+    Any other dict (model weights of several shapes...) is pickled."""
+    if not isinstance(value, dict) or not value:
+        return False
+    arrays = list(value.values())
+    return (all(isinstance(v, np.ndarray) and v.ndim == 1 for v in arrays)
+            and len({len(v) for v in arrays}) == 1)
 
 
 def _is_shelf_dataset(value):
@@ -242,10 +260,13 @@ def _pickle_table(client, value):
 
     def out_of_band(buffer):
         try:
-            buffers.append(buffer.raw())  # C-contiguous: goes to its own partition
-            return False
+            raw = buffer.raw()
         except BufferError:
             return True  # not contiguous: stays inside the pickle stream
+        if raw.nbytes < OUT_OF_BAND_MIN_BYTES:
+            return True  # a partition costs a page at least: small ones stay in the stream
+        buffers.append(raw)  # goes to a partition of its own, read back without a copy
+        return False
 
     try:
         stream = pickle.dumps(value, protocol=5, buffer_callback=out_of_band)

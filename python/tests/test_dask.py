@@ -46,7 +46,9 @@ def test_positional_dask_series_uses_its_name(client, frame):
 def test_name_keyword_with_one_positional_value(client, frame):
     client.publish_dataset(dd.from_pandas(frame, npartitions=2), name="ds")
     assert client.list_datasets() == ["ds"]
-    client.publish_dataset(name=frame)  # no positional value: a dataset called "name"
+    with pytest.raises(ValueError, match="publish_dataset\\(df, name='ds'\\)"):
+        client.publish_dataset(name=frame)  # as in Dask: name= needs one positional value
+    client.datasets["name"] = frame  # the way to a dataset called "name"
     assert client.list_datasets() == ["ds", "name"]
 
 
@@ -56,3 +58,12 @@ def test_to_dask_refuses_a_dataset_republished_since(client, frame):
     client.publish_dataset(f=frame.head(10), override=True)
     with pytest.raises(RuntimeError, match="republished"):
         back.compute(scheduler="sync")
+
+
+def test_forked_workers_after_the_parent_read_connect_on_their_own(client, frame):
+    client.publish_dataset(f=dd.from_pandas(frame, npartitions=3))
+    back = client.get_dataset("f").to_dask()
+    pd.testing.assert_frame_equal(back.compute(scheduler="sync"), frame)  # parent connects
+    with dask.config.set({"multiprocessing.context": "fork"}):
+        pd.testing.assert_frame_equal(back.compute(scheduler="processes"), frame)
+    pd.testing.assert_frame_equal(back.compute(scheduler="sync"), frame)  # and still works

@@ -161,3 +161,44 @@ def test_a_dataset_can_be_published_again_under_another_name(client):
     copy = client.get_dataset("copy")
     assert copy.npartitions == 2
     pd.testing.assert_frame_equal(copy.to_pandas(), pd.concat(parts))
+
+
+def test_null_floats_read_as_nan_in_the_raw_view(client):
+    client.publish_dataset(f=pd.DataFrame({"nf": pd.array([1.5, None], dtype="Float64")}))
+    view = client.get_dataset("f")["nf"]
+    assert view[0] == 1.5 and np.isnan(view[1])
+
+
+def test_column_names_that_look_like_the_stored_index_are_refused(client):
+    with pytest.raises(ValueError, match="'__index__' is reserved"):
+        client.publish_dataset(t=pd.DataFrame({"__index__": [1]}))
+    with pytest.raises(ValueError, match="'__index__:k' is reserved"):
+        client.publish_dataset(t=pd.DataFrame({"__index__:k": [1]}))
+    client.publish_dataset(t=pd.DataFrame({"__index__x": [1, 2], "a": [3, 4]}))
+    ds = client.get_dataset("t")
+    assert ds.columns == ["__index__x", "a"]
+    assert list(ds) == ["__index__x", "a"] and "a" in ds and "b" not in ds
+
+
+def test_dicts_that_are_not_tables_are_pickled(client):
+    weights = {"W": np.arange(9.0).reshape(3, 3), "b": np.zeros(3)}
+    split = {"train": np.arange(8), "test": np.arange(2)}
+    client.publish_dataset(weights=weights, split=split)
+    back = client.get_dataset("weights")
+    np.testing.assert_array_equal(back["W"], weights["W"])
+    assert back["b"].tolist() == [0.0, 0.0, 0.0]
+    assert client.get_dataset("split")["test"].tolist() == [0, 1]
+
+
+def test_many_small_arrays_stay_in_the_pickle_stream(client):
+    before = client.status()["used_bytes"]
+    small = [np.arange(4) for _ in range(2000)]
+    client.publish_dataset(small=small)
+    assert client.status()["used_bytes"] - before < 1 << 20  # not a 4 KiB page each
+    assert all(a.tolist() == [0, 1, 2, 3] for a in client.get_dataset("small"))
+
+
+def test_head_with_a_negative_count_is_pandas_head(client):
+    client.publish_dataset(t=[pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [3]})])
+    assert client.get_dataset("t").head(-1)["x"].tolist() == [1, 2]
+    assert client.datasets.get(5) is None

@@ -142,3 +142,33 @@ def test_a_slice_keeps_the_lease_too(daemon):
     del part
     gc.collect()
     assert eventually(lambda: observer.status()["num_leases"] == 0)
+
+
+def test_a_forked_child_cannot_end_its_parents_lease(daemon):
+    import os
+
+    with daemon.client() as publisher:
+        publisher.publish_dataset(v={"v": np.full(1 << 20, 7)})
+    observer = daemon.client()
+    reader = daemon.client()
+    column = reader.get_dataset("v")["v"]
+    pid = os.fork()
+    if pid == 0:  # the child lets go of its copy of the view and the client
+        code = 0
+        try:
+            del column
+            gc.collect()
+            try:
+                reader.list_datasets()
+                code = 2
+            except ConnectionError as e:
+                code = 0 if "before a fork" in str(e) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert observer.status()["num_leases"] == 1
+    observer.unpublish_dataset("v")
+    observer.publish_dataset(w={"w": np.full(1 << 20, 9)})  # would take the freed memory
+    assert column[:3].tolist() == [7, 7, 7]
+    assert reader.list_datasets() == ["w"]
