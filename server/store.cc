@@ -810,7 +810,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
     if (exists && !request.override_existing) {
       return Status::already_exists("dataset " + quoted(item.name) +
                                     " already exists; unpublish it first or publish with "
-                                    "override (shelf publish --override)");
+                                    "override (override=True in Python, --override in the CLI)");
     }
     new_names += exists ? 0 : 1;
     auto view = shm::DescriptorView::parse(item.descriptor, /*from_client=*/true);
