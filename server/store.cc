@@ -932,14 +932,15 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
     s.publisher_pid = session.pid;
 
     auto existing = names_.find(item.name);
-    if (existing != names_.end()) {  // override: the new dataset takes the old one's slot
+    std::optional<uint64_t> replaced;  // freed once the new entry is in the index
+    if (existing != names_.end()) {    // override: the new dataset takes the old one's slot
       Dataset& old = datasets_.at(existing->second);
       dataset.slot = old.slot;
       old.published = false;
       const uint64_t old_id = existing->second;
       names_.erase(existing);
       if (unread(old)) {
-        free_dataset(old_id);
+        replaced = old_id;
       } else {
         pending_free_bytes_ += old.memory_bytes;
       }
@@ -952,6 +953,13 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
     SHELF_CHECK(inserted);
     names_.emplace(item.name, id);
     write_index_entry(it->second.slot, &it->second);
+    // Only now. Freed before the entry was rewritten, a crash in between left
+    // the slot naming punched memory: a restart found neither version. Now it
+    // finds the new one, and the old one's memory unowned, which it frees.
+    if (replaced) {
+      SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
+      free_dataset(*replaced);
+    }
   }
   return Status();
 }

@@ -771,6 +771,45 @@ TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
   expect_int64_published(client, "kept", 10'000, 3);
 }
 
+// shelfd killed in the middle of an override, after the new index entry is
+// written and before the replaced dataset is freed: the restart serves the
+// new version and frees the old one's memory. (It used to free first: a kill
+// there left the name pointing at punched memory, and neither version.)
+TEST(RestartTest, DaemonKilledMidOverrideServesTheNewVersion) {
+  Pipe notify(/*cloexec=*/false);
+  ::setenv("SHELF_FAULT_POINT", "daemon.publish.before_freeing_replaced", 1);
+  ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(notify.write_fd()).c_str(), 1);
+  auto daemon = TestDaemon::start();
+  ::unsetenv("SHELF_FAULT_POINT");
+  ::unsetenv("SHELF_FAULT_NOTIFY_FD");
+  ASSERT_NE(daemon, nullptr);
+  uint64_t index_bytes = 0;
+  {
+    Client client = connect(*daemon);
+    index_bytes = status_of(client).index_bytes;
+    publish_int64(client, "x", 20'000, 1);  // no entry replaced: no stop
+  }
+  pid_t publisher = spawn_child([&] {
+    Client c = connect(*daemon);
+    TableBuilder t = make_int64_table(c, 30'000, 2);
+    (void)c.publish_dataset("x", t, PublishOptions{.override_existing = true});
+  });
+  auto reached = notify.read_line();
+  ASSERT_TRUE(reached.has_value()) << "shelfd never reached its fault point";
+  daemon->kill9();
+  kill_child(publisher);
+  const CommandResult restarted = daemon->restart();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  EXPECT_THAT(restarted.out, HasSubstr("1 datasets served again, 0 quarantined"));
+  Client client = connect(*daemon);
+  expect_int64_published(client, "x", 30'000, 2);
+  const MemoryStats st = status_of(client);
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.used_bytes, index_bytes + st.datasets[0].memory_bytes)
+      << "the replaced version's memory was not given back";
+  EXPECT_EQ(daemon->resident_bytes(), st.used_bytes);
+}
+
 // A client whose daemon dies fails at once with a clear error, never hangs;
 // it connects again once a daemon runs, and finds the same datasets.
 TEST(RestartTest, ClientsFailFastAndConnectAgainAfterTheRestart) {
