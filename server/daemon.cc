@@ -208,6 +208,13 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
     SHELF_RETURN_IF_ERROR(
         share_with_group("/dev/shm/" + d->store_->segment_name(), *d->group_, options.group));
     log_info("sharing " + options.socket_path + " and the segment with group " + options.group);
+  } else {
+    // A segment re-attached from a daemon started with --group is still
+    // 0660: this one shares it with nobody.
+    const std::string segment_path = "/dev/shm/" + d->store_->segment_name();
+    if (::chmod(segment_path.c_str(), 0600) != 0) {
+      return Status::from_errno("chmod 0600 " + segment_path, errno);
+    }
   }
 
   sigset_t signals;

@@ -220,6 +220,17 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
       cli_as_nobody(*daemon, {"--regid=" + std::to_string(kNogroup), "--clear-groups"}, {"list"});
   EXPECT_NE(stranger.exit_code, 0);
   EXPECT_THAT(stranger.err, HasSubstr("may not use"));
+
+  // Restarted without --group, the daemon takes the segment back: members
+  // can no longer open it, though it keeps their datasets.
+  daemon->stop();
+  CommandResult restarted =
+      run_command({SHELFD_PATH, "--socket", daemon->socket(), "--segment", daemon->segment()});
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  EXPECT_EQ(mode_of("/dev/shm/" + daemon->segment()).mode, 0600u);
+  EXPECT_EQ(as_user(kNobody, kUsers, {}, [&] { expect_segment_closed(*daemon); }), 0);
+  Client again = connect(*daemon);
+  expect_int64_published(again, "from_member", 500, 9);
 }
 
 // What --group refuses at start, each with a reason.
