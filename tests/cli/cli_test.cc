@@ -243,6 +243,7 @@ TEST(Shelfd, RefusesALimitDevShmCannotHold) {
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name));
   EXPECT_FALSE(std::filesystem::exists(socket));
   std::filesystem::remove(socket + ".lock");
+  std::filesystem::remove(socket + ".log");
 }
 
 // A directory other users can write is no place for the socket and lock.
