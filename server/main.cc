@@ -175,7 +175,12 @@ int main(int argc, char** argv) {
   }
   auto daemon = server::Daemon::start(daemon_options, store_options);
   if (!daemon.ok()) {
+    const std::string line = "shelfd: not started: " + daemon.status().message() + "\n";
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
+    if (log_fd >= 0) {  // the log says why there is no daemon, too
+      ssize_t n = ::write(log_fd, line.data(), line.size());
+      (void)n;
+    }
     return 1;
   }
   const server::Store& store = (*daemon)->store();

@@ -242,6 +242,11 @@ TEST(Shelfd, RefusesALimitDevShmCannotHold) {
   EXPECT_TRUE(contains(r.err, "lower --memory-limit")) << r.err;
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name));
   EXPECT_FALSE(std::filesystem::exists(socket));
+  // The log file, opened for the start, says why there is no daemon.
+  std::ifstream log(socket + ".log");
+  std::string line;
+  std::getline(log, line);
+  EXPECT_TRUE(contains(line, "shelfd: not started: /dev/shm has")) << line;
   std::filesystem::remove(socket + ".lock");
   std::filesystem::remove(socket + ".log");
 }
