@@ -20,6 +20,7 @@ Ratios are time / the in-process time (1.00x is as fast as memory allows).
 """
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
@@ -92,8 +93,10 @@ def start_shelfd(size_bytes):
 
     def stop():
         os.kill(pid, signal.SIGTERM)
-        while os.path.exists(f"/proc/{pid}"):
-            time.sleep(0.01)
+        # shelfd holds an flock on its lock file until it exits (it is not our
+        # child, and an unreaped zombie would keep /proc/<pid> forever).
+        with open(socket + ".lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(f"/dev/shm/{segment}"):
             os.unlink(f"/dev/shm/{segment}")
         shutil.rmtree(work, ignore_errors=True)

@@ -21,18 +21,12 @@ import os
 
 import numpy as np
 
-from . import _convert
+from . import _convert, _shelf
 from ._shelf import CorruptionError
 
 __all__ = ["Client", "Dataset", "Datasets", "CorruptionError"]
 
 _NO_DEFAULT = object()
-
-
-def _native():
-    from . import _shelf
-
-    return _shelf
 
 
 class Client:
@@ -45,7 +39,7 @@ class Client:
     """
 
     def __init__(self, socket=None):
-        self._client = _native()._Client(os.fspath(socket) if socket is not None else "")
+        self._client = _shelf._Client(os.fspath(socket) if socket is not None else "")
 
     @property
     def socket(self):

@@ -172,3 +172,28 @@ def test_a_forked_child_cannot_end_its_parents_lease(daemon):
     observer.publish_dataset(w={"w": np.full(1 << 20, 9)})  # would take the freed memory
     assert column[:3].tolist() == [7, 7, 7]
     assert reader.list_datasets() == ["w"]
+
+
+def test_verify_catches_bytes_changed_in_shared_memory(client, daemon):
+    import shelf
+
+    client.publish_dataset(t={"v": np.arange(1000, dtype="int64")})
+    ds = client.get_dataset("t")
+    ds.prefault()
+    ds.verify()
+    column = ds["v"]
+    # Change one value behind shelf's back, in the segment's file itself.
+    address = column.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5] == f"/dev/shm/{daemon.segment}":
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if start <= address < end:
+                    offset = address - start + int(fields[2], 16)
+    with open(f"/dev/shm/{daemon.segment}", "r+b") as segment:
+        segment.seek(offset)
+        segment.write((12345).to_bytes(8, "little"))
+    assert column[0] == 12345  # the view sees shared memory, no copy
+    with pytest.raises(shelf.CorruptionError, match="column 'v'"):
+        ds.verify()
