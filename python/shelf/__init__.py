@@ -383,13 +383,14 @@ os.register_at_fork(after_in_child=_loader_clients.clear)
 
 def _load_partition(i, socket, name, created_ns, nullable):
     """Partition `i` of dataset `name` as a pandas DataFrame (a to_dask() task)."""
+    handle = None
     client = _loader_clients.get(socket)
-    try:
-        if client is None:
-            raise ConnectionError("not connected yet")
-        handle = client._client.get(name)
-    except ConnectionError:
-        # First use here, or the daemon restarted since: connect (again).
+    if client is not None:
+        try:
+            handle = client._client.get(name)
+        except ConnectionError:
+            pass  # the daemon restarted since: connect again below
+    if handle is None:
         client = _loader_clients[socket] = Client(socket)
         handle = client._client.get(name)
     if handle.created_ns != created_ns:
