@@ -36,12 +36,20 @@ class Daemon:
         os.chmod(self.dir, 0o700)
         self.socket = os.path.join(self.dir, "shelf.sock")
         self.segment = f"shelf-test-py-{os.getpid()}-{next(_counter)}"
-        shelfd = os.environ.get("SHELFD", "shelfd")
-        subprocess.run([shelfd, "--socket", self.socket, "--segment", self.segment,
-                        "--memory-limit", memory_limit, *extra_args],
-                       check=True, stdout=subprocess.DEVNULL)
+        self.argv = [os.environ.get("SHELFD", "shelfd"), "--socket", self.socket, "--segment",
+                     self.segment, "--memory-limit", memory_limit, *extra_args]
+        self._start()
+
+    def _start(self):
+        subprocess.run(self.argv, check=True, stdout=subprocess.DEVNULL)
         with open(self.socket + ".lock") as f:
             self.pid = int(f.read().strip())
+
+    def restart(self):
+        """kill -9, then a new shelfd on the same socket and segment (it keeps the data)."""
+        os.kill(self.pid, signal.SIGKILL)
+        self._wait_until_gone()
+        self._start()
 
     def client(self):
         return shelf.Client(self.socket)

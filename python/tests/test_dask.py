@@ -67,3 +67,11 @@ def test_forked_workers_after_the_parent_read_connect_on_their_own(client, frame
     with dask.config.set({"multiprocessing.context": "fork"}):
         pd.testing.assert_frame_equal(back.compute(scheduler="processes"), frame)
     pd.testing.assert_frame_equal(back.compute(scheduler="sync"), frame)  # and still works
+
+
+def test_to_dask_connects_again_after_a_daemon_restart(client, daemon, frame):
+    client.publish_dataset(f=dd.from_pandas(frame, npartitions=2))
+    back = client.get_dataset("f").to_dask()
+    pd.testing.assert_frame_equal(back.compute(scheduler="sync"), frame)
+    daemon.restart()  # the loader's cached connection is now dead
+    pd.testing.assert_frame_equal(back.compute(scheduler="sync"), frame)
