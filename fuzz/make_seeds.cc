@@ -47,7 +47,7 @@ Bytes descriptor(const Schema& schema, uint64_t partitions, uint64_t rows, bool 
       shm::BufferLayout b{0, length, 0};
       if (length == 0) return b;
       b.offset = cursor;
-      cursor = shm::align_up(cursor + length, shm::kBufferAlignment);
+      cursor = shelf::align_up(cursor + length, shelf::kBufferAlignment);
       return b;
     };
     std::vector<shm::ChunkLayout> chunks;
@@ -66,7 +66,7 @@ Bytes descriptor(const Schema& schema, uint64_t partitions, uint64_t rows, bool 
       }
       chunks.push_back(c);
     }
-    const uint64_t length = shm::align_up(cursor - extent_offset, shm::kPageSize);
+    const uint64_t length = shelf::align_up(cursor - extent_offset, shm::kPageSize);
     builder.add_partition(shm::PartitionLayout{rows, extent_offset, length, 0}, chunks);
     extent_offset += length;
   }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <shelf/limits.h>
 #include <shelf/status.h>
 
 #include "protocol/wire.h"
@@ -59,8 +60,6 @@ struct PublishItem {
   std::string name;
   std::vector<std::byte> descriptor;  // shm::DescriptorBuilder output
 };
-// Most names one Publish may carry.
-inline constexpr uint32_t kMaxPublishItems = 65536;
 struct PublishRequest {
   bool override_existing = false;
   std::vector<PublishItem> items;

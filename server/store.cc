@@ -30,7 +30,6 @@
 
 namespace shelf::server {
 
-using shm::align_up;
 using shm::kPageSize;
 
 namespace {
@@ -75,9 +74,9 @@ Status check_dev_shm(uint64_t memory_limit, uint64_t already_held) {
 
 Status Store::check_name(std::string_view name) {
   if (name.empty()) return Status::invalid_argument("a dataset name cannot be empty");
-  if (name.size() > shm::kMaxNameBytes) {
+  if (name.size() > kMaxNameBytes) {
     return Status::invalid_argument("dataset name is " + std::to_string(name.size()) +
-                                    " bytes; the limit is " + std::to_string(shm::kMaxNameBytes));
+                                    " bytes; the limit is " + std::to_string(kMaxNameBytes));
   }
   // Control characters are refused so that names print safely in `shelf list`.
   for (size_t i = 0; i < name.size(); ++i) {
@@ -346,7 +345,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished)) {
     return drop("has an unknown state " + std::to_string(entry->state));
   }
-  if (entry->name_length == 0 || entry->name_length > shm::kMaxNameBytes) {
+  if (entry->name_length == 0 || entry->name_length > kMaxNameBytes) {
     return drop("has a bad name length");
   }
   std::string name(entry->name, entry->name_length);
@@ -1009,7 +1008,7 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
                               "`shelf unpublish " +
                               name + "` to free its memory");
   }
-  if (session.leases.size() >= kMaxLeasesPerSession) {
+  if (session.leases.size() >= kMaxLeasesPerConnection) {
     return Status::resource_exhausted(
         "this connection holds " + std::to_string(session.leases.size()) +
         " leases, the most one connection may hold; destroy the Datasets you no longer need "

@@ -106,12 +106,8 @@ class Store {
   // Corruption (checksum mismatch with verify_on_publish).
   Status publish(SessionId session, const protocol::PublishRequest& request);
   // Takes a lease on a published dataset. NotFound names the dataset;
-  // ResourceExhausted past kMaxLeasesPerSession.
+  // ResourceExhausted past kMaxLeasesPerConnection.
   Result<protocol::GetResponse> get(SessionId session, const std::string& name);
-  // Leases one connection may hold at once. Each costs the daemon a few
-  // dozen bytes, so without a bound one client could grow it without end;
-  // 65,536 is far past any real reader's need (a Dataset per lease).
-  static constexpr size_t kMaxLeasesPerSession = 65536;
   Status release(SessionId session, uint64_t lease_id);
   // Removes the name; memory returns when the last lease ends.
   Status unpublish(const std::string& name);

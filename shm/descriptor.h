@@ -20,11 +20,6 @@
 
 namespace shelf::shm {
 
-// Limits that keep a descriptor (and the message carrying it) bounded.
-inline constexpr uint32_t kMaxColumns = 4096;
-inline constexpr uint64_t kMaxPartitions = 1 << 20;
-inline constexpr uint32_t kMaxColumnNameBytes = 1024;
-
 // Accumulates partitions, then encodes the descriptor. Not validated here:
 // DescriptorView::parse is the one validator, used by the daemon.
 class DescriptorBuilder {

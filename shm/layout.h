@@ -11,17 +11,15 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <shelf/limits.h>
+
 namespace shelf::shm {
 
 inline constexpr uint64_t kPageSize = 4096;
-// Arrow's recommended buffer alignment: one cache line, and enough for AVX-512 loads.
-inline constexpr uint64_t kBufferAlignment = 64;
 // "SHELFSEG" in little-endian ASCII: identifies a shelf segment.
 inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // Bump on any change to a *Layout struct or to the meaning of a field.
 inline constexpr uint32_t kLayoutVersion = 1;
-// A dataset name is at most this many bytes of UTF-8 (it must fit an index entry).
-inline constexpr uint32_t kMaxNameBytes = 200;
 
 // An acquire load of a field that may lie in a read-only mapping.
 // std::atomic_ref<const T> is not C++20, so the const is cast away; a load
@@ -29,10 +27,6 @@ inline constexpr uint32_t kMaxNameBytes = 200;
 template <class T>
 T load_acquire(const T& field) {
   return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_acquire);
-}
-
-constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {
-  return (value + alignment - 1) / alignment * alignment;
 }
 
 // Page 0 of the segment. Written by the daemon at start, read-only afterwards

@@ -41,7 +41,8 @@ ShmObject& ShmObject::operator=(ShmObject&&) noexcept = default;
 ShmObject::~ShmObject() = default;
 
 bool ShmObject::is_valid_name(std::string_view name) {
-  if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
+  if (name.empty() || name.size() > kMaxObjectNameBytes || name == "." || name == "..")
+    return false;
   for (char c : name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-';

@@ -28,7 +28,9 @@ class ShmObject {
   static Result<ShmObject> open(std::string_view name, bool writable);
   // Removes NAME from /dev/shm; mappings stay valid. OK if it did not exist.
   static Status unlink(std::string_view name);
-  // True when NAME is a valid shm object name ([A-Za-z0-9._-], 1..200 bytes).
+  // The longest shm object name accepted, well under NAME_MAX (255) of /dev/shm.
+  static constexpr size_t kMaxObjectNameBytes = 200;
+  // True when NAME is a valid shm object name ([A-Za-z0-9._-], 1..kMaxObjectNameBytes bytes).
   static bool is_valid_name(std::string_view name);
 
   ShmObject(ShmObject&&) noexcept;

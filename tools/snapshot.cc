@@ -20,13 +20,14 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <shelf/limits.h>
+
 #include "base/unique_fd.h"
 
 namespace shelf::tools {
 
 namespace {
 
-constexpr uint64_t kAlignment = 64;  // as buffers are aligned in shared memory
 // Save writes in pieces this large: both XXH3 states and the write() see the
 // same bytes while they are in cache.
 constexpr size_t kWriteChunk = 4u << 20;
@@ -37,8 +38,6 @@ constexpr uint64_t kMaxManifestBytes = 256u << 20;
 constexpr size_t kMaxEscapedName = 200;
 constexpr const char* kManifest = "manifest";
 constexpr const char* kBufferNames[3] = {"validity bitmap", "string offsets", "data"};
-
-uint64_t align_up(uint64_t v) { return (v + kAlignment - 1) / kAlignment * kAlignment; }
 
 std::string hex16(uint64_t v) {
   char buf[17];
@@ -163,10 +162,10 @@ class PartWriter {
   uint64_t position() const { return position_; }
   const std::string& path() const { return path_; }
 
-  // Zeros up to the next multiple of kAlignment.
+  // Zeros up to the next multiple of kBufferAlignment.
   Status align() {
-    static const char zeros[kAlignment] = {};
-    const uint64_t pad = align_up(position_) - position_;
+    static const char zeros[kBufferAlignment] = {};
+    const uint64_t pad = align_up(position_, kBufferAlignment) - position_;
     return write(zeros, pad);
   }
   // Writes `n` bytes of `data`; when `buffer_state` is given, hashes them into it too.
@@ -501,8 +500,8 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
   ++li;
   uint64_t columns = 0;
   if (!(t = next("columns", 2)) || !parse_u64((*t)[1], &columns) || columns == 0 ||
-      columns > 4096) {
-    return line_error("expected 'columns <1..4096>'");
+      columns > kMaxColumns) {
+    return line_error("expected 'columns <1.." + std::to_string(kMaxColumns) + ">'");
   }
   ++li;
   for (uint64_t c = 0; c < columns; ++c, ++li) {
@@ -529,7 +528,7 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
     PartitionEntry pe;
     if (!(t = next("partition", 5)) || !parse_u64((*t)[1], &pe.rows) ||
         !valid_part_file_name((*t)[2]) || !parse_u64((*t)[3], &pe.bytes) ||
-        !parse_u64((*t)[4], &pe.xxh3, 16) || pe.rows > (uint64_t{1} << 48)) {
+        !parse_u64((*t)[4], &pe.xxh3, 16) || pe.rows > kMaxRowsPerPartition) {
       return line_error("expected 'partition <rows> <file> <bytes> <xxh3>'");
     }
     pe.file = std::string((*t)[2]);
@@ -548,7 +547,7 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
             !parse_u64((*t)[4 + 3 * b], &be.xxh3, 16)) {
           return line_error("expected 'chunk <nulls> <offset> <length> <xxh3> x3'");
         }
-        position = align_up(position);
+        position = align_up(position, kBufferAlignment);
         if (be.offset != position || be.length > pe.bytes - std::min(pe.bytes, be.offset)) {
           return line_error("the " + std::string(kBufferNames[b]) + " of column " +
                             std::to_string(c) + " is not where the format puts it");

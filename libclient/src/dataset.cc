@@ -140,7 +140,7 @@ Status Dataset::prefault(unsigned threads) const {
     total += part.extent_length;
   }
   threads = std::max(1u, std::min(threads, 64u));
-  const uint64_t share = shm::align_up((total + threads - 1) / threads, shm::kPageSize);
+  const uint64_t share = align_up((total + threads - 1) / threads, shm::kPageSize);
   std::vector<std::vector<Range>> work(threads);
   uint64_t assigned = 0;  // bytes handed out so far; thread t gets [t * share, (t + 1) * share)
   for (const Range& e : extents) {

@@ -16,24 +16,17 @@
 namespace shelf {
 namespace internal {
 
-using shm::align_up;
-using shm::kBufferAlignment;
-
-// Rows per partition are bounded so that every size computed from them fits
-// in 64 bits with room to spare (2^48 rows of 8 bytes = 2 PiB).
-constexpr uint64_t kMaxRows = uint64_t{1} << 48;
-
 Result<std::unique_ptr<TableState>> TableState::create(std::shared_ptr<Client::Impl> client,
                                                        Schema schema) {
-  if (schema.empty() || schema.size() > shm::kMaxColumns) {
-    return Status::invalid_argument("a table needs 1 to " + std::to_string(shm::kMaxColumns) +
+  if (schema.empty() || schema.size() > kMaxColumns) {
+    return Status::invalid_argument("a table needs 1 to " + std::to_string(kMaxColumns) +
                                     " columns, not " + std::to_string(schema.size()));
   }
   std::set<std::string_view> names;
   for (const Field& f : schema) {
-    if (f.name.empty() || f.name.size() > shm::kMaxColumnNameBytes) {
+    if (f.name.empty() || f.name.size() > kMaxColumnNameBytes) {
       return Status::invalid_argument("column name '" + f.name + "' must be 1 to " +
-                                      std::to_string(shm::kMaxColumnNameBytes) + " bytes");
+                                      std::to_string(kMaxColumnNameBytes) + " bytes");
     }
     if (!names.insert(f.name).second) {
       return Status::invalid_argument("column name '" + f.name + "' appears twice");
@@ -66,7 +59,8 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
     return Status::invalid_argument(
         "this table was already handed to publish; build a new table to add partitions");
   }
-  if (rows > kMaxRows) return Status::invalid_argument("too many rows in one partition");
+  if (rows > kMaxRowsPerPartition)
+    return Status::invalid_argument("too many rows in one partition");
   size_t string_columns = 0;
   for (const Field& f : schema) string_columns += f.type == Type::kString ? 1 : 0;
   if (string_bytes.size() != string_columns) {
@@ -94,7 +88,7 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
     c.data = pos;
     if (f.type == Type::kString) {
       c.data_capacity = string_bytes[next_string++];
-      if (c.data_capacity > kMaxRows * 8)
+      if (c.data_capacity > kMaxRowsPerPartition * 8)
         return Status::invalid_argument("string column too large");
     } else if (f.type == Type::kBytes) {
       c.data_capacity = rows;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "tests/integration/integration_util.h"
 #include "tests/support/test_daemon.h"
@@ -90,7 +91,7 @@ TEST(ExhaustionTest, ThousandsOfConnectionsAreRefusedPastTheLimitAndTheRestServe
 }
 
 TEST(ExhaustionTest, LeasesPastThePerConnectionLimitAreRefusedAndTheDaemonServes) {
-  constexpr size_t kLimit = 65536;  // Store::kMaxLeasesPerSession, as the README documents
+  constexpr size_t kLimit = shelf::kMaxLeasesPerConnection;
   auto daemon = TestDaemon::start({.memory_limit = "16MiB", .max_datasets = 16, .extra_args = {}});
   ASSERT_NE(daemon, nullptr);
   Client client = connect(*daemon);
@@ -106,8 +107,8 @@ TEST(ExhaustionTest, LeasesPastThePerConnectionLimitAreRefusedAndTheDaemonServes
   auto refused = client.get_dataset("shared");
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
-  EXPECT_THAT(refused.status().message(),
-              HasSubstr("holds 65536 leases, the most one connection may hold"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("holds " + std::to_string(kLimit) +
+                                                    " leases, the most one connection may hold"));
   // The connection still works for everything else, and so does another.
   EXPECT_EQ(listed_names(client), std::vector<std::string>{"shared"});
   Client other = connect(*daemon);

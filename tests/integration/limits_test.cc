@@ -33,28 +33,28 @@ TEST(LimitsTest, NameLength) {
   ASSERT_NE(daemon, nullptr);
   Client client = connect(*daemon);
   TableBuilder t = make_int64_table(client, 10, 1);
-  Status s = client.publish_dataset(std::string(shm::kMaxNameBytes + 1, 'n'), t);
+  Status s = client.publish_dataset(std::string(shelf::kMaxNameBytes + 1, 'n'), t);
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("dataset name is 201 bytes; the limit is 200"));
-  ASSERT_TRUE(client.publish_dataset(std::string(shm::kMaxNameBytes, 'n'), t).ok());
+  ASSERT_TRUE(client.publish_dataset(std::string(shelf::kMaxNameBytes, 'n'), t).ok());
 }
 
 TEST(LimitsTest, Columns) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   Client client = connect(*daemon);
-  auto too_wide = client.create_table(int64_columns(shm::kMaxColumns + 1));
+  auto too_wide = client.create_table(int64_columns(shelf::kMaxColumns + 1));
   ASSERT_FALSE(too_wide.ok());
   EXPECT_EQ(too_wide.status().code(), Status::Code::kInvalidArgument);
   EXPECT_THAT(too_wide.status().message(), HasSubstr("a table needs 1 to 4096 columns"));
-  auto widest = client.create_table(int64_columns(shm::kMaxColumns));
+  auto widest = client.create_table(int64_columns(shelf::kMaxColumns));
   ASSERT_TRUE(widest.ok()) << widest.status().to_string();
   ASSERT_TRUE(widest->add_partition(3).ok());
   Status s = client.publish_dataset("widest", *widest);
   ASSERT_TRUE(s.ok()) << s.to_string();
   auto ds = client.get_dataset("widest");
   ASSERT_TRUE(ds.ok()) << ds.status().to_string();
-  EXPECT_EQ(ds->schema().size(), shm::kMaxColumns);
+  EXPECT_EQ(ds->schema().size(), shelf::kMaxColumns);
 }
 
 // A publish whose descriptors would not fit one message (256 MiB) is refused
@@ -72,11 +72,11 @@ TEST(LimitsTest, MessageSize) {
 
   // 4096 columns cost 80 bytes each per partition in the descriptor: 820
   // empty partitions make a descriptor of over 256 MiB.
-  auto table = client.create_table(int64_columns(shm::kMaxColumns));
+  auto table = client.create_table(int64_columns(shelf::kMaxColumns));
   ASSERT_TRUE(table.ok());
   const uint64_t partitions =
       protocol::kMaxPayloadBytes /
-          (sizeof(shm::PartitionLayout) + shm::kMaxColumns * sizeof(shm::ChunkLayout)) +
+          (sizeof(shm::PartitionLayout) + shelf::kMaxColumns * sizeof(shm::ChunkLayout)) +
       2;
   for (uint64_t p = 0; p < partitions; ++p) ASSERT_TRUE(table->add_partition(0).ok());
   Status s = client.publish_dataset("huge", *table);

@@ -467,8 +467,8 @@ TEST_F(ProtocolAbuseTest, PublishedExtentsCannotBeTakenOver) {
   const uint64_t first_page = lease->descriptor_offset / shm::kPageSize * shm::kPageSize;
   auto mapping = shm::Mapping::map(
       *segment, first_page,
-      shm::align_up(lease->descriptor_offset + lease->descriptor_length - first_page,
-                    shm::kPageSize),
+      shelf::align_up(lease->descriptor_offset + lease->descriptor_length - first_page,
+                      shm::kPageSize),
       /*writable=*/false);
   ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
   auto view = shm::DescriptorView::parse(

@@ -1,0 +1,43 @@
+// The limits of shelf's data model, in one place. The daemon enforces them,
+// the client library checks them before it asks, and the tools (the CLI,
+// snapshots) read and write files within them; tests and docs quote them from
+// here. A change that narrows one changes what existing segments and
+// snapshots may hold: bump shm::kLayoutVersion and the snapshot format
+// version with it (docs/shm_layout.md, docs/snapshot_format.md).
+//
+// Thread- and process-safe: constants only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace shelf {
+
+// A dataset name: bytes of UTF-8, no control characters. It must fit an
+// index entry (256 bytes, docs/shm_layout.md) with the entry's other fields.
+inline constexpr uint32_t kMaxNameBytes = 200;
+// Columns of one dataset, and bytes of UTF-8 in one column name. Together they
+// bound a descriptor, and so the message that carries it.
+inline constexpr uint32_t kMaxColumns = 4096;
+inline constexpr uint32_t kMaxColumnNameBytes = 1024;
+// Partitions of one dataset.
+inline constexpr uint64_t kMaxPartitions = uint64_t{1} << 20;
+// Rows of one partition: 2^48 keeps every buffer size of a partition (rows
+// times at most 8 bytes) far from overflowing a uint64_t.
+inline constexpr uint64_t kMaxRowsPerPartition = uint64_t{1} << 48;
+// Alignment of every column buffer, in shared memory and in snapshot files:
+// Arrow's recommendation (one cache line, enough for AVX-512 loads).
+inline constexpr uint64_t kBufferAlignment = 64;
+// Names one publish may carry (all or nothing).
+inline constexpr uint32_t kMaxPublishItems = 65536;
+// Leases one connection may hold at once. Each costs the daemon a few dozen
+// bytes, so without a bound one client could grow it without end; 65,536 is
+// far past any real reader's need (a Dataset per lease).
+inline constexpr size_t kMaxLeasesPerConnection = 65536;
+
+// `value` rounded up to a multiple of `alignment` (which is not 0).
+constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+}  // namespace shelf
