@@ -52,6 +52,7 @@
 #include <xxhash.h>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "tools/format.h"
 #include "tools/snapshot.h"
@@ -436,7 +437,7 @@ struct ReaderCommand {
   ScanMode mode = ScanMode::kPlain;
   uint64_t rows = 0;
   char socket[256] = "";
-  char name[64] = "";
+  char name[shelf::kMaxNameBytes + 1] = "";  // a dataset name and its NUL
 };
 struct ReaderReply {
   int32_t ok = 0;
