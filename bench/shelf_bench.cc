@@ -128,28 +128,23 @@ __attribute__((noinline)) uint64_t sum_int64(const int64_t* p, size_t n) {
 // pattern every dataset here is filled with (value i at row i).
 uint64_t expected_sum(uint64_t n) { return n % 2 == 0 ? (n / 2) * (n - 1) : n * ((n - 1) / 2); }
 
-bool write_all(int fd, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
+// Calls `io` (::read or ::write) until `n` bytes have moved; false on EOF or error.
+template <class Byte, class Io>
+bool io_all(Io io, int fd, Byte* p, size_t n) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
+    ssize_t done = io(fd, p, n);
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) return false;
+    p += done;
+    n -= static_cast<size_t>(done);
   }
   return true;
 }
-// False on EOF or error.
+bool write_all(int fd, const void* data, size_t n) {
+  return io_all(::write, fd, static_cast<const char*>(data), n);
+}
 bool read_all(int fd, void* data, size_t n) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  return io_all(::read, fd, static_cast<char*>(data), n);
 }
 
 // CPU time a process has run, from /proc/PID/schedstat (nanoseconds); -1 if unknown.
