@@ -1,13 +1,13 @@
 // shelf_bench: shelf's figures, each next to a baseline measured in the same
 // run on the same machine, as ratios. Not a test: it prints numbers.
 //
-//   shelf_bench [--size-mib N] [--repeat N] [--json]
+//   shelf_bench [--size-mib N] [--repeat N] [--figure NAME]... [--json] [--list]
 //
 // It starts its own shelfd (SHELFD_PATH, the one built with it) on a socket
 // in a fresh temporary directory and a segment named shelf-bench-<pid>, and
 // stops it (SIGTERM) at the end, on error and on SIGINT/SIGTERM/SIGHUP.
 //
-// Figures (see /work/shared/DESIGN.md, "Numbers that shape the design"):
+// Figures (kFigures below; --list prints them, --figure NAME runs a subset):
 //   1. publish bandwidth of an int64 dataset vs memcpy into fresh /dev/shm pages
 //   2. get_dataset latency (1 MiB and the big dataset) vs a bare 64-byte
 //      Unix-socket round trip
@@ -52,6 +52,7 @@
 #include <xxhash.h>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "tools/format.h"
 #include "tools/snapshot.h"
@@ -127,28 +128,23 @@ __attribute__((noinline)) uint64_t sum_int64(const int64_t* p, size_t n) {
 // pattern every dataset here is filled with (value i at row i).
 uint64_t expected_sum(uint64_t n) { return n % 2 == 0 ? (n / 2) * (n - 1) : n * ((n - 1) / 2); }
 
-bool write_all(int fd, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
+// Calls `io` (::read or ::write) until `n` bytes have moved; false on EOF or error.
+template <class Byte, class Io>
+bool io_all(Io io, int fd, Byte* p, size_t n) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
+    ssize_t done = io(fd, p, n);
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) return false;
+    p += done;
+    n -= static_cast<size_t>(done);
   }
   return true;
 }
-// False on EOF or error.
+bool write_all(int fd, const void* data, size_t n) {
+  return io_all(::write, fd, static_cast<const char*>(data), n);
+}
 bool read_all(int fd, void* data, size_t n) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  return io_all(::read, fd, static_cast<char*>(data), n);
 }
 
 // CPU time a process has run, from /proc/PID/schedstat (nanoseconds); -1 if unknown.
@@ -436,7 +432,7 @@ struct ReaderCommand {
   ScanMode mode = ScanMode::kPlain;
   uint64_t rows = 0;
   char socket[256] = "";
-  char name[64] = "";
+  char name[shelf::kMaxNameBytes + 1] = "";  // a dataset name and its NUL
 };
 struct ReaderReply {
   int32_t ok = 0;
@@ -859,143 +855,72 @@ std::vector<double> collect(const std::vector<T>& v, F f) {
   return out;
 }
 
-struct Options {
-  uint64_t size_mib = 1024;
-  int repeat = 5;
-  bool json = false;
+// ------------------------------------------------------ the run's state --
+
+// What the figures share: the processes and the client, the source every
+// copy reads from, and the results a later figure compares with.
+struct Bench {
+  int repeat = 0;
+  uint64_t bytes = 0, rows = 0, small_bytes = 0, small_rows = 0;
+  std::string big_label, small_label;
+  int echo_fd = -1;
+  Reader reader;
+  pid_t daemon_pid = -1;
+  shelf::ClientOptions client_options;
+  std::optional<shelf::Client> client;
+  std::unique_ptr<int64_t[]> source;  // value i at row i
+
+  // Figure 1: the copy baselines (figure 4 takes its PUNCH_HOLE from them),
+  // the publish time (figure 6's baseline) and the unpublishes of every
+  // published copy but the last (figure 4's first samples).
+  std::vector<CopyBaseline> baselines;
+  std::vector<UnpublishSample> unpublishes;
+  double publish_ms = 0;
+  // Figure 2: the round trip on one CPU (figure 5's baseline) and the list
+  // of 2 datasets.
+  double rtt_med = 0, rtt_p99 = 0;
+  std::vector<double> list_small;
 };
 
-Options parse_options(int argc, char** argv) {
-  Options o;
-  auto number = [&](int& i) -> long long {
-    if (i + 1 >= argc) die("%s needs a value", argv[i]);
-    char* end = nullptr;
-    long long v = std::strtoll(argv[++i], &end, 10);
-    if (end == argv[i] || *end != '\0' || v <= 0)
-      die("%s: '%s' is not a positive number", argv[i - 1], argv[i]);
-    return v;
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--size-mib") {
-      o.size_mib = static_cast<uint64_t>(number(i));
-    } else if (a == "--repeat") {
-      o.repeat = static_cast<int>(std::min(number(i), 1000LL));
-    } else if (a == "--json") {
-      o.json = true;
-    } else if (a == "--help" || a == "-h") {
-      std::printf(
-          "Usage: shelf_bench [--size-mib N] [--repeat N] [--json]\n\n"
-          "Measures shelf against baselines of this machine, in one run:\n"
-          "  --size-mib N  size of the big int64 dataset (default 1024)\n"
-          "  --repeat N    runs of each bandwidth figure; the median is reported (default 5)\n"
-          "  --json        print the figures as JSON instead of a table\n"
-          "It starts its own shelfd (%s) and stops it at the end.\n",
-          SHELFD_PATH);
-      std::exit(0);
-    } else {
-      die("unknown option '%s' (try --help)", a.c_str());
-    }
-  }
-  return o;
-}
+const std::string kBigName = "bench-big";      // figure 1 publishes it; 2 and 3 read it; 4 frees it
+const std::string kSmallName = "bench-small";  // figure 2 publishes it
 
-}  // namespace
+// ------------------------------------------------------------ figure 1 --
 
-int main(int argc, char** argv) {
-  const Options opt = parse_options(argc, argv);
-  const uint64_t bytes = opt.size_mib * kMiB;
-  const uint64_t rows = bytes / sizeof(int64_t);
-  const uint64_t small_bytes = std::min<uint64_t>(kMiB, bytes);
-  const uint64_t small_rows = small_bytes / sizeof(int64_t);
-  const std::string big_label = size_label(bytes);
-  const std::string small_label = size_label(small_bytes);
-  const int64_t started = now_ns();
-  // Other programs on the machine during the run make every figure noisy: say so.
-  const double busy_before = cpu_busy_fraction(500);
-
-  // Room: the daemon holds at most two big datasets, plus the small ones.
-  const uint64_t memory_limit = 2 * bytes + kGiB;
-  struct statvfs vfs;
-  if (::statvfs("/dev/shm", &vfs) != 0) die("statvfs /dev/shm: %s", std::strerror(errno));
-  const uint64_t shm_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-  if (shm_free < memory_limit + bytes + 256 * kMiB) {
-    die("/dev/shm has %llu MiB free; this run needs %llu MiB (--memory-limit %llu MiB for shelfd "
-        "plus a baseline file of the dataset's size): lower --size-mib",
-        static_cast<unsigned long long>(shm_free / kMiB),
-        static_cast<unsigned long long>((memory_limit + bytes + 256 * kMiB) / kMiB),
-        static_cast<unsigned long long>(memory_limit / kMiB));
-  }
-  // RAM: the private source, the reader's private copy, the published
-  // dataset and a baseline file, all at once.
-  const uint64_t ram = mem_available_bytes();
-  if (ram != 0 && ram < 4 * bytes + 512 * kMiB) {
-    die("only %llu MiB of RAM available; this run needs about %llu MiB: lower --size-mib",
-        static_cast<unsigned long long>(ram / kMiB),
-        static_cast<unsigned long long>((4 * bytes + 512 * kMiB) / kMiB));
-  }
-
-  std::snprintf(g_left.scratch, sizeof g_left.scratch, "/shelf-bench-%d-copy",
-                static_cast<int>(::getpid()));
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-
-  // Children first, while this process is small and has no Client.
-  const int echo_fd = start_echo_child();
-  const Reader reader = start_reader_child(echo_fd);
-  start_daemon(memory_limit);
-  const pid_t daemon_pid = g_left.daemon_pid;
-  progress("shelfd pid %d on %s, segment %s, limit %llu MiB", static_cast<int>(daemon_pid),
-           g_left.socket_path, g_left.segment + 1,
-           static_cast<unsigned long long>(memory_limit / kMiB));
-
-  shelf::ClientOptions client_options;
-  client_options.socket = g_left.socket_path;
-  client_options.client_name = "shelf_bench";
-  std::optional<shelf::Client> client(must(shelf::Client::connect(client_options), "connect"));
-
-  // The warm private source every copy reads from: value i at row i.
-  std::unique_ptr<int64_t[]> source(new int64_t[rows]);
-  for (uint64_t i = 0; i < rows; ++i) source[i] = static_cast<int64_t>(i);
-
-  // ---- 1 (and 4): publish, against a copy into fresh shm pages ---------
-  progress("[1/6] publish %s x%d, baseline copies, unpublish", big_label.c_str(), opt.repeat);
-  std::vector<CopyBaseline> baselines;
+// Publish, against a copy into fresh shm pages; the samples of figure 4.
+void figure_publish(Bench& b) {
+  progress("[1/6] publish %s x%d, baseline copies, unpublish", b.big_label.c_str(), b.repeat);
   std::vector<PublishSample> publishes;
-  std::vector<UnpublishSample> unpublishes;
-  const std::string big_name = "bench-big";
-  for (int r = 0; r < opt.repeat; ++r) {
+  for (int r = 0; r < b.repeat; ++r) {
     // Alternate which goes first, so that neither always follows the other.
-    if (r % 2 == 0) baselines.push_back(measure_copy_baseline(source.get(), bytes));
-    const std::string name = r + 1 == opt.repeat ? big_name : "bench-big-" + std::to_string(r);
-    publishes.push_back(publish_int64(*client, name, source.get(), rows, daemon_pid));
+    if (r % 2 == 0) b.baselines.push_back(measure_copy_baseline(b.source.get(), b.bytes));
+    const std::string name = r + 1 == b.repeat ? kBigName : kBigName + "-" + std::to_string(r);
+    publishes.push_back(publish_int64(*b.client, name, b.source.get(), b.rows, b.daemon_pid));
     // Figure 4 samples: every published copy but the last, kept for 2 and 3.
-    if (r + 1 < opt.repeat) unpublishes.push_back(unpublish_until_freed(*client, name, bytes));
-    if (r % 2 == 1) baselines.push_back(measure_copy_baseline(source.get(), bytes));
+    if (r + 1 < b.repeat) b.unpublishes.push_back(unpublish_until_freed(*b.client, name, b.bytes));
+    if (r % 2 == 1) b.baselines.push_back(measure_copy_baseline(b.source.get(), b.bytes));
   }
-  const double copy_ms = median(collect(baselines, [](auto& b) { return b.copy_ms; }));
-  const double publish_ms = median(collect(publishes, [](auto& p) { return p.total_ms(); }));
-  const double copy_gbps = gbps(bytes, copy_ms), publish_gbps = gbps(bytes, publish_ms);
-  const double b_fallocate = median(collect(baselines, [](auto& b) { return b.fallocate_ms; }));
-  const double b_populate = median(collect(baselines, [](auto& b) { return b.populate_ms; }));
-  const double b_fill = median(collect(baselines, [](auto& b) { return b.fill_ms; }));
-  const double b_xxh3 = median(collect(baselines, [](auto& b) { return b.xxh3_ms; }));
+  const auto& baselines = b.baselines;
+  const double copy_ms = median(collect(baselines, [](auto& x) { return x.copy_ms; }));
+  b.publish_ms = median(collect(publishes, [](auto& p) { return p.total_ms(); }));
+  const double copy_gbps = gbps(b.bytes, copy_ms), publish_gbps = gbps(b.bytes, b.publish_ms);
+  const double b_fallocate = median(collect(baselines, [](auto& x) { return x.fallocate_ms; }));
+  const double b_populate = median(collect(baselines, [](auto& x) { return x.populate_ms; }));
+  const double b_fill = median(collect(baselines, [](auto& x) { return x.fill_ms; }));
+  const double b_xxh3 = median(collect(baselines, [](auto& x) { return x.xxh3_ms; }));
   const double p_add = median(collect(publishes, [](auto& p) { return p.add_partition_ms; }));
   const double p_daemon = median(collect(publishes, [](auto& p) { return p.daemon_cpu_ms; }));
   const double p_fill = median(collect(publishes, [](auto& p) { return p.fill_ms; }));
   const double p_publish = median(collect(publishes, [](auto& p) { return p.publish_ms; }));
   const double p_teardown = median(collect(publishes, [](auto& p) { return p.teardown_ms; }));
-  add_row("1", "publish " + big_label + " int64 (vs memcpy into fresh /dev/shm pages)",
+  add_row("1", "publish " + b.big_label + " int64 (vs memcpy into fresh /dev/shm pages)",
           publish_gbps, "GB/s", copy_gbps, "GB/s", publish_gbps / copy_gbps, ">=", 0.70);
   add_row("1a", "  add_partition (vs private posix_fallocate + POPULATE_WRITE)", p_add, "ms",
           b_fallocate + b_populate, "ms", p_add / (b_fallocate + b_populate));
   const double b_fallocate_cpu =
-      median(collect(baselines, [](auto& b) { return b.fallocate_cpu_ms; }));
+      median(collect(baselines, [](auto& x) { return x.fallocate_cpu_ms; }));
   const double b_populate_cpu =
-      median(collect(baselines, [](auto& b) { return b.populate_cpu_ms; }));
+      median(collect(baselines, [](auto& x) { return x.populate_cpu_ms; }));
   const double p_client = median(collect(publishes, [](auto& p) { return p.client_cpu_ms; }));
   if (p_daemon >= 0) {
     // The daemon reserves only the extent's header page; the publisher
@@ -1010,22 +935,160 @@ int main(int argc, char** argv) {
           "ms", p_fill / b_fill);
   // publish_dataset unmaps the partitions from the publisher (so nothing it
   // holds can write into sealed data): its baseline is XXH3 plus that munmap.
-  const double b_unmap = median(collect(baselines, [](auto& b) { return b.unmap_populated_ms; }));
+  const double b_unmap = median(collect(baselines, [](auto& x) { return x.unmap_populated_ms; }));
   add_row("1c", "  publish_dataset: XXH3 + seal + round trip + munmap (vs XXH3 + munmap)",
           p_publish, "ms", b_xxh3 + b_unmap, "ms", p_publish / (b_xxh3 + b_unmap));
   add_row("1d", "  ~TableBuilder after publish (nothing left to unmap)", p_teardown, "ms");
   add_row("1d", "  munmap after the fault-path copy, for comparison",
-          median(collect(baselines, [](auto& b) { return b.unmap_ms; })), "ms");
+          median(collect(baselines, [](auto& x) { return x.unmap_ms; })), "ms");
   const double ideal_ms = b_fallocate + b_populate + b_fill + b_xxh3;
   add_row("1e", "  shelf's steps done privately, no daemon (vs memcpy baseline)",
-          gbps(bytes, ideal_ms), "GB/s", copy_gbps, "GB/s", copy_ms / ideal_ms);
-  add_row("1f", "  same without XXH3 (vs memcpy baseline)", gbps(bytes, ideal_ms - b_xxh3), "GB/s",
-          copy_gbps, "GB/s", copy_ms / (ideal_ms - b_xxh3));
+          gbps(b.bytes, ideal_ms), "GB/s", copy_gbps, "GB/s", copy_ms / ideal_ms);
+  add_row("1f", "  same without XXH3 (vs memcpy baseline)", gbps(b.bytes, ideal_ms - b_xxh3),
+          "GB/s", copy_gbps, "GB/s", copy_ms / (ideal_ms - b_xxh3));
+}
 
-  // ---- 2: get_dataset latency against a bare round trip ----------------
+// ------------------------------------------------------------ figure 2 --
+
+struct Latency {
+  std::vector<double> rtt, list, get_s, rel_s, both_s, get_b, rel_b, both_b;
+  double daemon_cpu_us = 0, echo_cpu_us = 0;
+};
+
+// One get_dataset and its release (~Dataset); kept in the samples if `keep`.
+void get_once(Bench& b, const std::string& name, bool keep, std::vector<double>* get,
+              std::vector<double>* rel, std::vector<double>* both) {
+  const int64_t t0 = now_ns();
+  int64_t t1;
+  {
+    auto dataset = b.client->get_dataset(name);
+    t1 = now_ns();
+    if (!dataset.ok()) die("get_dataset: %s", dataset.status().to_string().c_str());
+  }  // ~Dataset sends the Release
+  const int64_t t2 = now_ns();
+  if (keep) {
+    get->push_back(us_between(t0, t1));
+    rel->push_back(us_between(t1, t2));
+    both->push_back(us_between(t0, t2));
+  }
+}
+
+// The samples of figure 2 with this process on `client_cpu` and shelfd and
+// the echo process on `server_cpu`.
+Latency measure_latency(Bench& b, int client_cpu, int server_cpu) {
+  pin(0, client_cpu);
+  pin(b.daemon_pid, server_cpu);
+  pin(g_left.children[0], server_cpu);
+  Latency L;
+  int64_t daemon_cpu0 = 0, echo_cpu0 = 0;
+  for (int i = 0; i < kLatencyWarmup + kLatencySamples; ++i) {
+    const bool keep = i >= kLatencyWarmup;
+    if (i == kLatencyWarmup) {
+      daemon_cpu0 = process_cpu_ns(b.daemon_pid);
+      echo_cpu0 = process_cpu_ns(g_left.children[0]);
+    }
+    const double ping = ping_us(b.echo_fd);
+    const int64_t l0 = now_ns();
+    must(b.client->list_datasets(), "list_datasets");
+    const double list_us = us_between(l0, now_ns());
+    // Alternate the order, so that neither size always follows the other.
+    for (int k = 0; k < 2; ++k) {
+      if ((i + k) % 2 == 0) {
+        get_once(b, kSmallName, keep, &L.get_s, &L.rel_s, &L.both_s);
+      } else {
+        get_once(b, kBigName, keep, &L.get_b, &L.rel_b, &L.both_b);
+      }
+    }
+    if (keep) {
+      L.rtt.push_back(ping);
+      L.list.push_back(list_us);
+    }
+  }
+  // Per iteration: 1 ping to the echo process; list, get, release, get,
+  // release to shelfd.
+  L.daemon_cpu_us = static_cast<double>(process_cpu_ns(b.daemon_pid) - daemon_cpu0) / 1e3 /
+                    (5.0 * kLatencySamples);
+  L.echo_cpu_us =
+      static_cast<double>(process_cpu_ns(g_left.children[0]) - echo_cpu0) / 1e3 / kLatencySamples;
+  return L;
+}
+
+void add_latency_rows(const Bench& b, const Latency& L, const std::string& where) {
+  const std::string& small = b.small_label;
+  const std::string& big = b.big_label;
+  const double rtt_med = median(L.rtt), rtt_p99 = percentile(L.rtt, 0.99);
+  add_row("2", where + "bare 64-byte Unix-socket round trip, median", rtt_med, "us");
+  add_row("2", where + "  round trip p99", rtt_p99, "us");
+  add_row("2", where + "shelfd CPU per request (vs echo CPU per ping)", L.daemon_cpu_us, "us",
+          L.echo_cpu_us, "us", L.daemon_cpu_us / L.echo_cpu_us);
+  add_row("2", where + "get_dataset " + small + ", median (vs round trip)", median(L.get_s), "us",
+          rtt_med, "us", median(L.get_s) / rtt_med, "<=", 1.5);
+  add_row("2", where + "get_dataset " + big + ", median (vs round trip)", median(L.get_b), "us",
+          rtt_med, "us", median(L.get_b) / rtt_med, "<=", 1.5);
+  add_row("2", where + "  get_dataset " + small + ", p99 (vs round-trip p99)",
+          percentile(L.get_s, 0.99), "us", rtt_p99, "us", percentile(L.get_s, 0.99) / rtt_p99);
+  add_row("2", where + "  get_dataset " + big + ", p99 (vs round-trip p99)",
+          percentile(L.get_b, 0.99), "us", rtt_p99, "us", percentile(L.get_b, 0.99) / rtt_p99);
+  add_row("2", where + "get_dataset " + big + " vs " + small + ", median", median(L.get_b), "us",
+          median(L.get_s), "us", median(L.get_b) / median(L.get_s), "<=", 1.2);
+  std::vector<double> rel = L.rel_s, both = L.both_s;
+  rel.insert(rel.end(), L.rel_b.begin(), L.rel_b.end());
+  both.insert(both.end(), L.both_b.begin(), L.both_b.end());
+  add_row("2", where + "~Dataset (Release), median (vs round trip)", median(rel), "us", rtt_med,
+          "us", median(rel) / rtt_med);
+  add_row("2", where + "get + release, median (vs round trip)", median(both), "us", rtt_med, "us",
+          median(both) / rtt_med);
+  add_row("2", where + "list_datasets, 2 datasets, median (vs round trip)", median(L.list), "us",
+          rtt_med, "us", median(L.list) / rtt_med);
+}
+
+// shelfd is one thread: while it reserves (posix_fallocate) or punches a
+// big extent, every other client waits. A second connection gets and
+// releases the small dataset in a loop while this one publishes and
+// unpublishes another big dataset. `both_s`: get + release of the small
+// dataset alone, the baseline.
+void measure_get_during_publish(Bench& b, const std::vector<double>& both_s) {
+  std::vector<double> during;
+  std::atomic<bool> stop{false};
+  std::string getter_error;
+  std::thread getter([&] {
+    auto other = shelf::Client::connect(b.client_options);
+    if (!other.ok()) {
+      getter_error = other.status().to_string();
+      return;
+    }
+    while (!stop.load(std::memory_order_relaxed)) {
+      const int64_t t0 = now_ns();
+      {
+        auto dataset = other->get_dataset(kSmallName);
+        if (!dataset.ok()) {
+          getter_error = dataset.status().to_string();
+          return;
+        }
+      }
+      during.push_back(us_between(t0, now_ns()));
+    }
+  });
+  sleep_ms(20);
+  const std::string name = "bench-big-concurrent";
+  publish_int64(*b.client, name, b.source.get(), b.rows, b.daemon_pid);
+  unpublish_until_freed(*b.client, name, b.bytes);
+  sleep_ms(20);
+  stop = true;
+  getter.join();
+  if (!getter_error.empty() || during.empty()) {
+    die("the concurrent getter failed: %s", getter_error.c_str());
+  }
+  const double worst = *std::max_element(during.begin(), during.end());
+  add_row("2",
+          "worst get+release " + b.small_label + " during a " + b.big_label + " publish+unpublish",
+          worst / 1e3, "ms", median(both_s) / 1e3, "ms", worst / median(both_s));
+}
+
+// get_dataset latency against a bare round trip.
+void figure_latency(Bench& b) {
   progress("[2/6] get_dataset latency, %d samples", kLatencySamples);
-  const std::string small_name = "bench-small";
-  publish_int64(*client, small_name, source.get(), small_rows, daemon_pid);
+  publish_int64(*b.client, kSmallName, b.source.get(), b.small_rows, b.daemon_pid);
   // Where the processes run decides the round trip on this VM: a wakeup on
   // another, idle vCPU costs an IPI and a VM exit (~20-40 us), a wakeup on
   // the same CPU a context switch. Left to the scheduler, a run lands in
@@ -1033,169 +1096,54 @@ int main(int argc, char** argv) {
   // land in different ones. So both are pinned the same way, twice: all on
   // one CPU, then the client on one CPU and shelfd and the echo process on
   // the other.
-  struct Latency {
-    std::vector<double> rtt, list, get_s, rel_s, both_s, get_b, rel_b, both_b;
-    double daemon_cpu_us = 0, echo_cpu_us = 0;
-  };
-  auto measure_latency = [&](int client_cpu, int server_cpu) {
-    pin(0, client_cpu);
-    pin(daemon_pid, server_cpu);
-    pin(g_left.children[0], server_cpu);
-    Latency L;
-    auto get_once = [&](const std::string& name, bool keep, std::vector<double>* get,
-                        std::vector<double>* rel, std::vector<double>* both) {
-      const int64_t t0 = now_ns();
-      int64_t t1;
-      {
-        auto dataset = client->get_dataset(name);
-        t1 = now_ns();
-        if (!dataset.ok()) die("get_dataset: %s", dataset.status().to_string().c_str());
-      }  // ~Dataset sends the Release
-      const int64_t t2 = now_ns();
-      if (keep) {
-        get->push_back(us_between(t0, t1));
-        rel->push_back(us_between(t1, t2));
-        both->push_back(us_between(t0, t2));
-      }
-    };
-    int64_t daemon_cpu0 = 0, echo_cpu0 = 0;
-    for (int i = 0; i < kLatencyWarmup + kLatencySamples; ++i) {
-      const bool keep = i >= kLatencyWarmup;
-      if (i == kLatencyWarmup) {
-        daemon_cpu0 = process_cpu_ns(daemon_pid);
-        echo_cpu0 = process_cpu_ns(g_left.children[0]);
-      }
-      const double ping = ping_us(echo_fd);
-      const int64_t l0 = now_ns();
-      must(client->list_datasets(), "list_datasets");
-      const double list_us = us_between(l0, now_ns());
-      // Alternate the order, so that neither size always follows the other.
-      for (int k = 0; k < 2; ++k) {
-        if ((i + k) % 2 == 0) {
-          get_once(small_name, keep, &L.get_s, &L.rel_s, &L.both_s);
-        } else {
-          get_once(big_name, keep, &L.get_b, &L.rel_b, &L.both_b);
-        }
-      }
-      if (keep) {
-        L.rtt.push_back(ping);
-        L.list.push_back(list_us);
-      }
-    }
-    // Per iteration: 1 ping to the echo process; list, get, release, get,
-    // release to shelfd.
-    L.daemon_cpu_us = static_cast<double>(process_cpu_ns(daemon_pid) - daemon_cpu0) / 1e3 /
-                      (5.0 * kLatencySamples);
-    L.echo_cpu_us =
-        static_cast<double>(process_cpu_ns(g_left.children[0]) - echo_cpu0) / 1e3 / kLatencySamples;
-    return L;
-  };
-  auto add_latency_rows = [&](const Latency& L, const std::string& where) {
-    const double rtt_med = median(L.rtt), rtt_p99 = percentile(L.rtt, 0.99);
-    add_row("2", where + "bare 64-byte Unix-socket round trip, median", rtt_med, "us");
-    add_row("2", where + "  round trip p99", rtt_p99, "us");
-    add_row("2", where + "shelfd CPU per request (vs echo CPU per ping)", L.daemon_cpu_us, "us",
-            L.echo_cpu_us, "us", L.daemon_cpu_us / L.echo_cpu_us);
-    add_row("2", where + "get_dataset " + small_label + ", median (vs round trip)", median(L.get_s),
-            "us", rtt_med, "us", median(L.get_s) / rtt_med, "<=", 1.5);
-    add_row("2", where + "get_dataset " + big_label + ", median (vs round trip)", median(L.get_b),
-            "us", rtt_med, "us", median(L.get_b) / rtt_med, "<=", 1.5);
-    add_row("2", where + "  get_dataset " + small_label + ", p99 (vs round-trip p99)",
-            percentile(L.get_s, 0.99), "us", rtt_p99, "us", percentile(L.get_s, 0.99) / rtt_p99);
-    add_row("2", where + "  get_dataset " + big_label + ", p99 (vs round-trip p99)",
-            percentile(L.get_b, 0.99), "us", rtt_p99, "us", percentile(L.get_b, 0.99) / rtt_p99);
-    add_row("2", where + "get_dataset " + big_label + " vs " + small_label + ", median",
-            median(L.get_b), "us", median(L.get_s), "us", median(L.get_b) / median(L.get_s),
-            "<=", 1.2);
-    std::vector<double> rel = L.rel_s, both = L.both_s;
-    rel.insert(rel.end(), L.rel_b.begin(), L.rel_b.end());
-    both.insert(both.end(), L.both_b.begin(), L.both_b.end());
-    add_row("2", where + "~Dataset (Release), median (vs round trip)", median(rel), "us", rtt_med,
-            "us", median(rel) / rtt_med);
-    add_row("2", where + "get + release, median (vs round trip)", median(both), "us", rtt_med, "us",
-            median(both) / rtt_med);
-    add_row("2", where + "list_datasets, 2 datasets, median (vs round trip)", median(L.list), "us",
-            rtt_med, "us", median(L.list) / rtt_med);
-  };
   const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const Latency same_cpu = measure_latency(0, 0);
-  add_latency_rows(same_cpu, "1 CPU: ");
-  if (cpus > 1) add_latency_rows(measure_latency(0, 1), "2 CPUs: ");
+  const Latency same_cpu = measure_latency(b, 0, 0);
+  add_latency_rows(b, same_cpu, "1 CPU: ");
+  if (cpus > 1) add_latency_rows(b, measure_latency(b, 0, 1), "2 CPUs: ");
   pin(0, -1);
-  pin(daemon_pid, -1);
+  pin(b.daemon_pid, -1);
   pin(g_left.children[0], -1);
   // The baselines of the later figures: the one-CPU placement, pinned again there.
-  const double rtt_med = median(same_cpu.rtt), rtt_p99 = percentile(same_cpu.rtt, 0.99);
-  std::vector<double> both_s = same_cpu.both_s;
-  const std::vector<double>& list_small = same_cpu.list;
+  b.rtt_med = median(same_cpu.rtt);
+  b.rtt_p99 = percentile(same_cpu.rtt, 0.99);
+  b.list_small = same_cpu.list;
+  measure_get_during_publish(b, same_cpu.both_s);
+}
 
-  // shelfd is one thread: while it reserves (posix_fallocate) or punches a
-  // big extent, every other client waits. A second connection gets and
-  // releases the small dataset in a loop while this one publishes and
-  // unpublishes another big dataset.
-  {
-    std::vector<double> during;
-    std::atomic<bool> stop{false};
-    std::string getter_error;
-    std::thread getter([&] {
-      auto other = shelf::Client::connect(client_options);
-      if (!other.ok()) {
-        getter_error = other.status().to_string();
-        return;
-      }
-      while (!stop.load(std::memory_order_relaxed)) {
-        const int64_t t0 = now_ns();
-        {
-          auto dataset = other->get_dataset(small_name);
-          if (!dataset.ok()) {
-            getter_error = dataset.status().to_string();
-            return;
-          }
-        }
-        during.push_back(us_between(t0, now_ns()));
-      }
-    });
-    sleep_ms(20);
-    const std::string name = "bench-big-concurrent";
-    publish_int64(*client, name, source.get(), rows, daemon_pid);
-    unpublish_until_freed(*client, name, bytes);
-    sleep_ms(20);
-    stop = true;
-    getter.join();
-    if (!getter_error.empty() || during.empty()) {
-      die("the concurrent getter failed: %s", getter_error.c_str());
-    }
-    const double worst = *std::max_element(during.begin(), during.end());
-    add_row("2",
-            "worst get+release " + small_label + " during a " + big_label + " publish+unpublish",
-            worst / 1e3, "ms", median(both_s) / 1e3, "ms", worst / median(both_s));
-  }
+// ------------------------------------------------------------ figure 3 --
 
-  // ---- 3: a reader process scanning the published column ---------------
-  progress("[3/6] reader process: scans of %s, %zu modes x%d", big_label.c_str(),
-           std::size(kScanModes), opt.repeat);
+// A reader process scanning the published column.
+void figure_scan(Bench& b) {
+  progress("[3/6] reader process: scans of %s, %zu modes x%d", b.big_label.c_str(),
+           std::size(kScanModes), b.repeat);
   ReaderCommand cmd;
-  cmd.rows = rows;
+  cmd.rows = b.rows;
   std::snprintf(cmd.socket, sizeof cmd.socket, "%s", g_left.socket_path);
-  std::snprintf(cmd.name, sizeof cmd.name, "%s", big_name.c_str());
+  std::snprintf(cmd.name, sizeof cmd.name, "%s", kBigName.c_str());
   std::vector<ReaderReply> priv;
   std::vector<std::vector<ReaderReply>> trials(std::size(kScanModes));
-  for (int r = 0; r < opt.repeat; ++r) {
+  for (int r = 0; r < b.repeat; ++r) {
     cmd.op = ReaderOp::kPrivate;
-    priv.push_back(ask_reader(reader, cmd));
+    priv.push_back(ask_reader(b.reader, cmd));
     cmd.op = ReaderOp::kTrial;
     for (size_t m = 0; m < std::size(kScanModes); ++m) {
       cmd.mode = kScanModes[m];
-      trials[m].push_back(ask_reader(reader, cmd));
+      trials[m].push_back(ask_reader(b.reader, cmd));
     }
   }
+  const uint64_t bytes = b.bytes;
   const double priv_ms = median(collect(priv, [](auto& x) { return x.repeat_ms; }));
   const double priv_gbps = gbps(bytes, priv_ms);
   const auto& plain = trials[0];
   const double plain_first = median(collect(plain, [](auto& x) { return x.first_ms; }));
-  std::vector<double> all_repeats;
+  std::vector<double> all_repeats, connects, gets, teardowns;
   for (const auto& t : trials) {
-    for (const ReaderReply& x : t) all_repeats.push_back(x.repeat_ms);
+    for (const ReaderReply& x : t) {
+      all_repeats.push_back(x.repeat_ms);
+      connects.push_back(x.connect_ms);
+      gets.push_back(x.get_ms);
+      teardowns.push_back(x.teardown_ms);
+    }
   }
   const double repeat_gbps =
       gbps(bytes, median(collect(plain, [](auto& x) { return x.repeat_ms; })));
@@ -1220,218 +1168,416 @@ int main(int argc, char** argv) {
     add_row("3", "  advise + scan (vs plain first scan)", gbps(bytes, total), "GB/s",
             gbps(bytes, plain_first), "GB/s", plain_first / total);
   }
-  std::vector<double> connects, gets, teardowns;
-  for (const auto& t : trials) {
-    for (const ReaderReply& x : t) {
-      connects.push_back(x.connect_ms);
-      gets.push_back(x.get_ms);
-      teardowns.push_back(x.teardown_ms);
-    }
-  }
   add_row("3", "reader Client::connect: hello + map the segment", median(connects), "ms");
   add_row("3", "reader get_dataset on a fresh connection", median(gets), "ms");
-  add_row("3", "reader ~Dataset + ~Client: release + unmap the touched " + big_label,
+  add_row("3", "reader ~Dataset + ~Client: release + unmap the touched " + b.big_label,
           median(teardowns), "ms");
+}
 
-  // ---- 4: unpublish until the memory is back ----------------------------
-  progress("[4/6] unpublish %s", big_label.c_str());
-  unpublishes.push_back(unpublish_until_freed(*client, big_name, bytes));
-  const double punch_ms = median(collect(baselines, [](auto& b) { return b.punch_ms; }));
-  const double back_ms = median(collect(unpublishes, [](auto& u) { return u.back_ms; }));
-  const double call_ms = median(collect(unpublishes, [](auto& u) { return u.call_ms; }));
+// ------------------------------------------------------------ figure 4 --
+
+// Unpublish until the memory is back.
+void figure_unpublish(Bench& b) {
+  progress("[4/6] unpublish %s", b.big_label.c_str());
+  b.unpublishes.push_back(unpublish_until_freed(*b.client, kBigName, b.bytes));
+  const double punch_ms = median(collect(b.baselines, [](auto& x) { return x.punch_ms; }));
+  const double back_ms = median(collect(b.unpublishes, [](auto& u) { return u.back_ms; }));
+  const double call_ms = median(collect(b.unpublishes, [](auto& u) { return u.call_ms; }));
   int max_polls = 0;
-  for (const auto& u : unpublishes) max_polls = std::max(max_polls, u.polls);
-  add_row("4", "unpublish " + big_label + " until resident drops (vs PUNCH_HOLE)", back_ms, "ms",
+  for (const auto& u : b.unpublishes) max_polls = std::max(max_polls, u.polls);
+  add_row("4", "unpublish " + b.big_label + " until resident drops (vs PUNCH_HOLE)", back_ms, "ms",
           punch_ms, "ms", back_ms / punch_ms);
   add_row("4", "  the unpublish_dataset call alone (vs PUNCH_HOLE)", call_ms, "ms", punch_ms, "ms",
           call_ms / punch_ms);
   add_row("4", "  status() polls until the drop was seen (1 = freed by return)", max_polls,
           "polls");
+}
 
-  // ---- 5: list_datasets with 10,000 datasets ----------------------------
-  progress("[5/6] publish %d small datasets, list them", kManyDatasets);
+// ------------------------------------------------------------ figure 5 --
+
+// Publishes kManyDatasets tables of 16 rows, kManyBatch per publish; returns
+// the milliseconds it took.
+double publish_many(Bench& b) {
   const int64_t m0 = now_ns();
-  for (int b = 0; b < kManyDatasets / kManyBatch; ++b) {
+  for (int batch = 0; batch < kManyDatasets / kManyBatch; ++batch) {
     std::vector<shelf::TableBuilder> tables;
     std::vector<shelf::NamedTable> named;
     tables.reserve(kManyBatch);
     for (int i = 0; i < kManyBatch; ++i) {
-      tables.push_back(must(client->create_table({{"v", shelf::Type::kInt64}}), "create_table"));
+      tables.push_back(must(b.client->create_table({{"v", shelf::Type::kInt64}}), "create_table"));
       shelf::PartitionBuilder p = must(tables.back().add_partition(16), "add_partition");
-      std::memcpy(p.values<int64_t>(0).data(), source.get(), 16 * sizeof(int64_t));
+      std::memcpy(p.values<int64_t>(0).data(), b.source.get(), 16 * sizeof(int64_t));
     }
     for (int i = 0; i < kManyBatch; ++i) {
       char name[32];
-      std::snprintf(name, sizeof name, "tiny-%05d", b * kManyBatch + i);
+      std::snprintf(name, sizeof name, "tiny-%05d", batch * kManyBatch + i);
       named.push_back({name, &tables[static_cast<size_t>(i)]});
     }
-    must(client->publish_datasets(named), "publish_datasets");
+    must(b.client->publish_datasets(named), "publish_datasets");
   }
-  const double many_ms = ms_between(m0, now_ns());
+  return ms_between(m0, now_ns());
+}
+
+// list_datasets with 10,000 datasets.
+void figure_list(Bench& b) {
+  progress("[5/6] publish %d small datasets, list them", kManyDatasets);
+  const double many_ms = publish_many(b);
   std::vector<double> list_many, status_many;
   size_t listed = 0;
   int64_t list_daemon_cpu = 0, list_client_cpu = 0;
   // Pinned as the one-CPU round trip it is compared with.
   pin(0, 0);
-  pin(daemon_pid, 0);
+  pin(b.daemon_pid, 0);
   for (int i = 0; i < 3 + kListSamples; ++i) {
     if (i == 3) {
-      list_daemon_cpu = process_cpu_ns(daemon_pid);
+      list_daemon_cpu = process_cpu_ns(b.daemon_pid);
       list_client_cpu = thread_cpu_ns();
     }
     const int64_t t0 = now_ns();
-    listed = must(client->list_datasets(), "list_datasets").size();
+    listed = must(b.client->list_datasets(), "list_datasets").size();
     if (i >= 3) list_many.push_back(us_between(t0, now_ns()));
   }
-  list_daemon_cpu = process_cpu_ns(daemon_pid) - list_daemon_cpu;
+  list_daemon_cpu = process_cpu_ns(b.daemon_pid) - list_daemon_cpu;
   list_client_cpu = thread_cpu_ns() - list_client_cpu;
+  // Figure 2's small dataset is the one more; figure 4 unpublished the big one.
   if (listed != static_cast<size_t>(kManyDatasets) + 1) {
     die("list_datasets returned %zu datasets, expected %d", listed, kManyDatasets + 1);
   }
   for (int i = 0; i < 10; ++i) {
     const int64_t t0 = now_ns();
-    must(client->status(), "status");
+    must(b.client->status(), "status");
     status_many.push_back(us_between(t0, now_ns()));
   }
   pin(0, -1);
-  pin(daemon_pid, -1);
+  pin(b.daemon_pid, -1);
   const double per_publish_us = many_ms * 1000 / kManyDatasets;
+  const double list_med = median(list_many);
+  const double daemon_us = static_cast<double>(list_daemon_cpu) / 1e3 / kListSamples;
+  const double client_us = static_cast<double>(list_client_cpu) / 1e3 / kListSamples;
   add_row("5", "publish 10,000 small datasets, per dataset (vs round trip)", per_publish_us, "us",
-          rtt_med, "us", per_publish_us / rtt_med);
-  add_row("5", "list_datasets with 10,001 datasets, median (vs round trip)", median(list_many),
-          "us", rtt_med, "us", median(list_many) / rtt_med);
-  add_row("5", "  p99 (vs round-trip p99)", percentile(list_many, 0.99), "us", rtt_p99, "us",
-          percentile(list_many, 0.99) / rtt_p99);
+          b.rtt_med, "us", per_publish_us / b.rtt_med);
+  add_row("5", "list_datasets with 10,001 datasets, median (vs round trip)", list_med, "us",
+          b.rtt_med, "us", list_med / b.rtt_med);
+  add_row("5", "  p99 (vs round-trip p99)", percentile(list_many, 0.99), "us", b.rtt_p99, "us",
+          percentile(list_many, 0.99) / b.rtt_p99);
   add_row("5", "  per listed dataset, beyond the list of 2 datasets",
-          (median(list_many) - median(list_small)) * 1000 / (kManyDatasets - 1), "ns");
-  add_row("5", "  shelfd CPU per list: build + encode + send (vs list)",
-          static_cast<double>(list_daemon_cpu) / 1e3 / kListSamples, "us", median(list_many), "us",
-          static_cast<double>(list_daemon_cpu) / 1e3 / kListSamples / median(list_many));
-  add_row("5", "  client CPU per list: recv + decode + copy (vs list)",
-          static_cast<double>(list_client_cpu) / 1e3 / kListSamples, "us", median(list_many), "us",
-          static_cast<double>(list_client_cpu) / 1e3 / kListSamples / median(list_many));
+          (list_med - median(b.list_small)) * 1000 / (kManyDatasets - 1), "ns");
+  add_row("5", "  shelfd CPU per list: build + encode + send (vs list)", daemon_us, "us", list_med,
+          "us", daemon_us / list_med);
+  add_row("5", "  client CPU per list: recv + decode + copy (vs list)", client_us, "us", list_med,
+          "us", client_us / list_med);
   add_row("5", "status() with 10,001 datasets, median (vs list)", median(status_many), "us",
-          median(list_many), "us", median(status_many) / median(list_many));
+          list_med, "us", median(status_many) / list_med);
+}
 
-  // ---- 6: snapshots to disk and back -------------------------------------
-  // After a SIGINT here the files stay in the bench's directory (the
-  // signal-safe cleanup does not walk directories).
-  progress("[6/6] save %s to disk and load it back x%d", big_label.c_str(), opt.repeat);
+// ------------------------------------------------------------ figure 6 --
+
+// The milliseconds of each round of figure 6.
+struct SnapshotTimes {
+  std::vector<double> save, write, load_warm, read_warm, load_cold, read_cold;
+};
+
+// Drops a file's pages from the page cache, so the next read comes from disk.
+void evict(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("open %s: %s", path.c_str(), std::strerror(errno));
+  ::fdatasync(fd);
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+// One round of figure 6: saves what the round before loaded (the same
+// bytes), writes the baseline file, loads warm and cold and reads the
+// baseline file back each time into `sink`, then deletes both files.
+void snapshot_round(Bench& b, int r, const std::string& snap_dir, const std::string& snap_name,
+                    const std::string& plain_path, char* sink, SnapshotTimes& times) {
+  auto read_plain = [&] {
+    int fd = ::open(plain_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || !read_all(fd, sink, b.bytes)) die("read %s", plain_path.c_str());
+    ::close(fd);
+  };
+  // A new file each time, as save writes new files: allocating blocks is
+  // part of the cost.
+  auto write_plain = [&] {
+    const int64_t t0 = now_ns();
+    int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || !write_all(fd, b.source.get(), b.bytes) || ::fsync(fd) != 0) {
+      die("write %s: %s", plain_path.c_str(), std::strerror(errno));
+    }
+    ::close(fd);
+    times.write.push_back(ms_between(t0, now_ns()));
+  };
+  auto save = [&] {
+    const int64_t t0 = now_ns();
+    must(shelf::tools::save_snapshot(*b.client, snap_dir, {snap_name}), "save_snapshot");
+    times.save.push_back(ms_between(t0, now_ns()));
+  };
+  // Alternate which writes first: on this machine's disk the first GiB
+  // after a pause goes at a burst rate (~1 GB/s) and the next at the
+  // sustained one (~0.25 GB/s, as dd shows), whoever writes it.
+  if (r % 2 == 0) {
+    write_plain();
+    save();
+  } else {
+    save();
+    write_plain();
+  }
+  unpublish_until_freed(*b.client, snap_name, b.bytes);
+
+  int64_t t0 = now_ns();
+  must(shelf::tools::load_snapshot(*b.client, snap_dir, {snap_name}, false), "load_snapshot");
+  times.load_warm.push_back(ms_between(t0, now_ns()));
+  t0 = now_ns();
+  read_plain();
+  times.read_warm.push_back(ms_between(t0, now_ns()));
+
+  unpublish_until_freed(*b.client, snap_name, b.bytes);
+  for (const auto& e : std::filesystem::directory_iterator(snap_dir + "/" + snap_name)) {
+    evict(e.path().string());
+  }
+  evict(plain_path);
+  t0 = now_ns();
+  must(shelf::tools::load_snapshot(*b.client, snap_dir, {snap_name}, false), "load_snapshot");
+  times.load_cold.push_back(ms_between(t0, now_ns()));
+  t0 = now_ns();
+  read_plain();
+  times.read_cold.push_back(ms_between(t0, now_ns()));
+  // Deleting 1 GiB costs a discard on file systems mounted with `discard`
+  // (this machine's root is), paid at the next journal commit: delete both
+  // here and commit now, outside every timed step, so that neither the
+  // save nor the baseline pays for the other's files.
+  ::unlink(plain_path.c_str());
+  std::filesystem::remove_all(snap_dir + "/" + snap_name);
+  if (int dfd = ::open(g_left.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::syncfs(dfd);
+    ::close(dfd);
+  }
+}
+
+// Snapshots to disk and back. After a SIGINT here the files stay in the
+// bench's directory (the signal-safe cleanup does not walk directories).
+void figure_snapshot(Bench& b) {
+  progress("[6/6] save %s to disk and load it back x%d", b.big_label.c_str(), b.repeat);
   const std::string snap_dir = std::string(g_left.dir) + "/snapshot";
   const std::string plain_path = std::string(g_left.dir) + "/plain.bin";
   if (::mkdir(snap_dir.c_str(), 0700) != 0)
     die("mkdir %s: %s", snap_dir.c_str(), std::strerror(errno));
   // The baseline reads into memory that is already mapped, as shelf reads
   // into partitions add_partition populated.
-  std::unique_ptr<char[]> sink(new char[bytes]);
-  std::memset(sink.get(), 1, bytes);
-  // Drops a file's pages from the page cache, so the next read comes from disk.
-  auto evict = [](const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) die("open %s: %s", path.c_str(), std::strerror(errno));
-    ::fdatasync(fd);
-    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-  };
-  auto read_file = [&](const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || !read_all(fd, sink.get(), bytes)) die("read %s", path.c_str());
-    ::close(fd);
-  };
-  // Each round saves what the round before loaded: the same bytes.
+  std::unique_ptr<char[]> sink(new char[b.bytes]);
+  std::memset(sink.get(), 1, b.bytes);
   const std::string snap_name = "bench-snap";
-  (void)publish_int64(*client, snap_name, source.get(), rows, daemon_pid);
-  std::vector<double> save_ms, write_ms, load_warm_ms, read_warm_ms, load_cold_ms, read_cold_ms;
-  for (int r = 0; r < opt.repeat; ++r) {
-    // A new file each time, as save writes new files: allocating blocks is
-    // part of the cost.
-    auto write_plain = [&] {
-      const int64_t t0 = now_ns();
-      int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd < 0 || !write_all(fd, source.get(), bytes) || ::fsync(fd) != 0) {
-        die("write %s: %s", plain_path.c_str(), std::strerror(errno));
-      }
-      ::close(fd);
-      write_ms.push_back(ms_between(t0, now_ns()));
-    };
-    auto save = [&] {
-      const int64_t t0 = now_ns();
-      must(shelf::tools::save_snapshot(*client, snap_dir, {snap_name}), "save_snapshot");
-      save_ms.push_back(ms_between(t0, now_ns()));
-    };
-    // Alternate which writes first: on this machine's disk the first GiB
-    // after a pause goes at a burst rate (~1 GB/s) and the next at the
-    // sustained one (~0.25 GB/s, as dd shows), whoever writes it.
-    if (r % 2 == 0) {
-      write_plain();
-      save();
-    } else {
-      save();
-      write_plain();
-    }
-    unpublish_until_freed(*client, snap_name, bytes);
-
-    int64_t t0 = now_ns();
-    must(shelf::tools::load_snapshot(*client, snap_dir, {snap_name}, false), "load_snapshot");
-    load_warm_ms.push_back(ms_between(t0, now_ns()));
-    t0 = now_ns();
-    read_file(plain_path);
-    read_warm_ms.push_back(ms_between(t0, now_ns()));
-
-    unpublish_until_freed(*client, snap_name, bytes);
-    for (const auto& e : std::filesystem::directory_iterator(snap_dir + "/" + snap_name)) {
-      evict(e.path().string());
-    }
-    evict(plain_path);
-    t0 = now_ns();
-    must(shelf::tools::load_snapshot(*client, snap_dir, {snap_name}, false), "load_snapshot");
-    load_cold_ms.push_back(ms_between(t0, now_ns()));
-    t0 = now_ns();
-    read_file(plain_path);
-    read_cold_ms.push_back(ms_between(t0, now_ns()));
-    // Deleting 1 GiB costs a discard on file systems mounted with `discard`
-    // (this machine's root is), paid at the next journal commit: delete both
-    // here and commit now, outside every timed step, so that neither the
-    // save nor the baseline pays for the other's files.
-    ::unlink(plain_path.c_str());
-    std::filesystem::remove_all(snap_dir + "/" + snap_name);
-    if (int dfd = ::open(g_left.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-      ::syncfs(dfd);
-      ::close(dfd);
-    }
+  (void)publish_int64(*b.client, snap_name, b.source.get(), b.rows, b.daemon_pid);
+  SnapshotTimes times;
+  for (int r = 0; r < b.repeat; ++r) {
+    snapshot_round(b, r, snap_dir, snap_name, plain_path, sink.get(), times);
   }
-  unpublish_until_freed(*client, snap_name, bytes);
+  unpublish_until_freed(*b.client, snap_name, b.bytes);
   sink.reset();
   std::filesystem::remove_all(snap_dir);
   std::filesystem::remove(plain_path);
   // Loading is reading plus publishing: its baseline is read() into private
   // memory plus figure 1's publish of the same bytes from private memory.
   auto plus_publish = [&](std::vector<double> v) {
-    for (double& x : v) x += publish_ms;
+    for (double& x : v) x += b.publish_ms;
     return v;
   };
-  auto snap_row = [&](const std::string& id, const std::string& what, std::vector<double> ms,
-                      std::vector<double> base) {
-    const double v = gbps(bytes, median(ms)), b = gbps(bytes, median(base));
-    add_row(id, what, v, "GB/s", b, "GB/s", v / b);
+  auto snap_row = [&](const std::string& id, const std::string& what, const std::vector<double>& ms,
+                      const std::vector<double>& base) {
+    const double v = gbps(b.bytes, median(ms)), w = gbps(b.bytes, median(base));
+    add_row(id, what, v, "GB/s", w, "GB/s", v / w);
   };
-  snap_row("6", "shelf save " + big_label + ": XXH3 + write + fsync (vs write + fsync)", save_ms,
-           write_ms);
-  snap_row("6a", "shelf load, page cache warm (vs read() + publish of fig. 1)", load_warm_ms,
-           plus_publish(read_warm_ms));
-  snap_row("6b", "shelf load, page cache dropped (vs same read() + publish)", load_cold_ms,
-           plus_publish(read_cold_ms));
-  snap_row("6c", "  read() of the file alone, warm (vs from disk)", read_warm_ms, read_cold_ms);
+  snap_row("6", "shelf save " + b.big_label + ": XXH3 + write + fsync (vs write + fsync)",
+           times.save, times.write);
+  snap_row("6a", "shelf load, page cache warm (vs read() + publish of fig. 1)", times.load_warm,
+           plus_publish(times.read_warm));
+  snap_row("6b", "shelf load, page cache dropped (vs same read() + publish)", times.load_cold,
+           plus_publish(times.read_cold));
+  snap_row("6c", "  read() of the file alone, warm (vs from disk)", times.read_warm,
+           times.read_cold);
+}
 
-  // ---- done: stop everything, then report --------------------------------
-  client.reset();
-  source.reset();
+// ------------------------------------------------------- the table of them --
+
+struct Figure {
+  const char* id;     // the first column of its rows
+  const char* name;   // for --figure (its id works too)
+  const char* needs;  // ids of the figures whose results it uses: they run before it
+  const char* what;
+  void (*run)(Bench&);
+};
+
+// In the order they run: each needs only figures above it.
+constexpr Figure kFigures[] = {
+    {"1", "publish", "",
+     "publish bandwidth of an int64 dataset vs memcpy into fresh /dev/shm pages", figure_publish},
+    {"2", "latency", "1",
+     "get_dataset latency (1 MiB and the big dataset) vs a bare 64-byte Unix-socket round trip",
+     figure_latency},
+    {"3", "scan", "1",
+     "a reader process scanning the published column (first scan with several madvise "
+     "options, repeated scan) vs a private in-process scan",
+     figure_scan},
+    {"4", "unpublish", "1", "unpublish until the memory is back vs fallocate(PUNCH_HOLE)",
+     figure_unpublish},
+    {"5", "list", "24", "list_datasets with 10,000 datasets vs the round trip", figure_list},
+    {"6", "snapshot", "1",
+     "shelf save / shelf load of the big dataset to and from disk vs write + fsync of the same "
+     "bytes from private memory, and vs read() of them plus figure 1's publish",
+     figure_snapshot},
+};
+
+// --------------------------------------------------------------- options --
+
+struct Options {
+  uint64_t size_mib = 1024;
+  int repeat = 5;
+  bool json = false;
+  bool run[std::size(kFigures)] = {};  // which figures run
+};
+
+// The index in kFigures of figure `arg` (its id or name), or -1.
+int find_figure(const std::string& arg) {
+  for (size_t f = 0; f < std::size(kFigures); ++f) {
+    if (arg == kFigures[f].id || arg == kFigures[f].name) return static_cast<int>(f);
+  }
+  return -1;
+}
+
+// Marks figure `f` to run, and the figures it needs.
+void select_figure(Options& o, int f) {
+  o.run[f] = true;
+  for (const char* id = kFigures[f].needs; *id != '\0'; ++id) {
+    select_figure(o, find_figure(std::string(1, *id)));
+  }
+}
+
+void print_help() {
+  std::printf(
+      "Usage: shelf_bench [--size-mib N] [--repeat N] [--figure NAME]... [--json] [--list]\n\n"
+      "Measures shelf against baselines of this machine, in one run:\n"
+      "  --size-mib N    size of the big int64 dataset (default 1024)\n"
+      "  --repeat N      runs of each bandwidth figure; the median is reported (default 5)\n"
+      "  --figure NAME   run this figure (its number or name; repeatable), and the figures\n"
+      "                  whose results it compares with; default: all\n"
+      "  --list          list the figures and exit\n"
+      "  --json          print the figures as JSON instead of a table\n"
+      "It starts its own shelfd (%s) and stops it at the end.\n",
+      SHELFD_PATH);
+}
+
+void print_figures() {
+  for (const Figure& f : kFigures) {
+    std::printf("%s  %-10s %s", f.id, f.name, f.what);
+    const std::string needs = f.needs;
+    if (needs.size() == 1) std::printf(" (runs figure %s first)", needs.c_str());
+    if (needs.size() == 2) std::printf(" (runs figures %c and %c first)", needs[0], needs[1]);
+    std::printf("\n");
+  }
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  bool any_figure = false;
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) die("%s needs a value", argv[i]);
+    return argv[++i];
+  };
+  auto number = [&](int& i) -> long long {
+    const std::string text = value(i);
+    char* end = nullptr;
+    long long v = std::strtoll(text.c_str(), &end, 10);
+    if (end == text.c_str() || *end != '\0' || v <= 0)
+      die("%s: '%s' is not a positive number", argv[i - 1], argv[i]);
+    return v;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--size-mib") {
+      o.size_mib = static_cast<uint64_t>(number(i));
+    } else if (a == "--repeat") {
+      o.repeat = static_cast<int>(std::min(number(i), 1000LL));
+    } else if (a == "--figure") {
+      const int f = find_figure(value(i));
+      if (f < 0) die("--figure: no figure '%s' (see --list)", argv[i]);
+      select_figure(o, f);
+      any_figure = true;
+    } else if (a == "--json") {
+      o.json = true;
+    } else if (a == "--list") {
+      print_figures();
+      std::exit(0);
+    } else if (a == "--help" || a == "-h") {
+      print_help();
+      std::exit(0);
+    } else {
+      die("unknown option '%s' (try --help)", a.c_str());
+    }
+  }
+  if (!any_figure) std::fill(std::begin(o.run), std::end(o.run), true);
+  return o;
+}
+
+// ------------------------------------------------------ start and finish --
+
+// Checks that /dev/shm and RAM can hold the run, then starts the echo and
+// reader children and shelfd, connects and fills the source.
+void start(Bench& b, uint64_t memory_limit) {
+  struct statvfs vfs;
+  if (::statvfs("/dev/shm", &vfs) != 0) die("statvfs /dev/shm: %s", std::strerror(errno));
+  const uint64_t shm_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  if (shm_free < memory_limit + b.bytes + 256 * kMiB) {
+    die("/dev/shm has %llu MiB free; this run needs %llu MiB (--memory-limit %llu MiB for shelfd "
+        "plus a baseline file of the dataset's size): lower --size-mib",
+        static_cast<unsigned long long>(shm_free / kMiB),
+        static_cast<unsigned long long>((memory_limit + b.bytes + 256 * kMiB) / kMiB),
+        static_cast<unsigned long long>(memory_limit / kMiB));
+  }
+  // RAM: the private source, the reader's private copy, the published
+  // dataset and a baseline file, all at once.
+  const uint64_t ram = mem_available_bytes();
+  if (ram != 0 && ram < 4 * b.bytes + 512 * kMiB) {
+    die("only %llu MiB of RAM available; this run needs about %llu MiB: lower --size-mib",
+        static_cast<unsigned long long>(ram / kMiB),
+        static_cast<unsigned long long>((4 * b.bytes + 512 * kMiB) / kMiB));
+  }
+
+  std::snprintf(g_left.scratch, sizeof g_left.scratch, "/shelf-bench-%d-copy",
+                static_cast<int>(::getpid()));
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  // Children first, while this process is small and has no Client.
+  b.echo_fd = start_echo_child();
+  b.reader = start_reader_child(b.echo_fd);
+  start_daemon(memory_limit);
+  b.daemon_pid = g_left.daemon_pid;
+  progress("shelfd pid %d on %s, segment %s, limit %llu MiB", static_cast<int>(b.daemon_pid),
+           g_left.socket_path, g_left.segment + 1,
+           static_cast<unsigned long long>(memory_limit / kMiB));
+
+  b.client_options.socket = g_left.socket_path;
+  b.client_options.client_name = "shelf_bench";
+  b.client.emplace(must(shelf::Client::connect(b.client_options), "connect"));
+
+  // The warm private source every copy reads from: value i at row i.
+  b.source.reset(new int64_t[b.rows]);
+  for (uint64_t i = 0; i < b.rows; ++i) b.source[i] = static_cast<int64_t>(i);
+}
+
+// Stops the children and shelfd and checks that nothing is left in /dev/shm.
+void stop(Bench& b) {
+  b.client.reset();
+  b.source.reset();
   ReaderCommand quit;
   quit.op = ReaderOp::kQuit;
-  (void)write_all(reader.cmd_fd, &quit, sizeof quit);
-  ::close(reader.cmd_fd);
-  ::close(reader.reply_fd);
-  ::close(echo_fd);
+  (void)write_all(b.reader.cmd_fd, &quit, sizeof quit);
+  ::close(b.reader.cmd_fd);
+  ::close(b.reader.reply_fd);
+  ::close(b.echo_fd);
   for (pid_t& child : g_left.children) {
     if (child > 0) ::waitpid(child, nullptr, 0);
     child = -1;
@@ -1440,16 +1586,17 @@ int main(int argc, char** argv) {
   struct stat st;
   const std::string segment_path = std::string("/dev/shm") + g_left.segment;
   if (::stat(segment_path.c_str(), &st) == 0) die("%s is still there", segment_path.c_str());
-  const double seconds = static_cast<double>(now_ns() - started) / 1e9;
-  progress("done in %.1f s; shelfd stopped, /dev/shm clean", seconds);
-  const double busy_after = cpu_busy_fraction(500);
+}
+
+// Prints the rows, as a table or JSON, after a line about the run.
+void report(const Options& opt, const Bench& b, double seconds, double busy_before,
+            double busy_after) {
   char load[160];
   std::snprintf(load, sizeof load, "CPU busy before/after the run: %.0f%%/%.0f%%%s",
                 100 * busy_before, 100 * busy_after,
                 std::max(busy_before, busy_after) > 0.10
                     ? " -- other programs were running: figures are noisy"
                     : "");
-
   utsname u{};
   ::uname(&u);
   const std::string kernel = std::string(u.sysname) + " " + u.release;
@@ -1460,9 +1607,35 @@ int main(int argc, char** argv) {
     std::snprintf(header, sizeof header,
                   "shelf_bench: %s int64 dataset, median of %d runs (latencies: %d samples), "
                   "%u CPUs, %s, %.1f s\n%s",
-                  big_label.c_str(), opt.repeat, kLatencySamples,
+                  b.big_label.c_str(), opt.repeat, kLatencySamples,
                   std::thread::hardware_concurrency(), kernel.c_str(), seconds, load);
     print_table(header);
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse_options(argc, argv);
+  Bench b;
+  b.repeat = opt.repeat;
+  b.bytes = opt.size_mib * kMiB;
+  b.rows = b.bytes / sizeof(int64_t);
+  b.small_bytes = std::min<uint64_t>(kMiB, b.bytes);
+  b.small_rows = b.small_bytes / sizeof(int64_t);
+  b.big_label = size_label(b.bytes);
+  b.small_label = size_label(b.small_bytes);
+  const int64_t started = now_ns();
+  // Other programs on the machine during the run make every figure noisy: say so.
+  const double busy_before = cpu_busy_fraction(500);
+  // Room: the daemon holds at most two big datasets, plus the small ones.
+  start(b, 2 * b.bytes + kGiB);
+  for (size_t f = 0; f < std::size(kFigures); ++f) {
+    if (opt.run[f]) kFigures[f].run(b);
+  }
+  stop(b);
+  const double seconds = static_cast<double>(now_ns() - started) / 1e9;
+  progress("done in %.1f s; shelfd stopped, /dev/shm clean", seconds);
+  report(opt, b, seconds, busy_before, cpu_busy_fraction(500));
   return 0;
 }

@@ -1,5 +1,5 @@
 // Writes the seed corpora of the fuzz targets into DIR/protocol,
-// DIR/descriptor and DIR/csv, one small file per seed, from the real
+// DIR/descriptor, DIR/csv and DIR/store, one small file per seed, from the real
 // encoders: libFuzzer starts from valid messages instead of having to
 // discover the magic numbers and length prefixes by chance.
 //
@@ -88,20 +88,10 @@ protocol::DatasetSummary summary(const std::string& name) {
   return d;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: make_fuzz_seeds DIR\n");
-    return 2;
-  }
-  const fs::path root = argv[1];
-  for (const char* target : {"protocol", "descriptor", "csv", "store"}) {
-    fs::create_directories(root / target);
-  }
-
+// The descriptor seeds; returns them, by name, for the publish seeds.
+std::vector<std::pair<std::string, Bytes>> write_descriptor_seeds(const fs::path& root) {
   const Schema mixed = {{"id", Type::kInt64}, {"name", Type::kString}, {"ok", Type::kBool}};
-  std::vector<std::pair<std::string, Bytes>> descriptors = {
+  const std::vector<std::pair<std::string, Bytes>> descriptors = {
       {"int64", descriptor({{"v", Type::kInt64}}, 1, 10, false)},
       {"mixed_nulls", descriptor(mixed, 2, 9, true)},
       {"bytes", descriptor({{"raw", Type::kBytes}}, 1, 100, false)},
@@ -116,7 +106,12 @@ int main(int argc, char** argv) {
       {"empty_partition", descriptor({{"s", Type::kString}}, 1, 0, false)},
   };
   for (const auto& [name, bytes] : descriptors) write_seed(root / "descriptor", name, bytes);
+  return descriptors;
+}
 
+// `descriptors`: the first two go into the publish request.
+void write_protocol_seeds(const fs::path& root,
+                          const std::vector<std::pair<std::string, Bytes>>& descriptors) {
   // Requests, then responses; one frame per seed, and one stream of many.
   const fs::path proto = root / "protocol";
   Bytes all;
@@ -175,7 +170,9 @@ int main(int argc, char** argv) {
          protocol::encode_response(o, s);
        }));
   write_seed(proto, "stream", all);
+}
 
+void write_csv_seeds(const fs::path& root) {
   // CSV: the option byte, then the file.
   const fs::path csv = root / "csv";
   auto csv_seed = [&](const std::string& name, uint8_t options, const std::string& body) {
@@ -191,7 +188,9 @@ int main(int argc, char** argv) {
   csv_seed("bad_row", 0, "a,b\n1,2\n3\n");
   csv_seed("unclosed", 0, "a,b\n1,\"open\n2,3\n");
   csv_seed("utf8", 0, "a\nok\n\xc3\xa9t\xc3\xa9\n");
+}
 
+void write_store_seeds(const fs::path& root) {
   // Store scripts (fuzz/store_fuzz.cc): each step is [open a session?] (not
   // read while there is none), session, operation, arguments.
   const fs::path store = root / "store";
@@ -219,5 +218,21 @@ int main(int argc, char** argv) {
                           1, 1, 4,  1,                 //
                           1, 0, 7,                     //
                           1, 0, 7});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_fuzz_seeds DIR\n");
+    return 2;
+  }
+  const fs::path root = argv[1];
+  for (const char* target : {"protocol", "descriptor", "csv", "store"}) {
+    fs::create_directories(root / target);
+  }
+  write_protocol_seeds(root, write_descriptor_seeds(root));
+  write_csv_seeds(root);
+  write_store_seeds(root);
   return 0;
 }

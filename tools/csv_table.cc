@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 
 #include <csv.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
+#include "base/check.h"
 #include "base/utf8.h"
 
 namespace shelf::tools {
@@ -57,7 +60,9 @@ void on_record_end(int, void* ctx_ptr) {
 // RFC 4180 keeps spaces: a field is exactly what stands between the commas.
 int no_space(unsigned char) { return 0; }
 
-Status read_csv(const std::string& path, const OnRecord& on_record) {
+// Feeds every record of `path` to `on_record` and stores in `*xxh3` the XXH3
+// of the bytes read, so that pass 2 can tell whether it read what pass 1 did.
+Status read_csv(const std::string& path, const OnRecord& on_record, uint64_t* xxh3) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                        &std::fclose);
   if (!file) return Status::from_errno("cannot read " + path, errno);
@@ -82,8 +87,11 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     block_size = static_cast<size_t>(st.st_size) + 1;  // +1: read() then sees the end at once
   }
   std::vector<char> block(block_size);
+  XXH3_state_t digest;
+  XXH3_64bits_reset(&digest);
   size_t got;
   while ((got = std::fread(block.data(), 1, block.size(), file.get())) > 0) {
+    XXH3_64bits_update(&digest, block.data(), got);
     // Feed line by line so that errors can name the line.
     size_t start = 0;
     while (start < got && ctx.error.ok()) {
@@ -112,6 +120,7 @@ Status read_csv(const std::string& path, const OnRecord& on_record) {
     return Status::invalid_argument(path + ":" + std::to_string(ctx.record_line) +
                                     ": malformed CSV: a quoted field is never closed");
   }
+  *xxh3 = XXH3_64bits_digest(&digest);
   return ctx.error;
 }
 
@@ -122,17 +131,10 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Integers and floating-point numbers: one rule, from_chars of the whole
+// field after trimming blanks and one leading '+'.
 template <class T>
-bool parse_integer(std::string_view text, T* out) {
-  text = trim(text);
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  if (text.empty()) return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-template <class T>
-bool parse_floating(std::string_view text, T* out) {
+bool parse_number(std::string_view text, T* out) {
   text = trim(text);
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);
   if (text.empty()) return false;
@@ -150,62 +152,56 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
-bool value_fits(Type type, std::string_view text) {
+bool parse_bool_byte(std::string_view text, uint8_t* out) {
+  bool b;
+  if (!parse_bool(text, &b)) return false;
+  *out = b ? 1 : 0;
+  return true;
+}
+
+// Returns fn(parse, T{}) with the parser of a fixed-width `type` and the C++
+// type its values are stored as (bool: one byte). The one place that says
+// which parser reads which type: pass 1 checks values with it and pass 2
+// writes them with it, so the two cannot disagree.
+template <class Fn>
+auto with_parser(Type type, Fn&& fn) {
   switch (type) {
-    case Type::kInt8: {
-      int8_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kInt16: {
-      int16_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kInt32: {
-      int32_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kInt64: {
-      int64_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kUInt8: {
-      uint8_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kUInt16: {
-      uint16_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kUInt32: {
-      uint32_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kUInt64: {
-      uint64_t v;
-      return parse_integer(text, &v);
-    }
-    case Type::kFloat32: {
-      float v;
-      return parse_floating(text, &v);
-    }
-    case Type::kFloat64: {
-      double v;
-      return parse_floating(text, &v);
-    }
-    case Type::kBool: {
-      bool v;
-      return parse_bool(text, &v);
-    }
-    case Type::kTimestamp: {
-      int64_t v;
-      return parse_timestamp(text, &v);
-    }
+    case Type::kInt8:
+      return fn(parse_number<int8_t>, int8_t{});
+    case Type::kInt16:
+      return fn(parse_number<int16_t>, int16_t{});
+    case Type::kInt32:
+      return fn(parse_number<int32_t>, int32_t{});
+    case Type::kInt64:
+      return fn(parse_number<int64_t>, int64_t{});
+    case Type::kUInt8:
+      return fn(parse_number<uint8_t>, uint8_t{});
+    case Type::kUInt16:
+      return fn(parse_number<uint16_t>, uint16_t{});
+    case Type::kUInt32:
+      return fn(parse_number<uint32_t>, uint32_t{});
+    case Type::kUInt64:
+      return fn(parse_number<uint64_t>, uint64_t{});
+    case Type::kFloat32:
+      return fn(parse_number<float>, float{});
+    case Type::kFloat64:
+      return fn(parse_number<double>, double{});
+    case Type::kTimestamp:
+      return fn(parse_timestamp, int64_t{});
+    case Type::kBool:
+      return fn(parse_bool_byte, uint8_t{});
     case Type::kString:
-      return true;
     case Type::kBytes:
-      return false;
+      break;
   }
-  return false;
+  SHELF_CHECK(type != Type::kString && type != Type::kBytes);
+  __builtin_unreachable();
+}
+
+bool value_fits(Type type, std::string_view text) {
+  if (type == Type::kString) return true;
+  if (type == Type::kBytes) return false;
+  return with_parser(type, [&](auto parse, auto value) { return parse(text, &value); });
 }
 
 // What the values of one column seen so far could be.
@@ -241,8 +237,8 @@ struct Inference {
 
 }  // namespace
 
-bool parse_int64(std::string_view text, int64_t* out) { return parse_integer(text, out); }
-bool parse_float64(std::string_view text, double* out) { return parse_floating(text, out); }
+bool parse_int64(std::string_view text, int64_t* out) { return parse_number(text, out); }
+bool parse_float64(std::string_view text, double* out) { return parse_number(text, out); }
 
 bool parse_bool(std::string_view text, bool* out) {
   text = trim(text);
@@ -259,7 +255,7 @@ bool parse_bool(std::string_view text, bool* out) {
 
 bool parse_timestamp(std::string_view text, int64_t* out_ns) {
   text = trim(text);
-  if (parse_integer(text, out_ns)) return true;  // nanoseconds since the epoch
+  if (parse_number(text, out_ns)) return true;  // nanoseconds since the epoch
   // YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|+00:00]
   auto digits = [&](size_t pos, size_t count, int64_t* v) {
     if (pos + count > text.size()) return false;
@@ -336,178 +332,242 @@ Result<std::map<std::string, Type>> parse_schema_option(std::string_view text) {
   return out;
 }
 
-Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions& options) {
-  if (files.empty()) return Status::invalid_argument("no CSV file given");
-  CsvPlan plan;
-  plan.files = files;
-  std::vector<std::string> header;
-  std::vector<Inference> inference;
-  for (size_t fi = 0; fi < files.size(); ++fi) {
-    const std::string& path = files[fi];
-    bool saw_header = false;
-    uint64_t row = 0;
-    CsvPartition* current = nullptr;
-    auto on_record = [&](const std::vector<CsvField>& fields, uint64_t line) -> Status {
-      auto where = [&] { return path + ":" + std::to_string(line) + ": "; };
-      if (!saw_header) {
-        saw_header = true;
-        std::vector<std::string> names;
-        std::set<std::string> seen;
-        for (size_t i = 0; i < fields.size(); ++i) {
-          const std::string& name = fields[i].text;
-          if (name.empty()) {
-            return Status::invalid_argument(where() + "header field " + std::to_string(i + 1) +
-                                            " is empty; every column needs a name");
-          }
-          if (!is_valid_utf8(name)) {
-            return Status::invalid_argument(where() + "header is not valid UTF-8");
-          }
-          if (!seen.insert(name).second) {
-            return Status::invalid_argument(where() + "column name '" + name +
-                                            "' appears twice in the header");
-          }
-          names.push_back(name);
-        }
-        if (fi == 0) {
-          header = names;
-          inference.resize(header.size());
-          for (const auto& [name, type] : options.forced_types) {
-            if (!seen.count(name)) {
-              return Status::invalid_argument("--schema names column '" + name + "', which " +
-                                              path + " does not have");
-            }
-          }
-        } else if (names != header) {
-          return Status::invalid_argument(where() + "header differs from the header of " +
-                                          files[0]);
-        }
-        return Status();
-      }
-      if (fields.size() != header.size()) {
-        return Status::invalid_argument(where() + "expected " + std::to_string(header.size()) +
-                                        " fields, found " + std::to_string(fields.size()));
-      }
-      if (current == nullptr ||
-          (options.partition_rows > 0 && current->rows == options.partition_rows)) {
-        plan.partitions.push_back(CsvPartition{fi, row, 0, std::vector<uint64_t>(header.size())});
-        current = &plan.partitions.back();
-      }
-      for (size_t c = 0; c < fields.size(); ++c) {
-        const CsvField& f = fields[c];
-        if (f.null) continue;
-        size_t bad;
-        if (!is_valid_utf8(f.text, &bad)) {
-          return Status::invalid_argument(where() + "column '" + header[c] +
-                                          "' is not valid UTF-8 (byte " + std::to_string(bad) +
-                                          " of the field)");
-        }
-        auto forced = options.forced_types.find(header[c]);
-        if (forced != options.forced_types.end()) {
-          if (!value_fits(forced->second, f.text)) {
-            return Status::invalid_argument(where() + "column '" + header[c] + "': '" + f.text +
-                                            "' is not a " + std::string(type_name(forced->second)));
-          }
-        } else {
-          inference[c].see(f.text);
-        }
-        current->string_bytes[c] += f.text.size();
-      }
-      ++current->rows;
-      ++row;
-      return Status();
-    };
-    SHELF_RETURN_IF_ERROR(read_csv(path, on_record));
-    if (!saw_header) {
+namespace {
+
+std::string at(const std::string& path, uint64_t line) {
+  return path + ":" + std::to_string(line) + ": ";
+}
+
+// Pass 1 over the files, one after the other: checks each header and row,
+// infers the types and measures the partitions into `plan`.
+class Planner {
+ public:
+  Planner(const std::vector<std::string>& files, const CsvOptions& options) : options_(options) {
+    plan_.files = files;
+  }
+
+  Status read_file(size_t fi) {
+    file_ = fi;
+    saw_header_ = false;
+    row_ = 0;
+    current_ = nullptr;
+    const std::string& path = plan_.files[fi];
+    uint64_t xxh3 = 0;
+    SHELF_RETURN_IF_ERROR(read_csv(
+        path,
+        [this](const std::vector<CsvField>& fields, uint64_t line) {
+          return saw_header_ ? on_row(fields, line) : on_header(fields, line);
+        },
+        &xxh3));
+    if (!saw_header_) {
       return Status::invalid_argument(path + ":1: the file is empty; expected a header row");
     }
-    if (current == nullptr) {  // a header and no rows: an empty partition keeps the file's place
-      plan.partitions.push_back(CsvPartition{fi, 0, 0, std::vector<uint64_t>(header.size())});
+    if (current_ == nullptr) {  // a header and no rows: an empty partition keeps the file's place
+      plan_.partitions.push_back(CsvPartition{fi, 0, 0, std::vector<uint64_t>(header_.size())});
     }
-    plan.total_rows += row;
+    plan_.total_rows += row_;
+    plan_.file_xxh3.push_back(xxh3);
+    return Status();
   }
-  for (size_t c = 0; c < header.size(); ++c) {
-    auto forced = options.forced_types.find(header[c]);
-    plan.schema.push_back(Field{
-        header[c], forced != options.forced_types.end() ? forced->second : inference[c].type()});
-  }
-  // Keep only the string columns' byte counts, in schema order, as
+
+  // The schema (forced types, else the inferred ones), and each partition's
+  // string byte counts cut to the string columns, in schema order, as
   // TableBuilder::add_partition wants them.
-  for (CsvPartition& p : plan.partitions) {
-    std::vector<uint64_t> strings;
-    for (size_t c = 0; c < plan.schema.size(); ++c) {
-      if (plan.schema[c].type == Type::kString) strings.push_back(p.string_bytes[c]);
+  CsvPlan finish() && {
+    for (size_t c = 0; c < header_.size(); ++c) {
+      auto forced = options_.forced_types.find(header_[c]);
+      plan_.schema.push_back(Field{header_[c], forced != options_.forced_types.end()
+                                                   ? forced->second
+                                                   : inference_[c].type()});
     }
-    p.string_bytes = std::move(strings);
+    for (CsvPartition& p : plan_.partitions) {
+      std::vector<uint64_t> strings;
+      for (size_t c = 0; c < plan_.schema.size(); ++c) {
+        if (plan_.schema[c].type == Type::kString) strings.push_back(p.string_bytes[c]);
+      }
+      p.string_bytes = std::move(strings);
+    }
+    return std::move(plan_);
   }
-  return plan;
+
+ private:
+  // Every file's header names each column once, in UTF-8; the first file's
+  // header is the table's, and the others must repeat it.
+  Status on_header(const std::vector<CsvField>& fields, uint64_t line) {
+    saw_header_ = true;
+    const std::string& path = plan_.files[file_];
+    std::vector<std::string> names;
+    std::set<std::string> seen;
+    for (size_t i = 0; i < fields.size(); ++i) {
+      const std::string& name = fields[i].text;
+      if (name.empty()) {
+        return Status::invalid_argument(at(path, line) + "header field " + std::to_string(i + 1) +
+                                        " is empty; every column needs a name");
+      }
+      if (!is_valid_utf8(name)) {
+        return Status::invalid_argument(at(path, line) + "header is not valid UTF-8");
+      }
+      if (!seen.insert(name).second) {
+        return Status::invalid_argument(at(path, line) + "column name '" + name +
+                                        "' appears twice in the header");
+      }
+      names.push_back(name);
+    }
+    if (file_ > 0) {
+      if (names != header_) {
+        return Status::invalid_argument(at(path, line) + "header differs from the header of " +
+                                        plan_.files[0]);
+      }
+      return Status();
+    }
+    header_ = std::move(names);
+    inference_.resize(header_.size());
+    for (const auto& [name, type] : options_.forced_types) {
+      if (!seen.count(name)) {
+        return Status::invalid_argument("--schema names column '" + name + "', which " + path +
+                                        " does not have");
+      }
+    }
+    return Status();
+  }
+
+  // A data row: the header's number of fields, each in UTF-8 and of its
+  // --schema type if it has one; counted into the current partition.
+  Status on_row(const std::vector<CsvField>& fields, uint64_t line) {
+    const std::string& path = plan_.files[file_];
+    if (fields.size() != header_.size()) {
+      return Status::invalid_argument(at(path, line) + "expected " +
+                                      std::to_string(header_.size()) + " fields, found " +
+                                      std::to_string(fields.size()));
+    }
+    if (current_ == nullptr ||
+        (options_.partition_rows > 0 && current_->rows == options_.partition_rows)) {
+      plan_.partitions.push_back(
+          CsvPartition{file_, row_, 0, std::vector<uint64_t>(header_.size())});
+      current_ = &plan_.partitions.back();
+    }
+    for (size_t c = 0; c < fields.size(); ++c) {
+      const CsvField& f = fields[c];
+      if (f.null) continue;
+      size_t bad;
+      if (!is_valid_utf8(f.text, &bad)) {
+        return Status::invalid_argument(at(path, line) + "column '" + header_[c] +
+                                        "' is not valid UTF-8 (byte " + std::to_string(bad) +
+                                        " of the field)");
+      }
+      auto forced = options_.forced_types.find(header_[c]);
+      if (forced != options_.forced_types.end()) {
+        if (!value_fits(forced->second, f.text)) {
+          return Status::invalid_argument(at(path, line) + "column '" + header_[c] + "': '" +
+                                          f.text + "' is not a " +
+                                          std::string(type_name(forced->second)));
+        }
+      } else {
+        inference_[c].see(f.text);
+      }
+      current_->string_bytes[c] += f.text.size();
+    }
+    ++current_->rows;
+    ++row_;
+    return Status();
+  }
+
+  const CsvOptions& options_;
+  CsvPlan plan_;
+  std::vector<std::string> header_;  // of the first file
+  std::vector<Inference> inference_;
+  // The file being read.
+  size_t file_ = 0;
+  bool saw_header_ = false;
+  uint64_t row_ = 0;                 // data rows of this file so far
+  CsvPartition* current_ = nullptr;  // the partition its rows go to
+};
+
+}  // namespace
+
+Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions& options) {
+  if (files.empty()) return Status::invalid_argument("no CSV file given");
+  Planner planner(files, options);
+  for (size_t fi = 0; fi < files.size(); ++fi) SHELF_RETURN_IF_ERROR(planner.read_file(fi));
+  return std::move(planner).finish();
 }
 
 namespace {
 
-template <class T, class Parse>
-void write_value(PartitionBuilder& part, size_t column, uint64_t row, const CsvField& f,
-                 Parse parse) {
-  T value{};
-  if (f.null || !parse(f.text, &value)) {
-    part.set_null(column, row);
-    if constexpr (std::is_floating_point_v<T>)
-      value = std::numeric_limits<T>::quiet_NaN();
-    else
-      value = T{};
+// Writes field `f` of `column` at `row`. Only an empty unquoted field is a
+// null; a value that does not parse as the column's type is an error, never
+// a null. Pass 1 checked every value, so such a value means the file changed.
+Status write_field(PartitionBuilder& part, const Field& field, size_t column, uint64_t row,
+                   const CsvField& f, const std::string& path, uint64_t line) {
+  auto changed = [&](const std::string& what) {
+    return Status::invalid_argument(at(path, line) + "column '" + field.name + "': " + what + "; " +
+                                    path + " changed while it was read");
+  };
+  if (field.type == Type::kString) {
+    StringColumnWriter w = part.strings(column);
+    Status s = f.null ? w.append_null() : w.append(f.text);
+    return s.ok() ? s : changed("more bytes than when it was first read");
   }
-  part.values<T>(column)[row] = value;
+  if (field.type == Type::kBytes) return Status::internal("bytes column in a CSV table");
+  return with_parser(field.type, [&](auto parse, auto value) {
+    using T = decltype(value);
+    if (f.null) {
+      part.set_null(column, row);
+      if constexpr (std::is_floating_point_v<T>) value = std::numeric_limits<T>::quiet_NaN();
+    } else if (!parse(f.text, &value)) {
+      return changed("'" + f.text + "' is not a " + std::string(type_name(field.type)));
+    }
+    part.values<T>(column)[row] = value;
+    return Status();
+  });
 }
 
-Status write_field(PartitionBuilder& part, Type type, size_t column, uint64_t row,
-                   const CsvField& f) {
-  switch (type) {
-    case Type::kInt8:
-      write_value<int8_t>(part, column, row, f, parse_integer<int8_t>);
-      break;
-    case Type::kInt16:
-      write_value<int16_t>(part, column, row, f, parse_integer<int16_t>);
-      break;
-    case Type::kInt32:
-      write_value<int32_t>(part, column, row, f, parse_integer<int32_t>);
-      break;
-    case Type::kInt64:
-      write_value<int64_t>(part, column, row, f, parse_integer<int64_t>);
-      break;
-    case Type::kUInt8:
-      write_value<uint8_t>(part, column, row, f, parse_integer<uint8_t>);
-      break;
-    case Type::kUInt16:
-      write_value<uint16_t>(part, column, row, f, parse_integer<uint16_t>);
-      break;
-    case Type::kUInt32:
-      write_value<uint32_t>(part, column, row, f, parse_integer<uint32_t>);
-      break;
-    case Type::kUInt64:
-      write_value<uint64_t>(part, column, row, f, parse_integer<uint64_t>);
-      break;
-    case Type::kFloat32:
-      write_value<float>(part, column, row, f, parse_floating<float>);
-      break;
-    case Type::kFloat64:
-      write_value<double>(part, column, row, f, parse_floating<double>);
-      break;
-    case Type::kTimestamp:
-      write_value<int64_t>(part, column, row, f, parse_timestamp);
-      break;
-    case Type::kBool:
-      write_value<uint8_t>(part, column, row, f, [](std::string_view t, uint8_t* v) {
-        bool b;
-        if (!parse_bool(t, &b)) return false;
-        *v = b ? 1 : 0;
-        return true;
-      });
-      break;
-    case Type::kString: {
-      StringColumnWriter w = part.strings(column);
-      return f.null ? w.append_null() : w.append(f.text);
+// Pass 2 over file `fi`: writes its rows into `parts`, its partitions.
+Status write_file(const CsvPlan& plan, size_t fi,
+                  std::vector<std::pair<const CsvPartition*, PartitionBuilder>>& parts) {
+  const std::string& path = plan.files[fi];
+  bool header = true;
+  uint64_t row = 0;
+  size_t current = 0;
+  auto changed = [&](uint64_t line, const std::string& what) {
+    return Status::invalid_argument(at(path, line) + what + "; " + path +
+                                    " changed while it was read");
+  };
+  auto on_record = [&](const std::vector<CsvField>& fields, uint64_t line) -> Status {
+    if (header) {
+      header = false;
+      bool same = fields.size() == plan.schema.size();
+      for (size_t c = 0; same && c < fields.size(); ++c) {
+        same = fields[c].text == plan.schema[c].name;
+      }
+      return same ? Status() : changed(line, "the header differs from when it was first read");
     }
-    case Type::kBytes:
-      return Status::internal("bytes column in a CSV table");
+    while (current < parts.size() &&
+           row >= parts[current].first->first_row + parts[current].first->rows) {
+      ++current;
+    }
+    if (current == parts.size()) return changed(line, "more rows than when it was first read");
+    if (fields.size() != plan.schema.size()) {
+      return changed(line, "expected " + std::to_string(plan.schema.size()) + " fields, found " +
+                               std::to_string(fields.size()));
+    }
+    PartitionBuilder& part = parts[current].second;
+    const uint64_t r = row - parts[current].first->first_row;
+    for (size_t c = 0; c < fields.size(); ++c) {
+      SHELF_RETURN_IF_ERROR(write_field(part, plan.schema[c], c, r, fields[c], path, line));
+    }
+    ++row;
+    return Status();
+  };
+  uint64_t xxh3 = 0;
+  SHELF_RETURN_IF_ERROR(read_csv(path, on_record, &xxh3));
+  uint64_t expected = 0;
+  for (const auto& [p, builder] : parts) expected += p->rows;
+  // Same rows and values that parse are not enough: any other byte (a value
+  // changed within its type, a string, a null) would be published unchecked.
+  if (row != expected || fi >= plan.file_xxh3.size() || xxh3 != plan.file_xxh3[fi]) {
+    return Status::invalid_argument(path + " changed while it was read: its bytes differ from " +
+                                    "what the first pass checked");
   }
   return Status();
 }
@@ -517,7 +577,6 @@ Status write_field(PartitionBuilder& part, Type type, size_t column, uint64_t ro
 Status write_csv(const CsvPlan& plan, TableBuilder& table) {
   size_t next_partition = 0;
   for (size_t fi = 0; fi < plan.files.size(); ++fi) {
-    const std::string& path = plan.files[fi];
     std::vector<std::pair<const CsvPartition*, PartitionBuilder>> parts;
     for (; next_partition < plan.partitions.size() && plan.partitions[next_partition].file == fi;
          ++next_partition) {
@@ -525,33 +584,7 @@ Status write_csv(const CsvPlan& plan, TableBuilder& table) {
       SHELF_ASSIGN_OR_RETURN(PartitionBuilder builder, table.add_partition(p.rows, p.string_bytes));
       parts.emplace_back(&p, builder);
     }
-    bool header = true;
-    uint64_t row = 0;
-    size_t current = 0;
-    auto changed = [&] { return Status::invalid_argument(path + " changed while it was read"); };
-    auto on_record = [&](const std::vector<CsvField>& fields, uint64_t) -> Status {
-      if (header) {
-        header = false;
-        return Status();
-      }
-      while (current < parts.size() &&
-             row >= parts[current].first->first_row + parts[current].first->rows) {
-        ++current;
-      }
-      if (current == parts.size() || fields.size() != plan.schema.size()) return changed();
-      PartitionBuilder& part = parts[current].second;
-      const uint64_t r = row - parts[current].first->first_row;
-      for (size_t c = 0; c < fields.size(); ++c) {
-        Status s = write_field(part, plan.schema[c].type, c, r, fields[c]);
-        if (!s.ok()) return changed();
-      }
-      ++row;
-      return Status();
-    };
-    SHELF_RETURN_IF_ERROR(read_csv(path, on_record));
-    uint64_t expected = 0;
-    for (const auto& [p, builder] : parts) expected += p->rows;
-    if (row != expected) return changed();
+    SHELF_RETURN_IF_ERROR(write_file(plan, fi, parts));
   }
   return Status();
 }

@@ -37,6 +37,9 @@ struct CsvPlan {
   Schema schema;
   std::vector<CsvPartition> partitions;
   uint64_t total_rows = 0;
+  // XXH3 of each file's bytes as pass 1 read them: pass 2 fails unless it
+  // reads the same bytes.
+  std::vector<uint64_t> file_xxh3;
 };
 
 // Parses a --schema text "name:type,name:type". Errors name the bad part.
@@ -51,7 +54,11 @@ Result<std::map<std::string, Type>> parse_schema_option(std::string_view text);
 Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions& options);
 
 // Pass 2: adds every partition of `plan` to `table` (whose schema must be
-// plan.schema) and fills it. Fails if a file changed since plan_csv.
+// plan.schema) and fills it. Fails (InvalidArgument, "FILE changed while it
+// was read") if a file's bytes are not the ones plan_csv read; a value that
+// no longer parses as its column's type fails at once with FILE:LINE, the
+// column and the value. Only an empty unquoted field is ever a null. On
+// failure `table` holds partial partitions: drop it, do not publish it.
 Status write_csv(const CsvPlan& plan, TableBuilder& table);
 
 // Parses one value as `type` ("2024-01-31", "2024-01-31T12:00:00.5Z" and

@@ -34,7 +34,11 @@ constexpr size_t kWriteChunk = 4u << 20;
 // A manifest is a few lines per partition and column; anything larger than
 // this is not one, and reading it whole could exhaust memory.
 constexpr uint64_t kMaxManifestBytes = 256u << 20;
-// An escaped name longer than this is cut and hashed (file names stop at 255 bytes).
+// An escaped name longer than this is cut and hashed (file names stop at 255
+// bytes). Not kMaxNameBytes, though it has the same value: that bounds a
+// dataset name, this the one file name its escaped form becomes, which
+// percent-encoding can make three times longer. Changing it renames the
+// directories of existing snapshots (docs/snapshot_format.md).
 constexpr size_t kMaxEscapedName = 200;
 constexpr const char* kManifest = "manifest";
 constexpr const char* kBufferNames[3] = {"validity bitmap", "string offsets", "data"};
@@ -227,6 +231,87 @@ void remove_stale_files(const std::string& path, const std::set<std::string>& ke
   for (const std::string& n : stale) ::unlink((path + "/" + n).c_str());
 }
 
+// The manifest's lines before the partitions: docs/snapshot_format.md.
+std::string manifest_head(const Dataset& ds) {
+  const Schema& schema = ds.schema();
+  std::string manifest = "shelf-snapshot " + std::to_string(kSnapshotVersion) + "\n";
+  manifest += "name " + percent_encode(ds.name()) + "\n";
+  manifest += "created_ns " + std::to_string(ds.created_ns()) + "\n";
+  manifest += "columns " + std::to_string(schema.size()) + "\n";
+  for (const Field& f : schema) {
+    manifest += "column " + percent_encode(f.name) + " " + std::string(type_name(f.type)) + "\n";
+  }
+  manifest += "partitions " + std::to_string(ds.num_partitions()) + "\n";
+  return manifest;
+}
+
+// Writes partition `p` of `ds` to the new file `file` in `path` (named in
+// `written` once it exists), checking each buffer against the checksum taken
+// at publish, and appends its manifest lines to `manifest`. Returns the
+// file's size.
+Result<uint64_t> save_partition(const Dataset& ds, uint64_t p, const std::string& path,
+                                const std::string& file, std::set<std::string>& written,
+                                std::string& manifest) {
+  const Schema& schema = ds.schema();
+  const std::string file_path = path + "/" + file;
+  UniqueFd fd(::open(file_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return errno_status("cannot create " + file_path, errno);
+  written.insert(file);
+  PartWriter out(std::move(fd), file_path);
+  std::string chunks;
+  for (size_t c = 0; c < schema.size(); ++c) {
+    const ColumnView col = ds.column(p, c);
+    const std::span<const uint8_t> validity = col.validity_bitmap();
+    const std::span<const int64_t> offsets = col.string_offsets();
+    const std::span<const std::byte> data = col.data();
+    const void* buffers[3] = {validity.data(), offsets.data(), data.data()};
+    const uint64_t lengths[3] = {validity.size_bytes(), offsets.size_bytes(), data.size_bytes()};
+    chunks += "chunk " + std::to_string(col.null_count());
+    for (int b = 0; b < 3; ++b) {
+      SHELF_RETURN_IF_ERROR(out.align());
+      const uint64_t offset = out.position();
+      XXH3_state_t buffer_state;
+      XXH3_64bits_reset(&buffer_state);
+      SHELF_RETURN_IF_ERROR(out.write(buffers[b], lengths[b], &buffer_state));
+      const uint64_t recorded = ds.checksum(p, c, b);
+      // Publish records 0 for an empty buffer.
+      if (lengths[b] > 0 && XXH3_64bits_digest(&buffer_state) != recorded) {
+        return Status::corruption("dataset '" + ds.name() + "', partition " + std::to_string(p) +
+                                  ", column '" + schema[c].name + "': the " + kBufferNames[b] +
+                                  " in shared memory no longer matches the checksum taken at "
+                                  "publish; not saved");
+      }
+      chunks +=
+          " " + std::to_string(offset) + " " + std::to_string(lengths[b]) + " " + hex16(recorded);
+    }
+    chunks += "\n";
+  }
+  SHELF_RETURN_IF_ERROR(out.finish());
+  manifest += "partition " + std::to_string(ds.num_rows(p)) + " " + file + " " +
+              std::to_string(out.position()) + " " + hex16(out.digest()) + "\n" + chunks;
+  return out.position();
+}
+
+// Writes `manifest` durably beside the final one and renames it into place:
+// the commit of a save. On failure the old manifest (if any) stays.
+Status commit_manifest(const std::string& path, const std::string& manifest) {
+  const std::string temp = path + "/.manifest.tmp";
+  {
+    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd.valid()) return errno_status("cannot create " + temp, errno);
+    PartWriter out(std::move(fd), temp);
+    SHELF_RETURN_IF_ERROR(out.write(manifest.data(), manifest.size()));
+    SHELF_RETURN_IF_ERROR(out.finish());
+  }
+  const std::string final_manifest = path + "/" + kManifest;
+  if (::rename(temp.c_str(), final_manifest.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp.c_str());
+    return errno_status("cannot rename " + temp + " to " + final_manifest, err);
+  }
+  return Status();
+}
+
 Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* entry) {
   const std::string path = dir + "/" + escape_name(ds.name());
   entry->name = ds.name();
@@ -266,75 +351,18 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
   }
   SHELF_ASSIGN_OR_RETURN(UniqueFd lock, lock_dataset_dir(path, /*exclusive=*/true));
 
-  const Schema& schema = ds.schema();
-  std::string manifest = "shelf-snapshot " + std::to_string(kSnapshotVersion) + "\n";
-  manifest += "name " + percent_encode(ds.name()) + "\n";
-  manifest += "created_ns " + std::to_string(ds.created_ns()) + "\n";
-  manifest += "columns " + std::to_string(schema.size()) + "\n";
-  for (const Field& f : schema) {
-    manifest += "column " + percent_encode(f.name) + " " + std::string(type_name(f.type)) + "\n";
-  }
-  manifest += "partitions " + std::to_string(ds.num_partitions()) + "\n";
-
+  std::string manifest = manifest_head(ds);
   const std::string generation = new_generation();
   for (uint64_t p = 0; p < ds.num_partitions(); ++p) {
-    const std::string file = part_file_name(generation, p);
-    const std::string file_path = path + "/" + file;
-    UniqueFd fd(::open(file_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd.valid()) return errno_status("cannot create " + file_path, errno);
-    written.insert(file);
-    PartWriter out(std::move(fd), file_path);
-    std::string chunks;
-    for (size_t c = 0; c < schema.size(); ++c) {
-      const ColumnView col = ds.column(p, c);
-      const std::span<const uint8_t> validity = col.validity_bitmap();
-      const std::span<const int64_t> offsets = col.string_offsets();
-      const std::span<const std::byte> data = col.data();
-      const void* buffers[3] = {validity.data(), offsets.data(), data.data()};
-      const uint64_t lengths[3] = {validity.size_bytes(), offsets.size_bytes(), data.size_bytes()};
-      chunks += "chunk " + std::to_string(col.null_count());
-      for (int b = 0; b < 3; ++b) {
-        SHELF_RETURN_IF_ERROR(out.align());
-        const uint64_t offset = out.position();
-        XXH3_state_t buffer_state;
-        XXH3_64bits_reset(&buffer_state);
-        SHELF_RETURN_IF_ERROR(out.write(buffers[b], lengths[b], &buffer_state));
-        const uint64_t recorded = ds.checksum(p, c, b);
-        // Publish records 0 for an empty buffer.
-        if (lengths[b] > 0 && XXH3_64bits_digest(&buffer_state) != recorded) {
-          return Status::corruption("dataset '" + ds.name() + "', partition " + std::to_string(p) +
-                                    ", column '" + schema[c].name + "': the " + kBufferNames[b] +
-                                    " in shared memory no longer matches the checksum taken at "
-                                    "publish; not saved");
-        }
-        chunks +=
-            " " + std::to_string(offset) + " " + std::to_string(lengths[b]) + " " + hex16(recorded);
-      }
-      chunks += "\n";
-    }
-    SHELF_RETURN_IF_ERROR(out.finish());
-    manifest += "partition " + std::to_string(ds.num_rows(p)) + " " + file + " " +
-                std::to_string(out.position()) + " " + hex16(out.digest()) + "\n" + chunks;
-    entry->bytes += out.position();
+    SHELF_ASSIGN_OR_RETURN(
+        uint64_t bytes,
+        save_partition(ds, p, path, part_file_name(generation, p), written, manifest));
+    entry->bytes += bytes;
   }
   // The .part files' names must be on disk before a manifest that names them.
   SHELF_RETURN_IF_ERROR(fsync_path(path, true));
   manifest += "end " + hex16(XXH3_64bits(manifest.data(), manifest.size())) + "\n";
-
-  const std::string temp = path + "/.manifest.tmp";
-  {
-    UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd.valid()) return errno_status("cannot create " + temp, errno);
-    PartWriter out(std::move(fd), temp);
-    SHELF_RETURN_IF_ERROR(out.write(manifest.data(), manifest.size()));
-    SHELF_RETURN_IF_ERROR(out.finish());
-  }
-  const std::string final_manifest = path + "/" + kManifest;
-  if (::rename(temp.c_str(), final_manifest.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(temp.c_str());
-    return errno_status("cannot rename " + temp + " to " + final_manifest, err);
-  }
+  SHELF_RETURN_IF_ERROR(commit_manifest(path, manifest));
   committed = true;
   // The rename is the commit; it is durable once the directory is.
   SHELF_RETURN_IF_ERROR(fsync_path(path, true));
@@ -403,8 +431,12 @@ uint64_t fixed_data_bytes(Type type, uint64_t rows) {
   return type == Type::kBytes ? rows : rows * fixed_width(type);
 }
 
-Result<Manifest> read_manifest(const std::string& dataset_dir) {
-  const std::string path = dataset_dir + "/" + kManifest;
+Status manifest_damaged(const std::string& path, const std::string& why) {
+  return Status::corruption(path + " is damaged: " + why + "; nothing was loaded");
+}
+
+// The whole manifest of `dataset_dir`, at most kMaxManifestBytes.
+Result<std::string> read_manifest_text(const std::string& dataset_dir, const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT) {
@@ -430,10 +462,13 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
     got += static_cast<size_t>(n);
   }
   text.resize(got);
+  return text;
+}
 
-  auto bad = [&](const std::string& why) {
-    return Status::corruption(path + " is damaged: " + why + "; nothing was loaded");
-  };
+// Checks the first line (magic and version) and the last ('end' and the
+// XXH3 of all before it) of manifest `text`; returns the lines they enclose
+// with the first one, each ending in '\n'.
+Result<std::string_view> checked_manifest_body(const std::string& path, const std::string& text) {
   const std::string magic = "shelf-snapshot ";
   if (text.rfind(magic, 0) != 0) {
     return Status::corruption(path + " is not a shelf snapshot manifest (it does not start with '" +
@@ -449,137 +484,184 @@ Result<Manifest> read_manifest(const std::string& dataset_dir) {
                                     std::to_string(kSnapshotVersion) + " only; nothing was loaded");
   }
   // The last line checks the rest: a manifest cut short or edited is refused.
-  if (text.empty() || text.back() != '\n') return bad("it is cut short (no final newline)");
+  if (text.empty() || text.back() != '\n') {
+    return manifest_damaged(path, "it is cut short (no final newline)");
+  }
   const size_t end_line = text.rfind('\n', text.size() - 2);
   if (end_line == std::string::npos || text.compare(end_line + 1, 4, "end ") != 0) {
-    return bad("it is cut short (no 'end' line)");
+    return manifest_damaged(path, "it is cut short (no 'end' line)");
   }
   uint64_t want = 0;
   if (!parse_u64(std::string_view(text).substr(end_line + 5, text.size() - end_line - 6), &want,
                  16)) {
-    return bad("its 'end' line holds no checksum");
+    return manifest_damaged(path, "its 'end' line holds no checksum");
   }
   const std::string_view body(text.data(), end_line + 1);
   if (XXH3_64bits(body.data(), body.size()) != want) {
-    return bad("its checksum does not match its contents");
+    return manifest_damaged(path, "its checksum does not match its contents");
+  }
+  return body;
+}
+
+// Parses a manifest's body line by line (docs/snapshot_format.md); every
+// line is checked, in order, and an error names the line.
+class ManifestParser {
+ public:
+  ManifestParser(const std::string& path, std::string_view body) : path_(path) {
+    for (size_t start = 0; start < body.size();) {
+      const size_t nl = body.find('\n', start);
+      lines_.push_back(body.substr(start, nl - start));
+      start = nl + 1;
+    }
   }
 
-  // Parse the body line by line; every line is checked, in order.
-  std::vector<std::string_view> lines;
-  for (size_t start = 0; start < body.size();) {
-    const size_t nl = body.find('\n', start);
-    lines.push_back(body.substr(start, nl - start));
-    start = nl + 1;
+  Result<Manifest> parse(const std::string& dataset_dir) {
+    Manifest m;
+    m.path = dataset_dir;
+    SHELF_ASSIGN_OR_RETURN(uint64_t partitions, parse_head(m));
+    // Each partition takes 1 + columns lines: a count that promises more lines
+    // than the manifest has is refused before anything is reserved for it.
+    if (partitions > (lines_.size() - li_) / (1 + m.schema.size())) {
+      return error("it promises " + std::to_string(partitions) + " partitions but holds fewer");
+    }
+    std::set<std::string> files;
+    for (uint64_t p = 0; p < partitions; ++p) {
+      SHELF_ASSIGN_OR_RETURN(PartitionEntry pe, parse_partition(m.schema, p, files));
+      m.bytes += pe.bytes;
+      m.rows += pe.rows;
+      m.partitions.push_back(std::move(pe));
+    }
+    if (li_ != lines_.size()) return error("unexpected text after the last partition");
+    return m;
   }
-  size_t li = 1;
-  auto line_error = [&](const std::string& what) {
-    return bad("line " + std::to_string(li + 1) + ": " + what);
-  };
-  auto next = [&](std::string_view keyword,
-                  size_t count) -> std::optional<std::vector<std::string_view>> {
-    if (li >= lines.size()) return std::nullopt;
-    auto t = tokens(lines[li]);
+
+ private:
+  Status error(const std::string& what) const {
+    return manifest_damaged(path_, "line " + std::to_string(li_ + 1) + ": " + what);
+  }
+  // The tokens of the current line if it is `keyword` and `count` tokens.
+  std::optional<std::vector<std::string_view>> next(std::string_view keyword, size_t count) const {
+    if (li_ >= lines_.size()) return std::nullopt;
+    auto t = tokens(lines_[li_]);
     if (t.size() != count || t[0] != keyword) return std::nullopt;
     return t;
-  };
-  Manifest m;
-  m.path = dataset_dir;
-  auto t = next("name", 2);
-  std::optional<std::string> name;
-  if (!t || !(name = percent_decode((*t)[1])) || name->empty()) {
-    return line_error("expected 'name <escaped name>'");
   }
-  m.name = *name;
-  ++li;
-  int64_t created_ns = 0;
-  if (!(t = next("created_ns", 2)) || (*t)[1].empty() ||
-      std::from_chars((*t)[1].data(), (*t)[1].data() + (*t)[1].size(), created_ns).ptr !=
-          (*t)[1].data() + (*t)[1].size()) {
-    return line_error("expected 'created_ns <number>'");
-  }
-  ++li;
-  uint64_t columns = 0;
-  if (!(t = next("columns", 2)) || !parse_u64((*t)[1], &columns) || columns == 0 ||
-      columns > kMaxColumns) {
-    return line_error("expected 'columns <1.." + std::to_string(kMaxColumns) + ">'");
-  }
-  ++li;
-  for (uint64_t c = 0; c < columns; ++c, ++li) {
-    std::optional<std::string> column_name;
-    std::optional<Type> type;
-    if (!(t = next("column", 3)) || !(column_name = percent_decode((*t)[1])) ||
-        !(type = parse_type((*t)[2]))) {
-      return line_error("expected 'column <escaped name> <type>'");
+
+  // name, created_ns, columns and each column into `m`; returns the count
+  // on the 'partitions' line.
+  Result<uint64_t> parse_head(Manifest& m) {
+    auto t = next("name", 2);
+    std::optional<std::string> name;
+    if (!t || !(name = percent_decode((*t)[1])) || name->empty()) {
+      return error("expected 'name <escaped name>'");
     }
-    m.schema.push_back(Field{*column_name, *type});
+    m.name = *name;
+    ++li_;
+    int64_t created_ns = 0;
+    if (!(t = next("created_ns", 2)) || (*t)[1].empty() ||
+        std::from_chars((*t)[1].data(), (*t)[1].data() + (*t)[1].size(), created_ns).ptr !=
+            (*t)[1].data() + (*t)[1].size()) {
+      return error("expected 'created_ns <number>'");
+    }
+    ++li_;
+    uint64_t columns = 0;
+    if (!(t = next("columns", 2)) || !parse_u64((*t)[1], &columns) || columns == 0 ||
+        columns > kMaxColumns) {
+      return error("expected 'columns <1.." + std::to_string(kMaxColumns) + ">'");
+    }
+    ++li_;
+    for (uint64_t c = 0; c < columns; ++c, ++li_) {
+      std::optional<std::string> column_name;
+      std::optional<Type> type;
+      if (!(t = next("column", 3)) || !(column_name = percent_decode((*t)[1])) ||
+          !(type = parse_type((*t)[2]))) {
+        return error("expected 'column <escaped name> <type>'");
+      }
+      m.schema.push_back(Field{*column_name, *type});
+    }
+    uint64_t partitions = 0;
+    if (!(t = next("partitions", 2)) || !parse_u64((*t)[1], &partitions)) {
+      return error("expected 'partitions <count>'");
+    }
+    ++li_;
+    return partitions;
   }
-  uint64_t partitions = 0;
-  if (!(t = next("partitions", 2)) || !parse_u64((*t)[1], &partitions)) {
-    return line_error("expected 'partitions <count>'");
-  }
-  ++li;
-  // Each partition takes 1 + columns lines: a count that promises more lines
-  // than the manifest has is refused before anything is reserved for it.
-  if (partitions > (lines.size() - li) / (1 + columns)) {
-    return line_error("it promises " + std::to_string(partitions) + " partitions but holds fewer");
-  }
-  std::set<std::string> files;
-  for (uint64_t p = 0; p < partitions; ++p) {
+
+  // A 'partition' line and its 'chunk' lines, one per column of `schema`;
+  // its file must not be one of `files` (it joins them).
+  Result<PartitionEntry> parse_partition(const Schema& schema, uint64_t p,
+                                         std::set<std::string>& files) {
     PartitionEntry pe;
-    if (!(t = next("partition", 5)) || !parse_u64((*t)[1], &pe.rows) ||
-        !valid_part_file_name((*t)[2]) || !parse_u64((*t)[3], &pe.bytes) ||
-        !parse_u64((*t)[4], &pe.xxh3, 16) || pe.rows > kMaxRowsPerPartition) {
-      return line_error("expected 'partition <rows> <file> <bytes> <xxh3>'");
+    auto t = next("partition", 5);
+    if (!t || !parse_u64((*t)[1], &pe.rows) || !valid_part_file_name((*t)[2]) ||
+        !parse_u64((*t)[3], &pe.bytes) || !parse_u64((*t)[4], &pe.xxh3, 16) ||
+        pe.rows > kMaxRowsPerPartition) {
+      return error("expected 'partition <rows> <file> <bytes> <xxh3>'");
     }
     pe.file = std::string((*t)[2]);
-    if (!files.insert(pe.file).second) return line_error("file " + pe.file + " appears twice");
-    ++li;
+    if (!files.insert(pe.file).second) return error("file " + pe.file + " appears twice");
+    ++li_;
     // Where each buffer must be: the layout rule of save, recomputed.
     uint64_t position = 0;
-    for (uint64_t c = 0; c < columns; ++c, ++li) {
-      ChunkEntry ce;
-      if (!(t = next("chunk", 11)) || !parse_u64((*t)[1], &ce.nulls)) {
-        return line_error("expected 'chunk <nulls> <offset> <length> <xxh3> x3'");
-      }
-      for (int b = 0; b < 3; ++b) {
-        BufferEntry& be = ce.buffers[b];
-        if (!parse_u64((*t)[2 + 3 * b], &be.offset) || !parse_u64((*t)[3 + 3 * b], &be.length) ||
-            !parse_u64((*t)[4 + 3 * b], &be.xxh3, 16)) {
-          return line_error("expected 'chunk <nulls> <offset> <length> <xxh3> x3'");
-        }
-        position = align_up(position, kBufferAlignment);
-        if (be.offset != position || be.length > pe.bytes - std::min(pe.bytes, be.offset)) {
-          return line_error("the " + std::string(kBufferNames[b]) + " of column " +
-                            std::to_string(c) + " is not where the format puts it");
-        }
-        position += be.length;
-      }
-      const Type type = m.schema[c].type;
-      const uint64_t bitmap = (pe.rows + 7) / 8;
-      const uint64_t v = ce.buffers[0].length, o = ce.buffers[1].length, d = ce.buffers[2].length;
-      const bool nulls_ok =
-          type == Type::kBytes
-              ? ce.nulls == 0 && v == 0
-              : (ce.nulls == 0 && v == 0) || (ce.nulls > 0 && ce.nulls <= pe.rows && v == bitmap);
-      const bool offsets_ok = type == Type::kString ? o == (pe.rows + 1) * 8 : o == 0;
-      const bool data_ok = type == Type::kString || d == fixed_data_bytes(type, pe.rows);
-      if (!nulls_ok || !offsets_ok || !data_ok) {
-        return line_error("the buffer sizes of column " + std::to_string(c) + " do not fit " +
-                          std::to_string(pe.rows) + " rows of " + std::string(type_name(type)));
-      }
+    for (size_t c = 0; c < schema.size(); ++c, ++li_) {
+      SHELF_ASSIGN_OR_RETURN(ChunkEntry ce, parse_chunk(pe, c, schema[c].type, position));
       pe.chunks.push_back(ce);
     }
     if (position != pe.bytes) {
-      return line_error("partition " + std::to_string(p) + " says its file has " +
-                        std::to_string(pe.bytes) + " bytes but its buffers end at " +
-                        std::to_string(position));
+      return error("partition " + std::to_string(p) + " says its file has " +
+                   std::to_string(pe.bytes) + " bytes but its buffers end at " +
+                   std::to_string(position));
     }
-    m.bytes += pe.bytes;
-    m.rows += pe.rows;
-    m.partitions.push_back(std::move(pe));
+    return pe;
   }
-  if (li != lines.size()) return line_error("unexpected text after the last partition");
-  return m;
+
+  // The 'chunk' line of column `c` of partition `pe`: its buffers must start
+  // at `position` (advanced past them) and have the sizes `type` gives.
+  Result<ChunkEntry> parse_chunk(const PartitionEntry& pe, size_t c, Type type,
+                                 uint64_t& position) {
+    ChunkEntry ce;
+    auto t = next("chunk", 11);
+    if (!t || !parse_u64((*t)[1], &ce.nulls)) {
+      return error("expected 'chunk <nulls> <offset> <length> <xxh3> x3'");
+    }
+    for (int b = 0; b < 3; ++b) {
+      BufferEntry& be = ce.buffers[b];
+      if (!parse_u64((*t)[2 + 3 * b], &be.offset) || !parse_u64((*t)[3 + 3 * b], &be.length) ||
+          !parse_u64((*t)[4 + 3 * b], &be.xxh3, 16)) {
+        return error("expected 'chunk <nulls> <offset> <length> <xxh3> x3'");
+      }
+      position = align_up(position, kBufferAlignment);
+      if (be.offset != position || be.length > pe.bytes - std::min(pe.bytes, be.offset)) {
+        return error("the " + std::string(kBufferNames[b]) + " of column " + std::to_string(c) +
+                     " is not where the format puts it");
+      }
+      position += be.length;
+    }
+    const uint64_t bitmap = (pe.rows + 7) / 8;
+    const uint64_t v = ce.buffers[0].length, o = ce.buffers[1].length, d = ce.buffers[2].length;
+    const bool nulls_ok =
+        type == Type::kBytes
+            ? ce.nulls == 0 && v == 0
+            : (ce.nulls == 0 && v == 0) || (ce.nulls > 0 && ce.nulls <= pe.rows && v == bitmap);
+    const bool offsets_ok = type == Type::kString ? o == (pe.rows + 1) * 8 : o == 0;
+    const bool data_ok = type == Type::kString || d == fixed_data_bytes(type, pe.rows);
+    if (!nulls_ok || !offsets_ok || !data_ok) {
+      return error("the buffer sizes of column " + std::to_string(c) + " do not fit " +
+                   std::to_string(pe.rows) + " rows of " + std::string(type_name(type)));
+    }
+    return ce;
+  }
+
+  const std::string& path_;
+  std::vector<std::string_view> lines_;
+  size_t li_ = 1;  // the current line; line 0 is the version, checked already
+};
+
+Result<Manifest> read_manifest(const std::string& dataset_dir) {
+  const std::string path = dataset_dir + "/" + kManifest;
+  SHELF_ASSIGN_OR_RETURN(std::string text, read_manifest_text(dataset_dir, path));
+  SHELF_ASSIGN_OR_RETURN(std::string_view body, checked_manifest_body(path, text));
+  return ManifestParser(path, body).parse(dataset_dir);
 }
 
 // A read-only mapping of a whole file; unmaps itself.

@@ -207,6 +207,13 @@ TEST_F(CliTest, UsageErrorsAndHelp) {
   r = shelf({"publish", "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_TRUE(contains(r.out, "--partition-rows"));
+  // Every command that `shelf --help` lists answers --help with its usage.
+  for (const char* command :
+       {"publish", "list", "head", "info", "unpublish", "status", "save", "load"}) {
+    r = shelf({command, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << command << ": " << r.err;
+    EXPECT_TRUE(contains(r.out, std::string("Usage: shelf ") + command)) << r.out;
+  }
   r = run_command({SHELFD_PATH, "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_TRUE(contains(r.out, "--memory-limit"));

@@ -184,6 +184,95 @@ TEST_F(CsvTest, ForcedSchemaChecksEveryValue) {
   EXPECT_FALSE(parse_schema_option("id:complex").ok());
 }
 
+// Pass 2 (write_csv) against a file that changed after pass 1 (plan_csv):
+// nothing it reads differently may reach the table, and in particular a
+// value that no longer parses must not become a null.
+class CsvWriteTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    daemon_ = test::TestDaemon::start();
+    ASSERT_NE(daemon_, nullptr);
+  }
+  std::string write(const std::string& name, const std::string& text) {
+    std::string path = daemon_->dir() + "/" + name;
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+    return path;
+  }
+  // plan_csv of `before`, then write_csv after `path` holds `after`: the
+  // status of write_csv. Checks that the failed table costs nothing.
+  Status plan_then_write(const std::string& before, const std::string& after,
+                         const CsvOptions& options = {}) {
+    const std::string path = write("c.csv", before);
+    auto plan = plan_csv({path}, options);
+    EXPECT_TRUE(plan.ok()) << plan.status().to_string();
+    if (!plan.ok()) return plan.status();
+    write("c.csv", after);
+    Client client = daemon_->connect();
+    Status s;
+    {
+      auto table = client.create_table(plan->schema);
+      EXPECT_TRUE(table.ok()) << table.status().to_string();
+      if (!table.ok()) return table.status();
+      s = write_csv(*plan, *table);
+      if (s.ok()) {
+        EXPECT_TRUE(client.publish_dataset("c", *table).ok());
+      }
+    }
+    if (!s.ok()) {
+      auto names = client.list_datasets();
+      EXPECT_TRUE(names.ok() && names->empty());
+      EXPECT_EQ(client.status()->unsealed_bytes, 0u);
+    }
+    return s;
+  }
+  std::unique_ptr<test::TestDaemon> daemon_;
+};
+
+TEST_F(CsvWriteTest, UnchangedFileWritesAndOnlyEmptyUnquotedFieldsAreNull) {
+  ASSERT_TRUE(plan_then_write("a,b,s\n1,,\n,2.5,\"\"\n", "a,b,s\n1,,\n,2.5,\"\"\n").ok());
+  Client client = daemon_->connect();
+  auto ds = client.get_dataset("c");
+  ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+  EXPECT_TRUE(ds->column(0, 0).is_valid(0));
+  EXPECT_FALSE(ds->column(0, 0).is_valid(1));
+  EXPECT_FALSE(ds->column(0, 1).is_valid(0));
+  EXPECT_TRUE(ds->column(0, 1).is_valid(1));
+  EXPECT_FALSE(ds->column(0, 2).is_valid(0));  // empty, unquoted: null
+  ASSERT_TRUE(ds->column(0, 2).is_valid(1));   // "": an empty string
+  EXPECT_EQ(ds->column(0, 2).string(1), "");
+}
+
+// The file keeps its size and shape, but a value late in it no longer fits
+// the type pass 1 inferred: an error naming FILE:LINE, column and value.
+TEST_F(CsvWriteTest, ValueThatNoLongerParsesFailsNamingLineColumnAndValue) {
+  Status s = plan_then_write("a,b\n1,2\n3,4\n5,6\n", "a,b\n1,2\n3,4\n5,x\n");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("c.csv:4: column 'b': 'x' is not a int64"), std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("changed while it was read"), std::string::npos) << s.message();
+}
+
+TEST_F(CsvWriteTest, ValueThatNoLongerFitsAForcedTypeFails) {
+  CsvOptions options;
+  options.forced_types["b"] = Type::kUInt8;
+  Status s = plan_then_write("a,b\n1,200\n", "a,b\n1,300\n", options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("c.csv:2: column 'b': '300' is not a uint8"), std::string::npos)
+      << s.message();
+}
+
+// Values that still parse, a value turned null, a renamed column: all fail.
+TEST_F(CsvWriteTest, AnyOtherChangeFails) {
+  for (const char* after : {"a,b\n1,2\n3,5\n", "a,b\n1,2\n3,\n", "a,c\n1,2\n3,4\n"}) {
+    Status s = plan_then_write("a,b\n1,2\n3,4\n", after);
+    ASSERT_FALSE(s.ok()) << after;
+    EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+    EXPECT_NE(s.message().find("c.csv changed while it was read"), std::string::npos)
+        << s.message();
+  }
+}
+
 TEST(CsvValues, ParsesNumbersBoolsAndTimestamps) {
   int64_t i;
   EXPECT_TRUE(parse_int64("-42", &i));
