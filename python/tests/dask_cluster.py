@@ -41,13 +41,25 @@ def make_partition(i, rows):
                          "computed_on": where}, index=pd.RangeIndex(i * rows, (i + 1) * rows))
 
 
-def frame(npartitions, rows):
-    """A Dask DataFrame of make_partition(0..npartitions-1), computed on the cluster."""
+def make_numeric_partition(i, rows):
+    """Partition i of the benchmark's frame: four 8-byte columns, 32 bytes a row."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(i)
+    ids = np.arange(i * rows, (i + 1) * rows, dtype="int64")
+    return pd.DataFrame({"id": ids, "k": ids % 1000, "x": rng.random(rows),
+                         "y": rng.standard_normal(rows)},
+                        index=pd.RangeIndex(i * rows, (i + 1) * rows))
+
+
+def frame(npartitions, rows, maker=make_partition):
+    """A Dask DataFrame of maker(0..npartitions-1), computed on the cluster."""
     import dask.dataframe as dd
 
-    return dd.from_map(make_partition, list(range(npartitions)), rows=rows,
+    return dd.from_map(maker, list(range(npartitions)), rows=rows,
                        divisions=[i * rows for i in range(npartitions)] + [npartitions * rows - 1],
-                       label="test-frame", enforce_metadata=False)
+                       label=f"test-frame-{maker.__name__}", enforce_metadata=False)
 
 
 def source(npartitions, rows):
@@ -260,6 +272,17 @@ def held_frames(dask_worker):
         if isinstance(value, pd.DataFrame):
             out[str(key)] = {c: where_is(value[c].to_numpy(), mappings)
                              for c in value.columns if value[c].dtype.kind in "iufb"}
+    return out
+
+
+def memory(dask_worker):
+    """For Client.run: this worker process's /proc/self/smaps_rollup, in bytes."""
+    out = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 3 and fields[2] == "kB":
+                out[fields[0].rstrip(":")] = int(fields[1]) * 1024
     return out
 
 
