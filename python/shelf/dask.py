@@ -34,7 +34,8 @@ Manifest ("dask-manifest/<name>" in every host's shelf, a pickled dict; see
 docs/dask-cluster.md): format, name, publish_id (random: tells a republished
 dataset from the old one), created_ns, kind (DataFrame or Series), meta,
 divisions, hosts {host id: label, ips, socket} and, per partition,
-(host id, shelf dataset name, the shelf's created_ns for it, rows, bytes).
+(host id, shelf dataset name, the shelf's created_ns for it, rows, bytes,
+its RangeIndex (start, step, name) or None when the index is stored).
 Partition i is the shelf dataset "dask-part/<publish_id>/<i>" on its host.
 
 Pickle: the manifest and the published collection are pickles, as Dask's
@@ -188,6 +189,16 @@ def _store_partition(part, name, index, publish_id):
     local = _worker_shelf()
     frame = part.to_frame(name="__series__") if isinstance(part, pd.Series) else part
     shelf_name = f"{_PART}{publish_id}/{index}"
+    range_index = None
+    if isinstance(frame.index, pd.RangeIndex) and not (frame.index.start == 0 and
+                                                       frame.index.step == 1 and
+                                                       frame.index.name is None):
+        # A RangeIndex other than 0..n-1 would be stored as an int64 column:
+        # keep its three numbers in the manifest instead (a shallow copy
+        # with the default index, no data copied).
+        range_index = (frame.index.start, frame.index.step, frame.index.name)
+        frame = frame.copy(deep=False)
+        frame.index = pd.RangeIndex(len(frame))
 
     def store(client):
         try:
@@ -200,7 +211,8 @@ def _store_partition(part, name, index, publish_id):
                 f"its shelf: memory limit {s['memory_limit']}, used {s['used_bytes']}, "
                 f"free {s['free_bytes']} bytes ({e})") from None
         info = next(d for d in client._client.list() if d["name"] == shelf_name)
-        return (local.host_id, shelf_name, info["created_ns"], len(frame), info["memory_bytes"])
+        return (local.host_id, shelf_name, info["created_ns"], len(frame), info["memory_bytes"],
+                range_index)
 
     return local.call(store)
 
@@ -256,7 +268,7 @@ class _Part:
     """The arguments of one read task, opaque to Dask's graph traversal."""
 
     __slots__ = ("name", "index", "shelf_name", "created_ns", "host_id", "host_label", "kind",
-                 "series_name", "host_parts")
+                 "series_name", "host_parts", "range_index")
 
     def __init__(self, **kwargs):
         for key, value in kwargs.items():
@@ -273,6 +285,8 @@ class _Part:
 def _load_partition(part):
     """Partition part.index from this worker's host's shelf: pandas over
     shared memory, no copy (a task of the published collection)."""
+    import pandas as pd
+
     local = _worker_shelf()
 
     def unavailable(why):
@@ -300,6 +314,9 @@ def _load_partition(part):
     if handle.created_ns != part.created_ns:
         raise unavailable("its shelf holds another dataset under that name")
     frame = shelf.Dataset(handle, local.socket).partition(0)
+    if part.range_index is not None:
+        start, step, index_name = part.range_index
+        frame.index = pd.RangeIndex(start, start + step * len(frame), step, name=index_name)
     if part.kind == "Series":
         frame = frame["__series__"].rename(part.series_name)
     return frame
@@ -507,11 +524,13 @@ def _collection(manifest, hosts):
     meta = manifest["meta"]
     tasks = {}
     restrictions = []
-    for i, (host_id, shelf_name, created_ns, _rows, _bytes) in enumerate(manifest["partitions"]):
+    for i, record in enumerate(manifest["partitions"]):
+        host_id, shelf_name, created_ns, _rows, _bytes, range_index = record
         tasks[(layer_name, i)] = (_load_partition, _Part(
             name=manifest["name"], index=i, shelf_name=shelf_name, created_ns=created_ns,
             host_id=host_id, host_label=hosts[host_id]["label"], kind=manifest["kind"],
-            series_name=getattr(meta, "name", None), host_parts=host_parts[host_id]))
+            series_name=getattr(meta, "name", None), host_parts=host_parts[host_id],
+            range_index=range_index))
         restrictions.append(hosts[host_id]["restriction"])
     layer = _read_layer(tasks, {"workers": _Restrictions(restrictions),
                                 "allow_other_workers": False})
@@ -519,7 +538,10 @@ def _collection(manifest, hosts):
     return dd.core.new_dd_object(graph, layer_name, meta, manifest["divisions"])
 
 
-def get_dataset(client, name, default=None, check=True):
+_NO_DEFAULT = object()
+
+
+def get_dataset(client, name, default=_NO_DEFAULT, check=True):
     """The collection published as `name`, rebuilt from the manifests in the
     hosts' shelves (so it works after the scheduler restarted, or on a new
     cluster over the same hosts). check: first ask each host's shelf for its
@@ -529,7 +551,7 @@ def get_dataset(client, name, default=None, check=True):
     hosts = _hosts(client, require_all=False)
     manifest = _manifests(client, hosts, name).get(name)
     if manifest is None:
-        if default is not None:
+        if default is not _NO_DEFAULT:
             return default
         raise KeyError(f"Dataset '{name}' not found")
     collection = _collection(manifest, hosts)
