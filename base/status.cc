@@ -14,6 +14,10 @@ Status Status::from_errno(std::string_view what, int sys_errno) {
   std::string msg = std::string(what) + ": " + std::strerror(sys_errno);
   switch (sys_errno) {
     case ENOENT:
+      // TODO(client): a missing file is not a missing dataset; this should be
+      // kIoError (callers test sys_errno() == ENOENT). shm::ShmObject::open's
+      // "NotFound if there is none" and the daemon's start (server/store.cc)
+      // rely on it still; libclient turns it into Unavailable at connect.
       return Status(Code::kNotFound, msg, sys_errno);
     case EEXIST:
       return Status(Code::kAlreadyExists, msg, sys_errno);
@@ -24,10 +28,15 @@ Status Status::from_errno(std::string_view what, int sys_errno) {
     case ENOMEM:
     case EMFILE:
     case ENFILE:
+    case EDQUOT:
       return Status(Code::kResourceExhausted, msg, sys_errno);
     case ECONNREFUSED:
     case ECONNRESET:
+    case ECONNABORTED:
+    case ENOTCONN:
+    case ESHUTDOWN:
     case EPIPE:
+    case ETIMEDOUT:
       return Status(Code::kUnavailable, msg, sys_errno);
     case EINVAL:
       return Status(Code::kInvalidArgument, msg, sys_errno);

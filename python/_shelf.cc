@@ -387,8 +387,11 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
 }
 
 // One connection to shelfd. Python holds the GIL through every call, so one
-// PyClient is never used by two threads at once (the C++ Client is not
-// thread-safe).
+// PyClient is never used by two threads at once (a C++ Client is used by one
+// thread at a time). The GIL is released only in _Dataset.verify/prefault,
+// which read the read-only mapping and nothing else; meanwhile another thread
+// may drop a _Dataset (its Release is serialised with the Client's requests
+// inside libclient) or use the client.
 class PyClient {
  public:
   explicit PyClient(const std::string& socket) {
@@ -439,6 +442,8 @@ class PyClient {
     out["socket_path"] = s.socket_path;
     out["segment_name"] = s.segment_name;
     out["daemon_pid"] = s.daemon_pid;
+    out["generation"] = s.generation;
+    out["started_ns"] = s.started_ns;
     out["memory_limit"] = s.memory_limit;
     out["used_bytes"] = s.used_bytes;
     out["free_bytes"] = s.free_bytes();
@@ -451,6 +456,15 @@ class PyClient {
     py::list datasets;
     for (const shelf::DatasetInfo& d : s.datasets) datasets.append(info_dict(d));
     out["datasets"] = datasets;
+    py::list quarantined;
+    for (const shelf::QuarantinedDataset& q : s.quarantined) {
+      py::dict d;
+      d["name"] = q.name;
+      d["memory_bytes"] = q.memory_bytes;
+      d["reason"] = q.reason;
+      quarantined.append(d);
+    }
+    out["quarantined"] = quarantined;
     return out;
   }
 

@@ -1,8 +1,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -56,6 +58,56 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
   return d;
 }
 
+// Opens a stream socket to `path` whose every wait is bounded by `timeout`.
+// Errors: Unavailable (nobody listens there), PermissionDenied,
+// InvalidArgument (path too long).
+Result<UniqueFd> connect_socket(const std::string& path, std::chrono::milliseconds timeout) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Status::invalid_argument("socket path is too long: " + path);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::from_errno("socket", errno);
+  // Bounds every wait on the daemon: recv and send (and a connect to a full
+  // backlog, which Linux bounds by the send timeout) give up with EAGAIN.
+  if (timeout.count() > 0) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>(timeout.count() % 1000 * 1000);
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
+      return Status::from_errno("set the socket timeout", errno);
+    }
+  }
+  int rc;
+  do {
+    rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return fd;
+  switch (errno) {
+    case ENOENT:        // no socket file
+    case ENOTDIR:       // a directory on the way is missing
+    case ECONNREFUSED:  // a socket file nobody listens on (a daemon that died)
+      return Status::unavailable(start_hint(path));
+    case EACCES:
+    case EPERM:
+      return Status::permission_denied(
+          "you may not use the shelfd at " + path +
+          " (permission denied): it serves only its own user, or the members of the group it "
+          "was started with (shelfd --group)");
+    case EAGAIN:
+      return Status::unavailable("shelfd at " + path + " did not accept the connection within " +
+                                 std::to_string(timeout.count()) +
+                                 " ms (ClientOptions::request_timeout); is it hung or stopped?");
+    default:
+      // Whatever else connect(2) says, there is no daemon to talk to here.
+      return Status::unavailable("cannot connect to shelfd at " + path + " (" +
+                                 std::strerror(errno) + "); " + start_hint(path));
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Impl --
@@ -65,97 +117,77 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
   impl->options_ = options;
   impl->owner_pid_ = ::getpid();
   impl->socket_path_ = options.socket.empty() ? default_socket_path() : options.socket;
-  const std::string& path = impl->socket_path_;
+  SHELF_ASSIGN_OR_RETURN(impl->fd_, connect_socket(impl->socket_path_, options.request_timeout));
+  SHELF_RETURN_IF_ERROR(impl->check_peer());
+  std::vector<std::byte> hello;
+  protocol::encode_request(hello,
+                           protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
+  SHELF_ASSIGN_OR_RETURN(impl->hello_, impl->call_and_decode(hello, MessageType::kHello,
+                                                             protocol::decode_hello_response));
+  SHELF_RETURN_IF_ERROR(impl->map_segment());
+  return impl;
+}
 
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    return Status::invalid_argument("socket path is too long: " + path);
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  impl->fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!impl->fd_.valid()) return Status::from_errno("socket", errno);
-  // Bounds every wait on the daemon: recv and send (and a connect to a full
-  // backlog, which Linux bounds by the send timeout) give up with EAGAIN.
-  if (options.request_timeout.count() > 0) {
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(options.request_timeout.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>(options.request_timeout.count() % 1000 * 1000);
-    if (::setsockopt(impl->fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-        ::setsockopt(impl->fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
-      return Status::from_errno("set the socket timeout", errno);
-    }
-  }
-  int rc;
-  do {
-    rc = ::connect(impl->fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    if (errno == ENOENT || errno == ECONNREFUSED || errno == ENOTDIR) {
-      return Status::unavailable(start_hint(path));
-    }
-    if (errno == EACCES || errno == EPERM) {
-      return Status::permission_denied(
-          "you may not use the shelfd at " + path +
-          " (permission denied): it serves only its own user, or the members of the group it "
-          "was started with (shelfd --group)");
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return Status::unavailable("shelfd at " + path + " did not accept the connection within " +
-                                 std::to_string(options.request_timeout.count()) +
-                                 " ms (ClientOptions::request_timeout); is it hung or stopped?");
-    }
-    return Status::from_errno("connect to shelfd at " + path, errno);
-  }
-
+Status Client::Impl::check_peer() const {
   // Only a daemon of our own user (or root) may hold our data: anyone else
   // listening on that path could read what we publish. The exception is a
   // daemon shared with a group of ours (shelfd --group) whose socket we were
   // told explicitly: at the default path anyone could be listening.
   ucred peer{};
   socklen_t peer_len = sizeof peer;
-  if (::getsockopt(impl->fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
-    return Status::from_errno("check who serves " + path, errno);
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) {
+    return Status::from_errno("check who serves " + socket_path_, errno);
   }
   const char* env_socket = std::getenv("SHELF_SOCKET");
-  const bool named = !options.socket.empty() || (env_socket != nullptr && *env_socket != '\0');
+  const bool named = !options_.socket.empty() || (env_socket != nullptr && *env_socket != '\0');
   if (peer.uid != ::geteuid() && peer.uid != 0 &&
-      !(named && shared_with_my_group(path, peer.uid))) {
+      !(named && shared_with_my_group(socket_path_, peer.uid))) {
     return Status::permission_denied(
-        "the process serving " + path + " runs as uid " + std::to_string(peer.uid) +
+        "the process serving " + socket_path_ + " runs as uid " + std::to_string(peer.uid) +
         ", not as you or root, and its socket is not shared with a group of yours at a path you "
         "named (--socket, $SHELF_SOCKET); refusing to use it");
   }
+  return Status();
+}
 
-  std::vector<std::byte> hello;
-  protocol::encode_request(hello,
-                           protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
-  SHELF_ASSIGN_OR_RETURN(impl->hello_, impl->call_and_decode(hello, MessageType::kHello,
-                                                             protocol::decode_hello_response));
+Status Client::Impl::segment_unavailable(const Status& cause) const {
+  return Status::unavailable("shelfd at " + socket_path_ + " serves /dev/shm/" +
+                             hello_.segment_name + ", which this process cannot open (" +
+                             cause.message() +
+                             "): it was removed, or this process sees another /dev/shm than "
+                             "shelfd (a container?); restart shelfd (shelfd --socket " +
+                             socket_path_ + ") to serve a segment again");
+}
 
+Status Client::Impl::map_segment() {
   // Map the whole segment read-only, once: readers then get pointers with no
   // further system call (unmapping and remapping a touched GiB costs ~50 ms).
-  SHELF_ASSIGN_OR_RETURN(shm::ShmObject segment,
-                         shm::ShmObject::open(impl->hello_.segment_name, /*writable=*/false));
+  auto opened = shm::ShmObject::open(hello_.segment_name, /*writable=*/false);
+  if (!opened.ok()) return segment_unavailable(opened.status());
+  shm::ShmObject segment = std::move(opened).value();
   SHELF_ASSIGN_OR_RETURN(uint64_t size, segment.size());
-  if (size < impl->hello_.segment_bytes || impl->hello_.segment_bytes < shm::kPageSize) {
-    return Status::corruption("/dev/shm/" + impl->hello_.segment_name +
-                              " is smaller than shelfd says");
+  if (size < hello_.segment_bytes || hello_.segment_bytes < shm::kPageSize) {
+    return Status::corruption("/dev/shm/" + hello_.segment_name + " is smaller than shelfd says");
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
-                         shm::Mapping::map(segment, 0, impl->hello_.segment_bytes, false));
+                         shm::Mapping::map(segment, 0, hello_.segment_bytes, false));
   const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping.data());
   // Acquire: pairs with the daemon's release store of the magic in Store::initialise().
   const uint64_t magic = shm::load_acquire(header->magic);
   if (magic != shm::kSegmentMagic || header->layout_version != shm::kLayoutVersion ||
-      header->generation != impl->hello_.generation) {
-    return Status::corruption("/dev/shm/" + impl->hello_.segment_name +
+      header->generation != hello_.generation) {
+    return Status::corruption("/dev/shm/" + hello_.segment_name +
                               " is not the segment shelfd announced (magic, version or "
                               "generation differ); is another program using that name?");
   }
-  impl->segment_.emplace(std::move(segment));
-  impl->mapping_.emplace(std::move(mapping));
-  return impl;
+  segment_.emplace(std::move(segment));
+  mapping_.emplace(std::move(mapping));
+  return Status();
+}
+
+bool Client::Impl::broken() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
 }
 
 Status Client::Impl::lost(std::string_view what, int err) {
@@ -229,6 +261,8 @@ Result<protocol::FrameHeader> Client::Impl::read_response() {
 
 void Client::Impl::post(const std::vector<std::byte>& request) {
   if (!check_owner().ok()) return;  // a forked child: the leases are the parent's
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_) return;  // the daemon ended the leases with the connection
   // Unread replies fill the socket; past a bound the daemon would stop
   // reading us (backpressure) and this send would block for ever. Drop them
   // before they can: 64 replies are a few KiB.
@@ -245,6 +279,12 @@ Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& 
   // Before anything is sent or read: a forked child reading the shared
   // socket would take its parent's replies.
   SHELF_RETURN_IF_ERROR(check_owner());
+  std::lock_guard<std::mutex> lock(mu_);
+  return call_locked(request, type);
+}
+
+Result<std::vector<std::byte>> Client::Impl::call_locked(const std::vector<std::byte>& request,
+                                                         MessageType type) {
   if (Status sent = send_all(request); !sent.ok()) {
     // A daemon that refuses a connection (too many clients) answers and hangs
     // up at once, maybe before our request went out: its reason is worth more
@@ -273,9 +313,11 @@ Result<std::vector<std::byte>> Client::Impl::call(const std::vector<std::byte>& 
 }
 
 Result<const shm::ShmObject*> Client::Impl::writable_segment() {
+  std::lock_guard<std::mutex> lock(mu_);
   if (!segment_rw_) {
-    SHELF_ASSIGN_OR_RETURN(shm::ShmObject rw, shm::ShmObject::open(hello_.segment_name, true));
-    segment_rw_.emplace(std::move(rw));
+    auto rw = shm::ShmObject::open(hello_.segment_name, /*writable=*/true);
+    if (!rw.ok()) return segment_unavailable(rw.status());
+    segment_rw_.emplace(std::move(rw).value());
   }
   return &*segment_rw_;
 }
@@ -396,12 +438,12 @@ Result<MemoryStats> Client::status() {
   return m;
 }
 
-DatasetMap Client::datasets() { return DatasetMap(this); }
+DatasetMap Client::datasets() { return DatasetMap(Client(impl_)); }
 
 // ---------------------------------------------------------- DatasetMap --
 
 Result<std::vector<std::string>> DatasetMap::keys() {
-  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_->list_datasets());
+  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_.list_datasets());
   std::vector<std::string> names;
   names.reserve(infos.size());
   for (auto& info : infos) names.push_back(std::move(info.name));

@@ -1,7 +1,18 @@
 // Client::Impl: the connection and the mappings, shared by a Client and the
 // Datasets and TableBuilders it hands out. Internal to libclient.
+//
+// Threads: the Client's own thread makes requests (call()), but a Dataset or
+// TableBuilder can be destroyed on any thread, and its destructor post()s a
+// Release or an Abort on this same connection. So everything that touches the
+// socket, and the state of the conversation on it (broken_, the count of
+// unread replies, the reply buffer), is guarded by mu_: a request and its
+// reply are one critical section, and a post() from another thread waits for
+// at most that one round trip (bounded by request_timeout). The mapping and
+// the hello are written once in connect() and only read afterwards, so
+// view() needs no lock.
 #pragma once
 
+#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -18,16 +29,21 @@ namespace shelf {
 
 class Client::Impl {
  public:
+  // Connects, checks who serves the socket, says hello and maps the segment.
+  // Errors: Unavailable (no daemon, or its segment cannot be opened),
+  // PermissionDenied, Corruption.
   static Result<std::shared_ptr<Impl>> connect(const ClientOptions& options);
 
   // Sends one request frame and returns the response body after an OK status,
   // or the status. Connection failures make every later call fail too.
+  // Thread-safe (serialised by mu_).
   Result<std::vector<std::byte>> call(const std::vector<std::byte>& request,
                                       protocol::MessageType type);
   // Sends a request whose reply nobody needs (Release, Abort) without waiting
   // for it: its reply is read and dropped by the next call(). This halves the
   // cost of letting a Dataset go. Failures are ignored: a lost connection
-  // ends every lease and frees every unsealed extent anyway.
+  // ends every lease and frees every unsealed extent anyway. Thread-safe: any
+  // thread may post (a Dataset destroyed away from its Client's thread).
   void post(const std::vector<std::byte>& request);
   // Like call(), decoding the body with `decode` (an optional-returning decoder).
   template <class Decode>
@@ -35,14 +51,25 @@ class Client::Impl {
                        Decode decode)
       -> Result<typename decltype(decode(std::declval<protocol::ByteReader&>()))::value_type>;
 
-  // Opens the segment read-write (once), for mapping this client's own extents.
+  // Opens the segment read-write (once), for mapping this client's own
+  // extents. Errors: Unavailable (the segment is gone). Thread-safe.
   Result<const shm::ShmObject*> writable_segment();
+  // The read-only mapping of the whole segment; immutable after connect().
   shm::SegmentView view() const { return {mapping_->data(), mapping_->size()}; }
   const std::string& socket_path() const { return socket_path_; }
-  bool broken() const { return broken_; }
+  // True once the connection is lost: every lease on it ended with it.
+  bool broken() const;
   const ClientOptions& options() const { return options_; }
 
  private:
+  // The steps of connect().
+  Status check_peer() const;
+  Status map_segment();
+  // Unavailable: the daemon's segment cannot be opened by this process.
+  Status segment_unavailable(const Status& cause) const;
+  // call() and post() with mu_ held.
+  Result<std::vector<std::byte>> call_locked(const std::vector<std::byte>& request,
+                                             protocol::MessageType type);
   Status send_all(const std::vector<std::byte>& request);
   Status read_exact(std::byte* out, size_t n);
   // Reads one whole response frame into payload_.
@@ -51,19 +78,24 @@ class Client::Impl {
   // Unavailable in a process forked from the one that connected.
   Status check_owner() const;
 
+  // Written by connect() before the Impl is shared, then only read.
   ClientOptions options_;
   std::string socket_path_;
   UniqueFd fd_;
   protocol::HelloResponse hello_;
   std::optional<shm::ShmObject> segment_;  // read-only
   std::optional<shm::Mapping> mapping_;    // the whole segment, PROT_READ
-  std::optional<shm::ShmObject> segment_rw_;
-  bool broken_ = false;
-  std::string broken_reason_;  // what broke the connection, repeated by every later call
   // The process that connected. A child forked from it shares the socket,
   // but the leases on it are the parent's: the child must send nothing, or
   // letting go of its copy of a Dataset would end the parent's lease.
   pid_t owner_pid_ = 0;
+
+  // Guards the socket's conversation: fd_'s reads and writes and the members
+  // below. Never held while calling out of this class.
+  mutable std::mutex mu_;
+  std::optional<shm::ShmObject> segment_rw_;
+  bool broken_ = false;
+  std::string broken_reason_;  // what broke the connection, repeated by every later call
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused

@@ -45,7 +45,8 @@ Status Dataset::Impl::open(uint64_t descriptor_offset, uint64_t descriptor_lengt
 void Dataset::Impl::release() {
   if (!leased_) return;
   leased_ = false;
-  if (client_->broken()) return;  // the daemon ended the lease with the connection
+  // post() is safe on any thread, and drops the frame if the connection is
+  // lost (the daemon ended the lease with it).
   std::vector<std::byte> frame;
   protocol::encode_request(frame, protocol::ReleaseRequest{lease_id_});
   client_->post(frame);

@@ -135,7 +135,16 @@ class Client:
         return Datasets(self)
 
     def status(self):
-        """The daemon's memory and datasets, as a dict (what `shelf status` shows)."""
+        """The daemon's memory and datasets, as a dict (what `shelf status` shows).
+
+        Keys: socket_path, segment_name, daemon_pid, generation (bumped each
+        time a shelfd attaches the segment), started_ns, memory_limit,
+        used_bytes, free_bytes, index_bytes, unsealed_bytes,
+        pending_free_bytes, resident_bytes, num_connections, num_leases,
+        datasets (a dict per published dataset, as in `shelf list`) and
+        quarantined (name, memory_bytes and reason of each dataset found
+        damaged at a restart: kept, never served, until unpublished).
+        """
         return self._client.status()
 
     def close(self):

@@ -115,7 +115,7 @@ TEST(AccessTest, OnlyItsOwnUserByDefault) {
   SKIP_UNLESS_ROOT();
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client owner = connect(*daemon);
+  Client owner = daemon->connect();
   publish_int64(owner, "secret", 1000, 3);
 
   EXPECT_EQ(mode_of(daemon->socket()).mode, 0600u);
@@ -142,7 +142,7 @@ TEST(AccessTest, DaemonChecksCredentialsEvenWithTheSocketOpenToAll) {
   SKIP_UNLESS_ROOT();
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client owner = connect(*daemon);
+  Client owner = daemon->connect();
   publish_int64(owner, "secret", 1000, 3);
   ASSERT_EQ(::chmod(daemon->socket().c_str(), 0666), 0);
   EXPECT_EQ(as_user(kNobody, kNogroup, {},
@@ -167,7 +167,7 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
   options.extra_args = {"--group", "users"};
   auto daemon = TestDaemon::start(options);
   ASSERT_NE(daemon, nullptr);
-  Client owner = connect(*daemon);
+  Client owner = daemon->connect();
   publish_int64(owner, "shared", 1000, 7);
 
   for (const std::string& path : {daemon->socket(), "/dev/shm/" + daemon->segment()}) {
@@ -181,7 +181,7 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
   // A member by supplementary group reads and publishes.
   EXPECT_EQ(as_user(kNobody, kNogroup, {kUsers},
                     [&] {
-                      Client c = connect(*daemon);
+                      Client c = daemon->connect();
                       expect_int64_published(c, "shared", 1000, 7);
                       publish_int64(c, "from_member", 500, 9);
                     }),
@@ -189,7 +189,7 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
   // And by primary group.
   EXPECT_EQ(as_user(kNobody, kUsers, {},
                     [&] {
-                      Client c = connect(*daemon);
+                      Client c = daemon->connect();
                       expect_int64_published(c, "from_member", 500, 9);
                     }),
             0);
@@ -229,7 +229,7 @@ TEST(AccessTest, GroupMembersMayReadAndPublishOthersMayNot) {
   ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
   EXPECT_EQ(mode_of("/dev/shm/" + daemon->segment()).mode, 0600u);
   EXPECT_EQ(as_user(kNobody, kUsers, {}, [&] { expect_segment_closed(*daemon); }), 0);
-  Client again = connect(*daemon);
+  Client again = daemon->connect();
   expect_int64_published(again, "from_member", 500, 9);
 }
 
@@ -323,10 +323,10 @@ void write_through_view(const Dataset& ds) {
 TEST(AccessTest, PublisherCannotWriteIntoAnotherDataset) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client owner = connect(*daemon);
+  Client owner = daemon->connect();
   publish_int64(owner, "theirs", 1000, 11);
   EXPECT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               // Mid-publish: this process holds writable partitions of its own.
               TableBuilder mine = make_int64_table(c, 1000, 1);
               auto theirs = c.get_dataset("theirs");

@@ -47,13 +47,13 @@ void expect_back_to(Client& client, const TestDaemon& daemon, const Baseline& be
 TEST(CrashTest, PublisherKilledMidBuildLeaksNothing) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "survivor", 1000, 3);
   const Baseline before = baseline_of(client, *daemon);
 
   Pipe written;
   pid_t publisher = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto table = c.create_table({{"v", Type::kInt64}, {"s", Type::kString}});
     ASSERT_TRUE(table.ok());
     for (int p = 0; p < 2; ++p) {
@@ -86,16 +86,15 @@ TEST_P(SealFaultTest, PublisherKilledInsideSealPublishesNothing) {
   const std::string point = GetParam();
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "survivor", 1000, 3);
   const Baseline before = baseline_of(client, *daemon);
 
   Pipe notify;
   pid_t publisher = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     TableBuilder t = make_int64_table(c, kRows, 0, 2);
-    ::setenv("SHELF_FAULT_POINT", point.c_str(), 1);
-    ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(notify.write_fd()).c_str(), 1);
+    ScopedFaultPoint armed(point, notify);
     Status s = c.publish_dataset("half-made", t);
     ADD_FAILURE() << "publish returned past the fault point: " << s.to_string();
   });
@@ -123,7 +122,7 @@ INSTANTIATE_TEST_SUITE_P(ClientSeal, SealFaultTest,
 TEST(CrashTest, ReaderKilledWhileHoldingLeasesFreesThem) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const Baseline empty = baseline_of(client, *daemon);
   publish_int64(client, "kept", kRows, 1);
   publish_int64(client, "dropped", kRows, 2);
@@ -137,7 +136,7 @@ TEST(CrashTest, ReaderKilledWhileHoldingLeasesFreesThem) {
 
   Pipe holding;
   pid_t reader = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto kept = c.get_dataset("kept");
     auto dropped = c.get_dataset("dropped");
     auto dropped_again = c.get_dataset("dropped");  // two leases on one dataset
@@ -174,16 +173,12 @@ TEST(CrashTest, DaemonKilledBeforePublishCommitsFailsThePublisherWithoutHanging)
   // The fault point is in shelfd: it inherits the environment and the pipe
   // (not close-on-exec) from this process.
   Pipe notify(/*cloexec=*/false);
-  ::setenv("SHELF_FAULT_POINT", "daemon.publish.before_commit", 1);
-  ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(notify.write_fd()).c_str(), 1);
-  auto daemon = TestDaemon::start();
-  ::unsetenv("SHELF_FAULT_POINT");
-  ::unsetenv("SHELF_FAULT_NOTIFY_FD");
+  auto daemon = start_daemon_stopping_at("daemon.publish.before_commit", notify);
   ASSERT_NE(daemon, nullptr);
 
   Pipe result;
   pid_t publisher = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     TableBuilder t = make_int64_table(c, 1000, 0);
     Status s = c.publish_dataset("never", t);
     EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.to_string();

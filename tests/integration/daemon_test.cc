@@ -69,7 +69,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
   // A client in another process holds a lease when the daemon dies.
   Pipe holding, go, finished;
   pid_t client_proc = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     publish_int64(c, "before-crash", 10'000, 4);
     auto ds = c.get_dataset("before-crash");
     ASSERT_TRUE(ds.ok());
@@ -90,7 +90,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
     ASSERT_TRUE(finished.signal());
   });
   ASSERT_TRUE(holding.wait());
-  Client parent = connect(*daemon);
+  Client parent = daemon->connect();
   daemon->kill9();
   EXPECT_FALSE(daemon->alive());
   ASSERT_TRUE(go.signal());
@@ -112,7 +112,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
   EXPECT_THAT(started.out, HasSubstr("serving " + daemon->socket()));
   EXPECT_THAT(started.out, HasSubstr("1 datasets served again"));
   {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     EXPECT_EQ(listed_names(c), std::vector<std::string>{"before-crash"});
     expect_int64_published(c, "before-crash", 10'000, 4);
     const MemoryStats st = status_of(c);
@@ -120,7 +120,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
     EXPECT_NE(st.daemon_pid, static_cast<uint32_t>(daemon->pid()));
     EXPECT_EQ(st.num_leases, 0u) << "leases do not survive the daemon";
     publish_int64(c, "after-restart", 1000, 8);
-    Client reader = connect(*daemon);
+    Client reader = daemon->connect();
     expect_int64_published(reader, "after-restart", 1000, 8);
   }
   restarted.stop();
@@ -132,7 +132,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
 TEST(DaemonTest, SecondDaemonOnTheSameSocketIsRefused) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "first", 1000, 1);
   const uint64_t resident = daemon->resident_bytes();
 
@@ -154,7 +154,7 @@ TEST(DaemonTest, SecondDaemonOnTheSameSocketIsRefused) {
   EXPECT_TRUE(exists(daemon->socket()));
   EXPECT_EQ(daemon->resident_bytes(), resident);
   expect_int64_published(client, "first", 1000, 1);
-  Client another = connect(*daemon);
+  Client another = daemon->connect();
   expect_int64_published(another, "first", 1000, 1);
   expect_daemon_serves(*daemon);
 }

@@ -63,7 +63,7 @@ TEST(ExhaustionTest, ThousandsOfConnectionsAreRefusedPastTheLimitAndTheRestServe
                                    .max_datasets = 16,
                                    .extra_args = {"--max-connections", std::to_string(kLimit)}});
   ASSERT_NE(daemon, nullptr);
-  Client first = connect(*daemon);
+  Client first = daemon->connect();
   publish_int64(first, "kept", 1000, 7);
 
   std::vector<Client> clients;
@@ -94,7 +94,7 @@ TEST(ExhaustionTest, LeasesPastThePerConnectionLimitAreRefusedAndTheDaemonServes
   constexpr size_t kLimit = shelf::kMaxLeasesPerConnection;
   auto daemon = TestDaemon::start({.memory_limit = "16MiB", .max_datasets = 16, .extra_args = {}});
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "shared", 100, 3);
 
   std::vector<Dataset> held;
@@ -111,7 +111,7 @@ TEST(ExhaustionTest, LeasesPastThePerConnectionLimitAreRefusedAndTheDaemonServes
                                                     " leases, the most one connection may hold"));
   // The connection still works for everything else, and so does another.
   EXPECT_EQ(listed_names(client), std::vector<std::string>{"shared"});
-  Client other = connect(*daemon);
+  Client other = daemon->connect();
   expect_int64_published(other, "shared", 100, 3);
   EXPECT_EQ(status_of(other).num_leases, kLimit);
   // One lease let go makes room for one more.

@@ -41,10 +41,7 @@ bool read_byte(int fd, char* out, std::chrono::steady_clock::time_point deadline
   }
 }
 
-[[noreturn]] void die(const std::string& what) {
-  ADD_FAILURE() << what;
-  throw TestFailure(what);
-}
+[[noreturn]] void die(const std::string& what) { fail_test(what); }
 
 }  // namespace
 
@@ -89,6 +86,23 @@ std::optional<std::string> Pipe::read_line(std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
+// --------------------------------------------------------- fault points --
+
+ScopedFaultPoint::ScopedFaultPoint(const std::string& point, const Pipe& notify) {
+  ::setenv("SHELF_FAULT_POINT", point.c_str(), 1);
+  ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(notify.write_fd()).c_str(), 1);
+}
+
+ScopedFaultPoint::~ScopedFaultPoint() {
+  ::unsetenv("SHELF_FAULT_POINT");
+  ::unsetenv("SHELF_FAULT_NOTIFY_FD");
+}
+
+std::unique_ptr<TestDaemon> start_daemon_stopping_at(const std::string& point, const Pipe& notify) {
+  ScopedFaultPoint armed(point, notify);
+  return TestDaemon::start();
+}
+
 // ------------------------------------------------------------ children --
 
 pid_t spawn_child(const std::function<void()>& body) {
@@ -99,15 +113,7 @@ pid_t spawn_child(const std::function<void()>& body) {
     // Default SIGALRM action: terminate. A child stuck on a broken daemon dies.
     ::alarm(static_cast<unsigned>(
         std::chrono::duration_cast<std::chrono::seconds>(kWaitTimeout).count() * 2));
-    bool failed = false;
-    try {
-      body();
-    } catch (const TestFailure&) {
-      failed = true;  // already recorded
-    }
-    failed = failed || ::testing::Test::HasFailure();
-    std::fflush(nullptr);
-    ::_exit(failed ? 1 : 0);
+    run_body_and_exit(body);
   }
   return pid;
 }
@@ -141,12 +147,6 @@ bool use_private_dev_shm(const char* size) {
   return ::unshare(CLONE_NEWNS) == 0 &&
          ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
          ::mount("tmpfs", "/dev/shm", "tmpfs", 0, options.c_str()) == 0;
-}
-
-Client connect(const TestDaemon& daemon) {
-  auto c = Client::connect(daemon.client_options());
-  if (!c.ok()) die("connect: " + c.status().to_string());
-  return std::move(c).value();
 }
 
 MemoryStats status_of(Client& client) {
@@ -213,10 +213,10 @@ void expect_daemon_serves(const TestDaemon& daemon) {
   static std::atomic<int> counter{0};
   const std::string name = "probe-" + std::to_string(counter++);
   ASSERT_TRUE(daemon.alive());
-  Client writer = connect(daemon);
+  Client writer = daemon.connect();
   publish_int64(writer, name, 1000, 77);
   {
-    Client reader = connect(daemon);
+    Client reader = daemon.connect();
     expect_int64_published(reader, name, 1000, 77);
   }
   Status s = writer.unpublish_dataset(name);

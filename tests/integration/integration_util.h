@@ -10,8 +10,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -25,14 +25,8 @@ namespace shelf::test {
 
 using namespace std::chrono_literals;
 
-// Helpers that cannot return their value throw TestFailure after recording a
-// gtest failure. gtest reports the exception as a failure of the test, and
-// unwinding runs TestDaemon's destructor, which stops the daemon and removes
-// its segment; std::abort (TestDaemon::connect's way) would leak both. In a
-// child process the exception ends the child with a non-zero status.
-struct TestFailure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+// Helpers that cannot return their value throw TestFailure
+// (tests/support/test_daemon.h) after recording a gtest failure.
 
 // How long any single wait on another process may take before the test
 // fails. Generous: the ASan build on 2 cores is slow.
@@ -61,6 +55,23 @@ class Pipe {
   UniqueFd read_, write_;
 };
 
+// Arms the fault point `point` (base/fault_point.h) for this process and
+// every process it starts while this object lives: a test build stops there
+// and writes "point\n" to `notify`. A point in a child of spawn_child() needs
+// only this; for a point in shelfd use start_daemon_stopping_at().
+class ScopedFaultPoint {
+ public:
+  ScopedFaultPoint(const std::string& point, const Pipe& notify);
+  ~ScopedFaultPoint();
+  ScopedFaultPoint(const ScopedFaultPoint&) = delete;
+  ScopedFaultPoint& operator=(const ScopedFaultPoint&) = delete;
+};
+// Starts a TestDaemon whose shelfd stops at `point` and says so on `notify`,
+// which must be a Pipe(/*cloexec=*/false) so shelfd inherits its write end.
+// Only that daemon is armed: the fault point is disarmed again on return.
+// nullptr (and a gtest failure) if it did not start.
+std::unique_ptr<TestDaemon> start_daemon_stopping_at(const std::string& point, const Pipe& notify);
+
 // Forks a child that runs `body` and exits, like run_in_child(), but returns
 // at once with its pid so several children can run together. The child exits
 // 1 if `body` recorded a gtest failure, 0 otherwise; it is killed by SIGALRM
@@ -83,8 +94,6 @@ bool eventually(const std::function<bool()>& condition,
 // (not root, no namespaces): the test should skip.
 bool use_private_dev_shm(const char* size);
 
-// Connects to `daemon`; throws TestFailure on error.
-Client connect(const TestDaemon& daemon);
 // status(); throws TestFailure on error.
 MemoryStats status_of(Client& client);
 

@@ -31,7 +31,7 @@ Schema int64_columns(size_t n) {
 TEST(LimitsTest, NameLength) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   TableBuilder t = make_int64_table(client, 10, 1);
   Status s = client.publish_dataset(std::string(shelf::kMaxNameBytes + 1, 'n'), t);
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
@@ -42,7 +42,7 @@ TEST(LimitsTest, NameLength) {
 TEST(LimitsTest, Columns) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto too_wide = client.create_table(int64_columns(shelf::kMaxColumns + 1));
   ASSERT_FALSE(too_wide.ok());
   EXPECT_EQ(too_wide.status().code(), Status::Code::kInvalidArgument);
@@ -65,7 +65,7 @@ TEST(LimitsTest, MessageSize) {
   options.memory_limit = "256MiB";
   auto daemon = TestDaemon::start(options);
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "kept", 1000, 4);
   auto kept = client.get_dataset("kept");
   ASSERT_TRUE(kept.ok());
@@ -96,7 +96,7 @@ TEST(LimitsTest, Connections) {
   auto daemon = TestDaemon::start(options);
   ASSERT_NE(daemon, nullptr);
   std::vector<Client> clients;
-  for (int i = 0; i < 3; ++i) clients.push_back(connect(*daemon));
+  for (int i = 0; i < 3; ++i) clients.push_back(daemon->connect());
   auto fourth = Client::connect(daemon->client_options());
   ASSERT_FALSE(fourth.ok());
   EXPECT_EQ(fourth.status().code(), Status::Code::kResourceExhausted);

@@ -31,7 +31,7 @@ uint64_t number_after(const std::string& text, const std::string& key) {
 TEST(MemoryLimitTest, FillUntilResourceExhaustedKeepsEveryPublishedDataset) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const MemoryStats start = status_of(client);
   ASSERT_EQ(start.memory_limit, kLimit);
 
@@ -134,7 +134,7 @@ TEST(MemoryLimitTest, FillUntilResourceExhaustedKeepsEveryPublishedDataset) {
 void unpublish_while_leased(bool release_explicitly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const MemoryStats baseline = status_of(client);
   const uint64_t baseline_resident = daemon->resident_bytes();
   constexpr uint64_t kRows = 1 << 20;  // 8 MiB
@@ -142,7 +142,7 @@ void unpublish_while_leased(bool release_explicitly) {
 
   Pipe ready, go, done;
   pid_t reader = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto ds = c.get_dataset("leased");
     ASSERT_TRUE(ds.ok()) << ds.status().to_string();
     ASSERT_TRUE(ready.signal());
@@ -206,9 +206,9 @@ TEST(LeaseTest, UnpublishWhileReaderHoldsLeaseThenReaderExits) { unpublish_while
 TEST(LeaseTest, AForkedChildCannotEndItsParentsLease) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "shared", 1000, 5);
-  Client reader = connect(*daemon);
+  Client reader = daemon->connect();
   auto ds = reader.get_dataset("shared");
   ASSERT_TRUE(ds.ok());
   const int code = run_in_child([&] {
@@ -216,7 +216,7 @@ TEST(LeaseTest, AForkedChildCannotEndItsParentsLease) {
     auto listed = reader.list_datasets();
     EXPECT_EQ(listed.status().code(), Status::Code::kUnavailable);
     EXPECT_THAT(listed.status().message(), HasSubstr("before a fork; connect again"));
-    Client own = connect(*daemon);  // a connection of its own works
+    Client own = daemon->connect();  // a connection of its own works
     expect_int64_published(own, "shared", 1000, 5);
   });
   EXPECT_EQ(code, 0);
@@ -231,7 +231,7 @@ TEST(LeaseTest, AForkedChildCannotEndItsParentsLease) {
 TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   constexpr uint64_t kRows = 1 << 20;  // 8 MiB of int64
   constexpr int kReaders = 8;
   publish_int64(client, "shared", kRows, 0);
@@ -242,7 +242,7 @@ TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
   std::vector<pid_t> readers;
   for (int i = 0; i < kReaders; ++i) {
     readers.push_back(spawn_child([&] {
-      Client c = connect(*daemon);
+      Client c = daemon->connect();
       auto ds = c.get_dataset("shared");
       ASSERT_TRUE(ds.ok()) << ds.status().to_string();
       ASSERT_TRUE(ready.signal());
@@ -270,7 +270,7 @@ TEST(LeaseTest, EightConcurrentReadersSumTheSameDataset) {
 TEST(MemoryLimitTest, LargeDatasetsAreGivenBackInStepsAndTheLimitStillHolds) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const MemoryStats start = status_of(client);
   constexpr uint64_t kRows = 5 << 20;  // 40 MiB: more than one 32 MiB step
   publish_int64(client, "big", kRows, 1);
@@ -314,7 +314,7 @@ TEST(FullDevShmTest, PublishFailsCleanlyAndEverythingElseStays) {
     options.max_datasets = 16;
     auto daemon = TestDaemon::start(options);
     ASSERT_NE(daemon, nullptr);
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "kept", 64 * 1024, 5);  // 512 KiB
     const MemoryStats before = status_of(client);
 

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 TEST(DatasetMapTest, BehavesLikeADict) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   DatasetMap map = client.datasets();
 
   auto size = map.size();
@@ -72,7 +72,7 @@ TEST(DatasetMapTest, BehavesLikeADict) {
 
   // The mapping is the daemon's, not this client's: another process sees it.
   EXPECT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               auto k = c.datasets().keys();
               ASSERT_TRUE(k.ok());
               EXPECT_EQ(*k, (std::vector<std::string>{"alpha", "beta", "gamma"}));
@@ -83,7 +83,7 @@ TEST(DatasetMapTest, BehavesLikeADict) {
 TEST(NamesTest, CollisionsAndMissingNamesSayWhichDataset) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "prices", 10, 0);
 
   TableBuilder again = make_int64_table(client, 10, 500);
@@ -107,14 +107,14 @@ TEST(NamesTest, CollisionsAndMissingNamesSayWhichDataset) {
 TEST(NamesTest, OverrideReplacesDataButLeasedReadersKeepTheOldValues) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const uint64_t baseline = status_of(client).used_bytes;
   publish_int64(client, "x", 20'000, 0);
 
   // A reader in another process takes the old version and holds it.
   Pipe ready, go, done;
   pid_t reader = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto old = c.get_dataset("x");
     ASSERT_TRUE(old.ok()) << old.status().to_string();
     ASSERT_TRUE(ready.signal());
@@ -168,7 +168,7 @@ TEST(NamesTest, OverrideReplacesDataButLeasedReadersKeepTheOldValues) {
 TEST(NamesTest, PublishDatasetsIsAllOrNothing) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "b", 100, 100);
   const MemoryStats before_tables = status_of(client);
 
@@ -224,7 +224,7 @@ TEST(NamesTest, PublishDatasetsIsAllOrNothing) {
 TEST(NamesTest, FailedPublishLeavesNothingBehindWhenTheTableIsDropped) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "taken", 10, 0);
   const MemoryStats baseline = status_of(client);
   {
@@ -245,7 +245,7 @@ TEST(NamesTest, FullIndexRefusesNewNamesButNotOverride) {
   options.max_datasets = 4;
   auto daemon = TestDaemon::start(options);
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   for (int i = 0; i < 4; ++i) publish_int64(client, "d" + std::to_string(i), 10, i);
   const MemoryStats full = status_of(client);
 
@@ -269,7 +269,7 @@ TEST(NamesTest, FullIndexRefusesNewNamesButNotOverride) {
 TEST(NamesTest, ConcurrentPublishersOfOneNameExactlyOneWins) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const uint64_t baseline = status_of(client).used_bytes;
   constexpr int kPublishers = 6;
   constexpr uint64_t kRows = 100'000;
@@ -277,7 +277,7 @@ TEST(NamesTest, ConcurrentPublishersOfOneNameExactlyOneWins) {
   std::vector<pid_t> publishers;
   for (int i = 0; i < kPublishers; ++i) {
     publishers.push_back(spawn_child([&, i] {
-      Client c = connect(*daemon);
+      Client c = daemon->connect();
       TableBuilder t = make_int64_table(c, kRows, i * 1'000'000);
       ASSERT_TRUE(ready.signal());
       ASSERT_TRUE(go.wait());
@@ -312,7 +312,7 @@ TEST(NamesTest, ConcurrentPublishersOfOneNameExactlyOneWins) {
 TEST(NamesTest, ATableIsPublishedOnlyOnce) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   TableBuilder t = make_int64_table(client, 100, 7);
   ASSERT_TRUE(client.publish_dataset("once", t).ok());
   const MemoryStats after_first = status_of(client);
@@ -341,7 +341,7 @@ TEST(VerifyOnPublishTest, BytesChangedAfterSealingAreRefused) {
   options.extra_args = {"--verify-on-publish"};
   auto daemon = TestDaemon::start(options);
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "taken", 10, 0);
   auto table = client.create_table({{"v", Type::kInt64}});
   ASSERT_TRUE(table.ok());

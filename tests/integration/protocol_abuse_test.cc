@@ -188,13 +188,13 @@ class ProtocolAbuseTest : public ::testing::Test {
   void SetUp() override {
     daemon_ = TestDaemon::start();
     ASSERT_NE(daemon_, nullptr);
-    Client c = connect(*daemon_);
+    Client c = daemon_->connect();
     publish_int64(c, "resident", 5000, 21);
   }
   // The daemon lives, its data is intact, and it serves a normal client.
   void expect_healthy() {
     ASSERT_TRUE(daemon_->alive());
-    Client c = connect(*daemon_);
+    Client c = daemon_->connect();
     expect_int64_published(c, "resident", 5000, 21);
     expect_daemon_serves(*daemon_);
     EXPECT_TRUE(eventually([&] { return status_of(c).num_connections == 1; }))
@@ -291,7 +291,7 @@ TEST_F(ProtocolAbuseTest, TruncatedFramesThenClose) {
   ASSERT_TRUE(r.has_value()) << "the whole first frame was not answered";
   EXPECT_TRUE(r->status.ok()) << r->status.to_string();
   {
-    Client c = connect(*daemon_);
+    Client c = daemon_->connect();
     expect_int64_published(c, "resident", 5000, 21);
     expect_daemon_serves(*daemon_);
   }
@@ -576,7 +576,7 @@ TEST_F(ProtocolAbuseTest, FiftyConnectionsSendingGarbageAtOnce) {
   }
   {
     // With the stalled ones still open, a normal client is served.
-    Client c = connect(*daemon_);
+    Client c = daemon_->connect();
     expect_int64_published(c, "resident", 5000, 21);
   }
   fds.clear();
@@ -682,7 +682,7 @@ TEST_F(ProtocolAbuseTest, ManyProcessesSendingRandomMessagesAtOnce) {
   }
   {
     // Meanwhile a reader keeps finding the resident data intact.
-    Client reader = connect(*daemon_);
+    Client reader = daemon_->connect();
     for (int i = 0; i < 50; ++i) expect_int64_published(reader, "resident", 5000, 21);
   }
   for (pid_t child : children) EXPECT_EQ(wait_child(child), 0);
@@ -729,12 +729,12 @@ TEST_F(ProtocolAbuseTest, ClientThatNeverReadsDoesNotBlockOthers) {
     ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << std::strerror(errno);
     ++stalls;
     // Give the daemon a chance to drain what it can, then try again.
-    Client probe = connect(*daemon_);
+    Client probe = daemon_->connect();
     ASSERT_TRUE(probe.status().ok());
   }
   EXPECT_GT(sent, 100'000u);
   {
-    Client c = connect(*daemon_);
+    Client c = daemon_->connect();
     expect_int64_published(c, "resident", 5000, 21);
     expect_daemon_serves(*daemon_);
   }

@@ -272,7 +272,7 @@ TEST(RestartTest, KilledDaemonRestartsServingEveryDatasetByteForByte) {
   uint64_t generation = 0;
   Snapshot before;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_several(client);
     before = snapshot_of(client);
     generation = status_of(client).generation;
@@ -283,7 +283,7 @@ TEST(RestartTest, KilledDaemonRestartsServingEveryDatasetByteForByte) {
   CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   expect_same(before, snapshot_of(client));
   expect_several(client);
   const MemoryStats st = status_of(client);
@@ -297,7 +297,7 @@ TEST(RestartTest, CleanStopKeepsTheDatasetsForTheNextDaemon) {
   ASSERT_NE(daemon, nullptr);
   Snapshot before;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_several(client);
     before = snapshot_of(client);
   }
@@ -308,7 +308,7 @@ TEST(RestartTest, CleanStopKeepsTheDatasetsForTheNextDaemon) {
 
   CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   expect_same(before, snapshot_of(client));
   expect_several(client);
   // And it goes on working: publish, unpublish, memory back to the index.
@@ -325,14 +325,14 @@ TEST(RestartTest, DiscardStartsEmpty) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_several(client);
   }
   daemon->kill9();
   CommandResult r = daemon->restart({"--discard"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, Not(HasSubstr("re-attached")));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_TRUE(listed_names(client).empty());
   const MemoryStats st = status_of(client);
   EXPECT_EQ(st.used_bytes, st.index_bytes);
@@ -351,14 +351,14 @@ TEST_P(MidWriteTest, HalfWrittenDatasetIsDroppedAndItsMemoryComesBack) {
   const bool publisher_survives = GetParam();
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "published", 100'000, 2);
   const Snapshot before = snapshot_of(client);
   const uint64_t resident_before = daemon->resident_bytes();
 
   Pipe written, go, result;
   pid_t publisher = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     TableBuilder t = make_int64_table(c, 256 * 1024, 0, 3);  // written, not published
     auto more = t.add_partition(1000);                       // and one still being written
     ASSERT_TRUE(more.ok());
@@ -380,7 +380,7 @@ TEST_P(MidWriteTest, HalfWrittenDatasetIsDroppedAndItsMemoryComesBack) {
 
   CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  Client after = connect(*daemon);
+  Client after = daemon->connect();
   EXPECT_EQ(listed_names(after), before.names);
   EXPECT_EQ(after.get_dataset("half-made").status().code(), Status::Code::kNotFound);
   if (publisher_survives) {
@@ -418,7 +418,7 @@ TEST(RestartTest, ReaderThatOutlivesTheDaemonKeepsReadingUntilItExits) {
   Pipe published, holding, go, checked;
   pid_t reader = spawn_child([&] {
     ASSERT_TRUE(published.wait());
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto kept = c.get_dataset("kept");
     auto dropped = c.get_dataset("dropped");
     ASSERT_TRUE(kept.ok() && dropped.ok());
@@ -431,7 +431,7 @@ TEST(RestartTest, ReaderThatOutlivesTheDaemonKeepsReadingUntilItExits) {
     for (;;) ::pause();
   });
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "kept", 10'000, 1);
     publish_int64(client, "dropped", 200'000, 2);
     used_with_both = status_of(client).used_bytes;
@@ -446,7 +446,7 @@ TEST(RestartTest, ReaderThatOutlivesTheDaemonKeepsReadingUntilItExits) {
   CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("1 processes still map the segment")) << r.err;
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_EQ(listed_names(client), std::vector<std::string>{"kept"});
   MemoryStats st = status_of(client);
   EXPECT_EQ(st.used_bytes, used_with_both) << "the reader's dataset was freed under it";
@@ -476,7 +476,7 @@ TEST(RestartTest, ReaderThatUnmapsReleasesTheRestartHold) {
   pid_t reader = spawn_child([&] {
     ASSERT_TRUE(published.wait());
     {
-      Client c = connect(*daemon);
+      Client c = daemon->connect();
       auto ds = c.get_dataset("data");
       ASSERT_TRUE(ds.ok());
       ASSERT_TRUE(holding.signal());
@@ -487,7 +487,7 @@ TEST(RestartTest, ReaderThatUnmapsReleasesTheRestartHold) {
   });
   uint64_t index_bytes = 0;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "data", 100'000, 5);
     index_bytes = status_of(client).index_bytes;
     ASSERT_TRUE(published.signal());
@@ -497,7 +497,7 @@ TEST(RestartTest, ReaderThatUnmapsReleasesTheRestartHold) {
   ASSERT_EQ(daemon->restart().exit_code, 0);
   ASSERT_TRUE(go.signal());
   ASSERT_TRUE(dropped.wait());
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   ASSERT_TRUE(client.unpublish_dataset("data").ok());
   const MemoryStats st = status_of(client);
   EXPECT_EQ(st.pending_free_bytes, 0u) << "held for a process that no longer maps the segment";
@@ -513,14 +513,14 @@ TEST(RestartTest, UnpublishedButLeasedDatasetIsFreedByTheRestart) {
   Pipe published, holding;
   pid_t reader = spawn_child([&] {
     ASSERT_TRUE(published.wait());
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     auto held = c.get_dataset("dropped");
     ASSERT_TRUE(held.ok());
     ASSERT_TRUE(holding.signal());
     for (;;) ::pause();
   });
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "kept", 10'000, 1);
     kept_only = snapshot_of(client);
     publish_int64(client, "dropped", 200'000, 2);
@@ -533,7 +533,7 @@ TEST(RestartTest, UnpublishedButLeasedDatasetIsFreedByTheRestart) {
   EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
 
   ASSERT_EQ(daemon->restart().exit_code, 0);
-  Client after = connect(*daemon);
+  Client after = daemon->connect();
   const MemoryStats st = status_of(after);
   EXPECT_EQ(st.pending_free_bytes, 0u);
   EXPECT_EQ(st.used_bytes, kept_only.used);
@@ -546,7 +546,7 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
   ASSERT_NE(daemon, nullptr);
   Snapshot before;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_several(client);
     TableBuilder victim = make_int64_table(client, 100'000, 77, 3);
     ASSERT_TRUE(client.publish_dataset("victim", victim).ok());
@@ -571,7 +571,7 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
   const std::string log((std::istreambuf_iterator<char>(log_file)), {});
   EXPECT_THAT(log, HasSubstr("'victim' is quarantined"));
   EXPECT_THAT(log, HasSubstr("1 quarantined"));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   // Never served silently: not listed, and a get says why.
   std::vector<std::string> served = before.names;
   std::erase(served, "victim");
@@ -618,7 +618,7 @@ TEST(RestartTest, TornEntryIsDroppedAndUnsealedPartitionQuarantined) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "torn", 10'000, 1);
     TableBuilder two = make_int64_table(client, 100'000, 2, 2);
     ASSERT_TRUE(client.publish_dataset("unsealed", two).ok());
@@ -638,7 +638,7 @@ TEST(RestartTest, TornEntryIsDroppedAndUnsealedPartitionQuarantined) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("1 datasets served again, 1 quarantined"));
   EXPECT_THAT(r.err, HasSubstr("was being rewritten when the previous shelfd died; dropped it"));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_EQ(listed_names(client), std::vector<std::string>{"fine"});
   expect_int64_published(client, "fine", 10'000, 3);
   EXPECT_EQ(client.get_dataset("torn").status().code(), Status::Code::kNotFound);
@@ -675,7 +675,7 @@ TEST(RestartTest, NeverFinishedSegmentIsReplaced) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("was never finished"));
   EXPECT_THAT(r.out, Not(HasSubstr("re-attached")));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_EQ(status_of(client).generation, 1u);
   expect_daemon_serves(*daemon);
 }
@@ -694,7 +694,7 @@ TEST_P(IncompatibleSegmentTest, IsRefusedAndLeftUntouched) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "precious", 10'000, 3);
   }
   daemon->kill9();
@@ -717,7 +717,7 @@ TEST_P(IncompatibleSegmentTest, IsRefusedAndLeftUntouched) {
   // --discard is the way forward it named.
   CommandResult fresh = daemon->restart({"--discard"});
   ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_TRUE(listed_names(client).empty());
   expect_daemon_serves(*daemon);
 }
@@ -742,7 +742,7 @@ TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "kept", 10'000, 3);
   }
   daemon->stop();
@@ -766,7 +766,7 @@ TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
   r = run_command(args({}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("limit 64.00 MiB"));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
   expect_int64_published(client, "kept", 10'000, 3);
 }
@@ -777,20 +777,16 @@ TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
 // there left the name pointing at punched memory, and neither version.)
 TEST(RestartTest, DaemonKilledMidOverrideServesTheNewVersion) {
   Pipe notify(/*cloexec=*/false);
-  ::setenv("SHELF_FAULT_POINT", "daemon.publish.before_freeing_replaced", 1);
-  ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(notify.write_fd()).c_str(), 1);
-  auto daemon = TestDaemon::start();
-  ::unsetenv("SHELF_FAULT_POINT");
-  ::unsetenv("SHELF_FAULT_NOTIFY_FD");
+  auto daemon = start_daemon_stopping_at("daemon.publish.before_freeing_replaced", notify);
   ASSERT_NE(daemon, nullptr);
   uint64_t index_bytes = 0;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     index_bytes = status_of(client).index_bytes;
     publish_int64(client, "x", 20'000, 1);  // no entry replaced: no stop
   }
   pid_t publisher = spawn_child([&] {
-    Client c = connect(*daemon);
+    Client c = daemon->connect();
     TableBuilder t = make_int64_table(c, 30'000, 2);
     (void)c.publish_dataset("x", t, PublishOptions{.override_existing = true});
   });
@@ -801,7 +797,7 @@ TEST(RestartTest, DaemonKilledMidOverrideServesTheNewVersion) {
   const CommandResult restarted = daemon->restart();
   ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
   EXPECT_THAT(restarted.out, HasSubstr("1 datasets served again, 0 quarantined"));
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   expect_int64_published(client, "x", 30'000, 2);
   const MemoryStats st = status_of(client);
   ASSERT_EQ(st.datasets.size(), 1u);
@@ -815,7 +811,7 @@ TEST(RestartTest, DaemonKilledMidOverrideServesTheNewVersion) {
 TEST(RestartTest, ClientsFailFastAndConnectAgainAfterTheRestart) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "data", 50'000, 9);
   auto held = client.get_dataset("data");
   ASSERT_TRUE(held.ok());
@@ -835,7 +831,7 @@ TEST(RestartTest, ClientsFailFastAndConnectAgainAfterTheRestart) {
   // The old Client stays broken (its leases died with the old daemon)...
   EXPECT_EQ(client.list_datasets().status().code(), Status::Code::kUnavailable);
   // ...a new one is served the same data; the old Dataset still reads.
-  Client again = connect(*daemon);
+  Client again = daemon->connect();
   expect_int64_published(again, "data", 50'000, 9);
   expect_int64_dataset(*held, 50'000, 9);
   held = Result<Dataset>(Status::unavailable("dropped"));  // its release goes nowhere
@@ -869,7 +865,7 @@ TEST(RestartTest, HungDaemonTimesOutInsteadOfBlocking) {
   expect_daemon_serves(*daemon);
   // The timed-out connection stays open while its Dataset lives: the lease
   // holds, so an unpublish cannot free (and a publish reuse) what it reads.
-  Client other = connect(*daemon);
+  Client other = daemon->connect();
   EXPECT_EQ(status_of(other).num_leases, 1u);
   ASSERT_TRUE(other.unpublish_dataset("held").ok());
   publish_int64(other, "after", 1000, 7);

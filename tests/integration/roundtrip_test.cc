@@ -184,7 +184,7 @@ TEST(RoundtripTest, PublisherExitsAndAnotherProcessReadsEveryValue) {
 
   Pipe publisher_pid;
   ASSERT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               publish_all_types(c, "all-types");
               const std::string pid = std::to_string(::getpid()) + "\n";
               ASSERT_EQ(::write(publisher_pid.write_fd(), pid.data(), pid.size()),
@@ -196,7 +196,7 @@ TEST(RoundtripTest, PublisherExitsAndAnotherProcessReadsEveryValue) {
   const uint32_t pid = static_cast<uint32_t>(std::stoul(*pid_line));
 
   // The publisher is gone; its dataset is not.
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto list = client.list_datasets();
   ASSERT_TRUE(list.ok()) << list.status().to_string();
   ASSERT_EQ(list->size(), 1u);
@@ -215,7 +215,7 @@ TEST(RoundtripTest, PublisherExitsAndAnotherProcessReadsEveryValue) {
   EXPECT_EQ(stats.unsealed_bytes, 0u);
 
   EXPECT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               auto ds = c.get_dataset("all-types");
               ASSERT_TRUE(ds.ok()) << ds.status().to_string();
               expect_all_types(*ds);
@@ -245,7 +245,7 @@ TEST(RoundtripTest, PublisherExitsAndAnotherProcessReadsEveryValue) {
 TEST(RoundtripTest, TableWithoutPartitionsPublishesAsEmpty) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto table = client.create_table({{"a", Type::kInt64}, {"b", Type::kString}});
   ASSERT_TRUE(table.ok());
   Status s = client.publish_dataset("empty", *table);
@@ -271,7 +271,7 @@ TEST(RoundtripTest, RawBytesDataset) {
   }
 
   ASSERT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               auto table = c.create_table(bytes_schema());
               ASSERT_TRUE(table.ok()) << table.status().to_string();
               for (const auto& payload : payloads) {
@@ -288,7 +288,7 @@ TEST(RoundtripTest, RawBytesDataset) {
             }),
             0);
 
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto ds = client.get_dataset("blob");
   ASSERT_TRUE(ds.ok()) << ds.status().to_string();
   EXPECT_TRUE(ds->is_bytes());
@@ -321,14 +321,14 @@ TEST(RoundtripTest, DatasetOutlivesItsClient) {
   ASSERT_NE(daemon, nullptr);
   std::optional<Dataset> ds;
   {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     publish_int64(client, "kept", 50'000, 3);
     auto got = client.get_dataset("kept");
     ASSERT_TRUE(got.ok());
     ds.emplace(std::move(got).value());
   }  // the Client object is gone; the Dataset keeps the connection and the mapping
   expect_int64_dataset(*ds, 50'000, 3);
-  Client other = connect(*daemon);
+  Client other = daemon->connect();
   EXPECT_EQ(status_of(other).num_leases, 1u);
   ds.reset();
   EXPECT_TRUE(eventually([&] { return status_of(other).num_connections == 1; }))
@@ -341,7 +341,7 @@ TEST(RoundtripTest, DatasetOutlivesItsClient) {
 TEST(RoundtripTest, CorruptedBytesAreCaughtByVerify) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   constexpr int64_t kSeed = 0x5EED'0000'0000'0000;
   publish_int64(client, "victim", 100'000, kSeed);
   auto ds = client.get_dataset("victim");
@@ -388,7 +388,7 @@ TEST(RoundtripTest, CorruptedBytesAreCaughtByVerify) {
 TEST(RoundtripTest, UnfinishedStringColumnIsRefused) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   const uint64_t baseline = status_of(client).used_bytes;
   {
     auto table = client.create_table({{"s", Type::kString}});
@@ -426,7 +426,7 @@ TEST(StringNullTest, AppendNullAndEmptyView) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   EXPECT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               auto table = c.create_table({{"s", Type::kString}});
               ASSERT_TRUE(table.ok());
               const uint64_t string_bytes[] = {3};
@@ -444,7 +444,7 @@ TEST(StringNullTest, AppendNullAndEmptyView) {
               ASSERT_TRUE(s.ok()) << s.to_string();
             }),
             0);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto ds = client.get_dataset("nulls");
   ASSERT_TRUE(ds.ok()) << ds.status().to_string();
   ColumnView col = ds->column(0, 0);
@@ -471,7 +471,7 @@ void write_through_view(const Dataset& ds) {
 TEST(RoundtripTest, ReadersMappingIsReadOnly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   publish_int64(client, "ro", 1000, 5);
   auto ds = client.get_dataset("ro");
   ASSERT_TRUE(ds.ok()) << ds.status().to_string();
@@ -481,7 +481,7 @@ TEST(RoundtripTest, ReadersMappingIsReadOnly) {
   EXPECT_EXIT(write_through_view(*ds), ::testing::KilledBySignal(SIGSEGV), "");
   // Also from a reader process of its own (not a fork of the one that got it).
   EXPECT_EQ(run_in_child([&] {
-              Client c = connect(*daemon);
+              Client c = daemon->connect();
               auto mine = c.get_dataset("ro");
               if (!mine.ok()) ::_exit(2);
               write_through_view(*mine);
@@ -520,14 +520,14 @@ TEST(PrefaultTest, MapsThePagesSoTheFirstScanDoesNotFault) {
   ASSERT_NE(daemon, nullptr);
   constexpr int64_t kRows = 2 << 20;  // 16 MiB: 4096 pages
   {
-    Client publisher = connect(*daemon);
+    Client publisher = daemon->connect();
     publish_int64(publisher, "big", kRows, 7);
   }
   // A fresh reader process scans the column once; its exit code is the
   // number of page faults the scan took (capped at 200), or 25x on error.
   auto faults_of_first_scan = [&](bool prefault) {
     return run_in_child([&] {
-      Client reader = connect(*daemon);
+      Client reader = daemon->connect();
       auto ds = reader.get_dataset("big");
       if (!ds.ok()) _exit(250);
       if (prefault && !ds->prefault(2).ok()) _exit(251);
@@ -555,7 +555,7 @@ namespace {
 TEST(PublishedTableTest, IsNoLongerWritableByItsPublisher) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  Client client = connect(*daemon);
+  Client client = daemon->connect();
   auto table = client.create_table({{"v", Type::kInt64}, {"s", Type::kString}});
   ASSERT_TRUE(table.ok());
   const uint64_t string_bytes[] = {3};
@@ -588,7 +588,7 @@ TEST(PostedRequestsTest, ThousandsInARowDoNotBlock) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   pid_t child = spawn_child([&] {
-    Client client = connect(*daemon);
+    Client client = daemon->connect();
     {
       TableBuilder table = make_int64_table(client, 1, 0, 3000);  // 3000 one-row partitions
     }  // dropped unpublished: 3000 Aborts

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <signal.h>
 #include <string>
@@ -97,10 +98,8 @@ class Torture {
       const char* fault = kFaultPoints[rng_() % std::size(kFaultPoints)];
       Pipe& pipe = notify[i];
       pids.push_back(spawn_child([&, role, fate, recipe, victim, fault] {
-        if (fate == 2 && role == Role::kPublisher) {
-          ::setenv("SHELF_FAULT_POINT", fault, 1);
-          ::setenv("SHELF_FAULT_NOTIFY_FD", std::to_string(pipe.write_fd()).c_str(), 1);
-        }
+        std::optional<ScopedFaultPoint> armed;
+        if (fate == 2 && role == Role::kPublisher) armed.emplace(fault, pipe);
         child(role, recipe, victim);
       }));
       fates.push_back(role == Role::kPublisher || fate != 2 ? fate : 1);
@@ -203,7 +202,7 @@ class Torture {
   }
 
   void check_invariants(uint64_t round) {
-    Client client = connect(*daemon_);
+    Client client = daemon_->connect();
     // The daemon notices dead clients on its own; wait until only we remain
     // and every freed page is back.
     const bool settled = eventually([&] {

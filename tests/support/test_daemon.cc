@@ -84,15 +84,28 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::vecto
   return result;
 }
 
+void fail_test(const std::string& what) {
+  ADD_FAILURE() << what;
+  throw TestFailure(what);
+}
+
+void run_body_and_exit(const std::function<void()>& body) {
+  bool failed = false;
+  try {
+    body();
+  } catch (const TestFailure&) {
+    failed = true;  // already recorded
+  }
+  failed = failed || ::testing::Test::HasFailure();
+  std::fflush(nullptr);
+  ::_exit(failed ? 1 : 0);
+}
+
 int run_in_child(const std::function<void()>& body) {
   std::fflush(nullptr);
   pid_t pid = ::fork();
-  if (pid == 0) {
-    body();
-    const bool failed = ::testing::Test::HasFailure();
-    std::fflush(nullptr);
-    ::_exit(failed ? 1 : 0);
-  }
+  if (pid < 0) fail_test(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) run_body_and_exit(body);
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -209,10 +222,7 @@ ClientOptions TestDaemon::client_options() const {
 
 Client TestDaemon::connect() const {
   auto c = Client::connect(client_options());
-  if (!c.ok()) {
-    ADD_FAILURE() << "connect: " << c.status().to_string();
-    std::abort();
-  }
+  if (!c.ok()) fail_test("connect to " + socket_ + ": " + c.status().to_string());
   return std::move(c).value();
 }
 

@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -17,6 +18,22 @@ namespace shelf::test {
 
 // "shelf-test-<pid>-<n>": unique within the machine while this process lives.
 std::string unique_name();
+
+// Helpers that cannot return their value throw TestFailure after recording a
+// gtest failure. gtest reports the exception as a failure of the test, and
+// unwinding runs TestDaemon's destructor, which stops the daemon and removes
+// its segment; std::abort would leak both and end every other test of the
+// executable too. In a child process (run_in_child, spawn_child) the
+// exception ends the child with exit code 1.
+struct TestFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// ADD_FAILURE() << what, then throws TestFailure(what).
+[[noreturn]] void fail_test(const std::string& what);
+
+// For a forked child: runs `body`, then _exit()s with 1 if it threw
+// TestFailure or recorded a gtest failure, else 0. Never returns into the test.
+[[noreturn]] void run_body_and_exit(const std::function<void()>& body);
 
 struct CommandResult {
   int exit_code = -1;  // 128 + signal when killed by one
@@ -30,8 +47,8 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           const std::string& stdin_text = "");
 
 // Runs `body` in a forked child process and returns its exit code (0 on
-// success; a gtest failure inside the child exits 1; death by a signal gives
-// 128 + signal). The child never returns into the test.
+// success; a gtest failure or a TestFailure inside the child exits 1; death by
+// a signal gives 128 + signal). The child never returns into the test.
 int run_in_child(const std::function<void()>& body);
 
 class TestDaemon {
@@ -54,7 +71,8 @@ class TestDaemon {
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   ClientOptions client_options() const;
-  // Connects, or fails the test (and aborts it: ASSERT semantics via abort()).
+  // Connects with client_options(); on error throws TestFailure. The one way
+  // tests connect: use Client::connect(client_options()) only to check an error.
   Client connect() const;
   // SIGKILLs the daemon and waits until the kernel has reaped its lock.
   void kill9();

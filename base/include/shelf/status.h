@@ -19,12 +19,12 @@ class [[nodiscard]] Status {
  public:
   enum class Code : uint8_t {
     kOk = 0,
-    kNotFound = 1,           // no dataset of that name
+    kNotFound = 1,           // no dataset of that name (see from_errno for ENOENT)
     kAlreadyExists = 2,      // publishing a name that exists without override
     kInvalidArgument = 3,    // the caller's input is wrong (bad CSV, bad name, bad size)
     kResourceExhausted = 4,  // over --memory-limit, /dev/shm full, too many connections
     kCorruption = 5,         // a checksum or a layout check failed
-    kUnavailable = 6,        // no daemon, or the daemon went away
+    kUnavailable = 6,        // no daemon, the daemon went away, or its segment cannot be opened
     kPermissionDenied = 7,
     kIoError = 8,   // a system call failed for a reason not covered above
     kInternal = 9,  // a bug in shelf: please report it
@@ -50,14 +50,20 @@ class [[nodiscard]] Status {
   }
   static Status internal(std::string_view msg) { return Status(Code::kInternal, msg); }
   // Maps an errno from a failed system call to the closest code; `what` says
-  // what was being done ("open /dev/shm/x"). The errno text is appended.
+  // what was being done ("open /dev/shm/x"). The errno text is appended and
+  // sys_errno() keeps the errno. ENOENT still gives kNotFound, for
+  // shm::ShmObject::open's callers in the daemon; the client library never
+  // lets that reach its callers (a missing socket or segment at connect is
+  // kUnavailable), so from the C++ and Python APIs NotFound means only "no
+  // dataset of that name". Connection errnos (ECONNREFUSED, ECONNRESET,
+  // EPIPE, ENOTCONN, ETIMEDOUT...) give kUnavailable.
   static Status from_errno(std::string_view what, int sys_errno);
   // Rebuilds a status received from the daemon. Unknown codes become kInternal.
   static Status from_code(uint8_t code, std::string_view msg);
 
   bool ok() const { return rep_ == nullptr; }
   Code code() const { return rep_ ? rep_->code : Code::kOk; }
-  // The errno behind an kIoError (or other system failure), else 0.
+  // The errno behind a status made by from_errno() or io_error(), else 0.
   int sys_errno() const { return rep_ ? rep_->sys_errno : 0; }
   // The message alone, without the code name; empty for OK.
   const std::string& message() const;

@@ -36,7 +36,7 @@ enum class Type : uint8_t {
 
 // "int64", "float64", "string", ...; "?" for a value that is not a Type.
 std::string_view type_name(Type type);
-// The inverse of type_name; also accepts "str", "utf8", "double", "int", "float".
+// The inverse of type_name; also accepts "str", "utf8", "double", "int", "float", "boolean".
 std::optional<Type> parse_type(std::string_view name);
 // Bytes per value of a fixed-width type; 0 for kString and kBytes.
 uint32_t fixed_width(Type type);
@@ -52,58 +52,6 @@ using Schema = std::vector<Field>;
 // The schema of a raw-bytes dataset: one kBytes column named "bytes".
 Schema bytes_schema();
 bool is_bytes_schema(const Schema& schema);
-
-// C++ type of a fixed-width column's values, for typed views: CType<Type::kInt64> is int64_t.
-template <Type T>
-struct CTypeOf;
-template <>
-struct CTypeOf<Type::kInt8> {
-  using type = int8_t;
-};
-template <>
-struct CTypeOf<Type::kInt16> {
-  using type = int16_t;
-};
-template <>
-struct CTypeOf<Type::kInt32> {
-  using type = int32_t;
-};
-template <>
-struct CTypeOf<Type::kInt64> {
-  using type = int64_t;
-};
-template <>
-struct CTypeOf<Type::kUInt8> {
-  using type = uint8_t;
-};
-template <>
-struct CTypeOf<Type::kUInt16> {
-  using type = uint16_t;
-};
-template <>
-struct CTypeOf<Type::kUInt32> {
-  using type = uint32_t;
-};
-template <>
-struct CTypeOf<Type::kUInt64> {
-  using type = uint64_t;
-};
-template <>
-struct CTypeOf<Type::kFloat32> {
-  using type = float;
-};
-template <>
-struct CTypeOf<Type::kFloat64> {
-  using type = double;
-};
-template <>
-struct CTypeOf<Type::kBool> {
-  using type = uint8_t;
-};
-template <>
-struct CTypeOf<Type::kTimestamp> {
-  using type = int64_t;
-};
 
 // True when a span of C++ type V may view a column of type `type`
 // (int64_t views int64 and timestamp columns, uint8_t views uint8 and bool).

@@ -7,9 +7,18 @@
 //   shelf::Dataset ds = client.get_dataset("accounts").value();
 //   std::span<const int64_t> balance = ds.column(0, 1).values<int64_t>();  // no copy
 //
-// A Client is not thread-safe: use one per thread. Datasets and TableBuilders
-// it hands out keep the connection and the mapping alive, so they may outlive
-// the Client object.
+// Datasets and TableBuilders a Client hands out keep the connection and the
+// mapping alive, so they may outlive the Client object.
+//
+// Threads. A Client (with the TableBuilders and the DatasetMap it makes) is
+// used by one thread at a time: use one per thread, or a lock of your own.
+// A Dataset's const members (its views, verify(), prefault()) may be used by
+// any number of threads at once. Any thread may destroy (or release()) a
+// Dataset or a TableBuilder, also while the Client's thread is in a call: the
+// Release or Abort it sends goes through the connection's send path, which a
+// mutex shared by the Client and everything it handed out serialises with the
+// Client's own requests. Such a destructor waits for at most the one round
+// trip in progress (bounded by ClientOptions::request_timeout).
 #pragma once
 
 #include <chrono>
@@ -18,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <shelf/dataset.h>
@@ -94,8 +104,11 @@ struct NamedTable {
 class Client {
  public:
   // Connects to shelfd and maps its segment read-only. Errors: Unavailable
-  // ("no shelfd at SOCKET — start it with: shelfd --socket SOCKET"),
-  // Corruption (the segment is not what the daemon said).
+  // ("no shelfd at SOCKET — start it with: shelfd --socket SOCKET", or the
+  // daemon's segment cannot be opened from this process), PermissionDenied
+  // (a daemon of another user, or one that does not serve you), Corruption
+  // (the segment is not what the daemon said). Never NotFound: that code
+  // means only "no dataset of that name".
   //
   // When shelfd dies or stops, every call fails at once with Unavailable
   // (and so does every later call on this Client): connect again. A shelfd
@@ -131,7 +144,8 @@ class Client {
   // Removes the name at once; readers holding it keep reading, and its memory
   // comes back when the last of them lets go. NotFound names the dataset.
   Status unpublish_dataset(std::string_view name);
-  // The dict-like view (Dask's client.datasets).
+  // The dict-like view (Dask's client.datasets). It shares this Client's
+  // connection, so it stays valid when the Client is moved or destroyed.
   DatasetMap datasets();
   Result<MemoryStats> status();
 
@@ -140,21 +154,24 @@ class Client {
   class Impl;
 
  private:
+  friend class DatasetMap;
   explicit Client(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;  // shared with Datasets and TableBuilders (Plasma's pattern)
 };
 
 // Dict-like access to the published datasets, shared by every client of the
-// daemon. A thin view over a Client: valid while that Client lives.
+// daemon. It holds the connection of the Client that made it (as a Dataset
+// does), so it stays valid after that Client is moved or destroyed; use it on
+// that Client's thread.
 class DatasetMap {
  public:
-  Result<Dataset> get(std::string_view name) { return client_->get_dataset(name); }
+  Result<Dataset> get(std::string_view name) { return client_.get_dataset(name); }
   // Publishes `table` under `name`; AlreadyExists if it is taken (as Dask's
   // mapping raises KeyError: use publish_dataset with override to replace).
   Status set(std::string_view name, TableBuilder& table) {
-    return client_->publish_dataset(name, table);
+    return client_.publish_dataset(name, table);
   }
-  Status erase(std::string_view name) { return client_->unpublish_dataset(name); }
+  Status erase(std::string_view name) { return client_.unpublish_dataset(name); }
   Result<bool> contains(std::string_view name);
   Result<size_t> size();
   // The names, sorted.
@@ -166,8 +183,8 @@ class DatasetMap {
 
  private:
   friend class Client;
-  explicit DatasetMap(Client* client) : client_(client) {}
-  Client* client_;
+  explicit DatasetMap(Client client) : client_(std::move(client)) {}
+  Client client_;  // shares the Impl of the Client that made this map
   std::vector<std::string> snapshot_;
 };
 

@@ -63,6 +63,11 @@ class ColumnView {
 //
 // Writing through its views is impossible: the segment is mapped PROT_READ,
 // so a write faults (SIGSEGV).
+//
+// Threads: the const members may be used by any number of threads at once.
+// The destructor and release() may run on any thread, also while another
+// thread uses the Client it came from (see "Threads" in client.h); they must
+// not race with other uses of this same Dataset.
 class Dataset {
  public:
   Dataset(Dataset&&) noexcept;
@@ -99,9 +104,11 @@ class Dataset {
   // first scan. Measured on 2 cores: a first scan of 1 GiB takes ~104 ms;
   // prefault(2) ~38 ms, then the scan runs at the warm speed (~36 ms). Worth it
   // before scanning most of a large dataset once; a no-op on kernels before
-  // 5.14. Errors: IoError.
+  // 5.14. Errors: those of madvise(2) as from_errno maps them (IoError,
+  // ResourceExhausted for ENOMEM).
   Status prefault(unsigned threads = 2) const;
-  // Ends the lease now; the views must not be used afterwards.
+  // Ends the lease now (the destructor does it otherwise); the views must not
+  // be used afterwards. Sends a Release without waiting for its reply.
   void release();
 
  private:

@@ -1,12 +1,24 @@
 // TableBuilder: builds a dataset in place in shared memory, partition by
-// partition, before it is published (Client::publish_dataset).
+// partition, before it is published (Client::publish_dataset). Every line of
+// this example is a line of examples/quickstart.cc, which a test builds and
+// runs (cli_test); client_test checks the lines are still there:
 //
-//   TableBuilder t = client.create_table({{"name", Type::kString}, {"balance",
-//   Type::kInt64}}).value(); PartitionBuilder p = t.add_partition(rows, {name_bytes}).value();
-//   std::span<int64_t> balance = p.values<int64_t>(1);      // write straight into shm
-//   StringColumnWriter names = p.strings(0);
-//   for (...) { SHELF_RETURN_IF_ERROR(names.append(...)); balance[i] = ...; }
-//   SHELF_RETURN_IF_ERROR(client.publish_dataset("accounts", t));
+//   SHELF_ASSIGN_OR_RETURN(
+//       shelf::TableBuilder table,
+//       client.create_table({{"name", shelf::Type::kString}, {"balance", shelf::Type::kInt64}}));
+//   const uint64_t name_bytes[] = {15};  // UTF-8 bytes to reserve per string column
+//   SHELF_ASSIGN_OR_RETURN(shelf::PartitionBuilder part, table.add_partition(3, name_bytes));
+//   std::span<int64_t> balance = part.values<int64_t>(1);
+//   shelf::StringColumnWriter names = part.strings(0);
+//   const char* who[] = {"Alice", "Bob", "Charlie"};
+//   for (int i = 0; i < 3; ++i) {
+//     SHELF_RETURN_IF_ERROR(names.append(who[i]));
+//     balance[i] = -100 * (i + 1);
+//   }
+//   SHELF_RETURN_IF_ERROR(client.publish_dataset("negative_accounts", table));
+//
+// Threads: a TableBuilder is used on its Client's thread (see client.h),
+// but may be destroyed on any thread.
 //
 // Nobody sees a dataset before it is published. A TableBuilder destroyed
 // without a successful publish gives its memory back (Plasma's "sealed or
