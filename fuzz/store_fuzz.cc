@@ -2,7 +2,7 @@
 // input is a script of requests from up to four sessions (connections):
 // allocate, abort, write (what a publisher does to an extent), publish
 // descriptors naming any extent (its own, another session's, a freed or a
-// sealed one), get, release, unpublish, close, and the stepwise release of
+// sealed one), get, release, unpublish, close, and the stepwise punching of
 // freed memory. Offsets and lease ids come from what the Store handed out,
 // or from the input.
 //
@@ -199,7 +199,7 @@ void run(Script& in) {
         sessions.erase(sessions.begin() + static_cast<std::ptrdiff_t>(si));
         break;
       case 8:
-        if (store.has_release_work()) store.release_some();
+        if (store.has_punch_work()) store.punch_some();
         break;
       default:
         (void)store.list();
@@ -211,7 +211,7 @@ void run(Script& in) {
   // Everyone leaves: all memory but the index comes back.
   for (Store::SessionId s : sessions) store.close_session(s);
   for (const std::string& name : names) (void)store.unpublish(name);
-  while (store.has_release_work()) store.release_some();
+  while (store.has_punch_work()) store.punch_some();
   protocol::StatusResponse s = store.status();
   SHELF_CHECK(s.datasets.empty());
   SHELF_CHECK(s.num_leases == 0 && s.unsealed_bytes == 0 && s.pending_free_bytes == 0);

@@ -281,7 +281,7 @@ Status Daemon::run() {
   for (;;) {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
-    const int timeout = store_->has_release_work() ? 0 : -1;
+    const int timeout = store_->has_punch_work() ? 0 : -1;
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -322,7 +322,7 @@ Status Daemon::run() {
       if (events[i].events & EPOLLOUT) on_writable(c);
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
-    store_->release_some();
+    store_->punch_some();
   }
 }
 

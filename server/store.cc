@@ -47,10 +47,27 @@ int64_t now_ns() {
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
-  return align_up(kPageSize + uint64_t{max_datasets} * sizeof(shm::IndexEntryLayout), kPageSize);
+  return align_up(shm::index_entry_offset(max_datasets), kPageSize);
 }
 
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
+
+// What list() and status() say of a dataset, from its descriptor's header as
+// it lies in the segment (created_ns and the publisher set by publish()).
+protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
+                                   uint64_t memory_bytes) {
+  protocol::DatasetSummary s;
+  s.name = std::string(name);
+  s.num_columns = h.num_columns;
+  s.num_partitions = h.num_partitions;
+  s.num_rows = h.num_rows;
+  s.data_bytes = h.data_bytes;
+  s.memory_bytes = memory_bytes;
+  s.created_ns = h.created_ns;
+  s.publisher_uid = h.publisher_uid;
+  s.publisher_pid = h.publisher_pid;
+  return s;
+}
 
 // /dev/shm must be able to hold the limit (less what the segment already
 // holds), or a publish would fail later on a full tmpfs. (Docker gives
@@ -327,8 +344,7 @@ std::string Store::extent_problem(uint64_t offset, uint64_t length, shm::ExtentK
 
 bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry =
-      view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
+  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
   SHELF_CHECK(entry != nullptr);
   auto drop = [&](const std::string& why) {
     log_error("restart: index slot " + std::to_string(slot) + " " + why + "; dropped it");
@@ -415,18 +431,10 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
       d.partitions.push_back(Extent{part.extent_offset, part.extent_length});
       // Every buffer is checked, so that a restart never serves bytes that
       // changed while no daemon watched (or while one crashed).
-      for (uint32_t c = 0; c < v.num_columns(); ++c) {
-        const shm::ChunkLayout& chunk = v.chunk(p, c);
-        bool ok = true;
-        for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-          if (b->length == 0) continue;
-          recovery_.verified_bytes += b->length;
-          ok = ok && shm::xxh3(mapping_.data() + b->offset, b->length) == b->xxh3;
-        }
-        if (!ok) {
-          bad_partitions.push_back(where + " column '" + std::string(v.column_name(c)) + "'");
-          break;
-        }
+      if (auto bad =
+              shm::first_checksum_mismatch(v, mapping_.data(), p, &recovery_.verified_bytes)) {
+        bad_partitions.push_back(where + " column '" + std::string(v.column_name(bad->column)) +
+                                 "'");
       }
     }
     if (!bad_partitions.empty()) {
@@ -442,14 +450,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
     if (problem.empty() && entry->data_bytes != d.memory_bytes) {
       problem = "its index entry and its extents disagree on its size";
     }
-    protocol::DatasetSummary& s = d.summary;
-    s.num_columns = v.num_columns();
-    s.num_partitions = v.num_partitions();
-    s.num_rows = v.header().num_rows;
-    s.data_bytes = v.header().data_bytes;
-    s.created_ns = v.header().created_ns;
-    s.publisher_uid = v.header().publisher_uid;
-    s.publisher_pid = v.header().publisher_pid;
+    d.summary = summarise(name, v.header(), 0);
   }
   d.summary.memory_bytes = d.memory_bytes;
   used_bytes_ += d.memory_bytes;
@@ -494,7 +495,7 @@ void Store::sweep_gap(uint64_t begin, uint64_t end) {
       // Its publisher lived through the crash and may still write into its
       // mapping: freeing the pages now would let that write land in the
       // memory of whoever gets them next. Held until it exits.
-      if (page > punch_from) punch(punch_from, page - punch_from);
+      if (page > punch_from) punch_range(punch_from, page - punch_from);
       orphans_.push_back(Orphan{page, h->length, h->owner_pid});
       used_bytes_ += h->length;
       unsealed_bytes_ += h->length;
@@ -506,7 +507,7 @@ void Store::sweep_gap(uint64_t begin, uint64_t end) {
         allocator_.mark_allocated(page, h->length)) {
       // Sealed but no longer published (unpublished while leased, most
       // likely): a process that mapped the segment may still read it.
-      if (page > punch_from) punch(punch_from, page - punch_from);
+      if (page > punch_from) punch_range(punch_from, page - punch_from);
       held_extents_.push_back(Extent{page, h->length});
       held_bytes_ += h->length;
       used_bytes_ += h->length;
@@ -516,7 +517,7 @@ void Store::sweep_gap(uint64_t begin, uint64_t end) {
     }
     at = page + h->length;  // an extent nobody owns: skip it whole, punched below
   }
-  if (end > punch_from) punch(punch_from, end - punch_from);
+  if (end > punch_from) punch_range(punch_from, end - punch_from);
 }
 
 void Store::recover() {
@@ -540,7 +541,7 @@ void Store::recover() {
   recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
   // Everything no dataset owns goes back to the OS: extents being written
   // when the daemon died, datasets unpublished but still leased then (leases
-  // end with the connections), memory that was being released.
+  // end with the connections), memory that was being punched.
   std::map<uint64_t, uint64_t> owned;
   for (const auto& [id, d] : datasets_) {
     if (d.descriptor.length > 0) owned.emplace(d.descriptor.offset, d.descriptor.length);
@@ -599,10 +600,10 @@ void Store::recheck_old_mappers() {
   for (auto it = old_mappers_.begin(); it != old_mappers_.end();) {
     it = still.count(*it) ? std::next(it) : old_mappers_.erase(it);
   }
-  if (old_mappers_.empty()) release_restart_holds();
+  if (old_mappers_.empty()) end_restart_holds();
 }
 
-void Store::release_restart_holds() {
+void Store::end_restart_holds() {
   std::vector<uint64_t> to_free;
   for (auto& [id, d] : datasets_) {
     if (!d.restart_hold) continue;
@@ -638,7 +639,7 @@ void Store::owner_gone(uint32_t pid) {
              "previous shelfd died");
   }
   free_extents(freed);
-  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) release_restart_holds();
+  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) end_restart_holds();
 }
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
@@ -715,45 +716,45 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
 void Store::free_extents(const std::vector<Extent>& extents) {
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  if (total <= kReleaseStepBytes && releasing_.empty()) {
+  if (total <= kPunchStepBytes && punching_.empty()) {
     for (const Extent& e : extents) {
-      punch(e.offset, e.length);
-      finish_release(e);
+      punch_range(e.offset, e.length);
+      finish_punch(e);
     }
     return;
   }
   // Punching takes ~125 ms per GiB: more than a step is done a step at a
-  // time between requests (release_some), so other clients are not kept
+  // time between requests (punch_some), so other clients are not kept
   // waiting. The extents stay allocated and counted in used_bytes_ until gone.
   for (const Extent& e : extents) {
-    releasing_.push_back(Release{e, 0});
-    releasing_bytes_ += e.length;
+    punching_.push_back(Punch{e, 0});
+    punching_bytes_ += e.length;
   }
 }
 
-void Store::punch(uint64_t offset, uint64_t length) {
+void Store::punch_range(uint64_t offset, uint64_t length) {
   // Punching the hole gives the pages back to the OS; the range reads as zeros
   // afterwards, which also clears the extent header.
-  Status s = segment_.release(offset, length);
+  Status s = segment_.punch(offset, length);
   SHELF_CHECK(s.ok());
 }
 
-void Store::finish_release(const Extent& extent) {
+void Store::finish_punch(const Extent& extent) {
   allocator_.free(extent.offset, extent.length);
   used_bytes_ -= extent.length;
 }
 
-void Store::release_some() {
-  for (uint64_t budget = kReleaseStepBytes; budget > 0 && !releasing_.empty();) {
-    Release& r = releasing_.front();
+void Store::punch_some() {
+  for (uint64_t budget = kPunchStepBytes; budget > 0 && !punching_.empty();) {
+    Punch& r = punching_.front();
     const uint64_t step = std::min(budget, r.extent.length - r.done);
-    punch(r.extent.offset + r.done, step);
+    punch_range(r.extent.offset + r.done, step);
     r.done += step;
     budget -= step;
     if (r.done == r.extent.length) {
-      releasing_bytes_ -= r.extent.length;
-      finish_release(r.extent);
-      releasing_.pop_front();
+      punching_bytes_ -= r.extent.length;
+      finish_punch(r.extent);
+      punching_.pop_front();
     }
   }
 }
@@ -761,7 +762,7 @@ void Store::release_some() {
 bool Store::make_room(uint64_t bytes) {
   // Memory on its way back counts until it is back; when a request needs it
   // now, finish giving it back first (a stall only for that request).
-  while (used_bytes_ + bytes > options_.memory_limit && !releasing_.empty()) release_some();
+  while (used_bytes_ + bytes > options_.memory_limit && !punching_.empty()) punch_some();
   return used_bytes_ + bytes <= options_.memory_limit;
 }
 
@@ -851,15 +852,10 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
                                         std::to_string(p) + " was not finished writing");
       }
       if (options_.verify_on_publish) {
-        for (uint32_t c = 0; c < view->num_columns(); ++c) {
-          const shm::ChunkLayout& chunk = view->chunk(p, c);
-          for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-            if (b->length > 0 && shm::xxh3(mapping_.data() + b->offset, b->length) != b->xxh3) {
-              return Status::corruption("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) + " column '" +
-                                        std::string(view->column_name(c)) + "': checksum mismatch");
-            }
-          }
+        if (auto bad = shm::first_checksum_mismatch(*view, mapping_.data(), p)) {
+          return Status::corruption(
+              "dataset " + quoted(item.name) + " partition " + std::to_string(p) + " column '" +
+              std::string(view->column_name(bad->column)) + "': checksum mismatch");
         }
       }
     }
@@ -919,16 +915,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
     std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
         .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
 
-    protocol::DatasetSummary& s = dataset.summary;
-    s.name = item.name;
-    s.num_columns = view.num_columns();
-    s.num_partitions = view.num_partitions();
-    s.num_rows = view.header().num_rows;
-    s.data_bytes = view.header().data_bytes;
-    s.memory_bytes = dataset.memory_bytes;
-    s.created_ns = created;
-    s.publisher_uid = session.uid;
-    s.publisher_pid = session.pid;
+    dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
 
     auto existing = names_.find(item.name);
     std::optional<uint64_t> replaced;  // freed once the new entry is in the index
@@ -965,8 +952,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
 
 void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry =
-      view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
+  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
   SHELF_CHECK(entry != nullptr);
   // Seqlock write: odd while changing. The release fence orders the odd value
   // before the field writes; the final release store orders them before the
@@ -1095,7 +1081,7 @@ protocol::StatusResponse Store::status() const {
   s.used_bytes = used_bytes_;
   s.index_bytes = data_offset_;
   s.unsealed_bytes = unsealed_bytes_;
-  s.pending_free_bytes = pending_free_bytes_ + releasing_bytes_;
+  s.pending_free_bytes = pending_free_bytes_ + punching_bytes_;
   auto resident = segment_.resident_bytes();
   s.resident_bytes = resident.ok() ? *resident : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());

@@ -113,11 +113,11 @@ class Store {
   Status unpublish(const std::string& name);
 
   // True while freed memory is still being given back to the OS; the daemon
-  // then calls release_some() between requests until it is done.
-  bool has_release_work() const { return !releasing_.empty(); }
-  // Gives back the next step (up to kReleaseStepBytes, over one or more
+  // then calls punch_some() between requests until it is done.
+  bool has_punch_work() const { return !punching_.empty(); }
+  // Gives back the next step (up to kPunchStepBytes, over one or more
   // extents) of freed memory.
-  void release_some();
+  void punch_some();
 
   protocol::ListResponse list() const;
   protocol::StatusResponse status() const;
@@ -175,12 +175,12 @@ class Store {
   void sweep_gap(uint64_t begin, uint64_t end);
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
   // Frees extents: at once when they add up to one step or less, else
-  // queued for release_some().
+  // queued for punch_some().
   void free_extents(const std::vector<Extent>& extents);
-  void punch(uint64_t offset, uint64_t length);
-  void finish_release(const Extent& extent);
+  void punch_range(uint64_t offset, uint64_t length);
+  void finish_punch(const Extent& extent);
   // True when `bytes` more fit under the limit, after finishing queued
-  // releases if that is what it takes.
+  // punches if that is what it takes.
   bool make_room(uint64_t bytes);
   void free_dataset(uint64_t dataset_id);
   void write_index_entry(uint32_t slot, const Dataset* dataset);
@@ -203,13 +203,13 @@ class Store {
   uint64_t unsealed_bytes_ = 0;
   uint64_t pending_free_bytes_ = 0;
   // Punching 32 MiB of tmpfs takes ~4 ms: the longest another request waits.
-  static constexpr uint64_t kReleaseStepBytes = 32ull << 20;
-  struct Release {
+  static constexpr uint64_t kPunchStepBytes = 32ull << 20;
+  struct Punch {
     Extent extent;
     uint64_t done = 0;  // bytes punched so far
   };
-  std::deque<Release> releasing_;
-  uint64_t releasing_bytes_ = 0;
+  std::deque<Punch> punching_;
+  uint64_t punching_bytes_ = 0;
   uint64_t next_session_id_ = 1;
   uint64_t next_dataset_id_ = 1;
   uint64_t next_lease_id_ = 1;
@@ -226,14 +226,14 @@ class Store {
   };
   std::vector<Orphan> orphans_;
   // See orphan_owners(). Emptied as they exit or unmap the segment; then
-  // release_restart_holds() frees what was kept for them.
+  // end_restart_holds() frees what was kept for them.
   std::set<uint32_t> old_mappers_;
   std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
   uint64_t held_bytes_ = 0;
   // Drops the old mappers that no longer map the segment (reads their
-  // /proc/<pid>/maps); releases the holds when none is left.
+  // /proc/<pid>/maps); ends the holds when none is left.
   void recheck_old_mappers();
-  void release_restart_holds();
+  void end_restart_holds();
   // A dataset nobody may be reading: no lease, no restart hold.
   static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
 };
