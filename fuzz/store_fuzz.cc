@@ -2,7 +2,7 @@
 // input is a script of requests from up to four sessions (connections):
 // allocate, abort, write (what a publisher does to an extent), publish
 // descriptors naming any extent (its own, another session's, a freed or a
-// sealed one), get, release, unpublish, close, and the stepwise release of
+// sealed one), get, release, unpublish, close, and the stepwise punching of
 // freed memory. Offsets and lease ids come from what the Store handed out,
 // or from the input.
 //
@@ -20,8 +20,11 @@
 #include <unistd.h>
 #include <vector>
 
+#include <shelf/limits.h>
+
 #include "base/check.h"
 #include "protocol/messages.h"
+#include "server/publisher_for_tests.h"
 #include "server/store.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
@@ -82,6 +85,136 @@ void check_lease(const Store& store, const shm::Mapping& segment,
   }
 }
 
+// The state of one script run: the Store, the publisher's mapping, and what
+// the Store handed out so far.
+class Harness {
+ public:
+  Harness(Store& store, const shm::ShmObject& object, const shm::Mapping& segment)
+      : store_(store), object_(object), segment_(segment) {}
+
+  // Runs the script's next request, then checks the accounting.
+  void step(Script& in) {
+    if (sessions_.empty() || (sessions_.size() < 4 && in.u8() % 8 == 0)) {
+      sessions_.push_back(
+          store_.open_session(1000 + static_cast<uint32_t>(sessions_.size()), 1000));
+    }
+    const size_t si = in.u8() % sessions_.size();
+    const Store::SessionId session = sessions_[si];
+    switch (in.u8() % 10) {
+      case 0:
+        allocate(in, session);
+        break;
+      case 1: {
+        const Extent* e = in.pick(extents_);
+        (void)store_.abort(session, e ? e->offset : uint64_t{in.u16()} * shm::kPageSize);
+        break;
+      }
+      case 2:
+        write(in);
+        break;
+      case 3:
+        publish(in, session);
+        break;
+      case 4: {
+        auto r = store_.get(session, *in.pick(names_));
+        if (r.ok()) {
+          check_lease(store_, segment_, *r);
+          leases_.push_back(r->lease_id);
+        }
+        break;
+      }
+      case 5: {
+        const uint64_t* lease = in.pick(leases_);
+        (void)store_.release(session, lease ? *lease : in.u8());
+        break;
+      }
+      case 6:
+        (void)store_.unpublish(*in.pick(names_));
+        break;
+      case 7:
+        store_.close_session(session);
+        sessions_.erase(sessions_.begin() + static_cast<std::ptrdiff_t>(si));
+        break;
+      case 8:
+        if (store_.has_punch_work()) store_.punch_some();
+        break;
+      default:
+        (void)store_.list();
+        break;
+    }
+    check_accounting(store_);
+  }
+
+  // Everyone leaves: all memory but the index comes back.
+  void finish() {
+    for (Store::SessionId s : sessions_) store_.close_session(s);
+    for (const std::string& name : names_) (void)store_.unpublish(name);
+    while (store_.has_punch_work()) store_.punch_some();
+    protocol::StatusResponse s = store_.status();
+    SHELF_CHECK(s.datasets.empty());
+    SHELF_CHECK(s.num_leases == 0 && s.unsealed_bytes == 0 && s.pending_free_bytes == 0);
+    SHELF_CHECK(s.used_bytes == s.index_bytes);
+  }
+
+ private:
+  void allocate(Script& in, Store::SessionId session) {
+    auto r = store_.allocate(session, uint64_t{in.u16()} * 64);
+    if (!r.ok()) return;
+    SHELF_CHECK(r->offset % shm::kPageSize == 0 && r->length % shm::kPageSize == 0);
+    SHELF_CHECK(r->offset + r->length <= store_.segment_bytes());
+    // Any earlier extent at this offset was freed: forget it.
+    std::erase_if(extents_, [&](const Extent& e) { return e.offset == r->offset; });
+    extents_.push_back({r->offset, r->length});
+  }
+
+  // Write as a publisher: reserve and touch the pages, mark it written.
+  // Not a sealed extent: any process that may publish can map the segment
+  // writable and scribble over published data (README.md, "Who may talk to
+  // whom"); readers then see Corruption. That is not what this target is
+  // after.
+  void write(Script& in) {
+    const Extent* e = in.pick(extents_);
+    if (e == nullptr || e->sealed) return;
+    SHELF_CHECK(for_tests::write_extent(object_, e->offset, e->length).ok());
+  }
+
+  // Publish one or two datasets, each of one int64 column over one or two of
+  // the known extents (or offsets from the input).
+  void publish(Script& in, Store::SessionId session) {
+    protocol::PublishRequest request;
+    request.override_existing = in.u8() & 1;
+    const int items = 1 + in.u8() % 2;
+    for (int i = 0; i < items; ++i) {
+      std::vector<for_tests::Int64Partition> parts(1 + in.u8() % 2);
+      for (for_tests::Int64Partition& p : parts) {
+        const Extent* e = in.pick(extents_);
+        const Extent x = e ? *e : Extent{uint64_t{in.u16()} * shm::kPageSize, shm::kPageSize};
+        const uint64_t rows = std::min<uint64_t>(in.u8(), (x.length - 64) / 8);
+        p = for_tests::Int64Partition{x.offset, x.length, rows};
+      }
+      request.items.push_back({*in.pick(names_), for_tests::int64_descriptor(parts)});
+    }
+    if (!store_.publish(session, request).ok()) return;
+    for (const protocol::PublishItem& item : request.items) {
+      auto view = shm::DescriptorView::parse(item.descriptor, true);
+      SHELF_CHECK(view.ok());
+      for (uint64_t p = 0; p < view->num_partitions(); ++p) {
+        for (Extent& e : extents_) {
+          e.sealed = e.sealed || e.offset == view->partition(p).extent_offset;
+        }
+      }
+    }
+  }
+
+  Store& store_;
+  const shm::ShmObject& object_;
+  const shm::Mapping& segment_;
+  std::vector<Store::SessionId> sessions_;
+  std::vector<Extent> extents_;  // every extent ever handed out
+  std::vector<uint64_t> leases_;
+  const std::vector<std::string> names_ = {"a", "b", "c", std::string(kMaxNameBytes + 1, 'n'), ""};
+};
+
 void run(Script& in) {
   static const std::string segment_name = "shelf-fuzz-store-" + std::to_string(::getpid());
   server::StoreOptions options;
@@ -99,123 +232,10 @@ void run(Script& in) {
   SHELF_CHECK(shm::ShmObject::unlink(segment_name).ok());
   auto mapped = shm::Mapping::map(*object, 0, store.segment_bytes(), /*writable=*/true);
   SHELF_CHECK(mapped.ok());
-  const shm::Mapping& segment = *mapped;
 
-  std::vector<Store::SessionId> sessions;
-  std::vector<Extent> extents;  // every extent ever handed out
-  std::vector<uint64_t> leases;
-  const std::vector<std::string> names = {"a", "b", "c", std::string(201, 'n'), ""};
-
-  while (!in.done()) {
-    if (sessions.empty() || (sessions.size() < 4 && in.u8() % 8 == 0)) {
-      sessions.push_back(store.open_session(1000 + static_cast<uint32_t>(sessions.size()), 1000));
-    }
-    const size_t si = in.u8() % sessions.size();
-    const Store::SessionId session = sessions[si];
-    switch (in.u8() % 10) {
-      case 0: {
-        auto r = store.allocate(session, uint64_t{in.u16()} * 64);
-        if (r.ok()) {
-          SHELF_CHECK(r->offset % shm::kPageSize == 0 && r->length % shm::kPageSize == 0);
-          SHELF_CHECK(r->offset + r->length <= store.segment_bytes());
-          // Any earlier extent at this offset was freed: forget it.
-          std::erase_if(extents, [&](const Extent& e) { return e.offset == r->offset; });
-          extents.push_back({r->offset, r->length});
-        }
-        break;
-      }
-      case 1: {
-        const Extent* e = in.pick(extents);
-        (void)store.abort(session, e ? e->offset : uint64_t{in.u16()} * shm::kPageSize);
-        break;
-      }
-      case 2: {
-        // Write as a publisher: reserve and touch the pages, mark it written.
-        // Not a sealed extent: any process that may publish can map the
-        // segment writable and scribble over published data (README.md,
-        // "Who may talk to whom"); readers then see Corruption. That is
-        // not what this target is after.
-        const Extent* e = in.pick(extents);
-        if (e == nullptr || e->sealed) break;
-        SHELF_CHECK(object->reserve(e->offset, e->length).ok());
-        auto m = shm::Mapping::map(*object, e->offset, e->length, true, /*populate=*/true);
-        SHELF_CHECK(m.ok());
-        auto* header = reinterpret_cast<shm::ExtentHeaderLayout*>(m->data());
-        std::atomic_ref<uint32_t>(header->state)
-            .store(static_cast<uint32_t>(shm::ExtentState::kWritten), std::memory_order_release);
-        break;
-      }
-      case 3: {
-        // Publish one or two datasets, each of one int64 column over one or
-        // two of the known extents.
-        protocol::PublishRequest request;
-        request.override_existing = in.u8() & 1;
-        const int items = 1 + in.u8() % 2;
-        for (int i = 0; i < items; ++i) {
-          shm::DescriptorBuilder builder(Schema{{"v", Type::kInt64}});
-          const int parts = 1 + in.u8() % 2;
-          for (int p = 0; p < parts; ++p) {
-            const Extent* e = in.pick(extents);
-            const Extent x = e ? *e : Extent{uint64_t{in.u16()} * shm::kPageSize, shm::kPageSize};
-            const uint64_t rows = std::min<uint64_t>(in.u8(), (x.length - 64) / 8);
-            shm::ChunkLayout chunk{};
-            chunk.data = shm::BufferLayout{x.offset + shm::kExtentHeaderBytes, rows * 8, 0};
-            builder.add_partition(shm::PartitionLayout{rows, x.offset, x.length, 0},
-                                  std::span<const shm::ChunkLayout>(&chunk, 1));
-          }
-          request.items.push_back({*in.pick(names), builder.finish()});
-        }
-        if (store.publish(session, request).ok()) {
-          for (const protocol::PublishItem& item : request.items) {
-            auto view = shm::DescriptorView::parse(item.descriptor, true);
-            SHELF_CHECK(view.ok());
-            for (uint64_t p = 0; p < view->num_partitions(); ++p) {
-              for (Extent& e : extents) {
-                e.sealed = e.sealed || e.offset == view->partition(p).extent_offset;
-              }
-            }
-          }
-        }
-        break;
-      }
-      case 4: {
-        auto r = store.get(session, *in.pick(names));
-        if (r.ok()) {
-          check_lease(store, segment, *r);
-          leases.push_back(r->lease_id);
-        }
-        break;
-      }
-      case 5: {
-        const uint64_t* lease = in.pick(leases);
-        (void)store.release(session, lease ? *lease : in.u8());
-        break;
-      }
-      case 6:
-        (void)store.unpublish(*in.pick(names));
-        break;
-      case 7:
-        store.close_session(session);
-        sessions.erase(sessions.begin() + static_cast<std::ptrdiff_t>(si));
-        break;
-      case 8:
-        if (store.has_release_work()) store.release_some();
-        break;
-      default:
-        (void)store.list();
-        break;
-    }
-    check_accounting(store);
-  }
-
-  // Everyone leaves: all memory but the index comes back.
-  for (Store::SessionId s : sessions) store.close_session(s);
-  for (const std::string& name : names) (void)store.unpublish(name);
-  while (store.has_release_work()) store.release_some();
-  protocol::StatusResponse s = store.status();
-  SHELF_CHECK(s.datasets.empty());
-  SHELF_CHECK(s.num_leases == 0 && s.unsealed_bytes == 0 && s.pending_free_bytes == 0);
-  SHELF_CHECK(s.used_bytes == s.index_bytes);
+  Harness harness(store, *object, *mapped);
+  while (!in.done()) harness.step(in);
+  harness.finish();
 }
 
 }  // namespace

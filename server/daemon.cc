@@ -281,7 +281,7 @@ Status Daemon::run() {
   for (;;) {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
-    const int timeout = store_->has_release_work() ? 0 : -1;
+    const int timeout = store_->has_punch_work() ? 0 : -1;
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -322,7 +322,7 @@ Status Daemon::run() {
       if (events[i].events & EPOLLOUT) on_writable(c);
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
-    store_->release_some();
+    store_->punch_some();
   }
 }
 
@@ -530,6 +530,31 @@ void Daemon::process_frames(Connection& c) {
   c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(consumed));
 }
 
+void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
+  auto m = protocol::decode_hello_request(payload);
+  if (!m) {
+    protocol::encode_error_response(c.out, MessageType::kHello,
+                                    Status::invalid_argument("malformed message payload"));
+    return;
+  }
+  if (m->protocol_version != protocol::kProtocolVersion) {
+    protocol::encode_error_response(
+        c.out, MessageType::kHello,
+        Status::invalid_argument("client speaks protocol " + std::to_string(m->protocol_version) +
+                                 ", shelfd speaks " + std::to_string(protocol::kProtocolVersion)));
+    c.closing = true;
+    return;
+  }
+  c.greeted = true;
+  protocol::HelloResponse r;
+  r.segment_name = store_->segment_name();
+  r.segment_bytes = store_->segment_bytes();
+  r.generation = store_->generation();
+  r.memory_limit = store_->memory_limit();
+  r.daemon_pid = static_cast<uint32_t>(::getpid());
+  protocol::encode_response(c.out, r);
+}
+
 void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byte> payload) {
   const auto type = static_cast<MessageType>(raw_type);
   auto malformed = [&] {
@@ -550,28 +575,8 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     return;
   }
   switch (type) {
-    case MessageType::kHello: {
-      auto m = protocol::decode_hello_request(payload);
-      if (!m) return malformed();
-      if (m->protocol_version != protocol::kProtocolVersion) {
-        protocol::encode_error_response(
-            c.out, type,
-            Status::invalid_argument("client speaks protocol " +
-                                     std::to_string(m->protocol_version) + ", shelfd speaks " +
-                                     std::to_string(protocol::kProtocolVersion)));
-        c.closing = true;
-        return;
-      }
-      c.greeted = true;
-      protocol::HelloResponse r;
-      r.segment_name = store_->segment_name();
-      r.segment_bytes = store_->segment_bytes();
-      r.generation = store_->generation();
-      r.memory_limit = store_->memory_limit();
-      r.daemon_pid = static_cast<uint32_t>(::getpid());
-      protocol::encode_response(c.out, r);
-      return;
-    }
+    case MessageType::kHello:
+      return hello(c, payload);
     case MessageType::kAllocate: {
       auto m = protocol::decode_allocate_request(payload);
       if (!m) return malformed();
@@ -588,10 +593,8 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       auto m = protocol::decode_publish_request(payload);
       if (!m) return malformed();
       Status s = store_->publish(c.session, *m);
-      if (s.ok()) {
-        for (const auto& item : m->items) {
-          log_info("published '" + item.name + "' (pid " + std::to_string(c.pid) + ")");
-        }
+      for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {
+        log_info("published '" + m->items[i].name + "' (pid " + std::to_string(c.pid) + ")");
       }
       return reply_status(s);
     }
@@ -614,10 +617,9 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
       return reply_status(s);
     }
-    case MessageType::kList: {
+    case MessageType::kList:
       if (!payload.empty()) return malformed();
       return protocol::encode_response(c.out, store_->list());
-    }
     case MessageType::kStatus: {
       if (!payload.empty()) return malformed();
       protocol::StatusResponse r = store_->status();

@@ -55,6 +55,9 @@ class Daemon {
   // Handles whole frames buffered in c.in until a response is pending.
   void process_frames(Connection& c);
   void dispatch(Connection& c, uint16_t type, std::span<const std::byte> payload);
+  // Answers Hello: checks the protocol version (a mismatch is answered, then
+  // the connection closed) and tells the client where the segment is.
+  void hello(Connection& c, std::span<const std::byte> payload);
   void update_interest(Connection& c);
   void close_connection(int fd);
   // True when the peer may use this daemon: shelfd's own uid, root, or a

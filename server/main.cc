@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -14,6 +15,7 @@
 #include "base/units.h"
 #include "server/daemon.h"
 #include "server/log.h"
+#include "shm/layout.h"
 
 namespace po = boost::program_options;
 using namespace shelf;
@@ -39,17 +41,22 @@ Options)";
 uint64_t default_memory_limit() {
   struct statvfs vfs;
   if (::statvfs("/dev/shm", &vfs) != 0) return 1ull << 30;
-  return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / 4096 * 4096;
+  return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / shm::kPageSize * shm::kPageSize;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::string socket_path, segment, limit_text, log_level_text, log_file;
-  server::StoreOptions store_options;
-  server::DaemonOptions daemon_options;
+// Everything the command line decides.
+struct Options {
+  server::StoreOptions store;
+  server::DaemonOptions daemon;
   bool foreground = false;
+  bool max_connections_given = false;
+  std::string log_file;
+};
 
+// Parses the command line into `options`. Returns the exit code when shelfd
+// should stop here (--help: 0; a bad option, said on stderr: 2).
+std::optional<int> parse_options(int argc, char** argv, Options& options) {
+  std::string socket_path, segment, limit_text, log_level_text;
   po::options_description desc(kUsage);
   // clang-format off
   desc.add_options()
@@ -61,23 +68,23 @@ int main(int argc, char** argv) {
        "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
       ("memory-limit", po::value(&limit_text),
        "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm)")
-      ("max-datasets", po::value(&store_options.max_datasets)->default_value(16384),
+      ("max-datasets", po::value(&options.store.max_datasets)->default_value(16384),
        "slots in the dataset index (256 bytes each, charged to the limit)")
-      ("max-connections", po::value(&daemon_options.max_connections)->default_value(1024),
+      ("max-connections", po::value(&options.daemon.max_connections)->default_value(1024),
        "clients connected at once; more are refused with an error")
-      ("group", po::value(&daemon_options.group),
+      ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
-      ("verify-on-publish", po::bool_switch(&store_options.verify_on_publish),
+      ("verify-on-publish", po::bool_switch(&options.store.verify_on_publish),
        "recompute every buffer's XXH3 checksum before publishing (one extra read)")
-      ("discard", po::bool_switch(&store_options.discard),
+      ("discard", po::bool_switch(&options.store.discard),
        "remove an existing segment of this name and start empty (its datasets are lost)")
-      ("remove-segment-on-exit", po::bool_switch(&store_options.remove_on_exit),
+      ("remove-segment-on-exit", po::bool_switch(&options.store.remove_on_exit),
        "remove the segment, and so every dataset, when shelfd stops")
-      ("foreground", po::bool_switch(&foreground), "do not detach; log to stderr")
+      ("foreground", po::bool_switch(&options.foreground), "do not detach; log to stderr")
       ("log-level", po::value(&log_level_text)->default_value("info"),
        "error, warn, info or debug")
-      ("log-file", po::value(&log_file),
+      ("log-file", po::value(&options.log_file),
        "where a detached shelfd logs (default: <socket>.log)");
   // clang-format on
   po::variables_map vm;
@@ -99,81 +106,129 @@ int main(int argc, char** argv) {
     return 2;
   }
   server::set_log_level(level);
-  daemon_options.socket_path = socket_path.empty() ? default_socket_path() : socket_path;
-  store_options.segment_name =
-      segment.empty() ? default_segment_name(daemon_options.socket_path) : segment;
+  options.daemon.socket_path = socket_path.empty() ? default_socket_path() : socket_path;
+  options.store.segment_name =
+      segment.empty() ? default_segment_name(options.daemon.socket_path) : segment;
   if (limit_text.empty()) {
-    store_options.memory_limit = default_memory_limit();
+    options.store.memory_limit = default_memory_limit();
   } else {
     auto limit = parse_size(limit_text);
     if (!limit.ok()) {
       std::cerr << "shelfd: --memory-limit: " << limit.status().message() << "\n";
       return 2;
     }
-    store_options.memory_limit = *limit;
+    options.store.memory_limit = *limit;
   }
   // Values the user did not choose give way to those of an existing segment.
-  store_options.memory_limit_given = !limit_text.empty();
-  store_options.max_datasets_given = !vm["max-datasets"].defaulted();
-  if (log_file.empty()) log_file = daemon_options.socket_path + ".log";
-  // Every connection is a descriptor: take all the kernel allows, and keep
-  // --max-connections below it (with room for the daemon's own), so a client
-  // past the limit is told so instead of finding shelfd out of descriptors.
-  struct rlimit files;
-  if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
-    files.rlim_cur = files.rlim_max;
-    (void)::setrlimit(RLIMIT_NOFILE, &files);
-    (void)::getrlimit(RLIMIT_NOFILE, &files);
-    const rlim_t room = files.rlim_cur > 128 ? files.rlim_cur - 64 : files.rlim_cur / 2;
-    if (daemon_options.max_connections > room) {
-      if (!vm["max-connections"].defaulted()) {
-        std::cerr << "shelfd: --max-connections lowered to " << room
-                  << " to fit the open-files limit (ulimit -n " << files.rlim_cur << ")\n";
-      }
-      daemon_options.max_connections = static_cast<uint32_t>(room);
-    }
-  }
+  options.store.memory_limit_given = !limit_text.empty();
+  options.store.max_datasets_given = !vm["max-datasets"].defaulted();
+  options.max_connections_given = !vm["max-connections"].defaulted();
+  if (options.log_file.empty()) options.log_file = options.daemon.socket_path + ".log";
+  return std::nullopt;
+}
 
-  // Detach: the parent waits on a pipe until the child is serving (or has
-  // failed, having said why on the shared stderr), so `shelfd && shelf list`
-  // never races the daemon's start.
+// Every connection is a descriptor: take all the kernel allows, and keep
+// --max-connections below it (with room for the daemon's own), so a client
+// past the limit is told so instead of finding shelfd out of descriptors.
+void fit_connections_to_open_files(Options& options) {
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return;
+  files.rlim_cur = files.rlim_max;
+  (void)::setrlimit(RLIMIT_NOFILE, &files);
+  (void)::getrlimit(RLIMIT_NOFILE, &files);
+  const rlim_t room = files.rlim_cur > 128 ? files.rlim_cur - 64 : files.rlim_cur / 2;
+  if (options.daemon.max_connections <= room) return;
+  if (options.max_connections_given) {
+    std::cerr << "shelfd: --max-connections lowered to " << room
+              << " to fit the open-files limit (ulimit -n " << files.rlim_cur << ")\n";
+  }
+  options.daemon.max_connections = static_cast<uint32_t>(room);
+}
+
+// Detach: the parent waits on a pipe until the child is serving (or has
+// failed, having said why on the shared stderr), so `shelfd && shelf list`
+// never races the daemon's start. In the child, returns nullopt and sets
+// `ready_fd` to the pipe's end to write the "serving" line to; in the parent
+// (and on failure), the exit code.
+std::optional<int> detach(int& ready_fd) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    std::perror("shelfd: pipe");
+    return 1;
+  }
+  pid_t child = ::fork();
+  if (child < 0) {
+    std::perror("shelfd: fork");
+    return 1;
+  }
+  if (child > 0) {
+    ::close(fds[1]);
+    char line[512];
+    ssize_t n = ::read(fds[0], line, sizeof line);
+    if (n > 0) {
+      std::fwrite(line, 1, static_cast<size_t>(n), stdout);
+      return 0;
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
+  }
+  ::close(fds[0]);
+  ready_fd = fds[1];
+  ::setsid();
+  return std::nullopt;
+}
+
+// "; re-attached ..." when the store re-attached a segment, else "".
+std::string recovery_summary(const server::Store& store) {
+  if (!store.recovery().attached) return std::string();
+  const server::RecoveryReport& r = store.recovery();
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.2f s", r.seconds);
+  return "; re-attached /dev/shm/" + store.segment_name() + " (generation " +
+         std::to_string(r.generation) + "): " + std::to_string(r.datasets) +
+         " datasets served again, " + std::to_string(r.quarantined) +
+         " quarantined (see `shelf status`), " + format_bytes(r.verified_bytes) + " verified in " +
+         seconds;
+}
+
+// The detached child is serving: its stdin and stdout go to /dev/null, its
+// stderr to the log file, and `ready_line` to the waiting parent.
+void finish_detaching(int log_fd, int ready_fd, const std::string& ready_line) {
+  server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
+  int null_fd = ::open("/dev/null", O_RDWR);
+  if (null_fd >= 0) {
+    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(null_fd, STDOUT_FILENO);
+    ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
+    if (null_fd > STDERR_FILENO) ::close(null_fd);
+  }
+  if (log_fd > STDERR_FILENO) ::close(log_fd);
+  ssize_t n = ::write(ready_fd, ready_line.data(), ready_line.size());
+  (void)n;
+  ::close(ready_fd);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (auto exit_code = parse_options(argc, argv, options)) return *exit_code;
+  fit_connections_to_open_files(options);
   int ready_fd = -1;
-  if (!foreground) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      std::perror("shelfd: pipe");
-      return 1;
-    }
-    pid_t child = ::fork();
-    if (child < 0) {
-      std::perror("shelfd: fork");
-      return 1;
-    }
-    if (child > 0) {
-      ::close(fds[1]);
-      char line[512];
-      ssize_t n = ::read(fds[0], line, sizeof line);
-      if (n > 0) {
-        std::fwrite(line, 1, static_cast<size_t>(n), stdout);
-        return 0;
-      }
-      int status = 0;
-      ::waitpid(child, &status, 0);
-      return WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1;
-    }
-    ::close(fds[0]);
-    ready_fd = fds[1];
-    ::setsid();
+  if (!options.foreground) {
+    if (auto exit_code = detach(ready_fd)) return *exit_code;
   }
 
   // Detached, the log file is opened before the start, so that what the
   // start finds (a re-attached segment, quarantined datasets) is in it too.
   int log_fd = -1;
-  if (!foreground) {
-    log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (!options.foreground) {
+    log_fd = ::open(options.log_file.c_str(),
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     server::set_log_copy_fd(log_fd);
   }
-  auto daemon = server::Daemon::start(daemon_options, store_options);
+  auto daemon = server::Daemon::start(options.daemon, options.store);
   if (!daemon.ok()) {
     const std::string line = "shelfd: not started: " + daemon.status().message() + "\n";
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
@@ -184,36 +239,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   const server::Store& store = (*daemon)->store();
-  std::string recovered;
-  if (store.recovery().attached) {
-    const server::RecoveryReport& r = store.recovery();
-    char seconds[32];
-    std::snprintf(seconds, sizeof seconds, "%.2f s", r.seconds);
-    recovered = "; re-attached /dev/shm/" + store.segment_name() + " (generation " +
-                std::to_string(r.generation) + "): " + std::to_string(r.datasets) +
-                " datasets served again, " + std::to_string(r.quarantined) +
-                " quarantined (see `shelf status`), " + format_bytes(r.verified_bytes) +
-                " verified in " + seconds;
+  const std::string recovered = recovery_summary(store);
+  if (!options.foreground) {
+    finish_detaching(log_fd, ready_fd,
+                     "shelfd: serving " + options.daemon.socket_path + " (pid " +
+                         std::to_string(::getpid()) + ", limit " +
+                         format_bytes(store.memory_limit()) + ", log " + options.log_file + ")" +
+                         recovered + "\n");
   }
-  if (!foreground) {
-    server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
-    int null_fd = ::open("/dev/null", O_RDWR);
-    if (null_fd >= 0) {
-      ::dup2(null_fd, STDIN_FILENO);
-      ::dup2(null_fd, STDOUT_FILENO);
-      ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
-      if (null_fd > STDERR_FILENO) ::close(null_fd);
-    }
-    if (log_fd > STDERR_FILENO) ::close(log_fd);
-    std::string msg = "shelfd: serving " + daemon_options.socket_path + " (pid " +
-                      std::to_string(::getpid()) + ", limit " + format_bytes(store.memory_limit()) +
-                      ", log " + log_file + ")" + recovered + "\n";
-    ssize_t n = ::write(ready_fd, msg.data(), msg.size());
-    (void)n;
-    ::close(ready_fd);
-  }
-  server::log_info("serving " + daemon_options.socket_path + " with segment /dev/shm/" +
-                   store_options.segment_name + ", memory limit " +
+  server::log_info("serving " + options.daemon.socket_path + " with segment /dev/shm/" +
+                   options.store.segment_name + ", memory limit " +
                    format_bytes(store.memory_limit()) + (recovered.empty() ? " (new)" : recovered));
   Status s = (*daemon)->run();
   if (!s.ok()) {

@@ -24,6 +24,7 @@
 #include "base/units.h"
 #include "base/utf8.h"
 #include "server/log.h"
+#include "server/store_internal.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
 #include "shm/segment_view.h"
@@ -32,7 +33,7 @@ namespace shelf::server {
 
 using shm::kPageSize;
 
-namespace {
+namespace internal {
 
 int64_t now_ns() {
   timespec ts;
@@ -40,21 +41,29 @@ int64_t now_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-// The size of the address range extents are carved from. Twice the limit:
-// memory is bounded by accounting against the limit, so a fragmented address
-// space can never refuse an allocation the limit allows (the segment is
-// sparse: unused address space costs nothing).
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
-  return align_up(kPageSize + uint64_t{max_datasets} * sizeof(shm::IndexEntryLayout), kPageSize);
+  return align_up(shm::index_entry_offset(max_datasets), kPageSize);
 }
 
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
-// /dev/shm must be able to hold the limit (less what the segment already
-// holds), or a publish would fail later on a full tmpfs. (Docker gives
-// containers a 64 MiB /dev/shm by default.)
+protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
+                                   uint64_t memory_bytes) {
+  protocol::DatasetSummary s;
+  s.name = std::string(name);
+  s.num_columns = h.num_columns;
+  s.num_partitions = h.num_partitions;
+  s.num_rows = h.num_rows;
+  s.data_bytes = h.data_bytes;
+  s.memory_bytes = memory_bytes;
+  s.created_ns = h.created_ns;
+  s.publisher_uid = h.publisher_uid;
+  s.publisher_pid = h.publisher_pid;
+  return s;
+}
+
 Status check_dev_shm(uint64_t memory_limit, uint64_t already_held) {
   struct statvfs vfs;
   if (::statvfs("/dev/shm", &vfs) != 0) return Status();
@@ -70,7 +79,9 @@ Status check_dev_shm(uint64_t memory_limit, uint64_t already_held) {
   return Status::resource_exhausted(msg + ")");
 }
 
-}  // namespace
+}  // namespace internal
+
+using namespace internal;
 
 Status Store::check_name(std::string_view name) {
   if (name.empty()) return Status::invalid_argument("a dataset name cannot be empty");
@@ -91,11 +102,12 @@ Status Store::check_name(std::string_view name) {
 }
 
 Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
-  if (options.memory_limit < 1024 * 1024) {
+  if (options.memory_limit < kMinMemoryLimit) {
     return Status::invalid_argument("--memory-limit must be at least 1 MiB");
   }
-  if (options.max_datasets == 0 || options.max_datasets > (1u << 24)) {
-    return Status::invalid_argument("--max-datasets must be between 1 and 16777216");
+  if (options.max_datasets == 0 || options.max_datasets > kMaxIndexCapacity) {
+    return Status::invalid_argument("--max-datasets must be between 1 and " +
+                                    std::to_string(kMaxIndexCapacity));
   }
   const uint64_t index_bytes = header_and_index_bytes(options.max_datasets);
   if (index_bytes >= options.memory_limit) {
@@ -136,78 +148,6 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   return store;
 }
 
-Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
-  const std::string path = "/dev/shm/" + options.segment_name;
-  // A live daemon's segment is never touched, not even read.
-  SHELF_RETURN_IF_ERROR(segment.try_lock());
-  // The segment is left exactly as it is: it may hold data someone wants.
-  auto refuse = [&](const std::string& why) {
-    return Status::invalid_argument(path + " " + why +
-                                    "; it was left untouched. To drop its datasets and start "
-                                    "empty, start shelfd with --discard");
-  };
-  SHELF_ASSIGN_OR_RETURN(uint64_t file_bytes, segment.size());
-  if (file_bytes < kPageSize) {
-    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
-  }
-  shm::SegmentHeaderLayout h;
-  {
-    SHELF_ASSIGN_OR_RETURN(shm::Mapping page, shm::Mapping::map(segment, 0, kPageSize, false));
-    // Acquire: pairs with the release store of the magic in initialise().
-    h.magic = shm::load_acquire(reinterpret_cast<const uint64_t&>(*page.data()));
-    std::memcpy(&h, page.data(), sizeof h);
-  }
-  if (h.magic == 0 && h.layout_version == 0 && h.segment_bytes == 0) {
-    // A daemon died while making it, before it served anything: no data.
-    log_warn(path + " was never finished by the shelfd that made it; replacing it");
-    SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
-    options.discard = true;
-    return create(options);
-  }
-  if (h.magic != shm::kSegmentMagic) return refuse("is not a shelf segment (wrong magic number)");
-  if (h.layout_version != shm::kLayoutVersion) {
-    return refuse("has layout version " + std::to_string(h.layout_version) +
-                  ", and this shelfd reads only version " + std::to_string(shm::kLayoutVersion) +
-                  " (a shelfd of the release that made it can still serve its datasets)");
-  }
-  // Every size must be the one this build would compute from the header's
-  // own limit and index size, so that no offset read later can mislead us.
-  const bool sizes_ok = h.page_size == kPageSize && h.index_offset == kPageSize &&
-                        h.index_entry_bytes == sizeof(shm::IndexEntryLayout) &&
-                        h.index_capacity > 0 && h.index_capacity <= (1u << 24) &&
-                        h.memory_limit >= (1u << 20) && h.memory_limit <= (uint64_t{1} << 50) &&
-                        h.data_offset == header_and_index_bytes(h.index_capacity) &&
-                        h.data_bytes == data_area_bytes(h.memory_limit) &&
-                        h.segment_bytes == h.data_offset + h.data_bytes &&
-                        h.segment_bytes == file_bytes && h.data_offset < h.memory_limit;
-  if (!sizes_ok) return refuse("has an inconsistent header (sizes and offsets do not agree)");
-  if (h.memory_limit != options.memory_limit) {
-    if (options.memory_limit_given) {
-      return refuse("was made with --memory-limit " + format_bytes(h.memory_limit) + " (" +
-                    std::to_string(h.memory_limit) + " bytes), not " +
-                    format_bytes(options.memory_limit) +
-                    "; start shelfd with that limit, or "
-                    "without --memory-limit to adopt it");
-    }
-    options.memory_limit = h.memory_limit;
-  }
-  if (h.index_capacity != options.max_datasets) {
-    if (options.max_datasets_given) {
-      return refuse("was made with --max-datasets " + std::to_string(h.index_capacity) + ", not " +
-                    std::to_string(options.max_datasets) +
-                    "; start shelfd with that value, or without --max-datasets to adopt it");
-    }
-    options.max_datasets = h.index_capacity;
-  }
-  SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
-  SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, resident));
-  SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
-                         shm::Mapping::map(segment, 0, file_bytes, /*writable=*/true));
-  std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping)));
-  store->recover();
-  return store;
-}
-
 Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping)
     : options_(std::move(options)),
       segment_(std::move(segment)),
@@ -245,400 +185,6 @@ Status Store::initialise() {
   free_slots_.reserve(options_.max_datasets);
   for (uint32_t slot = options_.max_datasets; slot > 0; --slot) free_slots_.push_back(slot - 1);
   return Status();
-}
-
-namespace {
-
-// True when `pid` may still be a running publisher. A pid that was reused by
-// another process reads as alive too: its extents are then held a little
-// longer, which is safe; freeing them under a live writer is not.
-bool owner_alive(uint32_t pid) {
-  if (pid == 0 || pid == static_cast<uint32_t>(::getpid())) return false;
-  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-}
-
-// The processes other than this one that map the shm object open as `fd`
-// (its inode in /proc/<pid>/maps), among `among` if given, else all.
-// Processes of other users are not visible; they could not open a 0600
-// segment anyway.
-std::set<uint32_t> processes_mapping(int fd, const std::set<uint32_t>* among = nullptr) {
-  std::set<uint32_t> found;
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return found;
-  const std::string inode = " " + std::to_string(st.st_ino) + " ";
-  std::vector<uint32_t> pids;
-  if (among != nullptr) {
-    pids.assign(among->begin(), among->end());
-  } else if (DIR* proc = ::opendir("/proc")) {
-    while (dirent* e = ::readdir(proc)) {
-      char* end = nullptr;
-      const unsigned long pid = std::strtoul(e->d_name, &end, 10);
-      if (end != e->d_name && *end == '\0' && pid > 0) pids.push_back(static_cast<uint32_t>(pid));
-    }
-    ::closedir(proc);
-  }
-  const auto self = static_cast<uint32_t>(::getpid());
-  for (uint32_t pid : pids) {
-    if (pid == self) continue;
-    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-    for (std::string line; std::getline(maps, line);) {
-      // "start-end perms offset dev inode   /dev/shm/NAME"
-      if (line.find(inode) != std::string::npos && line.find(" /dev/shm/") != std::string::npos) {
-        found.insert(pid);
-        break;
-      }
-    }
-  }
-  return found;
-}
-
-std::string pid_list(const std::set<uint32_t>& pids) {
-  std::string out;
-  for (uint32_t pid : pids) out += (out.empty() ? "" : " ") + std::to_string(pid);
-  return out;
-}
-
-uint64_t resident_or_zero(const shm::ShmObject& segment) {
-  auto r = segment.resident_bytes();
-  return r.ok() ? *r : 0;
-}
-
-}  // namespace
-
-std::string Store::extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const {
-  if (offset < data_offset_ || offset % kPageSize != 0 || offset >= segment_bytes_) {
-    return "its extent at offset " + std::to_string(offset) +
-           " is outside the data area or misaligned";
-  }
-  shm::SegmentView view(mapping_.data(), segment_bytes_);
-  const auto* h = view.at<shm::ExtentHeaderLayout>(offset);
-  if (h == nullptr || h->magic != shm::kExtentMagic) return "its extent header is gone";
-  if (h->kind != static_cast<uint32_t>(kind)) return "its extent is of the wrong kind";
-  // Acquire: pairs with the release store of kSealed in publish().
-  if (shm::load_acquire(h->state) != static_cast<uint32_t>(shm::ExtentState::kSealed)) {
-    return "its extent is not sealed";
-  }
-  if (h->length % kPageSize != 0 || h->length <= shm::kExtentHeaderBytes ||
-      h->length > segment_bytes_ - offset || (length != 0 && h->length != length)) {
-    return "its extent has a bad length";
-  }
-  return std::string();
-}
-
-bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen) {
-  shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry =
-      view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
-  SHELF_CHECK(entry != nullptr);
-  auto drop = [&](const std::string& why) {
-    log_error("restart: index slot " + std::to_string(slot) + " " + why + "; dropped it");
-    ++recovery_.dropped;
-    // write_index_entry() needs an even seq to start from.
-    if (entry->seq % 2 != 0) ++entry->seq;
-    write_index_entry(slot, nullptr);
-    return false;
-  };
-  // Odd: the previous daemon died while rewriting it, so it may be half old,
-  // half new. publish() writes the entry last, so nothing else is lost.
-  if (entry->seq % 2 != 0) return drop("was being rewritten when the previous shelfd died");
-  if (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kFree)) return false;
-  if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished)) {
-    return drop("has an unknown state " + std::to_string(entry->state));
-  }
-  if (entry->name_length == 0 || entry->name_length > kMaxNameBytes) {
-    return drop("has a bad name length");
-  }
-  std::string name(entry->name, entry->name_length);
-  if (!check_name(name).ok()) return drop("has a name that is not valid");
-  if (seen.count(name) > 0) return drop("repeats the name " + quoted(name));
-
-  Dataset d;
-  d.name = name;
-  d.published = true;
-  d.slot = slot;
-  d.summary.name = name;
-  d.summary.created_ns = entry->created_ns;
-  std::string problem;  // the first thing found wrong: the quarantine reason
-  std::vector<std::string> bad_partitions;
-  auto own = [&](uint64_t offset, uint64_t length) {
-    if (!allocator_.mark_allocated(offset, length)) return false;
-    d.memory_bytes += length;
-    return true;
-  };
-
-  std::optional<shm::DescriptorView> descriptor;
-  const uint64_t desc_offset = entry->descriptor_offset;
-  if (desc_offset < shm::kExtentHeaderBytes) {
-    problem = "its descriptor offset is bad";
-  } else if (std::string p = extent_problem(desc_offset - shm::kExtentHeaderBytes, 0,
-                                            shm::ExtentKind::kDescriptor);
-             !p.empty()) {
-    problem = "descriptor: " + p;
-  } else {
-    const uint64_t extent = desc_offset - shm::kExtentHeaderBytes;
-    const uint64_t length = view.at<shm::ExtentHeaderLayout>(extent)->length;
-    if (!own(extent, length)) {
-      problem = "its descriptor overlaps another dataset's memory";
-    } else {
-      d.descriptor = Extent{extent, length};
-      if (entry->descriptor_length > length - shm::kExtentHeaderBytes) {
-        problem = "its descriptor is longer than its extent";
-      } else {
-        d.descriptor_length = entry->descriptor_length;
-        auto parsed = shm::DescriptorView::parse(
-            std::span<const std::byte>(mapping_.data() + desc_offset, d.descriptor_length),
-            /*from_client=*/false);
-        if (!parsed.ok()) {
-          problem = parsed.status().message();
-        } else {
-          descriptor = std::move(parsed).value();
-        }
-      }
-    }
-  }
-
-  if (descriptor) {
-    const shm::DescriptorView& v = *descriptor;
-    for (uint64_t p = 0; p < v.num_partitions(); ++p) {
-      const shm::PartitionLayout& part = v.partition(p);
-      const std::string where = "partition " + std::to_string(p);
-      if (std::string e =
-              extent_problem(part.extent_offset, part.extent_length, shm::ExtentKind::kPartition);
-          !e.empty()) {
-        if (problem.empty()) problem = where + ": " + e;
-        continue;
-      }
-      if (!own(part.extent_offset, part.extent_length)) {
-        if (problem.empty()) problem = where + " overlaps another dataset's memory";
-        continue;
-      }
-      d.partitions.push_back(Extent{part.extent_offset, part.extent_length});
-      // Every buffer is checked, so that a restart never serves bytes that
-      // changed while no daemon watched (or while one crashed).
-      for (uint32_t c = 0; c < v.num_columns(); ++c) {
-        const shm::ChunkLayout& chunk = v.chunk(p, c);
-        bool ok = true;
-        for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-          if (b->length == 0) continue;
-          recovery_.verified_bytes += b->length;
-          ok = ok && shm::xxh3(mapping_.data() + b->offset, b->length) == b->xxh3;
-        }
-        if (!ok) {
-          bad_partitions.push_back(where + " column '" + std::string(v.column_name(c)) + "'");
-          break;
-        }
-      }
-    }
-    if (!bad_partitions.empty()) {
-      std::string list;
-      for (size_t i = 0; i < bad_partitions.size() && i < 5; ++i) {
-        list += (i ? ", " : "") + bad_partitions[i];
-      }
-      if (bad_partitions.size() > 5) {
-        list += " and " + std::to_string(bad_partitions.size() - 5) + " more";
-      }
-      if (problem.empty()) problem = "checksum mismatch in " + list;
-    }
-    if (problem.empty() && entry->data_bytes != d.memory_bytes) {
-      problem = "its index entry and its extents disagree on its size";
-    }
-    protocol::DatasetSummary& s = d.summary;
-    s.num_columns = v.num_columns();
-    s.num_partitions = v.num_partitions();
-    s.num_rows = v.header().num_rows;
-    s.data_bytes = v.header().data_bytes;
-    s.created_ns = v.header().created_ns;
-    s.publisher_uid = v.header().publisher_uid;
-    s.publisher_pid = v.header().publisher_pid;
-  }
-  d.summary.memory_bytes = d.memory_bytes;
-  used_bytes_ += d.memory_bytes;
-  if (problem.empty()) {
-    ++recovery_.datasets;
-  } else {
-    ++recovery_.quarantined;
-    d.quarantine_reason = problem;
-    log_error("restart: dataset " + quoted(name) + " is quarantined, not served: " + problem +
-              ". Its " + format_bytes(d.memory_bytes) + " stay in use until `shelf unpublish " +
-              name + "` (or a publish with --override) removes it");
-  }
-  const uint64_t id = next_dataset_id_++;
-  datasets_.emplace(id, std::move(d));
-  names_.emplace(name, id);
-  seen.insert(std::move(name));
-  return true;
-}
-
-void Store::sweep_gap(uint64_t begin, uint64_t end) {
-  // Only resident pages matter: SEEK_DATA skips the holes of the sparse area.
-  shm::SegmentView view(mapping_.data(), segment_bytes_);
-  uint64_t at = begin, punch_from = begin;
-  while (at < end) {
-    const off_t data = ::lseek(segment_.fd(), static_cast<off_t>(at), SEEK_DATA);
-    if (data < 0 || static_cast<uint64_t>(data) >= end) break;  // ENXIO: no data after `at`
-    const uint64_t page = static_cast<uint64_t>(data) / kPageSize * kPageSize;
-    const auto* h = view.at<shm::ExtentHeaderLayout>(page);
-    const bool extent = h != nullptr && h->magic == shm::kExtentMagic &&
-                        h->length % kPageSize == 0 && h->length > shm::kExtentHeaderBytes &&
-                        h->length <= end - page;
-    if (!extent) {
-      at = page + kPageSize;
-      continue;
-    }
-    // Acquire: pairs with the publisher's release store of kWritten.
-    const uint32_t state = shm::load_acquire(h->state);
-    const bool unsealed = state == static_cast<uint32_t>(shm::ExtentState::kAllocated) ||
-                          state == static_cast<uint32_t>(shm::ExtentState::kWritten);
-    if (h->kind == static_cast<uint32_t>(shm::ExtentKind::kPartition) && unsealed &&
-        owner_alive(h->owner_pid) && allocator_.mark_allocated(page, h->length)) {
-      // Its publisher lived through the crash and may still write into its
-      // mapping: freeing the pages now would let that write land in the
-      // memory of whoever gets them next. Held until it exits.
-      if (page > punch_from) punch(punch_from, page - punch_from);
-      orphans_.push_back(Orphan{page, h->length, h->owner_pid});
-      used_bytes_ += h->length;
-      unsealed_bytes_ += h->length;
-      recovery_.orphaned_bytes += h->length;
-      at = punch_from = page + h->length;
-      continue;
-    }
-    if (state == static_cast<uint32_t>(shm::ExtentState::kSealed) && !old_mappers_.empty() &&
-        allocator_.mark_allocated(page, h->length)) {
-      // Sealed but no longer published (unpublished while leased, most
-      // likely): a process that mapped the segment may still read it.
-      if (page > punch_from) punch(punch_from, page - punch_from);
-      held_extents_.push_back(Extent{page, h->length});
-      held_bytes_ += h->length;
-      used_bytes_ += h->length;
-      pending_free_bytes_ += h->length;
-      at = punch_from = page + h->length;
-      continue;
-    }
-    at = page + h->length;  // an extent nobody owns: skip it whole, punched below
-  }
-  if (end > punch_from) punch(punch_from, end - punch_from);
-}
-
-void Store::recover() {
-  const auto started = std::chrono::steady_clock::now();
-  recovery_.attached = true;
-  const uint64_t resident_before = resident_or_zero(segment_);
-  used_bytes_ = data_offset_;  // the header and the index, as in initialise()
-  std::set<std::string, std::less<>> seen;
-  std::vector<bool> used_slot(options_.max_datasets, false);
-  for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
-    used_slot[slot] = recover_entry(slot, seen);
-  }
-  free_slots_.reserve(options_.max_datasets);
-  for (uint32_t slot = options_.max_datasets; slot > 0; --slot) {
-    if (!used_slot[slot - 1]) free_slots_.push_back(slot - 1);
-  }
-  // Readers that outlived the old daemon hold Datasets whose leases died
-  // with it; what they may read stays until they are gone.
-  old_mappers_ = processes_mapping(segment_.fd());
-  for (auto& [id, d] : datasets_) d.restart_hold = !old_mappers_.empty();
-  recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
-  // Everything no dataset owns goes back to the OS: extents being written
-  // when the daemon died, datasets unpublished but still leased then (leases
-  // end with the connections), memory that was being released.
-  std::map<uint64_t, uint64_t> owned;
-  for (const auto& [id, d] : datasets_) {
-    if (d.descriptor.length > 0) owned.emplace(d.descriptor.offset, d.descriptor.length);
-    for (const Extent& e : d.partitions) owned.emplace(e.offset, e.length);
-  }
-  uint64_t at = data_offset_;
-  for (const auto& [offset, length] : owned) {
-    if (offset > at) sweep_gap(at, offset);
-    at = offset + length;
-  }
-  if (segment_bytes_ > at) sweep_gap(at, segment_bytes_);
-  recovery_.held_bytes = held_bytes_;
-  const uint64_t resident_after = resident_or_zero(segment_);
-  recovery_.freed_bytes = resident_before > resident_after ? resident_before - resident_after : 0;
-
-  auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
-  generation_ = header->generation + 1;
-  started_ns_ = now_ns();
-  header->daemon_pid = static_cast<uint32_t>(::getpid());
-  // Release: a client that reads the new generation sees the new pid too.
-  std::atomic_ref<uint64_t>(header->generation).store(generation_, std::memory_order_release);
-  recovery_.generation = generation_;
-  recovery_.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-
-  char rate[64];
-  std::snprintf(rate, sizeof rate, "%.3f s", recovery_.seconds);
-  log_info("restart: re-attached /dev/shm/" + segment_.name() + " (generation " +
-           std::to_string(generation_) + "): " + std::to_string(recovery_.datasets) +
-           " datasets served again, " + std::to_string(recovery_.quarantined) + " quarantined, " +
-           std::to_string(recovery_.dropped) + " index entries dropped; verified " +
-           format_bytes(recovery_.verified_bytes) + " of checksummed data in " + rate + "; freed " +
-           format_bytes(recovery_.freed_bytes) + " not owned by any dataset" +
-           (recovery_.orphaned_bytes > 0
-                ? "; holding " + format_bytes(recovery_.orphaned_bytes) +
-                      " being written by publishers still alive until they exit"
-                : std::string()) +
-           (recovery_.old_mappers > 0
-                ? "; " + std::to_string(recovery_.old_mappers) +
-                      " processes still map the segment (pid " + pid_list(old_mappers_) +
-                      "): until they exit, unpublished memory is not given back (" +
-                      format_bytes(recovery_.held_bytes) + " held now)"
-                : std::string()));
-}
-
-std::vector<uint32_t> Store::orphan_owners() const {
-  std::set<uint32_t> pids;
-  for (const Orphan& o : orphans_) pids.insert(o.pid);
-  pids.insert(old_mappers_.begin(), old_mappers_.end());
-  return std::vector<uint32_t>(pids.begin(), pids.end());
-}
-
-void Store::recheck_old_mappers() {
-  if (old_mappers_.empty()) return;
-  const std::set<uint32_t> still = processes_mapping(segment_.fd(), &old_mappers_);
-  for (auto it = old_mappers_.begin(); it != old_mappers_.end();) {
-    it = still.count(*it) ? std::next(it) : old_mappers_.erase(it);
-  }
-  if (old_mappers_.empty()) release_restart_holds();
-}
-
-void Store::release_restart_holds() {
-  std::vector<uint64_t> to_free;
-  for (auto& [id, d] : datasets_) {
-    if (!d.restart_hold) continue;
-    d.restart_hold = false;
-    if (!d.published && d.leases == 0) to_free.push_back(id);
-  }
-  for (uint64_t id : to_free) {
-    pending_free_bytes_ -= datasets_.at(id).memory_bytes;
-    free_dataset(id);
-  }
-  pending_free_bytes_ -= held_bytes_;
-  held_bytes_ = 0;
-  free_extents(std::exchange(held_extents_, {}));
-  log_info(
-      "no process maps the segment as the previous shelfd left it any more: its memory is "
-      "freed as usual again");
-}
-
-void Store::owner_gone(uint32_t pid) {
-  std::vector<Extent> freed;
-  for (auto it = orphans_.begin(); it != orphans_.end();) {
-    if (it->pid != pid) {
-      ++it;
-      continue;
-    }
-    unsealed_bytes_ -= it->length;
-    freed.push_back(Extent{it->offset, it->length});
-    it = orphans_.erase(it);
-  }
-  if (!freed.empty()) {
-    log_info("pid " + std::to_string(pid) +
-             " exited: freed the extents it was writing when the "
-             "previous shelfd died");
-  }
-  free_extents(freed);
-  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) release_restart_holds();
 }
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
@@ -715,45 +261,45 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
 void Store::free_extents(const std::vector<Extent>& extents) {
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  if (total <= kReleaseStepBytes && releasing_.empty()) {
+  if (total <= kPunchStepBytes && punching_.empty()) {
     for (const Extent& e : extents) {
-      punch(e.offset, e.length);
-      finish_release(e);
+      punch_range(e.offset, e.length);
+      finish_punch(e);
     }
     return;
   }
   // Punching takes ~125 ms per GiB: more than a step is done a step at a
-  // time between requests (release_some), so other clients are not kept
+  // time between requests (punch_some), so other clients are not kept
   // waiting. The extents stay allocated and counted in used_bytes_ until gone.
   for (const Extent& e : extents) {
-    releasing_.push_back(Release{e, 0});
-    releasing_bytes_ += e.length;
+    punching_.push_back(Punch{e, 0});
+    punching_bytes_ += e.length;
   }
 }
 
-void Store::punch(uint64_t offset, uint64_t length) {
+void Store::punch_range(uint64_t offset, uint64_t length) {
   // Punching the hole gives the pages back to the OS; the range reads as zeros
   // afterwards, which also clears the extent header.
-  Status s = segment_.release(offset, length);
+  Status s = segment_.punch(offset, length);
   SHELF_CHECK(s.ok());
 }
 
-void Store::finish_release(const Extent& extent) {
+void Store::finish_punch(const Extent& extent) {
   allocator_.free(extent.offset, extent.length);
   used_bytes_ -= extent.length;
 }
 
-void Store::release_some() {
-  for (uint64_t budget = kReleaseStepBytes; budget > 0 && !releasing_.empty();) {
-    Release& r = releasing_.front();
+void Store::punch_some() {
+  for (uint64_t budget = kPunchStepBytes; budget > 0 && !punching_.empty();) {
+    Punch& r = punching_.front();
     const uint64_t step = std::min(budget, r.extent.length - r.done);
-    punch(r.extent.offset + r.done, step);
+    punch_range(r.extent.offset + r.done, step);
     r.done += step;
     budget -= step;
     if (r.done == r.extent.length) {
-      releasing_bytes_ -= r.extent.length;
-      finish_release(r.extent);
-      releasing_.pop_front();
+      punching_bytes_ -= r.extent.length;
+      finish_punch(r.extent);
+      punching_.pop_front();
     }
   }
 }
@@ -761,7 +307,7 @@ void Store::release_some() {
 bool Store::make_room(uint64_t bytes) {
   // Memory on its way back counts until it is back; when a request needs it
   // now, finish giving it back first (a stall only for that request).
-  while (used_bytes_ + bytes > options_.memory_limit && !releasing_.empty()) release_some();
+  while (used_bytes_ + bytes > options_.memory_limit && !punching_.empty()) punch_some();
   return used_bytes_ + bytes <= options_.memory_limit;
 }
 
@@ -792,12 +338,24 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   Session& session = sessions_.at(session_id);
   if (request.items.empty()) return Status::invalid_argument("publish needs at least one dataset");
   recheck_old_mappers();
-
   // 1. Validate everything; change nothing.
+  SHELF_ASSIGN_OR_RETURN(PublishPlan plan, validate_publish(session, request));
+  // 2. Reserve the descriptor extents; roll back if /dev/shm refuses one.
+  SHELF_ASSIGN_OR_RETURN(std::vector<Extent> descriptors, reserve_descriptors(session, request));
+  SHELF_FAULT_POINT("daemon.publish.before_commit");
+  // 3. Commit. Nothing below can fail.
+  const int64_t created = now_ns();
+  for (size_t i = 0; i < request.items.size(); ++i) {
+    commit_item(session, request.items[i], plan.views[i], descriptors[i], created);
+  }
+  return Status();
+}
+
+Result<Store::PublishPlan> Store::validate_publish(const Session& session,
+                                                   const protocol::PublishRequest& request) {
+  PublishPlan plan;
   std::set<std::string_view> names_in_request;
   std::set<uint64_t> extents_in_request;
-  std::vector<shm::DescriptorView> views;
-  uint64_t descriptor_bytes = 0;
   size_t new_names = 0;
   for (const protocol::PublishItem& item : request.items) {
     SHELF_RETURN_IF_ERROR(check_name(item.name));
@@ -818,53 +376,10 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
                                       view.status().message());
     }
     for (uint64_t p = 0; p < view->num_partitions(); ++p) {
-      const shm::PartitionLayout& part = view->partition(p);
-      auto owned = session.unsealed.find(part.extent_offset);
-      if (owned == session.unsealed.end() || owned->second != part.extent_length) {
-        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) +
-                                        ": its extent is not an unsealed extent of this "
-                                        "connection");
-      }
-      if (!extents_in_request.insert(part.extent_offset).second) {
-        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) + " reuses an extent");
-      }
-      // No hole may remain: a reader's first touch of one would need a page
-      // that a full /dev/shm cannot give (SIGBUS). SEEK_HOLE counts reserved
-      // but never-touched tmpfs pages as holes too, so this asks for what the
-      // client library does: posix_fallocate, then MADV_POPULATE_WRITE.
-      auto reserved = segment_.is_reserved(part.extent_offset, part.extent_length);
-      if (!reserved.ok()) return reserved.status();
-      if (!*reserved) {
-        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) +
-                                        ": its extent was not reserved and mapped by the publisher "
-                                        "(posix_fallocate, MADV_POPULATE_WRITE)");
-      }
-      // Acquire: pairs with the publisher's release store of kWritten, so the
-      // partition's bytes are visible here once we see it.
-      const uint32_t state = std::atomic_ref<uint32_t>(extent_header(part.extent_offset)->state)
-                                 .load(std::memory_order_acquire);
-      if (state != static_cast<uint32_t>(shm::ExtentState::kWritten)) {
-        return Status::invalid_argument("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) + " was not finished writing");
-      }
-      if (options_.verify_on_publish) {
-        for (uint32_t c = 0; c < view->num_columns(); ++c) {
-          const shm::ChunkLayout& chunk = view->chunk(p, c);
-          for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-            if (b->length > 0 && shm::xxh3(mapping_.data() + b->offset, b->length) != b->xxh3) {
-              return Status::corruption("dataset " + quoted(item.name) + " partition " +
-                                        std::to_string(p) + " column '" +
-                                        std::string(view->column_name(c)) + "': checksum mismatch");
-            }
-          }
-        }
-      }
+      SHELF_RETURN_IF_ERROR(check_publish_partition(session, item, *view, p, extents_in_request));
     }
-    descriptor_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
-    views.push_back(std::move(view).value());
+    plan.descriptor_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
+    plan.views.push_back(std::move(view).value());
   }
   if (new_names > free_slots_.size()) {
     return Status::resource_exhausted("the index is full (" +
@@ -872,101 +387,129 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
                                       " datasets); unpublish some or restart shelfd with a "
                                       "larger --max-datasets");
   }
-  if (!make_room(descriptor_bytes)) return over_limit(descriptor_bytes);
+  if (!make_room(plan.descriptor_bytes)) return over_limit(plan.descriptor_bytes);
+  return plan;
+}
 
-  // 2. Reserve the descriptor extents; roll back if /dev/shm refuses one.
-  std::vector<Extent> descriptor_extents;
-  for (const protocol::PublishItem& item : request.items) {
-    auto extent = reserve_extent(item.descriptor.size(), shm::ExtentKind::kDescriptor, session.pid);
-    if (!extent.ok()) {
-      free_extents(descriptor_extents);
-      return extent.status();
-    }
-    descriptor_extents.push_back(*extent);
+Status Store::check_publish_partition(const Session& session, const protocol::PublishItem& item,
+                                      const shm::DescriptorView& view, uint64_t p,
+                                      std::set<uint64_t>& extents_in_request) {
+  const shm::PartitionLayout& part = view.partition(p);
+  const std::string where = "dataset " + quoted(item.name) + " partition " + std::to_string(p);
+  auto owned = session.unsealed.find(part.extent_offset);
+  if (owned == session.unsealed.end() || owned->second != part.extent_length) {
+    return Status::invalid_argument(where +
+                                    ": its extent is not an unsealed extent of this connection");
   }
-  SHELF_FAULT_POINT("daemon.publish.before_commit");
-
-  // 3. Commit. Nothing below can fail.
-  const int64_t created = now_ns();
-  for (size_t i = 0; i < request.items.size(); ++i) {
-    const protocol::PublishItem& item = request.items[i];
-    const shm::DescriptorView& view = views[i];
-    const Extent& desc_extent = descriptor_extents[i];
-    std::byte* desc = mapping_.data() + desc_extent.offset + shm::kExtentHeaderBytes;
-    std::memcpy(desc, item.descriptor.data(), item.descriptor.size());
-    auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
-    dh->created_ns = created;
-    dh->publisher_uid = session.uid;
-    dh->publisher_pid = session.pid;
-
-    Dataset dataset;
-    dataset.name = item.name;
-    dataset.published = true;
-    dataset.descriptor = desc_extent;
-    dataset.descriptor_length = item.descriptor.size();
-    dataset.memory_bytes = desc_extent.length;
-    for (uint64_t p = 0; p < view.num_partitions(); ++p) {
-      const shm::PartitionLayout& part = view.partition(p);
-      Extent e{part.extent_offset, part.extent_length};
-      session.unsealed.erase(e.offset);
-      unsealed_bytes_ -= e.length;
-      dataset.partitions.push_back(e);
-      dataset.memory_bytes += e.length;
-      // Release: pairs with the acquire of kSealed in Client::get_dataset().
-      std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
-          .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
-    }
-    std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
-        .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
-
-    protocol::DatasetSummary& s = dataset.summary;
-    s.name = item.name;
-    s.num_columns = view.num_columns();
-    s.num_partitions = view.num_partitions();
-    s.num_rows = view.header().num_rows;
-    s.data_bytes = view.header().data_bytes;
-    s.memory_bytes = dataset.memory_bytes;
-    s.created_ns = created;
-    s.publisher_uid = session.uid;
-    s.publisher_pid = session.pid;
-
-    auto existing = names_.find(item.name);
-    std::optional<uint64_t> replaced;  // freed once the new entry is in the index
-    if (existing != names_.end()) {    // override: the new dataset takes the old one's slot
-      Dataset& old = datasets_.at(existing->second);
-      dataset.slot = old.slot;
-      old.published = false;
-      const uint64_t old_id = existing->second;
-      names_.erase(existing);
-      if (unread(old)) {
-        replaced = old_id;
-      } else {
-        pending_free_bytes_ += old.memory_bytes;
-      }
-    } else {
-      dataset.slot = free_slots_.back();
-      free_slots_.pop_back();
-    }
-    const uint64_t id = next_dataset_id_++;
-    auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
-    SHELF_CHECK(inserted);
-    names_.emplace(item.name, id);
-    write_index_entry(it->second.slot, &it->second);
-    // Only now. Freed before the entry was rewritten, a crash in between left
-    // the slot naming punched memory: a restart found neither version. Now it
-    // finds the new one, and the old one's memory unowned, which it frees.
-    if (replaced) {
-      SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
-      free_dataset(*replaced);
+  if (!extents_in_request.insert(part.extent_offset).second) {
+    return Status::invalid_argument(where + " reuses an extent");
+  }
+  // No hole may remain: a reader's first touch of one would need a page
+  // that a full /dev/shm cannot give (SIGBUS). SEEK_HOLE counts reserved
+  // but never-touched tmpfs pages as holes too, so this asks for what the
+  // client library does: posix_fallocate, then MADV_POPULATE_WRITE.
+  SHELF_ASSIGN_OR_RETURN(bool reserved,
+                         segment_.is_reserved(part.extent_offset, part.extent_length));
+  if (!reserved) {
+    return Status::invalid_argument(where +
+                                    ": its extent was not reserved and mapped by the publisher "
+                                    "(posix_fallocate, MADV_POPULATE_WRITE)");
+  }
+  // Acquire: pairs with the publisher's release store of kWritten, so the
+  // partition's bytes are visible here once we see it.
+  const uint32_t state = std::atomic_ref<uint32_t>(extent_header(part.extent_offset)->state)
+                             .load(std::memory_order_acquire);
+  if (state != static_cast<uint32_t>(shm::ExtentState::kWritten)) {
+    return Status::invalid_argument(where + " was not finished writing");
+  }
+  if (options_.verify_on_publish) {
+    if (auto bad = shm::first_checksum_mismatch(view, mapping_.data(), p)) {
+      return Status::corruption(where + " column '" + std::string(view.column_name(bad->column)) +
+                                "': checksum mismatch");
     }
   }
   return Status();
 }
 
+Result<std::vector<Store::Extent>> Store::reserve_descriptors(
+    const Session& session, const protocol::PublishRequest& request) {
+  std::vector<Extent> extents;
+  for (const protocol::PublishItem& item : request.items) {
+    auto extent = reserve_extent(item.descriptor.size(), shm::ExtentKind::kDescriptor, session.pid);
+    if (!extent.ok()) {
+      free_extents(extents);
+      return extent.status();
+    }
+    extents.push_back(*extent);
+  }
+  return extents;
+}
+
+void Store::commit_item(Session& session, const protocol::PublishItem& item,
+                        const shm::DescriptorView& view, const Extent& desc_extent,
+                        int64_t created_ns) {
+  std::byte* desc = mapping_.data() + desc_extent.offset + shm::kExtentHeaderBytes;
+  std::memcpy(desc, item.descriptor.data(), item.descriptor.size());
+  auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
+  dh->created_ns = created_ns;
+  dh->publisher_uid = session.uid;
+  dh->publisher_pid = session.pid;
+
+  Dataset dataset;
+  dataset.name = item.name;
+  dataset.published = true;
+  dataset.descriptor = desc_extent;
+  dataset.descriptor_length = item.descriptor.size();
+  dataset.memory_bytes = desc_extent.length;
+  for (uint64_t p = 0; p < view.num_partitions(); ++p) {
+    const shm::PartitionLayout& part = view.partition(p);
+    Extent e{part.extent_offset, part.extent_length};
+    session.unsealed.erase(e.offset);
+    unsealed_bytes_ -= e.length;
+    dataset.partitions.push_back(e);
+    dataset.memory_bytes += e.length;
+    // Release: pairs with the acquire of kSealed in Client::get_dataset().
+    std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
+        .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+  }
+  std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
+      .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+  dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
+
+  auto existing = names_.find(item.name);
+  std::optional<uint64_t> replaced;  // freed once the new entry is in the index
+  if (existing != names_.end()) {    // override: the new dataset takes the old one's slot
+    Dataset& old = datasets_.at(existing->second);
+    dataset.slot = old.slot;
+    old.published = false;
+    const uint64_t old_id = existing->second;
+    names_.erase(existing);
+    if (unread(old)) {
+      replaced = old_id;
+    } else {
+      pending_free_bytes_ += old.memory_bytes;
+    }
+  } else {
+    dataset.slot = free_slots_.back();
+    free_slots_.pop_back();
+  }
+  const uint64_t id = next_dataset_id_++;
+  auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
+  SHELF_CHECK(inserted);
+  names_.emplace(item.name, id);
+  write_index_entry(it->second.slot, &it->second);
+  // Only now. Freed before the entry was rewritten, a crash in between left
+  // the slot naming punched memory: a restart found neither version. Now it
+  // finds the new one, and the old one's memory unowned, which it frees.
+  if (replaced) {
+    SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
+    free_dataset(*replaced);
+  }
+}
+
 void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry =
-      view.at<shm::IndexEntryLayout>(kPageSize + uint64_t{slot} * sizeof(shm::IndexEntryLayout));
+  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
   SHELF_CHECK(entry != nullptr);
   // Seqlock write: odd while changing. The release fence orders the odd value
   // before the field writes; the final release store orders them before the
@@ -1095,7 +638,7 @@ protocol::StatusResponse Store::status() const {
   s.used_bytes = used_bytes_;
   s.index_bytes = data_offset_;
   s.unsealed_bytes = unsealed_bytes_;
-  s.pending_free_bytes = pending_free_bytes_ + releasing_bytes_;
+  s.pending_free_bytes = pending_free_bytes_ + punching_bytes_;
   auto resident = segment_.resident_bytes();
   s.resident_bytes = resident.ok() ? *resident : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());

@@ -5,12 +5,20 @@
 // Single-threaded: the daemon's event loop calls it; nothing here blocks on a
 // client. Every operation either succeeds or changes nothing ("On error, no
 // operation is performed"), so one client's mistake never harms another's data.
+//
+// Two units define it: store.cc, the live store (sessions, publish, leases,
+// accounting, hole punching), and recovery.cc, re-attaching a segment an
+// earlier shelfd left (its section below, "Restart", states the contract).
+// They share one class because recovery rebuilds exactly the state the live
+// store keeps (index, allocator, accounting), and keeps it honest afterwards
+// (orphans, old mappers); a separate class would have to expose all of it.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -19,11 +27,21 @@
 #include <shelf/result.h>
 
 #include "protocol/messages.h"
+#include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
 #include "shm/segment.h"
 
 namespace shelf::server {
+
+// Bounds of StoreOptions (the shelfd flags --memory-limit, --max-datasets),
+// checked by create() and against the header of a segment being re-attached.
+inline constexpr uint64_t kMinMemoryLimit = uint64_t{1} << 20;  // 1 MiB
+// 1 PiB: far past any machine's /dev/shm; keeps every offset sum far from
+// overflowing.
+inline constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 50;
+// 2^24 slots of 256 bytes: a 4 GiB index.
+inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 24;
 
 struct StoreOptions {
   std::string segment_name;
@@ -80,6 +98,7 @@ class Store {
   // options.remove_on_exit.
   ~Store();
 
+  // ---- Restart (recovery.cc) ----
   const RecoveryReport& recovery() const { return recovery_; }
   // Processes whose exit the daemon must report (owner_gone()): publishers
   // that were writing when the previous daemon died and still live (their
@@ -90,6 +109,7 @@ class Store {
   // `pid` has exited: frees what was held only for it.
   void owner_gone(uint32_t pid);
 
+  // ---- Sessions: one per connection ----
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
   // Frees the session's unsealed extents and ends its leases.
@@ -108,16 +128,19 @@ class Store {
   // Takes a lease on a published dataset. NotFound names the dataset;
   // ResourceExhausted past kMaxLeasesPerConnection.
   Result<protocol::GetResponse> get(SessionId session, const std::string& name);
+  // Ends a lease of the session. InvalidArgument when it holds no such
+  // lease. The last lease of an unpublished dataset frees it.
   Status release(SessionId session, uint64_t lease_id);
   // Removes the name; memory returns when the last lease ends.
   Status unpublish(const std::string& name);
 
+  // ---- Hole punching ----
   // True while freed memory is still being given back to the OS; the daemon
-  // then calls release_some() between requests until it is done.
-  bool has_release_work() const { return !releasing_.empty(); }
-  // Gives back the next step (up to kReleaseStepBytes, over one or more
+  // then calls punch_some() between requests until it is done.
+  bool has_punch_work() const { return !punching_.empty(); }
+  // Gives back the next step (up to kPunchStepBytes, over one or more
   // extents) of freed memory.
-  void release_some();
+  void punch_some();
 
   protocol::ListResponse list() const;
   protocol::StatusResponse status() const;
@@ -133,6 +156,10 @@ class Store {
   static Status check_name(std::string_view name);
 
  private:
+  // The members are grouped by concern; each group says which file defines
+  // its functions. Everything is store.cc unless it says recovery.cc.
+
+  // ---- Types --------------------------------------------------------------
   struct Extent {
     uint64_t offset = 0;
     uint64_t length = 0;
@@ -160,82 +187,145 @@ class Store {
     std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
   };
+  // A publish request once validated: the parsed descriptor of each item
+  // and the memory their copies in the segment will take.
+  struct PublishPlan {
+    std::vector<shm::DescriptorView> views;  // one per item, in request order
+    uint64_t descriptor_bytes = 0;
+  };
 
+  // ---- Constant after start ------------------------------------------------
   Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
+  // Writes the header of a new segment and charges the header and index.
+  Status initialise();
+
+  StoreOptions options_;  // memory_limit / max_datasets: the segment's own after attach
+  shm::ShmObject segment_;
+  shm::Mapping mapping_;  // the whole segment, read-write
+  uint64_t segment_bytes_ = 0;
+  uint64_t data_offset_ = 0;  // end of the header and index: first extent byte
+  uint64_t generation_ = 0;
+  int64_t started_ns_ = 0;
+
+  // ---- Index: published names and the datasets they own --------------------
+  // Rewrites index slot `slot` under its seqlock: `dataset`'s entry, or a
+  // free slot when null.
+  void write_index_entry(uint32_t slot, const Dataset* dataset);
+  // Frees an unpublished dataset nobody reads, and forgets it.
+  void free_dataset(uint64_t dataset_id);
+  // A dataset nobody may be reading: no lease, no restart hold.
+  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
+
+  std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
+  std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
+  std::vector<uint32_t> free_slots_;
+  uint64_t next_dataset_id_ = 1;
+
+  // ---- Accounting: the allocator and the bytes charged to the limit ---------
+  Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
+  // True when `bytes` more fit under the limit, after finishing queued
+  // punches if that is what it takes.
+  bool make_room(uint64_t bytes);
+  // ResourceExhausted with used / limit / requested.
+  Status over_limit(uint64_t requested) const;
+  shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+
+  shm::ExtentAllocator allocator_;
+  uint64_t used_bytes_ = 0;          // everything charged, header and index included
+  uint64_t unsealed_bytes_ = 0;      // allocated to publishers, not yet published
+  uint64_t pending_free_bytes_ = 0;  // unpublished but still read (leases, restart holds)
+
+  // ---- Sessions and leases ------------------------------------------------
+  std::unordered_map<SessionId, Session> sessions_;
+  uint64_t next_session_id_ = 1;
+  uint64_t next_lease_id_ = 1;
+  uint32_t num_leases_ = 0;
+
+  // ---- Publishing: publish()'s three phases ----------------------------------
+  // 1. Validates every item and checks names, index slots and the limit for
+  //    all of them; changes nothing.
+  Result<PublishPlan> validate_publish(const Session& session,
+                                       const protocol::PublishRequest& request);
+  // The checks of item `item`'s partition `p`: the session's own unsealed
+  // extent, used once in the request, reserved by the publisher, written,
+  // and (verify_on_publish) its checksums.
+  Status check_publish_partition(const Session& session, const protocol::PublishItem& item,
+                                 const shm::DescriptorView& view, uint64_t p,
+                                 std::set<uint64_t>& extents_in_request);
+  // 2. Reserves a descriptor extent per item; on error frees those it took.
+  Result<std::vector<Extent>> reserve_descriptors(const Session& session,
+                                                  const protocol::PublishRequest& request);
+  // 3. Seals and publishes one item. Cannot fail.
+  void commit_item(Session& session, const protocol::PublishItem& item,
+                   const shm::DescriptorView& view, const Extent& descriptor, int64_t created_ns);
+
+  // ---- Hole punching: giving freed memory back to the OS -------------------
+  // Frees extents: at once when they add up to one step or less, else
+  // queued for punch_some().
+  void free_extents(const std::vector<Extent>& extents);
+  void punch_range(uint64_t offset, uint64_t length);
+  // The extent's pages are gone: it leaves the allocator and the accounting.
+  void finish_punch(const Extent& extent);
+
+  // Punching 32 MiB of tmpfs takes ~4 ms: the longest another request waits.
+  static constexpr uint64_t kPunchStepBytes = 32ull << 20;
+  struct Punch {
+    Extent extent;
+    uint64_t done = 0;  // bytes punched so far
+  };
+  std::deque<Punch> punching_;  // still allocated and counted in used_bytes_
+  uint64_t punching_bytes_ = 0;
+
+  // ---- Restart: re-attaching a segment (server/recovery.cc) ----------------
+  // Contract: after attach() succeeds, the index, allocator and accounting
+  // describe exactly what the segment holds (see create()); every dataset is
+  // either served or quarantined, and no memory is punched that a process
+  // which outlived the previous daemon may still write (orphans_) or read
+  // (old_mappers_). Until those processes are gone, owner_gone() and
+  // recheck_old_mappers() keep what is held for them; then it is freed as
+  // usual.
+
   // Re-attaches an existing segment: checks its header, then recover().
   static Result<std::unique_ptr<Store>> attach(StoreOptions options, shm::ShmObject segment);
-  Status initialise();
   // Rebuilds the daemon's state from an attached segment (see create()).
   void recover();
   // Checks the published index entry in `slot` and adds its dataset (healthy
   // or quarantined) to the in-memory state; false if the entry is unusable.
   bool recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen);
-  // Frees every resident page of [begin, end) that no dataset owns, keeping
-  // the unsealed extents of publishers still alive.
-  void sweep_gap(uint64_t begin, uint64_t end);
-  Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
-  // Frees extents: at once when they add up to one step or less, else
-  // queued for release_some().
-  void free_extents(const std::vector<Extent>& extents);
-  void punch(uint64_t offset, uint64_t length);
-  void finish_release(const Extent& extent);
-  // True when `bytes` more fit under the limit, after finishing queued
-  // releases if that is what it takes.
-  bool make_room(uint64_t bytes);
-  void free_dataset(uint64_t dataset_id);
-  void write_index_entry(uint32_t slot, const Dataset* dataset);
-  shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+  // recover_entry()'s checks of the descriptor and of the partitions: each
+  // claims what it can for `d` and sets `problem` (when still empty) to the
+  // first thing found wrong.
+  std::optional<shm::DescriptorView> recover_descriptor(const shm::IndexEntryLayout& entry,
+                                                        Dataset& d, std::string& problem);
+  void recover_partitions(const shm::DescriptorView& view, Dataset& d, std::string& problem);
+  // Claims [offset, offset+length) for `d` in the allocator; false if it
+  // overlaps memory already claimed.
+  bool claim(Dataset& d, uint64_t offset, uint64_t length);
   // What is wrong with the sealed extent of `kind` at `offset` (of `length`,
   // unless 0); empty when nothing is.
   std::string extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const;
-  Status over_limit(uint64_t requested) const;
+  // Frees every resident page of [begin, end) that no dataset owns, keeping
+  // the unsealed extents of publishers still alive.
+  void sweep_gap(uint64_t begin, uint64_t end);
+  // Drops the old mappers that no longer map the segment (reads their
+  // /proc/<pid>/maps); ends the holds when none is left.
+  void recheck_old_mappers();
+  // Frees what was kept for the old mappers.
+  void end_restart_holds();
+  void log_recovery() const;
 
-  StoreOptions options_;
-  shm::ShmObject segment_;
-  shm::Mapping mapping_;  // the whole segment, read-write
-  uint64_t segment_bytes_ = 0;
-  uint64_t data_offset_ = 0;
-  uint64_t generation_ = 0;
-  int64_t started_ns_ = 0;
-  shm::ExtentAllocator allocator_;
-
-  uint64_t used_bytes_ = 0;
-  uint64_t unsealed_bytes_ = 0;
-  uint64_t pending_free_bytes_ = 0;
-  // Punching 32 MiB of tmpfs takes ~4 ms: the longest another request waits.
-  static constexpr uint64_t kReleaseStepBytes = 32ull << 20;
-  struct Release {
-    Extent extent;
-    uint64_t done = 0;  // bytes punched so far
-  };
-  std::deque<Release> releasing_;
-  uint64_t releasing_bytes_ = 0;
-  uint64_t next_session_id_ = 1;
-  uint64_t next_dataset_id_ = 1;
-  uint64_t next_lease_id_ = 1;
-  uint32_t num_leases_ = 0;
-  std::unordered_map<SessionId, Session> sessions_;
-  std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
-  std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
-  std::vector<uint32_t> free_slots_;
   RecoveryReport recovery_;
   struct Orphan {
     uint64_t offset = 0;
     uint64_t length = 0;
     uint32_t pid = 0;
   };
-  std::vector<Orphan> orphans_;
+  std::vector<Orphan> orphans_;  // unsealed extents of publishers still alive
   // See orphan_owners(). Emptied as they exit or unmap the segment; then
-  // release_restart_holds() frees what was kept for them.
+  // end_restart_holds() frees what was kept for them.
   std::set<uint32_t> old_mappers_;
   std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
   uint64_t held_bytes_ = 0;
-  // Drops the old mappers that no longer map the segment (reads their
-  // /proc/<pid>/maps); releases the holds when none is left.
-  void recheck_old_mappers();
-  void release_restart_holds();
-  // A dataset nobody may be reading: no lease, no restart hold.
-  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
 };
 
 }  // namespace shelf::server

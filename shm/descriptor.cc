@@ -79,101 +79,118 @@ bool buffer_ok(const BufferLayout& b, uint64_t begin, uint64_t end) {
 }  // namespace
 
 Result<DescriptorView> DescriptorView::parse(std::span<const std::byte> bytes, bool from_client) {
-  auto bad = [&](const std::string& what) {
-    std::string msg = "bad dataset descriptor: " + what;
-    return from_client ? Status::invalid_argument(msg) : Status::corruption(msg);
-  };
   DescriptorView v;
-  v.bytes_ = bytes;
+  std::string problem = v.locate(bytes);
+  if (problem.empty()) problem = v.check_columns();
+  uint64_t rows = 0, data_bytes = 0;
+  for (uint64_t part = 0; problem.empty() && part < v.num_partitions(); ++part) {
+    problem = v.check_partition(part, rows, data_bytes);
+  }
+  if (problem.empty() && (rows != v.header().num_rows || data_bytes != v.header().data_bytes)) {
+    problem = "row or byte totals do not add up";
+  }
+  if (problem.empty()) return v;
+  std::string msg = "bad dataset descriptor: " + problem;
+  return from_client ? Status::invalid_argument(msg) : Status::corruption(msg);
+}
+
+std::string DescriptorView::locate(std::span<const std::byte> bytes) {
+  bytes_ = bytes;
   if (bytes.size() < sizeof(DescriptorHeaderLayout) ||
       reinterpret_cast<uintptr_t>(bytes.data()) % alignof(DescriptorHeaderLayout) != 0) {
-    return bad("too short or misaligned");
+    return "too short or misaligned";
   }
-  v.header_ = reinterpret_cast<const DescriptorHeaderLayout*>(bytes.data());
-  const DescriptorHeaderLayout& h = *v.header_;
-  if (h.magic != kDescriptorMagic) return bad("wrong magic number");
+  header_ = reinterpret_cast<const DescriptorHeaderLayout*>(bytes.data());
+  const DescriptorHeaderLayout& h = *header_;
+  if (h.magic != kDescriptorMagic) return "wrong magic number";
   if (h.layout_version != kLayoutVersion) {
-    return bad("layout version " + std::to_string(h.layout_version) + ", this build reads " +
-               std::to_string(kLayoutVersion));
+    return "layout version " + std::to_string(h.layout_version) + ", this build reads " +
+           std::to_string(kLayoutVersion);
   }
   if (h.num_columns == 0 || h.num_columns > kMaxColumns) {
-    return bad("a dataset needs 1 to " + std::to_string(kMaxColumns) + " columns, not " +
-               std::to_string(h.num_columns));
+    return "a dataset needs 1 to " + std::to_string(kMaxColumns) + " columns, not " +
+           std::to_string(h.num_columns);
   }
   if (h.num_partitions > kMaxPartitions) {
-    return bad("more than " + std::to_string(kMaxPartitions) + " partitions");
+    return "more than " + std::to_string(kMaxPartitions) + " partitions";
   }
   if (h.names_length > uint64_t{kMaxColumns} * kMaxColumnNameBytes ||
       encoded_size(h.num_columns, h.num_partitions, h.names_length) != bytes.size()) {
-    return bad("its size does not match its counts");
+    return "its size does not match its counts";
   }
   const std::byte* p = bytes.data() + sizeof(DescriptorHeaderLayout);
-  v.columns_ = reinterpret_cast<const ColumnLayout*>(p);
+  columns_ = reinterpret_cast<const ColumnLayout*>(p);
   p += h.num_columns * sizeof(ColumnLayout);
-  v.partitions_ = reinterpret_cast<const PartitionLayout*>(p);
+  partitions_ = reinterpret_cast<const PartitionLayout*>(p);
   p += h.num_partitions * sizeof(PartitionLayout);
-  v.chunks_ = reinterpret_cast<const ChunkLayout*>(p);
+  chunks_ = reinterpret_cast<const ChunkLayout*>(p);
   p += h.num_partitions * h.num_columns * sizeof(ChunkLayout);
-  v.names_ = reinterpret_cast<const char*>(p);
+  names_ = reinterpret_cast<const char*>(p);
+  return std::string();
+}
 
+std::string DescriptorView::check_columns() const {
+  const DescriptorHeaderLayout& h = *header_;
   std::unordered_set<std::string_view> names;
   for (uint32_t c = 0; c < h.num_columns; ++c) {
-    const ColumnLayout& col = v.columns_[c];
-    if (!is_valid_type(col.type)) return bad("column " + std::to_string(c) + " has no valid type");
+    const ColumnLayout& col = columns_[c];
+    if (!is_valid_type(col.type)) return "column " + std::to_string(c) + " has no valid type";
     if (col.name_length == 0 || col.name_length > kMaxColumnNameBytes ||
         col.name_offset > h.names_length || col.name_length > h.names_length - col.name_offset) {
-      return bad("column " + std::to_string(c) + " has a bad name");
+      return "column " + std::to_string(c) + " has a bad name";
     }
-    if (!names.insert(v.column_name(c)).second) {
-      return bad("column name '" + std::string(v.column_name(c)) + "' appears twice");
+    if (!names.insert(column_name(c)).second) {
+      return "column name '" + std::string(column_name(c)) + "' appears twice";
     }
     if (col.type == static_cast<uint8_t>(Type::kBytes) && h.num_columns != 1) {
-      return bad("a bytes column must be the only column");
+      return "a bytes column must be the only column";
     }
   }
+  return std::string();
+}
 
-  uint64_t rows = 0, data_bytes = 0;
-  for (uint64_t part = 0; part < h.num_partitions; ++part) {
-    const PartitionLayout& pl = v.partitions_[part];
-    if (pl.extent_offset % kPageSize != 0 || pl.extent_length % kPageSize != 0 ||
-        pl.extent_length <= kExtentHeaderBytes ||
-        pl.extent_offset + pl.extent_length < pl.extent_offset) {
-      return bad("partition " + std::to_string(part) + " has a bad extent");
-    }
-    const uint64_t begin = pl.extent_offset + kExtentHeaderBytes;
-    const uint64_t end = pl.extent_offset + pl.extent_length;
-    rows += pl.num_rows;
-    for (uint32_t c = 0; c < h.num_columns; ++c) {
-      const ChunkLayout& ch = v.chunk(part, c);
-      const Type type = v.column_type(c);
-      const std::string where =
-          "partition " + std::to_string(part) + " column '" + std::string(v.column_name(c)) + "'";
-      if (!buffer_ok(ch.validity, begin, end) || !buffer_ok(ch.offsets, begin, end) ||
-          !buffer_ok(ch.data, begin, end)) {
-        return bad(where + ": a buffer lies outside its extent or is misaligned");
-      }
-      const uint64_t n = pl.num_rows;
-      if (ch.null_count > n || (ch.null_count > 0 && ch.validity.length != (n + 7) / 8) ||
-          (ch.null_count == 0 && ch.validity.length != 0)) {
-        return bad(where + ": validity bitmap does not match its null count");
-      }
-      bool lengths_ok;
-      if (type == Type::kString) {
-        lengths_ok = n < (UINT64_MAX / 8) && ch.offsets.length == (n + 1) * 8;
-      } else if (type == Type::kBytes) {
-        lengths_ok = ch.offsets.length == 0 && ch.data.length == n && ch.null_count == 0;
-      } else {
-        lengths_ok = ch.offsets.length == 0 && n <= UINT64_MAX / 8 &&
-                     ch.data.length == n * fixed_width(type);
-      }
-      if (!lengths_ok) return bad(where + ": buffer lengths do not match the row count");
-      data_bytes += ch.validity.length + ch.offsets.length + ch.data.length;
-    }
+std::string DescriptorView::check_partition(uint64_t part, uint64_t& rows,
+                                            uint64_t& data_bytes) const {
+  const PartitionLayout& pl = partitions_[part];
+  if (pl.extent_offset % kPageSize != 0 || pl.extent_length % kPageSize != 0 ||
+      pl.extent_length <= kExtentHeaderBytes ||
+      pl.extent_offset + pl.extent_length < pl.extent_offset) {
+    return "partition " + std::to_string(part) + " has a bad extent";
   }
-  if (rows != h.num_rows || data_bytes != h.data_bytes) {
-    return bad("row or byte totals do not add up");
+  const uint64_t n = pl.num_rows;
+  if (n > kMaxRowsPerPartition) {
+    return "partition " + std::to_string(part) + " has " + std::to_string(n) +
+           " rows; the limit is " + std::to_string(kMaxRowsPerPartition);
   }
-  return v;
+  const uint64_t begin = pl.extent_offset + kExtentHeaderBytes;
+  const uint64_t end = pl.extent_offset + pl.extent_length;
+  rows += n;
+  for (uint32_t c = 0; c < num_columns(); ++c) {
+    const ChunkLayout& ch = chunk(part, c);
+    const Type type = column_type(c);
+    const std::string where =
+        "partition " + std::to_string(part) + " column '" + std::string(column_name(c)) + "'";
+    if (!buffer_ok(ch.validity, begin, end) || !buffer_ok(ch.offsets, begin, end) ||
+        !buffer_ok(ch.data, begin, end)) {
+      return where + ": a buffer lies outside its extent or is misaligned";
+    }
+    if (ch.null_count > n || (ch.null_count > 0 && ch.validity.length != (n + 7) / 8) ||
+        (ch.null_count == 0 && ch.validity.length != 0)) {
+      return where + ": validity bitmap does not match its null count";
+    }
+    // n <= kMaxRowsPerPartition (2^48): no product below overflows.
+    bool lengths_ok;
+    if (type == Type::kString) {
+      lengths_ok = ch.offsets.length == (n + 1) * 8;
+    } else if (type == Type::kBytes) {
+      lengths_ok = ch.offsets.length == 0 && ch.data.length == n && ch.null_count == 0;
+    } else {
+      lengths_ok = ch.offsets.length == 0 && ch.data.length == n * fixed_width(type);
+    }
+    if (!lengths_ok) return where + ": buffer lengths do not match the row count";
+    data_bytes += ch.validity.length + ch.offsets.length + ch.data.length;
+  }
+  return std::string();
 }
 
 std::string_view DescriptorView::column_name(uint32_t column) const {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -40,8 +41,9 @@ class DescriptorBuilder {
 // A validated, read-only view of descriptor bytes; it does not own them.
 class DescriptorView {
  public:
-  // Checks the whole structure: magic, version, counts, sizes, column types
-  // and names (non-empty, unique), and for every chunk that its buffers have
+  // Checks the whole structure: magic, version, counts (columns, partitions,
+  // rows per partition within <shelf/limits.h>), sizes, column types and
+  // names (non-empty, unique), and for every chunk that its buffers have
   // the lengths its type and row count require, are aligned, and lie inside
   // the payload of the partition's extent. Errors: Corruption (from the
   // segment) or InvalidArgument (from a client), as `from_client` says.
@@ -63,6 +65,13 @@ class DescriptorView {
   std::span<const std::byte> bytes() const { return bytes_; }
 
  private:
+  // The steps of parse(). Each returns what is wrong, or "" when nothing is.
+  // locate() checks the header and sizes and sets the pointers below.
+  std::string locate(std::span<const std::byte> bytes);
+  std::string check_columns() const;
+  // Checks partition `part` and its chunks; adds its rows and buffer bytes.
+  std::string check_partition(uint64_t part, uint64_t& rows, uint64_t& data_bytes) const;
+
   std::span<const std::byte> bytes_;
   const DescriptorHeaderLayout* header_ = nullptr;
   const ColumnLayout* columns_ = nullptr;

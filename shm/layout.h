@@ -1,6 +1,7 @@
 // Structs that live in the shared-memory segment. docs/shm_layout.md draws
-// the whole segment; every offset here is checked by a static_assert so the
-// document and the code cannot drift apart.
+// the whole segment; the size and every field offset of every *Layout struct
+// here is checked by a static_assert (next to the struct), against the
+// numbers in that document, so the two cannot drift apart unnoticed.
 //
 // Shared memory holds offsets from the start of the segment, never pointers.
 // Turn an offset into a pointer only through SegmentView::at (segment_view.h).
@@ -50,9 +51,22 @@ struct alignas(64) SegmentHeaderLayout {
 };
 static_assert(std::is_trivially_copyable_v<SegmentHeaderLayout> &&
               std::is_standard_layout_v<SegmentHeaderLayout>);
-static_assert(sizeof(SegmentHeaderLayout) == 128 &&
+static_assert(sizeof(SegmentHeaderLayout) == 128);
+static_assert(offsetof(SegmentHeaderLayout, magic) == 0 &&
+              offsetof(SegmentHeaderLayout, layout_version) == 8 &&
+              offsetof(SegmentHeaderLayout, page_size) == 12 &&
+              offsetof(SegmentHeaderLayout, generation) == 16 &&
+              offsetof(SegmentHeaderLayout, segment_bytes) == 24 &&
+              offsetof(SegmentHeaderLayout, index_offset) == 32 &&
+              offsetof(SegmentHeaderLayout, index_capacity) == 40 &&
+              offsetof(SegmentHeaderLayout, index_entry_bytes) == 44 &&
               offsetof(SegmentHeaderLayout, data_offset) == 48 &&
-              offsetof(SegmentHeaderLayout, daemon_pid) == 80);
+              offsetof(SegmentHeaderLayout, data_bytes) == 56 &&
+              offsetof(SegmentHeaderLayout, memory_limit) == 64 &&
+              offsetof(SegmentHeaderLayout, created_ns) == 72 &&
+              offsetof(SegmentHeaderLayout, daemon_pid) == 80 &&
+              offsetof(SegmentHeaderLayout, reserved0) == 84 &&
+              offsetof(SegmentHeaderLayout, reserved) == 88);
 
 // One slot of the named-dataset index. Only the daemon writes it, under a
 // seqlock: `seq` is odd while the entry is being changed, so a reader that
@@ -70,7 +84,19 @@ struct alignas(64) IndexEntryLayout {
 };
 static_assert(std::is_trivially_copyable_v<IndexEntryLayout> &&
               std::is_standard_layout_v<IndexEntryLayout>);
-static_assert(sizeof(IndexEntryLayout) == 256 && offsetof(IndexEntryLayout, name) == 48);
+static_assert(sizeof(IndexEntryLayout) == 256);
+static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout, state) == 8 &&
+              offsetof(IndexEntryLayout, name_length) == 12 &&
+              offsetof(IndexEntryLayout, descriptor_offset) == 16 &&
+              offsetof(IndexEntryLayout, descriptor_length) == 24 &&
+              offsetof(IndexEntryLayout, data_bytes) == 32 &&
+              offsetof(IndexEntryLayout, created_ns) == 40 &&
+              offsetof(IndexEntryLayout, name) == 48);
+
+// The index starts at page 1: the segment offset of index slot `slot`.
+constexpr uint64_t index_entry_offset(uint64_t slot) {
+  return kPageSize + slot * sizeof(IndexEntryLayout);
+}
 
 // The first 64 bytes of every extent. `state` is the seal protocol:
 //   kAllocated: the daemon reserved the extent for a publisher (fresh, zeroed).
@@ -92,7 +118,14 @@ struct alignas(64) ExtentHeaderLayout {
 };
 static_assert(std::is_trivially_copyable_v<ExtentHeaderLayout> &&
               std::is_standard_layout_v<ExtentHeaderLayout>);
-static_assert(sizeof(ExtentHeaderLayout) == 64 && offsetof(ExtentHeaderLayout, state) == 8);
+static_assert(sizeof(ExtentHeaderLayout) == 64);
+static_assert(offsetof(ExtentHeaderLayout, magic) == 0 &&
+              offsetof(ExtentHeaderLayout, state) == 8 &&
+              offsetof(ExtentHeaderLayout, kind) == 12 &&
+              offsetof(ExtentHeaderLayout, length) == 16 &&
+              offsetof(ExtentHeaderLayout, owner_pid) == 24 &&
+              offsetof(ExtentHeaderLayout, reserved0) == 28 &&
+              offsetof(ExtentHeaderLayout, reserved) == 32);
 inline constexpr uint64_t kExtentHeaderBytes = sizeof(ExtentHeaderLayout);
 
 // A dataset descriptor: the schema and where every buffer of every partition
@@ -120,6 +153,16 @@ struct DescriptorHeaderLayout {
 static_assert(std::is_trivially_copyable_v<DescriptorHeaderLayout> &&
               std::is_standard_layout_v<DescriptorHeaderLayout>);
 static_assert(sizeof(DescriptorHeaderLayout) == 64);
+static_assert(offsetof(DescriptorHeaderLayout, magic) == 0 &&
+              offsetof(DescriptorHeaderLayout, layout_version) == 8 &&
+              offsetof(DescriptorHeaderLayout, num_columns) == 12 &&
+              offsetof(DescriptorHeaderLayout, num_partitions) == 16 &&
+              offsetof(DescriptorHeaderLayout, num_rows) == 24 &&
+              offsetof(DescriptorHeaderLayout, data_bytes) == 32 &&
+              offsetof(DescriptorHeaderLayout, created_ns) == 40 &&
+              offsetof(DescriptorHeaderLayout, publisher_uid) == 48 &&
+              offsetof(DescriptorHeaderLayout, publisher_pid) == 52 &&
+              offsetof(DescriptorHeaderLayout, names_length) == 56);
 
 struct ColumnLayout {
   uint8_t type;  // shelf::Type
@@ -127,7 +170,11 @@ struct ColumnLayout {
   uint32_t name_length;
   uint64_t name_offset;  // into the names area
 };
-static_assert(sizeof(ColumnLayout) == 16 && std::is_trivially_copyable_v<ColumnLayout>);
+static_assert(std::is_trivially_copyable_v<ColumnLayout> &&
+              std::is_standard_layout_v<ColumnLayout>);
+static_assert(sizeof(ColumnLayout) == 16);
+static_assert(offsetof(ColumnLayout, type) == 0 && offsetof(ColumnLayout, reserved) == 1 &&
+              offsetof(ColumnLayout, name_length) == 4 && offsetof(ColumnLayout, name_offset) == 8);
 
 struct PartitionLayout {
   uint64_t num_rows;
@@ -135,7 +182,13 @@ struct PartitionLayout {
   uint64_t extent_length;
   uint64_t reserved;
 };
-static_assert(sizeof(PartitionLayout) == 32 && std::is_trivially_copyable_v<PartitionLayout>);
+static_assert(std::is_trivially_copyable_v<PartitionLayout> &&
+              std::is_standard_layout_v<PartitionLayout>);
+static_assert(sizeof(PartitionLayout) == 32);
+static_assert(offsetof(PartitionLayout, num_rows) == 0 &&
+              offsetof(PartitionLayout, extent_offset) == 8 &&
+              offsetof(PartitionLayout, extent_length) == 16 &&
+              offsetof(PartitionLayout, reserved) == 24);
 
 // A buffer: where it lies in the segment and the XXH3-64 of its bytes.
 // An absent buffer (no validity bitmap) has length 0.
@@ -144,7 +197,11 @@ struct BufferLayout {
   uint64_t length;
   uint64_t xxh3;
 };
-static_assert(sizeof(BufferLayout) == 24 && std::is_trivially_copyable_v<BufferLayout>);
+static_assert(std::is_trivially_copyable_v<BufferLayout> &&
+              std::is_standard_layout_v<BufferLayout>);
+static_assert(sizeof(BufferLayout) == 24);
+static_assert(offsetof(BufferLayout, offset) == 0 && offsetof(BufferLayout, length) == 8 &&
+              offsetof(BufferLayout, xxh3) == 16);
 
 // One column of one partition.
 struct ChunkLayout {
@@ -153,6 +210,9 @@ struct ChunkLayout {
   BufferLayout data;      // values; kBytes: the opaque payload (rows = its length)
   uint64_t null_count;
 };
-static_assert(sizeof(ChunkLayout) == 80 && std::is_trivially_copyable_v<ChunkLayout>);
+static_assert(std::is_trivially_copyable_v<ChunkLayout> && std::is_standard_layout_v<ChunkLayout>);
+static_assert(sizeof(ChunkLayout) == 80);
+static_assert(offsetof(ChunkLayout, validity) == 0 && offsetof(ChunkLayout, offsets) == 24 &&
+              offsetof(ChunkLayout, data) == 48 && offsetof(ChunkLayout, null_count) == 72);
 
 }  // namespace shelf::shm

@@ -124,7 +124,7 @@ Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   } while (err == EINTR);
   if (err == 0) return Status();
   // posix_fallocate may have allocated part of the range: give it back.
-  (void)release(offset, length);
+  (void)punch(offset, length);
   if (err == ENOSPC) {
     return Status::resource_exhausted(
         "/dev/shm is full: could not reserve " + std::to_string(length) +
@@ -139,10 +139,10 @@ Result<bool> ShmObject::is_reserved(uint64_t offset, uint64_t length) const {
   return static_cast<uint64_t>(hole) >= offset + length;
 }
 
-Status ShmObject::release(uint64_t offset, uint64_t length) const {
+Status ShmObject::punch(uint64_t offset, uint64_t length) const {
   if (::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                   static_cast<off_t>(length)) != 0) {
-    return Status::from_errno("release memory of /dev/shm/" + name(), errno);
+    return Status::from_errno("punch a hole in /dev/shm/" + name(), errno);
   }
   return Status();
 }

@@ -54,7 +54,7 @@ class ShmObject {
   Result<bool> is_reserved(uint64_t offset, uint64_t length) const;
   // Gives the pages of [offset, offset+length) back to the OS (punches a
   // hole); reads of the range return zeros afterwards.
-  Status release(uint64_t offset, uint64_t length) const;
+  Status punch(uint64_t offset, uint64_t length) const;
   // Takes an exclusive flock on the object without waiting; the kernel drops
   // it when this process dies. Errors: AlreadyExists when another process holds it.
   Status try_lock() const;

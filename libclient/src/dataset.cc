@@ -111,17 +111,11 @@ uint64_t Dataset::checksum(uint64_t partition, size_t column, int buffer) const 
 
 Status Dataset::verify() const {
   const std::byte* base = impl_->client_->view().base();
-  for (uint64_t p = 0; p < num_partitions(); ++p) {
-    for (uint32_t c = 0; c < impl_->schema_.size(); ++c) {
-      const shm::ChunkLayout& chunk = impl_->descriptor_.chunk(p, c);
-      for (const shm::BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-        if (b->length > 0 && shm::xxh3(base + b->offset, b->length) != b->xxh3) {
-          return Status::corruption("dataset '" + name() + "' partition " + std::to_string(p) +
-                                    " column '" + impl_->schema_[c].name +
-                                    "': checksum mismatch; its bytes changed after publishing");
-        }
-      }
-    }
+  if (auto bad = shm::first_checksum_mismatch(impl_->descriptor_, base)) {
+    return Status::corruption("dataset '" + name() + "' partition " +
+                              std::to_string(bad->partition) + " column '" +
+                              impl_->schema_[bad->column].name +
+                              "': checksum mismatch; its bytes changed after publishing");
   }
   return Status();
 }

@@ -419,6 +419,15 @@ TEST(DescriptorTest, RefusesAMisalignedBuffer) {
   expect_refused(validity, kOutside);
 }
 
+TEST(DescriptorTest, RefusesMoreRowsPerPartitionThanTheLimit) {
+  // Named by its limit (<shelf/limits.h>), before any buffer length is
+  // computed from the row count.
+  Encoded e = table();
+  e.edit_partition(1, [](PartitionLayout& p) { p.num_rows = kMaxRowsPerPartition + 1; });
+  expect_refused(e, "partition 1 has " + std::to_string(kMaxRowsPerPartition + 1) +
+                        " rows; the limit is " + std::to_string(kMaxRowsPerPartition));
+}
+
 TEST(DescriptorTest, RefusesDataLengthsThatAreNotRowsTimesWidth) {
   struct Case {
     uint32_t column;

@@ -185,7 +185,7 @@ TEST_F(SegmentTest, InvalidNamesAreRefused) {
   }
 }
 
-TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndReleaseShrinksThemBack) {
+TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndPunchShrinksThemBack) {
   ScopedShmName name;
   ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(name.get(), 8 * kMiB, 0600));
   Result<uint64_t> sparse = object.resident_bytes();
@@ -199,28 +199,28 @@ TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndReleaseShrinksThemBack) {
   // At most [0, 4 MiB) even if tmpfs backs the range with 2 MiB huge pages.
   EXPECT_LE(*reserved, *sparse + 4 * kMiB);
 
-  ASSERT_TRUE(object.release(kMiB, kMiB).ok());  // half of it
+  ASSERT_TRUE(object.punch(kMiB, kMiB).ok());  // half of it
   Result<uint64_t> half = object.resident_bytes();
   ASSERT_TRUE(half.ok());
   EXPECT_GE(*half, *sparse + kMiB);
   EXPECT_LT(*half, *reserved);
 
-  ASSERT_TRUE(object.release(2 * kMiB, kMiB).ok());  // the other half
-  Result<uint64_t> released = object.resident_bytes();
-  ASSERT_TRUE(released.ok());
-  EXPECT_EQ(*released, *sparse);
+  ASSERT_TRUE(object.punch(2 * kMiB, kMiB).ok());  // the other half
+  Result<uint64_t> punched = object.resident_bytes();
+  ASSERT_TRUE(punched.ok());
+  EXPECT_EQ(*punched, *sparse);
   // The size of the object does not change.
   Result<uint64_t> size = object.size();
   ASSERT_TRUE(size.ok());
   EXPECT_EQ(*size, 8 * kMiB);
 }
 
-TEST_F(SegmentTest, ReleasedPagesReadAsZeros) {
+TEST_F(SegmentTest, PunchedPagesReadAsZeros) {
   ScopedShmName name;
   ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(name.get(), 4 * kPageSize, 0600));
   ASSERT_OK_AND_MOVE(Mapping map, Mapping::map(object, 0, 4 * kPageSize, /*writable=*/true));
   std::memset(map.data(), 0xAB, 4 * kPageSize);
-  ASSERT_TRUE(object.release(kPageSize, 2 * kPageSize).ok());
+  ASSERT_TRUE(object.punch(kPageSize, 2 * kPageSize).ok());
   EXPECT_EQ(map.data()[kPageSize - 1], std::byte{0xAB});
   for (uint64_t i = kPageSize; i < 3 * kPageSize; ++i) {
     ASSERT_EQ(map.data()[i], std::byte{0}) << "at " << i;

@@ -1,0 +1,492 @@
+// Restart recovery: re-attaching a segment an earlier shelfd left, and
+// keeping what processes that outlived it may still use until they are gone.
+// The contract is in store.h ("Restart"); the steps in docs/shm_layout.md,
+// "Lifetime and recovery".
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+
+#include "base/check.h"
+#include "base/units.h"
+#include "server/log.h"
+#include "server/store.h"
+#include "server/store_internal.h"
+#include "shm/checksum.h"
+#include "shm/descriptor.h"
+#include "shm/segment_view.h"
+
+namespace shelf::server {
+
+using namespace internal;
+using shm::kPageSize;
+
+namespace {
+
+// True when `pid` may still be a running publisher. A pid that was reused by
+// another process reads as alive too: its extents are then held a little
+// longer, which is safe; freeing them under a live writer is not.
+bool owner_alive(uint32_t pid) {
+  if (pid == 0 || pid == static_cast<uint32_t>(::getpid())) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// The processes other than this one that map the shm object open as `fd`
+// (its inode in /proc/<pid>/maps), among `among` if given, else all.
+// Processes of other users are not visible; they could not open a 0600
+// segment anyway.
+std::set<uint32_t> processes_mapping(int fd, const std::set<uint32_t>* among = nullptr) {
+  std::set<uint32_t> found;
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return found;
+  const std::string inode = " " + std::to_string(st.st_ino) + " ";
+  std::vector<uint32_t> pids;
+  if (among != nullptr) {
+    pids.assign(among->begin(), among->end());
+  } else if (DIR* proc = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(proc)) {
+      char* end = nullptr;
+      const unsigned long pid = std::strtoul(e->d_name, &end, 10);
+      if (end != e->d_name && *end == '\0' && pid > 0) pids.push_back(static_cast<uint32_t>(pid));
+    }
+    ::closedir(proc);
+  }
+  const auto self = static_cast<uint32_t>(::getpid());
+  for (uint32_t pid : pids) {
+    if (pid == self) continue;
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; std::getline(maps, line);) {
+      // "start-end perms offset dev inode   /dev/shm/NAME"
+      if (line.find(inode) != std::string::npos && line.find(" /dev/shm/") != std::string::npos) {
+        found.insert(pid);
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+std::string pid_list(const std::set<uint32_t>& pids) {
+  std::string out;
+  for (uint32_t pid : pids) out += (out.empty() ? "" : " ") + std::to_string(pid);
+  return out;
+}
+
+uint64_t resident_or_zero(const shm::ShmObject& segment) {
+  auto r = segment.resident_bytes();
+  return r.ok() ? *r : 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
+  const std::string path = "/dev/shm/" + options.segment_name;
+  // A live daemon's segment is never touched, not even read.
+  SHELF_RETURN_IF_ERROR(segment.try_lock());
+  // The segment is left exactly as it is: it may hold data someone wants.
+  auto refuse = [&](const std::string& why) {
+    return Status::invalid_argument(path + " " + why +
+                                    "; it was left untouched. To drop its datasets and start "
+                                    "empty, start shelfd with --discard");
+  };
+  SHELF_ASSIGN_OR_RETURN(uint64_t file_bytes, segment.size());
+  if (file_bytes < kPageSize) {
+    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
+  }
+  shm::SegmentHeaderLayout h;
+  {
+    SHELF_ASSIGN_OR_RETURN(shm::Mapping page, shm::Mapping::map(segment, 0, kPageSize, false));
+    // Acquire: pairs with the release store of the magic in initialise().
+    h.magic = shm::load_acquire(reinterpret_cast<const uint64_t&>(*page.data()));
+    std::memcpy(&h, page.data(), sizeof h);
+  }
+  if (h.magic == 0 && h.layout_version == 0 && h.segment_bytes == 0) {
+    // A daemon died while making it, before it served anything: no data.
+    log_warn(path + " was never finished by the shelfd that made it; replacing it");
+    SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
+    options.discard = true;
+    return create(options);
+  }
+  if (h.magic != shm::kSegmentMagic) return refuse("is not a shelf segment (wrong magic number)");
+  if (h.layout_version != shm::kLayoutVersion) {
+    return refuse("has layout version " + std::to_string(h.layout_version) +
+                  ", and this shelfd reads only version " + std::to_string(shm::kLayoutVersion) +
+                  " (a shelfd of the release that made it can still serve its datasets)");
+  }
+  // Every size must be the one this build would compute from the header's
+  // own limit and index size, so that no offset read later can mislead us.
+  const bool sizes_ok = h.page_size == kPageSize && h.index_offset == kPageSize &&
+                        h.index_entry_bytes == sizeof(shm::IndexEntryLayout) &&
+                        h.index_capacity > 0 && h.index_capacity <= kMaxIndexCapacity &&
+                        h.memory_limit >= kMinMemoryLimit && h.memory_limit <= kMaxMemoryLimit &&
+                        h.data_offset == header_and_index_bytes(h.index_capacity) &&
+                        h.data_bytes == data_area_bytes(h.memory_limit) &&
+                        h.segment_bytes == h.data_offset + h.data_bytes &&
+                        h.segment_bytes == file_bytes && h.data_offset < h.memory_limit;
+  if (!sizes_ok) return refuse("has an inconsistent header (sizes and offsets do not agree)");
+  if (h.memory_limit != options.memory_limit) {
+    if (options.memory_limit_given) {
+      return refuse("was made with --memory-limit " + format_bytes(h.memory_limit) + " (" +
+                    std::to_string(h.memory_limit) + " bytes), not " +
+                    format_bytes(options.memory_limit) +
+                    "; start shelfd with that limit, or "
+                    "without --memory-limit to adopt it");
+    }
+    options.memory_limit = h.memory_limit;
+  }
+  if (h.index_capacity != options.max_datasets) {
+    if (options.max_datasets_given) {
+      return refuse("was made with --max-datasets " + std::to_string(h.index_capacity) + ", not " +
+                    std::to_string(options.max_datasets) +
+                    "; start shelfd with that value, or without --max-datasets to adopt it");
+    }
+    options.max_datasets = h.index_capacity;
+  }
+  SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
+  SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, resident));
+  SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
+                         shm::Mapping::map(segment, 0, file_bytes, /*writable=*/true));
+  std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping)));
+  store->recover();
+  return store;
+}
+
+std::string Store::extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const {
+  if (offset < data_offset_ || offset % kPageSize != 0 || offset >= segment_bytes_) {
+    return "its extent at offset " + std::to_string(offset) +
+           " is outside the data area or misaligned";
+  }
+  shm::SegmentView view(mapping_.data(), segment_bytes_);
+  const auto* h = view.at<shm::ExtentHeaderLayout>(offset);
+  if (h == nullptr || h->magic != shm::kExtentMagic) return "its extent header is gone";
+  if (h->kind != static_cast<uint32_t>(kind)) return "its extent is of the wrong kind";
+  // Acquire: pairs with the release store of kSealed in publish().
+  if (shm::load_acquire(h->state) != static_cast<uint32_t>(shm::ExtentState::kSealed)) {
+    return "its extent is not sealed";
+  }
+  if (h->length % kPageSize != 0 || h->length <= shm::kExtentHeaderBytes ||
+      h->length > segment_bytes_ - offset || (length != 0 && h->length != length)) {
+    return "its extent has a bad length";
+  }
+  return std::string();
+}
+
+bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen) {
+  shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
+  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
+  SHELF_CHECK(entry != nullptr);
+  auto drop = [&](const std::string& why) {
+    log_error("restart: index slot " + std::to_string(slot) + " " + why + "; dropped it");
+    ++recovery_.dropped;
+    // write_index_entry() needs an even seq to start from.
+    if (entry->seq % 2 != 0) ++entry->seq;
+    write_index_entry(slot, nullptr);
+    return false;
+  };
+  // Odd: the previous daemon died while rewriting it, so it may be half old,
+  // half new. publish() writes the entry last, so nothing else is lost.
+  if (entry->seq % 2 != 0) return drop("was being rewritten when the previous shelfd died");
+  if (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kFree)) return false;
+  if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished)) {
+    return drop("has an unknown state " + std::to_string(entry->state));
+  }
+  if (entry->name_length == 0 || entry->name_length > kMaxNameBytes) {
+    return drop("has a bad name length");
+  }
+  std::string name(entry->name, entry->name_length);
+  if (!check_name(name).ok()) return drop("has a name that is not valid");
+  if (seen.count(name) > 0) return drop("repeats the name " + quoted(name));
+
+  Dataset d;
+  d.name = name;
+  d.published = true;
+  d.slot = slot;
+  d.summary.name = name;
+  d.summary.created_ns = entry->created_ns;
+  std::string problem;  // the first thing found wrong: the quarantine reason
+  if (auto descriptor = recover_descriptor(*entry, d, problem)) {
+    recover_partitions(*descriptor, d, problem);
+    if (problem.empty() && entry->data_bytes != d.memory_bytes) {
+      problem = "its index entry and its extents disagree on its size";
+    }
+    d.summary = summarise(name, descriptor->header(), 0);
+  }
+  d.summary.memory_bytes = d.memory_bytes;
+  used_bytes_ += d.memory_bytes;
+  if (problem.empty()) {
+    ++recovery_.datasets;
+  } else {
+    ++recovery_.quarantined;
+    d.quarantine_reason = problem;
+    log_error("restart: dataset " + quoted(name) + " is quarantined, not served: " + problem +
+              ". Its " + format_bytes(d.memory_bytes) + " stay in use until `shelf unpublish " +
+              name + "` (or a publish with --override) removes it");
+  }
+  const uint64_t id = next_dataset_id_++;
+  datasets_.emplace(id, std::move(d));
+  names_.emplace(name, id);
+  seen.insert(std::move(name));
+  return true;
+}
+
+bool Store::claim(Dataset& d, uint64_t offset, uint64_t length) {
+  if (!allocator_.mark_allocated(offset, length)) return false;
+  d.memory_bytes += length;
+  return true;
+}
+
+std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEntryLayout& entry,
+                                                             Dataset& d, std::string& problem) {
+  const uint64_t desc_offset = entry.descriptor_offset;
+  if (desc_offset < shm::kExtentHeaderBytes) {
+    problem = "its descriptor offset is bad";
+    return std::nullopt;
+  }
+  const uint64_t extent = desc_offset - shm::kExtentHeaderBytes;
+  if (std::string p = extent_problem(extent, 0, shm::ExtentKind::kDescriptor); !p.empty()) {
+    problem = "descriptor: " + p;
+    return std::nullopt;
+  }
+  shm::SegmentView view(mapping_.data(), segment_bytes_);
+  const uint64_t length = view.at<shm::ExtentHeaderLayout>(extent)->length;
+  if (!claim(d, extent, length)) {
+    problem = "its descriptor overlaps another dataset's memory";
+    return std::nullopt;
+  }
+  d.descriptor = Extent{extent, length};
+  if (entry.descriptor_length > length - shm::kExtentHeaderBytes) {
+    problem = "its descriptor is longer than its extent";
+    return std::nullopt;
+  }
+  d.descriptor_length = entry.descriptor_length;
+  auto parsed = shm::DescriptorView::parse(
+      std::span<const std::byte>(mapping_.data() + desc_offset, d.descriptor_length),
+      /*from_client=*/false);
+  if (!parsed.ok()) {
+    problem = parsed.status().message();
+    return std::nullopt;
+  }
+  return std::move(parsed).value();
+}
+
+void Store::recover_partitions(const shm::DescriptorView& v, Dataset& d, std::string& problem) {
+  std::vector<std::string> bad_partitions;
+  for (uint64_t p = 0; p < v.num_partitions(); ++p) {
+    const shm::PartitionLayout& part = v.partition(p);
+    const std::string where = "partition " + std::to_string(p);
+    if (std::string e =
+            extent_problem(part.extent_offset, part.extent_length, shm::ExtentKind::kPartition);
+        !e.empty()) {
+      if (problem.empty()) problem = where + ": " + e;
+      continue;
+    }
+    if (!claim(d, part.extent_offset, part.extent_length)) {
+      if (problem.empty()) problem = where + " overlaps another dataset's memory";
+      continue;
+    }
+    d.partitions.push_back(Extent{part.extent_offset, part.extent_length});
+    // Every buffer is checked, so that a restart never serves bytes that
+    // changed while no daemon watched (or while one crashed).
+    if (auto bad = shm::first_checksum_mismatch(v, mapping_.data(), p, &recovery_.verified_bytes)) {
+      bad_partitions.push_back(where + " column '" + std::string(v.column_name(bad->column)) + "'");
+    }
+  }
+  if (bad_partitions.empty() || !problem.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < bad_partitions.size() && i < 5; ++i) {
+    list += (i ? ", " : "") + bad_partitions[i];
+  }
+  if (bad_partitions.size() > 5) {
+    list += " and " + std::to_string(bad_partitions.size() - 5) + " more";
+  }
+  problem = "checksum mismatch in " + list;
+}
+
+void Store::sweep_gap(uint64_t begin, uint64_t end) {
+  // Only resident pages matter: SEEK_DATA skips the holes of the sparse area.
+  shm::SegmentView view(mapping_.data(), segment_bytes_);
+  uint64_t at = begin, punch_from = begin;
+  while (at < end) {
+    const off_t data = ::lseek(segment_.fd(), static_cast<off_t>(at), SEEK_DATA);
+    if (data < 0 || static_cast<uint64_t>(data) >= end) break;  // ENXIO: no data after `at`
+    const uint64_t page = static_cast<uint64_t>(data) / kPageSize * kPageSize;
+    const auto* h = view.at<shm::ExtentHeaderLayout>(page);
+    const bool extent = h != nullptr && h->magic == shm::kExtentMagic &&
+                        h->length % kPageSize == 0 && h->length > shm::kExtentHeaderBytes &&
+                        h->length <= end - page;
+    if (!extent) {
+      at = page + kPageSize;
+      continue;
+    }
+    // Acquire: pairs with the publisher's release store of kWritten.
+    const uint32_t state = shm::load_acquire(h->state);
+    const bool unsealed = state == static_cast<uint32_t>(shm::ExtentState::kAllocated) ||
+                          state == static_cast<uint32_t>(shm::ExtentState::kWritten);
+    if (h->kind == static_cast<uint32_t>(shm::ExtentKind::kPartition) && unsealed &&
+        owner_alive(h->owner_pid) && allocator_.mark_allocated(page, h->length)) {
+      // Its publisher lived through the crash and may still write into its
+      // mapping: freeing the pages now would let that write land in the
+      // memory of whoever gets them next. Held until it exits.
+      if (page > punch_from) punch_range(punch_from, page - punch_from);
+      orphans_.push_back(Orphan{page, h->length, h->owner_pid});
+      used_bytes_ += h->length;
+      unsealed_bytes_ += h->length;
+      recovery_.orphaned_bytes += h->length;
+      at = punch_from = page + h->length;
+      continue;
+    }
+    if (state == static_cast<uint32_t>(shm::ExtentState::kSealed) && !old_mappers_.empty() &&
+        allocator_.mark_allocated(page, h->length)) {
+      // Sealed but no longer published (unpublished while leased, most
+      // likely): a process that mapped the segment may still read it.
+      if (page > punch_from) punch_range(punch_from, page - punch_from);
+      held_extents_.push_back(Extent{page, h->length});
+      held_bytes_ += h->length;
+      used_bytes_ += h->length;
+      pending_free_bytes_ += h->length;
+      at = punch_from = page + h->length;
+      continue;
+    }
+    at = page + h->length;  // an extent nobody owns: skip it whole, punched below
+  }
+  if (end > punch_from) punch_range(punch_from, end - punch_from);
+}
+
+void Store::recover() {
+  const auto started = std::chrono::steady_clock::now();
+  recovery_.attached = true;
+  const uint64_t resident_before = resident_or_zero(segment_);
+  used_bytes_ = data_offset_;  // the header and the index, as in initialise()
+  std::set<std::string, std::less<>> seen;
+  std::vector<bool> used_slot(options_.max_datasets, false);
+  for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
+    used_slot[slot] = recover_entry(slot, seen);
+  }
+  free_slots_.reserve(options_.max_datasets);
+  for (uint32_t slot = options_.max_datasets; slot > 0; --slot) {
+    if (!used_slot[slot - 1]) free_slots_.push_back(slot - 1);
+  }
+  // Readers that outlived the old daemon hold Datasets whose leases died
+  // with it; what they may read stays until they are gone.
+  old_mappers_ = processes_mapping(segment_.fd());
+  for (auto& [id, d] : datasets_) d.restart_hold = !old_mappers_.empty();
+  recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
+  // Everything no dataset owns goes back to the OS: extents being written
+  // when the daemon died, datasets unpublished but still leased then (leases
+  // end with the connections), memory that was being punched.
+  std::map<uint64_t, uint64_t> owned;
+  for (const auto& [id, d] : datasets_) {
+    if (d.descriptor.length > 0) owned.emplace(d.descriptor.offset, d.descriptor.length);
+    for (const Extent& e : d.partitions) owned.emplace(e.offset, e.length);
+  }
+  uint64_t at = data_offset_;
+  for (const auto& [offset, length] : owned) {
+    if (offset > at) sweep_gap(at, offset);
+    at = offset + length;
+  }
+  if (segment_bytes_ > at) sweep_gap(at, segment_bytes_);
+  recovery_.held_bytes = held_bytes_;
+  const uint64_t resident_after = resident_or_zero(segment_);
+  recovery_.freed_bytes = resident_before > resident_after ? resident_before - resident_after : 0;
+
+  auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
+  generation_ = header->generation + 1;
+  started_ns_ = now_ns();
+  header->daemon_pid = static_cast<uint32_t>(::getpid());
+  // Release: a client that reads the new generation sees the new pid too.
+  std::atomic_ref<uint64_t>(header->generation).store(generation_, std::memory_order_release);
+  recovery_.generation = generation_;
+  recovery_.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  log_recovery();
+}
+
+void Store::log_recovery() const {
+  char rate[64];
+  std::snprintf(rate, sizeof rate, "%.3f s", recovery_.seconds);
+  log_info("restart: re-attached /dev/shm/" + segment_.name() + " (generation " +
+           std::to_string(generation_) + "): " + std::to_string(recovery_.datasets) +
+           " datasets served again, " + std::to_string(recovery_.quarantined) + " quarantined, " +
+           std::to_string(recovery_.dropped) + " index entries dropped; verified " +
+           format_bytes(recovery_.verified_bytes) + " of checksummed data in " + rate + "; freed " +
+           format_bytes(recovery_.freed_bytes) + " not owned by any dataset" +
+           (recovery_.orphaned_bytes > 0
+                ? "; holding " + format_bytes(recovery_.orphaned_bytes) +
+                      " being written by publishers still alive until they exit"
+                : std::string()) +
+           (recovery_.old_mappers > 0
+                ? "; " + std::to_string(recovery_.old_mappers) +
+                      " processes still map the segment (pid " + pid_list(old_mappers_) +
+                      "): until they exit, unpublished memory is not given back (" +
+                      format_bytes(recovery_.held_bytes) + " held now)"
+                : std::string()));
+}
+
+std::vector<uint32_t> Store::orphan_owners() const {
+  std::set<uint32_t> pids;
+  for (const Orphan& o : orphans_) pids.insert(o.pid);
+  pids.insert(old_mappers_.begin(), old_mappers_.end());
+  return std::vector<uint32_t>(pids.begin(), pids.end());
+}
+
+void Store::recheck_old_mappers() {
+  if (old_mappers_.empty()) return;
+  const std::set<uint32_t> still = processes_mapping(segment_.fd(), &old_mappers_);
+  for (auto it = old_mappers_.begin(); it != old_mappers_.end();) {
+    it = still.count(*it) ? std::next(it) : old_mappers_.erase(it);
+  }
+  if (old_mappers_.empty()) end_restart_holds();
+}
+
+void Store::end_restart_holds() {
+  std::vector<uint64_t> to_free;
+  for (auto& [id, d] : datasets_) {
+    if (!d.restart_hold) continue;
+    d.restart_hold = false;
+    if (!d.published && d.leases == 0) to_free.push_back(id);
+  }
+  for (uint64_t id : to_free) {
+    pending_free_bytes_ -= datasets_.at(id).memory_bytes;
+    free_dataset(id);
+  }
+  pending_free_bytes_ -= held_bytes_;
+  held_bytes_ = 0;
+  free_extents(std::exchange(held_extents_, {}));
+  log_info(
+      "no process maps the segment as the previous shelfd left it any more: its memory is "
+      "freed as usual again");
+}
+
+void Store::owner_gone(uint32_t pid) {
+  std::vector<Extent> freed;
+  for (auto it = orphans_.begin(); it != orphans_.end();) {
+    if (it->pid != pid) {
+      ++it;
+      continue;
+    }
+    unsealed_bytes_ -= it->length;
+    freed.push_back(Extent{it->offset, it->length});
+    it = orphans_.erase(it);
+  }
+  if (!freed.empty()) {
+    log_info("pid " + std::to_string(pid) +
+             " exited: freed the extents it was writing when the "
+             "previous shelfd died");
+  }
+  free_extents(freed);
+  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) end_restart_holds();
+}
+
+}  // namespace shelf::server

@@ -1,0 +1,39 @@
+// Helpers shared by the two units of the Store: store.cc (the live store)
+// and recovery.cc (re-attaching a segment). Not for use outside server/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <shelf/status.h>
+
+#include "protocol/messages.h"
+#include "shm/layout.h"
+
+namespace shelf::server::internal {
+
+int64_t now_ns();  // CLOCK_REALTIME
+
+// The size of the address range extents are carved from. Twice the limit:
+// memory is bounded by accounting against the limit, so a fragmented address
+// space can never refuse an allocation the limit allows (the segment is
+// sparse: unused address space costs nothing).
+uint64_t data_area_bytes(uint64_t memory_limit);
+// The header page and the index, rounded up to a page: where extents start.
+uint64_t header_and_index_bytes(uint32_t max_datasets);
+
+std::string quoted(std::string_view name);  // 'name'
+
+// What list() and status() say of a dataset, from its descriptor's header as
+// it lies in the segment (created_ns and the publisher set by publish()).
+protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
+                                   uint64_t memory_bytes);
+
+// /dev/shm must be able to hold the limit (less what the segment already
+// holds), or a publish would fail later on a full tmpfs. (Docker gives
+// containers a 64 MiB /dev/shm by default.) Errors: ResourceExhausted saying
+// how to make room.
+Status check_dev_shm(uint64_t memory_limit, uint64_t already_held);
+
+}  // namespace shelf::server::internal

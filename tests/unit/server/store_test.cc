@@ -1,0 +1,430 @@
+// The Store's accounting rules, driven directly (no socket, no daemon
+// process): each test makes a Store on its own small segment and acts as
+// its sessions do, with the publisher's side done the way libclient does it
+// (server/publisher_for_tests.h).
+#include "server/store.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <shelf/limits.h>
+
+#include "server/publisher_for_tests.h"
+#include "shm/layout.h"
+#include "shm/segment.h"
+
+namespace shelf::server {
+namespace {
+
+using for_tests::Int64Partition;
+using shm::kPageSize;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make_store(4 * kMiB); }
+
+  void TearDown() override {
+    mapping_.reset();
+    object_.reset();
+    store_.reset();
+    (void)shm::ShmObject::unlink(name_);  // gone already unless a test failed midway
+  }
+
+  // A fresh Store with `limit` bytes on a segment no other test uses, and
+  // the publisher's read-write mapping of it.
+  void make_store(uint64_t limit, bool verify_on_publish = false) {
+    mapping_.reset();
+    object_.reset();
+    store_.reset();
+    static int counter = 0;
+    name_ = "shelf-test-" + std::to_string(::getpid()) + "-store-" + std::to_string(counter++);
+    StoreOptions options;
+    options.segment_name = name_;
+    options.memory_limit = limit;
+    options.max_datasets = 4;
+    options.remove_on_exit = true;
+    options.verify_on_publish = verify_on_publish;
+    auto created = Store::create(options);
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    store_ = std::move(created).value();
+    auto object = shm::ShmObject::open(name_, /*writable=*/true);
+    ASSERT_TRUE(object.ok()) << object.status().to_string();
+    object_ = std::make_unique<shm::ShmObject>(std::move(object).value());
+    auto mapped = shm::Mapping::map(*object_, 0, store_->segment_bytes(), /*writable=*/true);
+    ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
+    mapping_ = std::make_unique<shm::Mapping>(std::move(mapped).value());
+    index_bytes_ = store_->status().index_bytes;
+  }
+
+  // Allocates an extent for `rows` int64 values and writes them as a
+  // publisher does.
+  Int64Partition written(Store::SessionId session, uint64_t rows) {
+    auto r = store_->allocate(session, rows * 8);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    if (!r.ok()) return {};
+    auto extent = for_tests::reserve_extent(*object_, r->offset, r->length);
+    EXPECT_TRUE(extent.ok()) << extent.status().to_string();
+    if (!extent.ok()) return {};
+    for (uint64_t i = 0; i < rows; ++i) {
+      const int64_t v = static_cast<int64_t>(i * 3);
+      std::memcpy(extent->data() + shm::kExtentHeaderBytes + 8 * i, &v, sizeof v);
+    }
+    for_tests::mark_written(*extent);
+    return Int64Partition{r->offset, r->length, rows};
+  }
+
+  protocol::PublishItem item(const std::string& name, std::vector<Int64Partition> parts) {
+    return {name, for_tests::int64_descriptor(parts, mapping_->data())};
+  }
+
+  Status publish(Store::SessionId session, std::vector<protocol::PublishItem> items,
+                 bool override_existing = false) {
+    protocol::PublishRequest request;
+    request.override_existing = override_existing;
+    request.items = std::move(items);
+    return store_->publish(session, request);
+  }
+
+  uint32_t extent_state(uint64_t offset) const {
+    const auto* h = reinterpret_cast<const shm::ExtentHeaderLayout*>(mapping_->data() + offset);
+    return shm::load_acquire(h->state);
+  }
+
+  std::string name_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<shm::ShmObject> object_;
+  std::unique_ptr<shm::Mapping> mapping_;
+  uint64_t index_bytes_ = 0;
+};
+
+TEST_F(StoreTest, HeaderAndIndexAreChargedFromTheStart) {
+  // A header page and 4 index entries of 256 bytes: two pages.
+  EXPECT_EQ(index_bytes_, 2 * kPageSize);
+  EXPECT_EQ(store_->used_bytes(), index_bytes_);
+  EXPECT_EQ(store_->memory_limit(), 4 * kMiB);
+}
+
+TEST_F(StoreTest, AllocateChargesWholePagesAndAbortGivesThemBack) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  auto a = store_->allocate(s, 100);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->length, kPageSize);  // 64-byte header + 100 bytes, rounded up to a page
+  auto b = store_->allocate(s, kPageSize);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->length, 2 * kPageSize);  // the header pushes it past one page
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 3 * kPageSize);
+  EXPECT_EQ(store_->status().unsealed_bytes, 3 * kPageSize);
+
+  ASSERT_TRUE(store_->abort(s, a->offset).ok());
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 2 * kPageSize);
+  Status again = store_->abort(s, a->offset);
+  EXPECT_EQ(again.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 2 * kPageSize);
+
+  // Another session may not abort it.
+  const Store::SessionId other = store_->open_session(101, 1000);
+  EXPECT_FALSE(store_->abort(other, b->offset).ok());
+  ASSERT_TRUE(store_->abort(s, b->offset).ok());
+  EXPECT_EQ(store_->used_bytes(), index_bytes_);
+  EXPECT_EQ(store_->status().unsealed_bytes, 0u);
+  EXPECT_EQ(store_->allocate(s, 0).status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST_F(StoreTest, AllocationOverTheLimitNamesUsedLimitRequestedAndChangesNothing) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const uint64_t room = store_->memory_limit() - index_bytes_;
+  auto big = store_->allocate(s, room - kPageSize - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(big.ok());
+  const uint64_t used = store_->used_bytes();
+  EXPECT_EQ(used, store_->memory_limit() - kPageSize);
+
+  auto refused = store_->allocate(s, kPageSize);  // two pages; one is left
+  ASSERT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  const std::string& msg = refused.status().message();
+  EXPECT_NE(msg.find("used=" + std::to_string(used)), std::string::npos) << msg;
+  EXPECT_NE(msg.find("limit=" + std::to_string(store_->memory_limit())), std::string::npos) << msg;
+  EXPECT_NE(msg.find("requested=" + std::to_string(2 * kPageSize)), std::string::npos) << msg;
+  EXPECT_EQ(store_->used_bytes(), used);
+  EXPECT_EQ(store_->status().unsealed_bytes, used - index_bytes_);
+
+  // Exactly what is left still fits.
+  EXPECT_TRUE(store_->allocate(s, kPageSize - shm::kExtentHeaderBytes).ok());
+  EXPECT_EQ(store_->used_bytes(), store_->memory_limit());
+}
+
+TEST_F(StoreTest, PublishSealsTheExtentsAndChargesTheDescriptor) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const Int64Partition p = written(s, 100);
+  ASSERT_EQ(p.extent_length, kPageSize);
+  ASSERT_TRUE(publish(s, {item("x", {p})}).ok());
+  EXPECT_EQ(extent_state(p.extent_offset), static_cast<uint32_t>(shm::ExtentState::kSealed));
+  protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 2 * kPageSize);  // partition + descriptor
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.datasets[0].name, "x");
+  EXPECT_EQ(st.datasets[0].num_rows, 100u);
+  EXPECT_EQ(st.datasets[0].memory_bytes, 2 * kPageSize);
+  EXPECT_EQ(st.datasets[0].publisher_pid, 100u);
+
+  // The sealed extent is no longer the session's: it cannot be aborted or
+  // published again.
+  EXPECT_FALSE(store_->abort(s, p.extent_offset).ok());
+  EXPECT_EQ(publish(s, {item("y", {p})}).code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 2 * kPageSize);
+}
+
+TEST_F(StoreTest, PublishRefusesAnExtentThatWasNotWritten) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  auto a = store_->allocate(s, 800);
+  ASSERT_TRUE(a.ok());
+  Status st = publish(s, {item("x", {Int64Partition{a->offset, a->length, 100}})});
+  EXPECT_EQ(st.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store_->status().unsealed_bytes, kPageSize);
+  EXPECT_TRUE(store_->list().datasets.empty());
+}
+
+TEST_F(StoreTest, DescriptorOverTheLimitRefusesThePublishAndChangesNothing) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const uint64_t room = store_->memory_limit() - index_bytes_;
+  auto filler = store_->allocate(s, room - kPageSize - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(filler.ok());
+  // The last page goes to the partition: none is left for the descriptor.
+  auto a = store_->allocate(s, 800);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(for_tests::write_extent(*object_, a->offset, a->length).ok());
+  const uint64_t used = store_->used_bytes();
+  ASSERT_EQ(used, store_->memory_limit());
+  Status st = publish(s, {item("x", {Int64Partition{a->offset, a->length, 100}})});
+  ASSERT_EQ(st.code(), Status::Code::kResourceExhausted);
+  EXPECT_NE(st.message().find("requested=" + std::to_string(kPageSize)), std::string::npos)
+      << st.message();
+  EXPECT_EQ(store_->used_bytes(), used);
+  EXPECT_EQ(extent_state(a->offset), static_cast<uint32_t>(shm::ExtentState::kWritten));
+  EXPECT_TRUE(store_->list().datasets.empty());
+  // Once room is made, the same request succeeds.
+  ASSERT_TRUE(store_->abort(s, filler->offset).ok());
+  EXPECT_TRUE(publish(s, {item("x", {Int64Partition{a->offset, a->length, 100}})}).ok());
+}
+
+TEST_F(StoreTest, ALeaseKeepsTheMemoryOfAnUnpublishedDataset) {
+  const Store::SessionId writer = store_->open_session(100, 1000);
+  const Store::SessionId reader = store_->open_session(200, 1000);
+  ASSERT_TRUE(publish(writer, {item("x", {written(writer, 100)})}).ok());
+  auto lease = store_->get(reader, "x");
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(store_->status().num_leases, 1u);
+
+  ASSERT_TRUE(store_->unpublish("x").ok());
+  EXPECT_EQ(store_->get(reader, "x").status().code(), Status::Code::kNotFound);
+  EXPECT_TRUE(store_->list().datasets.empty());
+  protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 2 * kPageSize);
+  EXPECT_EQ(st.pending_free_bytes, 2 * kPageSize);
+  // The reader's bytes are still there.
+  EXPECT_EQ(extent_state(lease->descriptor_offset - shm::kExtentHeaderBytes),
+            static_cast<uint32_t>(shm::ExtentState::kSealed));
+
+  ASSERT_TRUE(store_->release(reader, lease->lease_id).ok());
+  EXPECT_EQ(store_->release(reader, lease->lease_id).code(), Status::Code::kInvalidArgument);
+  st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_);
+  EXPECT_EQ(st.pending_free_bytes, 0u);
+  EXPECT_EQ(st.num_leases, 0u);
+}
+
+TEST_F(StoreTest, CloseSessionFreesItsUnsealedExtentsAndEndsItsLeases) {
+  const Store::SessionId writer = store_->open_session(100, 1000);
+  const Store::SessionId reader = store_->open_session(200, 1000);
+  ASSERT_TRUE(publish(writer, {item("x", {written(writer, 100)})}).ok());
+  ASSERT_TRUE(store_->allocate(writer, 3 * kPageSize).ok());
+  (void)written(writer, 10);
+  ASSERT_TRUE(store_->get(reader, "x").ok());
+  ASSERT_TRUE(store_->get(reader, "x").ok());  // two leases on one dataset
+  ASSERT_TRUE(store_->unpublish("x").ok());
+  EXPECT_EQ(store_->status().num_connections, 2u);
+
+  store_->close_session(writer);
+  protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 2 * kPageSize);  // the leased dataset
+  EXPECT_EQ(st.num_connections, 1u);
+
+  store_->close_session(reader);
+  st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_);
+  EXPECT_EQ(st.num_leases, 0u);
+  EXPECT_EQ(st.pending_free_bytes, 0u);
+  EXPECT_EQ(st.num_connections, 0u);
+}
+
+TEST_F(StoreTest, OverrideReplacesADatasetAndFreesTheOldOne) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("x", {written(s, 100)})}).ok());
+  const Int64Partition bigger = written(s, 1000);  // two pages
+  const uint64_t used = store_->used_bytes();
+
+  Status taken = publish(s, {item("x", {bigger})});
+  EXPECT_EQ(taken.code(), Status::Code::kAlreadyExists);
+  EXPECT_EQ(store_->used_bytes(), used);
+  EXPECT_EQ(extent_state(bigger.extent_offset), static_cast<uint32_t>(shm::ExtentState::kWritten));
+
+  ASSERT_TRUE(publish(s, {item("x", {bigger})}, /*override_existing=*/true).ok());
+  protocol::ListResponse list = store_->list();
+  ASSERT_EQ(list.datasets.size(), 1u);
+  EXPECT_EQ(list.datasets[0].num_rows, 1000u);
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 3 * kPageSize);  // old one's 2 pages are gone
+}
+
+TEST_F(StoreTest, OverrideOfALeasedDatasetKeepsItUntilTheLeaseEnds) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("x", {written(s, 100)})}).ok());
+  auto lease = store_->get(s, "x");
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE(publish(s, {item("x", {written(s, 100)})}, true).ok());
+  EXPECT_EQ(store_->status().pending_free_bytes, 2 * kPageSize);
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 4 * kPageSize);
+  ASSERT_TRUE(store_->release(s, lease->lease_id).ok());
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + 2 * kPageSize);
+  EXPECT_EQ(store_->status().pending_free_bytes, 0u);
+}
+
+TEST_F(StoreTest, APublishOfSeveralNamesIsAllOrNothing) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const Store::SessionId other = store_->open_session(200, 1000);
+  const Int64Partition mine = written(s, 100);
+  const Int64Partition theirs = written(other, 100);
+  const uint64_t used = store_->used_bytes();
+
+  // The second item names another connection's extent.
+  Status st = publish(s, {item("a", {mine}), item("b", {theirs})});
+  EXPECT_EQ(st.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("'b'"), std::string::npos) << st.message();
+  // The same name twice.
+  EXPECT_EQ(publish(s, {item("a", {mine}), item("a", {written(s, 10)})}).code(),
+            Status::Code::kInvalidArgument);
+  // A bad second name.
+  EXPECT_FALSE(publish(s, {item("a", {mine}), item(std::string(kMaxNameBytes + 1, 'n'), {})}).ok());
+  EXPECT_TRUE(store_->list().datasets.empty());
+  EXPECT_EQ(extent_state(mine.extent_offset), static_cast<uint32_t>(shm::ExtentState::kWritten));
+  EXPECT_EQ(store_->used_bytes(), used + kPageSize);  // only the extra extent written above
+
+  // One of the names is taken: neither is published.
+  ASSERT_TRUE(publish(other, {item("b", {theirs})}).ok());
+  const Int64Partition second = written(s, 100);
+  EXPECT_EQ(publish(s, {item("a", {mine}), item("b", {second})}).code(),
+            Status::Code::kAlreadyExists);
+  EXPECT_EQ(store_->list().datasets.size(), 1u);
+  EXPECT_EQ(store_->get(s, "a").status().code(), Status::Code::kNotFound);
+
+  // The index holds 4 names: 1 is taken, so 4 new ones do not fit.
+  std::vector<protocol::PublishItem> four;
+  for (const char* n : {"c", "d", "e", "f"}) four.push_back(item(n, {written(s, 10)}));
+  Status full = publish(s, four);
+  EXPECT_EQ(full.code(), Status::Code::kResourceExhausted);
+  EXPECT_NE(full.message().find("index is full"), std::string::npos) << full.message();
+  EXPECT_EQ(store_->list().datasets.size(), 1u);
+
+  ASSERT_TRUE(publish(s, {item("a", {mine}), item("c", {second})}).ok());
+  EXPECT_EQ(store_->list().datasets.size(), 3u);
+}
+
+TEST_F(StoreTest, VerifyOnPublishRefusesChangedBytes) {
+  make_store(4 * kMiB, /*verify_on_publish=*/true);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const Int64Partition p = written(s, 100);
+  protocol::PublishItem x = item("x", {p});
+  mapping_->data()[p.extent_offset + shm::kExtentHeaderBytes + 17] ^= std::byte{1};
+  Status st = publish(s, {x});
+  EXPECT_EQ(st.code(), Status::Code::kCorruption);
+  EXPECT_NE(st.message().find("partition 0 column 'v'"), std::string::npos) << st.message();
+  EXPECT_EQ(store_->status().unsealed_bytes, kPageSize);
+  EXPECT_TRUE(publish(s, {item("x", {p})}).ok());  // checksums of the bytes as they are now
+}
+
+TEST_F(StoreTest, LargeFreesArePunchedStepByStepAndCountAsUsedUntilBack) {
+  make_store(256 * kMiB);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  auto a = store_->allocate(s, 80 * kMiB - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(a->length, 80 * kMiB);
+  ASSERT_TRUE(for_tests::write_extent(*object_, a->offset, a->length).ok());
+  const uint64_t resident = store_->status().resident_bytes;
+  ASSERT_GE(resident, 80 * kMiB);
+
+  ASSERT_TRUE(store_->abort(s, a->offset).ok());
+  ASSERT_TRUE(store_->has_punch_work());  // more than one step: nothing punched yet
+  protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 80 * kMiB);
+  EXPECT_EQ(st.pending_free_bytes, 80 * kMiB);
+  EXPECT_EQ(st.unsealed_bytes, 0u);
+  EXPECT_EQ(st.resident_bytes, resident);
+
+  store_->punch_some();  // 32 MiB
+  st = store_->status();
+  EXPECT_TRUE(store_->has_punch_work());
+  EXPECT_EQ(st.resident_bytes, resident - 32 * kMiB);
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 80 * kMiB);  // the extent is freed whole, at the end
+  store_->punch_some();                                // 64 MiB
+  EXPECT_TRUE(store_->has_punch_work());
+  store_->punch_some();  // 80 MiB: done
+  EXPECT_FALSE(store_->has_punch_work());
+  st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_);
+  EXPECT_EQ(st.pending_free_bytes, 0u);
+  EXPECT_EQ(st.resident_bytes, resident - 80 * kMiB);
+}
+
+TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedFinishesThePunchingFirst) {
+  make_store(128 * kMiB);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const uint64_t room = store_->memory_limit() - index_bytes_;
+  auto a = store_->allocate(s, room - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(store_->abort(s, a->offset).ok());
+  ASSERT_TRUE(store_->has_punch_work());
+  ASSERT_EQ(store_->used_bytes(), store_->memory_limit());
+
+  auto b = store_->allocate(s, kMiB);  // needs what is on its way back
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  EXPECT_FALSE(store_->has_punch_work());
+  EXPECT_EQ(store_->used_bytes(), index_bytes_ + kMiB + kPageSize);
+}
+
+TEST_F(StoreTest, AConnectionHoldsAtMostkMaxLeasesPerConnection) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("x", {written(s, 100)})}).ok());
+  const Store::SessionId reader = store_->open_session(200, 1000);
+  uint64_t first_lease = 0;
+  for (size_t i = 0; i < kMaxLeasesPerConnection; ++i) {
+    auto lease = store_->get(reader, "x");
+    ASSERT_TRUE(lease.ok()) << i << ": " << lease.status().to_string();
+    if (i == 0) first_lease = lease->lease_id;
+  }
+  auto refused = store_->get(reader, "x");
+  ASSERT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find(std::to_string(kMaxLeasesPerConnection) + " leases"),
+            std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(store_->status().num_leases, kMaxLeasesPerConnection);
+  // The limit is per connection, and ending one lease makes room for one.
+  EXPECT_TRUE(store_->get(s, "x").ok());
+  ASSERT_TRUE(store_->release(reader, first_lease).ok());
+  EXPECT_TRUE(store_->get(reader, "x").ok());
+  EXPECT_FALSE(store_->get(reader, "x").ok());
+  store_->close_session(reader);
+  EXPECT_EQ(store_->status().num_leases, 1u);
+}
+
+}  // namespace
+}  // namespace shelf::server
