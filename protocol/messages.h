@@ -115,7 +115,7 @@ struct StatusResponse {
   uint64_t used_bytes = 0;          // everything charged to the limit
   uint64_t index_bytes = 0;         // fixed cost of the header and index, part of used
   uint64_t unsealed_bytes = 0;      // extents being written, part of used
-  uint64_t pending_free_bytes = 0;  // freed, not yet back (leased or being released), part of used
+  uint64_t pending_free_bytes = 0;  // freed, not yet back (leased or being punched), part of used
   uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
