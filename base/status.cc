@@ -13,12 +13,6 @@ Status::Status(Code code, std::string_view msg, int sys_errno)
 Status Status::from_errno(std::string_view what, int sys_errno) {
   std::string msg = std::string(what) + ": " + std::strerror(sys_errno);
   switch (sys_errno) {
-    case ENOENT:
-      // TODO(client): a missing file is not a missing dataset; this should be
-      // kIoError (callers test sys_errno() == ENOENT). shm::ShmObject::open's
-      // "NotFound if there is none" and the daemon's start (server/store.cc)
-      // rely on it still; libclient turns it into Unavailable at connect.
-      return Status(Code::kNotFound, msg, sys_errno);
     case EEXIST:
       return Status(Code::kAlreadyExists, msg, sys_errno);
     case EACCES:

@@ -127,7 +127,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   } else {
     auto existing = shm::ShmObject::open(options.segment_name, true);
     if (existing.ok()) return attach(options, std::move(existing).value());
-    if (!existing.status().is_not_found()) return existing.status();
+    if (existing.status().sys_errno() != ENOENT) return existing.status();
   }
   SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, 0));
 

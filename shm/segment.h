@@ -24,7 +24,8 @@ class ShmObject {
   // Creates NAME with `mode` permissions and `size` bytes (sparse: no memory is
   // used until reserve()). Fails with AlreadyExists if NAME exists.
   static Result<ShmObject> create(std::string_view name, uint64_t size, uint32_t mode);
-  // Opens an existing NAME read-only, or read-write. NotFound if there is none.
+  // Opens an existing NAME read-only, or read-write. IoError with sys_errno()
+  // == ENOENT if there is none (NotFound is kept for "no dataset of that name").
   static Result<ShmObject> open(std::string_view name, bool writable);
   // Removes NAME from /dev/shm; mappings stay valid. OK if it did not exist.
   static Status unlink(std::string_view name);

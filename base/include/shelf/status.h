@@ -19,7 +19,7 @@ class [[nodiscard]] Status {
  public:
   enum class Code : uint8_t {
     kOk = 0,
-    kNotFound = 1,           // no dataset of that name (see from_errno for ENOENT)
+    kNotFound = 1,           // no dataset of that name, and nothing else
     kAlreadyExists = 2,      // publishing a name that exists without override
     kInvalidArgument = 3,    // the caller's input is wrong (bad CSV, bad name, bad size)
     kResourceExhausted = 4,  // over --memory-limit, /dev/shm full, too many connections
@@ -51,12 +51,12 @@ class [[nodiscard]] Status {
   static Status internal(std::string_view msg) { return Status(Code::kInternal, msg); }
   // Maps an errno from a failed system call to the closest code; `what` says
   // what was being done ("open /dev/shm/x"). The errno text is appended and
-  // sys_errno() keeps the errno. ENOENT still gives kNotFound, for
-  // shm::ShmObject::open's callers in the daemon; the client library never
-  // lets that reach its callers (a missing socket or segment at connect is
-  // kUnavailable), so from the C++ and Python APIs NotFound means only "no
-  // dataset of that name". Connection errnos (ECONNREFUSED, ECONNRESET,
-  // EPIPE, ENOTCONN, ETIMEDOUT...) give kUnavailable.
+  // sys_errno() keeps the errno. ENOENT gives kIoError: a missing file is
+  // not a missing dataset, so NotFound means only "no dataset of that name"
+  // (callers that expect a file may be absent test sys_errno() == ENOENT;
+  // the client library makes a missing socket or segment at connect
+  // kUnavailable). Connection errnos (ECONNREFUSED, ECONNRESET, EPIPE,
+  // ENOTCONN, ETIMEDOUT...) give kUnavailable.
   static Status from_errno(std::string_view what, int sys_errno);
   // Rebuilds a status received from the daemon. Unknown codes become kInternal.
   static Status from_code(uint8_t code, std::string_view msg);

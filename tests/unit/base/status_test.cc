@@ -88,7 +88,7 @@ TEST(StatusTest, IoErrorKeepsErrno) {
 
 TEST(StatusTest, FromErrnoMapsToTheClosestCode) {
   const std::vector<std::pair<int, Code>> cases = {
-      {ENOENT, Code::kNotFound},
+      {ENOENT, Code::kIoError},  // a missing file is not a missing dataset
       {EEXIST, Code::kAlreadyExists},
       {EACCES, Code::kPermissionDenied},
       {EPERM, Code::kPermissionDenied},

@@ -101,7 +101,7 @@ TEST_F(SegmentTest, CreateOpenUnlink) {
 
   ASSERT_TRUE(ShmObject::unlink(name.get()).ok());
   EXPECT_FALSE(exists(name.path()));
-  EXPECT_EQ(ShmObject::open(name.get(), false).status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(ShmObject::open(name.get(), false).status().sys_errno(), ENOENT);
   // Unlinking what does not exist is fine.
   EXPECT_TRUE(ShmObject::unlink(name.get()).ok());
 }
@@ -152,7 +152,7 @@ TEST_F(SegmentTest, OpenMissingIsNotFound) {
   for (bool writable : {false, true}) {
     Result<ShmObject> opened = ShmObject::open(name.get(), writable);
     ASSERT_FALSE(opened.ok());
-    EXPECT_EQ(opened.status().code(), Status::Code::kNotFound) << opened.status().to_string();
+    EXPECT_EQ(opened.status().sys_errno(), ENOENT) << opened.status().to_string();
   }
   EXPECT_FALSE(exists(name.path()));
 }
