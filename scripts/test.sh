@@ -10,9 +10,12 @@ jobs=$(nproc)
 
 bash scripts/install-deps.sh --test
 
-echo "== layering: shm/ knows nothing of sockets or the protocol"
-if grep -rnE 'sys/socket|protocol/' shm/; then
-  echo "test: shm/ must not use sockets or protocol/" >&2
+# Which layer includes which is enforced by the build (cmake/ShelfLayers.cmake,
+# tests/layering/). Sockets are system headers every target can reach, so
+# that rule stays a grep.
+echo "== layering: shm/ and protocol/ know nothing of sockets"
+if grep -rnE 'sys/socket|sys/un\.h' shm/ protocol/; then
+  echo "test: shm/ and protocol/ must not use sockets" >&2
   exit 1
 fi
 
