@@ -924,7 +924,7 @@ void figure_publish(Bench& b) {
   const double p_client = median(collect(publishes, [](auto& p) { return p.client_cpu_ms; }));
   if (p_daemon >= 0) {
     // The daemon reserves only the extent's header page; the publisher
-    // reserves the rest itself (see README, "Design").
+    // reserves the rest itself (see docs/design.md, "Memory").
     add_row("1a1", "    shelfd CPU time per allocate (vs private fallocate of it all)", p_daemon,
             "ms", b_fallocate_cpu, "ms", p_daemon / b_fallocate_cpu);
   }

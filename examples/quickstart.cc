@@ -1,4 +1,4 @@
-// quickstart: the C++ example of the README, whole. Publishes a small table,
+// quickstart: the C++ example of docs/cpp.md, whole. Publishes a small table,
 // reads it back without a copy, and unpublishes it.
 #include <cstdio>
 

@@ -169,8 +169,8 @@ class Harness {
 
   // Write as a publisher: reserve and touch the pages, mark it written.
   // Not a sealed extent: any process that may publish can map the segment
-  // writable and scribble over published data (README.md, "Who may talk to
-  // whom"); readers then see Corruption. That is not what this target is
+  // writable and scribble over published data (docs/design.md, "Who may
+  // talk to whom"); readers then see Corruption. That is not what this target is
   // after.
   void write(Script& in) {
     const Extent* e = in.pick(extents_);

@@ -7,7 +7,7 @@
 // Memory is limited by byte accounting in the daemon, not by this area: the
 // data area is made larger than the memory limit (address space is free in a
 // sparse segment), so fragmentation cannot make an allocation fail while the
-// limit still has room. See README.md, "Design".
+// limit still has room. See docs/design.md, "Memory".
 #pragma once
 
 #include <cstdint>

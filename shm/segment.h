@@ -1,7 +1,7 @@
 // RAII owners of a POSIX shared-memory object and of mappings of it.
 //
 // These are thin wrappers over Boost.Interprocess's shared_memory_object and
-// mapped_region (not managed_shared_memory: README.md, "Design" says why). Every
+// mapped_region (not managed_shared_memory: docs/design.md, "Memory", says why). Every
 // Boost call is made here and its exceptions become Status values; nothing
 // above shm/ sees Boost.
 #pragma once

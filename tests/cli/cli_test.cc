@@ -222,7 +222,7 @@ TEST_F(CliTest, UsageErrorsAndHelp) {
   EXPECT_TRUE(contains(r.err, "'lots' is not a size")) << r.err;
 }
 
-// The README's C++ example and the demo's reader, run as users would.
+// docs/cpp.md's C++ example and the demo's reader, run as users would.
 TEST_F(CliTest, ExamplesRun) {
   const std::string env = "SHELF_SOCKET=" + daemon_->socket();
   CommandResult r = run_command({std::string(SHELF_EXAMPLES_DIR) + "/quickstart"}, {env});

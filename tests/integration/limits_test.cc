@@ -1,4 +1,4 @@
-// Every limit of README.md's "Limits" is refused with an error that names
+// Every limit of docs/design.md's "Limits" is refused with an error that names
 // it, and the refusal leaves the daemon, the connection and the data as they
 // were. (Descriptor counts past kMaxColumns and kMaxPartitions are refused by
 // DescriptorView::parse: tests/unit/shm/descriptor_test.cc; frames over the
