@@ -479,6 +479,9 @@ class PyClient {
 PYBIND11_MODULE(_shelf, m) {
   m.doc() = "shelf's C++ client library; use the `shelf` package, not this module";
 
+  m.def("default_socket_path", &shelf::default_socket_path,
+        "The socket a Client() without socket= connects to; connects to nothing.");
+
   static py::exception<std::runtime_error> corruption(m, "CorruptionError", PyExc_RuntimeError);
   g_corruption_error = corruption.ptr();
 

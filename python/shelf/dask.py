@@ -131,11 +131,9 @@ def _worker_shelf(dask_worker=None):
 
 
 def _default_socket():
-    socket = os.environ.get("SHELF_SOCKET")
-    if socket:
-        return socket
-    with shelf.Client() as client:  # the per-user default path, as libclient derives it
-        return client.socket
+    # As libclient derives it ($SHELF_SOCKET, else the per-user path), without
+    # connecting: a daemon that is down is reported by the call that needs it.
+    return shelf._shelf.default_socket_path()
 
 
 class ShelfPlugin(WorkerPlugin):

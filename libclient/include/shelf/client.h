@@ -37,6 +37,12 @@
 
 namespace shelf {
 
+// The socket a Client connects to when ClientOptions::socket is empty:
+// $SHELF_SOCKET if set and non-empty, else $XDG_RUNTIME_DIR/shelf/shelf.sock,
+// else /tmp/shelf-<uid>/shelf.sock. Connects to nothing. (The one definition
+// is base/paths.cc, which the tools use as well.)
+std::string default_socket_path();
+
 struct ClientOptions {
   std::string socket;  // empty: $SHELF_SOCKET, else the per-user default (see shelfd --help)
   std::string client_name = "libshelf";  // shown in the daemon's log
