@@ -197,6 +197,7 @@ def _store_partition(part, name, index, publish_id):
         range_index = (frame.index.start, frame.index.step, frame.index.name)
         frame = frame.copy(deep=False)
         frame.index = pd.RangeIndex(len(frame))
+    frame = _by_dtype(frame)
 
     def store(client):
         try:
@@ -212,7 +213,34 @@ def _store_partition(part, name, index, publish_id):
         return (local.host_id, shelf_name, info["created_ns"], len(frame), info["memory_bytes"],
                 range_index)
 
-    return local.call(store)
+    try:
+        return local.call(store)
+    except ConnectionError as e:
+        raise ConnectionError(f"host {_label(local)}: partition {index} of {name!r} cannot be "
+                              f"stored: its shelfd is not running ({e})") from None
+
+
+def _by_dtype(frame):
+    """`frame` with its columns of one fixed-width numpy dtype next to each
+    other (in order of first appearance), the others after them: each
+    dtype's columns then lie at equal distances in the shelf, which is what
+    _consolidated() needs. No data is copied; the reader puts the columns
+    back in the collection's order by name (column names are unique in
+    shelf)."""
+    import numpy as np
+    import pandas as pd
+
+    if frame.shape[1] < 3 or not frame.columns.is_unique:
+        return frame  # two columns of one dtype lie at equal distances anyway
+    groups = {}
+    for name, dtype in frame.dtypes.items():
+        fixed = isinstance(dtype, np.dtype) and dtype.kind in "biufmM"
+        groups.setdefault(dtype if fixed else None, []).append(name)
+    order = [n for dtype, names in groups.items() if dtype is not None for n in names]
+    order += groups.get(None, [])
+    if order == list(frame.columns):
+        return frame
+    return pd.DataFrame({n: frame[n] for n in order}, index=frame.index, copy=False)
 
 
 def _label(local):
@@ -266,7 +294,7 @@ class _Part:
     """The arguments of one read task, opaque to Dask's graph traversal."""
 
     __slots__ = ("name", "index", "shelf_name", "created_ns", "host_id", "host_label", "kind",
-                 "series_name", "host_parts", "range_index")
+                 "series_name", "host_parts", "range_index", "columns")
 
     def __init__(self, **kwargs):
         for key, value in kwargs.items():
@@ -311,7 +339,8 @@ def _load_partition(part):
         raise unavailable("its shelf no longer holds it") from None
     if handle.created_ns != part.created_ns:
         raise unavailable("its shelf holds another dataset under that name")
-    frame = _consolidated(shelf.Dataset(handle, local.socket).partition(0))
+    frame = _consolidated(shelf.Dataset(handle, local.socket).partition(0),
+                          getattr(part, "columns", None))
     if part.range_index is not None:
         start, step, index_name = part.range_index
         frame.index = pd.RangeIndex(start, start + step * len(frame), step, name=index_name)
@@ -320,9 +349,10 @@ def _load_partition(part):
     return frame
 
 
-def _consolidated(frame):
+def _consolidated(frame, columns=None):
     """`frame` (as shelf.Dataset.partition builds it: one pandas block per
-    column) with one block per dtype, its numbers still viewing shared memory.
+    column) with one block per dtype, its numbers still viewing shared
+    memory, and its columns in the order `columns` (names) if given.
 
     Why: pandas merges the blocks of one dtype ("consolidates") the first
     time an operation needs it, df[['k', 'x']] for one (every
@@ -331,29 +361,36 @@ def _consolidated(frame):
     views: the partition is no longer zero-copy, and each computation pays
     for the copies (measured: 16 ms instead of 3 ms per 4 MiB partition, and
     two page faults per 4 KiB page; the groupby of the benchmark ran at
-    half Dask's speed). A partition's fixed-width columns lie at equal
-    distances in its extent when their footprints between them are equal
-    (the builder gives each column validity + data space), so the columns
-    of one dtype are the rows of one strided 2-D view, a block pandas keeps
-    as it is. Columns of a dtype that are not evenly spaced keep a block
-    each (pandas copies them when it consolidates, as before); object
-    columns (strings, Python objects already) are stacked into one block.
+    half Dask's speed). _store_partition stores the columns of one dtype
+    next to each other (_by_dtype), and the builder gives each column the
+    same validity + data space, so they lie at equal distances: the rows of
+    one strided 2-D view, a block pandas keeps as it is. Columns of a dtype
+    that are not evenly spaced (a float column with nulls is read as a
+    copy, say) keep a block each, and pandas copies them when it
+    consolidates, as before; object columns (strings, Python objects
+    already) are stacked into one block.
     Uses pandas' internals API for downstream libraries (as pyarrow's
     to_pandas does); without it, the frame is returned as it is.
     """
     import numpy as np
     import pandas as pd
 
+    columns = frame.columns if columns is None else pd.Index(columns)
+    if not (columns.is_unique and len(columns) == frame.shape[1] and
+            set(columns) == set(frame.columns)):
+        columns = frame.columns  # not the meta's columns: as stored, as Dask would give it
     try:
         from pandas.core.internals import BlockManager
         from pandas.core.internals.api import make_block
     except ImportError:
-        return frame
+        return frame if columns.equals(frame.columns) else frame[list(columns)]
     if frame.shape[1] < 2:
         return frame
+    position = {name: j for j, name in enumerate(columns)} if frame.columns.is_unique else None
     groups = {}  # numpy dtype -> [(position, 1-D array)]
     others = []  # (position, extension array) of pandas' own dtypes
-    for j, (_name, column) in enumerate(frame.items()):
+    for stored, (name, column) in enumerate(frame.items()):
+        j = stored if position is None else position[name]
         if isinstance(column.dtype, np.dtype):
             groups.setdefault(column.dtype, []).append((j, column.to_numpy()))
         else:
@@ -367,7 +404,7 @@ def _consolidated(frame):
         else:
             blocks.extend(make_block(a.reshape(1, -1), placement=[j]) for j, a in members)
     blocks.extend(make_block(a, placement=[j], ndim=2) for j, a in others)
-    return pd.DataFrame(BlockManager(blocks, [frame.columns, frame.index]))
+    return pd.DataFrame(BlockManager(blocks, [columns, frame.index]))
 
 
 def _rows_view(arrays):
@@ -598,7 +635,8 @@ def _collection(manifest, hosts):
             name=manifest["name"], index=i, shelf_name=shelf_name, created_ns=created_ns,
             host_id=host_id, host_label=hosts[host_id]["label"], kind=manifest["kind"],
             series_name=getattr(meta, "name", None), host_parts=host_parts[host_id],
-            range_index=range_index))
+            range_index=range_index,
+            columns=tuple(meta.columns) if manifest["kind"] == "DataFrame" else None))
         restrictions.append(hosts[host_id]["restriction"])
     layer = _read_layer(tasks, {"workers": _Restrictions(restrictions),
                                 "allow_other_workers": False})
