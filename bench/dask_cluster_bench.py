@@ -3,7 +3,8 @@
 against Dask's own persisted + published collection, in the same run.
 
     SHELFD=build/plain/server/shelfd PYTHONPATH=build/plain/python \\
-        /usr/bin/python3 bench/dask_cluster_bench.py [--size-mib 1024] [--repeat 3]
+        /usr/bin/python3 bench/dask_cluster_bench.py [--size-mib 1024] [--repeat 3] \\
+        [--order shelf,persisted,dask] [--huge-shm]
 
 The test bed is python/tests/dask_cluster.py: host0 = 127.0.0.2 with two
 workers, host1 = 127.0.0.3 with one, each host its own shelfd; every worker
@@ -11,22 +12,29 @@ workers, host1 = 127.0.0.3 with one, each host its own shelfd; every worker
 has four 8-byte columns (id, k = id % 1000, x, y) in 64 partitions,
 computed on the workers.
 
-For each of "shelf" (shelf.dask.publish: partitions in each host's shelf,
-tasks read them zero-copy) and "dask" (client.persist + publish_dataset:
-partitions in the workers' heaps), on a freshly started set of workers:
+The sides, each on a freshly started set of workers:
+  shelf      shelf.dask.publish: partitions in each host's shelf; every
+             computation runs a read task per partition (zero-copy views)
+  persisted  the same, and the new client persists the read: the workers
+             hold the views, later computations have no read tasks
+  dask       client.persist + publish_dataset: partitions in the workers' heaps
+and what is measured:
   publish            compute and publish (shelf: and write into the shelves)
-  new client: len    a new Client: get_dataset(name) + len() over the cluster
+  new client: get_dataset, len   a new Client: get_dataset(name), then
+                     get_dataset + len() over the cluster
   groupby.sum        ddf.groupby('k').x.sum(), best of --repeat
   full scan          ddf.sum() (every column of every row), best of --repeat
+  MiB moved          what the workers fetched from each other per computation
   workers' memory    after the scans: the sum over workers of Pss_Anon +
                      Pss_File (their heaps, libraries shared among them
                      counted once), plus each host's shelf segment once
                      (its resident bytes); naive sum of Rss alongside
-Ratios are shelf / dask.
+Ratios are against dask.
 
 What one machine cannot show: the hosts share one memory bus, two cores and
 a loopback "network", so what crosses between hosts here (the groupby's
-partial sums) costs far less than on a real network; with both sides doing
+partial sums, the partitions work stealing moves) costs far less than on a
+real network; with both sides doing
 the same transfers this favours neither, but nothing here measures a real
 network's cost of Dask's transfers, nor the cross-host reads shelf avoids
 only when each task runs on the host holding its partition.
