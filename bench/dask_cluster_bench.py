@@ -232,7 +232,8 @@ def _rerun_with_huge_shm(args):
               "mount -t tmpfs -o huge=within_size,mode=1777,size=" +
               f"{2 * args.size_mib + 1024}M tmpfs /dev/shm && exec " + shlex.join(argv))
     env = dict(os.environ, SHELF_BENCH_HUGE_SHM="1")
-    return subprocess.run(["unshare", "--mount", "sh", "-c", script], env=env, check=True).returncode
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script], env=env, check=True)
+    return done.returncode
 
 
 if __name__ == "__main__":
