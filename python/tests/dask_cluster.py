@@ -296,6 +296,16 @@ def clear_transfers(dask_worker):
     dask_worker.transfer_outgoing_log.clear()
 
 
+def run_task_then_select(task, dask_worker):
+    """For Client.run: runs one read task here, then operations that make
+    pandas consolidate a frame's blocks (df[['k', 'x']], as every
+    ddf.groupby('k').x does); where the frame's numeric columns lie after."""
+    func, arg = task
+    frame = func(arg)
+    frame[["k", "x"]].groupby("k").x.sum()
+    return {c: where_is(frame[c].to_numpy()) for c in frame.columns if frame[c].dtype.kind in "iuf"}
+
+
 def run_task(task, dask_worker):
     """For Client.run: runs one task of a graph, (func, arg), here; where its
     numeric columns lie."""

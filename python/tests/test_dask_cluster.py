@@ -84,7 +84,9 @@ def test_each_partition_lands_in_the_shelf_of_the_host_that_computed_it(bed, cli
                 assert set(frame["computed_on"]) == {host.ip}, (name, host.name)
                 # Stored with the default index: its RangeIndex is in the manifest.
                 want = expected.iloc[i * ROWS:(i + 1) * ROWS].reset_index(drop=True)
-                pd.testing.assert_frame_equal(frame, want.assign(computed_on=host.ip))
+                # Stored with each dtype's columns together (the reader restores the order).
+                pd.testing.assert_frame_equal(frame, want.assign(computed_on=host.ip),
+                                              check_like=True)
                 seen[i] = host.name
             assert "dask-manifest/accounts" in c.list_datasets()
     assert sorted(seen) == list(range(NPARTS))  # each partition on exactly one host
@@ -142,6 +144,20 @@ def test_two_workers_on_one_host_read_one_copy(bed, client, published):
     assert host_used(host) == used
 
 
+def test_pandas_operations_keep_a_read_partition_in_its_segment(bed, client, published):
+    # pandas merges a frame's blocks of one dtype the first time an
+    # operation needs it, copying them in place of the views: a read
+    # partition has one block per dtype from the start.
+    ddf = client.get_dataset(published)
+    host = bed.hosts[1]
+    i = min(parts_on(host).values())
+    task = dict(ddf.__dask_graph__())[(ddf._name, i)]
+    worker = next(a for n, a in bed.addresses(client).items() if n.startswith(host.name))
+    where = client.run(dask_cluster.run_task_then_select, task, workers=[worker])[worker]
+    assert set(where) == {"id", "k", "x"}
+    assert {w[0] if w else None for w in where.values()} == {f"/dev/shm/{host.segment}"}
+
+
 def test_kill_9_of_a_worker_and_its_restart_lose_nothing(bed, client, published):
     host = bed.hosts[0]
     name = f"{host.name}-w0"
@@ -180,8 +196,8 @@ def test_after_kill_9_of_the_scheduler_get_dataset_brings_the_dataset_back(bed):
 
 def test_unpublish_gives_the_memory_back_on_every_host(bed, client):
     before = {h.name: host_used(h) for h in bed.hosts}
-    shelf.dask.publish(client, tmp=dask_cluster.frame(8, 5000))
-    assert all(host_used(h) > before[h.name] for h in bed.hosts if parts_on(h))
+    shelf.dask.publish(client, tmp=dask_cluster.frame(NPARTS, 1000))
+    assert all(parts_on(h) and host_used(h) > before[h.name] for h in bed.hosts)
     assert "tmp" in client.list_datasets()
     shelf.dask.unpublish(client, "tmp")
     for host in bed.hosts:
@@ -211,6 +227,14 @@ def test_a_killed_shelfd_fails_the_read_naming_its_host_and_partitions(bed, clie
         assert f"partitions {missing}" in message
         with pytest.raises(shelf.dask.MissingPartitionsError, match=re.escape(str(missing))):
             shelf.dask.get_dataset(client, published)
+        # Publishing needs every host: nothing is written on the one that is up.
+        other = bed.hosts[0]
+        held = host_datasets(other)
+        with pytest.raises(ConnectionError) as e:
+            shelf.dask.publish(client, while_down=dask_cluster.frame(NPARTS, 10))
+        assert host.socket in str(e.value) and host.ip in str(e.value)
+        assert host_datasets(other) == held
+        assert "while_down" not in client.list_datasets()
     finally:
         host.daemon._start()  # the segment outlived the kill: the data comes back
     expected = dask_cluster.source(NPARTS, ROWS).x.sum()
@@ -218,6 +242,27 @@ def test_a_killed_shelfd_fails_the_read_naming_its_host_and_partitions(bed, clie
     # erred in Dask for as long as anything refers to them.
     again = shelf.dask.get_dataset(client, published)
     assert client.compute(again.x.sum()).result() == pytest.approx(expected)
+
+
+def test_a_partition_gone_from_its_shelf_fails_the_read_naming_host_and_partition(bed, client):
+    shelf.dask.publish(client, gone=dask_cluster.frame(NPARTS, 100))
+    try:
+        ddf = client.get_dataset("gone")
+        host = bed.hosts[0]
+        name, i = min(parts_on(host).items(), key=lambda item: item[1])
+        with shelf.Client(host.socket) as c:
+            c.unpublish_dataset(name)  # as a host's operator might
+        with pytest.raises(shelf.dask.MissingPartitionsError) as e:
+            client.compute(ddf.id.count()).result()
+        message = str(e.value)
+        assert host.ip in message and host.socket in message
+        assert "no longer holds it" in message and f"partitions [{i}]" in message
+        with pytest.raises(shelf.dask.MissingPartitionsError,
+                           match=re.escape(f"{host.ip}") + ".*" + re.escape(f"partitions [{i}]")):
+            shelf.dask.get_dataset(client, "gone")
+    finally:
+        shelf.dask.unpublish(client, "gone")
+    assert all(host_datasets(h) == ["dask-host"] for h in bed.hosts)
 
 
 def test_publishing_over_one_hosts_limit_publishes_nothing_anywhere(bed, client):
@@ -266,3 +311,42 @@ def test_series_come_back_as_series(bed, client):
                                        dask_cluster.source(4, 100).x)
     finally:
         shelf.dask.unpublish(client, "xs")
+
+
+def test_a_read_frame_has_one_block_per_dtype_viewing_the_segment(daemon):
+    # No Dask processes: shelf.dask's frame building on a published
+    # partition of every column type, same-dtype columns evenly spaced (id,
+    # k, m) or not (a, b, c around strings of another size).
+    import numpy as np
+
+    rows = 1000
+    ids = np.arange(rows, dtype="int64")
+    frame = pd.DataFrame({
+        "id": ids, "x": ids * 0.5, "k": ids % 7, "y": ids * 2.5, "m": ids * 3,
+        "a": ids + 1, "s": np.array(["p", "qq"], dtype=object)[ids % 2], "b": ids + 2,
+        "t": np.array(["a fairly long string"] * rows, dtype=object), "c": ids + 3,
+        "i32": ids.astype("int32"), "f32": ids.astype("float32"), "u8": (ids % 256).astype("uint8"),
+        "flag": ids % 3 == 0, "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(ids, "s"),
+        "maybe": pd.array([None if i % 5 == 0 else i for i in range(rows)], dtype="Int64"),
+        "nan": np.where(ids % 4 == 0, np.nan, ids * 1.0)})
+    with shelf.Client(daemon.socket) as c:
+        c.publish_dataset(part=shelf.dask._by_dtype(frame))  # as _store_partition stores it
+        back = shelf.dask._consolidated(c.get_dataset("part").partition(0), frame.columns)
+        segment = f"/dev/shm/{daemon.segment}"
+        pd.testing.assert_frame_equal(back, frame)
+        back[["id", "k"]].groupby("k").id.sum()  # pandas consolidates what is not
+        back[["x", "y", "f32"]].sum()
+        back[["a", "b", "c"]].sum()
+        for name in ("id", "k", "m", "a", "b", "c", "x", "y", "i32", "f32", "u8", "flag", "when"):
+            where = dask_cluster.where_is(back[name].to_numpy())
+            assert where is not None and where[0] == segment, name
+        pd.testing.assert_frame_equal(back, frame)  # the copied ones hold the same values
+        with pytest.raises(ValueError, match="read-only"):
+            back["id"].to_numpy()[0] = 1
+        # Stored in the frame's own order, the int64 columns around strings
+        # are not evenly spaced: still the right frame, consolidated by
+        # pandas when needed (a copy).
+        c.publish_dataset(as_given=frame)
+        plain = shelf.dask._consolidated(c.get_dataset("as_given").partition(0), frame.columns)
+        plain[["id", "k"]].sum()
+        pd.testing.assert_frame_equal(plain, frame)
