@@ -131,23 +131,38 @@ bool NameIndexReader::try_list(bool descriptors, std::vector<EntrySnapshot>* out
   const uint64_t begun = read_begin(header_->index_seq);
   if (begun % 2 != 0) return false;
   out->clear();
+  // The used slots, as a bitmap, so that the entries are then visited in
+  // address order: in hash order each one is a TLB and cache miss (measured:
+  // ~0.8 us per entry on this VM, 8 ms for 10,000; in order, a fraction).
+  std::vector<uint64_t> used((index_capacity_ + 63) / 64, 0);
   for (uint64_t i = 0; i <= mask_; ++i) {
     const uint64_t b = load_word(buckets_[i]);
     if (b == 0) continue;
     const uint64_t slot = (b & kBucketSlotMask) - 1;
-    if (slot >= index_capacity_) break;  // torn: read_end() will say so
-    IndexEntryLayout e;
-    copy_entry(entries_[slot], e, /*with_name=*/true);
-    if (e.state != static_cast<uint32_t>(IndexEntryState::kPublished)) continue;
-    EntrySnapshot& s = out->emplace_back();
-    fill_snapshot(e, static_cast<uint32_t>(slot), &s);
-    s.name.assign(e.name, std::min(e.name_length, kMaxNameBytes));
-    if (!descriptors) continue;
-    // The descriptor is immutable while the dataset is published; if it was
-    // freed meanwhile, index_seq changed and this read is thrown away.
-    if (const auto* d = view_.at<DescriptorHeaderLayout>(e.descriptor_offset)) {
-      load_words(&s.descriptor, d, sizeof s.descriptor);
-      s.has_descriptor = true;
+    if (slot >= index_capacity_) return false;  // torn or damaged: never used
+    used[slot / 64] |= uint64_t{1} << (slot % 64);
+  }
+  // One allocation: growing a vector of 10,000 snapshots step by step
+  // faults in fresh pages at every step.
+  size_t n = 0;
+  for (uint64_t w : used) n += static_cast<size_t>(std::popcount(w));
+  out->reserve(n);
+  for (size_t w = 0; w < used.size(); ++w) {
+    for (uint64_t bits = used[w]; bits != 0; bits &= bits - 1) {
+      const uint32_t slot = static_cast<uint32_t>(w * 64 + std::countr_zero(bits));
+      IndexEntryLayout e;
+      copy_entry(entries_[slot], e, /*with_name=*/true);
+      if (e.state != static_cast<uint32_t>(IndexEntryState::kPublished)) continue;
+      EntrySnapshot& s = out->emplace_back();
+      fill_snapshot(e, slot, &s);
+      s.name.assign(e.name, std::min(e.name_length, kMaxNameBytes));
+      if (!descriptors) continue;
+      // The descriptor is immutable while the dataset is published; if it
+      // was freed meanwhile, index_seq changed and this read is thrown away.
+      if (const auto* d = view_.at<DescriptorHeaderLayout>(e.descriptor_offset)) {
+        load_words(&s.descriptor, d, sizeof s.descriptor);
+        s.has_descriptor = true;
+      }
     }
   }
   return read_end(header_->index_seq, begun);

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -440,11 +441,15 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
   SHELF_RETURN_IF_ERROR(impl_->check_alive());
   std::vector<shm::EntrySnapshot> entries;
   if (impl_->index().list(/*descriptors=*/true, &entries) == shm::IndexRead::kFound) {
+    // Sorted by name through an index: moving 10,000 DatasetInfos about
+    // costs more than building them in order.
+    std::vector<uint32_t> order(entries.size());
+    std::iota(order.begin(), order.end(), 0u);
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return entries[a].name < entries[b].name; });
     std::vector<DatasetInfo> out;
     out.reserve(entries.size());
-    for (shm::EntrySnapshot& e : entries) out.push_back(info_from_entry(e));
-    std::sort(out.begin(), out.end(),
-              [](const DatasetInfo& a, const DatasetInfo& b) { return a.name < b.name; });
+    for (uint32_t i : order) out.push_back(info_from_entry(entries[i]));
     return out;
   }
   // The daemon kept changing the index: ask it.
