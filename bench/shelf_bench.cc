@@ -19,6 +19,9 @@
 //      bench's temporary directory) vs write + fsync of the same bytes from
 //      private memory (`cp` + `sync` at best), and vs read() of them plus
 //      figure 1's publish
+//   7. N reader processes (1, 2, 4, 8) each getting and releasing a small
+//      dataset in a loop: aggregate gets/s, p50/p99, shelfd's CPU meanwhile
+//   8. DatasetMap contains / size / keys among 10,001 datasets vs the round trip
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -1397,6 +1400,167 @@ void figure_snapshot(Bench& b) {
            times.read_cold);
 }
 
+// ------------------------------------------------------------ figure 7 --
+
+constexpr int kReaderCounts[] = {1, 2, 4, 8};
+constexpr double kReaderSeconds = 0.5;  // each round: every reader loops this long
+
+// What one reader process of figure 7 reports.
+struct LoopReply {
+  int32_t ok = 0;
+  uint64_t gets = 0;
+  double p50_us = 0, p99_us = 0;
+  char error[200] = "";
+};
+
+// The body of one reader process: connects, says it is ready, waits for the
+// start byte, then gets and releases `name` for kReaderSeconds.
+[[noreturn]] void loop_reader(const std::string& socket, const std::string& name, int ready_fd,
+                              int start_fd, int reply_fd) {
+  default_signals();
+  LoopReply r;
+  shelf::ClientOptions options;
+  options.socket = socket;
+  options.client_name = "shelf_bench reader";
+  auto client = shelf::Client::connect(options);
+  char byte = 1;
+  if (!write_all(ready_fd, &byte, 1) || !read_all(start_fd, &byte, 1)) ::_exit(1);
+  std::vector<double> samples;
+  samples.reserve(1 << 20);
+  if (client.ok()) {
+    const int64_t end = now_ns() + static_cast<int64_t>(kReaderSeconds * 1e9);
+    r.ok = 1;
+    for (int64_t t0 = now_ns(); t0 < end;) {
+      {
+        auto dataset = client->get_dataset(name);
+        if (!dataset.ok()) {
+          r.ok = 0;
+          std::snprintf(r.error, sizeof r.error, "%s", dataset.status().to_string().c_str());
+          break;
+        }
+      }
+      const int64_t t1 = now_ns();
+      if (samples.size() < samples.capacity()) samples.push_back(us_between(t0, t1));
+      ++r.gets;
+      t0 = t1;
+    }
+  } else {
+    std::snprintf(r.error, sizeof r.error, "%s", client.status().to_string().c_str());
+  }
+  r.p50_us = percentile(samples, 0.50);
+  r.p99_us = percentile(samples, 0.99);
+  (void)write_all(reply_fd, &r, sizeof r);
+  ::_exit(0);
+}
+
+// N reader processes getting and releasing one small dataset in a loop.
+void figure_readers(Bench& b) {
+  progress("[7] 1, 2, 4, 8 reader processes getting + releasing for %.1f s each", kReaderSeconds);
+  const std::string name = "bench-readers";
+  publish_int64(*b.client, name, b.source.get(), 512, b.daemon_pid);
+  std::vector<double> pings;
+  for (int i = 0; i < 1000; ++i) pings.push_back(ping_us(b.echo_fd));
+  const double rtt = median(pings);
+  double one_reader_rate = 0;
+  for (int n : kReaderCounts) {
+    int ready[2], start[2], reply[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(start, O_CLOEXEC) != 0 ||
+        ::pipe2(reply, O_CLOEXEC) != 0) {
+      die("pipe: %s", std::strerror(errno));
+    }
+    std::vector<pid_t> pids;
+    std::fflush(nullptr);
+    for (int i = 0; i < n; ++i) {
+      const pid_t pid = ::fork();
+      if (pid < 0) die("fork: %s", std::strerror(errno));
+      if (pid == 0) loop_reader(g_left.socket_path, name, ready[1], start[0], reply[1]);
+      pids.push_back(pid);
+    }
+    ::close(ready[1]);
+    ::close(start[0]);
+    ::close(reply[1]);
+    char byte = 0;
+    for (int i = 0; i < n; ++i) {
+      if (!read_all(ready[0], &byte, 1)) die("a reader process died before it started");
+    }
+    const int64_t cpu0 = process_cpu_ns(b.daemon_pid);
+    const int64_t t0 = now_ns();
+    for (int i = 0; i < n; ++i) (void)write_all(start[1], &byte, 1);
+    std::vector<LoopReply> replies(static_cast<size_t>(n));
+    for (LoopReply& r : replies) {
+      if (!read_all(reply[0], &r, sizeof r)) die("a reader process died");
+    }
+    const double wall_s = static_cast<double>(now_ns() - t0) / 1e9;
+    const int64_t cpu1 = process_cpu_ns(b.daemon_pid);
+    for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+    for (int fd : {ready[0], start[1], reply[0]}) ::close(fd);
+    uint64_t gets = 0;
+    std::vector<double> p50, p99;
+    for (const LoopReply& r : replies) {
+      if (!r.ok) die("a reader failed: %s", r.error);
+      gets += r.gets;
+      p50.push_back(r.p50_us);
+      p99.push_back(r.p99_us);
+    }
+    const double rate = static_cast<double>(gets) / kReaderSeconds;
+    if (n == 1) one_reader_rate = rate;
+    const std::string who = std::to_string(n) + (n == 1 ? " reader: " : " readers: ");
+    add_row("7", who + "get + release per second, all readers (vs 1 reader)", rate, "/s",
+            one_reader_rate, "/s", rate / one_reader_rate);
+    add_row("7", "  " + who + "get + release p50, median of readers (vs round trip)", median(p50),
+            "us", rtt, "us", median(p50) / rtt);
+    add_row("7", "  " + who + "get + release p99, worst reader (vs round trip)",
+            *std::max_element(p99.begin(), p99.end()), "us", rtt, "us",
+            *std::max_element(p99.begin(), p99.end()) / rtt);
+    const double daemon_share =
+        cpu0 >= 0 && cpu1 >= 0 ? static_cast<double>(cpu1 - cpu0) / 1e9 / wall_s : NAN;
+    add_row("7", "  " + who + "shelfd CPU time meanwhile, share of one CPU", 100 * daemon_share,
+            "%");
+  }
+  must(b.client->unpublish_dataset(name), "unpublish_dataset");
+}
+
+// ------------------------------------------------------------ figure 8 --
+
+constexpr int kLookupSamples = 2000;
+
+// contains / size / keys among figure 5's 10,001 datasets, vs the round trip.
+void figure_lookup(Bench& b) {
+  progress("[8] contains, size and keys among %d datasets", kManyDatasets + 1);
+  shelf::DatasetMap map = b.client->datasets();
+  std::vector<double> pings, hit, miss, size, keys;
+  for (int i = 0; i < kLookupSamples; ++i) {
+    pings.push_back(ping_us(b.echo_fd));
+    char name[32];
+    std::snprintf(name, sizeof name, "tiny-%05d", i * 7 % kManyDatasets);
+    int64_t t0 = now_ns();
+    const bool found = must(map.contains(name), "contains");
+    hit.push_back(us_between(t0, now_ns()));
+    t0 = now_ns();
+    const bool absent = !must(map.contains("no-such-dataset"), "contains");
+    miss.push_back(us_between(t0, now_ns()));
+    if (!found || !absent) die("contains answered wrong");
+    if (i % 20 == 0) {
+      t0 = now_ns();
+      const size_t n = must(map.size(), "size");
+      size.push_back(us_between(t0, now_ns()));
+      t0 = now_ns();
+      const size_t k = must(map.keys(), "keys").size();
+      keys.push_back(us_between(t0, now_ns()));
+      if (n != static_cast<size_t>(kManyDatasets) + 1 || k != n) die("size/keys answered wrong");
+    }
+  }
+  const double rtt = median(pings);
+  add_row("8", "contains, present, among 10,001, median (vs round trip)", median(hit), "us", rtt,
+          "us", median(hit) / rtt);
+  add_row("8", "contains, absent, median (vs round trip)", median(miss), "us", rtt, "us",
+          median(miss) / rtt);
+  add_row("8", "size() of 10,001, median (vs round trip)", median(size), "us", rtt, "us",
+          median(size) / rtt);
+  add_row("8", "keys() of 10,001, median (vs round trip)", median(keys), "us", rtt, "us",
+          median(keys) / rtt);
+}
+
 // ------------------------------------------------------- the table of them --
 
 struct Figure {
@@ -1425,6 +1589,12 @@ constexpr Figure kFigures[] = {
      "shelf save / shelf load of the big dataset to and from disk vs write + fsync of the same "
      "bytes from private memory, and vs read() of them plus figure 1's publish",
      figure_snapshot},
+    {"7", "readers", "",
+     "1, 2, 4 and 8 reader processes getting + releasing a small dataset in a loop: "
+     "gets/s, p50/p99 and shelfd's CPU time",
+     figure_readers},
+    {"8", "lookup", "5", "contains, size and keys among 10,001 datasets vs the round trip",
+     figure_lookup},
 };
 
 // --------------------------------------------------------------- options --

@@ -131,6 +131,8 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
                         h.index_capacity > 0 && h.index_capacity <= kMaxIndexCapacity &&
                         h.memory_limit >= kMinMemoryLimit && h.memory_limit <= kMaxMemoryLimit &&
                         h.data_offset == header_and_index_bytes(h.index_capacity) &&
+                        h.hash_capacity == shm::hash_capacity_for(h.index_capacity) &&
+                        h.hash_offset == shm::hash_offset_for(h.index_capacity) &&
                         h.data_bytes == data_area_bytes(h.memory_limit) &&
                         h.segment_bytes == h.data_offset + h.data_bytes &&
                         h.segment_bytes == file_bytes && h.data_offset < h.memory_limit;
@@ -198,7 +200,9 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   // half new. publish() writes the entry last, so nothing else is lost.
   if (entry->seq % 2 != 0) return drop("was being rewritten when the previous shelfd died");
   if (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kFree)) return false;
-  if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished)) {
+  // A quarantined entry is checked again: the same bytes quarantine it again.
+  if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished) &&
+      entry->state != static_cast<uint32_t>(shm::IndexEntryState::kQuarantined)) {
     return drop("has an unknown state " + std::to_string(entry->state));
   }
   if (entry->name_length == 0 || entry->name_length > kMaxNameBytes) {
@@ -212,6 +216,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   d.name = name;
   d.published = true;
   d.slot = slot;
+  d.publish_id = entry->publish_id;
   d.summary.name = name;
   d.summary.created_ns = entry->created_ns;
   std::string problem;  // the first thing found wrong: the quarantine reason
@@ -370,9 +375,17 @@ void Store::recover() {
   used_bytes_ = data_offset_;  // the header and the index, as in initialise()
   std::set<std::string, std::less<>> seen;
   std::vector<bool> used_slot(options_.max_datasets, false);
+  // Readers that outlived the old daemon may be looking names up: they see
+  // one change of the index (odd index_seq: they ask the daemon, which is
+  // gone). A daemon that died mid-change left it odd.
+  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
+  index_.reset_seq();
+  index_.begin();
   for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
     used_slot[slot] = recover_entry(slot, seen);
   }
+  rebuild_name_index();
+  index_.end();
   free_slots_.reserve(options_.max_datasets);
   for (uint32_t slot = options_.max_datasets; slot > 0; --slot) {
     if (!used_slot[slot - 1]) free_slots_.push_back(slot - 1);
@@ -411,6 +424,31 @@ void Store::recover() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   log_recovery();
+}
+
+void Store::rebuild_name_index() {
+  // Validating the old buckets would cost as much as making new ones, and
+  // they could only be wrong where the entries say otherwise: rebuilt.
+  index_.clear();
+  for (const auto& [id, d] : datasets_) index_.raise_publish_id(d.publish_id);
+  uint64_t published = 0;
+  for (const auto& [name, id] : names_) {
+    Dataset& d = datasets_.at(id);
+    index_.insert(name, d.slot);
+    shm::IndexEntryLayout e;
+    std::memcpy(&e, index_.entry(d.slot), sizeof e);  // only this thread writes it
+    // An entry without an id (none should be) gets one: ids tell publishes apart.
+    if (d.publish_id == 0) d.publish_id = index_.take_publish_id();
+    e.publish_id = d.publish_id;
+    // Only the state changes: the other fields stay as evidence for the
+    // next restart, which checks the same bytes again.
+    e.state =
+        static_cast<uint32_t>(d.quarantine_reason.empty() ? shm::IndexEntryState::kPublished
+                                                          : shm::IndexEntryState::kQuarantined);
+    store_index_entry(d.slot, e);
+    if (d.quarantine_reason.empty()) ++published;
+  }
+  index_.add_published(static_cast<int64_t>(published));
 }
 
 void Store::log_recovery() const {

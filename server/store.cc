@@ -28,6 +28,7 @@
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
 #include "shm/segment_view.h"
+#include "shm/seqlock.h"
 
 namespace shelf::server {
 
@@ -44,7 +45,7 @@ int64_t now_ns() {
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
-  return align_up(shm::index_entry_offset(max_datasets), kPageSize);
+  return shm::index_area_bytes(max_datasets);
 }
 
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
@@ -179,6 +180,10 @@ Status Store::initialise() {
   header->memory_limit = options_.memory_limit;
   header->created_ns = started_ns_;
   header->daemon_pid = static_cast<uint32_t>(::getpid());
+  header->hash_capacity = shm::hash_capacity_for(options_.max_datasets);
+  header->hash_offset = shm::hash_offset_for(options_.max_datasets);
+  header->next_publish_id = 1;
+  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
   // Release: the magic is written last, so a client that sees it sees the
   // whole header; pairs with the acquire in the client's segment check.
   std::atomic_ref<uint64_t>(header->magic).store(shm::kSegmentMagic, std::memory_order_release);
@@ -478,10 +483,13 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
 
   auto existing = names_.find(item.name);
   std::optional<uint64_t> replaced;  // freed once the new entry is in the index
-  if (existing != names_.end()) {    // override: the new dataset takes the old one's slot
+  // One change of the index for readers (docs/shm_layout.md, "The name index").
+  index_.begin();
+  if (existing != names_.end()) {  // override: the new dataset takes the old one's slot
     Dataset& old = datasets_.at(existing->second);
-    dataset.slot = old.slot;
+    dataset.slot = old.slot;  // and its bucket: the same name hashes the same
     old.published = false;
+    if (!old.quarantine_reason.empty()) index_.add_published(1);
     const uint64_t old_id = existing->second;
     names_.erase(existing);
     if (unread(old)) {
@@ -492,12 +500,17 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
   } else {
     dataset.slot = free_slots_.back();
     free_slots_.pop_back();
+    index_.insert(item.name, dataset.slot);
+    index_.add_published(1);
   }
+  dataset.publish_id = index_.take_publish_id();
   const uint64_t id = next_dataset_id_++;
   auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
   SHELF_CHECK(inserted);
   names_.emplace(item.name, id);
   write_index_entry(it->second.slot, &it->second);
+  SHELF_FAULT_POINT("daemon.index.mid_change");  // index_seq odd: readers ask the daemon
+  index_.end();
   // Only now. Freed before the entry was rewritten, a crash in between left
   // the slot naming punched memory: a restart found neither version. Now it
   // finds the new one, and the old one's memory unowned, which it frees.
@@ -508,31 +521,31 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
 }
 
 void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
-  shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
-  SHELF_CHECK(entry != nullptr);
-  // Seqlock write: odd while changing. The release fence orders the odd value
-  // before the field writes; the final release store orders them before the
-  // even value. Pairs with a reader's acquire load of seq and its re-check.
-  std::atomic_ref<uint64_t> seq(entry->seq);
-  const uint64_t start = seq.load(std::memory_order_relaxed);
-  seq.store(start + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  if (dataset == nullptr) {
-    entry->state = static_cast<uint32_t>(shm::IndexEntryState::kFree);
-    entry->name_length = 0;
-    entry->descriptor_offset = entry->descriptor_length = entry->data_bytes = 0;
-    entry->created_ns = 0;
-  } else {
-    entry->state = static_cast<uint32_t>(shm::IndexEntryState::kPublished);
-    entry->name_length = static_cast<uint32_t>(dataset->name.size());
-    std::memcpy(entry->name, dataset->name.data(), dataset->name.size());
-    entry->descriptor_offset = dataset->descriptor.offset + shm::kExtentHeaderBytes;
-    entry->descriptor_length = dataset->descriptor_length;
-    entry->data_bytes = dataset->memory_bytes;
-    entry->created_ns = dataset->summary.created_ns;
+  shm::IndexEntryLayout e{};
+  if (dataset != nullptr) {
+    e.state = static_cast<uint32_t>(dataset->quarantine_reason.empty()
+                                        ? shm::IndexEntryState::kPublished
+                                        : shm::IndexEntryState::kQuarantined);
+    e.name_length = static_cast<uint32_t>(dataset->name.size());
+    std::memcpy(e.name, dataset->name.data(), dataset->name.size());
+    e.descriptor_offset = dataset->descriptor.offset + shm::kExtentHeaderBytes;
+    e.descriptor_length = dataset->descriptor_length;
+    e.data_bytes = dataset->memory_bytes;
+    e.created_ns = dataset->summary.created_ns;
+    e.publish_id = dataset->publish_id;
   }
-  seq.store(start + 2, std::memory_order_release);
+  store_index_entry(slot, e);
+}
+
+void Store::store_index_entry(uint32_t slot, const shm::IndexEntryLayout& e) {
+  shm::IndexEntryLayout* entry = index_.entry(slot);
+  // The entry's own seqlock (odd while changing) tells a restarted daemon
+  // that it was torn; readers rely on the index's (index_.begin()/end(),
+  // around every call of this). Word stores: shm/seqlock.h.
+  shm::begin_write(entry->seq);
+  shm::store_words(reinterpret_cast<std::byte*>(entry) + sizeof entry->seq,
+                   reinterpret_cast<const std::byte*>(&e) + sizeof e.seq, sizeof e - sizeof e.seq);
+  shm::end_write(entry->seq);
 }
 
 Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
@@ -594,7 +607,11 @@ Status Store::unpublish(const std::string& name) {
   const uint64_t id = it->second;
   Dataset& dataset = datasets_.at(id);
   names_.erase(it);
+  index_.begin();
   write_index_entry(dataset.slot, nullptr);
+  index_.erase(name, dataset.slot);
+  if (dataset.quarantine_reason.empty()) index_.add_published(-1);
+  index_.end();
   free_slots_.push_back(dataset.slot);
   dataset.published = false;
   if (unread(dataset)) {

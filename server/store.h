@@ -30,6 +30,7 @@
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
+#include "shm/name_index.h"
 #include "shm/segment.h"
 
 namespace shelf::server {
@@ -167,8 +168,9 @@ class Store {
   struct Dataset {
     std::string name;
     bool published = false;
-    uint32_t slot = 0;  // index slot while published
-    Extent descriptor;  // the extent holding the descriptor
+    uint32_t slot = 0;        // index slot while published
+    uint64_t publish_id = 0;  // of its index entry: unique, never reused
+    Extent descriptor;        // the extent holding the descriptor
     uint64_t descriptor_length = 0;
     std::vector<Extent> partitions;
     uint64_t memory_bytes = 0;
@@ -209,8 +211,10 @@ class Store {
 
   // ---- Index: published names and the datasets they own --------------------
   // Rewrites index slot `slot` under its seqlock: `dataset`'s entry, or a
-  // free slot when null.
+  // free slot when null. Between index_.begin() and index_.end().
   void write_index_entry(uint32_t slot, const Dataset* dataset);
+  // Stores `e` (but its seq) into slot `slot` under the entry's seqlock.
+  void store_index_entry(uint32_t slot, const shm::IndexEntryLayout& e);
   // Frees an unpublished dataset nobody reads, and forgets it.
   void free_dataset(uint64_t dataset_id);
   // A dataset nobody may be reading: no lease, no restart hold.
@@ -220,6 +224,9 @@ class Store {
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
   std::vector<uint32_t> free_slots_;
   uint64_t next_dataset_id_ = 1;
+  // The name index and the header's index seqlock and counters, which
+  // clients read without asking (shm/name_index.h).
+  shm::NameIndexWriter index_;
 
   // ---- Accounting: the allocator and the bytes charged to the limit ---------
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
@@ -312,6 +319,9 @@ class Store {
   void recheck_old_mappers();
   // Frees what was kept for the old mappers.
   void end_restart_holds();
+  // Rebuilds the name index from the recovered datasets: buckets, publish
+  // ids, counts, quarantined entries marked.
+  void rebuild_name_index();
   void log_recovery() const;
 
   RecoveryReport recovery_;

@@ -20,7 +20,9 @@ inline constexpr uint64_t kPageSize = 4096;
 // "SHELFSEG" in little-endian ASCII: identifies a shelf segment.
 inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // Bump on any change to a *Layout struct or to the meaning of a field.
-inline constexpr uint32_t kLayoutVersion = 1;
+// 2: the name index (hash table after the entries), publish ids, the
+// index's seqlock and counters in the header, quarantined entries.
+inline constexpr uint32_t kLayoutVersion = 2;
 
 // An acquire load of a field that may lie in a read-only mapping.
 // std::atomic_ref<const T> is not C++20, so the const is cast away; a load
@@ -31,7 +33,9 @@ T load_acquire(const T& field) {
 }
 
 // Page 0 of the segment. Written by the daemon at start, read-only afterwards
-// except for `generation`, which the daemon bumps when it (re)starts.
+// except for `generation`, which the daemon bumps when it (re)starts, and the
+// index's seqlock and counters (index_seq, next_publish_id, num_published),
+// which only the daemon writes, under index_seq (shm/name_index.h).
 struct alignas(64) SegmentHeaderLayout {
   uint64_t magic;           // kSegmentMagic
   uint32_t layout_version;  // kLayoutVersion
@@ -46,8 +50,12 @@ struct alignas(64) SegmentHeaderLayout {
   uint64_t memory_limit;  // --memory-limit of the daemon that made the segment
   int64_t created_ns;     // CLOCK_REALTIME when the segment was made
   uint32_t daemon_pid;
-  uint32_t reserved0;
-  uint64_t reserved[4];
+  uint32_t hash_capacity;    // buckets of the name index (a power of two)
+  uint64_t index_seq;        // seqlock over the entries and the name index: odd while changing
+  uint64_t next_publish_id;  // the next publish id; never reused, also across restarts
+  uint64_t hash_offset;      // first bucket of the name index (page aligned)
+  uint64_t num_published;    // entries in state kPublished
+  uint64_t reserved;
 };
 static_assert(std::is_trivially_copyable_v<SegmentHeaderLayout> &&
               std::is_standard_layout_v<SegmentHeaderLayout>);
@@ -65,13 +73,19 @@ static_assert(offsetof(SegmentHeaderLayout, magic) == 0 &&
               offsetof(SegmentHeaderLayout, memory_limit) == 64 &&
               offsetof(SegmentHeaderLayout, created_ns) == 72 &&
               offsetof(SegmentHeaderLayout, daemon_pid) == 80 &&
-              offsetof(SegmentHeaderLayout, reserved0) == 84 &&
-              offsetof(SegmentHeaderLayout, reserved) == 88);
+              offsetof(SegmentHeaderLayout, hash_capacity) == 84 &&
+              offsetof(SegmentHeaderLayout, index_seq) == 88 &&
+              offsetof(SegmentHeaderLayout, next_publish_id) == 96 &&
+              offsetof(SegmentHeaderLayout, hash_offset) == 104 &&
+              offsetof(SegmentHeaderLayout, num_published) == 112 &&
+              offsetof(SegmentHeaderLayout, reserved) == 120);
 
-// One slot of the named-dataset index. Only the daemon writes it, under a
-// seqlock: `seq` is odd while the entry is being changed, so a reader that
-// later looks names up without a round trip can retry a torn read.
-enum class IndexEntryState : uint32_t { kFree = 0, kPublished = 1 };
+// One slot of the named-dataset index. Only the daemon writes it, under two
+// seqlocks: the header's index_seq, which readers check (a change anywhere in
+// the index makes them retry), and the entry's own `seq`, odd while the entry
+// is being changed, which tells a restarted daemon that it was torn.
+// kQuarantined: found damaged at restart; kept under its name, never served.
+enum class IndexEntryState : uint32_t { kFree = 0, kPublished = 1, kQuarantined = 2 };
 struct alignas(64) IndexEntryLayout {
   uint64_t seq;
   uint32_t state;  // IndexEntryState
@@ -80,7 +94,10 @@ struct alignas(64) IndexEntryLayout {
   uint64_t descriptor_length;
   uint64_t data_bytes;  // bytes the dataset holds, extents included
   int64_t created_ns;
-  char name[kMaxNameBytes + 8];  // not NUL-terminated: name_length bytes
+  char name[kMaxNameBytes];  // not NUL-terminated: name_length bytes
+  // Unique to this publish of the name (never reused, also across restarts,
+  // from SegmentHeaderLayout::next_publish_id); 0 in a free entry.
+  uint64_t publish_id;
 };
 static_assert(std::is_trivially_copyable_v<IndexEntryLayout> &&
               std::is_standard_layout_v<IndexEntryLayout>);
@@ -91,7 +108,8 @@ static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout,
               offsetof(IndexEntryLayout, descriptor_length) == 24 &&
               offsetof(IndexEntryLayout, data_bytes) == 32 &&
               offsetof(IndexEntryLayout, created_ns) == 40 &&
-              offsetof(IndexEntryLayout, name) == 48);
+              offsetof(IndexEntryLayout, name) == 48 &&
+              offsetof(IndexEntryLayout, publish_id) == 248);
 
 // The index starts at page 1: the segment offset of index slot `slot`.
 constexpr uint64_t index_entry_offset(uint64_t slot) {

@@ -111,8 +111,9 @@ std::string info_json(const DatasetInfo& d) {
 }
 
 Result<DatasetInfo> find_info(Client& client, const std::string& name) {
-  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> all, client.list_datasets());
-  for (DatasetInfo& d : all) {
+  // status(), not list_datasets(): the lease counts come from the daemon.
+  SHELF_ASSIGN_OR_RETURN(MemoryStats stats, client.status());
+  for (DatasetInfo& d : stats.datasets) {
     if (d.name == name) return std::move(d);
   }
   return Status::not_found("dataset '" + name +
@@ -183,8 +184,10 @@ int cmd_list(const Command& cmd) {
   if (!parse_args(cmd, options, {}, &vm, &code, "list [--json]")) return code;
   auto client = connect(cmd, "list");
   if (!client.ok()) return fail(client.status());
-  auto datasets = client->list_datasets();
-  if (!datasets.ok()) return fail(datasets.status());
+  // status(), not list_datasets(): the lease counts come from the daemon.
+  auto status = client->status();
+  if (!status.ok()) return fail(status.status());
+  const std::vector<DatasetInfo>* datasets = &status->datasets;
   if (json) {
     std::string out = "[";
     for (size_t i = 0; i < datasets->size(); ++i) {

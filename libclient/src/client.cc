@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -180,8 +182,39 @@ Status Client::Impl::map_segment() {
                               " is not the segment shelfd announced (magic, version or "
                               "generation differ); is another program using that name?");
   }
+  auto index = shm::NameIndexReader::open({mapping.data(), mapping.size()});
+  if (!index) {
+    return Status::corruption("/dev/shm/" + hello_.segment_name +
+                              " has a name index this client cannot read (its header's "
+                              "geometry is not that of layout version " +
+                              std::to_string(shm::kLayoutVersion) + ")");
+  }
   segment_.emplace(std::move(segment));
   mapping_.emplace(std::move(mapping));
+  index_ = *index;
+  return Status();
+}
+
+Status Client::Impl::check_alive() {
+  SHELF_RETURN_IF_ERROR(check_owner());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_) return lost("earlier", 0);
+  // A daemon that died (or stopped) closed the socket: POLLRDHUP, even with
+  // replies to post()ed requests still unread in it.
+  pollfd p{fd_.get(), POLLRDHUP, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+    return lost("the daemon closed it", 0);
+  }
+  // A daemon restarted on the segment bumped its generation: the index is
+  // no longer the one this connection's daemon keeps.
+  const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_->data());
+  if (shm::load_acquire(header->generation) != hello_.generation) {
+    return lost("shelfd restarted on the segment", 0);
+  }
   return Status();
 }
 
@@ -378,7 +411,48 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
   return Status();
 }
 
+namespace {
+
+// What list_datasets() says of an entry read from the index.
+DatasetInfo info_from_entry(shm::EntrySnapshot& e) {
+  DatasetInfo d;
+  d.name = std::move(e.name);
+  d.memory_bytes = e.data_bytes;
+  d.created_ns = e.created_ns;
+  if (e.has_descriptor) {
+    d.num_columns = e.descriptor.num_columns;
+    d.num_partitions = e.descriptor.num_partitions;
+    d.num_rows = e.descriptor.num_rows;
+    d.data_bytes = e.descriptor.data_bytes;
+    d.publisher_uid = e.descriptor.publisher_uid;
+    d.publisher_pid = e.descriptor.publisher_pid;
+  }
+  return d;
+}
+
+std::string not_found_message(std::string_view name) {
+  return "dataset '" + std::string(name) + "' not found; `shelf list` shows the published datasets";
+}
+
+}  // namespace
+
 Result<std::vector<DatasetInfo>> Client::list_datasets() {
+  // From the segment's name index: no message (docs/shm_layout.md).
+  SHELF_RETURN_IF_ERROR(impl_->check_alive());
+  std::vector<shm::EntrySnapshot> entries;
+  if (impl_->index().list(/*descriptors=*/true, &entries) == shm::IndexRead::kFound) {
+    // Sorted by name through an index: moving 10,000 DatasetInfos about
+    // costs more than building them in order.
+    std::vector<uint32_t> order(entries.size());
+    std::iota(order.begin(), order.end(), 0u);
+    std::sort(order.begin(), order.end(),
+              [&](uint32_t a, uint32_t b) { return entries[a].name < entries[b].name; });
+    std::vector<DatasetInfo> out;
+    out.reserve(entries.size());
+    for (uint32_t i : order) out.push_back(info_from_entry(entries[i]));
+    return out;
+  }
+  // The daemon kept changing the index: ask it.
   std::vector<std::byte> frame;
   protocol::encode_list_request(frame);
   SHELF_ASSIGN_OR_RETURN(
@@ -391,6 +465,12 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
 }
 
 Result<Dataset> Client::get_dataset(std::string_view name) {
+  // A name the index does not hold is answered without a message.
+  shm::EntrySnapshot entry;
+  if (impl_->index().find(name, &entry) == shm::IndexRead::kNotFound) {
+    SHELF_RETURN_IF_ERROR(impl_->check_alive());
+    return Status::not_found(not_found_message(name));
+  }
   std::vector<std::byte> frame;
   protocol::encode_request(frame, protocol::GetRequest{std::string(name)});
   SHELF_ASSIGN_OR_RETURN(
@@ -443,21 +523,43 @@ DatasetMap Client::datasets() { return DatasetMap(Client(impl_)); }
 // ---------------------------------------------------------- DatasetMap --
 
 Result<std::vector<std::string>> DatasetMap::keys() {
-  SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_.list_datasets());
+  Client::Impl& impl = *client_.impl_;
+  SHELF_RETURN_IF_ERROR(impl.check_alive());
+  std::vector<shm::EntrySnapshot> entries;
+  if (impl.index().list(/*descriptors=*/false, &entries) != shm::IndexRead::kFound) {
+    SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_.list_datasets());
+    std::vector<std::string> names;
+    for (auto& info : infos) names.push_back(std::move(info.name));
+    return names;
+  }
   std::vector<std::string> names;
-  names.reserve(infos.size());
-  for (auto& info : infos) names.push_back(std::move(info.name));
+  names.reserve(entries.size());
+  for (auto& e : entries) names.push_back(std::move(e.name));
+  std::sort(names.begin(), names.end());
   return names;
 }
 
 Result<bool> DatasetMap::contains(std::string_view name) {
-  SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
-  return std::binary_search(names.begin(), names.end(), name);
+  Client::Impl& impl = *client_.impl_;
+  shm::EntrySnapshot entry;
+  const shm::IndexRead read = impl.index().find(name, &entry);
+  if (read == shm::IndexRead::kBusy) {
+    SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
+    return std::binary_search(names.begin(), names.end(), name);
+  }
+  SHELF_RETURN_IF_ERROR(impl.check_alive());
+  return read == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished;
 }
 
 Result<size_t> DatasetMap::size() {
-  SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
-  return names.size();
+  Client::Impl& impl = *client_.impl_;
+  uint64_t n = 0;
+  if (impl.index().count(&n) == shm::IndexRead::kBusy) {
+    SHELF_ASSIGN_OR_RETURN(std::vector<std::string> names, keys());
+    return names.size();
+  }
+  SHELF_RETURN_IF_ERROR(impl.check_alive());
+  return static_cast<size_t>(n);
 }
 
 std::vector<std::string>::const_iterator DatasetMap::begin() {

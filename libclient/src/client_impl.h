@@ -22,6 +22,7 @@
 
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
+#include "shm/name_index.h"
 #include "shm/segment.h"
 #include "shm/segment_view.h"
 
@@ -56,6 +57,14 @@ class Client::Impl {
   Result<const shm::ShmObject*> writable_segment();
   // The read-only mapping of the whole segment; immutable after connect().
   shm::SegmentView view() const { return {mapping_->data(), mapping_->size()}; }
+  // The segment's name index, read without the daemon; immutable after connect().
+  const shm::NameIndexReader& index() const { return *index_; }
+  // What a call that asks the segment, not the daemon, answers first: OK
+  // while the daemon that said hello still serves this connection;
+  // Unavailable as call() would (a forked child, a lost connection, a
+  // daemon gone or restarted). One poll(2) of the socket, no message.
+  // Thread-safe.
+  Status check_alive();
   const std::string& socket_path() const { return socket_path_; }
   // True once the connection is lost: every lease on it ended with it.
   bool broken() const;
@@ -83,8 +92,9 @@ class Client::Impl {
   std::string socket_path_;
   UniqueFd fd_;
   protocol::HelloResponse hello_;
-  std::optional<shm::ShmObject> segment_;  // read-only
-  std::optional<shm::Mapping> mapping_;    // the whole segment, PROT_READ
+  std::optional<shm::ShmObject> segment_;      // read-only
+  std::optional<shm::Mapping> mapping_;        // the whole segment, PROT_READ
+  std::optional<shm::NameIndexReader> index_;  // over mapping_
   // The process that connected. A child forked from it shares the socket,
   // but the leases on it are the parent's: the child must send nothing, or
   // letting go of its copy of a Dataset would end the parent's lease.

@@ -227,7 +227,13 @@ TEST(RoundtripTest, PublisherExitsAndAnotherProcessReadsEveryValue) {
               auto listed = c.list_datasets();
               ASSERT_TRUE(listed.ok());
               ASSERT_EQ(listed->size(), 1u);
-              EXPECT_EQ(listed->front().leases, 1u) << "the reader's own lease";
+              EXPECT_EQ(listed->front().memory_bytes, info.memory_bytes);
+              EXPECT_EQ(listed->front().num_rows, info.num_rows);
+              // Lease counts come from the daemon: status(), not the segment.
+              auto st = c.status();
+              ASSERT_TRUE(st.ok());
+              ASSERT_EQ(st->datasets.size(), 1u);
+              EXPECT_EQ(st->datasets.front().leases, 1u) << "the reader's own lease";
             }),
             0);
 

@@ -68,7 +68,9 @@ struct DatasetInfo {
   int64_t created_ns = 0;
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
-  uint32_t leases = 0;  // readers holding it now
+  // Readers holding it now: in status().datasets only. list_datasets()
+  // reads the segment, not the daemon, and leaves it 0.
+  uint32_t leases = 0;
 };
 
 // A dataset shelfd found damaged when it restarted (a checksum or its
@@ -142,9 +144,13 @@ class Client {
   // Publishes several names at once, all or nothing.
   Status publish_datasets(std::span<const NamedTable> tables, const PublishOptions& options = {});
 
-  // Every published dataset, sorted by name.
+  // Every published dataset, sorted by name, read from the segment's name
+  // index without a message to the daemon (one consistent state of it;
+  // DatasetInfo::leases is 0: status() has the lease counts). Errors:
+  // Unavailable when the daemon is gone, as for every call.
   Result<std::vector<DatasetInfo>> list_datasets();
   // Takes a lease and maps the dataset (one round trip, whatever its size).
+  // A name the segment's index does not hold is NotFound with no message.
   // Errors: NotFound ("dataset 'x' not found"), Corruption.
   Result<Dataset> get_dataset(std::string_view name);
   // Removes the name at once; readers holding it keep reading, and its memory
@@ -178,6 +184,8 @@ class DatasetMap {
     return client_.publish_dataset(name, table);
   }
   Status erase(std::string_view name) { return client_.unpublish_dataset(name); }
+  // These three read the segment's name index, with no message to the
+  // daemon (a poll(2) of the socket checks that it still serves).
   Result<bool> contains(std::string_view name);
   Result<size_t> size();
   // The names, sorted.

@@ -19,6 +19,7 @@
 
 #include "server/publisher_for_tests.h"
 #include "shm/layout.h"
+#include "shm/name_index.h"
 #include "shm/segment.h"
 
 namespace shelf::server {
@@ -57,6 +58,13 @@ class StoreTest : public ::testing::Test {
     auto created = Store::create(options);
     ASSERT_TRUE(created.ok()) << created.status().to_string();
     store_ = std::move(created).value();
+    map_segment();
+  }
+
+  // The publisher's read-write mapping of the store's segment.
+  void map_segment() {
+    mapping_.reset();
+    object_.reset();
     auto object = shm::ShmObject::open(name_, /*writable=*/true);
     ASSERT_TRUE(object.ok()) << object.status().to_string();
     object_ = std::make_unique<shm::ShmObject>(std::move(object).value());
@@ -108,8 +116,9 @@ class StoreTest : public ::testing::Test {
 };
 
 TEST_F(StoreTest, HeaderAndIndexAreChargedFromTheStart) {
-  // A header page and 4 index entries of 256 bytes: two pages.
-  EXPECT_EQ(index_bytes_, 2 * kPageSize);
+  // A header page, 4 index entries of 256 bytes (a page) and the name
+  // index's 16 buckets of 8 bytes (a page): three pages.
+  EXPECT_EQ(index_bytes_, 3 * kPageSize);
   EXPECT_EQ(store_->used_bytes(), index_bytes_);
   EXPECT_EQ(store_->memory_limit(), 4 * kMiB);
 }
@@ -424,6 +433,83 @@ TEST_F(StoreTest, AConnectionHoldsAtMostkMaxLeasesPerConnection) {
   EXPECT_FALSE(store_->get(reader, "x").ok());
   store_->close_session(reader);
   EXPECT_EQ(store_->status().num_leases, 1u);
+}
+
+// What a client reads of the segment's name index, without the daemon.
+shm::NameIndexReader index_reader(const shm::Mapping& m) {
+  return *shm::NameIndexReader::open({m.data(), m.size()});
+}
+
+TEST_F(StoreTest, PublishOverrideAndUnpublishKeepTheNameIndexReadersSee) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)})}).ok());
+  const shm::NameIndexReader r = index_reader(*mapping_);
+  shm::EntrySnapshot a, b;
+  ASSERT_EQ(r.find("a", &a), shm::IndexRead::kFound);
+  ASSERT_EQ(r.find("b", &b), shm::IndexRead::kFound);
+  EXPECT_NE(a.publish_id, b.publish_id);
+  EXPECT_EQ(a.data_bytes, store_->status().datasets[0].memory_bytes);
+  uint64_t n = 0;
+  ASSERT_EQ(r.count(&n), shm::IndexRead::kFound);
+  EXPECT_EQ(n, 2u);
+
+  ASSERT_TRUE(publish(s, {item("a", {written(s, 10)})}, /*override_existing=*/true).ok());
+  shm::EntrySnapshot a2;
+  ASSERT_EQ(r.find("a", &a2), shm::IndexRead::kFound);
+  EXPECT_EQ(a2.slot, a.slot);
+  EXPECT_GT(a2.publish_id, b.publish_id) << "a new publish id, never an old one";
+  EXPECT_EQ(r.still_published(a.slot, a.publish_id), shm::IndexRead::kNotFound);
+
+  ASSERT_TRUE(store_->unpublish("b").ok());
+  EXPECT_EQ(r.find("b", &b), shm::IndexRead::kNotFound);
+  std::vector<shm::EntrySnapshot> listed;
+  ASSERT_EQ(r.list(/*descriptors=*/true, &listed), shm::IndexRead::kFound);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].name, "a");
+  ASSERT_TRUE(listed[0].has_descriptor);
+  EXPECT_EQ(listed[0].descriptor.num_rows, 10u);
+  ASSERT_EQ(r.count(&n), shm::IndexRead::kFound);
+  EXPECT_EQ(n, 1u);
+}
+
+TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
+  StoreOptions options;
+  options.segment_name = name_;
+  options.memory_limit = 4 * kMiB;
+  options.max_datasets = 4;
+  store_.reset();  // the fixture's store removes its segment: make one that stays
+  (void)shm::ShmObject::unlink(name_);
+  auto made = Store::create(options);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  store_ = std::move(made).value();
+  map_segment();
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("kept", {written(s, 10)}), item("gone", {written(s, 10)})}).ok());
+  ASSERT_TRUE(store_->unpublish("gone").ok());
+  shm::EntrySnapshot kept;
+  ASSERT_EQ(index_reader(*mapping_).find("kept", &kept), shm::IndexRead::kFound);
+  // A daemon that dies mid-change leaves index_seq odd and a bucket missing.
+  auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_->data());
+  header->index_seq += 1;
+  std::memset(mapping_->data() + header->hash_offset, 0, 8 * header->hash_capacity);
+  store_.reset();
+
+  options.remove_on_exit = true;
+  auto attached = Store::create(options);
+  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
+  store_ = std::move(attached).value();
+  ASSERT_EQ(store_->recovery().datasets, 1u);
+  const shm::NameIndexReader r = index_reader(*mapping_);
+  shm::EntrySnapshot again;
+  ASSERT_EQ(r.find("kept", &again), shm::IndexRead::kFound) << "buckets rebuilt, seq even";
+  EXPECT_EQ(again.publish_id, kept.publish_id);
+  EXPECT_EQ(r.find("gone", &again), shm::IndexRead::kNotFound);
+  const Store::SessionId s2 = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s2, {item("new", {written(s2, 10)})}).ok());
+  shm::EntrySnapshot fresh;
+  ASSERT_EQ(r.find("new", &fresh), shm::IndexRead::kFound);
+  // "gone" took kept.publish_id + 1 before the restart.
+  EXPECT_GT(fresh.publish_id, kept.publish_id + 1) << "ids persist in the header";
 }
 
 }  // namespace

@@ -1,0 +1,253 @@
+#include "shm/name_index.h"
+
+#include <bit>
+#include <cstring>
+
+#include <shelf/limits.h>
+
+#include "shm/checksum.h"
+#include "shm/seqlock.h"
+
+namespace shelf::shm {
+
+namespace {
+
+constexpr uint64_t kBucketSlotMask = 0xFFFFFFFFull;
+
+uint64_t make_bucket(uint64_t hash, uint32_t slot) {
+  return (hash & 0xFFFFFFFFull) << 32 | (uint64_t{slot} + 1);
+}
+
+// Copies the fields of `e` a reader needs, as relaxed word loads (seqlock.h):
+// the first 48 bytes, the name's words if `with_name`, the publish id.
+void copy_entry(const IndexEntryLayout& e, IndexEntryLayout& out, bool with_name) {
+  load_words(&out, &e, offsetof(IndexEntryLayout, name));
+  if (with_name) {
+    const uint32_t length = std::min(out.name_length, kMaxNameBytes);
+    load_words(out.name, e.name, align_up(length, 8));
+  }
+  out.publish_id = load_word(e.publish_id);
+}
+
+void fill_snapshot(const IndexEntryLayout& e, uint32_t slot, EntrySnapshot* out) {
+  out->slot = slot;
+  out->state = static_cast<IndexEntryState>(e.state);
+  out->publish_id = e.publish_id;
+  out->descriptor_offset = e.descriptor_offset;
+  out->descriptor_length = e.descriptor_length;
+  out->data_bytes = e.data_bytes;
+  out->created_ns = e.created_ns;
+}
+
+}  // namespace
+
+uint64_t name_hash(std::string_view name) { return xxh3(name.data(), name.size()); }
+
+uint32_t hash_capacity_for(uint32_t index_capacity) {
+  return std::max<uint32_t>(16, std::bit_ceil(index_capacity) * 2);
+}
+
+uint64_t hash_offset_for(uint32_t index_capacity) {
+  return align_up(index_entry_offset(index_capacity), kPageSize);
+}
+
+uint64_t index_area_bytes(uint32_t index_capacity) {
+  return align_up(hash_offset_for(index_capacity) +
+                      uint64_t{hash_capacity_for(index_capacity)} * sizeof(uint64_t),
+                  kPageSize);
+}
+
+// ------------------------------------------------------------- reader --
+
+std::optional<NameIndexReader> NameIndexReader::open(SegmentView view) {
+  const auto* h = view.at<SegmentHeaderLayout>(0);
+  if (h == nullptr || h->layout_version != kLayoutVersion || h->index_capacity == 0 ||
+      h->index_offset != kPageSize || h->index_entry_bytes != sizeof(IndexEntryLayout) ||
+      h->hash_capacity != hash_capacity_for(h->index_capacity) ||
+      h->hash_offset != hash_offset_for(h->index_capacity)) {
+    return std::nullopt;
+  }
+  NameIndexReader r;
+  r.view_ = view;
+  r.header_ = h;
+  r.entries_ = view.at<IndexEntryLayout>(kPageSize, h->index_capacity);
+  r.buckets_ = view.at<uint64_t>(h->hash_offset, h->hash_capacity);
+  if (r.entries_ == nullptr || r.buckets_ == nullptr) return std::nullopt;
+  r.index_capacity_ = h->index_capacity;
+  r.mask_ = h->hash_capacity - 1;
+  return r;
+}
+
+bool NameIndexReader::try_find(std::string_view name, uint64_t hash, EntrySnapshot* out,
+                               bool* found) const {
+  const uint64_t begun = read_begin(header_->index_seq);
+  if (begun % 2 != 0) return false;
+  *found = false;
+  const uint64_t tag = hash & 0xFFFFFFFFull;
+  // At most every bucket: a torn read may show any chain, never an endless one.
+  for (uint64_t i = hash & mask_, probes = 0; probes <= mask_; i = (i + 1) & mask_, ++probes) {
+    const uint64_t b = load_word(buckets_[i]);
+    if (b == 0) break;
+    if ((b >> 32) != tag) continue;
+    const uint64_t slot = (b & kBucketSlotMask) - 1;
+    if (slot >= index_capacity_) break;  // torn: read_end() will say so
+    IndexEntryLayout e;
+    copy_entry(entries_[slot], e, /*with_name=*/true);
+    if (e.name_length != name.size() || std::memcmp(e.name, name.data(), name.size()) != 0) {
+      continue;
+    }
+    fill_snapshot(e, static_cast<uint32_t>(slot), out);
+    *found = e.state == static_cast<uint32_t>(IndexEntryState::kPublished) ||
+             e.state == static_cast<uint32_t>(IndexEntryState::kQuarantined);
+    break;
+  }
+  return read_end(header_->index_seq, begun);
+}
+
+IndexRead NameIndexReader::find(std::string_view name, EntrySnapshot* out) const {
+  const uint64_t hash = name_hash(name);
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    bool found = false;
+    if (try_find(name, hash, out, &found)) return found ? IndexRead::kFound : IndexRead::kNotFound;
+  }
+  return IndexRead::kBusy;
+}
+
+IndexRead NameIndexReader::still_published(uint32_t slot, uint64_t publish_id) const {
+  if (slot >= index_capacity_) return IndexRead::kNotFound;
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    const uint64_t begun = read_begin(header_->index_seq);
+    IndexEntryLayout e;
+    copy_entry(entries_[slot], e, /*with_name=*/false);
+    if (!read_end(header_->index_seq, begun)) continue;
+    const bool same =
+        e.state == static_cast<uint32_t>(IndexEntryState::kPublished) && e.publish_id == publish_id;
+    return same ? IndexRead::kFound : IndexRead::kNotFound;
+  }
+  return IndexRead::kBusy;
+}
+
+bool NameIndexReader::try_list(bool descriptors, std::vector<EntrySnapshot>* out) const {
+  const uint64_t begun = read_begin(header_->index_seq);
+  if (begun % 2 != 0) return false;
+  out->clear();
+  // The used slots, as a bitmap, so that the entries are then visited in
+  // address order: in hash order each one is a TLB and cache miss (measured:
+  // ~0.8 us per entry on this VM, 8 ms for 10,000; in order, a fraction).
+  std::vector<uint64_t> used((index_capacity_ + 63) / 64, 0);
+  for (uint64_t i = 0; i <= mask_; ++i) {
+    const uint64_t b = load_word(buckets_[i]);
+    if (b == 0) continue;
+    const uint64_t slot = (b & kBucketSlotMask) - 1;
+    if (slot >= index_capacity_) return false;  // torn or damaged: never used
+    used[slot / 64] |= uint64_t{1} << (slot % 64);
+  }
+  // One allocation: growing a vector of 10,000 snapshots step by step
+  // faults in fresh pages at every step.
+  size_t n = 0;
+  for (uint64_t w : used) n += static_cast<size_t>(std::popcount(w));
+  out->reserve(n);
+  for (size_t w = 0; w < used.size(); ++w) {
+    for (uint64_t bits = used[w]; bits != 0; bits &= bits - 1) {
+      const uint32_t slot = static_cast<uint32_t>(w * 64 + std::countr_zero(bits));
+      IndexEntryLayout e;
+      copy_entry(entries_[slot], e, /*with_name=*/true);
+      if (e.state != static_cast<uint32_t>(IndexEntryState::kPublished)) continue;
+      EntrySnapshot& s = out->emplace_back();
+      fill_snapshot(e, slot, &s);
+      s.name.assign(e.name, std::min(e.name_length, kMaxNameBytes));
+      if (!descriptors) continue;
+      // The descriptor is immutable while the dataset is published; if it
+      // was freed meanwhile, index_seq changed and this read is thrown away.
+      if (const auto* d = view_.at<DescriptorHeaderLayout>(e.descriptor_offset)) {
+        load_words(&s.descriptor, d, sizeof s.descriptor);
+        s.has_descriptor = true;
+      }
+    }
+  }
+  return read_end(header_->index_seq, begun);
+}
+
+IndexRead NameIndexReader::list(bool descriptors, std::vector<EntrySnapshot>* out) const {
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    if (try_list(descriptors, out)) return IndexRead::kFound;
+  }
+  out->clear();
+  return IndexRead::kBusy;
+}
+
+IndexRead NameIndexReader::count(uint64_t* out) const {
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    const uint64_t begun = read_begin(header_->index_seq);
+    const uint64_t n = load_word(header_->num_published);
+    if (read_end(header_->index_seq, begun)) {
+      *out = n;
+      return IndexRead::kFound;
+    }
+  }
+  return IndexRead::kBusy;
+}
+
+// ------------------------------------------------------------- writer --
+
+NameIndexWriter::NameIndexWriter(MutableSegmentView view) {
+  header_ = view.at<SegmentHeaderLayout>(0);
+  entries_ = view.at<IndexEntryLayout>(kPageSize, header_->index_capacity);
+  buckets_ = view.at<uint64_t>(header_->hash_offset, header_->hash_capacity);
+  mask_ = uint64_t{header_->hash_capacity} - 1;
+}
+
+void NameIndexWriter::begin() { begin_write(header_->index_seq); }
+void NameIndexWriter::end() { end_write(header_->index_seq); }
+
+void NameIndexWriter::reset_seq() {
+  if (header_->index_seq % 2 != 0) store_word(header_->index_seq, header_->index_seq + 1);
+}
+
+IndexEntryLayout* NameIndexWriter::entry(uint32_t slot) const { return &entries_[slot]; }
+
+void NameIndexWriter::insert(std::string_view name, uint32_t slot) {
+  const uint64_t hash = name_hash(name);
+  uint64_t i = hash & mask_;
+  while (buckets_[i] != 0) i = (i + 1) & mask_;
+  store_word(buckets_[i], make_bucket(hash, slot));
+}
+
+void NameIndexWriter::erase(std::string_view name, uint32_t slot) {
+  uint64_t i = name_hash(name) & mask_;
+  for (uint64_t probes = 0; (buckets_[i] & kBucketSlotMask) != uint64_t{slot} + 1; ++probes) {
+    if (buckets_[i] == 0 || probes > mask_) return;  // not there
+    i = (i + 1) & mask_;
+  }
+  // Backward-shift deletion: move each later bucket of the run whose home is
+  // not in (i, k] into the hole, so no lookup chain is broken.
+  for (uint64_t k = (i + 1) & mask_; buckets_[k] != 0; k = (k + 1) & mask_) {
+    const uint64_t home = (buckets_[k] >> 32) & mask_;
+    const bool stays = i <= k ? (home > i && home <= k) : (home > i || home <= k);
+    if (stays) continue;
+    store_word(buckets_[i], buckets_[k]);
+    i = k;
+  }
+  store_word(buckets_[i], 0);
+}
+
+void NameIndexWriter::clear() {
+  for (uint64_t i = 0; i <= mask_; ++i) store_word(buckets_[i], 0);
+  store_word(header_->num_published, 0);
+}
+
+uint64_t NameIndexWriter::take_publish_id() {
+  const uint64_t id = std::max<uint64_t>(header_->next_publish_id, 1);
+  store_word(header_->next_publish_id, id + 1);
+  return id;
+}
+
+void NameIndexWriter::raise_publish_id(uint64_t id) {
+  if (header_->next_publish_id <= id) store_word(header_->next_publish_id, id + 1);
+}
+
+void NameIndexWriter::add_published(int64_t delta) {
+  store_word(header_->num_published, header_->num_published + static_cast<uint64_t>(delta));
+}
+
+}  // namespace shelf::shm

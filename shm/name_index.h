@@ -1,0 +1,133 @@
+// The name index: a hash table over the published names, in the segment
+// beside the fixed index entries, so that clients look names up, count and
+// list them without a round trip to the daemon (docs/shm_layout.md, "The
+// name index" and "Reading the index without the daemon").
+//
+// Open addressing with linear probing over XXH3-64 of the name. A bucket is a
+// u64: 0 when empty, else (low 32 bits of the hash) << 32 | (entry slot + 1).
+// Deletion shifts the following buckets back (no tombstones), so probe
+// chains stay short however many names come and go.
+//
+// Writer: only the daemon, through NameIndexWriter, one thread. Every change
+// to the entries or the buckets is made between begin() and end(), which
+// make the header's index_seq odd and then even again.
+// Readers: any process, through NameIndexReader. A read that overlaps a
+// change (index_seq odd, or different before and after) is thrown away and
+// retried; after kMaxReadAttempts it answers kBusy and the caller asks the
+// daemon instead (which also covers a daemon that died mid-change).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shm/layout.h"
+#include "shm/segment_view.h"
+
+namespace shelf::shm {
+
+// XXH3-64 of a name: where it hashes to.
+uint64_t name_hash(std::string_view name);
+// Buckets for `index_capacity` entries: the power of two at least twice it
+// (load factor <= 1/2), at least 16.
+uint32_t hash_capacity_for(uint32_t index_capacity);
+// Where the buckets start: the first page after the entries.
+uint64_t hash_offset_for(uint32_t index_capacity);
+// The header, the entries and the buckets, rounded up to a page: where the
+// extent area starts.
+uint64_t index_area_bytes(uint32_t index_capacity);
+
+// What a reader copied of one entry, consistent (one state of the index).
+struct EntrySnapshot {
+  uint32_t slot = 0;
+  IndexEntryState state = IndexEntryState::kFree;
+  uint64_t publish_id = 0;
+  uint64_t descriptor_offset = 0;
+  uint64_t descriptor_length = 0;
+  uint64_t data_bytes = 0;
+  int64_t created_ns = 0;
+  std::string name;  // list() only
+  // list() with descriptors: the dataset's descriptor header, when its
+  // offset lies inside the segment (has_descriptor).
+  bool has_descriptor = false;
+  DescriptorHeaderLayout descriptor{};
+};
+
+enum class IndexRead { kFound, kNotFound, kBusy };
+
+// Lock-free reads of the index of a mapped segment. Copyable, holds no
+// resources: valid while the mapping is. Thread-safe (reads only).
+class NameIndexReader {
+ public:
+  // Checks the header's geometry (capacities, offsets inside the view), so
+  // that no probe can leave the view. nullopt if it is not that of a segment
+  // of this layout version.
+  static std::optional<NameIndexReader> open(SegmentView view);
+
+  // The entry named `name` (published or quarantined). kBusy: the daemon kept
+  // changing the index (or died while changing it); ask it instead.
+  IndexRead find(std::string_view name, EntrySnapshot* out) const;
+  // True when slot `slot` still holds publish `publish_id` (published):
+  // one consistent read of that entry alone. kBusy as find().
+  IndexRead still_published(uint32_t slot, uint64_t publish_id) const;
+  // Every published (not quarantined) entry, in no order, with names, and
+  // with descriptor headers if `descriptors`. kBusy as find().
+  IndexRead list(bool descriptors, std::vector<EntrySnapshot>* out) const;
+  // The number of published entries. kBusy as find().
+  IndexRead count(uint64_t* out) const;
+
+  static constexpr int kMaxReadAttempts = 1000;
+
+ private:
+  NameIndexReader() = default;
+  // One attempt of find(): false when the read overlapped a change.
+  bool try_find(std::string_view name, uint64_t hash, EntrySnapshot* out, bool* found) const;
+  bool try_list(bool descriptors, std::vector<EntrySnapshot>* out) const;
+
+  SegmentView view_;
+  const SegmentHeaderLayout* header_ = nullptr;
+  const IndexEntryLayout* entries_ = nullptr;
+  const uint64_t* buckets_ = nullptr;
+  uint32_t index_capacity_ = 0;
+  uint64_t mask_ = 0;
+};
+
+// The daemon's side. Not thread-safe: the daemon's one thread.
+class NameIndexWriter {
+ public:
+  NameIndexWriter() = default;
+  // Over the segment `view`, whose header holds the geometry (written by the
+  // daemon before, or checked at re-attach).
+  explicit NameIndexWriter(MutableSegmentView view);
+
+  // Brackets every change to entries and buckets (index_seq odd in between).
+  void begin();
+  void end();
+  // Adds `name` (absent, and there is a free bucket: the table has twice as
+  // many buckets as entries) for entry `slot`.
+  void insert(std::string_view name, uint32_t slot);
+  // Removes the bucket of entry `slot`, found from `name`'s hash.
+  void erase(std::string_view name, uint32_t slot);
+  // Empties every bucket (recovery rebuilds them). Between begin() and end().
+  void clear();
+  // A new publish id, persisted in the header; never returns one twice.
+  uint64_t take_publish_id();
+  // Makes later ids larger than `id` (recovery: ids found in entries).
+  void raise_publish_id(uint64_t id);
+  // Adds `delta` to the header's count of published entries.
+  void add_published(int64_t delta);
+  // An even index_seq (a daemon that died mid-change left it odd). Recovery.
+  void reset_seq();
+  IndexEntryLayout* entry(uint32_t slot) const;
+
+ private:
+  SegmentHeaderLayout* header_ = nullptr;
+  IndexEntryLayout* entries_ = nullptr;
+  uint64_t* buckets_ = nullptr;
+  uint64_t mask_ = 0;
+};
+
+}  // namespace shelf::shm

@@ -1,0 +1,280 @@
+// The name index (shm/name_index.h) on plain shared memory: a MAP_SHARED
+// anonymous mapping laid out as a segment's header, entries and buckets,
+// written the way the daemon writes it (Store::commit_item, unpublish) and
+// read by this process and by forked reader processes racing the writer.
+#include "shm/name_index.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "shm/layout.h"
+#include "shm/seqlock.h"
+
+namespace shelf::shm {
+namespace {
+
+// A segment of `capacity` entries with no extent area; the writer side does
+// what the Store does: one index change per publish or unpublish.
+class IndexBed {
+ public:
+  explicit IndexBed(uint32_t capacity) : capacity_(capacity) {
+    bytes_ = index_area_bytes(capacity) + kPageSize;  // + a page for "descriptors"
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(p, MAP_FAILED);
+    base_ = static_cast<std::byte*>(p);
+    auto* h = reinterpret_cast<SegmentHeaderLayout*>(base_);
+    h->layout_version = kLayoutVersion;
+    h->index_offset = kPageSize;
+    h->index_capacity = capacity;
+    h->index_entry_bytes = sizeof(IndexEntryLayout);
+    h->hash_capacity = hash_capacity_for(capacity);
+    h->hash_offset = hash_offset_for(capacity);
+    h->next_publish_id = 1;
+    writer_ = NameIndexWriter(MutableSegmentView(base_, bytes_));
+    for (uint32_t s = capacity; s > 0; --s) free_.push_back(s - 1);
+  }
+  ~IndexBed() { ::munmap(base_, bytes_); }
+
+  SegmentView view() const { return {base_, bytes_}; }
+  NameIndexReader reader() const { return *NameIndexReader::open(view()); }
+
+  // Publishes (or overrides) `name`; returns its slot and sets its publish id.
+  uint32_t publish(const std::string& name, uint64_t* id = nullptr) {
+    writer_.begin();
+    uint32_t slot;
+    if (auto it = slots_.find(name); it != slots_.end()) {
+      slot = it->second;
+    } else {
+      slot = free_.back();
+      free_.pop_back();
+      slots_[name] = slot;
+      writer_.insert(name, slot);
+      writer_.add_published(1);
+    }
+    IndexEntryLayout e{};
+    e.state = static_cast<uint32_t>(IndexEntryState::kPublished);
+    e.name_length = static_cast<uint32_t>(name.size());
+    std::memcpy(e.name, name.data(), name.size());
+    e.publish_id = writer_.take_publish_id();
+    e.descriptor_offset = e.publish_id;  // lets a reader check the entry is whole
+    e.data_bytes = e.publish_id * 3;
+    store_entry(slot, e);
+    writer_.end();
+    if (id != nullptr) *id = e.publish_id;
+    return slot;
+  }
+  void unpublish(const std::string& name) {
+    const uint32_t slot = slots_.at(name);
+    writer_.begin();
+    store_entry(slot, IndexEntryLayout{});
+    writer_.erase(name, slot);
+    writer_.add_published(-1);
+    writer_.end();
+    slots_.erase(name);
+    free_.push_back(slot);
+  }
+  const std::map<std::string, uint32_t>& slots() const { return slots_; }
+  SegmentHeaderLayout& header() { return *reinterpret_cast<SegmentHeaderLayout*>(base_); }
+
+ private:
+  void store_entry(uint32_t slot, const IndexEntryLayout& e) {
+    IndexEntryLayout* entry = writer_.entry(slot);
+    begin_write(entry->seq);
+    store_words(reinterpret_cast<std::byte*>(entry) + 8, reinterpret_cast<const std::byte*>(&e) + 8,
+                sizeof e - 8);
+    end_write(entry->seq);
+  }
+
+  uint32_t capacity_;
+  uint64_t bytes_ = 0;
+  std::byte* base_ = nullptr;
+  NameIndexWriter writer_;
+  std::vector<uint32_t> free_;
+  std::map<std::string, uint32_t> slots_;
+};
+
+std::string name_of(int i) { return "dataset-" + std::to_string(i); }
+
+// Names that all hash to the same home bucket of a table of `buckets`.
+std::vector<std::string> colliding_names(uint32_t buckets, size_t n) {
+  std::vector<std::string> out;
+  const uint64_t home = name_hash("collide-0") & (buckets - 1);
+  for (int i = 0; out.size() < n; ++i) {
+    std::string name = "collide-" + std::to_string(i);
+    if ((name_hash(name) & (buckets - 1)) == home) out.push_back(name);
+  }
+  return out;
+}
+
+// Every name of the model is found in its slot, and list/count agree with it.
+void expect_matches(const IndexBed& bed) {
+  const NameIndexReader r = bed.reader();
+  for (const auto& [name, slot] : bed.slots()) {
+    EntrySnapshot e;
+    ASSERT_EQ(r.find(name, &e), IndexRead::kFound) << name;
+    EXPECT_EQ(e.slot, slot) << name;
+    EXPECT_EQ(e.state, IndexEntryState::kPublished);
+  }
+  std::vector<EntrySnapshot> listed;
+  ASSERT_EQ(r.list(false, &listed), IndexRead::kFound);
+  std::set<std::string> names;
+  for (const auto& e : listed) names.insert(e.name);
+  std::set<std::string> want;
+  for (const auto& [name, slot] : bed.slots()) want.insert(name);
+  EXPECT_EQ(names, want);
+  uint64_t n = 0;
+  ASSERT_EQ(r.count(&n), IndexRead::kFound);
+  EXPECT_EQ(n, bed.slots().size());
+}
+
+TEST(NameIndexTest, TenThousandNamesDeletesAndReinserts) {
+  IndexBed bed(10000);
+  for (int i = 0; i < 10000; ++i) bed.publish(name_of(i));
+  expect_matches(bed);
+  EntrySnapshot e;
+  EXPECT_EQ(bed.reader().find("dataset-10000", &e), IndexRead::kNotFound);
+  EXPECT_EQ(bed.reader().find("", &e), IndexRead::kNotFound);
+  // Delete every third, then put half of them back: chains shift back and
+  // nothing else moves out of reach.
+  for (int i = 0; i < 10000; i += 3) bed.unpublish(name_of(i));
+  expect_matches(bed);
+  for (int i = 0; i < 10000; i += 6) bed.publish(name_of(i));
+  expect_matches(bed);
+  for (int i = 3; i < 10000; i += 6) {
+    EXPECT_EQ(bed.reader().find(name_of(i), &e), IndexRead::kNotFound) << i;
+  }
+}
+
+TEST(NameIndexTest, CollidingNamesSurviveDeletesAnywhereInTheirChain) {
+  IndexBed bed(64);
+  const std::vector<std::string> names = colliding_names(hash_capacity_for(64), 12);
+  for (const auto& n : names) bed.publish(n);
+  expect_matches(bed);
+  // Delete from the middle, the front and the back of the chain.
+  for (size_t k : {5u, 0u, 11u, 6u}) {
+    bed.unpublish(names[k]);
+    expect_matches(bed);
+    EntrySnapshot e;
+    EXPECT_EQ(bed.reader().find(names[k], &e), IndexRead::kNotFound);
+  }
+  for (size_t k : {0u, 5u}) bed.publish(names[k]);
+  expect_matches(bed);
+}
+
+TEST(NameIndexTest, PublishIdsAreNeverReusedAndOverrideKeepsTheSlot) {
+  IndexBed bed(8);
+  uint64_t first = 0, second = 0, third = 0;
+  const uint32_t slot = bed.publish("a", &first);
+  EXPECT_EQ(bed.publish("a", &second), slot);  // override
+  EXPECT_GT(second, first);
+  EXPECT_EQ(bed.reader().still_published(slot, first), IndexRead::kNotFound);
+  EXPECT_EQ(bed.reader().still_published(slot, second), IndexRead::kFound);
+  bed.unpublish("a");
+  EXPECT_EQ(bed.reader().still_published(slot, second), IndexRead::kNotFound);
+  bed.publish("a", &third);
+  EXPECT_GT(third, second);
+}
+
+TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
+  IndexBed bed(8);
+  bed.publish("x");
+  bed.header().index_seq += 1;  // a daemon that died mid-change
+  EntrySnapshot e;
+  EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kBusy);
+  std::vector<EntrySnapshot> listed;
+  EXPECT_EQ(bed.reader().list(false, &listed), IndexRead::kBusy);
+  NameIndexWriter(
+      MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes(8)))
+      .reset_seq();
+  EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kFound);
+}
+
+TEST(NameIndexTest, ABadGeometryIsRefused) {
+  IndexBed bed(8);
+  bed.header().hash_capacity = 3;
+  EXPECT_FALSE(NameIndexReader::open(bed.view()).has_value());
+}
+
+// A reader process racing the writer: names 0..kStable-1 stay published (and
+// are overridden); the others come and go. Every answer must be one the
+// writer could have given at some moment: a stable name is always found,
+// whole (its fields agree with its publish id), and a toggling name is found
+// whole or not at all. The child exits non-zero at the first wrong answer.
+TEST(NameIndexTest, ReaderProcessesRacingTheWriterSeeOnlyWholeStates) {
+  constexpr int kStable = 50, kToggling = 200, kMaxRounds = 50'000'000;
+  IndexBed bed(512);
+  for (int i = 0; i < kStable + kToggling; ++i) bed.publish(name_of(i));
+  std::vector<pid_t> readers;
+  for (int r = 0; r < 2; ++r) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const NameIndexReader reader = bed.reader();
+      uint64_t busy = 0;
+      for (int i = 0; i < 100000; ++i) {
+        const std::string name = name_of(i % (kStable + kToggling));
+        EntrySnapshot e;
+        const IndexRead got = reader.find(name, &e);
+        if (got == IndexRead::kBusy) {
+          ++busy;
+          continue;
+        }
+        const bool stable = i % (kStable + kToggling) < kStable;
+        if (stable && got != IndexRead::kFound) ::_exit(10);
+        if (got == IndexRead::kFound &&
+            (e.descriptor_offset != e.publish_id || e.data_bytes != 3 * e.publish_id)) {
+          ::_exit(11);
+        }
+        if (i % 1000 == 0) {
+          std::vector<EntrySnapshot> listed;
+          if (reader.list(false, &listed) == IndexRead::kFound) {
+            if (listed.size() < static_cast<size_t>(kStable)) ::_exit(12);
+            for (const auto& x : listed) {
+              if (x.name.rfind("dataset-", 0) != 0 || x.descriptor_offset != x.publish_id) {
+                ::_exit(13);
+              }
+            }
+          }
+        }
+      }
+      ::_exit(busy > 50000 ? 14 : 0);
+    }
+    readers.push_back(pid);
+  }
+  // The writer changes the index for as long as the readers read.
+  std::map<pid_t, int> exited;
+  for (int round = 0; exited.size() < readers.size(); ++round) {
+    bed.publish(name_of(round % kStable));  // override a stable name
+    const std::string t = name_of(kStable + round % kToggling);
+    if (bed.slots().count(t)) {
+      bed.unpublish(t);
+    } else {
+      bed.publish(t);
+    }
+    if (round % 64 != 0) continue;
+    for (pid_t pid : readers) {
+      int status = 0;
+      if (!exited.count(pid) && ::waitpid(pid, &status, WNOHANG) == pid) exited[pid] = status;
+    }
+    ASSERT_LT(round, kMaxRounds) << "the readers did not finish";
+  }
+  for (const auto& [pid, status] : exited) {
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "10: a stable name missed, 11: a torn entry, "
+                                         "12/13: a torn list, 14: mostly busy";
+  }
+  expect_matches(bed);
+}
+
+}  // namespace
+}  // namespace shelf::shm
