@@ -122,7 +122,9 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   if (h.layout_version != shm::kLayoutVersion) {
     return refuse("has layout version " + std::to_string(h.layout_version) +
                   ", and this shelfd reads only version " + std::to_string(shm::kLayoutVersion) +
-                  " (a shelfd of the release that made it can still serve its datasets)");
+                  ". A shelfd of the release that made it can still serve its datasets: "
+                  "to keep them, `shelf save DIR` with that release, then start this shelfd "
+                  "with --discard and `shelf load DIR`");
   }
   // Every size must be the one this build would compute from the header's
   // own limit and index size, so that no offset read later can mislead us.
