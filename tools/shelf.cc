@@ -18,6 +18,7 @@
 #include "base/units.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
+#include "tools/metrics_fetch.h"
 #include "tools/snapshot.h"
 
 namespace po = boost::program_options;
@@ -35,6 +36,7 @@ Commands:
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   status                    memory and datasets at a glance
+  metrics                   the daemon's figures in Prometheus's text format
   save DIR [NAME...]        write datasets (default: all) to files in DIR, with checksums
   load DIR [NAME...]        verify and publish datasets (default: all) saved in DIR
 
@@ -530,6 +532,22 @@ int cmd_status(const Command& cmd) {
   return 0;
 }
 
+int cmd_metrics(const Command& cmd) {
+  po::options_description options("Options");
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, {}, &vm, &code, "metrics")) return code;
+  const std::string socket = cmd.socket.empty() ? default_socket_path() : cmd.socket;
+  auto text = fetch_metrics(socket, std::chrono::milliseconds(10000));
+  if (!text.ok()) {
+    // Still a valid exposition: a textfile collector then reports shelf_up 0.
+    std::cout << metrics_down_text() << std::flush;
+    return fail(text.status());
+  }
+  std::cout << *text << std::flush;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -573,6 +591,7 @@ int main(int argc, char** argv) {
   if (cmd.name == "info") return cmd_info(cmd);
   if (cmd.name == "unpublish") return cmd_unpublish(cmd);
   if (cmd.name == "status") return cmd_status(cmd);
+  if (cmd.name == "metrics") return cmd_metrics(cmd);
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
   return usage_error("unknown command '" + cmd.name + "'", "");
