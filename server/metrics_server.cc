@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -418,7 +419,13 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsOptions
     ::unlink(options.unix_path.c_str());
     return Status::from_errno("eventfd", errno);
   }
+  // The thread takes no signals: SIGTERM and SIGINT are the event loop's
+  // (its signalfd), and one delivered here would kill shelfd uncleaned.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
   m->thread_ = std::thread([server = m.get()] { Loop(*server).run(); });
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return m;
 }
 
