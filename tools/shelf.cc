@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <signal.h>
 #include <string>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "tools/format.h"
 #include "tools/metrics_fetch.h"
 #include "tools/snapshot.h"
+#include "tools/status_view.h"
 
 namespace po = boost::program_options;
 using namespace shelf;
@@ -515,15 +517,27 @@ int cmd_status(const Command& cmd) {
   }
   auto client = connect(cmd, "status");
   if (!client.ok()) return fail(client.status());
-  const bool tty = ::isatty(STDOUT_FILENO);
-  ::signal(SIGINT, [](int) { g_stop = 1; });
+  // On a terminal, a picture (status_view.h); piped, plain text.
+  const bool picture = !json && ::isatty(STDOUT_FILENO);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, [](int) { g_stop = 1; });
+  std::optional<WatchScreen> screen;
+  if (picture && watch > 0) screen.emplace(STDOUT_FILENO);
   for (uint64_t i = 0; !g_stop; ++i) {
     auto stats = client->status();
-    if (!stats.ok()) return fail(stats.status());
-    if (watch > 0 && tty && !json) std::cout << "\x1b[H\x1b[2J";  // clear the screen
-    std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+    if (!stats.ok()) {
+      screen.reset();  // the message must stay on the terminal's own screen
+      return fail(stats.status());
+    }
+    if (screen) {
+      const TerminalSize size = terminal_size(STDOUT_FILENO);
+      screen->draw(status_picture(*stats, size, size.rows - 1));
+    } else if (picture) {
+      std::cout << status_picture(*stats, terminal_size(STDOUT_FILENO)) << std::flush;
+    } else {
+      std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+    }
     if (watch <= 0 || (iterations > 0 && i + 1 >= iterations)) break;
-    if (!json) std::cout << "\n";
+    if (!json && !screen) std::cout << "\n";
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(watch);
     while (!g_stop && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
