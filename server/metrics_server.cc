@@ -187,6 +187,7 @@ class MetricsServer::Loop {
   bool refresh_asked_ = false;  // written refresh_fd, no snapshot since
   Clock::time_point refresh_asked_at_;
   Clock::time_point accept_paused_until_;  // after EMFILE
+  Clock::time_point snapshot_at_;          // when snapshot_ arrived
 };
 
 void MetricsServer::Loop::run() {
@@ -254,6 +255,7 @@ bool MetricsServer::Loop::take_snapshot() {
   if (server_.snapshot_seq_ != seq_) {
     snapshot_ = server_.snapshot_;
     seq_ = server_.snapshot_seq_;
+    snapshot_at_ = Clock::now();
     refresh_asked_ = false;
   }
   return true;
@@ -347,6 +349,10 @@ void MetricsServer::Loop::handle_request(Scraper& s, size_t header_end) {
     return;
   }
   s.head = method == "HEAD";
+  if (seq_ > 0 && Clock::now() < snapshot_at_ + kMetricsMinRefresh) {
+    answer(s);  // figures this fresh are good enough: the loop is not asked again
+    return;
+  }
   s.waiting = true;
   s.after_seq = seq_;
   if (!refresh_asked_) {

@@ -11,7 +11,8 @@
 //     newer than it has. The event loop watches it; when it is readable the
 //     loop calls take_refresh() and then publish() with a new snapshot. So
 //     figures are taken by the loop, between two requests, only when someone
-//     scrapes, and one snapshot answers every scrape waiting for it.
+//     scrapes, at most once per kMetricsMinRefresh, and one snapshot answers
+//     every scrape waiting for it.
 //   - publish(): hands a snapshot over under a mutex and wakes this thread.
 // A scrape that waits longer than kMetricsRefreshWait for the loop (a loop
 // busy punching holes, say) is answered from the last snapshot. Nothing this
@@ -42,6 +43,10 @@ namespace shelf::server {
 
 // A scrape's whole life, from accept to the last byte sent.
 inline constexpr std::chrono::milliseconds kMetricsScrapeTimeout{5000};
+// Figures younger than this answer a scrape without asking the loop again,
+// so that however fast scrapers come, the loop takes at most 10 snapshots a
+// second (each walks every dataset). Prometheus scrapes every 15 s or so.
+inline constexpr std::chrono::milliseconds kMetricsMinRefresh{100};
 // How long a scrape waits for the event loop's fresh figures before it is
 // answered from the last ones.
 inline constexpr std::chrono::milliseconds kMetricsRefreshWait{1000};

@@ -134,7 +134,13 @@ def test_a_refused_publish_is_counted_by_reason(metrics_daemon):
             c.publish_dataset(huge={"v": np.zeros(16 << 20, dtype=np.int64)})  # 128 MiB > 64
         with pytest.raises(KeyError):
             c.get_dataset("missing")
-    after = samples(scrape(address))
+    # Figures may be up to 100 ms old (kMetricsMinRefresh): scrape until they show the get.
+    def counted():
+        parsed = samples(scrape(address))
+        key = ("shelf_refused_total", frozenset({"request": "get", "reason": "not_found"}.items()))
+        return parsed if key in parsed else None
+    after = eventually(counted)
+    assert after, "the refused get was never counted"
     assert value(after, "shelf_refused_total", request="allocate",
                  reason="resource_exhausted") == 1
     assert value(after, "shelf_refused_total", request="get", reason="not_found") == 1
@@ -164,7 +170,7 @@ def test_malformed_requests_are_answered_and_change_nothing(metrics_daemon):
     with d.client() as c:
         c.publish_dataset(after={"v": np.arange(3)})
         assert list(c.get_dataset("after")["v"]) == [0, 1, 2]
-    assert value(samples(scrape(address)), "shelf_datasets") == 1
+    assert eventually(lambda: value(samples(scrape(address)), "shelf_datasets") == 1)
 
 
 def test_idle_scrapers_neither_stall_clients_nor_lock_out_scrapes(metrics_daemon):
