@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -65,7 +66,7 @@ std::string fit(const std::string& text, size_t width) {
   return text.substr(0, end) + "~" + std::string(width - end - 1, ' ');
 }
 
-std::string memory_lines(const MemoryStats& m, const Glyphs& g, int bar) {
+std::string memory_lines(const MemoryStats& m, const Glyphs& g, int bar, int columns) {
   const uint64_t pending = std::min(m.pending_free_bytes, m.used_bytes);
   const int pending_cells = cells(pending, m.memory_limit, bar);
   const int used_cells =
@@ -74,9 +75,24 @@ std::string memory_lines(const MemoryStats& m, const Glyphs& g, int bar) {
   std::string out = "memory   [" + repeat(g.used, used_cells) + repeat(g.pending, pending_cells) +
                     repeat(g.free, free_cells) + "] " + percent(m.used_bytes, m.memory_limit) +
                     " of " + format_bytes(m.memory_limit) + "\n";
-  out += std::string("         ") + g.used + " used " + format_bytes(m.used_bytes - pending) +
-         "  " + g.pending + " freed, not yet back " + format_bytes(pending) + "  " + g.free +
-         " free " + format_bytes(m.free_bytes()) + "\n";
+  // The legend, wrapped onto more lines where the terminal is narrow.
+  const std::string parts[] = {
+      std::string(g.used) + " used " + format_bytes(m.used_bytes - pending),
+      std::string(g.pending) + " freed, not yet back " + format_bytes(pending),
+      std::string(g.free) + " free " + format_bytes(m.free_bytes())};
+  std::string line = "        ";
+  size_t line_width = line.size();  // in characters: each glyph is one
+  for (const std::string& part : parts) {
+    const size_t part_width = part.size() - std::strlen(g.used) + 1;
+    if (line_width > 8 && line_width + 2 + part_width > static_cast<size_t>(columns)) {
+      out += line + "\n";
+      line = "        ";
+      line_width = line.size();
+    }
+    line += " " + part + " ";
+    line_width += part_width + 2;
+  }
+  out += line + "\n";
   return out;
 }
 
@@ -101,7 +117,7 @@ std::string status_picture(const MemoryStats& m, const TerminalSize& size, int m
   std::string out = "shelfd pid " + std::to_string(m.daemon_pid) + " at " + m.socket_path +
                     ", up since " + format_time(m.started_ns - m.started_ns % 1000000000) + "\n";
   if (out.size() > static_cast<size_t>(columns) + 1) out = fit(out, columns - 1) + "\n";
-  out += memory_lines(m, g, bar);
+  out += memory_lines(m, g, bar, columns);
   out += "datasets " + std::to_string(m.datasets.size()) + ", leases " +
          std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) +
          (m.quarantined.empty() ? "" : ", quarantined " + std::to_string(m.quarantined.size())) +
