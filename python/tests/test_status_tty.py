@@ -126,3 +126,16 @@ def test_watch_stops_cleanly_on_sigterm_too(daemon, client):
     os.waitpid(pid, 0)
     os.close(master)
     assert rest.endswith("\x1b[?25h\x1b[?1049l")
+
+
+def test_a_narrow_terminal_gets_lines_that_fit(daemon, client):
+    client.publish_dataset(**{"a-dataset-name-far-longer-than-the-column": {"v": np.arange(10)}})
+    held = publish_and_hold(client)
+    pid, master = spawn_on_pty([SHELF, "status"], env_for(daemon), columns=50)
+    text = read_until(master, lambda t: "small" in t)
+    os.waitpid(pid, 0)
+    os.close(master)
+    lines = text.replace("\r", "").splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 50, lines
+    assert any("freed, not yet back" in line for line in lines)
+    del held
