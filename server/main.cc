@@ -141,7 +141,9 @@ void fit_connections_to_open_files(Options& options) {
   files.rlim_cur = files.rlim_max;
   (void)::setrlimit(RLIMIT_NOFILE, &files);
   (void)::getrlimit(RLIMIT_NOFILE, &files);
-  const rlim_t room = files.rlim_cur > 128 ? files.rlim_cur - 64 : files.rlim_cur / 2;
+  // 64 for the daemon's own, and as many again as the metrics thread may hold.
+  const rlim_t own = 64 + server::kMaxMetricsConnections;
+  const rlim_t room = files.rlim_cur > 2 * own ? files.rlim_cur - own : files.rlim_cur / 2;
   if (options.daemon.max_connections <= room) return;
   if (options.max_connections_given) {
     std::cerr << "shelfd: --max-connections lowered to " << room
