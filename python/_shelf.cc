@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include <shelf/arrow.h>
 #include <shelf/client.h>
 
 #include <pybind11/numpy.h>
@@ -131,23 +132,26 @@ py::array read_only_view(py::dtype dtype, size_t count, const void* data, py::ha
 // leave the view reading memory the daemon may reuse.
 class PyDataset {
  public:
-  explicit PyDataset(shelf::Dataset dataset) : dataset_(std::move(dataset)) {}
+  explicit PyDataset(shelf::Dataset dataset)
+      : dataset_(std::make_shared<shelf::Dataset>(std::move(dataset))) {}
 
-  const shelf::Dataset& get() const { return dataset_; }
+  const shelf::Dataset& get() const { return *dataset_; }
+  // Shared with Arrow exports, which keep the lease until their last release.
+  const std::shared_ptr<const shelf::Dataset>& shared() const { return dataset_; }
 
   shelf::ColumnView column(uint64_t partition, size_t column) const {
-    if (partition >= dataset_.num_partitions()) {
+    if (partition >= dataset_->num_partitions()) {
       throw py::index_error("partition " + std::to_string(partition) + " out of range (" +
-                            std::to_string(dataset_.num_partitions()) + " partitions)");
+                            std::to_string(dataset_->num_partitions()) + " partitions)");
     }
-    if (column >= dataset_.schema().size()) {
+    if (column >= dataset_->schema().size()) {
       throw py::index_error("column " + std::to_string(column) + " out of range");
     }
-    return dataset_.column(partition, column);
+    return dataset_->column(partition, column);
   }
 
  private:
-  shelf::Dataset dataset_;
+  std::shared_ptr<const shelf::Dataset> dataset_;
 };
 
 // Zero-copy values of one fixed-width column of one partition.
@@ -474,6 +478,70 @@ class PyClient {
   std::unique_ptr<shelf::Client> client_;
 };
 
+// ---- Arrow's PyCapsule interface (shelf/arrow.h) ----------------------------
+// Capsules named as the spec says ("arrow_schema", "arrow_array_stream"), each owning a heap
+// struct. Their destructor releases the struct unless a consumer took it over (and so set its
+// release to null), then frees it.
+
+template <class T>
+void free_arrow_capsule(PyObject* capsule, const char* name) {
+  auto* p = static_cast<T*>(PyCapsule_GetPointer(capsule, name));
+  if (p == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  if (p->release != nullptr) p->release(p);
+  delete p;
+}
+
+template <class T>
+py::capsule arrow_capsule(std::unique_ptr<T> p, const char* name) {
+  PyCapsule_Destructor destructor = nullptr;
+  if constexpr (std::is_same_v<T, ArrowSchema>) {
+    destructor = [](PyObject* c) { free_arrow_capsule<ArrowSchema>(c, "arrow_schema"); };
+  } else {
+    destructor = [](PyObject* c) { free_arrow_capsule<ArrowArrayStream>(c, "arrow_array_stream"); };
+  }
+  PyObject* capsule = PyCapsule_New(p.get(), name, destructor);
+  if (capsule == nullptr) {
+    p->release(p.get());
+    throw py::error_already_set();
+  }
+  p.release();
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
+// What of a requested schema (an "arrow_schema" capsule, or None) shelf can
+// honour: bool columns asked for as uint8 ("C") are exported unpacked. The
+// rest is ignored, as the PyCapsule interface allows: the consumer checks the
+// schema it gets.
+shelf::ArrowExportOptions arrow_options(const PyDataset& d, const py::object& requested) {
+  shelf::ArrowExportOptions options;
+  if (requested.is_none()) return options;
+  auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(requested.ptr(), "arrow_schema"));
+  if (schema == nullptr) throw py::error_already_set();
+  const shelf::Schema& ours = d.get().schema();
+  for (int64_t c = 0; c < schema->n_children && static_cast<size_t>(c) < ours.size(); ++c) {
+    if (ours[static_cast<size_t>(c)].type == shelf::Type::kBool &&
+        std::strcmp(schema->children[c]->format, "C") == 0) {
+      options.bools_as_uint8 = true;
+    }
+  }
+  return options;
+}
+
+py::capsule arrow_c_schema(const PyDataset& d) {
+  auto schema = std::make_unique<ArrowSchema>();
+  check(shelf::export_schema(d.get(), schema.get()));
+  return arrow_capsule(std::move(schema), "arrow_schema");
+}
+
+py::capsule arrow_c_stream(const PyDataset& d, const py::object& requested) {
+  auto stream = std::make_unique<ArrowArrayStream>();
+  check(shelf::export_stream(d.shared(), stream.get(), arrow_options(d, requested)));
+  return arrow_capsule(std::move(stream), "arrow_array_stream");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_shelf, m) {
@@ -509,6 +577,8 @@ PYBIND11_MODULE(_shelf, m) {
              return d.get().num_rows(p);
            })
       .def("values", &values, py::arg("partition"), py::arg("column"))
+      .def("arrow_c_schema", &arrow_c_schema)
+      .def("arrow_c_stream", &arrow_c_stream, py::arg("requested_schema") = py::none())
       .def("payload", &payload, py::arg("partition"))
       .def("null_mask", &null_mask, py::arg("partition"), py::arg("column"), py::arg("rows"))
       .def("strings", &strings, py::arg("partition"), py::arg("column"), py::arg("rows"))

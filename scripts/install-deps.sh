@@ -13,6 +13,8 @@ if [[ ${1:-} == --test ]]; then
   # clang: the fuzzers; dask/distributed: the Dask tests and bench/python_bench.py.
   packages+=(libgtest-dev libgmock-dev clang-format clang libclang-rt-14-dev python3-pytest
              python3-dask python3-distributed)
+  # prometheus-client: its parser reads shelfd's /metrics in python/tests/test_metrics.py.
+  packages+=(python3-prometheus-client)
 fi
 
 missing=()

@@ -199,12 +199,17 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path, d->group_, options.group));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
+  // Before the store: a --metrics-listen that cannot be served makes no segment.
+  SHELF_ASSIGN_OR_RETURN(
+      d->metrics_, MetricsServer::start({options.socket_path + ".metrics", options.metrics_listen,
+                                         options.metrics_datasets}));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
   SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path));
   if (d->group_) {
     // Members connect to the socket and map the segment (read-write, to
     // publish). The lock and log files stay shelfd's own.
     SHELF_RETURN_IF_ERROR(share_with_group(options.socket_path, *d->group_, options.group));
+    SHELF_RETURN_IF_ERROR(share_with_group(d->metrics_->unix_path(), *d->group_, options.group));
     SHELF_RETURN_IF_ERROR(
         share_with_group("/dev/shm/" + d->store_->segment_name(), *d->group_, options.group));
     log_info("sharing " + options.socket_path + " and the segment with group " + options.group);
@@ -231,7 +236,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   if (!d->signal_fd_.valid()) return Status::from_errno("signalfd", errno);
   d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
-  for (int fd : {d->listen_fd_.get(), d->signal_fd_.get()}) {
+  for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -270,6 +275,7 @@ void Daemon::watch_orphan_owners() {
 }
 
 Daemon::~Daemon() {
+  metrics_.reset();  // stops its thread first; it never touches what follows
   while (!connections_.empty()) close_connection(connections_.begin()->first);
   if (listen_fd_.valid()) ::unlink(options_.socket_path.c_str());
   store_.reset();  // keeps the segment for the next daemon unless --remove-segment-on-exit
@@ -300,6 +306,10 @@ Status Daemon::run() {
       }
       if (fd == listen_fd_.get()) {
         accept_connections();
+        continue;
+      }
+      if (fd == metrics_->refresh_fd()) {
+        refresh_metrics();
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -415,7 +425,19 @@ bool Daemon::allowed(int fd, uint32_t uid, uint32_t gid) const {
   return false;
 }
 
+void Daemon::refresh_metrics() {
+  if (!metrics_->take_refresh()) return;
+  MetricsSnapshot snapshot;
+  snapshot.status = store_->status();
+  snapshot.counters = counters_;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  snapshot.taken_ns = int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+  metrics_->publish(std::move(snapshot));
+}
+
 void Daemon::refuse(int fd, const Status& why) {
+  counters_.count_refused(DaemonCounters::Request::kConnect, why.code());
   std::vector<std::byte> out;
   protocol::encode_error_response(out, MessageType::kHello, why);
   ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -520,6 +542,7 @@ void Daemon::process_frames(Connection& c) {
       // We cannot find the next frame boundary in garbage: answer and hang up.
       log_warn("pid " + std::to_string(c.pid) + ": " + bad + "; closing the connection");
       protocol::encode_error_response(c.out, MessageType::kHello, Status::invalid_argument(bad));
+      counters_.count_refused(DaemonCounters::Request::kBadFrame, Status::Code::kInvalidArgument);
       c.closing = true;
       break;
     }
@@ -558,6 +581,7 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
 void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byte> payload) {
   const auto type = static_cast<MessageType>(raw_type);
   auto malformed = [&] {
+    counters_.count_refused(DaemonCounters::request_of(type), Status::Code::kInvalidArgument);
     protocol::encode_error_response(c.out, type,
                                     Status::invalid_argument("malformed message payload"));
   };
@@ -565,6 +589,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     if (s.ok()) {
       protocol::encode_empty_response(c.out, type);
     } else {
+      counters_.count_refused(DaemonCounters::request_of(type), s.code());
       protocol::encode_error_response(c.out, type, s);
     }
   };
@@ -593,6 +618,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       auto m = protocol::decode_publish_request(payload);
       if (!m) return malformed();
       Status s = store_->publish(c.session, *m);
+      if (s.ok()) counters_.publishes += m->items.size();
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {
         log_info("published '" + m->items[i].name + "' (pid " + std::to_string(c.pid) + ")");
       }
@@ -614,6 +640,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       auto m = protocol::decode_unpublish_request(payload);
       if (!m) return malformed();
       Status s = store_->unpublish(m->name);
+      if (s.ok()) ++counters_.unpublishes;
       if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
       return reply_status(s);
     }

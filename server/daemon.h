@@ -13,6 +13,8 @@
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
+#include "server/metrics.h"
+#include "server/metrics_server.h"
 #include "server/store.h"
 
 namespace shelf::server {
@@ -24,6 +26,11 @@ struct DaemonOptions {
   // segment are 0600. Else a Unix group whose members may too: both are
   // 0660 and belong to it (--group).
   std::string group;
+  // Prometheus metrics: always on a Unix socket <socket_path>.metrics (what
+  // `shelf metrics` reads); also on TCP at this ADDR:PORT when not empty
+  // (--metrics-listen), served by a thread of their own (metrics_server.h).
+  std::string metrics_listen;
+  uint32_t metrics_datasets = 20;  // the largest datasets given a series (--metrics-datasets)
 };
 
 class Daemon {
@@ -45,6 +52,9 @@ class Daemon {
   ~Daemon();
 
   const Store& store() const { return *store_; }
+  // "ADDR:PORT" the metrics are served on over TCP, as bound; empty without
+  // --metrics-listen.
+  const std::string& metrics_address() const { return metrics_->tcp_address(); }
 
  private:
   struct Connection;
@@ -67,6 +77,8 @@ class Daemon {
   void watch_orphan_owners();
   // Answers a connection we will not serve with `why`, best effort.
   void refuse(int fd, const Status& why);
+  // The figures the metrics thread asked for (MetricsServer::refresh_fd()).
+  void refresh_metrics();
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
@@ -80,6 +92,8 @@ class Daemon {
   std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
+  DaemonCounters counters_;                   // this thread's only: see metrics.h
+  std::unique_ptr<MetricsServer> metrics_;
 };
 
 }  // namespace shelf::server

@@ -75,6 +75,11 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
+      ("metrics-listen", po::value(&options.daemon.metrics_listen),
+       "also serve Prometheus metrics over HTTP at ADDR:PORT (GET /metrics), e.g. "
+       "127.0.0.1:9464; port 0 picks a free one (default: off; `shelf metrics` always works)")
+      ("metrics-datasets", po::value(&options.daemon.metrics_datasets)->default_value(20),
+       "how many of the largest datasets get a shelf_dataset_memory_bytes series")
       ("verify-on-publish", po::bool_switch(&options.store.verify_on_publish),
        "recompute every buffer's XXH3 checksum before publishing (one extra read)")
       ("discard", po::bool_switch(&options.store.discard),
@@ -136,7 +141,9 @@ void fit_connections_to_open_files(Options& options) {
   files.rlim_cur = files.rlim_max;
   (void)::setrlimit(RLIMIT_NOFILE, &files);
   (void)::getrlimit(RLIMIT_NOFILE, &files);
-  const rlim_t room = files.rlim_cur > 128 ? files.rlim_cur - 64 : files.rlim_cur / 2;
+  // 64 for the daemon's own, and as many again as the metrics thread may hold.
+  const rlim_t own = 64 + server::kMaxMetricsConnections;
+  const rlim_t room = files.rlim_cur > 2 * own ? files.rlim_cur - own : files.rlim_cur / 2;
   if (options.daemon.max_connections <= room) return;
   if (options.max_connections_given) {
     std::cerr << "shelfd: --max-connections lowered to " << room
@@ -240,16 +247,20 @@ int main(int argc, char** argv) {
   }
   const server::Store& store = (*daemon)->store();
   const std::string recovered = recovery_summary(store);
+  const std::string metrics = (*daemon)->metrics_address().empty()
+                                  ? std::string()
+                                  : ", metrics http://" + (*daemon)->metrics_address() + "/metrics";
   if (!options.foreground) {
     finish_detaching(log_fd, ready_fd,
                      "shelfd: serving " + options.daemon.socket_path + " (pid " +
                          std::to_string(::getpid()) + ", limit " +
-                         format_bytes(store.memory_limit()) + ", log " + options.log_file + ")" +
-                         recovered + "\n");
+                         format_bytes(store.memory_limit()) + ", log " + options.log_file +
+                         metrics + ")" + recovered + "\n");
   }
   server::log_info("serving " + options.daemon.socket_path + " with segment /dev/shm/" +
                    options.store.segment_name + ", memory limit " +
-                   format_bytes(store.memory_limit()) + (recovered.empty() ? " (new)" : recovered));
+                   format_bytes(store.memory_limit()) + metrics +
+                   (recovered.empty() ? " (new)" : recovered));
   Status s = (*daemon)->run();
   if (!s.ok()) {
     server::log_error("event loop failed: " + s.message());

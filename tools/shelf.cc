@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <signal.h>
 #include <string>
 #include <thread>
@@ -18,7 +19,9 @@
 #include "base/units.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
+#include "tools/metrics_fetch.h"
 #include "tools/snapshot.h"
+#include "tools/status_view.h"
 
 namespace po = boost::program_options;
 using namespace shelf;
@@ -35,6 +38,7 @@ Commands:
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   status                    memory and datasets at a glance
+  metrics                   the daemon's figures in Prometheus's text format
   save DIR [NAME...]        write datasets (default: all) to files in DIR, with checksums
   load DIR [NAME...]        verify and publish datasets (default: all) saved in DIR
 
@@ -516,20 +520,48 @@ int cmd_status(const Command& cmd) {
   }
   auto client = connect(cmd, "status");
   if (!client.ok()) return fail(client.status());
-  const bool tty = ::isatty(STDOUT_FILENO);
-  ::signal(SIGINT, [](int) { g_stop = 1; });
+  // On a terminal, a picture (status_view.h); piped, plain text.
+  const bool picture = !json && ::isatty(STDOUT_FILENO);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, [](int) { g_stop = 1; });
+  std::optional<WatchScreen> screen;
+  if (picture && watch > 0) screen.emplace(STDOUT_FILENO);
   for (uint64_t i = 0; !g_stop; ++i) {
     auto stats = client->status();
-    if (!stats.ok()) return fail(stats.status());
-    if (watch > 0 && tty && !json) std::cout << "\x1b[H\x1b[2J";  // clear the screen
-    std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+    if (!stats.ok()) {
+      screen.reset();  // the message must stay on the terminal's own screen
+      return fail(stats.status());
+    }
+    if (screen) {
+      const TerminalSize size = terminal_size(STDOUT_FILENO);
+      screen->draw(status_picture(*stats, size, size.rows - 1));
+    } else if (picture) {
+      std::cout << status_picture(*stats, terminal_size(STDOUT_FILENO)) << std::flush;
+    } else {
+      std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+    }
     if (watch <= 0 || (iterations > 0 && i + 1 >= iterations)) break;
-    if (!json) std::cout << "\n";
+    if (!json && !screen) std::cout << "\n";
     const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(watch);
     while (!g_stop && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  return 0;
+}
+
+int cmd_metrics(const Command& cmd) {
+  po::options_description options("Options");
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, {}, &vm, &code, "metrics")) return code;
+  const std::string socket = cmd.socket.empty() ? default_socket_path() : cmd.socket;
+  auto text = fetch_metrics(socket, std::chrono::milliseconds(10000));
+  if (!text.ok()) {
+    // Still a valid exposition: a textfile collector then reports shelf_up 0.
+    std::cout << metrics_down_text() << std::flush;
+    return fail(text.status());
+  }
+  std::cout << *text << std::flush;
   return 0;
 }
 
@@ -576,6 +608,7 @@ int main(int argc, char** argv) {
   if (cmd.name == "info") return cmd_info(cmd);
   if (cmd.name == "unpublish") return cmd_unpublish(cmd);
   if (cmd.name == "status") return cmd_status(cmd);
+  if (cmd.name == "metrics") return cmd_metrics(cmd);
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
   return usage_error("unknown command '" + cmd.name + "'", "");

@@ -333,6 +333,21 @@ class Dataset:
                            nullable=self._nullable, meta=meta, label=f"shelf-{self.name}",
                            enforce_metadata=False)
 
+    # Arrow's PyCapsule interface: pyarrow.table(ds), polars.from_arrow(ds),
+    # DuckDB and pandas >= 2.2 read the dataset without copying its buffers
+    # (bools are bit-packed per export, unless requested_schema asks for
+    # uint8). Every column is exported, a stored index too. The export holds
+    # the lease until the consumer releases the last array. No
+    # __arrow_c_array__: one array of several partitions would be a copy, and
+    # consumers that prefer it would then fail where the stream works.
+    def __arrow_c_schema__(self):
+        """An "arrow_schema" capsule: a struct of the dataset's columns."""
+        return self._handle.arrow_c_schema()
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        """An "arrow_array_stream" capsule: one struct array per partition."""
+        return self._handle.arrow_c_stream(requested_schema)
+
     def verify(self):
         """Recomputes every buffer's checksum; raises shelf.CorruptionError on a mismatch."""
         self._handle.verify()

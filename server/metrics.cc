@@ -1,0 +1,188 @@
+#include "server/metrics.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <vector>
+
+namespace shelf::server {
+
+namespace {
+
+constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
+    "connect", "bad_frame", "hello",     "allocate", "abort", "publish",
+    "get",     "release",   "unpublish", "list",     "status"};
+
+// Prometheus label values in snake_case, as metric names are.
+constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
+    "ok",         "not_found",   "already_exists",    "invalid_argument", "resource_exhausted",
+    "corruption", "unavailable", "permission_denied", "io_error",         "internal"};
+
+// Appends one metric family: its HELP and TYPE lines.
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+void sample(std::string& out, std::string_view name, uint64_t value) {
+  out.append(name).append(" ").append(std::to_string(value)).append("\n");
+}
+
+// A gauge family of one unlabelled sample.
+void gauge(std::string& out, std::string_view name, std::string_view help, uint64_t value) {
+  family(out, name, "gauge", help);
+  sample(out, name, value);
+}
+
+void counter(std::string& out, std::string_view name, std::string_view help, uint64_t value) {
+  family(out, name, "counter", help);
+  sample(out, name, value);
+}
+
+void refused(std::string& out, const DaemonCounters& counters) {
+  family(out, "shelf_refused_total", "counter",
+         "Requests shelfd answered with an error, by request and reason (the status code). "
+         "A publish refused over the memory limit is request=\"allocate\" (its first step) or "
+         "\"publish\", reason=\"resource_exhausted\".");
+  bool any = false;
+  for (size_t r = 0; r < DaemonCounters::kRequests; ++r) {
+    for (size_t c = 1; c < DaemonCounters::kCodes; ++c) {
+      const uint64_t n = counters.refused[r][c];
+      if (n == 0) continue;
+      any = true;
+      out.append("shelf_refused_total{request=\"")
+          .append(kRequestLabels[r])
+          .append("\",reason=\"")
+          .append(kReasonLabels[c])
+          .append("\"} ")
+          .append(std::to_string(n))
+          .append("\n");
+    }
+  }
+  // A counter that exists from the start lets rate() see the first refusal.
+  if (!any)
+    out.append("shelf_refused_total{request=\"allocate\",reason=\"resource_exhausted\"} 0\n");
+}
+
+void dataset_memory(std::string& out, const protocol::StatusResponse& s, uint32_t top) {
+  std::vector<const protocol::DatasetSummary*> order;
+  order.reserve(s.datasets.size());
+  for (const auto& d : s.datasets) order.push_back(&d);
+  const size_t shown = std::min<size_t>(top, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(shown), order.end(),
+                    [](const protocol::DatasetSummary* a, const protocol::DatasetSummary* b) {
+                      if (a->memory_bytes != b->memory_bytes)
+                        return a->memory_bytes > b->memory_bytes;
+                      return a->name < b->name;
+                    });
+  family(out, "shelf_dataset_memory_bytes", "gauge",
+         "Memory a published dataset takes from the limit, for the largest datasets only "
+         "(shelfd --metrics-datasets).");
+  uint64_t other = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i >= shown) {
+      other += order[i]->memory_bytes;
+      continue;
+    }
+    out.append("shelf_dataset_memory_bytes{dataset=\"")
+        .append(escape_label_value(order[i]->name))
+        .append("\"} ")
+        .append(std::to_string(order[i]->memory_bytes))
+        .append("\n");
+  }
+  gauge(out, "shelf_dataset_memory_other_bytes",
+        "Memory of the published datasets not listed in shelf_dataset_memory_bytes.", other);
+}
+
+}  // namespace
+
+void DaemonCounters::count_refused(Request request, Status::Code code) {
+  const auto c = static_cast<size_t>(code);
+  if (c == 0 || c >= kCodes) return;
+  ++refused[static_cast<size_t>(request)][c];
+}
+
+DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
+  using protocol::MessageType;
+  switch (type) {
+    case MessageType::kHello:
+      return Request::kHello;
+    case MessageType::kAllocate:
+      return Request::kAllocate;
+    case MessageType::kAbort:
+      return Request::kAbort;
+    case MessageType::kPublish:
+      return Request::kPublish;
+    case MessageType::kGet:
+      return Request::kGet;
+    case MessageType::kRelease:
+      return Request::kRelease;
+    case MessageType::kUnpublish:
+      return Request::kUnpublish;
+    case MessageType::kList:
+      return Request::kList;
+    case MessageType::kStatus:
+      return Request::kStatus;
+  }
+  return Request::kBadFrame;
+}
+
+std::string escape_label_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char ch : value) {
+    if (ch == '\\') {
+      out += "\\\\";
+    } else if (ch == '"') {
+      out += "\\\"";
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_datasets) {
+  const protocol::StatusResponse& s = snapshot.status;
+  std::string out;
+  out.reserve(4096 + 96 * std::min<size_t>(top_datasets, s.datasets.size()));
+  gauge(out, "shelf_up", "1 while shelfd answers (`shelf metrics` prints 0 when it cannot).", 1);
+  family(out, "shelf_start_time_seconds", "gauge",
+         "When this shelfd started, in seconds since the Unix epoch.");
+  char start[64];
+  std::snprintf(start, sizeof start, "%" PRId64 ".%03" PRId64, s.started_ns / 1000000000,
+                (s.started_ns % 1000000000) / 1000000);
+  out.append("shelf_start_time_seconds ").append(start).append("\n");
+  gauge(out, "shelf_memory_limit_bytes", "The memory limit (shelfd --memory-limit).",
+        s.memory_limit);
+  gauge(out, "shelf_memory_used_bytes",
+        "Memory charged to the limit: datasets, extents being written, memory not yet given "
+        "back, and the index.",
+        s.used_bytes);
+  gauge(out, "shelf_memory_resident_bytes", "What /dev/shm really holds for the segment.",
+        s.resident_bytes);
+  gauge(out, "shelf_memory_pending_free_bytes",
+        "Unpublished memory still read under leases, or being given back to the OS (part of "
+        "used).",
+        s.pending_free_bytes);
+  gauge(out, "shelf_memory_unsealed_bytes", "Memory publishers are writing (part of used).",
+        s.unsealed_bytes);
+  gauge(out, "shelf_memory_index_bytes", "The segment's header and index (part of used).",
+        s.index_bytes);
+  gauge(out, "shelf_datasets", "Published datasets.", s.datasets.size());
+  gauge(out, "shelf_datasets_quarantined", "Datasets found damaged at restart, kept, not served.",
+        s.quarantined.size());
+  gauge(out, "shelf_leases", "Leases held by readers.", s.num_leases);
+  gauge(out, "shelf_connections", "Clients connected.", s.num_connections);
+  counter(out, "shelf_publishes_total", "Dataset names published since shelfd started.",
+          snapshot.counters.publishes);
+  counter(out, "shelf_unpublishes_total", "Dataset names unpublished since shelfd started.",
+          snapshot.counters.unpublishes);
+  refused(out, snapshot.counters);
+  dataset_memory(out, s, top_datasets);
+  return out;
+}
+
+}  // namespace shelf::server
