@@ -142,6 +142,18 @@ struct ColumnScan {
       can_bool = parse_bool(text, &b);
     }
     if (!can_int && !can_uint && !can_float) return;
+    switch (number_shape(text)) {
+      case NumberShape::kSmallInt:
+        return;  // int64, uint64 and an exact float64
+      case NumberShape::kNegativeSmallInt:
+        can_uint = false;
+        return;
+      case NumberShape::kDecimal:
+        can_int = can_uint = false;
+        return;
+      case NumberShape::kOther:
+        break;
+    }
     int64_t i;
     if (can_int && parse_number(text, &i)) {
       can_uint = can_uint && i >= 0;
@@ -222,7 +234,7 @@ struct ScanRequest {
 // Checks one record's fields (pass 1). Returns the error for it, if any.
 Status check_record(const FileShape& shape, CsvTokenizer& tok, const char* buf,
                     const ScanRequest& req, ChunkScan& out) {
-  const std::vector<CsvRawField>& fields = tok.fields();
+  const std::span<const CsvRawField> fields = tok.fields();
   const std::vector<std::string>& cols = *shape.columns;
   if (fields.size() != cols.size()) {
     return Status::invalid_argument("expected " + std::to_string(cols.size()) + " fields, found " +
@@ -747,6 +759,7 @@ class Writer {
     SHELF_RETURN_IF_ERROR(add_partitions());
     for (const Field& f : plan_.schema) {
       stores_.push_back(store_for(f.type));
+      widths_.push_back(fixed_width(f.type));
       if (f.type == Type::kBytes) return Status::internal("bytes column in a CSV table");
     }
     const size_t n = plan_.chunks.size();
@@ -841,6 +854,7 @@ class Writer {
   Progress* progress_;
   std::vector<std::vector<Target>> targets_;  // per file, its partitions in order
   std::vector<StoreFn> stores_;               // per column; null for strings
+  std::vector<uint32_t> widths_;              // per column: bytes per value
 };
 
 // Parses chunk i again, writes its fixed-width values in place and stages
@@ -875,7 +889,7 @@ Status Writer::write_chunk(size_t i, Staged& st) {
         tok.parse(data, buf.size(), pos, buf.at_end()) != CsvParse::kRecord) {
       return changed("a record is not what it was");
     }
-    const std::vector<CsvRawField>& fields = tok.fields();
+    const std::span<const CsvRawField> fields = tok.fields();
     if (fields.size() != width) {
       return changed("expected " + std::to_string(width) + " fields, found " +
                      std::to_string(fields.size()));
@@ -894,7 +908,7 @@ Status Writer::write_chunk(size_t i, Staged& st) {
         st.nulls[col].push_back(null);
         continue;
       }
-      std::byte* slot = t.values[col] + local * fixed_width(field.type);
+      std::byte* slot = t.values[col] + local * widths_[col];
       if (null) {
         st.fixed_nulls.emplace_back(col, row);
         if (field.type == Type::kFloat64) {
@@ -924,21 +938,25 @@ Status Writer::write_chunk(size_t i, Staged& st) {
 // one chunk at a time.
 Status Writer::commit(size_t i, Staged& st) {
   const CsvChunk& c = plan_.chunks[i];
+  const uint64_t n = plan_.options.partition_rows;
   for (size_t col = 0; col < plan_.schema.size(); ++col) {
     if (plan_.schema[col].type != Type::kString) continue;
+    const std::string_view bytes = st.bytes[col];
     uint64_t prev = 0;
-    for (uint64_t r = 0; r < c.rows; ++r) {
+    // Row by row, in runs that share one partition.
+    for (uint64_t r = 0; r < c.rows;) {
       uint64_t local;
       StringColumnWriter w = target(c.file, c.first_row + r, &local).builder.strings(col);
-      const uint64_t end = st.ends[col][r];
-      Status s = st.nulls[col][r]
-                     ? w.append_null()
-                     : w.append(std::string_view(st.bytes[col]).substr(prev, end - prev));
-      if (!s.ok()) {
-        return Status::invalid_argument(path(c.file) +
-                                        " changed while it was read: " + s.message());
+      const uint64_t run_end = n ? std::min(c.rows, r + (n - local)) : c.rows;
+      for (; r < run_end; ++r) {
+        const uint64_t end = st.ends[col][r];
+        Status s = st.nulls[col][r] ? w.append_null() : w.append(bytes.substr(prev, end - prev));
+        if (!s.ok()) {
+          return Status::invalid_argument(path(c.file) +
+                                          " changed while it was read: " + s.message());
+        }
+        prev = end;
       }
-      prev = end;
     }
   }
   for (const auto& [col, r] : st.fixed_nulls) {

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -36,14 +37,48 @@ T out_of_range_value(std::string_view text) {
   }
 }
 
+// The digits of a plain decimal integer of at most 18 digits (so it fits
+// int64 whatever its sign), or false.
+inline bool small_decimal(std::string_view digits, uint64_t* out) {
+  if (digits.empty() || digits.size() > 18) return false;
+  uint64_t v = 0;
+  for (char ch : digits) {
+    const auto d = static_cast<unsigned>(ch - '0');
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return true;
+}
+
 // Integers and floating-point numbers: one rule, from_chars of the whole
-// field after trimming blanks and one leading '+'. A float beyond its
-// type's range is +-inf, as "inf" itself is.
+// field after trimming blanks and one leading '+' (with a fast path for
+// short plain integers that gives what from_chars would). A float beyond
+// its type's range is +-inf, as "inf" itself is.
 template <class T>
 bool parse_number(std::string_view text, T* out) {
   text = trim(text);
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);
   if (text.empty()) return false;
+  if constexpr (std::is_integral_v<T>) {
+    const bool negative = text.front() == '-';
+    uint64_t v;
+    if (small_decimal(text.substr(negative ? 1 : 0), &v)) {
+      if (negative) {
+        if constexpr (std::is_unsigned_v<T>) {
+          return false;  // from_chars takes no sign for unsigned types
+        } else {
+          const int64_t s = -static_cast<int64_t>(v);
+          if (s < std::numeric_limits<T>::min()) return false;
+          *out = static_cast<T>(s);
+          return true;
+        }
+      }
+      if (v > static_cast<uint64_t>(std::numeric_limits<T>::max())) return false;
+      *out = static_cast<T>(v);
+      return true;
+    }
+  }
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
   if (end != text.data() + text.size()) return false;
   if constexpr (std::is_floating_point_v<T>) {
@@ -53,6 +88,43 @@ bool parse_number(std::string_view text, T* out) {
     }
   }
   return ec == std::errc();
+}
+
+// What a text is as a number, found without converting it, for inference:
+// a short plain integer (<= 15 digits: int64, uint64 if not negative, and
+// exactly a double), a plain decimal that from_chars takes as a float and
+// not as an integer, or anything else (kOther: ask the parsers).
+enum class NumberShape { kSmallInt, kNegativeSmallInt, kDecimal, kOther };
+
+inline NumberShape number_shape(std::string_view text) {
+  text = trim(text);
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  const bool negative = !text.empty() && text.front() == '-';
+  if (negative) text.remove_prefix(1);
+  size_t i = 0, mantissa = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+  mantissa = i;
+  if (i == text.size()) {
+    if (i == 0 || i > 15) return NumberShape::kOther;
+    return negative ? NumberShape::kNegativeSmallInt : NumberShape::kSmallInt;
+  }
+  bool decimal = false;
+  if (text[i] == '.') {
+    decimal = true;
+    const size_t start = ++i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    mantissa += i - start;
+  }
+  if (mantissa == 0) return NumberShape::kOther;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    decimal = true;
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    const size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    if (i == start) return NumberShape::kOther;
+  }
+  return decimal && i == text.size() ? NumberShape::kDecimal : NumberShape::kOther;
 }
 
 inline bool parse_bool_byte(std::string_view text, uint8_t* out) {
