@@ -171,23 +171,17 @@ class Spooler {
     size_t last = 0;  // 0: a frame just ended (or none began)
     for (;;) {
       ZSTD_inBuffer in{block.data(), have, 0};
-      while (in.pos < in.size) {
+      // Until the input is used up and the decoder holds nothing back (it
+      // filled the whole output last time: call it again).
+      bool full = false;
+      while (in.pos < in.size || full) {
         ZSTD_outBuffer o{out.data(), out.size(), 0};
         last = ZSTD_decompressStream(ctx.get(), &o, &in);
         if (ZSTD_isError(last)) {
           return broken("corrupt zstd data", base + in.pos, ZSTD_getErrorName(last));
         }
         SHELF_RETURN_IF_ERROR(emit(out.data(), o.pos));
-      }
-      // Flush what the decoder holds back even with no input left.
-      for (;;) {
-        ZSTD_outBuffer o{out.data(), out.size(), 0};
-        last = ZSTD_decompressStream(ctx.get(), &o, &in);
-        if (ZSTD_isError(last)) {
-          return broken("corrupt zstd data", base + in.pos, ZSTD_getErrorName(last));
-        }
-        SHELF_RETURN_IF_ERROR(emit(out.data(), o.pos));
-        if (o.pos < o.size) break;
+        full = o.pos == o.size;
       }
       base += have;
       if (eof) break;

@@ -30,7 +30,7 @@ namespace shelf::tools {
 
 // How long a FIFO may stay without a writer (no data and no end) before
 // `shelf publish` refuses it instead of waiting for ever.
-constexpr int kFifoWriterWaitMs = 10000;
+constexpr int kFifoWriterWaitMs = 5000;
 // Read and decompression block of a spooled input.
 constexpr size_t kSpoolBlockBytes = 1 << 20;
 
