@@ -497,8 +497,11 @@ int cmd_save(const Command& cmd) {
   std::string dir;
   std::vector<std::string> names;
   po::options_description options("Options");
+  bool progress = false, quiet = false;
   options.add_options()("dir", po::value(&dir)->required(), "an existing directory")(
-      "names", po::value(&names)->multitoken(), "datasets to save (default: all)");
+      "names", po::value(&names)->multitoken(), "datasets to save (default: all)")(
+      "progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")(
+      "quiet", po::bool_switch(&quiet), "no progress line");
   po::positional_options_description positional;
   positional.add("dir", 1).add("names", -1);
   po::variables_map vm;
@@ -506,7 +509,9 @@ int cmd_save(const Command& cmd) {
   if (!parse_args(cmd, options, positional, &vm, &code, "save DIR [NAME...]")) return code;
   auto client = connect(cmd, "save");
   if (!client.ok()) return fail(client.status());
-  auto report = save_snapshot(*client, dir, names);
+  Progress progress_line("save", progress_mode(progress, quiet));
+  auto report = save_snapshot(*client, dir, names, &progress_line);
+  progress_line.finish();
   if (!report.ok()) return fail(report.status());
   for (const std::string& name : report->skipped) {
     std::cout << "skipped '" << name << "': unpublished while saving\n";
@@ -527,13 +532,15 @@ int cmd_save(const Command& cmd) {
 int cmd_load(const Command& cmd) {
   std::string dir;
   std::vector<std::string> names;
-  bool override_existing = false;
+  bool override_existing = false, progress = false, quiet = false;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("dir", po::value(&dir)->required(), "a directory written by shelf save")
       ("names", po::value(&names)->multitoken(), "datasets to load (default: all in DIR)")
-      ("override", po::bool_switch(&override_existing), "replace datasets of the same names");
+      ("override", po::bool_switch(&override_existing), "replace datasets of the same names")
+      ("progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")
+      ("quiet", po::bool_switch(&quiet), "no progress line");
   // clang-format on
   po::positional_options_description positional;
   positional.add("dir", 1).add("names", -1);
@@ -544,7 +551,9 @@ int cmd_load(const Command& cmd) {
   }
   auto client = connect(cmd, "load");
   if (!client.ok()) return fail(client.status());
-  auto report = load_snapshot(*client, dir, names, override_existing);
+  Progress progress_line("load", progress_mode(progress, quiet));
+  auto report = load_snapshot(*client, dir, names, override_existing, &progress_line);
+  progress_line.finish();
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {
     std::cout << "loaded '" << e.name << "' from " << e.path << ": " << entry_line(e) << "\n";

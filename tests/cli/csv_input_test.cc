@@ -318,6 +318,21 @@ TEST_F(CsvInputTest, ProgressLineOnlyOnATerminalUnlessForcedOrQuiet) {
   r = shelf({"publish", "d", path, "--progress"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "publish: ") && contains(r.err, "MB/s")) << r.err;
+  // save and load draw the same line.
+  const std::string dir = daemon_->dir() + "/snap";
+  std::filesystem::create_directories(dir);
+  r = in_terminal({"save", dir, "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "\rsave: ") && contains(r.out, "MB/s")) << r.out;
+  r = shelf({"save", dir, "a"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "MB/s")) << r.err;
+  r = in_terminal({"load", dir, "a", "--override"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "\rload: ") && contains(r.out, "MB/s")) << r.out;
+  r = in_terminal({"load", dir, "a", "--override", "--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_FALSE(contains(r.out, "MB/s")) << r.out;
 }
 
 }  // namespace
