@@ -87,14 +87,13 @@ void Progress::draw(bool final_erase) {
 
 void Progress::run() {
   std::unique_lock<std::mutex> lock(mu_);
-  const auto first = std::chrono::steady_clock::now() + std::chrono::milliseconds(kProgressDelayMs);
-  if (!wake_.wait_until(lock, first, [this] { return stop_; })) {
-    for (;;) {
-      draw(false);
-      if (wake_.wait_for(lock, std::chrono::milliseconds(kProgressIntervalMs),
-                         [this] { return stop_; })) {
-        break;
-      }
+  // Drawn at least once, however short the work: what is shown does not
+  // depend on how the threads were scheduled.
+  for (;;) {
+    draw(false);
+    if (wake_.wait_for(lock, std::chrono::milliseconds(kProgressIntervalMs),
+                       [this] { return stop_; })) {
+      break;
     }
   }
   draw(true);

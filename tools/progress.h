@@ -3,8 +3,8 @@
 // redrawn a few times a second and erased when the work ends.
 //
 // Shown only when stderr is a terminal (kAuto), or always (kAlways,
-// --progress), never with kNever (--quiet). Nothing is drawn in the first
-// kProgressDelayMs.
+// --progress), never with kNever (--quiet). When shown, it is drawn at
+// least once, at the start, however short the work.
 //
 // Threads: add_bytes() / add_rows() / set_total() may be called from any
 // thread (atomics); a Progress owns one drawing thread, stopped and joined
@@ -22,7 +22,6 @@
 namespace shelf::tools {
 
 constexpr int kProgressIntervalMs = 250;
-constexpr int kProgressDelayMs = 0;
 
 class Progress {
  public:

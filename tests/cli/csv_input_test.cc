@@ -20,6 +20,7 @@
 
 #include "tests/cli/csv_dump.h"
 #include "tests/support/test_daemon.h"
+#include "tools/progress.h"
 
 namespace shelf {
 namespace {
@@ -333,6 +334,14 @@ TEST_F(CsvInputTest, ProgressLineOnlyOnATerminalUnlessForcedOrQuiet) {
   r = in_terminal({"load", dir, "a", "--override", "--quiet"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_FALSE(contains(r.out, "MB/s")) << r.out;
+}
+
+TEST(ProgressLine, SaysBytesOfTotalRowsRateAndEta) {
+  EXPECT_EQ(tools::Progress::format_line("publish", 512ull << 20, 1ull << 30, 1000, 2.0),
+            "publish: 512.0 MB of 1.00 GB (50%), 1000 rows, 256 MB/s, ETA 2 s");
+  // An unknown total (a pipe): no percentage, no ETA.
+  EXPECT_EQ(tools::Progress::format_line("publish", 1ull << 20, 0, 0, 1.0),
+            "publish: 1.0 MB, 1 MB/s");
 }
 
 }  // namespace
