@@ -261,8 +261,11 @@ Result<std::unique_ptr<CsvSource>> CsvSource::open(const std::string& path,
     }
   } else if (S_ISFIFO(st.st_mode) && !is_stdin) {
     SHELF_RETURN_IF_ERROR(wait_for_writer(in.get(), s->name_));
-  } else if (!is_stdin && !S_ISCHR(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
-    return Status::invalid_argument(s->name_ + " is not a file, a pipe or a FIFO");
+  } else if (::isatty(in.get())) {
+    return Status::invalid_argument(s->name_ + " is a terminal; give a file, a pipe or a FIFO");
+  } else if (!is_stdin && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+    // A device (/dev/zero, a disk) has no end a CSV could have.
+    return Status::invalid_argument(s->name_ + " is a device, not a file, a pipe or a FIFO");
   }
   SHELF_ASSIGN_OR_RETURN(UniqueFd spool, make_spool_file());
   const uint64_t total = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;

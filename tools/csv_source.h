@@ -5,7 +5,7 @@
 // read exactly once, in one streaming pass, into a private temporary file
 // that is unlinked at once (so nothing is left behind, even after kill -9):
 //   - "-" (standard input), a pipe, a FIFO, /dev/stdin, <(process
-//     substitution), a character device;
+//     substitution) (a terminal or another device is refused);
 //   - a gzip (.gz, magic 1f 8b) or zstd (.zst, magic 28 b5 2f fd) stream,
 //     detected by its first bytes, not its name, and decompressed streaming.
 // The parser then sees plain bytes, so a compressed or piped input gives the
@@ -43,7 +43,7 @@ class CsvSource {
   using OnSpoolProgress = std::function<void(uint64_t done, uint64_t total)>;
 
   // Opens `path` ("-": standard input). Errors name the path: cannot open,
-  // a directory, a terminal on standard input, a FIFO nobody writes to
+  // a directory, a terminal or a device, a FIFO nobody writes to
   // within kFifoWriterWaitMs, a truncated or corrupt gzip/zstd stream (with
   // the compressed byte offset where it broke), a full temporary directory.
   static Result<std::unique_ptr<CsvSource>> open(const std::string& path,

@@ -168,6 +168,10 @@ TEST_F(CsvInputTest, FifoIsReadOnceAndNeverWaitedOnForever) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, fifo) && contains(r.err, "FIFO")) << r.err;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  // A device has no end: refused at once, not read for ever.
+  r = shelf({"publish", "zero", "/dev/zero"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "/dev/zero is a device")) << r.err;
   ASSERT_TRUE(daemon_->connect().unpublish_dataset("plain").ok());
   ASSERT_TRUE(daemon_->connect().unpublish_dataset("fifo").ok());
   expect_nothing_published();
