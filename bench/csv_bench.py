@@ -15,6 +15,7 @@ times (best of --repeat, wall clock, file in the page cache):
   libcsv tokenise     libcsv over the bytes, counting fields: no types, no output (1 core)
   shelf publish -t N  the whole publish with N threads: two parallel passes, into shelfd
   pandas read_csv     pandas' C engine into a DataFrame (1 core), import not counted
+  before: ...         with --before SHELF, that binary's publish of the plain file
 and the same for the gzip'd file (gzip -1) where it applies. Figures are
 GB/s of CSV text and ratios against pandas and libcsv of the same run.
 """
@@ -89,6 +90,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--no-gzip", action="store_true")
+    ap.add_argument("--before", metavar="SHELF",
+                    help="another shelf binary (e.g. one built from main) timed on the plain "
+                         "file in the same run, as the before figure")
     args = ap.parse_args()
     shelf = os.path.join(args.build, "tools", "shelf")
     shelfd = os.path.join(args.build, "server", "shelfd")
@@ -115,6 +119,9 @@ def main():
             run([shelf, "publish", "d", path, "--threads", str(threads), "--override",
                  "--quiet"], env=env)
 
+        def publish_before():
+            run([args.before, "publish", "d", csv, "--override"], env=env)
+
         rows = []
         def add(label, seconds):
             rows.append((label, seconds))
@@ -124,6 +131,9 @@ def main():
             nonlocal out
             out = run([libcsv, csv])
         add("libcsv tokenise (1 core)", best_of(args.repeat, tokenise))
+        if args.before:
+            add("before: " + os.path.basename(os.path.dirname(os.path.dirname(args.before))) +
+                " shelf publish", best_of(args.repeat, publish_before))
         for t in (1, 2):
             add("shelf publish --threads %d" % t, best_of(args.repeat, lambda: publish(csv, t)))
         pandas_s = min(float(run(["/usr/bin/python3", "-c", PANDAS, csv]).split()[0])
