@@ -48,8 +48,7 @@ int main(int argc, char** argv) {
     csv_free(&p);
     std::fclose(f);
   }
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%llu %llu %llu %.6f\n", bytes, counts.fields, counts.records, s);
   return 0;
 }
