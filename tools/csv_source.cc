@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <string_view>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -201,8 +202,25 @@ class Spooler {
   uint64_t written_ = 0;
 };
 
-// A FIFO opened without blocking: waits (bounded) until a writer sends data
-// or goes away, then makes reads blocking again.
+Status make_blocking(int fd, const std::string& name) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+    return Status::from_errno("cannot read " + name, errno);
+  }
+  return Status();
+}
+
+// A pipe (what `<(...)` and /dev/fd/N name) rather than a FIFO with a name
+// in a file system: the kernel names it "pipe:[inode]".
+bool is_anonymous_pipe(int fd) {
+  char target[64];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+  return n >= 5 && std::string_view(target, 5) == "pipe:";
+}
+
+// A named FIFO opened without blocking: waits (bounded) until a writer sends
+// data or goes away, then makes reads blocking again.
 Status wait_for_writer(int fd, const std::string& name) {
   pollfd p{fd, POLLIN, 0};
   int rc;
@@ -216,11 +234,7 @@ Status wait_for_writer(int fd, const std::string& name) {
         std::to_string(kFifoWriterWaitMs / 1000) +
         " s; start the program that writes it first, or pipe it into 'shelf publish NAME -'");
   }
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-    return Status::from_errno("cannot read " + name, errno);
-  }
-  return Status();
+  return make_blocking(fd, name);
 }
 
 }  // namespace
@@ -260,7 +274,8 @@ Result<std::unique_ptr<CsvSource>> CsvSource::open(const std::string& path,
       return s;
     }
   } else if (S_ISFIFO(st.st_mode) && !is_stdin) {
-    SHELF_RETURN_IF_ERROR(wait_for_writer(in.get(), s->name_));
+    SHELF_RETURN_IF_ERROR(is_anonymous_pipe(in.get()) ? make_blocking(in.get(), s->name_)
+                                                      : wait_for_writer(in.get(), s->name_));
   } else if (::isatty(in.get())) {
     return Status::invalid_argument(s->name_ + " is a terminal; give a file, a pipe or a FIFO");
   } else if (!is_stdin && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {

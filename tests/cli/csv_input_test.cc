@@ -20,6 +20,7 @@
 
 #include "tests/cli/csv_dump.h"
 #include "tests/support/test_daemon.h"
+#include "tools/csv_source.h"
 #include "tools/progress.h"
 
 namespace shelf {
@@ -138,6 +139,15 @@ TEST_F(CsvInputTest, CompressedPipedAndFifoInputsGiveThePlainFilesDataset) {
   r = test::run_command({"/usr/bin/timeout", "60", "/bin/bash", "-c", cmd + "<(cat '" + gz + "')"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(dump("subst"), expected);
+  // A pipe's writer is a process: a slow one is waited for, past the bound
+  // a named FIFO without a writer gets.
+  cmd.clear();
+  for (const std::string& a : shelf_argv({"publish", "slow"})) cmd += "'" + a + "' ";
+  const std::string delay = std::to_string(tools::kFifoWriterWaitMs / 1000 + 1);
+  r = test::run_command({"/usr/bin/timeout", "60", "/bin/bash", "-c",
+                         cmd + "<(sleep " + delay + "; cat '" + gz + "')"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(dump("slow"), expected);
 }
 
 // Today's hang: the FIFO was read twice, and the second open waited for a
