@@ -1,592 +1,1008 @@
 #include "tools/csv_table.h"
 
-#include <charconv>
+#include <algorithm>
+#include <atomic>
 #include <cmath>
-#include <cstdio>
+#include <condition_variable>
 #include <cstring>
-#include <functional>
 #include <limits>
-#include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
-#include <sys/stat.h>
+#include <thread>
 
-#include <csv.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "base/check.h"
 #include "base/utf8.h"
+#include "tools/csv_source.h"
+#include "tools/csv_tokenizer.h"
+#include "tools/csv_values.h"
+#include "tools/progress.h"
 
 namespace shelf::tools {
 
-namespace {
-
-struct CsvField {
-  std::string text;
-  bool null = false;  // an empty unquoted field
-};
-
-using OnRecord = std::function<Status(const std::vector<CsvField>& fields, uint64_t line)>;
-
-// State shared with libcsv's C callbacks for one file.
-struct ParseContext {
-  std::vector<CsvField> fields;
-  size_t num_fields = 0;        // fields of the current record (`fields` is reused)
-  uint64_t line = 1;            // physical line being fed
-  uint64_t record_line = 1;     // line where the current record started
-  bool between_records = true;  // the last record ended; the next starts with the next byte
-  const OnRecord* on_record = nullptr;
-  Status error;
-};
-
-void on_field(void* data, size_t length, void* ctx_ptr) {
-  auto* ctx = static_cast<ParseContext*>(ctx_ptr);
-  if (!ctx->error.ok()) return;
-  if (ctx->fields.size() <= ctx->num_fields) ctx->fields.emplace_back();
-  CsvField& f = ctx->fields[ctx->num_fields++];
-  f.null = data == nullptr;
-  f.text.assign(data ? static_cast<const char*>(data) : "", data ? length : 0);
-}
-
-void on_record_end(int, void* ctx_ptr) {
-  auto* ctx = static_cast<ParseContext*>(ctx_ptr);
-  if (!ctx->error.ok()) return;
-  ctx->fields.resize(ctx->num_fields);
-  ctx->error = (*ctx->on_record)(ctx->fields, ctx->record_line);
-  ctx->num_fields = 0;
-  ctx->between_records = true;
-}
-
-// RFC 4180 keeps spaces: a field is exactly what stands between the commas.
-int no_space(unsigned char) { return 0; }
-
-// Feeds every record of `path` to `on_record` and stores in `*xxh3` the XXH3
-// of the bytes read, so that pass 2 can tell whether it read what pass 1 did.
-Status read_csv(const std::string& path, const OnRecord& on_record, uint64_t* xxh3) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       &std::fclose);
-  if (!file) return Status::from_errno("cannot read " + path, errno);
-  csv_parser parser;
-  if (csv_init(&parser, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL | CSV_EMPTY_IS_NULL) != 0) {
-    return Status::resource_exhausted("csv_init failed");
-  }
-  std::unique_ptr<csv_parser, void (*)(csv_parser*)> guard(&parser, &csv_free);
-  csv_set_space_func(&parser, no_space);
-  ParseContext ctx;
-  ctx.on_record = &on_record;
-  auto malformed = [&](const char* what) {
-    return Status::invalid_argument(path + ":" + std::to_string(ctx.line) +
-                                    ": malformed CSV: " + what);
-  };
-  // 1 MiB reads, or one read the size of a smaller file: allocating (and
-  // zeroing) 1 MiB for every small file made the CSV fuzzer 10x slower.
-  struct stat st;
-  size_t block_size = 1 << 20;
-  if (::fstat(::fileno(file.get()), &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
-      static_cast<uint64_t>(st.st_size) < block_size) {
-    block_size = static_cast<size_t>(st.st_size) + 1;  // +1: read() then sees the end at once
-  }
-  std::vector<char> block(block_size);
-  XXH3_state_t digest;
-  XXH3_64bits_reset(&digest);
-  size_t got;
-  while ((got = std::fread(block.data(), 1, block.size(), file.get())) > 0) {
-    XXH3_64bits_update(&digest, block.data(), got);
-    // Feed line by line so that errors can name the line.
-    size_t start = 0;
-    while (start < got && ctx.error.ok()) {
-      const void* nl = std::memchr(block.data() + start, '\n', got - start);
-      size_t end = nl ? static_cast<size_t>(static_cast<const char*>(nl) - block.data()) + 1 : got;
-      // A record starts on the first line after the last one that is not
-      // blank (libcsv skips blank lines). Noted here, not when its first
-      // field ends: that field may span lines, or never be closed.
-      const std::string_view piece(block.data() + start, end - start);
-      if (ctx.between_records && piece.find_first_not_of("\r\n") != std::string_view::npos) {
-        ctx.record_line = ctx.line;
-        ctx.between_records = false;
-      }
-      size_t n =
-          csv_parse(&parser, block.data() + start, end - start, on_field, on_record_end, &ctx);
-      if (n != end - start) {
-        return malformed("a quote inside an unquoted field, or text after a closing quote");
-      }
-      if (nl) ++ctx.line;
-      start = end;
-    }
-    if (!ctx.error.ok()) return ctx.error;
-  }
-  if (std::ferror(file.get())) return Status::from_errno("cannot read " + path, errno);
-  if (csv_fini(&parser, on_field, on_record_end, &ctx) != 0) {
-    return Status::invalid_argument(path + ":" + std::to_string(ctx.record_line) +
-                                    ": malformed CSV: a quoted field is never closed");
-  }
-  *xxh3 = XXH3_64bits_digest(&digest);
-  return ctx.error;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
-
-// Integers and floating-point numbers: one rule, from_chars of the whole
-// field after trimming blanks and one leading '+'.
-template <class T>
-bool parse_number(std::string_view text, T* out) {
-  text = trim(text);
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  if (text.empty()) return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const auto yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-bool parse_bool_byte(std::string_view text, uint8_t* out) {
-  bool b;
-  if (!parse_bool(text, &b)) return false;
-  *out = b ? 1 : 0;
-  return true;
-}
-
-// Returns fn(parse, T{}) with the parser of a fixed-width `type` and the C++
-// type its values are stored as (bool: one byte). The one place that says
-// which parser reads which type: pass 1 checks values with it and pass 2
-// writes them with it, so the two cannot disagree.
-template <class Fn>
-auto with_parser(Type type, Fn&& fn) {
-  switch (type) {
-    case Type::kInt8:
-      return fn(parse_number<int8_t>, int8_t{});
-    case Type::kInt16:
-      return fn(parse_number<int16_t>, int16_t{});
-    case Type::kInt32:
-      return fn(parse_number<int32_t>, int32_t{});
-    case Type::kInt64:
-      return fn(parse_number<int64_t>, int64_t{});
-    case Type::kUInt8:
-      return fn(parse_number<uint8_t>, uint8_t{});
-    case Type::kUInt16:
-      return fn(parse_number<uint16_t>, uint16_t{});
-    case Type::kUInt32:
-      return fn(parse_number<uint32_t>, uint32_t{});
-    case Type::kUInt64:
-      return fn(parse_number<uint64_t>, uint64_t{});
-    case Type::kFloat32:
-      return fn(parse_number<float>, float{});
-    case Type::kFloat64:
-      return fn(parse_number<double>, double{});
-    case Type::kTimestamp:
-      return fn(parse_timestamp, int64_t{});
-    case Type::kBool:
-      return fn(parse_bool_byte, uint8_t{});
-    case Type::kString:
-    case Type::kBytes:
-      break;
-  }
-  SHELF_CHECK(type != Type::kString && type != Type::kBytes);
-  __builtin_unreachable();
-}
-
-bool value_fits(Type type, std::string_view text) {
-  if (type == Type::kString) return true;
-  if (type == Type::kBytes) return false;
-  return with_parser(type, [&](auto parse, auto value) { return parse(text, &value); });
-}
-
-// What the values of one column seen so far could be.
-struct Inference {
-  bool any_value = false;
-  bool can_bool = true;
-  bool can_int = true;
-  bool can_float = true;
-
-  void see(std::string_view text) {
-    any_value = true;
-    if (can_bool) {
-      bool b;
-      can_bool = parse_bool(text, &b);
-    }
-    if (can_int) {
-      int64_t i;
-      can_int = parse_int64(text, &i);
-    }
-    if (can_float) {
-      double d;
-      can_float = parse_float64(text, &d);
-    }
-  }
-  Type type() const {
-    if (!any_value) return Type::kString;
-    if (can_bool) return Type::kBool;
-    if (can_int) return Type::kInt64;
-    if (can_float) return Type::kFloat64;
-    return Type::kString;
-  }
-};
-
-}  // namespace
-
-bool parse_int64(std::string_view text, int64_t* out) { return parse_number(text, out); }
-bool parse_float64(std::string_view text, double* out) { return parse_number(text, out); }
-
-bool parse_bool(std::string_view text, bool* out) {
-  text = trim(text);
-  if (text == "true" || text == "True" || text == "TRUE") {
-    *out = true;
-    return true;
-  }
-  if (text == "false" || text == "False" || text == "FALSE") {
-    *out = false;
-    return true;
-  }
-  return false;
-}
-
-bool parse_timestamp(std::string_view text, int64_t* out_ns) {
-  text = trim(text);
-  if (parse_number(text, out_ns)) return true;  // nanoseconds since the epoch
-  // YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|+00:00]
-  auto digits = [&](size_t pos, size_t count, int64_t* v) {
-    if (pos + count > text.size()) return false;
-    *v = 0;
-    for (size_t i = pos; i < pos + count; ++i) {
-      if (text[i] < '0' || text[i] > '9') return false;
-      *v = *v * 10 + (text[i] - '0');
-    }
-    return true;
-  };
-  int64_t y, mo, d, h = 0, mi = 0, s = 0, frac_ns = 0;
-  if (!digits(0, 4, &y) || text.size() < 10 || text[4] != '-' || !digits(5, 2, &mo) ||
-      text[7] != '-' || !digits(8, 2, &d)) {
-    return false;
-  }
-  size_t pos = 10;
-  if (pos < text.size() && (text[pos] == 'T' || text[pos] == ' ')) {
-    if (!digits(pos + 1, 2, &h) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
-        !digits(pos + 4, 2, &mi)) {
-      return false;
-    }
-    pos += 6;
-    if (pos < text.size() && text[pos] == ':') {
-      if (!digits(pos + 1, 2, &s)) return false;
-      pos += 3;
-      if (pos < text.size() && text[pos] == '.') {
-        ++pos;
-        int64_t scale = 100000000;
-        size_t start = pos;
-        while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
-          frac_ns += (text[pos] - '0') * scale;
-          scale /= 10;
-          ++pos;
-        }
-        if (pos == start || pos - start > 9) return false;
-      }
-    }
-  }
-  std::string_view zone = text.substr(pos);
-  if (!(zone.empty() || zone == "Z" || zone == "+00:00")) return false;
-  static constexpr int kDaysIn[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (mo < 1 || mo > 12 || d < 1 || d > kDaysIn[mo - 1] || h > 23 || mi > 59 || s > 60) {
-    return false;
-  }
-  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-  if (mo == 2 && d == 29 && !leap) return false;
-  const int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
-  // int64 nanoseconds reach from 1677 to 2262: refuse what falls outside.
-  const int64_t seconds = ((days * 24 + h) * 60 + mi) * 60 + s;
-  int64_t ns;
-  return !__builtin_mul_overflow(seconds, int64_t{1000000000}, &ns) &&
-         !__builtin_add_overflow(ns, frac_ns, out_ns);
-}
-
-Result<std::map<std::string, Type>> parse_schema_option(std::string_view text) {
-  std::map<std::string, Type> out;
-  while (!text.empty()) {
-    size_t comma = text.find(',');
-    std::string_view item = text.substr(0, comma);
-    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
-    size_t colon = item.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-      return Status::invalid_argument("--schema: '" + std::string(item) +
-                                      "' is not NAME:TYPE (e.g. balance:int64)");
-    }
-    auto type = parse_type(item.substr(colon + 1));
-    if (!type || *type == Type::kBytes) {
-      return Status::invalid_argument(
-          "--schema: unknown type '" + std::string(item.substr(colon + 1)) +
-          "'; use int8..int64, uint8..uint64, float32, float64, bool, string or timestamp");
-    }
-    out[std::string(item.substr(0, colon))] = *type;
-  }
-  return out;
-}
+CsvPlan::CsvPlan() = default;
+CsvPlan::~CsvPlan() = default;
+CsvPlan::CsvPlan(CsvPlan&&) noexcept = default;
+CsvPlan& CsvPlan::operator=(CsvPlan&&) noexcept = default;
 
 namespace {
+
+// How far a chunk that guessed its start may read past its end for its last
+// record before it stops guessing (it is parsed again from a known start).
+constexpr uint64_t kMaxGuessOverrunBytes = 64 << 20;
+constexpr size_t kMinReadBytes = 64 << 10;
 
 std::string at(const std::string& path, uint64_t line) {
   return path + ":" + std::to_string(line) + ": ";
 }
 
-// Pass 1 over the files, one after the other: checks each header and row,
-// infers the types and measures the partitions into `plan`.
-class Planner {
- public:
-  Planner(const std::vector<std::string>& files, const CsvOptions& options) : options_(options) {
-    plan_.files = files;
+// Runs fn(0..n-1) on up to `threads` threads; each index once.
+template <class Fn>
+void run_parallel(size_t n, unsigned threads, Fn&& fn) {
+  const size_t workers = std::min<size_t>(std::max(1u, threads), n);
+  if (workers <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
   }
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (size_t w = 0; w < workers; ++w) {
+    pool.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    });
+  }
+  for (std::thread& t : pool) t.join();
+}
 
-  Status read_file(size_t fi) {
-    file_ = fi;
-    saw_header_ = false;
-    row_ = 0;
-    current_ = nullptr;
-    const std::string& path = plan_.files[fi];
-    uint64_t xxh3 = 0;
-    SHELF_RETURN_IF_ERROR(read_csv(
-        path,
-        [this](const std::vector<CsvField>& fields, uint64_t line) {
-          return saw_header_ ? on_row(fields, line) : on_header(fields, line);
-        },
-        &xxh3));
-    if (!saw_header_) {
-      return Status::invalid_argument(path + ":1: the file is empty; expected a header row");
+unsigned thread_count(const CsvOptions& o) {
+  return o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// True when every byte of [data, data+size) is valid UTF-8. A field is a
+// piece of such a range cut at ASCII bytes, and a UTF-8 sequence holds no
+// ASCII byte, so a valid range means every field in it is valid.
+bool range_is_utf8(const char* data, size_t size) {
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, data + i, 8);
+    if (w & 0x8080808080808080ull) break;
+  }
+  return is_valid_utf8(std::string_view(data + i, size - i));
+}
+
+// Number of '\n' in [begin, end): 16 bytes at a time (std::count is a byte
+// loop at -O2, and it was a fifth of pass 1).
+uint64_t count_newlines(const char* begin, const char* end) {
+  uint64_t n = 0;
+#if defined(__SSE2__)
+  // Per byte lane, minus one per match (cmpeq gives -1); summed with SAD
+  // before a lane can pass 255.
+  const __m128i nl = _mm_set1_epi8('\n');
+  while (begin + 16 <= end) {
+    __m128i lanes = _mm_setzero_si128();
+    for (int k = 0; k < 255 && begin + 16 <= end; ++k, begin += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin));
+      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v, nl));
     }
-    if (current_ == nullptr) {  // a header and no rows: an empty partition keeps the file's place
-      plan_.partitions.push_back(CsvPartition{fi, 0, 0, std::vector<uint64_t>(header_.size())});
-    }
-    plan_.total_rows += row_;
-    plan_.file_xxh3.push_back(xxh3);
+    const __m128i sums = _mm_sad_epu8(lanes, _mm_setzero_si128());
+    n += static_cast<uint64_t>(_mm_cvtsi128_si64(sums)) +
+         static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums)));
+  }
+#endif
+  for (; begin < end; ++begin) n += *begin == '\n';
+  return n;
+}
+
+// The bytes [base, base + size()) of one source, read on demand.
+class ChunkBuffer {
+ public:
+  Status load(const CsvSource& src, uint64_t base, size_t length) {
+    src_ = &src;
+    base_ = base;
+    bytes_.resize(length);
+    SHELF_ASSIGN_OR_RETURN(size_t got, src.read_at(base, bytes_.data(), length));
+    bytes_.resize(got);
     return Status();
   }
+  // Reads more: at least kMinReadBytes, or as much again as it holds.
+  Status extend() {
+    const size_t old = bytes_.size();
+    const size_t more = std::max(kMinReadBytes, old);
+    bytes_.resize(old + more);
+    SHELF_ASSIGN_OR_RETURN(size_t got, src_->read_at(base_ + old, bytes_.data() + old, more));
+    bytes_.resize(old + got);
+    return Status();
+  }
+  const char* data() const { return bytes_.data(); }
+  size_t size() const { return bytes_.size(); }
+  uint64_t base() const { return base_; }
+  bool at_end() const { return base_ + bytes_.size() >= src_->size(); }
 
-  // The schema (forced types, else the inferred ones), and each partition's
-  // string byte counts cut to the string columns, in schema order, as
-  // TableBuilder::add_partition wants them.
-  CsvPlan finish() && {
-    for (size_t c = 0; c < header_.size(); ++c) {
-      auto forced = options_.forced_types.find(header_[c]);
-      plan_.schema.push_back(Field{header_[c], forced != options_.forced_types.end()
-                                                   ? forced->second
-                                                   : inference_[c].type()});
+ private:
+  const CsvSource* src_ = nullptr;
+  uint64_t base_ = 0;
+  std::vector<char> bytes_;
+};
+
+// What one input's records must look like.
+struct FileShape {
+  const CsvSource* src = nullptr;
+  std::string name;
+  uint64_t data_start = 0;    // first byte after the header
+  uint64_t header_lines = 0;  // newlines before data_start
+  uint64_t header_line = 1;   // where the header record starts
+  const std::vector<std::string>* columns = nullptr;
+  const std::vector<std::optional<Type>>* forced = nullptr;
+  const CsvOptions* options = nullptr;
+
+  bool is_null(const CsvRawField& f, std::string_view text) const {
+    if (f.quoted) return false;
+    if (f.length == 0) return true;
+    for (const std::string& n : options->null_values) {
+      if (n == text) return true;
     }
-    for (CsvPartition& p : plan_.partitions) {
-      std::vector<uint64_t> strings;
-      for (size_t c = 0; c < plan_.schema.size(); ++c) {
-        if (plan_.schema[c].type == Type::kString) strings.push_back(p.string_bytes[c]);
+    return false;
+  }
+};
+
+// What the values of one column seen so far could be.
+struct ColumnScan {
+  bool any = false;
+  bool can_bool = true;
+  bool can_int = true;
+  bool can_uint = true;
+  bool can_float = true;
+  bool float_exact = true;  // every integer text is exactly a double
+  uint64_t string_bytes = 0;
+
+  void see(std::string_view text) {
+    any = true;
+    if (can_bool) {
+      bool b;
+      can_bool = parse_bool(text, &b);
+    }
+    if (!can_int && !can_uint && !can_float) return;
+    switch (number_shape(text)) {
+      case NumberShape::kSmallInt:
+        return;  // int64, uint64 and an exact float64
+      case NumberShape::kNegativeSmallInt:
+        can_uint = false;
+        return;
+      case NumberShape::kDecimal:
+        can_int = can_uint = false;
+        return;
+      case NumberShape::kOther:
+        break;
+    }
+    int64_t i;
+    if (can_int && parse_number(text, &i)) {
+      can_uint = can_uint && i >= 0;
+      if (float_exact && (i > (int64_t{1} << 53) || i < -(int64_t{1} << 53))) see_big_integer(text);
+      return;  // an int64 is a float64 too
+    }
+    can_int = false;
+    uint64_t u;
+    const bool is_uint = can_uint && parse_number(text, &u);
+    can_uint = is_uint;
+    if (can_float) {
+      double d;
+      can_float = parse_number(text, &d);
+      if (can_float && float_exact) see_big_integer(text);
+    }
+  }
+  // An integer text whose double is not exactly it would lose digits.
+  void see_big_integer(std::string_view text) {
+    text = trim(text);
+    bool negative = false;
+    if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+      negative = text[0] == '-';
+      text.remove_prefix(1);
+    }
+    if (text.empty() || text.find_first_not_of("0123456789") != std::string_view::npos) return;
+    while (text.size() > 1 && text[0] == '0') text.remove_prefix(1);
+    double d;
+    if (!parse_number(text, &d)) return;
+    char buf[400];
+    std::snprintf(buf, sizeof buf, "%.0f", d);
+    float_exact = text == buf;
+    (void)negative;
+  }
+  void merge(const ColumnScan& o) {
+    any = any || o.any;
+    can_bool = can_bool && o.can_bool;
+    can_int = can_int && o.can_int;
+    can_uint = can_uint && o.can_uint;
+    can_float = can_float && o.can_float;
+    float_exact = float_exact && o.float_exact;
+    string_bytes += o.string_bytes;
+  }
+  Type type() const {
+    if (!any) return Type::kString;
+    if (can_bool) return Type::kBool;
+    if (can_int) return Type::kInt64;
+    if (can_uint) return Type::kUInt64;
+    if (can_float && float_exact) return Type::kFloat64;
+    return Type::kString;
+  }
+  bool lost_digits() const { return any && !can_int && !can_uint && can_float && !float_exact; }
+};
+
+// Pass 1 over one chunk: its records checked, its columns scanned.
+struct ChunkScan {
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  uint64_t rows = 0;
+  uint64_t newlines = 0;  // in [begin, end)
+  uint64_t xxh3 = 0;
+  bool gave_up = false;   // a guessed start read too far: scan again from a known one
+  bool io_error = false;  // `error` is about reading, not about the CSV
+  Status error;           // of the record that starts error_newlines lines after begin
+  uint64_t error_newlines = 0;
+  std::vector<ColumnScan> columns;
+  // Per cut row asked for: string bytes of each column before it.
+  std::vector<std::vector<uint64_t>> cut_bytes;
+};
+
+struct ScanRequest {
+  uint64_t start = 0;        // a record boundary, or where to guess one from
+  uint64_t stop = 0;         // records starting at or past it belong to the next chunk
+  bool guess_start = false;  // `start` is a nominal offset: begin after the next CR or LF
+  bool utf8_per_field = false;
+  std::vector<uint64_t> cuts;  // local row indices (ascending) to take cut_bytes at
+};
+
+// Checks one record's fields (pass 1). Returns the error for it, if any.
+Status check_record(const FileShape& shape, CsvTokenizer& tok, const char* buf,
+                    const ScanRequest& req, ChunkScan& out) {
+  const std::span<const CsvRawField> fields = tok.fields();
+  const std::vector<std::string>& cols = *shape.columns;
+  if (fields.size() != cols.size()) {
+    return Status::invalid_argument("expected " + std::to_string(cols.size()) + " fields, found " +
+                                    std::to_string(fields.size()));
+  }
+  for (size_t c = 0; c < fields.size(); ++c) {
+    const CsvRawField& f = fields[c];
+    const std::string_view text = tok.text(buf, f);
+    if (shape.is_null(f, text)) continue;
+    size_t bad;
+    if (req.utf8_per_field && !is_valid_utf8(text, &bad)) {
+      return Status::invalid_argument("column '" + cols[c] + "' is not valid UTF-8 (byte " +
+                                      std::to_string(bad) + " of the field)");
+    }
+    const std::optional<Type>& forced = (*shape.forced)[c];
+    if (forced) {
+      if (!value_fits(*forced, text)) {
+        return Status::invalid_argument("column '" + cols[c] + "': '" + std::string(text) +
+                                        "' is not a " + std::string(type_name(*forced)));
       }
-      p.string_bytes = std::move(strings);
+    } else {
+      out.columns[c].see(text);
     }
+    out.columns[c].string_bytes += text.size();
+  }
+  return Status();
+}
+
+// Finds the first record boundary at or past buf's second byte (the chunk
+// buffer starts one byte before the nominal offset). False: none yet.
+bool find_guessed_start(const ChunkBuffer& buf, size_t* pos) {
+  for (size_t i = 0; i < buf.size(); ++i) {
+    if (buf.data()[i] == '\n' || buf.data()[i] == '\r') {
+      *pos = i + 1;
+      return true;
+    }
+  }
+  return false;
+}
+
+ChunkScan scan_chunk(const FileShape& shape, const ScanRequest& req) {
+  ChunkScan out;
+  out.columns.resize(shape.columns->size());
+  ChunkBuffer buf;
+  const CsvSource& src = *shape.src;
+  const uint64_t first = req.guess_start ? req.start - 1 : req.start;
+  const uint64_t want = req.stop > first ? req.stop - first : 0;
+  auto io_failed = [&](Status s) {
+    out.error = std::move(s);
+    out.io_error = true;
+    return out;
+  };
+  if (Status s = buf.load(src, first, want + std::min<uint64_t>(want / 16 + 1, kMinReadBytes));
+      !s.ok()) {
+    return io_failed(s);
+  }
+  size_t pos = 0;
+  if (req.guess_start) {
+    while (!find_guessed_start(buf, &pos)) {
+      if (buf.at_end()) {
+        pos = buf.size();
+        break;
+      }
+      if (Status s = buf.extend(); !s.ok()) return io_failed(s);
+    }
+  }
+  out.begin = buf.base() + pos;
+  CsvTokenizer tok(shape.options->delimiter);
+  size_t record_start = pos, checked_end = pos;
+  while (buf.base() + pos < req.stop && pos < buf.size()) {
+    const char c = buf.data()[pos];
+    if (c == '\r' || c == '\n') {
+      ++pos;
+      continue;
+    }
+    const CsvParse r = tok.parse(buf.data(), buf.size(), pos, buf.at_end());
+    if (r == CsvParse::kNeedMore) {
+      if (req.guess_start && buf.size() > want + kMaxGuessOverrunBytes) {
+        out.gave_up = true;
+        return out;
+      }
+      if (Status s = buf.extend(); !s.ok()) return io_failed(s);
+      continue;
+    }
+    record_start = pos;
+    if (r == CsvParse::kError) {
+      out.error = Status::invalid_argument(tok.error());
+      checked_end = pos;
+      break;
+    }
+    checked_end = tok.next();
+    if (Status s = check_record(shape, tok, buf.data(), req, out); !s.ok()) {
+      out.error = s;
+      break;
+    }
+    ++out.rows;
+    if (out.cut_bytes.size() < req.cuts.size() && req.cuts[out.cut_bytes.size()] == out.rows) {
+      std::vector<uint64_t> bytes;
+      for (const ColumnScan& col : out.columns) bytes.push_back(col.string_bytes);
+      out.cut_bytes.push_back(std::move(bytes));
+    }
+    pos = tok.next();
+  }
+  const size_t begin_pos = static_cast<size_t>(out.begin - buf.base());
+  // Invalid UTF-8 somewhere: scan again checking each field, which finds the
+  // first bad one in record order.
+  if (!req.utf8_per_field &&
+      !range_is_utf8(buf.data() + begin_pos, std::max(checked_end, begin_pos) - begin_pos)) {
+    ScanRequest again = req;
+    again.utf8_per_field = true;
+    return scan_chunk(shape, again);
+  }
+  if (!out.error.ok()) {
+    out.error_newlines = count_newlines(buf.data() + begin_pos, buf.data() + record_start);
+    return out;
+  }
+  out.end = buf.base() + pos;
+  out.newlines = count_newlines(buf.data() + begin_pos, buf.data() + pos);
+  out.xxh3 = XXH3_64bits(buf.data() + begin_pos, pos - begin_pos);
+  return out;
+}
+
+// ------------------------------------------------------------- pass 1 --
+
+// A UTF-8 byte order mark, skipped before the header (or the first record).
+constexpr char kBom[] = "\xef\xbb\xbf";
+
+// Reads the header record of one input (or, with --no-header, only skips a
+// BOM); sets data_start and header_lines. Errors say FILE:1.
+Status read_header(FileShape& shape, std::vector<std::string>* names, uint64_t* xxh3) {
+  ChunkBuffer buf;
+  SHELF_RETURN_IF_ERROR(buf.load(*shape.src, 0, kMinReadBytes));
+  size_t pos = buf.size() >= 3 && std::memcmp(buf.data(), kBom, 3) == 0 ? 3 : 0;
+  if (shape.options->header) {
+    CsvTokenizer tok(shape.options->delimiter);
+    for (;;) {
+      while (pos < buf.size() && (buf.data()[pos] == '\r' || buf.data()[pos] == '\n')) ++pos;
+      if (pos == buf.size() && !buf.at_end()) {
+        SHELF_RETURN_IF_ERROR(buf.extend());
+        continue;
+      }
+      if (pos == buf.size()) {
+        return Status::invalid_argument(at(shape.name, 1) +
+                                        "the file is empty; expected a header row");
+      }
+      const CsvParse r = tok.parse(buf.data(), buf.size(), pos, buf.at_end());
+      if (r == CsvParse::kNeedMore) {
+        SHELF_RETURN_IF_ERROR(buf.extend());
+        continue;
+      }
+      const uint64_t line = 1 + count_newlines(buf.data(), buf.data() + pos);
+      if (r == CsvParse::kError)
+        return Status::invalid_argument(at(shape.name, line) + tok.error());
+      for (const CsvRawField& f : tok.fields()) names->emplace_back(tok.text(buf.data(), f));
+      shape.header_line = line;
+      pos = tok.next();
+      break;
+    }
+  }
+  shape.data_start = pos;
+  shape.header_lines = count_newlines(buf.data(), buf.data() + pos);
+  *xxh3 = XXH3_64bits(buf.data(), pos);
+  return Status();
+}
+
+// The header's names: each non-empty, UTF-8, once.
+Status check_names(const std::string& path, uint64_t line, const std::vector<std::string>& names) {
+  std::set<std::string> seen;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    if (name.empty()) {
+      return Status::invalid_argument(at(path, line) + "header field " + std::to_string(i + 1) +
+                                      " is empty; every column needs a name");
+    }
+    if (!is_valid_utf8(name)) {
+      return Status::invalid_argument(at(path, line) + "header is not valid UTF-8");
+    }
+    if (!seen.insert(name).second) {
+      return Status::invalid_argument(at(path, line) + "column name '" + name +
+                                      "' appears twice in the header");
+    }
+  }
+  return Status();
+}
+
+class Planner {
+ public:
+  Planner(const std::vector<std::string>& files, const CsvOptions& options) {
+    plan_.options = options;
+    plan_.options.progress = nullptr;  // the plan outlives the caller's Progress
+    progress_ = options.progress;
+    inputs_ = files;
+  }
+
+  Result<CsvPlan> run() && {
+    SHELF_RETURN_IF_ERROR(open_inputs());
+    SHELF_RETURN_IF_ERROR(read_headers());
+    SHELF_RETURN_IF_ERROR(scan_all());
+    infer_schema();
+    SHELF_RETURN_IF_ERROR(plan_partitions());
     return std::move(plan_);
   }
 
  private:
-  // Every file's header names each column once, in UTF-8; the first file's
-  // header is the table's, and the others must repeat it.
-  Status on_header(const std::vector<CsvField>& fields, uint64_t line) {
-    saw_header_ = true;
-    const std::string& path = plan_.files[file_];
-    std::vector<std::string> names;
-    std::set<std::string> seen;
-    for (size_t i = 0; i < fields.size(); ++i) {
-      const std::string& name = fields[i].text;
-      if (name.empty()) {
-        return Status::invalid_argument(at(path, line) + "header field " + std::to_string(i + 1) +
-                                        " is empty; every column needs a name");
+  Status open_inputs() {
+    uint64_t total = 0;
+    for (const std::string& path : inputs_) {
+      // A stream is read (and decompressed) once first: that shows as bytes
+      // done of an unknown total.
+      CsvSource::OnSpoolProgress spooled;
+      uint64_t last = 0;
+      if (progress_) {
+        spooled = [this, &last](uint64_t done, uint64_t) {
+          progress_->add_bytes(done - last);
+          last = done;
+        };
       }
-      if (!is_valid_utf8(name)) {
-        return Status::invalid_argument(at(path, line) + "header is not valid UTF-8");
-      }
-      if (!seen.insert(name).second) {
-        return Status::invalid_argument(at(path, line) + "column name '" + name +
-                                        "' appears twice in the header");
-      }
-      names.push_back(name);
+      SHELF_ASSIGN_OR_RETURN(std::unique_ptr<CsvSource> src, CsvSource::open(path, spooled));
+      plan_.files.push_back(src->name());
+      total += src->size();
+      plan_.sources.push_back(std::move(src));
     }
-    if (file_ > 0) {
-      if (names != header_) {
-        return Status::invalid_argument(at(path, line) + "header differs from the header of " +
-                                        plan_.files[0]);
+    if (progress_) progress_->restart("publish", 2 * total);  // two passes
+    return Status();
+  }
+
+  Status read_headers() {
+    const CsvOptions& o = plan_.options;
+    for (size_t fi = 0; fi < plan_.sources.size(); ++fi) {
+      FileShape shape;
+      shape.src = plan_.sources[fi].get();
+      shape.name = plan_.files[fi];
+      shape.options = &plan_.options;
+      std::vector<std::string> names;
+      uint64_t xxh3 = 0;
+      SHELF_RETURN_IF_ERROR(read_header(shape, &names, &xxh3));
+      const uint64_t line = shape.header_line;
+      if (!o.header) names = o.names;
+      SHELF_RETURN_IF_ERROR(check_names(shape.name, line, names));
+      if (fi == 0) {
+        columns_ = names;
+        SHELF_RETURN_IF_ERROR(set_forced_types());
+      } else if (names != columns_) {
+        return Status::invalid_argument(at(shape.name, line) +
+                                        "header differs from the header of " + plan_.files[0]);
       }
-      return Status();
+      shapes_.push_back(shape);
+      plan_.file_xxh3.push_back(xxh3);
     }
-    header_ = std::move(names);
-    inference_.resize(header_.size());
-    for (const auto& [name, type] : options_.forced_types) {
-      if (!seen.count(name)) {
-        return Status::invalid_argument("--schema names column '" + name + "', which " + path +
-                                        " does not have");
-      }
+    for (FileShape& s : shapes_) {
+      s.columns = &columns_;
+      s.forced = &forced_;
     }
     return Status();
   }
 
-  // A data row: the header's number of fields, each in UTF-8 and of its
-  // --schema type if it has one; counted into the current partition.
-  Status on_row(const std::vector<CsvField>& fields, uint64_t line) {
-    const std::string& path = plan_.files[file_];
-    if (fields.size() != header_.size()) {
-      return Status::invalid_argument(at(path, line) + "expected " +
-                                      std::to_string(header_.size()) + " fields, found " +
-                                      std::to_string(fields.size()));
-    }
-    if (current_ == nullptr ||
-        (options_.partition_rows > 0 && current_->rows == options_.partition_rows)) {
-      plan_.partitions.push_back(
-          CsvPartition{file_, row_, 0, std::vector<uint64_t>(header_.size())});
-      current_ = &plan_.partitions.back();
-    }
-    for (size_t c = 0; c < fields.size(); ++c) {
-      const CsvField& f = fields[c];
-      if (f.null) continue;
-      size_t bad;
-      if (!is_valid_utf8(f.text, &bad)) {
-        return Status::invalid_argument(at(path, line) + "column '" + header_[c] +
-                                        "' is not valid UTF-8 (byte " + std::to_string(bad) +
-                                        " of the field)");
+  Status set_forced_types() {
+    forced_.assign(columns_.size(), std::nullopt);
+    for (const auto& [name, type] : plan_.options.forced_types) {
+      auto it = std::find(columns_.begin(), columns_.end(), name);
+      if (it == columns_.end()) {
+        return Status::invalid_argument("--schema names column '" + name + "', which " +
+                                        plan_.files[0] + " does not have");
       }
-      auto forced = options_.forced_types.find(header_[c]);
-      if (forced != options_.forced_types.end()) {
-        if (!value_fits(forced->second, f.text)) {
-          return Status::invalid_argument(at(path, line) + "column '" + header_[c] + "': '" +
-                                          f.text + "' is not a " +
-                                          std::string(type_name(forced->second)));
-        }
-      } else {
-        inference_[c].see(f.text);
-      }
-      current_->string_bytes[c] += f.text.size();
+      forced_[static_cast<size_t>(it - columns_.begin())] = type;
     }
-    ++current_->rows;
-    ++row_;
     return Status();
   }
 
-  const CsvOptions& options_;
+  // Cuts every input into chunks and scans them all in parallel; then
+  // confirms each chunk's start from the one before it, in order, scanning
+  // again (from the right start) any chunk that guessed wrong.
+  Status scan_all() {
+    const uint64_t step = std::max<uint64_t>(1, plan_.options.chunk_bytes);
+    for (size_t fi = 0; fi < shapes_.size(); ++fi) {
+      const uint64_t begin = shapes_[fi].data_start, size = shapes_[fi].src->size();
+      uint64_t off = begin;
+      do {
+        CsvChunk c;
+        c.file = fi;
+        c.begin = off;
+        c.end = std::min(size, std::max(off, off + step));
+        plan_.chunks.push_back(c);
+        off = c.end;
+      } while (off < size);
+    }
+    std::vector<ChunkScan> scans(plan_.chunks.size());
+    run_parallel(scans.size(), thread_count(plan_.options), [&](size_t i) {
+      const CsvChunk& c = plan_.chunks[i];
+      ScanRequest req;
+      req.start = c.begin;
+      req.stop = c.end;
+      req.guess_start = c.begin != shapes_[c.file].data_start;
+      scans[i] = scan_chunk(shapes_[c.file], req);
+      if (progress_) progress_->add_bytes(c.end - c.begin);
+    });
+    columns_scan_.assign(columns_.size(), ColumnScan{});
+    uint64_t prev_end = 0, line = 0, row = 0;
+    for (size_t i = 0; i < plan_.chunks.size(); ++i) {
+      CsvChunk& c = plan_.chunks[i];
+      const FileShape& shape = shapes_[c.file];
+      if (i == 0 || plan_.chunks[i - 1].file != c.file) {
+        prev_end = shape.data_start;
+        line = 1 + shape.header_lines;
+        row = 0;
+      }
+      const uint64_t nominal_end = c.end;
+      if (prev_end >= nominal_end) {  // the record before it swallowed this chunk
+        scans[i] = ChunkScan{};
+        scans[i].begin = scans[i].end = prev_end;
+        scans[i].xxh3 = XXH3_64bits(nullptr, 0);
+        scans[i].columns.resize(columns_.size());
+      } else if (scans[i].begin != prev_end || scans[i].gave_up) {
+        ScanRequest req;
+        req.start = prev_end;
+        req.stop = nominal_end;
+        scans[i] = scan_chunk(shape, req);
+      }
+      ChunkScan& s = scans[i];
+      if (!s.error.ok()) {
+        if (s.io_error) return s.error;
+        return Status::invalid_argument(at(shape.name, line + s.error_newlines) +
+                                        s.error.message());
+      }
+      c.begin = s.begin;
+      c.end = s.end;
+      c.rows = s.rows;
+      c.first_row = row;
+      c.first_line = line;
+      c.xxh3 = s.xxh3;
+      for (size_t k = 0; k < columns_.size(); ++k) columns_scan_[k].merge(s.columns[k]);
+      chunk_string_bytes_.emplace_back();
+      for (const ColumnScan& col : s.columns)
+        chunk_string_bytes_.back().push_back(col.string_bytes);
+      prev_end = s.end;
+      line += s.newlines;
+      row += s.rows;
+      plan_.total_rows += s.rows;
+    }
+    return Status();
+  }
+
+  void infer_schema() {
+    for (size_t c = 0; c < columns_.size(); ++c) {
+      const ColumnScan& scan = columns_scan_[c];
+      const Type type = forced_[c] ? *forced_[c] : scan.type();
+      if (!forced_[c] && scan.lost_digits()) {
+        plan_.warnings.push_back(
+            "column '" + columns_[c] +
+            "' is kept as strings: it holds integers that float64 cannot hold exactly (beyond "
+            "int64, mixed with negative or decimal numbers, or beyond uint64); --schema " +
+            columns_[c] + ":float64 accepts the rounding");
+      }
+      plan_.schema.push_back(Field{columns_[c], type});
+    }
+  }
+
+  Status plan_partitions();
+
   CsvPlan plan_;
-  std::vector<std::string> header_;  // of the first file
-  std::vector<Inference> inference_;
-  // The file being read.
-  size_t file_ = 0;
-  bool saw_header_ = false;
-  uint64_t row_ = 0;                 // data rows of this file so far
-  CsvPartition* current_ = nullptr;  // the partition its rows go to
+  Progress* progress_ = nullptr;
+  std::vector<std::string> inputs_;
+  std::vector<FileShape> shapes_;
+  std::vector<std::string> columns_;
+  std::vector<std::optional<Type>> forced_;
+  std::vector<ColumnScan> columns_scan_;
+  std::vector<std::vector<uint64_t>> chunk_string_bytes_;  // per chunk, per column
 };
+
+// One partition per file, or one every partition_rows rows of each file; a
+// chunk across a partition's end is scanned again for its string bytes on
+// each side.
+Status Planner::plan_partitions() {
+  const uint64_t n = plan_.options.partition_rows;
+  std::vector<size_t> string_cols;
+  for (size_t c = 0; c < plan_.schema.size(); ++c) {
+    if (plan_.schema[c].type == Type::kString) string_cols.push_back(c);
+  }
+  // Cuts (local rows) inside each chunk, and their scans.
+  std::vector<std::vector<uint64_t>> cuts(plan_.chunks.size());
+  std::vector<size_t> to_scan;
+  for (size_t i = 0; i < plan_.chunks.size() && n > 0; ++i) {
+    const CsvChunk& c = plan_.chunks[i];
+    for (uint64_t r = (c.first_row / n + 1) * n; r < c.first_row + c.rows; r += n) {
+      cuts[i].push_back(r - c.first_row);
+    }
+    if (!cuts[i].empty() && !string_cols.empty()) to_scan.push_back(i);
+  }
+  std::vector<ChunkScan> rescans(to_scan.size());
+  run_parallel(to_scan.size(), thread_count(plan_.options), [&](size_t k) {
+    const CsvChunk& c = plan_.chunks[to_scan[k]];
+    ScanRequest req;
+    req.start = c.begin;
+    req.stop = c.end;
+    req.cuts = cuts[to_scan[k]];
+    rescans[k] = scan_chunk(shapes_[c.file], req);
+  });
+  for (const ChunkScan& s : rescans) {
+    if (!s.error.ok()) return s.error;  // the file changed under us
+  }
+  size_t next_rescan = 0;
+  CsvPartition* current = nullptr;
+  for (size_t i = 0; i < plan_.chunks.size(); ++i) {
+    const CsvChunk& c = plan_.chunks[i];
+    const bool new_file = i == 0 || plan_.chunks[i - 1].file != c.file;
+    auto open_partition = [&](uint64_t first_row) {
+      plan_.partitions.push_back(
+          CsvPartition{c.file, first_row, 0, std::vector<uint64_t>(string_cols.size())});
+      current = &plan_.partitions.back();
+    };
+    if (new_file) open_partition(0);
+    const ChunkScan* rescan = next_rescan < to_scan.size() && to_scan[next_rescan] == i
+                                  ? &rescans[next_rescan++]
+                                  : nullptr;
+    std::vector<uint64_t> before(string_cols.size(), 0);  // bytes of this chunk so far
+    uint64_t done = 0;                                    // rows of this chunk so far
+    for (size_t k = 0; k <= cuts[i].size(); ++k) {
+      const uint64_t upto = k < cuts[i].size() ? cuts[i][k] : c.rows;
+      if (n > 0 && current->rows == n && upto > done) open_partition(c.first_row + done);
+      for (size_t s = 0; s < string_cols.size(); ++s) {
+        const uint64_t total = k < cuts[i].size() && rescan
+                                   ? rescan->cut_bytes[k][string_cols[s]]
+                                   : chunk_string_bytes_[i][string_cols[s]];
+        current->string_bytes[s] += total - before[s];
+        before[s] = total;
+      }
+      current->rows += upto - done;
+      done = upto;
+    }
+  }
+  return Status();
+}
 
 }  // namespace
 
 Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions& options) {
   if (files.empty()) return Status::invalid_argument("no CSV file given");
-  Planner planner(files, options);
-  for (size_t fi = 0; fi < files.size(); ++fi) SHELF_RETURN_IF_ERROR(planner.read_file(fi));
-  return std::move(planner).finish();
+  if (options.delimiter == '"' || options.delimiter == '\r' || options.delimiter == '\n') {
+    return Status::invalid_argument("the delimiter cannot be a quote, CR or LF");
+  }
+  if (!options.header && options.names.empty()) {
+    return Status::invalid_argument("--no-header needs --names to name the columns");
+  }
+  if (options.header && !options.names.empty()) {
+    return Status::invalid_argument("--names is for files without a header (--no-header)");
+  }
+  return Planner(files, options).run();
 }
+
+// ------------------------------------------------------------- pass 2 --
 
 namespace {
 
-// Writes field `f` of `column` at `row`. Only an empty unquoted field is a
-// null; a value that does not parse as the column's type is an error, never
-// a null. Pass 1 checked every value, so such a value means the file changed.
-Status write_field(PartitionBuilder& part, const Field& field, size_t column, uint64_t row,
-                   const CsvField& f, const std::string& path, uint64_t line) {
-  auto changed = [&](const std::string& what) {
-    return Status::invalid_argument(at(path, line) + "column '" + field.name + "': " + what + "; " +
-                                    path + " changed while it was read");
-  };
-  if (field.type == Type::kString) {
-    StringColumnWriter w = part.strings(column);
-    Status s = f.null ? w.append_null() : w.append(f.text);
-    return s.ok() ? s : changed("more bytes than when it was first read");
-  }
-  if (field.type == Type::kBytes) return Status::internal("bytes column in a CSV table");
-  return with_parser(field.type, [&](auto parse, auto value) {
-    using T = decltype(value);
-    if (f.null) {
-      part.set_null(column, row);
-      if constexpr (std::is_floating_point_v<T>) value = std::numeric_limits<T>::quiet_NaN();
-    } else if (!parse(f.text, &value)) {
-      return changed("'" + f.text + "' is not a " + std::string(type_name(field.type)));
-    }
-    part.values<T>(column)[row] = value;
-    return Status();
-  });
+// Parses `text` as the column's type into the value slot at `slot`.
+using StoreFn = bool (*)(std::string_view text, std::byte* slot);
+
+template <class T, bool (*Parse)(std::string_view, T*)>
+bool store(std::string_view text, std::byte* slot) {
+  T value;
+  if (!Parse(text, &value)) return false;
+  std::memcpy(slot, &value, sizeof value);
+  return true;
 }
 
-// Pass 2 over file `fi`: writes its rows into `parts`, its partitions.
-Status write_file(const CsvPlan& plan, size_t fi,
-                  std::vector<std::pair<const CsvPartition*, PartitionBuilder>>& parts) {
-  const std::string& path = plan.files[fi];
-  bool header = true;
-  uint64_t row = 0;
-  size_t current = 0;
-  auto changed = [&](uint64_t line, const std::string& what) {
-    return Status::invalid_argument(at(path, line) + what + "; " + path +
+StoreFn store_for(Type type) {
+  switch (type) {
+    case Type::kInt8:
+      return store<int8_t, parse_number<int8_t>>;
+    case Type::kInt16:
+      return store<int16_t, parse_number<int16_t>>;
+    case Type::kInt32:
+      return store<int32_t, parse_number<int32_t>>;
+    case Type::kInt64:
+      return store<int64_t, parse_number<int64_t>>;
+    case Type::kUInt8:
+      return store<uint8_t, parse_number<uint8_t>>;
+    case Type::kUInt16:
+      return store<uint16_t, parse_number<uint16_t>>;
+    case Type::kUInt32:
+      return store<uint32_t, parse_number<uint32_t>>;
+    case Type::kUInt64:
+      return store<uint64_t, parse_number<uint64_t>>;
+    case Type::kFloat32:
+      return store<float, parse_number<float>>;
+    case Type::kFloat64:
+      return store<double, parse_number<double>>;
+    case Type::kTimestamp:
+      return store<int64_t, parse_timestamp>;
+    case Type::kBool:
+      return store<uint8_t, parse_bool_byte>;
+    case Type::kString:
+    case Type::kBytes:
+      break;
+  }
+  return nullptr;
+}
+
+// One partition being filled: where each fixed-width column's values live.
+struct Target {
+  PartitionBuilder builder;
+  std::vector<std::byte*> values;  // per column; null for strings
+};
+
+// One chunk's strings and nulls, parsed in parallel and then appended to
+// the partitions in chunk order (StringColumnWriter appends, in row order).
+struct Staged {
+  std::vector<std::string> bytes;           // per column (string columns only)
+  std::vector<std::vector<uint64_t>> ends;  // per column: end of each row's text in bytes
+  std::vector<std::vector<uint8_t>> nulls;  // per column: 1 = null
+  std::vector<std::pair<size_t, uint64_t>> fixed_nulls;  // (column, row in chunk)
+};
+
+class Writer {
+ public:
+  Writer(const CsvPlan& plan, TableBuilder& table, Progress* progress)
+      : plan_(plan), table_(table), progress_(progress) {}
+
+  Status run() {
+    SHELF_RETURN_IF_ERROR(check_headers());
+    SHELF_RETURN_IF_ERROR(add_partitions());
+    for (const Field& f : plan_.schema) {
+      stores_.push_back(store_for(f.type));
+      widths_.push_back(fixed_width(f.type));
+      if (f.type == Type::kBytes) return Status::internal("bytes column in a CSV table");
+    }
+    const size_t n = plan_.chunks.size();
+    std::vector<Status> errors(n);
+    std::mutex mu;
+    std::condition_variable turn;
+    size_t next_commit = 0;
+    std::atomic<bool> failed{false};
+    run_parallel(n, thread_count(plan_.options), [&](size_t i) {
+      Staged staged;
+      Status s = failed.load() ? Status() : write_chunk(i, staged);
+      std::unique_lock<std::mutex> lock(mu);
+      turn.wait(lock, [&] { return next_commit == i; });
+      if (s.ok() && !failed.load()) s = commit(i, staged);
+      if (!s.ok()) {
+        errors[i] = s;
+        failed = true;
+      }
+      ++next_commit;
+      turn.notify_all();
+    });
+    for (const Status& s : errors) SHELF_RETURN_IF_ERROR(s);
+    for (const auto& src : plan_.sources) SHELF_RETURN_IF_ERROR(src->check_unchanged());
+    return Status();
+  }
+
+ private:
+  const std::string& path(size_t file) const { return plan_.files[file]; }
+
+  // Each file's size and header bytes are what pass 1 saw.
+  Status check_headers() {
+    if (plan_.sources.size() != plan_.files.size() ||
+        plan_.file_xxh3.size() != plan_.files.size()) {
+      return Status::invalid_argument("this plan's inputs are gone (a plan is written once)");
+    }
+    for (size_t fi = 0; fi < plan_.files.size(); ++fi) {
+      const CsvSource& src = *plan_.sources[fi];
+      SHELF_RETURN_IF_ERROR(src.check_unchanged());
+      uint64_t data_start = src.size();
+      for (const CsvChunk& c : plan_.chunks) {
+        if (c.file == fi) {
+          data_start = c.begin;
+          break;
+        }
+      }
+      ChunkBuffer buf;
+      SHELF_RETURN_IF_ERROR(buf.load(src, 0, data_start));
+      if (buf.size() != data_start || XXH3_64bits(buf.data(), buf.size()) != plan_.file_xxh3[fi]) {
+        return Status::invalid_argument(at(path(fi), 1) +
+                                        "the header differs from when it was first read; " +
+                                        path(fi) + " changed while it was read");
+      }
+    }
+    return Status();
+  }
+
+  Status add_partitions() {
+    targets_.assign(plan_.files.size(), {});
+    for (const CsvPartition& p : plan_.partitions) {
+      SHELF_ASSIGN_OR_RETURN(PartitionBuilder builder,
+                             table_.add_partition(p.rows, p.string_bytes));
+      Target t{builder, {}};
+      for (size_t c = 0; c < plan_.schema.size(); ++c) {
+        const Type type = plan_.schema[c].type;
+        t.values.push_back(type == Type::kString ? nullptr : fixed_values(builder, type, c));
+      }
+      targets_[p.file].push_back(std::move(t));
+    }
+    return Status();
+  }
+
+  static std::byte* fixed_values(PartitionBuilder& part, Type type, size_t c) {
+    return with_parser(type, [&](auto, auto value) {
+      using T = decltype(value);
+      return reinterpret_cast<std::byte*>(part.values<T>(c).data());
+    });
+  }
+
+  // The partition of data row `row` of `file`, and the row within it.
+  Target& target(size_t file, uint64_t row, uint64_t* local) {
+    const uint64_t n = plan_.options.partition_rows;
+    const uint64_t index = n ? row / n : 0;
+    *local = n ? row % n : row;
+    return targets_[file][index];
+  }
+
+  Status write_chunk(size_t i, Staged& staged);
+  Status commit(size_t i, Staged& staged);
+
+  const CsvPlan& plan_;
+  TableBuilder& table_;
+  Progress* progress_;
+  std::vector<std::vector<Target>> targets_;  // per file, its partitions in order
+  std::vector<StoreFn> stores_;               // per column; null for strings
+  std::vector<uint32_t> widths_;              // per column: bytes per value
+};
+
+// Parses chunk i again, writes its fixed-width values in place and stages
+// its strings and nulls. Anything unlike pass 1 means the file changed.
+Status Writer::write_chunk(size_t i, Staged& st) {
+  const CsvChunk& c = plan_.chunks[i];
+  const CsvSource& src = *plan_.sources[c.file];
+  ChunkBuffer buf;
+  SHELF_RETURN_IF_ERROR(buf.load(src, c.begin, c.end - c.begin));
+  const std::string& name = path(c.file);
+  const char* data = buf.data();
+  size_t pos = 0;
+  auto changed = [&](const std::string& what) {
+    const uint64_t line = c.first_line + count_newlines(data, data + pos);
+    return Status::invalid_argument(at(name, line) + what + "; " + name +
                                     " changed while it was read");
   };
-  auto on_record = [&](const std::vector<CsvField>& fields, uint64_t line) -> Status {
-    if (header) {
-      header = false;
-      bool same = fields.size() == plan.schema.size();
-      for (size_t c = 0; same && c < fields.size(); ++c) {
-        same = fields[c].text == plan.schema[c].name;
+  const size_t width = plan_.schema.size();
+  st.bytes.resize(width);
+  st.ends.resize(width);
+  st.nulls.resize(width);
+  FileShape shape;
+  shape.options = &plan_.options;
+  CsvTokenizer tok(plan_.options.delimiter);
+  uint64_t row = 0;
+  while (pos < buf.size()) {
+    if (data[pos] == '\r' || data[pos] == '\n') {
+      ++pos;
+      continue;
+    }
+    if (buf.size() != c.end - c.begin ||
+        tok.parse(data, buf.size(), pos, buf.at_end()) != CsvParse::kRecord) {
+      return changed("a record is not what it was");
+    }
+    const std::span<const CsvRawField> fields = tok.fields();
+    if (fields.size() != width) {
+      return changed("expected " + std::to_string(width) + " fields, found " +
+                     std::to_string(fields.size()));
+    }
+    if (row >= c.rows) return changed("more rows than when it was first read");
+    uint64_t local;
+    Target& t = target(c.file, c.first_row + row, &local);
+    for (size_t col = 0; col < width; ++col) {
+      const CsvRawField& f = fields[col];
+      const std::string_view text = tok.text(data, f);
+      const bool null = shape.is_null(f, text);
+      const Field& field = plan_.schema[col];
+      if (field.type == Type::kString) {
+        if (!null) st.bytes[col].append(text);
+        st.ends[col].push_back(st.bytes[col].size());
+        st.nulls[col].push_back(null);
+        continue;
       }
-      return same ? Status() : changed(line, "the header differs from when it was first read");
-    }
-    while (current < parts.size() &&
-           row >= parts[current].first->first_row + parts[current].first->rows) {
-      ++current;
-    }
-    if (current == parts.size()) return changed(line, "more rows than when it was first read");
-    if (fields.size() != plan.schema.size()) {
-      return changed(line, "expected " + std::to_string(plan.schema.size()) + " fields, found " +
-                               std::to_string(fields.size()));
-    }
-    PartitionBuilder& part = parts[current].second;
-    const uint64_t r = row - parts[current].first->first_row;
-    for (size_t c = 0; c < fields.size(); ++c) {
-      SHELF_RETURN_IF_ERROR(write_field(part, plan.schema[c], c, r, fields[c], path, line));
+      std::byte* slot = t.values[col] + local * widths_[col];
+      if (null) {
+        st.fixed_nulls.emplace_back(col, row);
+        if (field.type == Type::kFloat64) {
+          const double nan = std::numeric_limits<double>::quiet_NaN();
+          std::memcpy(slot, &nan, sizeof nan);
+        } else if (field.type == Type::kFloat32) {
+          const float nan = std::numeric_limits<float>::quiet_NaN();
+          std::memcpy(slot, &nan, sizeof nan);
+        }
+      } else if (!stores_[col](text, slot)) {
+        return changed("column '" + field.name + "': '" + std::string(text) + "' is not a " +
+                       std::string(type_name(field.type)));
+      }
     }
     ++row;
-    return Status();
-  };
-  uint64_t xxh3 = 0;
-  SHELF_RETURN_IF_ERROR(read_csv(path, on_record, &xxh3));
-  uint64_t expected = 0;
-  for (const auto& [p, builder] : parts) expected += p->rows;
-  // Same rows and values that parse are not enough: any other byte (a value
-  // changed within its type, a string, a null) would be published unchecked.
-  if (row != expected || fi >= plan.file_xxh3.size() || xxh3 != plan.file_xxh3[fi]) {
-    return Status::invalid_argument(path + " changed while it was read: its bytes differ from " +
+    pos = tok.next();
+  }
+  if (row != c.rows) return changed("fewer rows than when it was first read");
+  if (XXH3_64bits(data, buf.size()) != c.xxh3) {
+    return Status::invalid_argument(name + " changed while it was read: its bytes differ from " +
                                     "what the first pass checked");
+  }
+  return Status();
+}
+
+// Appends chunk i's strings and marks its nulls. Called in chunk order,
+// one chunk at a time.
+Status Writer::commit(size_t i, Staged& st) {
+  const CsvChunk& c = plan_.chunks[i];
+  const uint64_t n = plan_.options.partition_rows;
+  for (size_t col = 0; col < plan_.schema.size(); ++col) {
+    if (plan_.schema[col].type != Type::kString) continue;
+    const std::string_view bytes = st.bytes[col];
+    uint64_t prev = 0;
+    // Row by row, in runs that share one partition.
+    for (uint64_t r = 0; r < c.rows;) {
+      uint64_t local;
+      StringColumnWriter w = target(c.file, c.first_row + r, &local).builder.strings(col);
+      const uint64_t run_end = n ? std::min(c.rows, r + (n - local)) : c.rows;
+      for (; r < run_end; ++r) {
+        const uint64_t end = st.ends[col][r];
+        Status s = st.nulls[col][r] ? w.append_null() : w.append(bytes.substr(prev, end - prev));
+        if (!s.ok()) {
+          return Status::invalid_argument(path(c.file) +
+                                          " changed while it was read: " + s.message());
+        }
+        prev = end;
+      }
+    }
+  }
+  for (const auto& [col, r] : st.fixed_nulls) {
+    uint64_t local;
+    target(c.file, c.first_row + r, &local).builder.set_null(col, local);
+  }
+  if (progress_) {
+    progress_->add_bytes(c.end - c.begin);
+    progress_->add_rows(c.rows);
   }
   return Status();
 }
 
 }  // namespace
 
+Status write_csv(const CsvPlan& plan, TableBuilder& table, Progress* progress) {
+  return Writer(plan, table, progress).run();
+}
+
 Status write_csv(const CsvPlan& plan, TableBuilder& table) {
-  size_t next_partition = 0;
-  for (size_t fi = 0; fi < plan.files.size(); ++fi) {
-    std::vector<std::pair<const CsvPartition*, PartitionBuilder>> parts;
-    for (; next_partition < plan.partitions.size() && plan.partitions[next_partition].file == fi;
-         ++next_partition) {
-      const CsvPartition& p = plan.partitions[next_partition];
-      SHELF_ASSIGN_OR_RETURN(PartitionBuilder builder, table.add_partition(p.rows, p.string_bytes));
-      parts.emplace_back(&p, builder);
-    }
-    SHELF_RETURN_IF_ERROR(write_file(plan, fi, parts));
-  }
-  return Status();
+  return write_csv(plan, table, nullptr);
 }
 
 }  // namespace shelf::tools

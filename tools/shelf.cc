@@ -1,6 +1,7 @@
 // shelf: the command-line tool. Publishes CSV files, lists, shows, removes
 // datasets, shows the daemon's memory at a glance, and saves datasets to
 // disk and loads them back (tools/snapshot.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -20,6 +21,7 @@
 #include "tools/csv_table.h"
 #include "tools/format.h"
 #include "tools/metrics_fetch.h"
+#include "tools/progress.h"
 #include "tools/snapshot.h"
 #include "tools/status_view.h"
 
@@ -126,22 +128,58 @@ Result<DatasetInfo> find_info(Client& client, const std::string& name) {
 
 // ------------------------------------------------------------ commands --
 
+// --delimiter: one character, or "\t" / "tab" for TSV.
+bool parse_delimiter(const std::string& text, char* out) {
+  if (text == "\\t" || text == "tab" || text == "\t") {
+    *out = '\t';
+    return true;
+  }
+  if (text.size() != 1 || text[0] == '"' || text[0] == '\r' || text[0] == '\n') return false;
+  *out = text[0];
+  return true;
+}
+
+std::vector<std::string> split_names(const std::string& text) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = text.find(',', start);
+    names.push_back(text.substr(start, comma - start));
+    if (comma == std::string::npos) return names;
+    start = comma + 1;
+  }
+}
+
+Progress::Mode progress_mode(bool forced, bool quiet) {
+  return quiet ? Progress::Mode::kNever : forced ? Progress::Mode::kAlways : Progress::Mode::kAuto;
+}
+
 int cmd_publish(const Command& cmd) {
-  std::string name, schema_text;
-  std::vector<std::string> files;
+  std::string name, schema_text, delimiter = ",", names_text;
+  std::vector<std::string> files, null_values;
   uint64_t partition_rows = 0;
-  bool override_existing = false;
+  unsigned threads = 0;
+  bool override_existing = false, no_header = false, progress = false, quiet = false;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("name", po::value(&name)->required(), "dataset name")
-      ("files", po::value(&files)->required()->multitoken(), "CSV files")
+      ("files", po::value(&files)->required()->multitoken(),
+       "CSV files (also .gz/.zst, by their first bytes); - for standard input")
       ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
       ("partition-rows", po::value(&partition_rows),
        "cut each file into partitions of N rows (default: one partition per file)")
       ("schema", po::value(&schema_text),
        "force column types, e.g. id:int32,when:timestamp (default: inferred as bool, int64, "
-       "float64 or string)");
+       "uint64, float64 or string)")
+      ("delimiter", po::value(&delimiter), "field delimiter: one character, or tab (default ,)")
+      ("no-header", po::bool_switch(&no_header), "the first line is data: name columns with --names")
+      ("names", po::value(&names_text), "column names for --no-header, e.g. id,name,balance")
+      ("null", po::value(&null_values)->composing(),
+       "an unquoted value that means null besides the empty field (repeatable)")
+      ("threads", po::value(&threads), "parsing threads (default: one per core)")
+      ("progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")
+      ("quiet", po::bool_switch(&quiet), "no progress line");
   // clang-format on
   po::positional_options_description positional;
   positional.add("name", 1).add("files", -1);
@@ -154,27 +192,52 @@ int cmd_publish(const Command& cmd) {
   if (vm.count("partition-rows") && partition_rows == 0) {
     return usage_error("--partition-rows must be at least 1", cmd.name);
   }
+  if (vm.count("threads") && (threads == 0 || threads > 1024)) {
+    return usage_error("--threads must be between 1 and 1024", cmd.name);
+  }
   CsvOptions csv;
   csv.partition_rows = partition_rows;
+  csv.threads = threads;
+  csv.header = !no_header;
+  csv.null_values = null_values;
+  if (!parse_delimiter(delimiter, &csv.delimiter)) {
+    return usage_error("--delimiter must be one character other than a quote, CR or LF (or tab)",
+                       cmd.name);
+  }
+  if (vm.count("names")) csv.names = split_names(names_text);
+  if (no_header != (vm.count("names") > 0)) {
+    return usage_error("--no-header and --names go together", cmd.name);
+  }
+  if (std::count(files.begin(), files.end(), "-") > 1) {
+    return usage_error("standard input (-) can be read once only", cmd.name);
+  }
   if (!schema_text.empty()) {
     auto forced = parse_schema_option(schema_text);
     if (!forced.ok()) return usage_error(forced.status().message(), cmd.name);
     csv.forced_types = std::move(forced).value();
   }
+  Progress progress_line("publish", progress_mode(progress, quiet));
+  csv.progress = &progress_line;
+  auto failed = [&](const Status& s) {  // the progress line goes before the message
+    progress_line.finish();
+    return fail(s);
+  };
   // Check everything before asking the daemon for memory: a bad file
   // publishes nothing and costs nothing.
   auto plan = plan_csv(files, csv);
-  if (!plan.ok()) return fail(plan.status());
+  if (!plan.ok()) return failed(plan.status());
   auto client = connect(cmd, "publish");
-  if (!client.ok()) return fail(client.status());
+  if (!client.ok()) return failed(client.status());
   auto table = client->create_table(plan->schema);
-  if (!table.ok()) return fail(table.status());
-  if (Status s = write_csv(*plan, *table); !s.ok()) return fail(s);
+  if (!table.ok()) return failed(table.status());
+  if (Status s = write_csv(*plan, *table, &progress_line); !s.ok()) return failed(s);
   PublishOptions publish_options;
   publish_options.override_existing = override_existing;
-  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
+  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return failed(s);
+  progress_line.finish();
+  for (const std::string& w : plan->warnings) std::cerr << "shelf: warning: " << w << "\n";
   auto info = find_info(*client, name);
-  if (!info.ok()) return fail(info.status());
+  if (!info.ok()) return failed(info.status());
   std::cout << "published '" << name << "': " << summary_line(*info) << "\n";
   return 0;
 }
@@ -441,8 +504,11 @@ int cmd_save(const Command& cmd) {
   std::string dir;
   std::vector<std::string> names;
   po::options_description options("Options");
+  bool progress = false, quiet = false;
   options.add_options()("dir", po::value(&dir)->required(), "an existing directory")(
-      "names", po::value(&names)->multitoken(), "datasets to save (default: all)");
+      "names", po::value(&names)->multitoken(), "datasets to save (default: all)")(
+      "progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")(
+      "quiet", po::bool_switch(&quiet), "no progress line");
   po::positional_options_description positional;
   positional.add("dir", 1).add("names", -1);
   po::variables_map vm;
@@ -450,7 +516,9 @@ int cmd_save(const Command& cmd) {
   if (!parse_args(cmd, options, positional, &vm, &code, "save DIR [NAME...]")) return code;
   auto client = connect(cmd, "save");
   if (!client.ok()) return fail(client.status());
-  auto report = save_snapshot(*client, dir, names);
+  Progress progress_line("save", progress_mode(progress, quiet));
+  auto report = save_snapshot(*client, dir, names, &progress_line);
+  progress_line.finish();
   if (!report.ok()) return fail(report.status());
   for (const std::string& name : report->skipped) {
     std::cout << "skipped '" << name << "': unpublished while saving\n";
@@ -471,13 +539,15 @@ int cmd_save(const Command& cmd) {
 int cmd_load(const Command& cmd) {
   std::string dir;
   std::vector<std::string> names;
-  bool override_existing = false;
+  bool override_existing = false, progress = false, quiet = false;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("dir", po::value(&dir)->required(), "a directory written by shelf save")
       ("names", po::value(&names)->multitoken(), "datasets to load (default: all in DIR)")
-      ("override", po::bool_switch(&override_existing), "replace datasets of the same names");
+      ("override", po::bool_switch(&override_existing), "replace datasets of the same names")
+      ("progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")
+      ("quiet", po::bool_switch(&quiet), "no progress line");
   // clang-format on
   po::positional_options_description positional;
   positional.add("dir", 1).add("names", -1);
@@ -488,7 +558,9 @@ int cmd_load(const Command& cmd) {
   }
   auto client = connect(cmd, "load");
   if (!client.ok()) return fail(client.status());
-  auto report = load_snapshot(*client, dir, names, override_existing);
+  Progress progress_line("load", progress_mode(progress, quiet));
+  auto report = load_snapshot(*client, dir, names, override_existing, &progress_line);
+  progress_line.finish();
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {
     std::cout << "loaded '" << e.name << "' from " << e.path << ": " << entry_line(e) << "\n";

@@ -23,6 +23,7 @@
 #include <shelf/limits.h>
 
 #include "base/unique_fd.h"
+#include "tools/progress.h"
 
 namespace shelf::tools {
 
@@ -312,7 +313,8 @@ Status commit_manifest(const std::string& path, const std::string& manifest) {
   return Status();
 }
 
-Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* entry) {
+Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* entry,
+                    Progress* progress) {
   const std::string path = dir + "/" + escape_name(ds.name());
   entry->name = ds.name();
   entry->path = path;
@@ -358,6 +360,10 @@ Status save_dataset(const Dataset& ds, const std::string& dir, SnapshotEntry* en
         uint64_t bytes,
         save_partition(ds, p, path, part_file_name(generation, p), written, manifest));
     entry->bytes += bytes;
+    if (progress) {
+      progress->add_bytes(bytes);
+      progress->add_rows(ds.num_rows(p));
+    }
   }
   // The .part files' names must be on disk before a manifest that names them.
   SHELF_RETURN_IF_ERROR(fsync_path(path, true));
@@ -767,7 +773,7 @@ std::string escape_name(std::string_view name) {
 }
 
 Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
-                                     const std::vector<std::string>& names) {
+                                     const std::vector<std::string>& names, Progress* progress) {
   const auto start = std::chrono::steady_clock::now();
   const std::string dir = without_trailing_slashes(dir_arg);
   SHELF_RETURN_IF_ERROR(check_dir(dir));
@@ -798,9 +804,17 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
       datasets.push_back(std::move(ds));
     }
   }
+  if (progress) {
+    SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client.list_datasets());
+    uint64_t total = 0;
+    for (const Dataset& ds : datasets) {
+      for (const DatasetInfo& info : infos) total += info.name == ds.name() ? info.data_bytes : 0;
+    }
+    progress->set_total(total);
+  }
   for (const Dataset& ds : datasets) {
     SnapshotEntry entry;
-    SHELF_RETURN_IF_ERROR(save_dataset(ds, dir, &entry));
+    SHELF_RETURN_IF_ERROR(save_dataset(ds, dir, &entry, progress));
     report.bytes += entry.bytes;
     report.datasets.push_back(std::move(entry));
   }
@@ -809,8 +823,8 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
 }
 
 Result<SnapshotReport> load_snapshot(Client& client, const std::string& dir_arg,
-                                     const std::vector<std::string>& names,
-                                     bool override_existing) {
+                                     const std::vector<std::string>& names, bool override_existing,
+                                     Progress* progress) {
   const auto start = std::chrono::steady_clock::now();
   const std::string dir = without_trailing_slashes(dir_arg);
   SHELF_RETURN_IF_ERROR(check_dir(dir));
@@ -894,10 +908,19 @@ Result<SnapshotReport> load_snapshot(Client& client, const std::string& dir_arg,
 
   std::vector<TableBuilder> tables;
   tables.reserve(manifests.size());
+  if (progress) {
+    uint64_t total = 0;
+    for (const Manifest& m : manifests) total += m.bytes;
+    progress->set_total(total);
+  }
   for (const Manifest& m : manifests) {
     SHELF_ASSIGN_OR_RETURN(TableBuilder table, client.create_table(m.schema));
     for (const PartitionEntry& pe : m.partitions) {
       SHELF_RETURN_IF_ERROR(load_partition(m, pe, table));
+      if (progress) {
+        progress->add_bytes(pe.bytes);
+        progress->add_rows(pe.rows);
+      }
     }
     tables.push_back(std::move(table));
   }

@@ -52,6 +52,8 @@
 
 namespace shelf::tools {
 
+class Progress;
+
 inline constexpr int kSnapshotVersion = 1;
 
 // The directory name of a dataset in a snapshot (see above).
@@ -81,8 +83,10 @@ struct SnapshotReport {
 // (a named dataset), InvalidArgument (dir missing or not a directory),
 // PermissionDenied / IoError naming the file, Corruption, Unavailable
 // (another save holds the dataset's lock).
+// `progress` (may be null) counts the bytes and rows written.
 Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir,
-                                     const std::vector<std::string>& names);
+                                     const std::vector<std::string>& names,
+                                     Progress* progress = nullptr);
 
 // Loads `names` (every dataset in `dir` when empty) and publishes them all at
 // once, or none. Every manifest is read and checked and every file's size is
@@ -92,7 +96,9 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir,
 // wrong: the message names the file), InvalidArgument (unknown format
 // version), AlreadyExists (a name is published and !override_existing),
 // ResourceExhausted (over the daemon's limit).
+// `progress` (may be null) counts the bytes and rows read.
 Result<SnapshotReport> load_snapshot(Client& client, const std::string& dir,
-                                     const std::vector<std::string>& names, bool override_existing);
+                                     const std::vector<std::string>& names, bool override_existing,
+                                     Progress* progress = nullptr);
 
 }  // namespace shelf::tools
