@@ -216,6 +216,41 @@ bool run_pandas(uint64_t rows, int repeat, double* mask_s, double* filter_s) {
   return got && std::sscanf(line, "%lf %lf", mask_s, filter_s) == 2;
 }
 
+// The medians of one run, and what they are ratios of.
+struct Figures {
+  uint64_t rows, partitions, kept;
+  int repeat;
+  double gib, sum_s, filter_s, filtered_s, ready_s, write_s;
+};
+
+void report(const Figures& f, bool pandas) {
+  std::printf("rows %llu (%.2f GiB int64, %llu partitions), kept %llu (%.1f%%), repeat %d\n",
+              static_cast<unsigned long long>(f.rows), f.gib,
+              static_cast<unsigned long long>(f.partitions),
+              static_cast<unsigned long long>(f.kept),
+              100.0 * static_cast<double>(f.kept) / static_cast<double>(f.rows), f.repeat);
+  std::printf("sum scan            %8.1f ms  %6.2f GiB/s\n", f.sum_s * 1e3, f.gib / f.sum_s);
+  std::printf("filter balance < 0  %8.1f ms  %6.2f GiB/s   filter_vs_sum %.2fx (target >= 0.7)\n",
+              f.filter_s * 1e3, f.gib / f.filter_s, f.sum_s / f.filter_s);
+  std::printf("publish from ready  %8.1f ms\n", f.ready_s * 1e3);
+  std::printf("publish --where     %8.1f ms              publish_vs_ready %.2fx (target >= 0.7)\n",
+              f.filtered_s * 1e3, f.ready_s / f.filtered_s);
+  std::printf("  of which write_filtered (no publish) %8.1f ms\n", f.write_s * 1e3);
+  double mask_s = 0, pandas_s = 0;
+  if (pandas && run_pandas(f.rows, f.repeat, &mask_s, &pandas_s)) {
+    std::printf("pandas df.balance < 0    %8.1f ms   shelf filter is %.2fx faster\n", mask_s * 1e3,
+                mask_s / f.filter_s);
+    std::printf(
+        "pandas df[df.balance<0]  %8.1f ms   shelf publish --where is %.2fx faster "
+        "(target >= 2)\n",
+        pandas_s * 1e3, pandas_s / f.filtered_s);
+    std::printf("                                        write_filtered alone is %.2fx faster\n",
+                pandas_s / f.write_s);
+  } else if (pandas) {
+    std::printf("pandas: /usr/bin/python3 with numpy and pandas did not run\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -271,32 +306,17 @@ int main(int argc, char** argv) {
     filtered_t.push_back(publish_filtered(client, d, f, &write_s));
     write_t.push_back(write_s);
   }
-  const double gib = static_cast<double>(bytes) / (1 << 30);
-  const double sum_s = median(sum_t), filter_s = median(filter_t);
-  const double filtered_s = median(filtered_t), ready_s = median(ready_t);
-  const double write_s = median(write_t);
-  std::printf("rows %llu (%.2f GiB int64, %llu partitions), kept %llu (%.1f%%), repeat %d\n",
-              static_cast<unsigned long long>(rows), gib,
-              static_cast<unsigned long long>(partitions), static_cast<unsigned long long>(kept),
-              100.0 * static_cast<double>(kept) / static_cast<double>(rows), repeat);
-  std::printf("sum scan            %8.1f ms  %6.2f GiB/s\n", sum_s * 1e3, gib / sum_s);
-  std::printf("filter balance < 0  %8.1f ms  %6.2f GiB/s   filter_vs_sum %.2fx (target >= 0.7)\n",
-              filter_s * 1e3, gib / filter_s, sum_s / filter_s);
-  std::printf("publish from ready  %8.1f ms\n", ready_s * 1e3);
-  std::printf("publish --where     %8.1f ms              publish_vs_ready %.2fx (target >= 0.7)\n",
-              filtered_s * 1e3, ready_s / filtered_s);
-  std::printf("  of which write_filtered (no publish) %8.1f ms\n", write_s * 1e3);
-  double mask_s = 0, pandas_s = 0;
-  if (pandas && run_pandas(rows, repeat, &mask_s, &pandas_s)) {
-    std::printf("pandas df.balance < 0    %8.1f ms   shelf filter is %.2fx faster\n", mask_s * 1e3,
-                mask_s / filter_s);
-    std::printf(
-        "pandas df[df.balance<0]  %8.1f ms   shelf publish --where is %.2fx faster "
-        "(target >= 2)\n",
-        pandas_s * 1e3, pandas_s / filtered_s);
-  } else if (pandas) {
-    std::printf("pandas: /usr/bin/python3 with numpy and pandas did not run\n");
-  }
+  Figures fig{rows,
+              partitions,
+              kept,
+              repeat,
+              static_cast<double>(bytes) / (1 << 30),
+              median(sum_t),
+              median(filter_t),
+              median(filtered_t),
+              median(ready_t),
+              median(write_t)};
+  report(fig, pandas);
   d.release();
   cleanup();
   return 0;
