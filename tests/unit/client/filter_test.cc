@@ -403,6 +403,33 @@ TEST(FilterTest, SelectionTruncateKeepsTheFirstRows) {
   for (uint64_t w : sel->words()) EXPECT_EQ(w, 0u);
 }
 
+TEST_F(FilterTypesTest, LongChainsDoNotNestAndDeepNestingStopsAtTheLimit) {
+  std::string chain = "i64 > -5";
+  for (int i = 0; i < 2000; ++i) chain += " and i64 < 100 or i64 == 1";  // 52 KB
+  EXPECT_EQ(rows(chain), (Rows{0, 1, 2, 4}));  // (a and b) or (c and b) ... n-ary, not nested
+  std::string nots;
+  for (int i = 0; i < kMaxFilterNesting - 1; ++i) nots += "not ";
+  EXPECT_EQ(rows(nots + "i64 == 1"), (Rows{0, 1, 4}));  // 63 nots: odd
+  EXPECT_FALSE(Filter::parse(schema_, nots + "not not i64 == 1").ok());
+}
+
+TEST_F(FilterTypesTest, GarbageNeverCrashesAndAlwaysSaysWhere) {
+  const char* pieces[] = {
+      "i64", "s",   "b",    "ts", "f32", "(",  ")",    "not", "and", "or",
+      "in",  "is",  "null", "<",  "<=",  "==", "!=",   ">",   ",",   "'x",
+      "'y'", "\"q", "1",    "-2", "3.5", "1e", "true", "@",   " ",   "99999999999999999999"};
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < 20000; ++i) {
+    std::string text;
+    for (uint64_t n = rng() % 8; n > 0; --n) text += std::string(pieces[rng() % 30]) + " ";
+    Result<Filter> f = Filter::parse(schema_, text);
+    if (f.ok()) continue;
+    EXPECT_EQ(f.status().code(), Status::Code::kInvalidArgument) << text;
+    EXPECT_NE(f.status().message().find("column"), std::string::npos)
+        << text << ": " << f.status().message();
+  }
+}
+
 // ---------------------------------------------------------- randomised --
 
 using Tri = std::optional<bool>;  // nullopt: unknown
