@@ -21,6 +21,7 @@
 
 #include <shelf/arrow.h>
 #include <shelf/client.h>
+#include <shelf/filter.h>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -472,6 +473,24 @@ class PyClient {
     return out;
   }
 
+  // Publishes the rows of `base` where `where` holds (shelf/filter.h; empty:
+  // every row), the columns `columns` (empty: all), at most `limit` rows,
+  // written once into the new dataset's shared memory (engineer "filter").
+  // Errors: KeyError (no base, name taken), ValueError (bad expression or
+  // column list, with its position), MemoryError (over the daemon's limit).
+  void publish_filtered(const std::string& name, const std::string& base, const std::string& where,
+                        const std::vector<std::string>& columns, std::optional<uint64_t> limit,
+                        bool override_existing) {
+    shelf::Client& client = get();
+    shelf::Dataset dataset = take(client.get_dataset(base));
+    shelf::Filter filter = take(shelf::Filter::parse(dataset.schema(), where, columns, limit));
+    shelf::TableBuilder table = take(client.create_table(filter.output_schema()));
+    check(shelf::write_filtered(dataset, filter, table));
+    shelf::PublishOptions options;
+    options.override_existing = override_existing;
+    check(client.publish_dataset(name, table, options));
+  }
+
   std::string socket_path() { return get().socket_path(); }
 
  private:
@@ -618,5 +637,8 @@ PYBIND11_MODULE(_shelf, m) {
       .def("get", &PyClient::get_dataset, py::arg("name"))
       .def("unpublish", &PyClient::unpublish, py::arg("name"))
       .def("status", &PyClient::status)
+      .def("publish_filtered", &PyClient::publish_filtered, py::arg("name"), py::arg("base"),
+           py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
+           py::arg("limit") = py::none(), py::arg("override") = false)
       .def_property_readonly("socket_path", &PyClient::socket_path);
 }

@@ -2,6 +2,7 @@
 // datasets, shows the daemon's memory at a glance, and saves datasets to
 // disk and loads them back (tools/snapshot.h).
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include <boost/program_options.hpp>
 
 #include <shelf/client.h>
+#include <shelf/filter.h>
 
 #include "base/paths.h"
 #include "base/units.h"
@@ -239,6 +241,104 @@ int cmd_publish(const Command& cmd) {
   auto info = find_info(*client, name);
   if (!info.ok()) return failed(info.status());
   std::cout << "published '" << name << "': " << summary_line(*info) << "\n";
+  return 0;
+}
+
+// ---------------------------------------------- publish NAME --from BASE --
+// (engineer "filter": the filtered publish of a published dataset; CSV
+// publishing is cmd_publish above.)
+
+// True when `publish` was given --from: the filtered publish below handles it.
+bool publishes_from(const Command& cmd) {
+  for (const std::string& a : cmd.args) {
+    if (a == "--from" || a.rfind("--from=", 0) == 0) return true;
+  }
+  return false;
+}
+
+// "a,b" -> {"a", "b"}; an empty name is an error.
+Result<std::vector<std::string>> split_columns(const std::string& text) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    std::string name = text.substr(start, comma == std::string::npos ? comma : comma - start);
+    const size_t b = name.find_first_not_of(' '), e = name.find_last_not_of(' ');
+    if (b == std::string::npos) {
+      return Status::invalid_argument("--columns '" + text + "' has an empty column name");
+    }
+    names.push_back(name.substr(b, e - b + 1));
+    if (comma == std::string::npos) return names;
+    start = comma + 1;
+  }
+}
+
+// A row count: digits only (boost would read "-1" as 2^64 - 1).
+Result<uint64_t> parse_limit(const std::string& text) {
+  uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || p != end) {
+    return Status::invalid_argument("--limit takes a row count (0 or more), got '" + text + "'");
+  }
+  return value;
+}
+
+int cmd_publish_from(const Command& cmd) {
+  std::string name, base_name, where, columns_text, limit_text;
+  std::vector<std::string> files;
+  bool override_existing = false;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("name", po::value(&name)->required(), "dataset name")
+      ("files", po::value(&files)->multitoken(), "")
+      ("from", po::value(&base_name)->required(), "the published dataset to read")
+      ("where", po::value(&where), "keep the rows where EXPR is true, e.g. 'balance < 0' "
+       "(docs/filter.md has the language)")
+      ("columns", po::value(&columns_text), "keep these columns, in this order: a,b")
+      ("limit", po::value(&limit_text), "keep at most N rows (the first ones)")
+      ("override", po::bool_switch(&override_existing), "replace a dataset of the same name");
+  // clang-format on
+  po::positional_options_description positional;
+  positional.add("name", 1).add("files", -1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code,
+                  "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] "
+                  "[--override]")) {
+    return code;
+  }
+  if (!files.empty()) return usage_error("publish --from takes no CSV files", cmd.name);
+  std::vector<std::string> columns;
+  if (vm.count("columns")) {
+    auto split = split_columns(columns_text);
+    if (!split.ok()) return usage_error(split.status().message(), cmd.name);
+    columns = std::move(split).value();
+  }
+  std::optional<uint64_t> limit;
+  if (vm.count("limit")) {
+    auto parsed = parse_limit(limit_text);
+    if (!parsed.ok()) return usage_error(parsed.status().message(), cmd.name);
+    limit = *parsed;
+  }
+  auto client = connect(cmd, "publish");
+  if (!client.ok()) return fail(client.status());
+  auto base = client->get_dataset(base_name);
+  if (!base.ok()) return fail(base.status());
+  // A bad expression or column list is a wrong command line: exit 2, nothing asked of shelfd.
+  auto filter = Filter::parse(base->schema(), where, columns, limit);
+  if (!filter.ok()) return usage_error(filter.status().message(), cmd.name);
+  auto table = client->create_table(filter->output_schema());
+  if (!table.ok()) return fail(table.status());
+  if (Status s = write_filtered(*base, *filter, *table); !s.ok()) return fail(s);
+  PublishOptions publish_options;
+  publish_options.override_existing = override_existing;
+  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
+  auto info = find_info(*client, name);
+  if (!info.ok()) return fail(info.status());
+  std::cout << "published '" << name << "': " << summary_line(*info) << " (from '" << base_name
+            << "', " << base->num_rows() << " rows)\n";
   return 0;
 }
 
@@ -674,7 +774,7 @@ int main(int argc, char** argv) {
     return usage_error("no command given", "");
   }
   if (vm.count("help")) cmd.args.push_back("--help");
-  if (cmd.name == "publish") return cmd_publish(cmd);
+  if (cmd.name == "publish") return publishes_from(cmd) ? cmd_publish_from(cmd) : cmd_publish(cmd);
   if (cmd.name == "list") return cmd_list(cmd);
   if (cmd.name == "head") return cmd_head(cmd);
   if (cmd.name == "info") return cmd_info(cmd);

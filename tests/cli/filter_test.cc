@@ -1,0 +1,310 @@
+// Filtered publishing against a real shelfd: write_filtered (C++) run in a
+// separate client process, and `shelf publish NAME --from BASE --where ...`
+// as a user's shell runs it. Results are compared with a reference the test
+// computes itself from the rows it generated.
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <shelf/filter.h>
+
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// The rows the test publishes, kept in the test's own memory as the reference.
+struct Accounts {
+  std::vector<std::optional<int64_t>> balance;
+  std::vector<std::optional<double>> score;
+  std::vector<std::optional<std::string>> name;
+  std::vector<std::optional<bool>> active;
+  std::vector<uint64_t> partition_rows;
+};
+
+const Schema kSchema = {{"balance", Type::kInt64},
+                        {"score", Type::kFloat64},
+                        {"name", Type::kString},
+                        {"active", Type::kBool}};
+
+Accounts make_accounts(uint64_t seed, const std::vector<uint64_t>& partition_rows) {
+  std::mt19937_64 rng(seed);
+  std::bernoulli_distribution null(0.15);
+  Accounts a;
+  a.partition_rows = partition_rows;
+  for (uint64_t rows : partition_rows) {
+    for (uint64_t r = 0; r < rows; ++r) {
+      const int64_t b = static_cast<int64_t>(rng() % 2001) - 1000;
+      a.balance.push_back(null(rng) ? std::nullopt : std::optional(b));
+      a.score.push_back(null(rng) ? std::nullopt : std::optional(static_cast<double>(b) / 7));
+      a.name.push_back(null(rng) ? std::nullopt : std::optional("n" + std::to_string(rng() % 50)));
+      a.active.push_back(null(rng) ? std::nullopt : std::optional(rng() % 2 == 0));
+    }
+  }
+  return a;
+}
+
+void publish_accounts(Client& client, const std::string& name, const Accounts& a) {
+  TableBuilder table = client.create_table(kSchema).value();
+  uint64_t row = 0;
+  for (uint64_t rows : a.partition_rows) {
+    uint64_t name_bytes = 0;
+    for (uint64_t r = row; r < row + rows; ++r) name_bytes += a.name[r].value_or("").size();
+    PartitionBuilder part = table.add_partition(rows, std::span(&name_bytes, 1)).value();
+    std::span<int64_t> balance = part.values<int64_t>(0);
+    std::span<double> score = part.values<double>(1);
+    std::span<uint8_t> active = part.values<uint8_t>(3);
+    StringColumnWriter names = part.strings(2);
+    for (uint64_t i = 0; i < rows; ++i, ++row) {
+      balance[i] = a.balance[row].value_or(0);
+      if (!a.balance[row]) part.set_null(0, i);
+      score[i] = a.score[row].value_or(0);
+      if (!a.score[row]) part.set_null(1, i);
+      active[i] = a.active[row].value_or(false) ? 1 : 0;
+      if (!a.active[row]) part.set_null(3, i);
+      ASSERT_TRUE((a.name[row] ? names.append(*a.name[row]) : names.append_null()).ok());
+    }
+  }
+  ASSERT_TRUE(client.publish_dataset(name, table).ok());
+}
+
+// One output row as text, nulls as "null", for comparison.
+using Row = std::vector<std::string>;
+
+std::string cell(const Accounts& a, size_t column, size_t r) {
+  switch (column) {
+    case 0:
+      return a.balance[r] ? std::to_string(*a.balance[r]) : "null";
+    case 1:
+      return a.score[r] ? std::to_string(*a.score[r]) : "null";
+    case 2:
+      return a.name[r] ? *a.name[r] : "null";
+    default:
+      return a.active[r] ? (*a.active[r] ? "true" : "false") : "null";
+  }
+}
+
+std::vector<Row> read_rows(const Dataset& d) {
+  std::vector<Row> rows;
+  for (uint64_t p = 0; p < d.num_partitions(); ++p) {
+    for (uint64_t r = 0; r < d.num_rows(p); ++r) {
+      Row row;
+      for (size_t c = 0; c < d.schema().size(); ++c) {
+        const ColumnView v = d.column(p, c);
+        if (!v.is_valid(r)) {
+          row.push_back("null");
+        } else if (v.type() == Type::kInt64) {
+          row.push_back(std::to_string(v.values<int64_t>()[r]));
+        } else if (v.type() == Type::kFloat64) {
+          row.push_back(std::to_string(v.values<double>()[r]));
+        } else if (v.type() == Type::kString) {
+          row.push_back(std::string(v.string(r)));
+        } else {
+          row.push_back(v.values<uint8_t>()[r] ? "true" : "false");
+        }
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  return rows;
+}
+
+// What the test expects: rows where `keep` is true (SQL: unknown is not
+// kept), the columns `columns` (indices into kSchema), at most `limit`.
+std::vector<Row> reference(const Accounts& a, const std::function<bool(size_t)>& keep,
+                           const std::vector<size_t>& columns, uint64_t limit) {
+  std::vector<Row> rows;
+  for (size_t r = 0; r < a.balance.size() && rows.size() < limit; ++r) {
+    if (!keep(r)) continue;
+    Row row;
+    for (size_t c : columns) row.push_back(cell(a, c, r));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+struct Case {
+  std::string where;
+  std::vector<std::string> columns;
+  std::optional<uint64_t> limit;
+  std::function<bool(const Accounts&, size_t)> keep;
+  std::vector<size_t> column_indices;
+};
+
+std::vector<Case> cases() {
+  const std::vector<size_t> all = {0, 1, 2, 3};
+  return {
+      {"balance < 0",
+       {},
+       {},
+       [](const Accounts& a, size_t r) { return a.balance[r] && *a.balance[r] < 0; },
+       all},
+      {"", {}, {}, [](const Accounts&, size_t) { return true; }, all},                 // every row
+      {"balance > 5000", {}, {}, [](const Accounts&, size_t) { return false; }, all},  // none
+      {"not (balance >= 0) or name is null",
+       {"name", "balance"},
+       {},
+       [](const Accounts& a, size_t r) {
+         return (a.balance[r] && *a.balance[r] < 0) || !a.name[r];
+       },
+       {2, 0}},
+      {"name in ('n1', 'n2', 'n3') and active == true",
+       {"active", "score"},
+       {},
+       [](const Accounts& a, size_t r) {
+         return a.name[r] && (*a.name[r] == "n1" || *a.name[r] == "n2" || *a.name[r] == "n3") &&
+                a.active[r] == true;
+       },
+       {3, 1}},
+      {"score >= -10.5 and score < 20 and balance is not null",
+       {},
+       500,
+       [](const Accounts& a, size_t r) {
+         return a.score[r] && *a.score[r] >= -10.5 && *a.score[r] < 20 && a.balance[r];
+       },
+       all},
+      {"", {"name"}, 4100, [](const Accounts&, size_t) { return true; }, {2}},
+      {"balance < 0", {}, 0, [](const Accounts&, size_t) { return true; }, all},
+  };
+}
+
+class FilterPublishTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TestDaemon::Options options;
+    options.memory_limit = "256MiB";
+    daemon_ = TestDaemon::start(options);
+    ASSERT_NE(daemon_, nullptr);
+  }
+  CommandResult shelf(std::vector<std::string> args) {
+    args.insert(args.begin(), {SHELF_CLI_PATH, "--socket", daemon_->socket()});
+    return run_command(args);
+  }
+  std::unique_ptr<TestDaemon> daemon_;
+};
+
+TEST_F(FilterPublishTest, WriteFilteredInAnotherProcessMatchesTheReference) {
+  // Several partitions, one of a single row, others across the 4096-row chunks.
+  const Accounts a = make_accounts(7, {1000, 1, 4103, 64, 2500});
+  Client client = daemon_->connect();
+  publish_accounts(client, "accounts", a);
+  const std::vector<Case> all = cases();
+  for (size_t k = 0; k < all.size(); ++k) {
+    const Case& c = all[k];
+    const std::string out = "out" + std::to_string(k);
+    // The filtered publish runs in its own client process.
+    const int code = run_in_child([&] {
+      Client writer = daemon_->connect();
+      Dataset base = writer.get_dataset("accounts").value();
+      Result<Filter> filter = Filter::parse(base.schema(), c.where, c.columns, c.limit);
+      ASSERT_TRUE(filter.ok()) << filter.status().to_string();
+      TableBuilder table = writer.create_table(filter->output_schema()).value();
+      ASSERT_TRUE(write_filtered(base, *filter, table).ok());
+      Status s = writer.publish_dataset(out, table);
+      ASSERT_TRUE(s.ok()) << s.to_string();
+    });
+    ASSERT_EQ(code, 0) << c.where;
+    Dataset d = client.get_dataset(out).value();
+    const std::vector<Row> expected = reference(
+        a, [&](size_t r) { return c.keep(a, r); }, c.column_indices, c.limit.value_or(UINT64_MAX));
+    EXPECT_EQ(read_rows(d), expected) << c.where;
+    EXPECT_EQ(d.num_rows(), expected.size()) << c.where;
+    EXPECT_TRUE(d.verify().ok()) << c.where;
+    Schema expected_schema;
+    for (size_t i : c.column_indices) expected_schema.push_back(kSchema[i]);
+    EXPECT_EQ(d.schema(), expected_schema) << c.where;
+  }
+}
+
+TEST_F(FilterPublishTest, WriteFilteredRefusesAMismatchedTable) {
+  const Accounts a = make_accounts(8, {10});
+  Client client = daemon_->connect();
+  publish_accounts(client, "accounts", a);
+  Dataset base = client.get_dataset("accounts").value();
+  Filter filter =
+      Filter::parse(base.schema(), "balance < 0", std::vector<std::string>{"name"}).value();
+  TableBuilder wrong = client.create_table(kSchema).value();  // not the output schema
+  Status s = write_filtered(base, filter, wrong);
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(wrong.num_partitions(), 0u);
+  Filter other = Filter::parse({{"x", Type::kInt64}}, "x < 0").value();
+  TableBuilder table = client.create_table(other.output_schema()).value();
+  EXPECT_EQ(write_filtered(base, other, table).code(), Status::Code::kInvalidArgument);
+}
+
+TEST_F(FilterPublishTest, CliPublishFromWhere) {
+  const Accounts a = make_accounts(9, {300, 200});
+  Client client = daemon_->connect();
+  publish_accounts(client, "accounts", a);
+  CommandResult r = shelf({"publish", "negative_accounts", "--from", "accounts", "--where",
+                           "balance < 0", "--columns", "name, balance"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "published 'negative_accounts'")) << r.out;
+  EXPECT_TRUE(contains(r.out, "(from 'accounts', 500 rows)")) << r.out;
+  Dataset d = client.get_dataset("negative_accounts").value();
+  EXPECT_EQ(read_rows(d), reference(
+                              a, [&](size_t i) { return a.balance[i] && *a.balance[i] < 0; },
+                              {2, 0}, UINT64_MAX));
+  // --limit and --override
+  r = shelf({"publish", "negative_accounts", "--from=accounts", "--where", "balance < 0", "--limit",
+             "3", "--override"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(client.get_dataset("negative_accounts").value().num_rows(), 3u);
+  // No row matches: an empty dataset is published.
+  r = shelf({"publish", "none", "--from", "accounts", "--where", "balance > 99999"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(client.get_dataset("none").value().num_rows(), 0u);
+}
+
+TEST_F(FilterPublishTest, CliPublishFromErrorsChangeNothing) {
+  const Accounts a = make_accounts(10, {50});
+  Client client = daemon_->connect();
+  publish_accounts(client, "accounts", a);
+  const uint64_t used = client.status().value().used_bytes;
+  struct Bad {
+    std::vector<std::string> args;
+    int code;
+    std::string message;
+  };
+  const std::vector<Bad> bad = {
+      {{"--where", "balance < "}, 2, "expected a value after '<' at column 10"},
+      {{"--where", "owner == 'x'"}, 2, "unknown column 'owner' at column 0"},
+      {{"--where", "balance == 'x'"}, 2, "column 'balance' is int64, so it cannot be compared"},
+      {{"--columns", "name,nope"}, 2, "unknown column 'nope' in the column list"},
+      {{"--columns", "name,,balance"}, 2, "--columns 'name,,balance' has an empty column name"},
+      {{"--limit", "-1"}, 2, "--limit takes a row count (0 or more), got '-1'"},
+      {{"--limit", "ten"}, 2, "--limit takes a row count"},
+      {{"extra.csv"}, 2, "publish --from takes no CSV files"},
+  };
+  for (const Bad& b : bad) {
+    std::vector<std::string> args = {"publish", "out", "--from", "accounts"};
+    args.insert(args.end(), b.args.begin(), b.args.end());
+    CommandResult r = shelf(args);
+    EXPECT_EQ(r.exit_code, b.code) << b.message << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, b.message)) << r.err;
+  }
+  CommandResult r = shelf({"publish", "out", "--from", "missing", "--where", "balance < 0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "'missing' not found")) << r.err;
+  r = shelf({"publish", "accounts", "--from", "accounts"});  // taken, no --override
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "accounts")) << r.err;
+  r = shelf({"publish", "out", "--from"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  // Nothing was published and no memory is held.
+  std::vector<DatasetInfo> list = client.list_datasets().value();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "accounts");
+  EXPECT_EQ(client.status().value().used_bytes, used);
+}
+
+}  // namespace
+}  // namespace shelf::test
