@@ -20,6 +20,7 @@
 
 #include "base/units.h"
 #include "protocol/messages.h"
+#include "server/file_safety.h"
 #include "server/log.h"
 
 namespace shelf::server {
@@ -48,9 +49,8 @@ constexpr size_t kReadChunk = 256 * 1024;
 // Creates the socket's directory (0700, or 0710 and the group's with a
 // group, so members can reach the socket) if need be, and refuses one that
 // another user could use to swap our socket or plant a symlink where our lock
-// and log files go: it must be a real directory owned by us (or root), and
-// not writable by others unless sticky (as /tmp is). With a group, every
-// directory on the way must let the group through.
+// and log files go (check_directory_chain: it and every ancestor). With a
+// group, every directory on the way must let the group through.
 Status make_private_parent_dir(const std::string& path, std::optional<gid_t> group,
                                const std::string& group_name) {
   auto slash = path.rfind('/');
@@ -63,19 +63,9 @@ Status make_private_parent_dir(const std::string& path, std::optional<gid_t> gro
   } else if (errno != EEXIST) {
     return Status::from_errno("create directory " + dir, errno);
   }
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return Status::from_errno("stat " + dir, errno);
-  const auto fix = "; choose a --socket in a directory only you can write";
-  if (!S_ISDIR(st.st_mode)) {
-    return Status::permission_denied(dir + " is not a directory (a symlink?)" + fix);
-  }
-  if (st.st_uid != ::geteuid() && st.st_uid != 0) {
-    return Status::permission_denied(dir + " belongs to uid " + std::to_string(st.st_uid) + fix);
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    return Status::permission_denied(dir + " is writable by other users" + fix);
-  }
+  SHELF_RETURN_IF_ERROR(check_directory_chain(dir));
   if (!group) return Status();
+  struct stat st;
   for (std::string d = dir;;) {
     if (::stat(d.c_str(), &st) != 0) return Status::from_errno("stat " + d, errno);
     const bool passes =
@@ -133,8 +123,7 @@ Status share_with_group(const std::string& path, gid_t gid, const std::string& g
 // the next one.
 Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::string& socket_path) {
   for (int attempt = 0; attempt < 10; ++attempt) {
-    UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd.valid()) return Status::from_errno("open " + lock_path, errno);
+    SHELF_ASSIGN_OR_RETURN(UniqueFd fd, open_lock_file(lock_path));
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Status::from_errno("lock " + lock_path, errno);
       char pid[32] = {};
@@ -173,8 +162,6 @@ Result<UniqueFd> listen_on(const std::string& path) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::from_errno("socket", errno);
-  // We hold the instance lock, so a socket file here is stale.
-  if (::unlink(path.c_str()) == 0) log_info("replaced stale socket " + path);
   // Bind under a umask that yields 0600, so the socket is never wider, not even briefly.
   mode_t old = ::umask(0177);
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
@@ -186,6 +173,14 @@ Result<UniqueFd> listen_on(const std::string& path) {
 }
 
 }  // namespace
+
+Status prepare_socket_directory(const DaemonOptions& options) {
+  std::optional<gid_t> group;
+  if (!options.group.empty()) {
+    SHELF_ASSIGN_OR_RETURN(group, resolve_group(options.group));
+  }
+  return make_private_parent_dir(options.socket_path, group, options.group);
+}
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
                                               const StoreOptions& store_options) {
@@ -199,8 +194,14 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path, d->group_, options.group));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
+  d->lock_id_ = file_id(d->lock_path_);
+  // We hold the instance lock, so a socket nobody listens on is stale; any
+  // other file there is not ours to remove. Checked before the segment is
+  // made, so that a refusal changes nothing.
+  SHELF_RETURN_IF_ERROR(clear_stale_socket(options.socket_path));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
   SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path));
+  d->socket_id_ = file_id(options.socket_path);
   if (d->group_) {
     // Members connect to the socket and map the segment (read-write, to
     // publish). The lock and log files stay shelfd's own.
@@ -271,9 +272,10 @@ void Daemon::watch_orphan_owners() {
 
 Daemon::~Daemon() {
   while (!connections_.empty()) close_connection(connections_.begin()->first);
-  if (listen_fd_.valid()) ::unlink(options_.socket_path.c_str());
+  // Only the files we made: another may have been put at either path since.
+  if (listen_fd_.valid() && socket_id_) remove_if_same(options_.socket_path, *socket_id_);
   store_.reset();  // keeps the segment for the next daemon unless --remove-segment-on-exit
-  if (lock_fd_.valid()) ::unlink(lock_path_.c_str());
+  if (lock_fd_.valid() && lock_id_) remove_if_same(lock_path_, *lock_id_);
 }
 
 Status Daemon::run() {

@@ -13,6 +13,7 @@
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
+#include "server/file_safety.h"
 #include "server/store.h"
 
 namespace shelf::server {
@@ -25,6 +26,11 @@ struct DaemonOptions {
   // 0660 and belong to it (--group).
   std::string group;
 };
+
+// Creates the socket's directory if need be and checks it (and its
+// ancestors) as start() does, so that shelfd can open its log file there
+// before starting. The same errors as start() for the directory.
+Status prepare_socket_directory(const DaemonOptions& options);
 
 class Daemon {
  public:
@@ -73,6 +79,7 @@ class Daemon {
   std::unique_ptr<Store> store_;
   UniqueFd lock_fd_;
   std::string lock_path_;
+  std::optional<FileId> lock_id_, socket_id_;  // the files we made, to remove only them
   UniqueFd listen_fd_;
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;

@@ -14,6 +14,7 @@
 #include "base/paths.h"
 #include "base/units.h"
 #include "server/daemon.h"
+#include "server/file_safety.h"
 #include "server/log.h"
 #include "shm/layout.h"
 
@@ -179,6 +180,16 @@ std::optional<int> detach(int& ready_fd) {
   return std::nullopt;
 }
 
+// The log of a detached shelfd: its directory made first when it is the
+// socket's (the default <socket>.log), and refused with the reason when it
+// cannot be opened or is a file shelfd did not create.
+Result<UniqueFd> open_detached_log(const Options& options) {
+  SHELF_RETURN_IF_ERROR(server::prepare_socket_directory(options.daemon));
+  auto log = server::open_log_file(options.log_file);
+  if (!log.ok()) return Status::io_error("--log-file: " + log.status().message());
+  return log;
+}
+
 // "; re-attached ..." when the store re-attached a segment, else "".
 std::string recovery_summary(const server::Store& store) {
   if (!store.recovery().attached) return std::string();
@@ -192,9 +203,9 @@ std::string recovery_summary(const server::Store& store) {
          seconds;
 }
 
-// The detached child is serving: its stdin and stdout go to /dev/null, its
-// stderr to the log file, and `ready_line` to the waiting parent.
-void finish_detaching(int log_fd, int ready_fd, const std::string& ready_line) {
+// The detached child is serving: its stdin and stdout go to /dev/null and
+// its stderr to the log file.
+void redirect_to_log(int log_fd) {
   server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
   int null_fd = ::open("/dev/null", O_RDWR);
   if (null_fd >= 0) {
@@ -203,7 +214,10 @@ void finish_detaching(int log_fd, int ready_fd, const std::string& ready_line) {
     ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
     if (null_fd > STDERR_FILENO) ::close(null_fd);
   }
-  if (log_fd > STDERR_FILENO) ::close(log_fd);
+}
+
+// Tells the waiting parent `ready_line`: it prints it and exits.
+void tell_parent(int ready_fd, const std::string& ready_line) {
   ssize_t n = ::write(ready_fd, ready_line.data(), ready_line.size());
   (void)n;
   ::close(ready_fd);
@@ -215,41 +229,47 @@ int main(int argc, char** argv) {
   Options options;
   if (auto exit_code = parse_options(argc, argv, options)) return *exit_code;
   fit_connections_to_open_files(options);
+  // Detached, the log file is opened before the start, so that what the
+  // start finds (a re-attached segment, quarantined datasets) is in it too;
+  // and before detaching, so that a log shelfd cannot write stops it here.
+  UniqueFd log_file;
+  if (!options.foreground) {
+    auto opened = open_detached_log(options);
+    if (!opened.ok()) {
+      std::cerr << "shelfd: not started: " << opened.status().message() << "\n";
+      return 1;
+    }
+    log_file = std::move(opened).value();
+  }
+  const int log_fd = log_file.get();
   int ready_fd = -1;
   if (!options.foreground) {
     if (auto exit_code = detach(ready_fd)) return *exit_code;
-  }
-
-  // Detached, the log file is opened before the start, so that what the
-  // start finds (a re-attached segment, quarantined datasets) is in it too.
-  int log_fd = -1;
-  if (!options.foreground) {
-    log_fd = ::open(options.log_file.c_str(),
-                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     server::set_log_copy_fd(log_fd);
   }
   auto daemon = server::Daemon::start(options.daemon, options.store);
   if (!daemon.ok()) {
-    const std::string line = "shelfd: not started: " + daemon.status().message() + "\n";
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
-    if (log_fd >= 0) {  // the log says why there is no daemon, too
-      ssize_t n = ::write(log_fd, line.data(), line.size());
-      (void)n;
+    if (log_fd >= 0) {  // the log says why there is no daemon, too, as a log line
+      server::set_log_copy_fd(-1);
+      server::set_log_fd(log_fd);
+      server::log_error("not started: " + daemon.status().message());
     }
     return 1;
   }
   const server::Store& store = (*daemon)->store();
   const std::string recovered = recovery_summary(store);
-  if (!options.foreground) {
-    finish_detaching(log_fd, ready_fd,
-                     "shelfd: serving " + options.daemon.socket_path + " (pid " +
-                         std::to_string(::getpid()) + ", limit " +
-                         format_bytes(store.memory_limit()) + ", log " + options.log_file + ")" +
-                         recovered + "\n");
-  }
+  if (!options.foreground) redirect_to_log(log_fd);
   server::log_info("serving " + options.daemon.socket_path + " with segment /dev/shm/" +
                    options.store.segment_name + ", memory limit " +
                    format_bytes(store.memory_limit()) + (recovered.empty() ? " (new)" : recovered));
+  // Only once the log says so: whoever started shelfd may read the log next.
+  if (!options.foreground) {
+    tell_parent(ready_fd, "shelfd: serving " + options.daemon.socket_path + " (pid " +
+                              std::to_string(::getpid()) + ", limit " +
+                              format_bytes(store.memory_limit()) + ", log " + options.log_file +
+                              ")" + recovered + "\n");
+  }
   Status s = (*daemon)->run();
   if (!s.ok()) {
     server::log_error("event loop failed: " + s.message());
