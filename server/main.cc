@@ -8,6 +8,7 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include <boost/program_options.hpp>
 
@@ -45,6 +46,12 @@ uint64_t default_memory_limit() {
   return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / shm::kPageSize * shm::kPageSize;
 }
 
+// A command line shelfd cannot follow: said on stderr, exit code 2.
+int usage_error(const std::string& message) {
+  std::cerr << "shelfd: " << message << "\nTry 'shelfd --help'.\n";
+  return 2;
+}
+
 // Everything the command line decides.
 struct Options {
   server::StoreOptions store;
@@ -58,6 +65,8 @@ struct Options {
 // should stop here (--help: 0; a bad option, said on stderr: 2).
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
+  std::string max_datasets_text, max_connections_text;
+  std::vector<std::string> stray;
   po::options_description desc(kUsage);
   // clang-format off
   desc.add_options()
@@ -69,9 +78,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
       ("memory-limit", po::value(&limit_text),
        "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm)")
-      ("max-datasets", po::value(&options.store.max_datasets)->default_value(16384),
+      ("max-datasets", po::value(&max_datasets_text)->default_value("16384"),
        "slots in the dataset index (256 bytes each, charged to the limit)")
-      ("max-connections", po::value(&options.daemon.max_connections)->default_value(1024),
+      ("max-connections", po::value(&max_connections_text)->default_value("1024"),
        "clients connected at once; more are refused with an error")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
@@ -88,23 +97,46 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       ("log-file", po::value(&options.log_file),
        "where a detached shelfd logs (default: <socket>.log)");
   // clang-format on
+  // Arguments that are not options are collected to be refused by name:
+  // `shelfd 8GiB` must not start with the default limit.
+  po::options_description hidden;
+  hidden.add_options()("stray", po::value(&stray));
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description positional;
+  positional.add("stray", -1);
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "shelfd: " << e.what() << "\nTry 'shelfd --help'.\n";
-    return 2;
+    return usage_error(e.what());
   }
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
   }
+  if (!stray.empty()) {
+    return usage_error("unexpected argument '" + stray.front() +
+                       "': shelfd takes options only (e.g. --memory-limit " + stray.front() + ")");
+  }
+  for (const char* name : {"socket", "segment", "memory-limit", "group", "log-file"}) {
+    if (vm.count(name) && vm[name].as<std::string>().empty()) {
+      return usage_error(std::string("--") + name + " must not be empty");
+    }
+  }
+  auto max_datasets =
+      parse_count(max_datasets_text, "--max-datasets", 1, server::kMaxIndexCapacity);
+  if (!max_datasets.ok()) return usage_error(max_datasets.status().message());
+  options.store.max_datasets = static_cast<uint32_t>(*max_datasets);
+  auto max_connections = parse_count(max_connections_text, "--max-connections", 1, 1u << 20);
+  if (!max_connections.ok()) return usage_error(max_connections.status().message());
+  options.daemon.max_connections = static_cast<uint32_t>(*max_connections);
 
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {
-    std::cerr << "shelfd: --log-level must be error, warn, info or debug\n";
-    return 2;
+    return usage_error("--log-level must be error, warn, info or debug, not '" + log_level_text +
+                       "'");
   }
   server::set_log_level(level);
   options.daemon.socket_path = socket_path.empty() ? default_socket_path() : socket_path;
@@ -114,10 +146,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     options.store.memory_limit = default_memory_limit();
   } else {
     auto limit = parse_size(limit_text);
-    if (!limit.ok()) {
-      std::cerr << "shelfd: --memory-limit: " << limit.status().message() << "\n";
-      return 2;
-    }
+    if (!limit.ok()) return usage_error("--memory-limit: " + limit.status().message());
     options.store.memory_limit = *limit;
   }
   // Values the user did not choose give way to those of an existing segment.

@@ -1,6 +1,7 @@
 // shelf: the command-line tool. Publishes CSV files, lists, shows, removes
 // datasets, shows the daemon's memory at a glance, and saves datasets to
 // disk and loads them back (tools/snapshot.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -13,9 +14,11 @@
 #include <boost/program_options.hpp>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "base/paths.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
 #include "tools/snapshot.h"
@@ -43,18 +46,28 @@ The daemon is found at --socket, else $SHELF_SOCKET, else the per-user default.
 
 Global options)";
 
+// The ranges of the CLI's numbers. A screen refresh faster than 10 ms only
+// burns the daemon's time; a day between refreshes is surely a typo.
+constexpr uint64_t kMaxHeadRows = 1000000000;
+constexpr double kMinWatchSeconds = 0.01;
+constexpr double kMaxWatchSeconds = 86400;
+
 // Exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong.
 constexpr int kFailed = 1;
 constexpr int kUsageError = 2;
 
+// Names and values from datasets (and from the user) as they may reach a
+// terminal: no escape sequence from data is ever printed raw.
+std::string shown(std::string_view text) { return escape_unprintable(text); }
+
 int fail(const Status& status) {
-  std::cerr << "shelf: " << status.message() << "\n";
+  std::cerr << "shelf: " << shown(status.message()) << "\n";
   return kFailed;
 }
 
 int usage_error(const std::string& message, const std::string& command) {
-  std::cerr << "shelf: " << message << "\nTry 'shelf " << (command.empty() ? "" : command + " ")
-            << "--help'.\n";
+  std::cerr << "shelf: " << shown(message) << "\nTry 'shelf "
+            << (command.empty() ? "" : command + " ") << "--help'.\n";
   return kUsageError;
 }
 
@@ -63,6 +76,40 @@ struct Command {
   std::vector<std::string> args;
   std::string socket;
 };
+
+// The names a user sees for the options that hold a command's positional
+// arguments: Boost's messages would name the internal option ("--name").
+std::string user_facing(const std::string& option) {
+  if (option == "--name") return "NAME";
+  if (option == "--files") return "FILE.csv";
+  if (option == "--dir") return "DIR";
+  if (option == "--n") return "-n";
+  return option;
+}
+
+// A Boost error as the user typed the command: option names as written, and
+// a hint where a dataset name may have been taken for an option.
+std::string usage_message(const po::error& e, const std::string& synopsis) {
+  if (auto* missing = dynamic_cast<const po::required_option*>(&e)) {
+    return "missing " + user_facing(missing->get_option_name()) + "; usage: shelf " + synopsis;
+  }
+  if (dynamic_cast<const po::too_many_positional_options_error*>(&e) != nullptr) {
+    return "too many arguments; usage: shelf " + synopsis;
+  }
+  std::string text = e.what();
+  if (auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    const std::string option = named->get_option_name();
+    const std::string shown = user_facing(option);
+    for (size_t at; option != shown && (at = text.find("'" + option + "'")) != std::string::npos;) {
+      text.replace(at + 1, option.size(), shown);
+    }
+    if (dynamic_cast<const po::unknown_option*>(&e) != nullptr) {
+      text += " (a dataset name that starts with '-' goes after '--', e.g. shelf " +
+              synopsis.substr(0, synopsis.find(' ')) + " -- " + option + ")";
+    }
+  }
+  return text;
+}
 
 // Parses a command's arguments; returns false (and sets *exit_code) on
 // --help or an error.
@@ -79,7 +126,7 @@ bool parse_args(const Command& cmd, po::options_description& options,
     }
     po::notify(*vm);
   } catch (const po::error& e) {
-    *exit_code = usage_error(e.what(), cmd.name);
+    *exit_code = usage_error(usage_message(e, synopsis), cmd.name);
     return false;
   }
   return true;
@@ -124,7 +171,7 @@ Result<DatasetInfo> find_info(Client& client, const std::string& name) {
 int cmd_publish(const Command& cmd) {
   std::string name, schema_text;
   std::vector<std::string> files;
-  uint64_t partition_rows = 0;
+  std::string partition_rows_text;
   bool override_existing = false;
   po::options_description options("Options");
   // clang-format off
@@ -132,7 +179,7 @@ int cmd_publish(const Command& cmd) {
       ("name", po::value(&name)->required(), "dataset name")
       ("files", po::value(&files)->required()->multitoken(), "CSV files")
       ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
-      ("partition-rows", po::value(&partition_rows),
+      ("partition-rows", po::value(&partition_rows_text),
        "cut each file into partitions of N rows (default: one partition per file)")
       ("schema", po::value(&schema_text),
        "force column types, e.g. id:int32,when:timestamp (default: inferred as bool, int64, "
@@ -146,8 +193,11 @@ int cmd_publish(const Command& cmd) {
                   "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]")) {
     return code;
   }
-  if (vm.count("partition-rows") && partition_rows == 0) {
-    return usage_error("--partition-rows must be at least 1", cmd.name);
+  uint64_t partition_rows = 0;  // one partition per file
+  if (vm.count("partition-rows")) {
+    auto rows = parse_count(partition_rows_text, "--partition-rows", 1, kMaxRowsPerPartition);
+    if (!rows.ok()) return usage_error(rows.status().message(), cmd.name);
+    partition_rows = *rows;
   }
   CsvOptions csv;
   csv.partition_rows = partition_rows;
@@ -170,7 +220,7 @@ int cmd_publish(const Command& cmd) {
   if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
   auto info = find_info(*client, name);
   if (!info.ok()) return fail(info.status());
-  std::cout << "published '" << name << "': " << summary_line(*info) << "\n";
+  std::cout << "published '" << shown(name) << "': " << summary_line(*info) << "\n";
   return 0;
 }
 
@@ -199,7 +249,7 @@ int cmd_list(const Command& cmd) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
-    rows.push_back({d.name, std::to_string(d.num_rows), std::to_string(d.num_columns),
+    rows.push_back({shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
                     std::to_string(d.num_partitions), format_bytes(d.memory_bytes),
                     format_time(d.created_ns - d.created_ns % 1000000000),
                     std::to_string(d.leases)});
@@ -212,21 +262,24 @@ int cmd_list(const Command& cmd) {
 
 int cmd_head(const Command& cmd) {
   std::string name;
-  uint64_t n = 5;
+  std::string n_text;
   po::options_description options("Options");
   options.add_options()("name", po::value(&name)->required(), "dataset name")(
-      "n,n", po::value(&n)->default_value(5), "number of rows");
+      "n,n", po::value(&n_text)->default_value("5"), "number of rows");
   po::positional_options_description positional;
   positional.add("name", 1);
   po::variables_map vm;
   int code;
   if (!parse_args(cmd, options, positional, &vm, &code, "head NAME [-n N]")) return code;
+  auto rows_wanted = parse_count(n_text, "-n", 0, kMaxHeadRows);
+  if (!rows_wanted.ok()) return usage_error(rows_wanted.status().message(), cmd.name);
+  const uint64_t n = *rows_wanted;
   auto client = connect(cmd, "head");
   if (!client.ok()) return fail(client.status());
   auto ds = client->get_dataset(name);
   if (!ds.ok()) return fail(ds.status());
   if (ds->is_bytes()) {
-    std::cout << "'" << name << "' is a raw-bytes dataset of " << ds->num_partitions()
+    std::cout << "'" << shown(name) << "' is a raw-bytes dataset of " << ds->num_partitions()
               << " partitions, " << ds->data_bytes() << " bytes\n";
     return 0;
   }
@@ -234,7 +287,7 @@ int cmd_head(const Command& cmd) {
   std::vector<std::string> header = {""};
   std::vector<bool> right = {false};
   for (const Field& f : schema) {
-    header.push_back(f.name);
+    header.push_back(shown(f.name));
     right.push_back(f.type != Type::kString);
   }
   std::vector<std::vector<std::string>> rows;
@@ -256,7 +309,8 @@ int cmd_head(const Command& cmd) {
   // for names and keeps numbers lined up on their last digit.
   std::cout << render_table(header, rows, right);
   if (ds->num_rows() > index) {
-    std::cout << "... " << ds->num_rows() - index << " more rows\n";
+    const uint64_t more = ds->num_rows() - index;
+    std::cout << "... " << more << " more row" << (more == 1 ? "" : "s") << "\n";
   }
   return 0;
 }
@@ -307,7 +361,7 @@ int cmd_info(const Command& cmd) {
     std::cout << out << "]}\n";
     return 0;
   }
-  std::cout << "name:        " << info->name << "\n"
+  std::cout << "name:        " << shown(info->name) << "\n"
             << "rows:        " << info->num_rows << " in " << info->num_partitions << " partition"
             << (info->num_partitions == 1 ? "" : "s") << "\n"
             << "memory:      " << format_bytes(info->memory_bytes) << " (buffers "
@@ -317,13 +371,13 @@ int cmd_info(const Command& cmd) {
             << "leases:      " << (info->leases > 0 ? info->leases - 1 : 0)
             << " (besides this command's)\n\n";
   std::vector<std::vector<std::string>> columns;
-  for (const Field& f : schema) columns.push_back({f.name, std::string(type_name(f.type))});
+  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
   std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
   std::vector<std::vector<std::string>> parts;
   for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
     for (size_t c = 0; c < schema.size(); ++c) {
       const ColumnView col = ds->column(p, c);
-      parts.push_back({std::to_string(p), schema[c].name, std::to_string(col.length()),
+      parts.push_back({std::to_string(p), shown(schema[c].name), std::to_string(col.length()),
                        std::to_string(col.null_count()), format_bytes(col.data().size()),
                        hex(ds->checksum(p, c, 2))});
     }
@@ -345,7 +399,7 @@ int cmd_unpublish(const Command& cmd) {
   auto client = connect(cmd, "unpublish");
   if (!client.ok()) return fail(client.status());
   if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
-  std::cout << "unpublished '" << name << "'\n";
+  std::cout << "unpublished '" << shown(name) << "'\n";
   return 0;
 }
 
@@ -395,7 +449,7 @@ std::string status_text(const MemoryStats& m) {
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
-      rows.push_back({d.name, format_bytes(d.memory_bytes), std::to_string(d.num_rows),
+      rows.push_back({shown(d.name), format_bytes(d.memory_bytes), std::to_string(d.num_rows),
                       std::to_string(d.leases)});
     }
     out +=
@@ -406,7 +460,7 @@ std::string status_text(const MemoryStats& m) {
            " damaged datasets found at restart, not served (shelf unpublish NAME frees them)\n";
     std::vector<std::vector<std::string>> rows;
     for (const QuarantinedDataset& q : m.quarantined) {
-      rows.push_back({q.name, format_bytes(q.memory_bytes), q.reason});
+      rows.push_back({shown(q.name), format_bytes(q.memory_bytes), shown(q.reason)});
     }
     out += render_table({"NAME", "MEMORY", "REASON"}, rows, {false, true, false});
   }
@@ -419,8 +473,10 @@ std::string throughput(uint64_t bytes, double seconds) {
   if (seconds < 0.05) {
     std::snprintf(buf, sizeof buf, "%.3f s", seconds);
   } else {
-    std::snprintf(buf, sizeof buf, "%.2f s (%.2f GB/s)", seconds,
-                  static_cast<double>(bytes) / seconds / 1e9);
+    // In the unit that shows the rate: a small snapshot is not "0.00 GB/s".
+    const double rate = static_cast<double>(bytes) / seconds;
+    std::snprintf(buf, sizeof buf, "%.2f s (%s/s)", seconds,
+                  format_bytes(static_cast<uint64_t>(rate)).c_str());
   }
   return buf;
 }
@@ -446,10 +502,11 @@ int cmd_save(const Command& cmd) {
   auto report = save_snapshot(*client, dir, names);
   if (!report.ok()) return fail(report.status());
   for (const std::string& name : report->skipped) {
-    std::cout << "skipped '" << name << "': unpublished while saving\n";
+    std::cout << "skipped '" << shown(name) << "': unpublished while saving\n";
   }
   for (const SnapshotEntry& e : report->datasets) {
-    std::cout << "saved '" << e.name << "' to " << e.path << ": " << entry_line(e) << "\n";
+    std::cout << "saved '" << shown(e.name) << "' to " << shown(e.path) << ": " << entry_line(e)
+              << "\n";
   }
   if (report->datasets.empty()) {
     std::cout << "no datasets published; nothing saved\n";
@@ -484,7 +541,8 @@ int cmd_load(const Command& cmd) {
   auto report = load_snapshot(*client, dir, names, override_existing);
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {
-    std::cout << "loaded '" << e.name << "' from " << e.path << ": " << entry_line(e) << "\n";
+    std::cout << "loaded '" << shown(e.name) << "' from " << shown(e.path) << ": " << entry_line(e)
+              << "\n";
   }
   std::cout << "loaded " << report->datasets.size() << " dataset"
             << (report->datasets.size() == 1 ? "" : "s") << ", " << format_bytes(report->bytes)
@@ -496,20 +554,29 @@ volatile sig_atomic_t g_stop = 0;
 
 int cmd_status(const Command& cmd) {
   bool json = false;
-  double watch = 0;
-  uint64_t iterations = 0;
+  std::string watch_text, iterations_text;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("json", po::bool_switch(&json), "print JSON")
-      ("watch", po::value(&watch), "refresh every SECONDS until interrupted")
-      ("iterations", po::value(&iterations), "with --watch: stop after N refreshes");
+      ("watch", po::value(&watch_text), "refresh every SECONDS until interrupted")
+      ("iterations", po::value(&iterations_text), "with --watch: stop after N refreshes");
   // clang-format on
   po::variables_map vm;
   int code;
   if (!parse_args(cmd, options, {}, &vm, &code, "status [--json] [--watch SECONDS]")) return code;
-  if (vm.count("watch") && !(watch > 0)) {
-    return usage_error("--watch needs a number of seconds above 0", cmd.name);
+  double watch = 0;
+  if (vm.count("watch")) {
+    auto seconds = parse_seconds(watch_text, "--watch", kMinWatchSeconds, kMaxWatchSeconds);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), cmd.name);
+    watch = *seconds;
+  }
+  uint64_t iterations = 0;  // until interrupted
+  if (vm.count("iterations")) {
+    if (!vm.count("watch")) return usage_error("--iterations needs --watch", cmd.name);
+    auto count = parse_count(iterations_text, "--iterations", 1, UINT32_MAX);
+    if (!count.ok()) return usage_error(count.status().message(), cmd.name);
+    iterations = *count;
   }
   auto client = connect(cmd, "status");
   if (!client.ok()) return fail(client.status());
@@ -547,7 +614,13 @@ int main(int argc, char** argv) {
   positional.add("command", 1).add("args", -1);
   po::variables_map vm;
   try {
-    po::parsed_options parsed = po::command_line_parser(argc, argv)
+    // "--" ends the options of the command, not only the global ones: what
+    // follows goes to the command as it is, so `shelf head -- -x` reads '-x'.
+    std::vector<std::string> words(argv + 1, argv + argc);
+    const auto end_of_options = std::find(words.begin(), words.end(), "--");
+    std::vector<std::string> after(end_of_options, words.end());
+    words.erase(end_of_options, words.end());
+    po::parsed_options parsed = po::command_line_parser(words)
                                     .options(all)
                                     .positional(positional)
                                     .allow_unregistered()
@@ -556,6 +629,11 @@ int main(int argc, char** argv) {
     po::notify(vm);
     cmd.args = po::collect_unrecognized(parsed.options, po::include_positional);
     if (!cmd.args.empty() && cmd.args.front() == cmd.name) cmd.args.erase(cmd.args.begin());
+    if (cmd.name.empty() && after.size() > 1) {  // `shelf -- head x`
+      cmd.name = after[1];
+      after.erase(after.begin() + 1);
+    }
+    cmd.args.insert(cmd.args.end(), after.begin(), after.end());
   } catch (const po::error& e) {
     return usage_error(e.what(), "");
   }
@@ -575,5 +653,5 @@ int main(int argc, char** argv) {
   if (cmd.name == "status") return cmd_status(cmd);
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
-  return usage_error("unknown command '" + cmd.name + "'", "");
+  return usage_error("unknown command '" + shown(cmd.name) + "'", "");
 }
