@@ -75,6 +75,7 @@ struct Command {
   std::string name;
   std::vector<std::string> args;
   std::string socket;
+  std::chrono::milliseconds timeout{30000};  // for each answer of shelfd (--timeout)
 };
 
 // The names a user sees for the options that hold a command's positional
@@ -136,6 +137,7 @@ Result<Client> connect(const Command& cmd, const std::string& who) {
   ClientOptions options;
   options.socket = cmd.socket;
   options.client_name = "shelf " + who;
+  options.request_timeout = cmd.timeout;
   return Client::connect(options);
 }
 
@@ -338,6 +340,8 @@ int cmd_info(const Command& cmd) {
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
     return std::string(buf);
   };
+  // This command's own lease is not one of the dataset's readers.
+  if (info->leases > 0) info->leases -= 1;
   if (json) {
     std::string out = info_json(*info);
     out.pop_back();
@@ -368,8 +372,7 @@ int cmd_info(const Command& cmd) {
             << format_bytes(info->data_bytes) << ")\n"
             << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
             << ", pid " << info->publisher_pid << "\n"
-            << "leases:      " << (info->leases > 0 ? info->leases - 1 : 0)
-            << " (besides this command's)\n\n";
+            << "leases:      " << info->leases << " (besides this command's)\n\n";
   std::vector<std::vector<std::string>> columns;
   for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
   std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
@@ -604,7 +607,9 @@ int main(int argc, char** argv) {
   po::options_description global(kUsage);
   global.add_options()("help,h", "show this help")(
       "socket", po::value(&cmd.socket),
-      "the daemon's socket (default: $SHELF_SOCKET, else per-user)");
+      "the daemon's socket (default: $SHELF_SOCKET, else per-user)")(
+      "timeout", po::value<std::string>(),
+      "seconds to wait for each answer of shelfd (default: 30)");
   po::options_description hidden;
   hidden.add_options()("command", po::value(&cmd.name))("args",
                                                         po::value<std::vector<std::string>>());
@@ -636,6 +641,11 @@ int main(int argc, char** argv) {
     cmd.args.insert(cmd.args.end(), after.begin(), after.end());
   } catch (const po::error& e) {
     return usage_error(e.what(), "");
+  }
+  if (vm.count("timeout")) {
+    auto seconds = parse_seconds(vm["timeout"].as<std::string>(), "--timeout", 0.1, 86400);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), "");
+    cmd.timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
   }
   if (cmd.name.empty() || cmd.name == "help") {
     if (vm.count("help") || cmd.name == "help") {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <signal.h>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -205,6 +206,33 @@ TEST_F(MisuseTest, HeadCountsAndRatesReadRight) {
   r = run_command({SHELF_CLI_PATH, "--socket", daemon_->socket(), "head", "two", "-n", "0"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("... 2 more rows\n")) << r.out;
+}
+
+TEST_F(MisuseTest, AStoppedDaemonIsNamedAsSuchAndTheWaitIsTheUsers) {
+  ASSERT_EQ(::kill(daemon_->pid(), SIGSTOP), 0);
+  CommandResult r = run_command({"/usr/bin/timeout", "20", SHELF_CLI_PATH, "--socket",
+                                 daemon_->socket(), "--timeout", "0.5", "list"});
+  ::kill(daemon_->pid(), SIGCONT);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("shelfd at " + daemon_->socket() +
+                               " did not answer in 0.5 s and is still running, but stopped (pid " +
+                               std::to_string(daemon_->pid())))
+      << r.err;
+  EXPECT_THAT(r.err, Not(HasSubstr("ClientOptions"))) << r.err;
+  check({SHELF_CLI_PATH, "--timeout", "0", "list"}, 2,
+        "--timeout must be a number of seconds from 0.1 to 86400, not '0'");
+  check({SHELF_CLI_PATH, "--timeout", "-5", "list"}, 2, "--timeout must be a number of seconds");
+}
+
+TEST_F(MisuseTest, InfoJsonDoesNotCountItsOwnLease) {
+  ASSERT_EQ(
+      run_command({SHELF_CLI_PATH, "--socket", daemon_->socket(), "publish", "accounts", csv_})
+          .exit_code,
+      0);
+  CommandResult r =
+      run_command({SHELF_CLI_PATH, "--socket", daemon_->socket(), "info", "accounts", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"leases\":0")) << r.out;
 }
 
 }  // namespace
