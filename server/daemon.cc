@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <vector>
 
+#include <shelf/limits.h>
+
 #include "base/units.h"
 #include "protocol/messages.h"
 #include "server/file_safety.h"
@@ -29,6 +31,7 @@ using protocol::MessageType;
 
 struct Daemon::Connection {
   UniqueFd fd;
+  std::chrono::steady_clock::time_point accepted;  // tells it from a reused fd in silent_
   Store::SessionId session = 0;
   uint32_t pid = 0;
   uint32_t uid = 0;
@@ -283,7 +286,8 @@ Status Daemon::run() {
   for (;;) {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
-    const int timeout = store_->has_punch_work() ? 0 : -1;
+    const int silent_timeout = close_silent_connections();
+    const int timeout = store_->has_punch_work() ? 0 : silent_timeout;
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -340,7 +344,7 @@ void Daemon::accept_connections() {
         UniqueFd refused(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (refused.valid()) {
           refuse(refused.get(),
-                 Status::resource_exhausted("shelfd is out of file descriptors; try again later"));
+                 Status::unavailable("shelfd is out of file descriptors; try again later"));
         }
         spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         log_warn("out of file descriptors: refused a connection");
@@ -375,10 +379,12 @@ void Daemon::accept_connections() {
                std::to_string(cred.uid) + "): not its user" + (group_ ? " or group" : ""));
       continue;
     }
-    if (connections_.size() >= options_.max_connections) {
-      refuse(fd, Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
-                                            " connections, its limit (--max-connections); try "
-                                            "again later"));
+    if (connections_.size() >= options_.max_connections && !evict_a_silent_connection()) {
+      // Unavailable, not ResourceExhausted: it is no memory limit, and a
+      // later try may get in (Python: ConnectionError, not MemoryError).
+      refuse(fd, Status::unavailable("shelfd has " + std::to_string(connections_.size()) +
+                                     " connections, its limit (--max-connections); try "
+                                     "again later"));
       log_warn("refused a connection from pid " + std::to_string(c->pid) +
                ": --max-connections reached");
       continue;
@@ -393,9 +399,53 @@ void Daemon::accept_connections() {
       continue;
     }
     c->interest = EPOLLIN;
+    c->accepted = std::chrono::steady_clock::now();
+    silent_.emplace_back(c->accepted + std::chrono::milliseconds(kHelloTimeoutMs), fd);
     log_debug("connection from pid " + std::to_string(c->pid));
     connections_.emplace(fd, std::move(c));
   }
+}
+
+int Daemon::close_silent_connections() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!silent_.empty()) {
+    const auto [deadline, fd] = silent_.front();
+    auto it = connections_.find(fd);
+    // Gone, greeted, or a newer connection on a reused descriptor: done with it.
+    const bool waiting =
+        it != connections_.end() && !it->second->greeted &&
+        it->second->accepted + std::chrono::milliseconds(kHelloTimeoutMs) == deadline;
+    if (!waiting) {
+      silent_.pop_front();
+      continue;
+    }
+    if (deadline > now) {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+      return static_cast<int>(ms);
+    }
+    silent_.pop_front();
+    log_warn("closed a connection from pid " + std::to_string(it->second->pid) + ": no Hello in " +
+             std::to_string(kHelloTimeoutMs / 1000) + " s");
+    refuse(fd, Status::unavailable("shelfd closed this connection: no Hello within " +
+                                   std::to_string(kHelloTimeoutMs / 1000) + " s"));
+    close_connection(fd);
+  }
+  return -1;
+}
+
+bool Daemon::evict_a_silent_connection() {
+  for (const auto& [deadline, fd] : silent_) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end() || it->second->greeted) continue;
+    log_warn("closed a connection from pid " + std::to_string(it->second->pid) +
+             " that had not said Hello, to make room at --max-connections");
+    refuse(fd, Status::unavailable("shelfd closed this connection to make room: it had not "
+                                   "said Hello, and shelfd is at --max-connections"));
+    close_connection(fd);
+    return true;  // its silent_ entry goes at the next close_silent_connections()
+  }
+  return false;
 }
 
 bool Daemon::allowed(int fd, uint32_t uid, uint32_t gid) const {

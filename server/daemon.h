@@ -3,6 +3,8 @@
 // before the next, so the Store needs no locks.
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +75,14 @@ class Daemon {
   void watch_orphan_owners();
   // Answers a connection we will not serve with `why`, best effort.
   void refuse(int fd, const Status& why);
+  // Connections that have not said Hello (in the order they came), so a
+  // client that connects and says nothing cannot hold a slot for ever.
+  // Closes those past kHelloTimeoutMs; returns the epoll timeout (ms) until
+  // the next one is due, or -1 when none waits.
+  int close_silent_connections();
+  // At --max-connections: makes room for a new connection by closing the
+  // oldest one that has not said Hello yet. False when every one has.
+  bool evict_a_silent_connection();
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
@@ -86,6 +96,7 @@ class Daemon {
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
   std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int>> silent_;  // deadline, fd
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
 };
 

@@ -109,3 +109,16 @@ def test_a_failed_dask_publish_gives_its_memory_back_at_once(client):
     working = dd.from_delayed([dask.delayed(good)(i) for i in range(4)], meta=meta)
     client.publish_dataset(accounts=working)  # the same size at once
     assert len(client.get_dataset("accounts")) == 4 * rows
+
+
+def test_the_connection_limit_is_a_connection_error_not_a_memory_error():
+    from conftest import Daemon
+
+    d = Daemon(extra_args=["--max-connections", "1"])
+    try:
+        with d.client():
+            with pytest.raises(ConnectionError, match="--max-connections") as error:
+                shelf.Client(d.socket)
+            assert not isinstance(error.value, MemoryError)
+    finally:
+        d.stop()

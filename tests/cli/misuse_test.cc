@@ -3,17 +3,23 @@
 // for a usage error and 1 for a failure, a first line on stderr that names
 // what is wrong, nothing outside shelf's own files changed, and a bounded
 // run (each command runs under timeout(1): a hang is exit 124, a failure).
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <signal.h>
 #include <string>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/unique_fd.h"
+#include "tests/integration/integration_util.h"
 #include "tests/support/test_daemon.h"
 
 namespace shelf::test {
@@ -233,6 +239,56 @@ TEST_F(MisuseTest, InfoJsonDoesNotCountItsOwnLease) {
       run_command({SHELF_CLI_PATH, "--socket", daemon_->socket(), "info", "accounts", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("\"leases\":0")) << r.out;
+}
+
+// A raw connection to `socket` that never says Hello.
+UniqueFd connect_silently(const std::string& socket) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, socket.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
+  timeval wait{};
+  wait.tv_sec = 20;  // far past shelfd's kHelloTimeoutMs: a hang shows as EAGAIN
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  return fd;
+}
+
+TEST(SilentClientTest, AConnectionThatNeverSaysHelloIsClosed) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  UniqueFd silent = connect_silently(daemon->socket());
+  ASSERT_TRUE(silent.valid());
+  // shelfd answers why and hangs up: read until EOF.
+  char buf[512];
+  ssize_t n;
+  size_t total = 0;
+  while ((n = ::recv(silent.get(), buf, sizeof buf, 0)) > 0) total += static_cast<size_t>(n);
+  EXPECT_EQ(n, 0) << "no EOF: " << std::strerror(errno);
+  EXPECT_GT(total, 0u) << "closed without saying why";
+  expect_daemon_serves(*daemon);
+}
+
+TEST(SilentClientTest, AtTheConnectionLimitSilentConnectionsGiveWay) {
+  auto daemon = TestDaemon::start({.extra_args = {"--max-connections", "3"}});
+  ASSERT_NE(daemon, nullptr);
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 3; ++i) silent.push_back(connect_silently(daemon->socket()));
+  // A real client gets in at once: the oldest silent connection makes room.
+  auto c = Client::connect(daemon->client_options());
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->list_datasets().ok());
+  // Greeted connections are not evicted: past the limit, a refusal that says so.
+  std::vector<Client> clients;
+  for (int i = 0; i < 2; ++i) {
+    auto more = Client::connect(daemon->client_options());
+    ASSERT_TRUE(more.ok()) << more.status().to_string();
+    clients.push_back(std::move(more).value());
+  }
+  auto refused = Client::connect(daemon->client_options());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kUnavailable);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--max-connections"));
 }
 
 }  // namespace
