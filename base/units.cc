@@ -29,8 +29,12 @@ Result<double> parse_seconds(std::string_view text, std::string_view option, dou
                              double max) {
   const std::string copy(text);
   char* end = nullptr;
-  const double value = copy.empty() ? 0 : std::strtod(copy.c_str(), &end);
-  if (copy.empty() || end != copy.c_str() + copy.size() || !(value >= min && value <= max)) {
+  // strtod alone would take " 1", "0x10" and "infinity": a plain decimal only.
+  const bool plain = !copy.empty() &&
+                     copy.find_first_not_of("0123456789.eE+-") == std::string::npos &&
+                     (std::isdigit(static_cast<unsigned char>(copy[0])) || copy[0] == '.');
+  const double value = plain ? std::strtod(copy.c_str(), &end) : 0;
+  if (!plain || end != copy.c_str() + copy.size() || !(value >= min && value <= max)) {
     char range[64];
     std::snprintf(range, sizeof range, "from %g to %g", min, max);
     return Status::invalid_argument(std::string(option) + " must be a number of seconds " + range +
