@@ -542,6 +542,14 @@ int cmd_load(const Command& cmd) {
   auto client = connect(cmd, "load");
   if (!client.ok()) return fail(client.status());
   auto report = load_snapshot(*client, dir, names, override_existing);
+  if (!report.ok() && override_existing &&
+      report.status().code() == Status::Code::kResourceExhausted) {
+    return fail(Status::resource_exhausted(
+        report.status().message() +
+        "; --override writes the new copy before it drops the old one, so it needs room for "
+        "both at once: unpublish the old datasets first (shelf unpublish NAME), or give shelfd "
+        "a larger --memory-limit"));
+  }
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {
     std::cout << "loaded '" << shown(e.name) << "' from " << shown(e.path) << ": " << entry_line(e)

@@ -241,6 +241,22 @@ TEST_F(MisuseTest, InfoJsonDoesNotCountItsOwnLease) {
   EXPECT_THAT(r.out, HasSubstr("\"leases\":0")) << r.out;
 }
 
+TEST_F(MisuseTest, LoadOverrideThatNeedsOldAndNewAtOnceSaysSo) {
+  Client c = daemon_->connect();
+  publish_int64(c, "big", 5'000'000, 3);  // 40 MB of the 64 MiB limit
+  const std::string snap = daemon_->dir() + "/snap";
+  std::filesystem::create_directories(snap);
+  CommandResult r = run_command({SHELF_CLI_PATH, "--socket", daemon_->socket(), "save", snap});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_command(
+      {SHELF_CLI_PATH, "--socket", daemon_->socket(), "load", snap, "big", "--override"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--override writes the new copy before it drops the old one, so "
+                               "it needs room for both at once"))
+      << r.err;
+  expect_int64_published(c, "big", 5'000'000, 3);  // the old one is untouched
+}
+
 // A raw connection to `socket` that never says Hello.
 UniqueFd connect_silently(const std::string& socket) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
