@@ -60,8 +60,11 @@ class Client:
         protocol 5: the arrays inside it go to shared memory).
 
         Raises KeyError if a name exists and not override, TypeError for a
-        column shelf cannot store (nothing is published), MemoryError over
-        the daemon's memory limit.
+        column shelf cannot store, a name that is not a str or an override
+        that is not a bool, ValueError for a dict of 1-D arrays of several
+        lengths or a string UTF-8 cannot hold (naming its column and row),
+        MemoryError over the daemon's memory limit. Nothing is published
+        then, and what was written gives its memory back at once.
         """
         items = {}
         if "name" in kwargs:
