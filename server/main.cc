@@ -117,8 +117,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return 0;
   }
   if (!stray.empty()) {
-    return usage_error("unexpected argument '" + stray.front() +
-                       "': shelfd takes options only (e.g. --memory-limit " + stray.front() + ")");
+    const bool a_size = parse_size(stray.front()).ok();
+    return usage_error("unexpected argument '" + stray.front() + "': shelfd takes options only" +
+                       (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
   }
   for (const char* name : {"socket", "segment", "memory-limit", "group", "log-file"}) {
     if (vm.count(name) && vm[name].as<std::string>().empty()) {

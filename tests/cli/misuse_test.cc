@@ -153,7 +153,13 @@ TEST_F(MisuseTest, EveryShelfCommandWithWrongArguments) {
 TEST_F(MisuseTest, ShelfdWithWrongArguments) {
   const std::string sock = data_ + "/never.sock";
   const Case cases[] = {
-      {{"8GiB"}, 2, "unexpected argument '8GiB': shelfd takes options only"},
+      {{"8GiB"},
+       2,
+       "unexpected argument '8GiB': shelfd takes options only (did you mean --memory-limit "
+       "8GiB?)"},
+      {{"--verify-on-publish", "serve"},
+       2,
+       "unexpected argument 'serve': shelfd takes options only"},
       {{"--segment", ""}, 2, "--segment must not be empty"},
       {{"--socket", ""}, 2, "--socket must not be empty"},
       {{"--log-file", ""}, 2, "--log-file must not be empty"},
