@@ -7,6 +7,42 @@
 
 namespace shelf {
 
+Result<uint64_t> parse_count(std::string_view text, std::string_view option, uint64_t min,
+                             uint64_t max) {
+  uint64_t value = 0;
+  bool ok = !text.empty() && text.size() <= 20;
+  for (char c : text) {
+    if (!ok) break;
+    const uint64_t digit = static_cast<uint64_t>(c - '0');
+    ok = c >= '0' && c <= '9' && value <= (UINT64_MAX - digit) / 10;
+    if (ok) value = value * 10 + digit;
+  }
+  if (!ok || value < min || value > max) {
+    return Status::invalid_argument(std::string(option) + " must be a whole number from " +
+                                    std::to_string(min) + " to " + std::to_string(max) + ", not '" +
+                                    std::string(text) + "'");
+  }
+  return value;
+}
+
+Result<double> parse_seconds(std::string_view text, std::string_view option, double min,
+                             double max) {
+  const std::string copy(text);
+  char* end = nullptr;
+  // strtod alone would take " 1", "0x10" and "infinity": a plain decimal only.
+  const bool plain = !copy.empty() &&
+                     copy.find_first_not_of("0123456789.eE+-") == std::string::npos &&
+                     (std::isdigit(static_cast<unsigned char>(copy[0])) || copy[0] == '.');
+  const double value = plain ? std::strtod(copy.c_str(), &end) : 0;
+  if (!plain || end != copy.c_str() + copy.size() || !(value >= min && value <= max)) {
+    char range[64];
+    std::snprintf(range, sizeof range, "from %g to %g", min, max);
+    return Status::invalid_argument(std::string(option) + " must be a number of seconds " + range +
+                                    ", not '" + copy + "'");
+  }
+  return value;
+}
+
 Result<uint64_t> parse_size(std::string_view text) {
   auto bad = [&] {
     return Status::invalid_argument("'" + std::string(text) +

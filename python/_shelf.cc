@@ -208,14 +208,20 @@ py::array strings(const PyDataset& ds, uint64_t partition, size_t column, uint64
 class PyTable {
  public:
   explicit PyTable(shelf::TableBuilder table) : table_(std::move(table)) {}
-  shelf::TableBuilder& get() { return table_; }
+  shelf::TableBuilder& get() {
+    if (!table_) throw py::value_error("this table was aborted: its memory is given back");
+    return *table_;
+  }
+  // Gives the table's memory back now, not when Python collects the object
+  // (a traceback can hold it for long): a failed publish keeps nothing.
+  void abort() { table_.reset(); }
 
   // Appends one partition of `rows` rows. `columns` follows the schema: a
   // C-contiguous numpy array of the column's exact dtype for fixed-width
   // columns, a sequence of str/None for string columns. `nulls` is None or a
   // list holding, per column, None or a bool array (True = null).
   void append_partition(uint64_t rows, const py::list& columns, const py::object& nulls) {
-    const shelf::Schema& schema = table_.schema();
+    const shelf::Schema& schema = get().schema();
     if (columns.size() != schema.size()) {
       throw py::value_error("expected " + std::to_string(schema.size()) + " columns, got " +
                             std::to_string(columns.size()));
@@ -297,7 +303,7 @@ class PyTable {
       }
     }
     // Pass 2: reserve the partition and write every column in place.
-    shelf::PartitionBuilder p = take(table_.add_partition(rows, string_bytes));
+    shelf::PartitionBuilder p = take(get().add_partition(rows, string_bytes));
     for (size_t c = 0; c < schema.size(); ++c) {
       if (schema[c].type == shelf::Type::kString) {
         shelf::StringColumnWriter writer = p.strings(c);
@@ -325,7 +331,7 @@ class PyTable {
     if (PyObject_GetBuffer(payload.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) {
       throw py::error_already_set();
     }
-    shelf::Status status = table_.append_bytes(
+    shelf::Status status = get().append_bytes(
         {static_cast<const std::byte*>(view.buf), static_cast<size_t>(view.len)});
     PyBuffer_Release(&view);
     check(status);
@@ -369,7 +375,7 @@ class PyTable {
     throw py::type_error("not a fixed-width column");
   }
 
-  shelf::TableBuilder table_;
+  std::optional<shelf::TableBuilder> table_;  // empty once aborted
 };
 
 }  // namespace
@@ -626,7 +632,8 @@ PYBIND11_MODULE(_shelf, m) {
   py::class_<PyTable>(m, "_Table")
       .def("append_partition", &PyTable::append_partition, py::arg("rows"), py::arg("columns"),
            py::arg("nulls") = py::none())
-      .def("append_bytes", &PyTable::append_bytes, py::arg("payload"));
+      .def("append_bytes", &PyTable::append_bytes, py::arg("payload"))
+      .def("abort", &PyTable::abort);
 
   py::class_<PyClient>(m, "_Client")
       .def(py::init<const std::string&>(), py::arg("socket") = "")

@@ -18,8 +18,11 @@
 #include <unistd.h>
 #include <vector>
 
+#include <shelf/limits.h>
+
 #include "base/units.h"
 #include "protocol/messages.h"
+#include "server/file_safety.h"
 #include "server/log.h"
 
 namespace shelf::server {
@@ -28,6 +31,7 @@ using protocol::MessageType;
 
 struct Daemon::Connection {
   UniqueFd fd;
+  std::chrono::steady_clock::time_point accepted;  // tells it from a reused fd in silent_
   Store::SessionId session = 0;
   uint32_t pid = 0;
   uint32_t uid = 0;
@@ -48,9 +52,8 @@ constexpr size_t kReadChunk = 256 * 1024;
 // Creates the socket's directory (0700, or 0710 and the group's with a
 // group, so members can reach the socket) if need be, and refuses one that
 // another user could use to swap our socket or plant a symlink where our lock
-// and log files go: it must be a real directory owned by us (or root), and
-// not writable by others unless sticky (as /tmp is). With a group, every
-// directory on the way must let the group through.
+// and log files go (check_directory_chain: it and every ancestor). With a
+// group, every directory on the way must let the group through.
 Status make_private_parent_dir(const std::string& path, std::optional<gid_t> group,
                                const std::string& group_name) {
   auto slash = path.rfind('/');
@@ -63,19 +66,9 @@ Status make_private_parent_dir(const std::string& path, std::optional<gid_t> gro
   } else if (errno != EEXIST) {
     return Status::from_errno("create directory " + dir, errno);
   }
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return Status::from_errno("stat " + dir, errno);
-  const auto fix = "; choose a --socket in a directory only you can write";
-  if (!S_ISDIR(st.st_mode)) {
-    return Status::permission_denied(dir + " is not a directory (a symlink?)" + fix);
-  }
-  if (st.st_uid != ::geteuid() && st.st_uid != 0) {
-    return Status::permission_denied(dir + " belongs to uid " + std::to_string(st.st_uid) + fix);
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    return Status::permission_denied(dir + " is writable by other users" + fix);
-  }
+  SHELF_RETURN_IF_ERROR(check_directory_chain(dir));
   if (!group) return Status();
+  struct stat st;
   for (std::string d = dir;;) {
     if (::stat(d.c_str(), &st) != 0) return Status::from_errno("stat " + d, errno);
     const bool passes =
@@ -133,8 +126,7 @@ Status share_with_group(const std::string& path, gid_t gid, const std::string& g
 // the next one.
 Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::string& socket_path) {
   for (int attempt = 0; attempt < 10; ++attempt) {
-    UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!fd.valid()) return Status::from_errno("open " + lock_path, errno);
+    SHELF_ASSIGN_OR_RETURN(UniqueFd fd, open_lock_file(lock_path));
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) return Status::from_errno("lock " + lock_path, errno);
       char pid[32] = {};
@@ -173,8 +165,6 @@ Result<UniqueFd> listen_on(const std::string& path) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::from_errno("socket", errno);
-  // We hold the instance lock, so a socket file here is stale.
-  if (::unlink(path.c_str()) == 0) log_info("replaced stale socket " + path);
   // Bind under a umask that yields 0600, so the socket is never wider, not even briefly.
   mode_t old = ::umask(0177);
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
@@ -186,6 +176,14 @@ Result<UniqueFd> listen_on(const std::string& path) {
 }
 
 }  // namespace
+
+Status prepare_socket_directory(const DaemonOptions& options) {
+  std::optional<gid_t> group;
+  if (!options.group.empty()) {
+    SHELF_ASSIGN_OR_RETURN(group, resolve_group(options.group));
+  }
+  return make_private_parent_dir(options.socket_path, group, options.group);
+}
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
                                               const StoreOptions& store_options) {
@@ -199,12 +197,18 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   SHELF_RETURN_IF_ERROR(make_private_parent_dir(options.socket_path, d->group_, options.group));
   d->lock_path_ = options.socket_path + ".lock";
   SHELF_ASSIGN_OR_RETURN(d->lock_fd_, take_instance_lock(d->lock_path_, options.socket_path));
+  d->lock_id_ = file_id(d->lock_path_);
+  // We hold the instance lock, so a socket nobody listens on is stale; any
+  // other file there is not ours to remove. Checked before the segment is
+  // made, so that a refusal changes nothing.
+  SHELF_RETURN_IF_ERROR(clear_stale_socket(options.socket_path));
   // Before the store: a --metrics-listen that cannot be served makes no segment.
   SHELF_ASSIGN_OR_RETURN(
       d->metrics_, MetricsServer::start({options.socket_path + ".metrics", options.metrics_listen,
                                          options.metrics_datasets}));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
   SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path));
+  d->socket_id_ = file_id(options.socket_path);
   if (d->group_) {
     // Members connect to the socket and map the segment (read-write, to
     // publish). The lock and log files stay shelfd's own.
@@ -277,9 +281,10 @@ void Daemon::watch_orphan_owners() {
 Daemon::~Daemon() {
   metrics_.reset();  // stops its thread first; it never touches what follows
   while (!connections_.empty()) close_connection(connections_.begin()->first);
-  if (listen_fd_.valid()) ::unlink(options_.socket_path.c_str());
+  // Only the files we made: another may have been put at either path since.
+  if (listen_fd_.valid() && socket_id_) remove_if_same(options_.socket_path, *socket_id_);
   store_.reset();  // keeps the segment for the next daemon unless --remove-segment-on-exit
-  if (lock_fd_.valid()) ::unlink(lock_path_.c_str());
+  if (lock_fd_.valid() && lock_id_) remove_if_same(lock_path_, *lock_id_);
 }
 
 Status Daemon::run() {
@@ -287,7 +292,8 @@ Status Daemon::run() {
   for (;;) {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
-    const int timeout = store_->has_punch_work() ? 0 : -1;
+    const int silent_timeout = close_silent_connections();
+    const int timeout = store_->has_punch_work() ? 0 : silent_timeout;
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -348,7 +354,7 @@ void Daemon::accept_connections() {
         UniqueFd refused(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (refused.valid()) {
           refuse(refused.get(),
-                 Status::resource_exhausted("shelfd is out of file descriptors; try again later"));
+                 Status::unavailable("shelfd is out of file descriptors; try again later"));
         }
         spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         log_warn("out of file descriptors: refused a connection");
@@ -383,10 +389,12 @@ void Daemon::accept_connections() {
                std::to_string(cred.uid) + "): not its user" + (group_ ? " or group" : ""));
       continue;
     }
-    if (connections_.size() >= options_.max_connections) {
-      refuse(fd, Status::resource_exhausted("shelfd has " + std::to_string(connections_.size()) +
-                                            " connections, its limit (--max-connections); try "
-                                            "again later"));
+    if (connections_.size() >= options_.max_connections && !evict_a_silent_connection()) {
+      // Unavailable, not ResourceExhausted: it is no memory limit, and a
+      // later try may get in (Python: ConnectionError, not MemoryError).
+      refuse(fd, Status::unavailable("shelfd has " + std::to_string(connections_.size()) +
+                                     " connections, its limit (--max-connections); try "
+                                     "again later"));
       log_warn("refused a connection from pid " + std::to_string(c->pid) +
                ": --max-connections reached");
       continue;
@@ -401,9 +409,53 @@ void Daemon::accept_connections() {
       continue;
     }
     c->interest = EPOLLIN;
+    c->accepted = std::chrono::steady_clock::now();
+    silent_.emplace_back(c->accepted + std::chrono::milliseconds(kHelloTimeoutMs), fd);
     log_debug("connection from pid " + std::to_string(c->pid));
     connections_.emplace(fd, std::move(c));
   }
+}
+
+int Daemon::close_silent_connections() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!silent_.empty()) {
+    const auto [deadline, fd] = silent_.front();
+    auto it = connections_.find(fd);
+    // Gone, greeted, or a newer connection on a reused descriptor: done with it.
+    const bool waiting =
+        it != connections_.end() && !it->second->greeted &&
+        it->second->accepted + std::chrono::milliseconds(kHelloTimeoutMs) == deadline;
+    if (!waiting) {
+      silent_.pop_front();
+      continue;
+    }
+    if (deadline > now) {
+      const auto ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+      return static_cast<int>(ms);
+    }
+    silent_.pop_front();
+    log_warn("closed a connection from pid " + std::to_string(it->second->pid) + ": no Hello in " +
+             std::to_string(kHelloTimeoutMs / 1000) + " s");
+    refuse(fd, Status::unavailable("shelfd closed this connection: no Hello within " +
+                                   std::to_string(kHelloTimeoutMs / 1000) + " s"));
+    close_connection(fd);
+  }
+  return -1;
+}
+
+bool Daemon::evict_a_silent_connection() {
+  for (const auto& [deadline, fd] : silent_) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end() || it->second->greeted) continue;
+    log_warn("closed a connection from pid " + std::to_string(it->second->pid) +
+             " that had not said Hello, to make room at --max-connections");
+    refuse(fd, Status::unavailable("shelfd closed this connection to make room: it had not "
+                                   "said Hello, and shelfd is at --max-connections"));
+    close_connection(fd);
+    return true;  // its silent_ entry goes at the next close_silent_connections()
+  }
+  return false;
 }
 
 bool Daemon::allowed(int fd, uint32_t uid, uint32_t gid) const {

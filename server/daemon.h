@@ -3,6 +3,8 @@
 // before the next, so the Store needs no locks.
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +17,7 @@
 #include "base/unique_fd.h"
 #include "server/metrics.h"
 #include "server/metrics_server.h"
+#include "server/file_safety.h"
 #include "server/store.h"
 
 namespace shelf::server {
@@ -32,6 +35,11 @@ struct DaemonOptions {
   std::string metrics_listen;
   uint32_t metrics_datasets = 20;  // the largest datasets given a series (--metrics-datasets)
 };
+
+// Creates the socket's directory if need be and checks it (and its
+// ancestors) as start() does, so that shelfd can open its log file there
+// before starting. The same errors as start() for the directory.
+Status prepare_socket_directory(const DaemonOptions& options);
 
 class Daemon {
  public:
@@ -79,18 +87,28 @@ class Daemon {
   void refuse(int fd, const Status& why);
   // The figures the metrics thread asked for (MetricsServer::refresh_fd()).
   void refresh_metrics();
+  // Connections that have not said Hello (in the order they came), so a
+  // client that connects and says nothing cannot hold a slot for ever.
+  // Closes those past kHelloTimeoutMs; returns the epoll timeout (ms) until
+  // the next one is due, or -1 when none waits.
+  int close_silent_connections();
+  // At --max-connections: makes room for a new connection by closing the
+  // oldest one that has not said Hello yet. False when every one has.
+  bool evict_a_silent_connection();
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
   std::unique_ptr<Store> store_;
   UniqueFd lock_fd_;
   std::string lock_path_;
+  std::optional<FileId> lock_id_, socket_id_;  // the files we made, to remove only them
   UniqueFd listen_fd_;
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
   std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int>> silent_;  // deadline, fd
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
   DaemonCounters counters_;                   // this thread's only: see metrics.h
   std::unique_ptr<MetricsServer> metrics_;

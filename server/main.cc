@@ -8,12 +8,14 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include <boost/program_options.hpp>
 
 #include "base/paths.h"
 #include "base/units.h"
 #include "server/daemon.h"
+#include "server/file_safety.h"
 #include "server/log.h"
 #include "shm/layout.h"
 
@@ -44,6 +46,12 @@ uint64_t default_memory_limit() {
   return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / shm::kPageSize * shm::kPageSize;
 }
 
+// A command line shelfd cannot follow: said on stderr, exit code 2.
+int usage_error(const std::string& message) {
+  std::cerr << "shelfd: " << message << "\nTry 'shelfd --help'.\n";
+  return 2;
+}
+
 // Everything the command line decides.
 struct Options {
   server::StoreOptions store;
@@ -57,6 +65,8 @@ struct Options {
 // should stop here (--help: 0; a bad option, said on stderr: 2).
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
+  std::string max_datasets_text, max_connections_text;
+  std::vector<std::string> stray;
   po::options_description desc(kUsage);
   // clang-format off
   desc.add_options()
@@ -68,9 +78,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
       ("memory-limit", po::value(&limit_text),
        "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm)")
-      ("max-datasets", po::value(&options.store.max_datasets)->default_value(16384),
+      ("max-datasets", po::value(&max_datasets_text)->default_value("16384"),
        "slots in the dataset index (256 bytes each, charged to the limit)")
-      ("max-connections", po::value(&options.daemon.max_connections)->default_value(1024),
+      ("max-connections", po::value(&max_connections_text)->default_value("1024"),
        "clients connected at once; more are refused with an error")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
@@ -92,23 +102,47 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       ("log-file", po::value(&options.log_file),
        "where a detached shelfd logs (default: <socket>.log)");
   // clang-format on
+  // Arguments that are not options are collected to be refused by name:
+  // `shelfd 8GiB` must not start with the default limit.
+  po::options_description hidden;
+  hidden.add_options()("stray", po::value(&stray));
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description positional;
+  positional.add("stray", -1);
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    std::cerr << "shelfd: " << e.what() << "\nTry 'shelfd --help'.\n";
-    return 2;
+    return usage_error(e.what());
   }
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
   }
+  if (!stray.empty()) {
+    const bool a_size = parse_size(stray.front()).ok();
+    return usage_error("unexpected argument '" + stray.front() + "': shelfd takes options only" +
+                       (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
+  }
+  for (const char* name : {"socket", "segment", "memory-limit", "group", "log-file"}) {
+    if (vm.count(name) && vm[name].as<std::string>().empty()) {
+      return usage_error(std::string("--") + name + " must not be empty");
+    }
+  }
+  auto max_datasets =
+      parse_count(max_datasets_text, "--max-datasets", 1, server::kMaxIndexCapacity);
+  if (!max_datasets.ok()) return usage_error(max_datasets.status().message());
+  options.store.max_datasets = static_cast<uint32_t>(*max_datasets);
+  auto max_connections = parse_count(max_connections_text, "--max-connections", 1, 1u << 20);
+  if (!max_connections.ok()) return usage_error(max_connections.status().message());
+  options.daemon.max_connections = static_cast<uint32_t>(*max_connections);
 
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {
-    std::cerr << "shelfd: --log-level must be error, warn, info or debug\n";
-    return 2;
+    return usage_error("--log-level must be error, warn, info or debug, not '" + log_level_text +
+                       "'");
   }
   server::set_log_level(level);
   options.daemon.socket_path = socket_path.empty() ? default_socket_path() : socket_path;
@@ -118,10 +152,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     options.store.memory_limit = default_memory_limit();
   } else {
     auto limit = parse_size(limit_text);
-    if (!limit.ok()) {
-      std::cerr << "shelfd: --memory-limit: " << limit.status().message() << "\n";
-      return 2;
-    }
+    if (!limit.ok()) return usage_error("--memory-limit: " + limit.status().message());
     options.store.memory_limit = *limit;
   }
   // Values the user did not choose give way to those of an existing segment.
@@ -186,6 +217,16 @@ std::optional<int> detach(int& ready_fd) {
   return std::nullopt;
 }
 
+// The log of a detached shelfd: its directory made first when it is the
+// socket's (the default <socket>.log), and refused with the reason when it
+// cannot be opened or is a file shelfd did not create.
+Result<UniqueFd> open_detached_log(const Options& options) {
+  SHELF_RETURN_IF_ERROR(server::prepare_socket_directory(options.daemon));
+  auto log = server::open_log_file(options.log_file);
+  if (!log.ok()) return Status::io_error("--log-file: " + log.status().message());
+  return log;
+}
+
 // "; re-attached ..." when the store re-attached a segment, else "".
 std::string recovery_summary(const server::Store& store) {
   if (!store.recovery().attached) return std::string();
@@ -199,9 +240,9 @@ std::string recovery_summary(const server::Store& store) {
          seconds;
 }
 
-// The detached child is serving: its stdin and stdout go to /dev/null, its
-// stderr to the log file, and `ready_line` to the waiting parent.
-void finish_detaching(int log_fd, int ready_fd, const std::string& ready_line) {
+// The detached child is serving: its stdin and stdout go to /dev/null and
+// its stderr to the log file.
+void redirect_to_log(int log_fd) {
   server::set_log_copy_fd(-1);  // stderr becomes the log file itself below
   int null_fd = ::open("/dev/null", O_RDWR);
   if (null_fd >= 0) {
@@ -210,7 +251,10 @@ void finish_detaching(int log_fd, int ready_fd, const std::string& ready_line) {
     ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
     if (null_fd > STDERR_FILENO) ::close(null_fd);
   }
-  if (log_fd > STDERR_FILENO) ::close(log_fd);
+}
+
+// Tells the waiting parent `ready_line`: it prints it and exits.
+void tell_parent(int ready_fd, const std::string& ready_line) {
   ssize_t n = ::write(ready_fd, ready_line.data(), ready_line.size());
   (void)n;
   ::close(ready_fd);
@@ -222,26 +266,31 @@ int main(int argc, char** argv) {
   Options options;
   if (auto exit_code = parse_options(argc, argv, options)) return *exit_code;
   fit_connections_to_open_files(options);
+  // Detached, the log file is opened before the start, so that what the
+  // start finds (a re-attached segment, quarantined datasets) is in it too;
+  // and before detaching, so that a log shelfd cannot write stops it here.
+  UniqueFd log_file;
+  if (!options.foreground) {
+    auto opened = open_detached_log(options);
+    if (!opened.ok()) {
+      std::cerr << "shelfd: not started: " << opened.status().message() << "\n";
+      return 1;
+    }
+    log_file = std::move(opened).value();
+  }
+  const int log_fd = log_file.get();
   int ready_fd = -1;
   if (!options.foreground) {
     if (auto exit_code = detach(ready_fd)) return *exit_code;
-  }
-
-  // Detached, the log file is opened before the start, so that what the
-  // start finds (a re-attached segment, quarantined datasets) is in it too.
-  int log_fd = -1;
-  if (!options.foreground) {
-    log_fd = ::open(options.log_file.c_str(),
-                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     server::set_log_copy_fd(log_fd);
   }
   auto daemon = server::Daemon::start(options.daemon, options.store);
   if (!daemon.ok()) {
-    const std::string line = "shelfd: not started: " + daemon.status().message() + "\n";
     std::cerr << "shelfd: " << daemon.status().message() << "\n";
-    if (log_fd >= 0) {  // the log says why there is no daemon, too
-      ssize_t n = ::write(log_fd, line.data(), line.size());
-      (void)n;
+    if (log_fd >= 0) {  // the log says why there is no daemon, too, as a log line
+      server::set_log_copy_fd(-1);
+      server::set_log_fd(log_fd);
+      server::log_error("not started: " + daemon.status().message());
     }
     return 1;
   }
@@ -250,17 +299,18 @@ int main(int argc, char** argv) {
   const std::string metrics = (*daemon)->metrics_address().empty()
                                   ? std::string()
                                   : ", metrics http://" + (*daemon)->metrics_address() + "/metrics";
-  if (!options.foreground) {
-    finish_detaching(log_fd, ready_fd,
-                     "shelfd: serving " + options.daemon.socket_path + " (pid " +
-                         std::to_string(::getpid()) + ", limit " +
-                         format_bytes(store.memory_limit()) + ", log " + options.log_file +
-                         metrics + ")" + recovered + "\n");
-  }
+  if (!options.foreground) redirect_to_log(log_fd);
   server::log_info("serving " + options.daemon.socket_path + " with segment /dev/shm/" +
                    options.store.segment_name + ", memory limit " +
                    format_bytes(store.memory_limit()) + metrics +
                    (recovered.empty() ? " (new)" : recovered));
+  // Only once the log says so: whoever started shelfd may read the log next.
+  if (!options.foreground) {
+    tell_parent(ready_fd, "shelfd: serving " + options.daemon.socket_path + " (pid " +
+                              std::to_string(::getpid()) + ", limit " +
+                              format_bytes(store.memory_limit()) + ", log " + options.log_file +
+                              metrics + ")" + recovered + "\n");
+  }
   Status s = (*daemon)->run();
   if (!s.ok()) {
     server::log_error("event loop failed: " + s.message());

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "base/utf8.h"
+
 namespace shelf::tools {
 
 namespace {
@@ -21,27 +23,7 @@ std::string shortest(T v) {
   return s;
 }
 
-std::string escape_controls(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '\n')
-      out += "\\n";
-    else if (c == '\t')
-      out += "\\t";
-    else if (c == '\r')
-      out += "\\r";
-    else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+std::string escape_controls(std::string_view text) { return escape_unprintable(text); }
 
 // Display width of UTF-8 text, counting code points (good enough for
 // alignment of Latin, Greek, Cyrillic; wide CJK glyphs will be off by one each).

@@ -2,10 +2,10 @@
 // datasets, shows the daemon's memory at a glance, and saves datasets to
 // disk and loads them back (tools/snapshot.h).
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <signal.h>
 #include <string>
@@ -17,9 +17,11 @@
 
 #include <shelf/client.h>
 #include <shelf/filter.h>
+#include <shelf/limits.h>
 
 #include "base/paths.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
 #include "tools/metrics_fetch.h"
@@ -51,18 +53,28 @@ The daemon is found at --socket, else $SHELF_SOCKET, else the per-user default.
 
 Global options)";
 
+// The ranges of the CLI's numbers. A screen refresh faster than 10 ms only
+// burns the daemon's time; a day between refreshes is surely a typo.
+constexpr uint64_t kMaxHeadRows = 1000000000;
+constexpr double kMinWatchSeconds = 0.01;
+constexpr double kMaxWatchSeconds = 86400;
+
 // Exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong.
 constexpr int kFailed = 1;
 constexpr int kUsageError = 2;
 
+// Names and values from datasets (and from the user) as they may reach a
+// terminal: no escape sequence from data is ever printed raw.
+std::string shown(std::string_view text) { return escape_unprintable(text); }
+
 int fail(const Status& status) {
-  std::cerr << "shelf: " << status.message() << "\n";
+  std::cerr << "shelf: " << shown(status.message()) << "\n";
   return kFailed;
 }
 
 int usage_error(const std::string& message, const std::string& command) {
-  std::cerr << "shelf: " << message << "\nTry 'shelf " << (command.empty() ? "" : command + " ")
-            << "--help'.\n";
+  std::cerr << "shelf: " << shown(message) << "\nTry 'shelf "
+            << (command.empty() ? "" : command + " ") << "--help'.\n";
   return kUsageError;
 }
 
@@ -70,7 +82,42 @@ struct Command {
   std::string name;
   std::vector<std::string> args;
   std::string socket;
+  std::chrono::milliseconds timeout{30000};  // for each answer of shelfd (--timeout)
 };
+
+// The names a user sees for the options that hold a command's positional
+// arguments: Boost's messages would name the internal option ("--name").
+std::string user_facing(const std::string& option) {
+  if (option == "--name") return "NAME";
+  if (option == "--files") return "FILE.csv";
+  if (option == "--dir") return "DIR";
+  if (option == "--n") return "-n";
+  return option;
+}
+
+// A Boost error as the user typed the command: option names as written, and
+// a hint where a dataset name may have been taken for an option.
+std::string usage_message(const po::error& e, const std::string& synopsis) {
+  if (auto* missing = dynamic_cast<const po::required_option*>(&e)) {
+    return "missing " + user_facing(missing->get_option_name()) + "; usage: shelf " + synopsis;
+  }
+  if (dynamic_cast<const po::too_many_positional_options_error*>(&e) != nullptr) {
+    return "too many arguments; usage: shelf " + synopsis;
+  }
+  std::string text = e.what();
+  if (auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    const std::string option = named->get_option_name();
+    const std::string shown = user_facing(option);
+    for (size_t at; option != shown && (at = text.find("'" + option + "'")) != std::string::npos;) {
+      text.replace(at + 1, option.size(), shown);
+    }
+    if (dynamic_cast<const po::unknown_option*>(&e) != nullptr) {
+      text += " (a dataset name that starts with '-' goes after '--', e.g. shelf " +
+              synopsis.substr(0, synopsis.find(' ')) + " -- " + option + ")";
+    }
+  }
+  return text;
+}
 
 // Parses a command's arguments; returns false (and sets *exit_code) on
 // --help or an error.
@@ -87,7 +134,7 @@ bool parse_args(const Command& cmd, po::options_description& options,
     }
     po::notify(*vm);
   } catch (const po::error& e) {
-    *exit_code = usage_error(e.what(), cmd.name);
+    *exit_code = usage_error(usage_message(e, synopsis), cmd.name);
     return false;
   }
   return true;
@@ -97,6 +144,7 @@ Result<Client> connect(const Command& cmd, const std::string& who) {
   ClientOptions options;
   options.socket = cmd.socket;
   options.client_name = "shelf " + who;
+  options.request_timeout = cmd.timeout;
   return Client::connect(options);
 }
 
@@ -157,10 +205,8 @@ Progress::Mode progress_mode(bool forced, bool quiet) {
 }
 
 int cmd_publish(const Command& cmd) {
-  std::string name, schema_text, delimiter = ",", names_text;
+  std::string name, schema_text, delimiter = ",", names_text, partition_rows_text, threads_text;
   std::vector<std::string> files, null_values;
-  uint64_t partition_rows = 0;
-  unsigned threads = 0;
   bool override_existing = false, no_header = false, progress = false, quiet = false;
   po::options_description options("Options");
   // clang-format off
@@ -169,7 +215,7 @@ int cmd_publish(const Command& cmd) {
       ("files", po::value(&files)->required()->multitoken(),
        "CSV files (also .gz/.zst, by their first bytes); - for standard input")
       ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
-      ("partition-rows", po::value(&partition_rows),
+      ("partition-rows", po::value(&partition_rows_text),
        "cut each file into partitions of N rows (default: one partition per file)")
       ("schema", po::value(&schema_text),
        "force column types, e.g. id:int32,when:timestamp (default: inferred as bool, int64, "
@@ -179,7 +225,7 @@ int cmd_publish(const Command& cmd) {
       ("names", po::value(&names_text), "column names for --no-header, e.g. id,name,balance")
       ("null", po::value(&null_values)->composing(),
        "an unquoted value that means null besides the empty field (repeatable)")
-      ("threads", po::value(&threads), "parsing threads (default: one per core)")
+      ("threads", po::value(&threads_text), "parsing threads (default: one per core)")
       ("progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")
       ("quiet", po::bool_switch(&quiet), "no progress line");
   // clang-format on
@@ -191,11 +237,17 @@ int cmd_publish(const Command& cmd) {
                   "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]")) {
     return code;
   }
-  if (vm.count("partition-rows") && partition_rows == 0) {
-    return usage_error("--partition-rows must be at least 1", cmd.name);
+  uint64_t partition_rows = 0;  // one partition per file
+  if (vm.count("partition-rows")) {
+    auto rows = parse_count(partition_rows_text, "--partition-rows", 1, kMaxRowsPerPartition);
+    if (!rows.ok()) return usage_error(rows.status().message(), cmd.name);
+    partition_rows = *rows;
   }
-  if (vm.count("threads") && (threads == 0 || threads > 1024)) {
-    return usage_error("--threads must be between 1 and 1024", cmd.name);
+  unsigned threads = 0;  // one per core
+  if (vm.count("threads")) {
+    auto n = parse_count(threads_text, "--threads", 1, 1024);
+    if (!n.ok()) return usage_error(n.status().message(), cmd.name);
+    threads = static_cast<unsigned>(*n);
   }
   CsvOptions csv;
   csv.partition_rows = partition_rows;
@@ -240,13 +292,13 @@ int cmd_publish(const Command& cmd) {
   for (const std::string& w : plan->warnings) std::cerr << "shelf: warning: " << w << "\n";
   auto info = find_info(*client, name);
   if (!info.ok()) return failed(info.status());
-  std::cout << "published '" << name << "': " << summary_line(*info) << "\n";
+  std::cout << "published '" << shown(name) << "': " << summary_line(*info) << "\n";
   return 0;
 }
 
 // ---------------------------------------------- publish NAME --from BASE --
-// (engineer "filter": the filtered publish of a published dataset; CSV
-// publishing is cmd_publish above.)
+// The filtered publish of a published dataset; CSV publishing is
+// cmd_publish above.
 
 // True when `publish` was given --from: the filtered publish below handles it.
 bool publishes_from(const Command& cmd) {
@@ -271,17 +323,6 @@ Result<std::vector<std::string>> split_columns(const std::string& text) {
     if (comma == std::string::npos) return names;
     start = comma + 1;
   }
-}
-
-// A row count: digits only (boost would read "-1" as 2^64 - 1).
-Result<uint64_t> parse_limit(const std::string& text) {
-  uint64_t value = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || p != end) {
-    return Status::invalid_argument("--limit takes a row count (0 or more), got '" + text + "'");
-  }
-  return value;
 }
 
 int cmd_publish_from(const Command& cmd) {
@@ -318,7 +359,7 @@ int cmd_publish_from(const Command& cmd) {
   }
   std::optional<uint64_t> limit;
   if (vm.count("limit")) {
-    auto parsed = parse_limit(limit_text);
+    auto parsed = parse_count(limit_text, "--limit", 0, std::numeric_limits<uint64_t>::max());
     if (!parsed.ok()) return usage_error(parsed.status().message(), cmd.name);
     limit = *parsed;
   }
@@ -337,9 +378,11 @@ int cmd_publish_from(const Command& cmd) {
   if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
   auto info = find_info(*client, name);
   if (!info.ok()) return fail(info.status());
-  std::cout << "published '" << name << "': " << summary_line(*info) << " (from '" << base_name
-            << "', " << base->num_rows() << " rows)\n";
-  return 0;
+  std::cout << "published '" << shown(name) << "': " << summary_line(*info) << " (from '"
+            << shown(base_name) << "', " << base->num_rows()
+            << " rows)
+               ";
+      return 0;
 }
 
 int cmd_list(const Command& cmd) {
@@ -369,7 +412,7 @@ int cmd_list(const Command& cmd) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
-    rows.push_back({d.name, std::to_string(d.num_rows), std::to_string(d.num_columns),
+    rows.push_back({shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
                     std::to_string(d.num_partitions), format_bytes(d.memory_bytes),
                     format_time(d.created_ns - d.created_ns % 1000000000),
                     std::to_string(d.leases)});
@@ -382,21 +425,24 @@ int cmd_list(const Command& cmd) {
 
 int cmd_head(const Command& cmd) {
   std::string name;
-  uint64_t n = 5;
+  std::string n_text;
   po::options_description options("Options");
   options.add_options()("name", po::value(&name)->required(), "dataset name")(
-      "n,n", po::value(&n)->default_value(5), "number of rows");
+      "n,n", po::value(&n_text)->default_value("5"), "number of rows");
   po::positional_options_description positional;
   positional.add("name", 1);
   po::variables_map vm;
   int code;
   if (!parse_args(cmd, options, positional, &vm, &code, "head NAME [-n N]")) return code;
+  auto rows_wanted = parse_count(n_text, "-n", 0, kMaxHeadRows);
+  if (!rows_wanted.ok()) return usage_error(rows_wanted.status().message(), cmd.name);
+  const uint64_t n = *rows_wanted;
   auto client = connect(cmd, "head");
   if (!client.ok()) return fail(client.status());
   auto ds = client->get_dataset(name);
   if (!ds.ok()) return fail(ds.status());
   if (ds->is_bytes()) {
-    std::cout << "'" << name << "' is a raw-bytes dataset of " << ds->num_partitions()
+    std::cout << "'" << shown(name) << "' is a raw-bytes dataset of " << ds->num_partitions()
               << " partitions, " << ds->data_bytes() << " bytes\n";
     return 0;
   }
@@ -404,7 +450,7 @@ int cmd_head(const Command& cmd) {
   std::vector<std::string> header = {""};
   std::vector<bool> right = {false};
   for (const Field& f : schema) {
-    header.push_back(f.name);
+    header.push_back(shown(f.name));
     right.push_back(f.type != Type::kString);
   }
   std::vector<std::vector<std::string>> rows;
@@ -426,7 +472,8 @@ int cmd_head(const Command& cmd) {
   // for names and keeps numbers lined up on their last digit.
   std::cout << render_table(header, rows, right);
   if (ds->num_rows() > index) {
-    std::cout << "... " << ds->num_rows() - index << " more rows\n";
+    const uint64_t more = ds->num_rows() - index;
+    std::cout << "... " << more << " more row" << (more == 1 ? "" : "s") << "\n";
   }
   return 0;
 }
@@ -454,6 +501,8 @@ int cmd_info(const Command& cmd) {
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
     return std::string(buf);
   };
+  // This command's own lease is not one of the dataset's readers.
+  if (info->leases > 0) info->leases -= 1;
   if (json) {
     std::string out = info_json(*info);
     out.pop_back();
@@ -477,23 +526,22 @@ int cmd_info(const Command& cmd) {
     std::cout << out << "]}\n";
     return 0;
   }
-  std::cout << "name:        " << info->name << "\n"
+  std::cout << "name:        " << shown(info->name) << "\n"
             << "rows:        " << info->num_rows << " in " << info->num_partitions << " partition"
             << (info->num_partitions == 1 ? "" : "s") << "\n"
             << "memory:      " << format_bytes(info->memory_bytes) << " (buffers "
             << format_bytes(info->data_bytes) << ")\n"
             << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
             << ", pid " << info->publisher_pid << "\n"
-            << "leases:      " << (info->leases > 0 ? info->leases - 1 : 0)
-            << " (besides this command's)\n\n";
+            << "leases:      " << info->leases << " (besides this command's)\n\n";
   std::vector<std::vector<std::string>> columns;
-  for (const Field& f : schema) columns.push_back({f.name, std::string(type_name(f.type))});
+  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
   std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
   std::vector<std::vector<std::string>> parts;
   for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
     for (size_t c = 0; c < schema.size(); ++c) {
       const ColumnView col = ds->column(p, c);
-      parts.push_back({std::to_string(p), schema[c].name, std::to_string(col.length()),
+      parts.push_back({std::to_string(p), shown(schema[c].name), std::to_string(col.length()),
                        std::to_string(col.null_count()), format_bytes(col.data().size()),
                        hex(ds->checksum(p, c, 2))});
     }
@@ -515,7 +563,7 @@ int cmd_unpublish(const Command& cmd) {
   auto client = connect(cmd, "unpublish");
   if (!client.ok()) return fail(client.status());
   if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
-  std::cout << "unpublished '" << name << "'\n";
+  std::cout << "unpublished '" << shown(name) << "'\n";
   return 0;
 }
 
@@ -565,7 +613,7 @@ std::string status_text(const MemoryStats& m) {
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
-      rows.push_back({d.name, format_bytes(d.memory_bytes), std::to_string(d.num_rows),
+      rows.push_back({shown(d.name), format_bytes(d.memory_bytes), std::to_string(d.num_rows),
                       std::to_string(d.leases)});
     }
     out +=
@@ -576,7 +624,7 @@ std::string status_text(const MemoryStats& m) {
            " damaged datasets found at restart, not served (shelf unpublish NAME frees them)\n";
     std::vector<std::vector<std::string>> rows;
     for (const QuarantinedDataset& q : m.quarantined) {
-      rows.push_back({q.name, format_bytes(q.memory_bytes), q.reason});
+      rows.push_back({shown(q.name), format_bytes(q.memory_bytes), shown(q.reason)});
     }
     out += render_table({"NAME", "MEMORY", "REASON"}, rows, {false, true, false});
   }
@@ -589,8 +637,10 @@ std::string throughput(uint64_t bytes, double seconds) {
   if (seconds < 0.05) {
     std::snprintf(buf, sizeof buf, "%.3f s", seconds);
   } else {
-    std::snprintf(buf, sizeof buf, "%.2f s (%.2f GB/s)", seconds,
-                  static_cast<double>(bytes) / seconds / 1e9);
+    // In the unit that shows the rate: a small snapshot is not "0.00 GB/s".
+    const double rate = static_cast<double>(bytes) / seconds;
+    std::snprintf(buf, sizeof buf, "%.2f s (%s/s)", seconds,
+                  format_bytes(static_cast<uint64_t>(rate)).c_str());
   }
   return buf;
 }
@@ -621,10 +671,11 @@ int cmd_save(const Command& cmd) {
   progress_line.finish();
   if (!report.ok()) return fail(report.status());
   for (const std::string& name : report->skipped) {
-    std::cout << "skipped '" << name << "': unpublished while saving\n";
+    std::cout << "skipped '" << shown(name) << "': unpublished while saving\n";
   }
   for (const SnapshotEntry& e : report->datasets) {
-    std::cout << "saved '" << e.name << "' to " << e.path << ": " << entry_line(e) << "\n";
+    std::cout << "saved '" << shown(e.name) << "' to " << shown(e.path) << ": " << entry_line(e)
+              << "\n";
   }
   if (report->datasets.empty()) {
     std::cout << "no datasets published; nothing saved\n";
@@ -661,9 +712,18 @@ int cmd_load(const Command& cmd) {
   Progress progress_line("load", progress_mode(progress, quiet));
   auto report = load_snapshot(*client, dir, names, override_existing, &progress_line);
   progress_line.finish();
+  if (!report.ok() && override_existing &&
+      report.status().code() == Status::Code::kResourceExhausted) {
+    return fail(Status::resource_exhausted(
+        report.status().message() +
+        "; --override writes the new copy before it drops the old one, so it needs room for "
+        "both at once: unpublish the old datasets first (shelf unpublish NAME), or give shelfd "
+        "a larger --memory-limit"));
+  }
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {
-    std::cout << "loaded '" << e.name << "' from " << e.path << ": " << entry_line(e) << "\n";
+    std::cout << "loaded '" << shown(e.name) << "' from " << shown(e.path) << ": " << entry_line(e)
+              << "\n";
   }
   std::cout << "loaded " << report->datasets.size() << " dataset"
             << (report->datasets.size() == 1 ? "" : "s") << ", " << format_bytes(report->bytes)
@@ -675,20 +735,29 @@ volatile sig_atomic_t g_stop = 0;
 
 int cmd_status(const Command& cmd) {
   bool json = false;
-  double watch = 0;
-  uint64_t iterations = 0;
+  std::string watch_text, iterations_text;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
       ("json", po::bool_switch(&json), "print JSON")
-      ("watch", po::value(&watch), "refresh every SECONDS until interrupted")
-      ("iterations", po::value(&iterations), "with --watch: stop after N refreshes");
+      ("watch", po::value(&watch_text), "refresh every SECONDS until interrupted")
+      ("iterations", po::value(&iterations_text), "with --watch: stop after N refreshes");
   // clang-format on
   po::variables_map vm;
   int code;
   if (!parse_args(cmd, options, {}, &vm, &code, "status [--json] [--watch SECONDS]")) return code;
-  if (vm.count("watch") && !(watch > 0)) {
-    return usage_error("--watch needs a number of seconds above 0", cmd.name);
+  double watch = 0;
+  if (vm.count("watch")) {
+    auto seconds = parse_seconds(watch_text, "--watch", kMinWatchSeconds, kMaxWatchSeconds);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), cmd.name);
+    watch = *seconds;
+  }
+  uint64_t iterations = 0;  // until interrupted
+  if (vm.count("iterations")) {
+    if (!vm.count("watch")) return usage_error("--iterations needs --watch", cmd.name);
+    auto count = parse_count(iterations_text, "--iterations", 1, UINT32_MAX);
+    if (!count.ok()) return usage_error(count.status().message(), cmd.name);
+    iterations = *count;
   }
   auto client = connect(cmd, "status");
   if (!client.ok()) return fail(client.status());
@@ -744,7 +813,9 @@ int main(int argc, char** argv) {
   po::options_description global(kUsage);
   global.add_options()("help,h", "show this help")(
       "socket", po::value(&cmd.socket),
-      "the daemon's socket (default: $SHELF_SOCKET, else per-user)");
+      "the daemon's socket (default: $SHELF_SOCKET, else per-user)")(
+      "timeout", po::value<std::string>(),
+      "seconds to wait for each answer of shelfd (default: 30)");
   po::options_description hidden;
   hidden.add_options()("command", po::value(&cmd.name))("args",
                                                         po::value<std::vector<std::string>>());
@@ -754,7 +825,13 @@ int main(int argc, char** argv) {
   positional.add("command", 1).add("args", -1);
   po::variables_map vm;
   try {
-    po::parsed_options parsed = po::command_line_parser(argc, argv)
+    // "--" ends the options of the command, not only the global ones: what
+    // follows goes to the command as it is, so `shelf head -- -x` reads '-x'.
+    std::vector<std::string> words(argv + 1, argv + argc);
+    const auto end_of_options = std::find(words.begin(), words.end(), "--");
+    std::vector<std::string> after(end_of_options, words.end());
+    words.erase(end_of_options, words.end());
+    po::parsed_options parsed = po::command_line_parser(words)
                                     .options(all)
                                     .positional(positional)
                                     .allow_unregistered()
@@ -763,8 +840,18 @@ int main(int argc, char** argv) {
     po::notify(vm);
     cmd.args = po::collect_unrecognized(parsed.options, po::include_positional);
     if (!cmd.args.empty() && cmd.args.front() == cmd.name) cmd.args.erase(cmd.args.begin());
+    if (cmd.name.empty() && after.size() > 1) {  // `shelf -- head x`
+      cmd.name = after[1];
+      after.erase(after.begin() + 1);
+    }
+    cmd.args.insert(cmd.args.end(), after.begin(), after.end());
   } catch (const po::error& e) {
     return usage_error(e.what(), "");
+  }
+  if (vm.count("timeout")) {
+    auto seconds = parse_seconds(vm["timeout"].as<std::string>(), "--timeout", 0.1, 86400);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), "");
+    cmd.timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
   }
   if (cmd.name.empty() || cmd.name == "help") {
     if (vm.count("help") || cmd.name == "help") {
@@ -783,5 +870,5 @@ int main(int argc, char** argv) {
   if (cmd.name == "metrics") return cmd_metrics(cmd);
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
-  return usage_error("unknown command '" + cmd.name + "'", "");
+  return usage_error("unknown command '" + shown(cmd.name) + "'", "");
 }

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -26,6 +27,43 @@ namespace shelf {
 using protocol::MessageType;
 
 namespace {
+
+// Why a shelfd at `socket` did not answer within `timeout`, as far as this
+// process can tell: the pid in its lock file, and whether that process is
+// alive and stopped (SIGSTOP) or running. Without the lock file, only the wait.
+std::string no_answer(const std::string& socket, std::chrono::milliseconds timeout) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g s", static_cast<double>(timeout.count()) / 1000);
+  std::string msg = "shelfd at " + socket + " did not answer in " + seconds;
+  long pid = 0;
+  if (FILE* lock = std::fopen((socket + ".lock").c_str(), "re")) {
+    if (std::fscanf(lock, "%ld", &pid) != 1) pid = 0;
+    std::fclose(lock);
+  }
+  char state = '?';
+  if (pid > 0) {
+    const std::string stat_path = "/proc/" + std::to_string(pid) + "/stat";
+    if (FILE* stat = std::fopen(stat_path.c_str(), "re")) {
+      // "pid (comm) state ...": the state follows the last ')'.
+      char line[512] = {};
+      size_t n = std::fread(line, 1, sizeof line - 1, stat);
+      std::fclose(stat);
+      const char* close = std::strrchr(line, ')');
+      if (n > 0 && close != nullptr && close[1] == ' ') state = close[2];
+    }
+  }
+  const std::string who = "pid " + std::to_string(pid);
+  if (state == 'T' || state == 't') {
+    msg += " and is still running, but stopped (" + who + ", SIGSTOP?): kill -CONT " +
+           std::to_string(pid) + " resumes it";
+  } else if (state != '?') {
+    msg += " and is still running (" + who + "): it is busy or hung; wait, or allow longer " +
+           "(shelf --timeout SECONDS)";
+  } else {
+    msg += "; allow longer with shelf --timeout SECONDS";
+  }
+  return msg;
+}
 
 std::string start_hint(const std::string& socket) {
   return "no shelfd at " + socket + " — start it with: shelfd --socket " + socket;
@@ -100,9 +138,7 @@ Result<UniqueFd> connect_socket(const std::string& path, std::chrono::millisecon
           " (permission denied): it serves only its own user, or the members of the group it "
           "was started with (shelfd --group)");
     case EAGAIN:
-      return Status::unavailable("shelfd at " + path + " did not accept the connection within " +
-                                 std::to_string(timeout.count()) +
-                                 " ms (ClientOptions::request_timeout); is it hung or stopped?");
+      return Status::unavailable(no_answer(path, timeout));
     default:
       // Whatever else connect(2) says, there is no daemon to talk to here.
       return Status::unavailable("cannot connect to shelfd at " + path + " (" +
@@ -226,15 +262,18 @@ bool Client::Impl::broken() const {
 Status Client::Impl::lost(std::string_view what, int err) {
   broken_ = true;
   if (!broken_reason_.empty()) return Status::unavailable(broken_reason_);
-  std::string msg = "lost the connection to shelfd at " + socket_path_ + " (" + std::string(what);
   if (err == EAGAIN || err == EWOULDBLOCK) {
-    msg += ": no answer within " + std::to_string(options_.request_timeout.count()) +
-           " ms, ClientOptions::request_timeout";
-    // A reply that comes later would be out of step: nothing more is read
-    // or sent here. The socket stays open, though: closing it would end the
-    // session and with it the leases of Datasets this process still reads;
-    // it closes when the last of them (and the Client) is gone.
-  } else if (err != 0) {
+    // Not lost: late. A reply that comes later would be out of step, so
+    // nothing more is read or sent here. The socket stays open, though:
+    // closing it would end the session and with it the leases of Datasets
+    // this process still reads; it closes when the last of them (and the
+    // Client) is gone.
+    broken_reason_ = no_answer(socket_path_, options_.request_timeout) +
+                     "; this connection is not used again: connect anew";
+    return Status::unavailable(broken_reason_);
+  }
+  std::string msg = "lost the connection to shelfd at " + socket_path_ + " (" + std::string(what);
+  if (err != 0) {
     msg += ": " + std::string(std::strerror(err));
   }
   broken_reason_ = msg +

@@ -8,6 +8,7 @@
 
 #include "base/check.h"
 #include "base/fault_point.h"
+#include "base/utf8.h"
 #include "libclient/src/table_state.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
@@ -27,6 +28,16 @@ Result<std::unique_ptr<TableState>> TableState::create(std::shared_ptr<Client::I
     if (f.name.empty() || f.name.size() > kMaxColumnNameBytes) {
       return Status::invalid_argument("column name '" + f.name + "' must be 1 to " +
                                       std::to_string(kMaxColumnNameBytes) + " bytes");
+    }
+    // The same rule as dataset names: names print safely in `shelf head`/`info`.
+    if (const size_t at = find_control_character(f.name); at != std::string::npos) {
+      return Status::invalid_argument("column name '" + escape_unprintable(f.name) +
+                                      "' contains a control character at byte " +
+                                      std::to_string(at));
+    }
+    if (!is_valid_utf8(f.name)) {
+      return Status::invalid_argument("column name '" + escape_unprintable(f.name) +
+                                      "' is not valid UTF-8");
     }
     if (!names.insert(f.name).second) {
       return Status::invalid_argument("column name '" + f.name + "' appears twice");

@@ -60,8 +60,11 @@ class Client:
         protocol 5: the arrays inside it go to shared memory).
 
         Raises KeyError if a name exists and not override, TypeError for a
-        column shelf cannot store (nothing is published), MemoryError over
-        the daemon's memory limit.
+        column shelf cannot store, a name that is not a str or an override
+        that is not a bool, ValueError for a dict of 1-D arrays of several
+        lengths or a string UTF-8 cannot hold (naming its column and row),
+        MemoryError over the daemon's memory limit. Nothing is published
+        then, and what was written gives its memory back at once.
         """
         items = {}
         if "name" in kwargs:
@@ -91,11 +94,27 @@ class Client:
             raise TypeError("publish_dataset: nothing to publish; use publish_dataset(name=value)")
         self._publish(items, override)
 
-    def _publish(self, items, override):
+    def _publish(self, items, override, function="publish_dataset"):
+        # Names and flags are checked before any memory is taken.
+        if not isinstance(override, bool):
+            raise TypeError(
+                f"{function}: override is a flag (override=True replaces datasets of the same "
+                f"names), not a {type(override).__name__}; to publish a dataset named "
+                "'override' use client.datasets['override'] = value")
+        for name in items:
+            _check_name(name, function)
         # Every table is written (and checked) before anything is published;
-        # on any error the tables written so far give their memory back.
-        tables = [(name, _convert.build_table(self._client, value)) for name, value in items.items()]
-        self._client.publish(tables, override)
+        # on any error the tables written so far give their memory back at
+        # once (not when the garbage collector finds them).
+        tables = []
+        try:
+            for name, value in items.items():
+                tables.append((name, _convert.build_table(self._client, value)))
+            self._client.publish(tables, override)
+        except BaseException:
+            for _, table in tables:
+                table.abort()
+            raise
 
     def persist(self, collection):
         """collection.persist() on the local Dask scheduler, so that code
@@ -115,6 +134,7 @@ class Client:
         unpickled, its arrays viewing shared memory. Raises KeyError if
         there is no such dataset, unless `default` is given.
         """
+        _check_name(name, "get_dataset")
         try:
             handle = self._client.get(name)
         except KeyError:
@@ -127,6 +147,7 @@ class Client:
 
     def unpublish_dataset(self, name):
         """Removes `name`; readers holding it keep reading until they let go."""
+        _check_name(name, "unpublish_dataset")
         self._client.unpublish(name)
 
     @property
@@ -145,7 +166,13 @@ class Client:
         quarantined (name, memory_bytes and reason of each dataset found
         damaged at a restart: kept, never served, until unpublished).
         """
-        return self._client.status()
+        status = self._client.status()
+        # The keys of `shelf status --json` too, with the same values, so
+        # that code written against either reads both.
+        status.update(socket=status["socket_path"], segment=status["segment_name"],
+                      connections=status["num_connections"], leases=status["num_leases"],
+                      num_datasets=len(status["datasets"]))
+        return status
 
     def close(self):
         """Closes the connection once no dataset taken from it is in use."""
@@ -164,6 +191,13 @@ class Client:
             return "<shelf.Client closed>"
 
 
+def _check_name(name, function):
+    """TypeError naming the argument when a dataset name is not a str."""
+    if not isinstance(name, str):
+        raise TypeError(f"{function}: a dataset name must be a str, not "
+                        f"{type(name).__name__} ({name!r})")
+
+
 class Datasets(collections.abc.MutableMapping):
     """client.datasets: get, set, del, iter, len and `in` over published datasets.
 
@@ -180,9 +214,11 @@ class Datasets(collections.abc.MutableMapping):
         return self._client.get_dataset(name)
 
     def __setitem__(self, name, value):
-        self._client._publish({name: value}, override=False)
+        self._client._publish({name: value}, override=False, function="datasets[name] = value")
 
     def __delitem__(self, name):
+        if not isinstance(name, str):
+            raise KeyError(name)  # dataset names are str
         self._client.unpublish_dataset(name)
 
     def __iter__(self):

@@ -167,12 +167,21 @@ def _is_pandas_frame(value):
 
 def _is_array_dict(value):
     """A dict of 1-D numpy arrays of one length: the columns of a table.
-    Any other dict (model weights of several shapes...) is pickled."""
+    1-D arrays of several lengths raise ValueError naming them (columns that
+    cannot be one table); any other dict (model weights of several
+    dimensions...) is pickled."""
     if not isinstance(value, dict) or not value:
         return False
     arrays = list(value.values())
-    return (all(isinstance(v, np.ndarray) and v.ndim == 1 for v in arrays)
-            and len({len(v) for v in arrays}) == 1)
+    if not all(isinstance(v, np.ndarray) and v.ndim == 1 for v in arrays):
+        return False
+    lengths = {str(k): len(v) for k, v in value.items()}
+    if len(set(lengths.values())) != 1:
+        # Columns of a table that cannot be one: say so rather than pickle it.
+        raise ValueError("a dict of 1-D arrays is published as the columns of a table, and "
+                         f"columns need one length; got {lengths}. To publish it as an object "
+                         "(pickled), wrap it in a list: publish_dataset(my_name=[the_dict])")
+    return True
 
 
 def _is_shelf_dataset(value):
@@ -223,6 +232,24 @@ def _partitions(value):
             yield _frame_columns(frame, keep_index=True)
 
 
+def _not_unicode(columns, partition):
+    """ValueError naming the column and row of a str that UTF-8 cannot hold
+    (a lone surrogate, as from a bad decode with errors='surrogateescape')."""
+    for c in columns:
+        if c.type != "string":
+            continue
+        for row, v in enumerate(c.values):
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    return ValueError(
+                        f"column {c.name!r}, partition {partition}, row {row}: the string "
+                        f"{v!r} is not valid Unicode ({e.reason}: {v[e.start:e.end]!r}); "
+                        "shelf stores strings as UTF-8")
+    return ValueError(f"partition {partition} holds a string that is not valid Unicode")
+
+
 def _check_schema(schema, columns, what):
     got = [(c.name, c.type) for c in columns]
     if got != schema:
@@ -240,16 +267,27 @@ def build_table(client, value):
         return _pickle_table(client, value)
     table = None
     schema = None
-    for i, columns in enumerate(_partitions(value)):
-        if table is None:
-            schema = [(c.name, c.type) for c in columns]
-            table = client.create_table(schema)
-        else:
-            _check_schema(schema, columns, f"partition {i}")
-        rows = len(columns[0].values) if columns else 0
-        nulls = [c.nulls for c in columns]
-        table.append_partition(rows, [c.values for c in columns],
-                               nulls if any(n is not None for n in nulls) else None)
+    try:
+        for i, columns in enumerate(_partitions(value)):
+            if table is None:
+                schema = [(c.name, c.type) for c in columns]
+                table = client.create_table(schema)
+            else:
+                _check_schema(schema, columns, f"partition {i}")
+            rows = len(columns[0].values) if columns else 0
+            nulls = [c.nulls for c in columns]
+            try:
+                table.append_partition(rows, [c.values for c in columns],
+                                       nulls if any(n is not None for n in nulls) else None)
+            except UnicodeEncodeError:
+                raise _not_unicode(columns, i) from None
+    except BaseException:
+        # A partition that fails (a Dask partition that raises, a column
+        # shelf cannot store) gives back the memory of those written before
+        # it now: a traceback would keep the table alive until the GC runs.
+        if table is not None:
+            table.abort()
+        raise
     if table is None:
         raise ValueError("a Dask DataFrame with no partitions cannot be published")
     return table

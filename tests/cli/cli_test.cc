@@ -249,11 +249,13 @@ TEST(Shelfd, RefusesALimitDevShmCannotHold) {
   EXPECT_TRUE(contains(r.err, "lower --memory-limit")) << r.err;
   EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + name));
   EXPECT_FALSE(std::filesystem::exists(socket));
-  // The log file, opened for the start, says why there is no daemon.
+  // The log file, opened for the start, says why there is no daemon, in a
+  // log line (so that the next shelfd knows the file for its own log).
   std::ifstream log(socket + ".log");
   std::string line;
   std::getline(log, line);
-  EXPECT_TRUE(contains(line, "shelfd: not started: /dev/shm has")) << line;
+  EXPECT_TRUE(contains(line, " shelfd[")) << line;
+  EXPECT_TRUE(contains(line, "] error: not started: /dev/shm has")) << line;
   std::filesystem::remove(socket + ".lock");
   std::filesystem::remove(socket + ".log");
 }

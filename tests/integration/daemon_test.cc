@@ -184,7 +184,7 @@ TEST(DaemonTest, ClientsPastTheOpenFilesLimitAreRefusedWithAReason) {
         clients.push_back(std::move(c).value());
       } else {
         ++refused;
-        EXPECT_EQ(c.status().code(), Status::Code::kResourceExhausted);
+        EXPECT_EQ(c.status().code(), Status::Code::kUnavailable);
         EXPECT_THAT(c.status().message(), HasSubstr("--max-connections"));
       }
     }

@@ -99,7 +99,7 @@ TEST(LimitsTest, Connections) {
   for (int i = 0; i < 3; ++i) clients.push_back(daemon->connect());
   auto fourth = Client::connect(daemon->client_options());
   ASSERT_FALSE(fourth.ok());
-  EXPECT_EQ(fourth.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_EQ(fourth.status().code(), Status::Code::kUnavailable);
   EXPECT_THAT(fourth.status().message(),
               HasSubstr("shelfd has 3 connections, its limit (--max-connections)"));
   // Served again once one leaves.

@@ -35,6 +35,11 @@ inline constexpr uint32_t kMaxPublishItems = 65536;
 // far past any real reader's need (a Dataset per lease).
 inline constexpr size_t kMaxLeasesPerConnection = 65536;
 
+// How long shelfd waits for a new connection's Hello before closing it: a
+// client that connects and says nothing must not hold a connection slot for
+// ever. Every client sends Hello at once, so 5 s is far past a real one.
+inline constexpr int kHelloTimeoutMs = 5000;
+
 // `value` rounded up to a multiple of `alignment` (which is not 0).
 constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
