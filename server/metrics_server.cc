@@ -49,7 +49,9 @@ Result<UniqueFd> listen_unix(const std::string& path) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::from_errno("socket", errno);
-  ::unlink(path.c_str());      // the daemon holds the instance lock: a file here is stale
+  // The daemon holds the instance lock: a socket nobody listens on is a
+  // crashed daemon's; anything else there is not ours to remove.
+  SHELF_RETURN_IF_ERROR(clear_stale_socket(path));
   mode_t old = ::umask(0177);  // 0600 from the start, as the daemon's own socket
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   int err = errno;
@@ -419,10 +421,11 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsOptions
     SHELF_ASSIGN_OR_RETURN(m->tcp_fd_, listen_tcp(options.tcp_listen, m->tcp_address_));
   }
   SHELF_ASSIGN_OR_RETURN(m->unix_fd_, listen_unix(options.unix_path));
+  m->unix_id_ = file_id(options.unix_path);
   m->refresh_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   m->wake_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!m->refresh_fd_.valid() || !m->wake_fd_.valid()) {
-    ::unlink(options.unix_path.c_str());
+    if (m->unix_id_) remove_if_same(options.unix_path, *m->unix_id_);
     return Status::from_errno("eventfd", errno);
   }
   // The thread takes no signals: SIGTERM and SIGINT are the event loop's
@@ -444,7 +447,8 @@ MetricsServer::~MetricsServer() {
     write_eventfd(wake_fd_.get());
     thread_.join();
   }
-  if (unix_fd_.valid()) ::unlink(options_.unix_path.c_str());
+  // Only the socket we made: another file may have been put there since.
+  if (unix_fd_.valid() && unix_id_) remove_if_same(options_.unix_path, *unix_id_);
 }
 
 bool MetricsServer::take_refresh() {

@@ -31,12 +31,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
+#include "server/file_safety.h"
 #include "server/metrics.h"
 
 namespace shelf::server {
@@ -90,8 +92,9 @@ class MetricsServer {
   MetricsOptions options_;
   std::string tcp_address_;
   UniqueFd unix_fd_, tcp_fd_;
-  UniqueFd refresh_fd_;  // written by this thread, read by the loop
-  UniqueFd wake_fd_;     // written by publish() and the destructor, read by this thread
+  std::optional<FileId> unix_id_;  // the socket file we made, removed at exit if still ours
+  UniqueFd refresh_fd_;            // written by this thread, read by the loop
+  UniqueFd wake_fd_;               // written by publish() and the destructor, read by this thread
   std::mutex mu_;
   // Guarded by mu_: the newest snapshot, its number (0: none yet), stop.
   MetricsSnapshot snapshot_;

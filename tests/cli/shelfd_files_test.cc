@@ -117,6 +117,15 @@ TEST_F(ShelfdFilesTest, AFileAtTheSocketPathIsRefusedAndKept) {
   EXPECT_EQ(read_file(csv), "name,balance\nAlice,1\n");
 }
 
+// The metrics socket beside it (<socket>.metrics) follows the same rule.
+TEST_F(ShelfdFilesTest, AFileAtTheMetricsSocketPathIsRefusedAndKept) {
+  const std::string socket = dir_ + "/shelf.sock";
+  const std::string metrics = socket + ".metrics";
+  std::ofstream(metrics) << "not a socket\n";
+  expect_refused(socket, metrics, "is a regular file");
+  EXPECT_FALSE(exists(socket));
+}
+
 TEST_F(ShelfdFilesTest, ASocketSomethingListensOnIsRefused) {
   const std::string path = dir_ + "/other.sock";
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
