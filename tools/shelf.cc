@@ -379,10 +379,8 @@ int cmd_publish_from(const Command& cmd) {
   auto info = find_info(*client, name);
   if (!info.ok()) return fail(info.status());
   std::cout << "published '" << shown(name) << "': " << summary_line(*info) << " (from '"
-            << shown(base_name) << "', " << base->num_rows()
-            << " rows)
-               ";
-      return 0;
+            << shown(base_name) << "', " << base->num_rows() << " rows)\n";
+  return 0;
 }
 
 int cmd_list(const Command& cmd) {
