@@ -18,9 +18,12 @@ Result<uint64_t> parse_count(std::string_view text, std::string_view option, uin
     if (ok) value = value * 10 + digit;
   }
   if (!ok || value < min || value > max) {
-    return Status::invalid_argument(std::string(option) + " must be a whole number from " +
-                                    std::to_string(min) + " to " + std::to_string(max) + ", not '" +
-                                    std::string(text) + "'");
+    const std::string range = max != UINT64_MAX
+                                  ? "from " + std::to_string(min) + " to " + std::to_string(max)
+                              : min == 0 ? "(0 or more)"
+                                         : "(at least " + std::to_string(min) + ")";
+    return Status::invalid_argument(std::string(option) + " must be a whole number " + range +
+                                    ", not '" + std::string(text) + "'");
   }
   return value;
 }

@@ -132,18 +132,21 @@ def test_a_refused_publish_is_counted_by_reason(metrics_daemon):
     with d.client() as c:
         with pytest.raises(MemoryError):
             c.publish_dataset(huge={"v": np.zeros(16 << 20, dtype=np.int64)})  # 128 MiB > 64
+        # Not a get: a missing name is answered from the segment's name
+        # index, without the daemon. Unpublishing one asks the daemon.
         with pytest.raises(KeyError):
-            c.get_dataset("missing")
-    # Figures may be up to 100 ms old (kMetricsMinRefresh): scrape until they show the get.
+            c.unpublish_dataset("missing")
+    # Figures may be up to 100 ms old (kMetricsMinRefresh): scrape until they show the unpublish.
     def counted():
         parsed = samples(scrape(address))
-        key = ("shelf_refused_total", frozenset({"request": "get", "reason": "not_found"}.items()))
+        key = ("shelf_refused_total",
+               frozenset({"request": "unpublish", "reason": "not_found"}.items()))
         return parsed if key in parsed else None
     after = eventually(counted)
-    assert after, "the refused get was never counted"
+    assert after, "the refused unpublish was never counted"
     assert value(after, "shelf_refused_total", request="allocate",
                  reason="resource_exhausted") == 1
-    assert value(after, "shelf_refused_total", request="get", reason="not_found") == 1
+    assert value(after, "shelf_refused_total", request="unpublish", reason="not_found") == 1
     assert value(after, "shelf_publishes_total") == 0
 
 

@@ -280,8 +280,8 @@ TEST_F(FilterPublishTest, CliPublishFromErrorsChangeNothing) {
       {{"--where", "balance == 'x'"}, 2, "column 'balance' is int64, so it cannot be compared"},
       {{"--columns", "name,nope"}, 2, "unknown column 'nope' in the column list"},
       {{"--columns", "name,,balance"}, 2, "--columns 'name,,balance' has an empty column name"},
-      {{"--limit", "-1"}, 2, "--limit takes a row count (0 or more), got '-1'"},
-      {{"--limit", "ten"}, 2, "--limit takes a row count"},
+      {{"--limit", "-1"}, 2, "--limit must be a whole number (0 or more), not '-1'"},
+      {{"--limit", "ten"}, 2, "--limit must be a whole number (0 or more), not 'ten'"},
       {{"extra.csv"}, 2, "publish --from takes no CSV files"},
   };
   for (const Bad& b : bad) {

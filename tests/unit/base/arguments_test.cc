@@ -41,8 +41,12 @@ TEST(ArgumentsTest, ParseCountAcceptsExactlyWholeNumbersInRange) {
     if (accepted) {
       ASSERT_EQ(*got, want) << text;
     } else {
-      ASSERT_EQ(got.status().message(), "-n must be a whole number from " + std::to_string(min) +
-                                            " to " + std::to_string(max) + ", not '" + text + "'");
+      const std::string range = max != UINT64_MAX
+                                    ? "from " + std::to_string(min) + " to " + std::to_string(max)
+                                : min == 0 ? "(0 or more)"
+                                           : "(at least " + std::to_string(min) + ")";
+      ASSERT_EQ(got.status().message(),
+                "-n must be a whole number " + range + ", not '" + text + "'");
     }
   }
   EXPECT_TRUE(parse_count("18446744073709551615", "-n", 0, UINT64_MAX).ok());
