@@ -15,9 +15,9 @@
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
+#include "server/file_safety.h"
 #include "server/metrics.h"
 #include "server/metrics_server.h"
-#include "server/file_safety.h"
 #include "server/store.h"
 
 namespace shelf::server {
