@@ -481,7 +481,7 @@ class PyClient {
 
   // Publishes the rows of `base` where `where` holds (shelf/filter.h; empty:
   // every row), the columns `columns` (empty: all), at most `limit` rows,
-  // written once into the new dataset's shared memory (engineer "filter").
+  // written once into the new dataset's shared memory (Client.publish_filtered).
   // Errors: KeyError (no base, name taken), ValueError (bad expression or
   // column list, with its position), MemoryError (over the daemon's limit).
   void publish_filtered(const std::string& name, const std::string& base, const std::string& where,

@@ -9,7 +9,7 @@ set -euo pipefail
 # The Python package builds against Debian's python3 and its numpy/pandas.
 packages=(build-essential cmake pkg-config libboost-dev libboost-program-options-dev
           libxxhash-dev libcsv-dev python3-dev pybind11-dev python3-numpy python3-pandas)
-# ingest: gzip and zstd CSV inputs of `shelf publish` (tools/csv_source.cc).
+# zlib, libzstd: gzip and zstd CSV inputs of `shelf publish` (tools/csv_source.cc).
 packages+=(zlib1g-dev libzstd-dev)
 if [[ ${1:-} == --test ]]; then
   # clang: the fuzzers; dask/distributed: the Dask tests and bench/python_bench.py.

@@ -57,7 +57,9 @@ suite asan -DSHELF_SANITIZE=address,undefined -DSHELF_BUILD_BENCH=OFF
 echo "== all tests passed in both builds"
 
 # ThreadSanitizer: the client has threads (Dataset::prefault, leases released
-# from other threads than the one that took them), the daemon does not. Only
+# from other threads than the one that took them); the daemon's only other
+# thread is the metrics server, which shares a mutex-guarded snapshot and two
+# eventfds with the event loop (server/metrics_server.h). Only
 # the test binaries it runs are built (no Python, no bench, no CLI tests), to
 # keep CI short: the unit tests and the client tests (labels unit, client:
 # tests/unit, tests/integration; the torture, stress, CLI and Python suites run

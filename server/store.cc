@@ -90,15 +90,13 @@ Status Store::check_name(std::string_view name) {
     return Status::invalid_argument("dataset name is " + std::to_string(name.size()) +
                                     " bytes; the limit is " + std::to_string(kMaxNameBytes));
   }
-  // Control characters are refused so that names print safely in `shelf list`.
-  for (size_t i = 0; i < name.size(); ++i) {
-    const auto c = static_cast<unsigned char>(name[i]);
-    if (c < 0x20 || c == 0x7f) {
-      return Status::invalid_argument("dataset name contains a control character at byte " +
-                                      std::to_string(i));
-    }
-  }
   if (!is_valid_utf8(name)) return Status::invalid_argument("dataset name is not valid UTF-8");
+  // Control characters (C0, DEL, C1) are refused so that names print safely
+  // in `shelf list`: base/utf8.h has the one rule for names.
+  if (const size_t at = find_control_character(name); at != std::string_view::npos) {
+    return Status::invalid_argument("dataset name contains a control character at byte " +
+                                    std::to_string(at));
+  }
   return Status();
 }
 

@@ -145,6 +145,24 @@ class Client:
             return _convert.load_object(handle)
         return Dataset(handle, self.socket)
 
+    def publish_filtered(self, name, base, where="", columns=(), limit=None, override=False):
+        """Publishes the rows of the published dataset `base` where `where`
+        holds (the filter language of docs/filter.md, e.g. "balance < 0";
+        empty: every row), the columns `columns` (default all), at most
+        `limit` rows, as the new dataset `name`. `base` is read in place and
+        the kept rows are written once into shared memory.
+
+        Errors: KeyError (no `base`, or `name` taken without override),
+        ValueError (a bad expression or column list, with its position),
+        MemoryError (over the daemon's limit); on any error nothing is
+        published.
+        """
+        _check_name(name, "publish_filtered")
+        _check_name(base, "publish_filtered")
+        if not isinstance(override, bool):
+            raise TypeError("publish_filtered: override is a flag (True or False)")
+        self._client.publish_filtered(name, base, where, list(columns), limit, override)
+
     def unpublish_dataset(self, name):
         """Removes `name`; readers holding it keep reading until they let go."""
         _check_name(name, "unpublish_dataset")

@@ -1,4 +1,4 @@
-"""The filtered publish from Python (_shelf._Client.publish_filtered, the
+"""The filtered publish from Python (shelf.Client.publish_filtered, the
 binding of shelf/filter.h's write_filtered): the result, read from another
 process, equals pandas' own filtering of the same rows (nulls as SQL treats
 them); errors are ValueError / KeyError and publish nothing."""
@@ -20,8 +20,8 @@ def _accounts(rows, seed):
 def test_publish_filtered_matches_pandas_in_another_process(daemon, client):
     df = _accounts(5000, 1)
     client.publish_dataset(accounts=df)
-    client._client.publish_filtered("negative", "accounts", "balance < 0 or name == 'n3'",
-                                    ["balance", "name"])
+    client.publish_filtered("negative", "accounts", "balance < 0 or name == 'n3'",
+                            ["balance", "name"])
     # pandas' nullable comparisons are SQL's: NA is not true, and `|` keeps True.
     keep = ((df.balance < 0) | (df.name == "n3")).fillna(False).astype(bool)
     expected = df[keep][["balance", "name"]].reset_index(drop=True)
@@ -39,13 +39,13 @@ def test_publish_filtered_matches_pandas_in_another_process(daemon, client):
 def test_publish_filtered_limit_empty_and_override(client):
     df = _accounts(300, 2)
     client.publish_dataset(accounts=df)
-    client._client.publish_filtered("first", "accounts", limit=10)
+    client.publish_filtered("first", "accounts", limit=10)
     assert len(client.get_dataset("first")) == 10
-    client._client.publish_filtered("none", "accounts", "balance > 5000")
+    client.publish_filtered("none", "accounts", "balance > 5000")
     assert len(client.get_dataset("none")) == 0
     with pytest.raises(KeyError, match="first"):
-        client._client.publish_filtered("first", "accounts")
-    client._client.publish_filtered("first", "accounts", "balance is null", override=True)
+        client.publish_filtered("first", "accounts")
+    client.publish_filtered("first", "accounts", "balance is null", override=True)
     nulls = int(df.balance.isna().sum())
     assert nulls > 0
     assert len(client.get_dataset("first")) == nulls
@@ -56,12 +56,12 @@ def test_publish_filtered_errors_publish_nothing(client):
     client.publish_dataset(accounts=_accounts(50, 3))
     used = client.status()["used_bytes"]
     with pytest.raises(ValueError, match="expected a value after '<' at column 10"):
-        client._client.publish_filtered("out", "accounts", "balance < ")
+        client.publish_filtered("out", "accounts", "balance < ")
     with pytest.raises(ValueError, match="column 'balance' is int64"):
-        client._client.publish_filtered("out", "accounts", "balance == 'x'")
+        client.publish_filtered("out", "accounts", "balance == 'x'")
     with pytest.raises(ValueError, match="unknown column 'nope' in the column list"):
-        client._client.publish_filtered("out", "accounts", "", ["nope"])
+        client.publish_filtered("out", "accounts", "", ["nope"])
     with pytest.raises(KeyError, match="missing"):
-        client._client.publish_filtered("out", "missing", "balance < 0")
+        client.publish_filtered("out", "missing", "balance < 0")
     assert [d["name"] for d in client._client.list()] == ["accounts"]
     assert client.status()["used_bytes"] == used

@@ -197,7 +197,7 @@ TEST(NamesTest, PublishDatasetsIsAllOrNothing) {
   // A bad name anywhere in the batch: nothing is published.
   const std::vector<std::string> bad_names = {"",          std::string(201, 'n'),   "tab\there",
                                               "new\nline", std::string("nul\0", 4), "del\x7f",
-                                              "\xff\xfe"};
+                                              "\xff\xfe",  "next\xc2\x85line"};  // U+0085, C1
   for (const std::string& bad : bad_names) {
     const NamedTable batch[] = {{"a", &a}, {bad, &b}, {"c", &c}};
     s = client.publish_datasets(batch);
