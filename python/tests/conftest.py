@@ -92,9 +92,13 @@ class Daemon:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
+                # A zombie leader is not enough: shelfd's metrics thread may
+                # still be exiting, and the sockets close only when the last
+                # thread has gone.
                 with open(f"/proc/{self.pid}/stat") as f:
-                    if f.read().split(") ")[1].startswith("Z"):
-                        return
+                    zombie = f.read().split(") ")[1].startswith("Z")
+                if zombie and len(os.listdir(f"/proc/{self.pid}/task")) <= 1:
+                    return
             except (FileNotFoundError, ProcessLookupError):
                 return
             time.sleep(0.01)
