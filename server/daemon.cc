@@ -154,27 +154,6 @@ Result<UniqueFd> take_instance_lock(const std::string& lock_path, const std::str
   return Status::unavailable("could not take " + lock_path + ": it keeps being replaced");
 }
 
-// Listens on `path`, a socket file of mode 0600.
-Result<UniqueFd> listen_on(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    return Status::invalid_argument("socket path is longer than " +
-                                    std::to_string(sizeof addr.sun_path - 1) + " bytes: " + path);
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Status::from_errno("socket", errno);
-  // Bind under a umask that yields 0600, so the socket is never wider, not even briefly.
-  mode_t old = ::umask(0177);
-  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  int err = errno;
-  ::umask(old);
-  if (rc != 0) return Status::from_errno("bind " + path, err);
-  if (::listen(fd.get(), 512) != 0) return Status::from_errno("listen " + path, errno);
-  return fd;
-}
-
 }  // namespace
 
 Status prepare_socket_directory(const DaemonOptions& options) {
@@ -207,7 +186,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
       d->metrics_, MetricsServer::start({options.socket_path + ".metrics", options.metrics_listen,
                                          options.metrics_datasets}));
   SHELF_ASSIGN_OR_RETURN(d->store_, Store::create(store_options));
-  SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on(options.socket_path));
+  SHELF_ASSIGN_OR_RETURN(d->listen_fd_, listen_on_socket_file(options.socket_path, 512));
   d->socket_id_ = file_id(options.socket_path);
   if (d->group_) {
     // Members connect to the socket and map the segment (read-write, to

@@ -195,4 +195,24 @@ void remove_if_same(const std::string& path, const FileId& id) {
   if (now && now->dev == id.dev && now->ino == id.ino) ::unlink(path.c_str());
 }
 
+Result<UniqueFd> listen_on_socket_file(const std::string& path, int backlog) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Status::invalid_argument("socket path is longer than " +
+                                    std::to_string(sizeof addr.sun_path - 1) + " bytes: " + path);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::from_errno("socket", errno);
+  // Bind under a umask that yields 0600, so the socket is never wider, not even briefly.
+  const mode_t old = ::umask(0177);
+  const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int err = errno;
+  ::umask(old);
+  if (rc != 0) return Status::from_errno("bind " + path, err);
+  if (::listen(fd.get(), backlog) != 0) return Status::from_errno("listen " + path, errno);
+  return fd;
+}
+
 }  // namespace shelf::server

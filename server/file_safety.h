@@ -42,6 +42,12 @@ Status check_directory_chain(const std::string& dir);
 // instance lock, so no shelfd of ours can be starting on it meanwhile.
 Status clear_stale_socket(const std::string& path);
 
+// Binds and listens on a new socket file at `path` (nothing may be there:
+// clear_stale_socket() first), mode 0600 from the start (bound under a
+// umask), non-blocking, with `backlog`. Errors: InvalidArgument for a path
+// too long for a socket, else the failing call's errno.
+Result<UniqueFd> listen_on_socket_file(const std::string& path, int backlog);
+
 // Opens (creating 0600 if need be) the lock file at `path` for read and
 // write. An existing one is taken over only when it is a lock file of a
 // shelfd: a regular file of our user holding nothing or a pid and a newline.

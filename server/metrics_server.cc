@@ -39,28 +39,6 @@ struct Scraper {
   uint64_t after_seq = 0;
 };
 
-Result<UniqueFd> listen_unix(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) {
-    return Status::invalid_argument("metrics socket path is longer than " +
-                                    std::to_string(sizeof addr.sun_path - 1) + " bytes: " + path);
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return Status::from_errno("socket", errno);
-  // The daemon holds the instance lock: a socket nobody listens on is a
-  // crashed daemon's; anything else there is not ours to remove.
-  SHELF_RETURN_IF_ERROR(clear_stale_socket(path));
-  mode_t old = ::umask(0177);  // 0600 from the start, as the daemon's own socket
-  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  int err = errno;
-  ::umask(old);
-  if (rc != 0) return Status::from_errno("bind " + path, err);
-  if (::listen(fd.get(), 64) != 0) return Status::from_errno("listen " + path, errno);
-  return fd;
-}
-
 // "host:port" or "[v6]:port" into its parts.
 Status split_host_port(const std::string& text, std::string& host, std::string& port) {
   const auto bad = [&] {
@@ -420,7 +398,10 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsOptions
   if (!options.tcp_listen.empty()) {
     SHELF_ASSIGN_OR_RETURN(m->tcp_fd_, listen_tcp(options.tcp_listen, m->tcp_address_));
   }
-  SHELF_ASSIGN_OR_RETURN(m->unix_fd_, listen_unix(options.unix_path));
+  // The daemon holds the instance lock: a socket nobody listens on is a
+  // crashed daemon's; anything else there is not ours to remove.
+  SHELF_RETURN_IF_ERROR(clear_stale_socket(options.unix_path));
+  SHELF_ASSIGN_OR_RETURN(m->unix_fd_, listen_on_socket_file(options.unix_path, 64));
   m->unix_id_ = file_id(options.unix_path);
   m->refresh_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   m->wake_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
