@@ -236,7 +236,12 @@ Status Client::Impl::check_alive() {
   std::lock_guard<std::mutex> lock(mu_);
   if (broken_) return lost("earlier", 0);
   // A daemon that died (or stopped) closed the socket: POLLRDHUP, even with
-  // replies to post()ed requests still unread in it.
+  // replies to post()ed requests still unread in it. This is as early as
+  // death can be seen: the kernel closes a killed daemon's files (sockets
+  // and its lock alike) only when its last thread exits, and until then the
+  // segment is still the one it keeps, so an answer read from it is one the
+  // daemon would have given. Tests that kill shelfd wait for its whole
+  // thread group to exit (a pidfd, or waitpid) before they expect an error.
   pollfd p{fd_.get(), POLLRDHUP, 0};
   int n;
   do {

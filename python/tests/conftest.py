@@ -10,9 +10,9 @@ package); run by hand:
         /usr/bin/python3 -m pytest python/tests
 """
 
-import fcntl
 import itertools
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -83,25 +83,22 @@ class Daemon:
         self.pid = None
 
     def _wait_until_gone(self):
-        # The daemon holds an flock on <socket>.lock until the kernel drops it at exit.
+        # Gone means the kernel has closed the daemon's files: its sockets
+        # report POLLRDHUP to clients from then on. kill() returning does not
+        # mean that, nor does a zombie leader (shelfd's metrics thread may
+        # still be exiting, and the files close with the last thread). A
+        # pidfd becomes readable only once the whole thread group has exited.
         try:
-            with open(self.socket + ".lock") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-        except FileNotFoundError:
-            pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                # A zombie leader is not enough: shelfd's metrics thread may
-                # still be exiting, and the sockets close only when the last
-                # thread has gone.
-                with open(f"/proc/{self.pid}/stat") as f:
-                    zombie = f.read().split(") ")[1].startswith("Z")
-                if zombie and len(os.listdir(f"/proc/{self.pid}/task")) <= 1:
-                    return
-            except (FileNotFoundError, ProcessLookupError):
-                return
-            time.sleep(0.01)
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(10_000):
+                raise AssertionError(f"shelfd (pid {self.pid}) did not exit within 10 s")
+        finally:
+            os.close(pidfd)
 
 
 @pytest.fixture
