@@ -72,6 +72,7 @@ class ShelfdFilesTest : public ::testing::Test {
     std::ifstream(socket + ".lock") >> pid;
     if (pid > 0) ::kill(pid, SIGTERM);
     ::flock(lock.get(), LOCK_EX);
+    if (pid > 0) wait_for_exit(pid);
   }
   // Expects shelfd to refuse `socket` with exit 1 and a message naming `path`
   // and `what`, leaving `path` exactly as it was.

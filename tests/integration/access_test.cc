@@ -109,6 +109,7 @@ void stop_shelfd(const std::string& lock_path) {
     ::flock(fd, LOCK_EX);
     ::close(fd);
   }
+  wait_for_exit(pid);
 }
 
 TEST(AccessTest, OnlyItsOwnUserByDefault) {

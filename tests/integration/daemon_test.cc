@@ -45,6 +45,7 @@ void stop_shelfd(const std::string& socket) {
   ASSERT_GT(pid, 0);
   ASSERT_EQ(::kill(pid, SIGTERM), 0);
   ASSERT_EQ(::flock(lock.get(), LOCK_EX), 0);
+  shelf::test::wait_for_exit(pid);
 }
 
 // Stops a shelfd this test started itself, also when an ASSERT ends the test

@@ -1,6 +1,7 @@
 #include "tests/support/test_daemon.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -161,25 +163,21 @@ TestDaemon::~TestDaemon() {
   std::filesystem::remove_all(dir_, ec);
 }
 
-void TestDaemon::wait_until_gone() {
-  // The daemon holds an flock on <socket>.lock until it dies; the kernel drops
-  // it then, so a blocking flock here returns exactly when it is gone.
-  int fd = ::open((socket_ + ".lock").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::flock(fd, LOCK_EX);
-    ::close(fd);
+void wait_for_exit(pid_t pid) {
+  // Gone means the kernel has closed the process's files, so a daemon's
+  // sockets report POLLRDHUP. Neither its flock being released nor a zombie
+  // leader means that (shelfd's metrics thread may still be exiting, and the
+  // files close with the last thread); a pidfd is readable only once the
+  // whole thread group has exited, and works for a process that is not ours.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return;  // ESRCH: already reaped
+  pollfd p{pidfd, POLLIN, 0};
+  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
   }
-  // The lock is released in the kernel's exit path, a hair before the
-  // process is reaped; wait for that too (it is not our child: poll kill(0)).
-  while (::kill(pid_, 0) == 0) {
-    // Zombie until init reaps it; /proc/<pid>/stat says 'Z'.
-    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
-    std::string pid, comm, state;
-    stat >> pid >> comm >> state;
-    if (state == "Z" || !stat) break;
-    ::sched_yield();
-  }
+  ::close(pidfd);
 }
+
+void TestDaemon::wait_until_gone() { wait_for_exit(pid_); }
 
 bool TestDaemon::alive() const {
   if (pid_ <= 0 || ::kill(pid_, 0) != 0) return false;

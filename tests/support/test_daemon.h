@@ -51,6 +51,11 @@ CommandResult run_command(const std::vector<std::string>& argv,
 // a signal gives 128 + signal). The child never returns into the test.
 int run_in_child(const std::function<void()>& body);
 
+// Returns once process `pid` (any process, not only a child) has exited with
+// all its threads, and so the kernel has closed its files and released its
+// locks; at once if there is no such process.
+void wait_for_exit(pid_t pid);
+
 class TestDaemon {
  public:
   struct Options {
