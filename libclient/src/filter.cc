@@ -8,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "base/timestamp.h"
 #include "libclient/src/filter_expr.h"
 
 namespace shelf {
@@ -135,55 +136,6 @@ Result<std::vector<Token>> lex(std::string_view text) {
   }
   tokens.push_back(Token{Token::Kind::kEnd, text.size(), {}});
   return tokens;
-}
-
-// Nanoseconds since the epoch of YYYY-MM-DD[(T| )HH:MM[:SS[.fraction]]][Z|+00:00],
-// as the CSV reader (tools/csv_table.cc) reads timestamps.
-// TODO(filter): one parser for both, in base/, once csv_table.cc is not being rewritten.
-std::optional<int64_t> parse_timestamp_text(std::string_view s) {
-  auto digits = [&](size_t pos, size_t count, int64_t* v) {
-    if (pos + count > s.size()) return false;
-    *v = 0;
-    for (size_t k = pos; k < pos + count; ++k) {
-      if (!is_digit(s[k])) return false;
-      *v = *v * 10 + (s[k] - '0');
-    }
-    return true;
-  };
-  int64_t y, mo, d, h = 0, mi = 0, sec = 0, frac = 0;
-  if (!digits(0, 4, &y) || s.size() < 10 || s[4] != '-' || !digits(5, 2, &mo) || s[7] != '-' ||
-      !digits(8, 2, &d)) {
-    return std::nullopt;
-  }
-  size_t pos = 10;
-  if (pos < s.size() && (s[pos] == 'T' || s[pos] == ' ')) {
-    if (!digits(pos + 1, 2, &h) || pos + 3 >= s.size() || s[pos + 3] != ':' ||
-        !digits(pos + 4, 2, &mi)) {
-      return std::nullopt;
-    }
-    pos += 6;
-    if (pos < s.size() && s[pos] == ':') {
-      if (!digits(pos + 1, 2, &sec)) return std::nullopt;
-      pos += 3;
-      if (pos < s.size() && s[pos] == '.') {
-        int64_t scale = 100000000;
-        for (++pos; pos < s.size() && is_digit(s[pos]); ++pos, scale /= 10) {
-          frac += (s[pos] - '0') * scale;
-        }
-      }
-    }
-  }
-  const std::string_view zone = s.substr(pos);
-  if (!zone.empty() && zone != "Z" && zone != "+00:00") return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
-  // Days from civil (Howard Hinnant's algorithm).
-  const int64_t yy = y - (mo <= 2 ? 1 : 0);
-  const int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
-  const int64_t yoe = yy - era * 400;
-  const int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  const int64_t days = era * 146097 + doe - 719468;
-  return ((days * 24 + h) * 60 + mi) * 60 * 1000000000 + sec * 1000000000 + frac;
 }
 
 bool is_unsigned_integer(Type t) {

@@ -302,6 +302,14 @@ TEST_F(FilterTypesTest, EveryErrorMessage) {
   EXPECT_EQ(parse_error(schema_, "ts > 'yesterday'"),
             "'yesterday' at column 5 is not a timestamp for column 'ts'; write '2024-01-31', "
             "'2024-01-31T12:00:00.5Z' or integer nanoseconds");
+  // The date is checked as the CSV reader checks it (base/timestamp.h): no
+  // 30 February, and no year whose nanoseconds overflow an int64.
+  EXPECT_EQ(parse_error(schema_, "ts > '2024-02-30'"),
+            "'2024-02-30' at column 5 is not a timestamp for column 'ts'; write '2024-01-31', "
+            "'2024-01-31T12:00:00.5Z' or integer nanoseconds");
+  EXPECT_EQ(parse_error(schema_, "ts > '9999-01-01'"),
+            "'9999-01-01' at column 5 is not a timestamp for column 'ts'; write '2024-01-31', "
+            "'2024-01-31T12:00:00.5Z' or integer nanoseconds");
   EXPECT_EQ(parse_error(schema_, "i64 == null"),
             "a comparison with null is never true at column 7; write 'is null' or 'is not null'");
   EXPECT_EQ(parse_error(schema_, "i64 is 5"),
