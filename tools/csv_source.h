@@ -22,17 +22,13 @@
 #include <memory>
 #include <string>
 
+#include <shelf/limits.h>
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
 
 namespace shelf::tools {
 
-// How long a named FIFO may stay without a writer (no data and no end)
-// before `shelf publish` refuses it instead of waiting for ever. Not for a
-// pipe (standard input, `<(...)`): a process holds its other end, and a
-// slow one is waited for as `cat` would.
-constexpr int kFifoWriterWaitMs = 5000;
 // Read and decompression block of a spooled input.
 constexpr size_t kSpoolBlockBytes = 1 << 20;
 

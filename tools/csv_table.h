@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include <shelf/limits.h>
 #include <shelf/result.h>
 #include <shelf/table_builder.h>
 #include <shelf/types.h>
@@ -30,10 +31,6 @@ namespace shelf::tools {
 
 class CsvSource;
 class Progress;
-
-// Default bytes per parsing chunk: large enough that per-chunk work is
-// noise, small enough that every thread gets several.
-constexpr uint64_t kCsvChunkBytes = 8 << 20;
 
 struct CsvOptions {
   // Column name -> type, overriding inference ("--schema balance:int64").
@@ -50,7 +47,7 @@ struct CsvOptions {
   // Parsing threads; 0: one per core.
   unsigned threads = 0;
   // Bytes per parsing chunk (tests make it tiny to put splits everywhere).
-  uint64_t chunk_bytes = kCsvChunkBytes;
+  uint64_t chunk_bytes = kCsvChunkBytes;  // shelf/limits.h
   // Where to count bytes and rows done; may be null.
   Progress* progress = nullptr;
 };

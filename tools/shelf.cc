@@ -245,7 +245,7 @@ int cmd_publish(const Command& cmd) {
   }
   unsigned threads = 0;  // one per core
   if (vm.count("threads")) {
-    auto n = parse_count(threads_text, "--threads", 1, 1024);
+    auto n = parse_count(threads_text, "--threads", 1, kMaxCsvThreads);
     if (!n.ok()) return usage_error(n.status().message(), cmd.name);
     threads = static_cast<unsigned>(*n);
   }

@@ -143,7 +143,7 @@ TEST_F(CsvInputTest, CompressedPipedAndFifoInputsGiveThePlainFilesDataset) {
   // a named FIFO without a writer gets.
   cmd.clear();
   for (const std::string& a : shelf_argv({"publish", "slow"})) cmd += "'" + a + "' ";
-  const std::string delay = std::to_string(tools::kFifoWriterWaitMs / 1000 + 1);
+  const std::string delay = std::to_string(kFifoWriterWaitMs / 1000 + 1);
   r = test::run_command({"/usr/bin/timeout", "60", "/bin/bash", "-c",
                          cmd + "<(sleep " + delay + "; cat '" + gz + "')"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

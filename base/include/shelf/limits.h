@@ -1,9 +1,11 @@
-// The limits of shelf's data model, in one place. The daemon enforces them,
-// the client library checks them before it asks, and the tools (the CLI,
-// snapshots) read and write files within them; tests and docs quote them from
-// here. A change that narrows one changes what existing segments and
-// snapshots may hold: bump shm::kLayoutVersion and the snapshot format
-// version with it (docs/shm_layout.md, docs/snapshot_format.md).
+// The limits of shelf, in one place. Those of the data model first: the
+// daemon enforces them, the client library checks them before it asks, and
+// the tools (the CLI, snapshots) read and write files within them; tests and
+// docs quote them from here. A change that narrows one changes what existing
+// segments and snapshots may hold: bump shm::kLayoutVersion and the snapshot
+// format version with it (docs/shm_layout.md, docs/snapshot_format.md).
+// Then the limits of the filter language and of the CSV reader, which bound
+// input only and may change freely.
 //
 // Thread- and process-safe: constants only.
 #pragma once
@@ -39,6 +41,30 @@ inline constexpr size_t kMaxLeasesPerConnection = 65536;
 // client that connects and says nothing must not hold a connection slot for
 // ever. Every client sends Hello at once, so 5 s is far past a real one.
 inline constexpr int kHelloTimeoutMs = 5000;
+
+// ---- The filter language (libclient/include/shelf/filter.h), checked by
+// Filter::parse; docs/filter.md quotes them.
+// Bytes of one `--where` expression: far past any hand-written filter, and
+// small enough that parsing it is instant. An `in` list has no bound of its
+// own: this one bounds it.
+inline constexpr size_t kMaxFilterBytes = 64 * 1024;
+// Nested parentheses and `not`s: the parser recurses once per level, so this
+// bounds its stack.
+inline constexpr int kMaxFilterNesting = 64;
+
+// ---- The CSV reader (tools/csv_*.h, `shelf publish`); docs/csv.md and
+// docs/cli.md quote them.
+// How long a named FIFO may stay without a writer (no data and no end)
+// before `shelf publish` refuses it instead of waiting for ever. Not for a
+// pipe (standard input, `<(...)`): a process holds its other end, and a
+// slow one is waited for as `cat` would.
+inline constexpr int kFifoWriterWaitMs = 5000;
+// Default bytes per parsing chunk: large enough that per-chunk work is
+// noise, small enough that every thread gets several.
+inline constexpr uint64_t kCsvChunkBytes = 8 << 20;
+// Most parsing threads `--threads` may ask for: past any core count we
+// expect, and it keeps a typo from starting millions of threads.
+inline constexpr uint64_t kMaxCsvThreads = 1024;
 
 // `value` rounded up to a multiple of `alignment` (which is not 0).
 constexpr uint64_t align_up(uint64_t value, uint64_t alignment) {

@@ -49,16 +49,12 @@
 #include <vector>
 
 #include <shelf/dataset.h>
+#include <shelf/limits.h>
 #include <shelf/result.h>
 #include <shelf/table_builder.h>
 #include <shelf/types.h>
 
 namespace shelf {
-
-// Limits of the language, checked by Filter::parse.
-// TODO(filter): move to base/include/shelf/limits.h (not this engineer's file).
-inline constexpr size_t kMaxFilterBytes = 64 * 1024;  // an expression, in bytes
-inline constexpr int kMaxFilterNesting = 64;  // nested parentheses / `not`: bounds the recursion
 
 // The raw buffers of one column of one partition, as docs/shm_layout.md lays
 // them out (Arrow's: LSB-first validity bitmap, int64 string offsets). A
@@ -98,7 +94,8 @@ class Filter {
   // names the output columns in order (empty: all of them); `limit` caps the
   // rows kept over the whole dataset (nullopt: no cap). Errors:
   // InvalidArgument (syntax, unknown or repeated column, type mismatch, a
-  // raw-bytes schema, over kMaxFilterBytes or kMaxFilterNesting).
+  // raw-bytes schema, over kMaxFilterBytes or kMaxFilterNesting,
+  // shelf/limits.h).
   static Result<Filter> parse(const Schema& schema, std::string_view where,
                               std::span<const std::string> columns = {},
                               std::optional<uint64_t> limit = std::nullopt);
