@@ -204,73 +204,110 @@ Progress::Mode progress_mode(bool forced, bool quiet) {
   return quiet ? Progress::Mode::kNever : forced ? Progress::Mode::kAlways : Progress::Mode::kAuto;
 }
 
-int cmd_publish(const Command& cmd) {
-  std::string name, schema_text, delimiter = ",", names_text, partition_rows_text, threads_text;
-  std::vector<std::string> files, null_values;
-  bool override_existing = false, no_header = false, progress = false, quiet = false;
-  po::options_description options("Options");
+// ------------------------------------------------------------- publish --
+// Two forms: CSV inputs (publish_csv), or a filtered copy of a published
+// dataset (publish_from). cmd_publish parses the options of both once and
+// picks the form by whether --from was given.
+
+constexpr const char* kCsvSynopsis =
+    "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]";
+constexpr const char* kFromSynopsis =
+    "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] [--override]";
+
+// What `shelf publish` was given, for either form.
+struct PublishArgs {
+  std::string name;
+  std::vector<std::string> files;
+  bool override_existing = false;
+  // CSV inputs only.
+  std::string schema_text, delimiter = ",", names_text, partition_rows_text, threads_text;
+  std::vector<std::string> null_values;
+  bool no_header = false, progress = false, quiet = false;
+  // --from only.
+  std::string base_name, where, columns_text, limit_text;
+};
+
+// The options that belong to one form only: given with the other, they are
+// a usage error that names them.
+constexpr const char* kCsvOnlyOptions[] = {"partition-rows", "schema",   "delimiter",
+                                           "no-header",      "names",    "null",
+                                           "threads",        "progress", "quiet"};
+constexpr const char* kFromOnlyOptions[] = {"where", "columns", "limit"};
+
+// True when the user wrote `option` (a bool_switch is always in `vm`, as defaulted).
+bool given(const po::variables_map& vm, const char* option) {
+  return vm.count(option) > 0 && !vm[option].defaulted();
+}
+
+void add_publish_options(PublishArgs* a, po::options_description* options) {
+  po::options_description common("Options"), csv("Options for CSV inputs"),
+      from("Options for --from (a filtered copy of a published dataset; docs/filter.md)");
   // clang-format off
-  options.add_options()
-      ("name", po::value(&name)->required(), "dataset name")
-      ("files", po::value(&files)->required()->multitoken(),
+  common.add_options()
+      ("name", po::value(&a->name), "dataset name")
+      ("files", po::value(&a->files)->multitoken(),
        "CSV files (also .gz/.zst, by their first bytes); - for standard input")
-      ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
-      ("partition-rows", po::value(&partition_rows_text),
+      ("override", po::bool_switch(&a->override_existing), "replace a dataset of the same name");
+  csv.add_options()
+      ("partition-rows", po::value(&a->partition_rows_text),
        "cut each file into partitions of N rows (default: one partition per file)")
-      ("schema", po::value(&schema_text),
+      ("schema", po::value(&a->schema_text),
        "force column types, e.g. id:int32,when:timestamp (default: inferred as bool, int64, "
        "uint64, float64 or string)")
-      ("delimiter", po::value(&delimiter), "field delimiter: one character, or tab (default ,)")
-      ("no-header", po::bool_switch(&no_header), "the first line is data: name columns with --names")
-      ("names", po::value(&names_text), "column names for --no-header, e.g. id,name,balance")
-      ("null", po::value(&null_values)->composing(),
+      ("delimiter", po::value(&a->delimiter), "field delimiter: one character, or tab (default ,)")
+      ("no-header", po::bool_switch(&a->no_header),
+       "the first line is data: name columns with --names")
+      ("names", po::value(&a->names_text), "column names for --no-header, e.g. id,name,balance")
+      ("null", po::value(&a->null_values)->composing(),
        "an unquoted value that means null besides the empty field (repeatable)")
-      ("threads", po::value(&threads_text), "parsing threads (default: one per core)")
-      ("progress", po::bool_switch(&progress), "show progress even when stderr is not a terminal")
-      ("quiet", po::bool_switch(&quiet), "no progress line");
+      ("threads", po::value(&a->threads_text), "parsing threads (default: one per core)")
+      ("progress", po::bool_switch(&a->progress),
+       "show progress even when stderr is not a terminal")
+      ("quiet", po::bool_switch(&a->quiet), "no progress line");
+  from.add_options()
+      ("from", po::value(&a->base_name), "the published dataset to read")
+      ("where", po::value(&a->where), "keep the rows where EXPR is true, e.g. 'balance < 0'")
+      ("columns", po::value(&a->columns_text), "keep these columns, in this order: a,b")
+      ("limit", po::value(&a->limit_text), "keep at most N rows (the first ones)");
   // clang-format on
-  po::positional_options_description positional;
-  positional.add("name", 1).add("files", -1);
-  po::variables_map vm;
-  int code;
-  if (!parse_args(cmd, options, positional, &vm, &code,
-                  "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]")) {
-    return code;
-  }
+  options->add(common).add(csv).add(from);
+}
+
+int publish_csv(const Command& cmd, const PublishArgs& a, const po::variables_map& vm) {
   uint64_t partition_rows = 0;  // one partition per file
   if (vm.count("partition-rows")) {
-    auto rows = parse_count(partition_rows_text, "--partition-rows", 1, kMaxRowsPerPartition);
+    auto rows = parse_count(a.partition_rows_text, "--partition-rows", 1, kMaxRowsPerPartition);
     if (!rows.ok()) return usage_error(rows.status().message(), cmd.name);
     partition_rows = *rows;
   }
   unsigned threads = 0;  // one per core
   if (vm.count("threads")) {
-    auto n = parse_count(threads_text, "--threads", 1, kMaxCsvThreads);
+    auto n = parse_count(a.threads_text, "--threads", 1, kMaxCsvThreads);
     if (!n.ok()) return usage_error(n.status().message(), cmd.name);
     threads = static_cast<unsigned>(*n);
   }
   CsvOptions csv;
   csv.partition_rows = partition_rows;
   csv.threads = threads;
-  csv.header = !no_header;
-  csv.null_values = null_values;
-  if (!parse_delimiter(delimiter, &csv.delimiter)) {
+  csv.header = !a.no_header;
+  csv.null_values = a.null_values;
+  if (!parse_delimiter(a.delimiter, &csv.delimiter)) {
     return usage_error("--delimiter must be one character other than a quote, CR or LF (or tab)",
                        cmd.name);
   }
-  if (vm.count("names")) csv.names = split_names(names_text);
-  if (no_header != (vm.count("names") > 0)) {
+  if (vm.count("names")) csv.names = split_names(a.names_text);
+  if (a.no_header != (vm.count("names") > 0)) {
     return usage_error("--no-header and --names go together", cmd.name);
   }
-  if (std::count(files.begin(), files.end(), "-") > 1) {
+  if (std::count(a.files.begin(), a.files.end(), "-") > 1) {
     return usage_error("standard input (-) can be read once only", cmd.name);
   }
-  if (!schema_text.empty()) {
-    auto forced = parse_schema_option(schema_text);
+  if (!a.schema_text.empty()) {
+    auto forced = parse_schema_option(a.schema_text);
     if (!forced.ok()) return usage_error(forced.status().message(), cmd.name);
     csv.forced_types = std::move(forced).value();
   }
-  Progress progress_line("publish", progress_mode(progress, quiet));
+  Progress progress_line("publish", progress_mode(a.progress, a.quiet));
   csv.progress = &progress_line;
   auto failed = [&](const Status& s) {  // the progress line goes before the message
     progress_line.finish();
@@ -278,7 +315,7 @@ int cmd_publish(const Command& cmd) {
   };
   // Check everything before asking the daemon for memory: a bad file
   // publishes nothing and costs nothing.
-  auto plan = plan_csv(files, csv);
+  auto plan = plan_csv(a.files, csv);
   if (!plan.ok()) return failed(plan.status());
   auto client = connect(cmd, "publish");
   if (!client.ok()) return failed(client.status());
@@ -286,26 +323,16 @@ int cmd_publish(const Command& cmd) {
   if (!table.ok()) return failed(table.status());
   if (Status s = write_csv(*plan, *table, &progress_line); !s.ok()) return failed(s);
   PublishOptions publish_options;
-  publish_options.override_existing = override_existing;
-  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return failed(s);
+  publish_options.override_existing = a.override_existing;
+  if (Status s = client->publish_dataset(a.name, *table, publish_options); !s.ok()) {
+    return failed(s);
+  }
   progress_line.finish();
   for (const std::string& w : plan->warnings) std::cerr << "shelf: warning: " << w << "\n";
-  auto info = find_info(*client, name);
+  auto info = find_info(*client, a.name);
   if (!info.ok()) return failed(info.status());
-  std::cout << "published '" << shown(name) << "': " << summary_line(*info) << "\n";
+  std::cout << "published '" << shown(a.name) << "': " << summary_line(*info) << "\n";
   return 0;
-}
-
-// ---------------------------------------------- publish NAME --from BASE --
-// The filtered publish of a published dataset; CSV publishing is
-// cmd_publish above.
-
-// True when `publish` was given --from: the filtered publish below handles it.
-bool publishes_from(const Command& cmd) {
-  for (const std::string& a : cmd.args) {
-    if (a == "--from" || a.rfind("--from=", 0) == 0) return true;
-  }
-  return false;
 }
 
 // "a,b" -> {"a", "b"}; an empty name is an error.
@@ -325,62 +352,77 @@ Result<std::vector<std::string>> split_columns(const std::string& text) {
   }
 }
 
-int cmd_publish_from(const Command& cmd) {
-  std::string name, base_name, where, columns_text, limit_text;
-  std::vector<std::string> files;
-  bool override_existing = false;
-  po::options_description options("Options");
-  // clang-format off
-  options.add_options()
-      ("name", po::value(&name)->required(), "dataset name")
-      ("files", po::value(&files)->multitoken(), "")
-      ("from", po::value(&base_name)->required(), "the published dataset to read")
-      ("where", po::value(&where), "keep the rows where EXPR is true, e.g. 'balance < 0' "
-       "(docs/filter.md has the language)")
-      ("columns", po::value(&columns_text), "keep these columns, in this order: a,b")
-      ("limit", po::value(&limit_text), "keep at most N rows (the first ones)")
-      ("override", po::bool_switch(&override_existing), "replace a dataset of the same name");
-  // clang-format on
-  po::positional_options_description positional;
-  positional.add("name", 1).add("files", -1);
-  po::variables_map vm;
-  int code;
-  if (!parse_args(cmd, options, positional, &vm, &code,
-                  "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] "
-                  "[--override]")) {
-    return code;
-  }
-  if (!files.empty()) return usage_error("publish --from takes no CSV files", cmd.name);
+int publish_from(const Command& cmd, const PublishArgs& a, const po::variables_map& vm) {
   std::vector<std::string> columns;
   if (vm.count("columns")) {
-    auto split = split_columns(columns_text);
+    auto split = split_columns(a.columns_text);
     if (!split.ok()) return usage_error(split.status().message(), cmd.name);
     columns = std::move(split).value();
   }
   std::optional<uint64_t> limit;
   if (vm.count("limit")) {
-    auto parsed = parse_count(limit_text, "--limit", 0, std::numeric_limits<uint64_t>::max());
+    auto parsed = parse_count(a.limit_text, "--limit", 0, std::numeric_limits<uint64_t>::max());
     if (!parsed.ok()) return usage_error(parsed.status().message(), cmd.name);
     limit = *parsed;
   }
   auto client = connect(cmd, "publish");
   if (!client.ok()) return fail(client.status());
-  auto base = client->get_dataset(base_name);
+  auto base = client->get_dataset(a.base_name);
   if (!base.ok()) return fail(base.status());
   // A bad expression or column list is a wrong command line: exit 2, nothing asked of shelfd.
-  auto filter = Filter::parse(base->schema(), where, columns, limit);
+  auto filter = Filter::parse(base->schema(), a.where, columns, limit);
   if (!filter.ok()) return usage_error(filter.status().message(), cmd.name);
   auto table = client->create_table(filter->output_schema());
   if (!table.ok()) return fail(table.status());
   if (Status s = write_filtered(*base, *filter, *table); !s.ok()) return fail(s);
   PublishOptions publish_options;
-  publish_options.override_existing = override_existing;
-  if (Status s = client->publish_dataset(name, *table, publish_options); !s.ok()) return fail(s);
-  auto info = find_info(*client, name);
+  publish_options.override_existing = a.override_existing;
+  if (Status s = client->publish_dataset(a.name, *table, publish_options); !s.ok()) return fail(s);
+  auto info = find_info(*client, a.name);
   if (!info.ok()) return fail(info.status());
-  std::cout << "published '" << shown(name) << "': " << summary_line(*info) << " (from '"
-            << shown(base_name) << "', " << base->num_rows() << " rows)\n";
+  std::cout << "published '" << shown(a.name) << "': " << summary_line(*info) << " (from '"
+            << shown(a.base_name) << "', " << base->num_rows() << " rows)\n";
   return 0;
+}
+
+int cmd_publish(const Command& cmd) {
+  PublishArgs a;
+  po::options_description options;
+  add_publish_options(&a, &options);
+  po::positional_options_description positional;
+  positional.add("name", 1).add("files", -1);
+  po::variables_map vm;
+  int code;
+  const std::string synopsis = std::string(kCsvSynopsis) + "\n   or: shelf " + kFromSynopsis;
+  if (!parse_args(cmd, options, positional, &vm, &code, synopsis)) return code;
+  if (vm.count("from")) {
+    if (!a.files.empty()) {
+      return usage_error("publish --from takes no CSV files: '" + a.files.front() +
+                             "' was given with --from " + a.base_name,
+                         cmd.name);
+    }
+    for (const char* option : kCsvOnlyOptions) {
+      if (given(vm, option)) {
+        return usage_error(
+            "--" + std::string(option) + " is for CSV files; it cannot go with --from", cmd.name);
+      }
+    }
+    if (!vm.count("name")) {
+      return usage_error(std::string("missing NAME; usage: shelf ") + kFromSynopsis, cmd.name);
+    }
+    return publish_from(cmd, a, vm);
+  }
+  for (const char* option : kFromOnlyOptions) {
+    if (given(vm, option)) {
+      return usage_error(
+          "--" + std::string(option) + " filters a published dataset: it needs --from BASE",
+          cmd.name);
+    }
+  }
+  if (a.files.empty()) {
+    return usage_error(std::string("missing FILE.csv; usage: shelf ") + kCsvSynopsis, cmd.name);
+  }
+  return publish_csv(cmd, a, vm);
 }
 
 int cmd_list(const Command& cmd) {
@@ -859,7 +901,7 @@ int main(int argc, char** argv) {
     return usage_error("no command given", "");
   }
   if (vm.count("help")) cmd.args.push_back("--help");
-  if (cmd.name == "publish") return publishes_from(cmd) ? cmd_publish_from(cmd) : cmd_publish(cmd);
+  if (cmd.name == "publish") return cmd_publish(cmd);
   if (cmd.name == "list") return cmd_list(cmd);
   if (cmd.name == "head") return cmd_head(cmd);
   if (cmd.name == "info") return cmd_info(cmd);

@@ -2,6 +2,8 @@
 // separate client process, and `shelf publish NAME --from BASE --where ...`
 // as a user's shell runs it. Results are compared with a reference the test
 // computes itself from the rows it generated.
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
@@ -282,7 +284,11 @@ TEST_F(FilterPublishTest, CliPublishFromErrorsChangeNothing) {
       {{"--columns", "name,,balance"}, 2, "--columns 'name,,balance' has an empty column name"},
       {{"--limit", "-1"}, 2, "--limit must be a whole number (0 or more), not '-1'"},
       {{"--limit", "ten"}, 2, "--limit must be a whole number (0 or more), not 'ten'"},
-      {{"extra.csv"}, 2, "publish --from takes no CSV files"},
+      {{"extra.csv"},
+       2,
+       "publish --from takes no CSV files: 'extra.csv' was given with --from accounts"},
+      {{"--schema", "balance:int64"}, 2, "--schema is for CSV files; it cannot go with --from"},
+      {{"--quiet"}, 2, "--quiet is for CSV files; it cannot go with --from"},
   };
   for (const Bad& b : bad) {
     std::vector<std::string> args = {"publish", "out", "--from", "accounts"};
@@ -304,6 +310,36 @@ TEST_F(FilterPublishTest, CliPublishFromErrorsChangeNothing) {
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0].name, "accounts");
   EXPECT_EQ(client.status().value().used_bytes, used);
+}
+
+// `shelf publish` picks its form by whether --from was given, not by a
+// word in argv: a dataset named "--from" (after "--") is a CSV publish, and
+// each form's options given to the other are named in a one-line error.
+TEST_F(FilterPublishTest, CliPublishFormIsChosenByTheFromOption) {
+  const std::filesystem::path csv =
+      std::filesystem::temp_directory_path() / (unique_name() + ".csv");
+  std::ofstream(csv) << "balance\n1\n-2\n";
+  CommandResult r = shelf({"publish", "--", "--from", csv.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "published '--from': 2 rows")) << r.out;
+  r = shelf({"publish", "out", csv.string(), "--where", "balance < 0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "shelf: --where filters a published dataset: it needs --from BASE\n"))
+      << r.err;
+  r = shelf({"publish", "out", csv.string(), "--from", "base"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(
+      r.err, "shelf: publish --from takes no CSV files: '" + csv.string() + "' was given with"))
+      << r.err;
+  r = shelf({"publish", "--from=base"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "missing NAME; usage: shelf publish NAME --from BASE")) << r.err;
+  // Only the CSV publish happened.
+  Client client = daemon_->connect();
+  std::vector<DatasetInfo> list = client.list_datasets().value();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "--from");
+  std::filesystem::remove(csv);
 }
 
 }  // namespace
