@@ -25,6 +25,13 @@ inline std::string_view trim(std::string_view s) {
   return s;
 }
 
+// A number's text without its one leading '+', which from_chars does not
+// take. Before another sign ("+-5") the '+' stays, so the text is refused.
+inline std::string_view strip_plus(std::string_view s) {
+  if (s.size() >= 2 && s.front() == '+' && s[1] != '-' && s[1] != '+') s.remove_prefix(1);
+  return s;
+}
+
 // A floating-point text that from_chars found out of range: +-inf beyond
 // the largest value, 0 or a subnormal below the smallest (strtod's answer).
 template <class T>
@@ -57,8 +64,7 @@ inline bool small_decimal(std::string_view digits, uint64_t* out) {
 // its type's range is +-inf, as "inf" itself is.
 template <class T>
 bool parse_number(std::string_view text, T* out) {
-  text = trim(text);
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  text = strip_plus(trim(text));
   if (text.empty()) return false;
   if constexpr (std::is_integral_v<T>) {
     const bool negative = text.front() == '-';
@@ -97,8 +103,7 @@ bool parse_number(std::string_view text, T* out) {
 enum class NumberShape { kSmallInt, kNegativeSmallInt, kDecimal, kOther };
 
 inline NumberShape number_shape(std::string_view text) {
-  text = trim(text);
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  text = strip_plus(trim(text));
   const bool negative = !text.empty() && text.front() == '-';
   if (negative) text.remove_prefix(1);
   size_t i = 0, mantissa = 0;

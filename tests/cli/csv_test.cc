@@ -44,6 +44,15 @@ TEST_F(CsvTest, InfersTypesAndCountsStringBytes) {
   EXPECT_EQ(plan->total_rows, 2u);
 }
 
+// "+-5" has two signs: it is text, not the integer -5 (inference used to say int64).
+TEST_F(CsvTest, TwoSignsAreNotANumber) {
+  auto f = write("signs.csv", "a,b\n+-5,+-1.5\n+7,+2.5\n");
+  auto plan = plan_csv({f}, {});
+  ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+  EXPECT_EQ(plan->schema[0], (Field{"a", Type::kString}));
+  EXPECT_EQ(plan->schema[1], (Field{"b", Type::kString}));
+}
+
 TEST_F(CsvTest, QuotedFieldsKeepCommasQuotesNewlinesAndSpaces) {
   auto f = write("q.csv", "a,b\n\"x, y\",\"say \"\"hi\"\"\"\n\"two\nlines\", padded \n");
   auto plan = plan_csv({f}, {});
@@ -281,9 +290,17 @@ TEST(CsvValues, ParsesNumbersBoolsAndTimestamps) {
   EXPECT_EQ(i, 7);
   EXPECT_FALSE(parse_int64("4.0", &i));
   EXPECT_FALSE(parse_int64("99999999999999999999", &i));
+  // One sign: "+-5" is not -5 (the '+' went and from_chars took the '-').
+  EXPECT_FALSE(parse_int64("+-5", &i));
+  EXPECT_FALSE(parse_int64("++5", &i));
+  EXPECT_FALSE(parse_int64("+", &i));
   double d;
   EXPECT_TRUE(parse_float64("1e3", &d));
   EXPECT_EQ(d, 1000.0);
+  EXPECT_TRUE(parse_float64("+1.5", &d));
+  EXPECT_EQ(d, 1.5);
+  EXPECT_FALSE(parse_float64("+-1.5", &d));
+  EXPECT_FALSE(parse_float64("+-inf", &d));
   EXPECT_FALSE(parse_float64("1,5", &d));
   bool b;
   EXPECT_TRUE(parse_bool("TRUE", &b));
