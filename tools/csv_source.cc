@@ -278,8 +278,9 @@ Result<std::unique_ptr<CsvSource>> CsvSource::open(const std::string& path,
                                                       : wait_for_writer(in.get(), s->name_));
   } else if (::isatty(in.get())) {
     return Status::invalid_argument(s->name_ + " is a terminal; give a file, a pipe or a FIFO");
-  } else if (!is_stdin && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
-    // A device (/dev/zero, a disk) has no end a CSV could have.
+  } else if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+    // A device (/dev/zero, a disk) has no end a CSV could have, on standard
+    // input too (`< /dev/zero` would spool for ever).
     return Status::invalid_argument(s->name_ + " is a device, not a file, a pipe or a FIFO");
   }
   SHELF_ASSIGN_OR_RETURN(UniqueFd spool, make_spool_file());

@@ -182,6 +182,12 @@ TEST_F(CsvInputTest, FifoIsReadOnceAndNeverWaitedOnForever) {
   r = shelf({"publish", "zero", "/dev/zero"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "/dev/zero is a device")) << r.err;
+  // As standard input too (it was spooled for ever, into a hidden temporary file).
+  std::string cmd;
+  for (const std::string& a : shelf_argv({"publish", "zero", "-"})) cmd += "'" + a + "' ";
+  r = test::run_command({"/usr/bin/timeout", "60", "/bin/bash", "-c", cmd + "< /dev/zero"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "<stdin> is a device")) << r.err;
   ASSERT_TRUE(daemon_->connect().unpublish_dataset("plain").ok());
   ASSERT_TRUE(daemon_->connect().unpublish_dataset("fifo").ok());
   expect_nothing_published();
