@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "base/timestamp.h"
+#include "base/utf8.h"
 #include "libclient/src/filter_expr.h"
 
 namespace shelf {
@@ -21,7 +22,7 @@ using internal::Literal;
 struct Token {
   enum class Kind : uint8_t { kName, kQuotedName, kInteger, kFloat, kString, kSymbol, kEnd };
   Kind kind;
-  size_t pos;        // characters of the expression before the token
+  size_t pos;        // characters (not bytes) of the expression before the token
   std::string text;  // as written; for strings and quoted names, unquoted
   bool is_keyword(std::string_view word) const {
     if (kind != Kind::kName || text.size() != word.size()) return false;
@@ -53,11 +54,45 @@ bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) 
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+// Counts characters of UTF-8 text up to a byte offset, for the "column N"
+// of messages. Offsets must come in ascending order: one pass over the text.
+class CharacterCounter {
+ public:
+  explicit CharacterCounter(std::string_view text) : text_(text) {}
+  size_t characters_before(size_t byte) {
+    for (; byte_ < byte && byte_ < text_.size(); ++byte_) {
+      // Every byte but a continuation byte (10xxxxxx) starts a character.
+      if ((static_cast<unsigned char>(text_[byte_]) & 0xC0) != 0x80) ++characters_;
+    }
+    return characters_;
+  }
+
+ private:
+  std::string_view text_;
+  size_t byte_ = 0;
+  size_t characters_ = 0;
+};
+
+// The character starting at text[i] (its lead byte and the continuation
+// bytes the lead announces), printable: a bad byte shows as \xNN.
+std::string character_at(std::string_view text, size_t i) {
+  const auto lead = static_cast<unsigned char>(text[i]);
+  const size_t length = lead >= 0xF0 && lead < 0xF8   ? 4
+                        : lead >= 0xE0 && lead < 0xF0 ? 3
+                        : lead >= 0xC0 && lead < 0xE0 ? 2
+                                                      : 1;
+  size_t end = i + 1;
+  while (end < text.size() && end - i < length &&
+         (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) {
+    ++end;
+  }
+  return escape_unprintable(text.substr(i, end - i));
+}
+
 // Reads a quoted string or name starting at text[*i] (the quote); a doubled
-// quote stands for one.
-Status lex_quoted(std::string_view text, size_t* i, std::string* out) {
+// quote stands for one. `column`: where the quote is, in characters.
+Status lex_quoted(std::string_view text, size_t* i, size_t column, std::string* out) {
   const char quote = text[*i];
-  const size_t start = *i;
   for (size_t j = *i + 1; j < text.size(); ++j) {
     if (text[j] != quote) {
       out->push_back(text[j]);
@@ -70,7 +105,7 @@ Status lex_quoted(std::string_view text, size_t* i, std::string* out) {
     }
   }
   return Status::invalid_argument(std::string(quote == '\'' ? "string" : "quoted column name") +
-                                  " starting" + at(start) + " has no closing " + quote);
+                                  " starting" + at(column) + " has no closing " + quote);
 }
 
 size_t lex_number(std::string_view text, size_t i, bool* is_float) {
@@ -96,6 +131,7 @@ size_t lex_number(std::string_view text, size_t i, bool* is_float) {
 
 Result<std::vector<Token>> lex(std::string_view text) {
   std::vector<Token> tokens;
+  CharacterCounter columns(text);
   size_t i = 0;
   while (i < text.size()) {
     const char c = text[i];
@@ -103,7 +139,7 @@ Result<std::vector<Token>> lex(std::string_view text) {
       ++i;
       continue;
     }
-    Token t{Token::Kind::kSymbol, i, {}};
+    Token t{Token::Kind::kSymbol, columns.characters_before(i), {}};
     const bool number_start =
         is_digit(c) || ((c == '-' || c == '+' || c == '.') && i + 1 < text.size() &&
                         (is_digit(text[i + 1]) || text[i + 1] == '.'));
@@ -115,7 +151,7 @@ Result<std::vector<Token>> lex(std::string_view text) {
       i = j;
     } else if (c == '\'' || c == '"') {
       t.kind = c == '\'' ? Token::Kind::kString : Token::Kind::kQuotedName;
-      SHELF_RETURN_IF_ERROR(lex_quoted(text, &i, &t.text));
+      SHELF_RETURN_IF_ERROR(lex_quoted(text, &i, t.pos, &t.text));
     } else if (number_start) {
       bool is_float = false;
       const size_t j = lex_number(text, i, &is_float);
@@ -127,14 +163,15 @@ Result<std::vector<Token>> lex(std::string_view text) {
       const std::string_view two = text.substr(i, 2);
       const bool is_two = std::find(std::begin(kTwo), std::end(kTwo), two) != std::end(kTwo);
       if (!is_two && std::string_view("<>=(),").find(c) == std::string_view::npos) {
-        return Status::invalid_argument("unexpected character '" + std::string(1, c) + "'" + at(i));
+        return Status::invalid_argument("unexpected character '" + character_at(text, i) + "'" +
+                                        at(t.pos));
       }
       t.text = std::string(text.substr(i, is_two ? 2 : 1));
       i += t.text.size();
     }
     tokens.push_back(std::move(t));
   }
-  tokens.push_back(Token{Token::Kind::kEnd, text.size(), {}});
+  tokens.push_back(Token{Token::Kind::kEnd, columns.characters_before(text.size()), {}});
   return tokens;
 }
 

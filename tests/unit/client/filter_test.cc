@@ -310,6 +310,17 @@ TEST_F(FilterTypesTest, EveryErrorMessage) {
   EXPECT_EQ(parse_error(schema_, "ts > '9999-01-01'"),
             "'9999-01-01' at column 5 is not a timestamp for column 'ts'; write '2024-01-31', "
             "'2024-01-31T12:00:00.5Z' or integer nanoseconds");
+  // Positions count characters, not bytes ('é' is two bytes), and an
+  // unexpected character is shown whole, as valid UTF-8.
+  EXPECT_EQ(parse_error(schema_, "s == '\u00e9' and nope > 1"),
+            "unknown column 'nope' at column 13; the columns are i8, i16, i32, i64, u8, u16, u32, "
+            "u64, f32, f64, b, s, ts");
+  EXPECT_EQ(parse_error(schema_, "s == '\u00e9' and i64 > "),
+            "expected a value after '>' at column 19, found the end of the expression");
+  EXPECT_EQ(parse_error(schema_, "i64 > 1 \u00e9"), "unexpected character '\u00e9' at column 8");
+  EXPECT_EQ(parse_error(schema_, "s == '\u00e9' and \"x"),
+            "quoted column name starting at column 13 has no closing \"");
+  EXPECT_EQ(parse_error(schema_, "i64 > 1 \xff"), "unexpected character '\\xff' at column 8");
   EXPECT_EQ(parse_error(schema_, "i64 == null"),
             "a comparison with null is never true at column 7; write 'is null' or 'is not null'");
   EXPECT_EQ(parse_error(schema_, "i64 is 5"),
