@@ -459,7 +459,10 @@ Status Parser::parse_value(size_t column, const Token& after, Literal* lit, int*
     return Status();
   }
   if (t.kind == Token::Kind::kFloat) {
-    return mismatch(column, t, "; integer columns take integer values");
+    return mismatch(column, t,
+                    type == Type::kTimestamp
+                        ? "; write '2024-01-31', '2024-01-31T12:00:00.5Z' or integer nanoseconds"
+                        : "; integer columns take integer values");
   }
   return convert_integer(column, t, lit, side);
 }

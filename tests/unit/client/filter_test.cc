@@ -321,6 +321,9 @@ TEST_F(FilterTypesTest, EveryErrorMessage) {
   EXPECT_EQ(parse_error(schema_, "s == '\u00e9' and \"x"),
             "quoted column name starting at column 13 has no closing \"");
   EXPECT_EQ(parse_error(schema_, "i64 > 1 \xff"), "unexpected character '\\xff' at column 8");
+  EXPECT_EQ(parse_error(schema_, "ts > 1.5"),
+            "column 'ts' is timestamp, so it cannot be compared with '1.5' at column 5; write "
+            "'2024-01-31', '2024-01-31T12:00:00.5Z' or integer nanoseconds");
   EXPECT_EQ(parse_error(schema_, "i64 == null"),
             "a comparison with null is never true at column 7; write 'is null' or 'is not null'");
   EXPECT_EQ(parse_error(schema_, "i64 is 5"),
