@@ -22,6 +22,8 @@
 //   7. N reader processes (1, 2, 4, 8) each getting and releasing a small
 //      dataset in a loop: aggregate gets/s, p50/p99, shelfd's CPU meanwhile
 //   8. DatasetMap contains / size / keys among 10,001 datasets vs the round trip
+//   9. wait_for_datasets in another process: from a publish's return to the
+//      waiter's return, vs the round trip
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -1561,6 +1563,62 @@ void figure_lookup(Bench& b) {
           median(keys) / rtt);
 }
 
+// A waiter process woken by a publish: from publish_dataset's return in this
+// process to wait_for_datasets' return in the waiter (CLOCK_MONOTONIC is one
+// clock for both). The waiter says when it starts each wait; the publish
+// follows once the daemon holds the waiter's parked connection.
+constexpr int kWaitSamples = 100;
+
+void figure_wait(Bench& b) {
+  progress("[9] %d publishes, each waking a waiter in another process", kWaitSamples);
+  int to_waiter[2], from_waiter[2];
+  if (::pipe2(to_waiter, O_CLOEXEC) != 0 || ::pipe2(from_waiter, O_CLOEXEC) != 0) {
+    die("pipe: %s", std::strerror(errno));
+  }
+  const uint32_t before = must(b.client->status(), "status").num_connections;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) die("fork: %s", std::strerror(errno));
+  if (pid == 0) {
+    default_signals();
+    shelf::Client c = must(shelf::Client::connect(b.client_options), "connect");
+    for (int i = 0; i < kWaitSamples; ++i) {
+      char go = 0;
+      if (!read_all(to_waiter[0], &go, 1)) ::_exit(1);
+      const std::string names[] = {"wait-" + std::to_string(i)};
+      must(c.wait_for_datasets(names), "wait_for_datasets");
+      const int64_t woke = now_ns();
+      if (!write_all(from_waiter[1], &woke, sizeof woke)) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  std::vector<double> latency, pings;
+  for (int i = 0; i < kWaitSamples; ++i) {
+    pings.push_back(ping_us(b.echo_fd));
+    char go = 1;
+    if (!write_all(to_waiter[1], &go, 1)) die("the waiter is gone");
+    // Its Client's connection and the one its wait is parked on.
+    while (must(b.client->status(), "status").num_connections < before + 2) {
+      std::this_thread::yield();
+    }
+    shelf::TableBuilder t = must(b.client->create_table({{"v", shelf::Type::kInt64}}), "table");
+    (void)must(t.add_partition(1), "add_partition");
+    must(b.client->publish_dataset("wait-" + std::to_string(i), t), "publish");
+    const int64_t published = now_ns();
+    int64_t woke = 0;
+    if (!read_all(from_waiter[0], &woke, sizeof woke)) die("the waiter is gone");
+    latency.push_back(us_between(published, woke));
+    must(b.client->unpublish_dataset("wait-" + std::to_string(i)), "unpublish");
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  for (int fd : {to_waiter[0], to_waiter[1], from_waiter[0], from_waiter[1]}) ::close(fd);
+  const double rtt = median(pings);
+  add_row("9", "publish's return to a waiter's return (other process), median (vs round trip)",
+          median(latency), "us", rtt, "us", median(latency) / rtt);
+  add_row("9", "  p99", percentile(latency, 0.99), "us");
+}
+
 // ------------------------------------------------------- the table of them --
 
 struct Figure {
@@ -1595,6 +1653,10 @@ constexpr Figure kFigures[] = {
      figure_readers},
     {"8", "lookup", "5", "contains, size and keys among 10,001 datasets vs the round trip",
      figure_lookup},
+    {"9", "wait", "",
+     "wait_for_datasets in another process: a publish's return to the waiter's return vs the "
+     "round trip",
+     figure_wait},
 };
 
 // --------------------------------------------------------------- options --

@@ -141,6 +141,9 @@ void write_protocol_seeds(const fs::path& root,
   seed("release", one([](Bytes& o) { protocol::encode_request(o, protocol::ReleaseRequest{7}); }));
   seed("unpublish",
        one([](Bytes& o) { protocol::encode_request(o, protocol::UnpublishRequest{"sales"}); }));
+  seed("wait_for", one([](Bytes& o) {
+         protocol::encode_request(o, protocol::WaitForRequest{{"sales", "nyc-taxi/2024-01"}});
+       }));
   seed("list", one([](Bytes& o) { protocol::encode_list_request(o); }));
   seed("status", one([](Bytes& o) { protocol::encode_status_request(o); }));
   seed("error_response", one([](Bytes& o) {

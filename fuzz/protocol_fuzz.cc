@@ -79,6 +79,7 @@ void fuzz_payload(std::span<const std::byte> payload) {
   request_round_trip(payload, decode_get_request);
   request_round_trip(payload, decode_release_request);
   request_round_trip(payload, decode_unpublish_request);
+  request_round_trip(payload, decode_wait_for_request);
   response_round_trip(payload, decode_hello_response);
   response_round_trip(payload, decode_allocate_response);
   response_round_trip(payload, decode_get_response);
@@ -86,6 +87,9 @@ void fuzz_payload(std::span<const std::byte> payload) {
   response_round_trip(payload, decode_status_response);
   // A publish never carries more items than the cap, whatever it claims.
   if (auto p = decode_publish_request(payload)) SHELF_CHECK(p->items.size() <= kMaxPublishItems);
+  if (auto w = decode_wait_for_request(payload)) {
+    SHELF_CHECK(!w->names.empty() && w->names.size() <= kMaxWaitNames);
+  }
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ std::vector<DatasetSummary> get_summaries(ByteReader& r) {
 
 bool is_request_type(uint16_t type) {
   return type >= static_cast<uint16_t>(MessageType::kHello) &&
-         type <= static_cast<uint16_t>(MessageType::kStatus);
+         type <= static_cast<uint16_t>(MessageType::kWaitFor);
 }
 
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
@@ -112,6 +112,12 @@ void encode_list_request(std::vector<std::byte>& out) {
 }
 void encode_status_request(std::vector<std::byte>& out) {
   frame(out, static_cast<uint16_t>(MessageType::kStatus), [](ByteWriter&) {});
+}
+void encode_request(std::vector<std::byte>& out, const WaitForRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kWaitFor), [&](ByteWriter& w) {
+    w.u32(static_cast<uint32_t>(m.names.size()));
+    for (const std::string& name : m.names) w.str(name);
+  });
 }
 
 std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payload) {
@@ -167,6 +173,14 @@ std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::by
   ByteReader r(payload);
   UnpublishRequest m;
   m.name = r.str();
+  return finish(r, std::move(m));
+}
+std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  WaitForRequest m;
+  const uint32_t n = r.count(4);  // each name: its length prefix at least
+  if (n == 0 || n > kMaxWaitNames) return std::nullopt;
+  for (uint32_t i = 0; i < n && !r.failed(); ++i) m.names.push_back(r.str());
   return finish(r, std::move(m));
 }
 

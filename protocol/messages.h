@@ -28,6 +28,7 @@ enum class MessageType : uint16_t {
   kUnpublish = 7,  // remove a name
   kList = 8,       // every published dataset
   kStatus = 9,     // memory and datasets at a glance
+  kWaitFor = 10,   // answered once every name is published (docs/protocol.md, "Waiting")
 };
 inline constexpr uint16_t kResponseBit = 0x8000;
 bool is_request_type(uint16_t type);
@@ -123,6 +124,12 @@ struct StatusResponse {
   std::vector<QuarantinedDataset> quarantined;  // by name
 };
 
+// Answered (empty, OK) when every name is published; until then the
+// connection is parked: the daemon reads nothing more from it.
+struct WaitForRequest {
+  std::vector<std::string> names;  // 1..kMaxWaitNames
+};
+
 // Encoders append a whole frame (header and payload) to `out`.
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m);
 void encode_request(std::vector<std::byte>& out, const AllocateRequest& m);
@@ -133,6 +140,7 @@ void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m);
 void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m);
 void encode_list_request(std::vector<std::byte>& out);
 void encode_status_request(std::vector<std::byte>& out);
+void encode_request(std::vector<std::byte>& out, const WaitForRequest& m);
 
 // Decoders read a request payload; nullopt when it is malformed.
 std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payload);
@@ -142,6 +150,8 @@ std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> 
 std::optional<GetRequest> decode_get_request(std::span<const std::byte> payload);
 std::optional<ReleaseRequest> decode_release_request(std::span<const std::byte> payload);
 std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::byte> payload);
+// Also nullopt for no names or more than kMaxWaitNames.
+std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte> payload);
 
 // Responses. An error response carries only the status.
 void encode_error_response(std::vector<std::byte>& out, MessageType type, const Status& status);

@@ -11,6 +11,7 @@
 //  - Status codes become the Python exceptions Dask raises (KeyError,
 //    MemoryError, ConnectionError...). A Status message is already a sentence
 //    a user can act on, so it is passed through unchanged.
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -447,6 +448,29 @@ class PyClient {
 
   void unpublish(const std::string& name) { check(get().unpublish_dataset(name)); }
 
+  // Waits without the GIL: other Python threads run meanwhile. A timeout
+  // (NotFound, naming what is missing) raises TimeoutError.
+  void wait(const std::vector<std::string>& names, std::optional<double> timeout) {
+    std::optional<std::chrono::milliseconds> ms;
+    if (timeout) {
+      if (!std::isfinite(*timeout) || *timeout < 0) {
+        throw py::value_error(
+            "wait_for_dataset: timeout must be a number of seconds >= 0, or None");
+      }
+      ms = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout * 1000)));
+    }
+    shelf::Status status;
+    {
+      py::gil_scoped_release unlocked;
+      status = get().wait_for_datasets(names, ms);
+    }
+    if (status.code() == shelf::Status::Code::kNotFound) {
+      PyErr_SetString(PyExc_TimeoutError, status.message().c_str());
+      throw py::error_already_set();
+    }
+    check(status);
+  }
+
   py::dict status() {
     shelf::MemoryStats s = take(get().status());
     py::dict out;
@@ -643,6 +667,7 @@ PYBIND11_MODULE(_shelf, m) {
       .def("list", &PyClient::list)
       .def("get", &PyClient::get_dataset, py::arg("name"))
       .def("unpublish", &PyClient::unpublish, py::arg("name"))
+      .def("wait", &PyClient::wait, py::arg("names"), py::arg("timeout") = py::none())
       .def("status", &PyClient::status)
       .def("publish_filtered", &PyClient::publish_filtered, py::arg("name"), py::arg("base"),
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},

@@ -37,6 +37,10 @@ struct Daemon::Connection {
   uint32_t uid = 0;
   bool greeted = false;  // Hello received
   bool closing = false;  // close once `out` is flushed
+  // A WaitFor is pending: nothing more is read until it is answered, and the
+  // names it still waits for (each has this fd in waiters_).
+  bool parked = false;
+  std::vector<std::string> waiting_for;
   std::vector<std::byte> in;
   std::vector<std::byte> out;
   size_t out_sent = 0;
@@ -306,6 +310,10 @@ Status Daemon::run() {
       auto it = connections_.find(fd);
       if (it == connections_.end()) continue;
       Connection& c = *it->second;
+      if (c.parked && (events[i].events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+        close_connection(fd);  // a waiter that went away: its waits go with it
+        continue;
+      }
       if (events[i].events & (EPOLLERR | EPOLLHUP)) {
         // Flush nothing more: the peer is gone. (EPOLLHUP with data still to
         // read is handled by reading until EOF below.)
@@ -317,6 +325,7 @@ Status Daemon::run() {
       if (events[i].events & EPOLLOUT) on_writable(c);
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
+    flush_woken();
     store_->punch_some();
   }
 }
@@ -481,6 +490,7 @@ void Daemon::close_connection(int fd) {
   ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
   // Ends the session: unsealed extents are freed, leases released.
   store_->close_session(it->second->session);
+  drop_waits(*it->second);
   log_debug("connection from pid " + std::to_string(it->second->pid) + " closed");
   connections_.erase(it);
 }
@@ -495,7 +505,7 @@ void Daemon::on_readable(Connection& c) {
     if (n > 0) {
       c.in.insert(c.in.end(), read_buffer_.get(), read_buffer_.get() + n);
       process_frames(c);
-      if (c.closing || !c.out.empty()) break;  // answer before reading more
+      if (c.closing || c.parked || !c.out.empty()) break;  // answer before reading more
       if (static_cast<size_t>(n) < kReadChunk) break;
       continue;
     }
@@ -543,7 +553,8 @@ void Daemon::on_writable(Connection& c) {
 
 void Daemon::update_interest(Connection& c) {
   // Backpressure: while a response is unsent we stop reading that client.
-  const uint32_t want = c.out.empty() ? EPOLLIN : EPOLLOUT;
+  // A parked waiter is watched only for hanging up.
+  const uint32_t want = !c.out.empty() ? EPOLLOUT : c.parked ? EPOLLRDHUP : EPOLLIN;
   if (want == c.interest) return;
   epoll_event ev{};
   ev.events = want;
@@ -553,7 +564,8 @@ void Daemon::update_interest(Connection& c) {
 
 void Daemon::process_frames(Connection& c) {
   size_t consumed = 0;
-  while (!c.closing && c.out.empty() && c.in.size() - consumed >= protocol::kFrameHeaderBytes) {
+  while (!c.closing && !c.parked && c.out.empty() &&
+         c.in.size() - consumed >= protocol::kFrameHeaderBytes) {
     std::span<const std::byte> rest(c.in.data() + consumed, c.in.size() - consumed);
     protocol::FrameHeader h = protocol::read_frame_header(rest);
     std::string bad;
@@ -650,6 +662,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (!m) return malformed();
       Status s = store_->publish(c.session, *m);
       if (s.ok()) counters_.publishes += m->items.size();
+      if (s.ok()) wake_waiters(m->items);
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {
         log_info("published '" + m->items[i].name + "' (pid " + std::to_string(c.pid) + ")");
       }
@@ -684,8 +697,72 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       r.socket_path = options_.socket_path;
       return protocol::encode_response(c.out, r);
     }
+    case MessageType::kWaitFor: {
+      auto m = protocol::decode_wait_for_request(payload);
+      if (!m) return malformed();
+      for (const std::string& name : m->names) {
+        Status s = Store::check_name(name);
+        if (!s.ok()) return reply_status(s);
+      }
+      return start_wait(c, *m);
+    }
   }
   malformed();
+}
+
+void Daemon::start_wait(Connection& c, const protocol::WaitForRequest& m) {
+  std::vector<std::string> missing;
+  for (const std::string& name : m.names) {
+    if (store_->serves(name)) continue;
+    if (std::find(missing.begin(), missing.end(), name) != missing.end()) continue;
+    missing.push_back(name);
+  }
+  if (missing.empty()) return protocol::encode_empty_response(c.out, MessageType::kWaitFor);
+  for (const std::string& name : missing) waiters_[name].push_back(c.fd.get());
+  log_debug("pid " + std::to_string(c.pid) + " waits for " + std::to_string(missing.size()) +
+            " name(s)");
+  c.waiting_for = std::move(missing);
+  c.parked = true;
+}
+
+void Daemon::wake_waiters(const std::vector<protocol::PublishItem>& items) {
+  for (const protocol::PublishItem& item : items) {
+    auto it = waiters_.find(item.name);
+    if (it == waiters_.end()) continue;
+    for (int fd : it->second) {
+      Connection& c = *connections_.at(fd);
+      std::erase(c.waiting_for, item.name);
+      if (!c.waiting_for.empty()) continue;
+      c.parked = false;
+      protocol::encode_empty_response(c.out, MessageType::kWaitFor);
+      woken_.push_back(fd);
+    }
+    waiters_.erase(it);
+  }
+}
+
+void Daemon::flush_woken() {
+  // A woken connection may publish in its next request and wake others:
+  // take the list, and loop until none is left.
+  while (!woken_.empty()) {
+    std::vector<int> woken = std::move(woken_);
+    woken_.clear();
+    for (int fd : woken) {
+      auto it = connections_.find(fd);
+      if (it != connections_.end()) on_writable(*it->second);
+    }
+  }
+}
+
+void Daemon::drop_waits(Connection& c) {
+  for (const std::string& name : c.waiting_for) {
+    auto it = waiters_.find(name);
+    if (it == waiters_.end()) continue;
+    std::erase(it->second, c.fd.get());
+    if (it->second.empty()) waiters_.erase(it);
+  }
+  c.waiting_for.clear();
+  c.parked = false;
 }
 
 }  // namespace shelf::server

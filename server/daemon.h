@@ -95,6 +95,17 @@ class Daemon {
   // At --max-connections: makes room for a new connection by closing the
   // oldest one that has not said Hello yet. False when every one has.
   bool evict_a_silent_connection();
+  // WaitFor: answers at once when every name is served, else parks `c`
+  // (reads nothing more from it) with a waiter per missing name.
+  void start_wait(Connection& c, const protocol::WaitForRequest& m);
+  // After a publish commit: drops `names` from the waits on them; a
+  // connection left waiting for nothing is answered (in flush_woken()).
+  void wake_waiters(const std::vector<protocol::PublishItem>& items);
+  // Sends the answers wake_waiters() queued, outside of any other
+  // connection's dispatch (a woken connection may then run its next request).
+  void flush_woken();
+  // Removes `c`'s waiters (its connection is closing).
+  void drop_waits(Connection& c);
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
@@ -110,7 +121,11 @@ class Daemon {
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::deque<std::pair<std::chrono::steady_clock::time_point, int>> silent_;  // deadline, fd
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
-  DaemonCounters counters_;                   // this thread's only: see metrics.h
+  // Parked connections (fds) waiting for each name, and those whose wait is
+  // over and whose answer is still to send. See docs/protocol.md, "Waiting".
+  std::unordered_map<std::string, std::vector<int>> waiters_;
+  std::vector<int> woken_;
+  DaemonCounters counters_;  // this thread's only: see metrics.h
   std::unique_ptr<MetricsServer> metrics_;
 };
 

@@ -10,8 +10,8 @@ namespace shelf::server {
 namespace {
 
 constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
-    "connect", "bad_frame", "hello",     "allocate", "abort", "publish",
-    "get",     "release",   "unpublish", "list",     "status"};
+    "connect", "bad_frame", "hello",     "allocate", "abort",  "publish",
+    "get",     "release",   "unpublish", "list",     "status", "wait_for"};
 
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
@@ -123,6 +123,8 @@ DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
       return Request::kList;
     case MessageType::kStatus:
       return Request::kStatus;
+    case MessageType::kWaitFor:
+      return Request::kWaitFor;
   }
   return Request::kBadFrame;
 }

@@ -35,8 +35,9 @@ struct DaemonCounters {
     kUnpublish,
     kList,
     kStatus,
+    kWaitFor,
   };
-  static constexpr size_t kRequests = 11;
+  static constexpr size_t kRequests = 12;
   static constexpr size_t kCodes = 10;  // Status::Code, kOk included (never counted)
 
   uint64_t publishes = 0;    // names published (a publish of 3 names counts 3)

@@ -546,6 +546,11 @@ void Store::store_index_entry(uint32_t slot, const shm::IndexEntryLayout& e) {
   shm::end_write(entry->seq);
 }
 
+bool Store::serves(std::string_view name) const {
+  auto it = names_.find(name);
+  return it != names_.end() && datasets_.at(it->second).quarantine_reason.empty();
+}
+
 Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
   Session& session = sessions_.at(session_id);
   auto it = names_.find(name);

@@ -134,6 +134,9 @@ class Store {
   Status release(SessionId session, uint64_t lease_id);
   // Removes the name; memory returns when the last lease ends.
   Status unpublish(const std::string& name);
+  // True when `name` is published and served (not quarantined): what a
+  // WaitFor waits for.
+  bool serves(std::string_view name) const;
 
   // ---- Hole punching ----
   // True while freed memory is still being given back to the OS; the daemon

@@ -44,6 +44,7 @@ Commands:
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   status                    memory and datasets at a glance
+  wait NAME... [--timeout S]  return once every NAME is published (exit 1 at the timeout)
   metrics                   the daemon's figures in Prometheus's text format
   save DIR [NAME...]        write datasets (default: all) to files in DIR, with checksums
   load DIR [NAME...]        verify and publish datasets (default: all) saved in DIR
@@ -83,6 +84,8 @@ struct Command {
   std::vector<std::string> args;
   std::string socket;
   std::chrono::milliseconds timeout{30000};  // for each answer of shelfd (--timeout)
+  // --timeout as typed: `wait` reads it as how long to wait for the names.
+  std::optional<std::string> timeout_text;
 };
 
 // The names a user sees for the options that hold a command's positional
@@ -846,6 +849,60 @@ int cmd_metrics(const Command& cmd) {
   return 0;
 }
 
+// The longest `shelf wait --timeout`: a year; more is surely a typo.
+constexpr double kMaxWaitSeconds = 365.0 * 86400;
+// How soon `shelf wait` tries again to reach a shelfd that is not running.
+// Connecting is all it can do until one listens; the names themselves are
+// waited for by the daemon's notice (WaitFor), not by asking again.
+constexpr auto kReconnectDelay = std::chrono::milliseconds(100);
+
+int cmd_wait(const Command& cmd) {
+  std::vector<std::string> names;
+  po::options_description options("Options (--timeout SECONDS: give up after that long, exit 1)");
+  options.add_options()("name", po::value(&names), "dataset names");
+  po::positional_options_description positional;
+  positional.add("name", -1);
+  po::variables_map vm;
+  int code;
+  const std::string synopsis = "wait NAME... [--timeout SECONDS]";
+  if (!parse_args(cmd, options, positional, &vm, &code, synopsis)) return code;
+  if (names.empty()) return usage_error("missing NAME; usage: shelf " + synopsis, cmd.name);
+  std::optional<std::chrono::milliseconds> timeout;
+  if (cmd.timeout_text) {
+    auto seconds = parse_seconds(*cmd.timeout_text, "--timeout", 0, kMaxWaitSeconds);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), cmd.name);
+    timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  bool told = false;
+  for (;;) {
+    std::optional<std::chrono::milliseconds> left = timeout;
+    if (timeout) {
+      left = std::max(
+          std::chrono::milliseconds(0),
+          *timeout - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+    }
+    auto client = connect(cmd, "wait");
+    const Status status = client.ok() ? client->wait_for_datasets(names, left) : client.status();
+    if (status.ok()) return 0;
+    // NotFound: the timeout passed, and the message names what is missing.
+    if (status.code() != Status::Code::kUnavailable) return fail(status);
+    if (left && left->count() == 0) {
+      std::string missing;
+      for (const std::string& name : names) missing += (missing.empty() ? "'" : ", '") + name + "'";
+      return fail(Status::not_found("timed out waiting for " + missing +
+                                    " to be published: " + status.message()));
+    }
+    // The daemon is not running (or stopped during the wait): wait for it.
+    if (!told) std::cerr << "shelf: " << shown(status.message()) << "; still waiting\n";
+    told = true;
+    auto pause = kReconnectDelay;
+    if (left) pause = std::min(pause, *left);
+    std::this_thread::sleep_for(pause);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -888,7 +945,8 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     return usage_error(e.what(), "");
   }
-  if (vm.count("timeout")) {
+  if (vm.count("timeout")) cmd.timeout_text = vm["timeout"].as<std::string>();
+  if (vm.count("timeout") && cmd.name != "wait") {
     auto seconds = parse_seconds(vm["timeout"].as<std::string>(), "--timeout", 0.1, 86400);
     if (!seconds.ok()) return usage_error(seconds.status().message(), "");
     cmd.timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
@@ -910,5 +968,6 @@ int main(int argc, char** argv) {
   if (cmd.name == "metrics") return cmd_metrics(cmd);
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
+  if (cmd.name == "wait") return cmd_wait(cmd);
   return usage_error("unknown command '" + shown(cmd.name) + "'", "");
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "base/paths.h"
 #include "libclient/src/client_impl.h"
@@ -389,6 +390,41 @@ Result<std::vector<std::byte>> Client::Impl::call_locked(const std::vector<std::
                                 payload_.end());
 }
 
+Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageType type,
+                                std::optional<std::chrono::steady_clock::time_point> deadline,
+                                bool* timed_out) {
+  *timed_out = false;
+  SHELF_RETURN_IF_ERROR(check_owner());
+  std::lock_guard<std::mutex> lock(mu_);
+  SHELF_RETURN_IF_ERROR(send_all(request));
+  for (;;) {
+    int wait_ms = -1;
+    if (deadline) {
+      const auto left = *deadline - std::chrono::steady_clock::now();
+      // Rounded up: a poll that ends early would only loop.
+      wait_ms = static_cast<int>(
+          std::max<int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count()));
+    }
+    pollfd p{fd_.get(), POLLIN, 0};
+    const int n = ::poll(&p, 1, wait_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return lost("poll", errno);
+    if (n > 0) break;  // a reply, or the daemon hung up: read_response() tells
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+      *timed_out = true;
+      broken_ = true;
+      broken_reason_ = "a wait on this connection timed out; it is not used again";
+      return Status();
+    }
+  }
+  SHELF_ASSIGN_OR_RETURN(protocol::FrameHeader h, read_response());
+  protocol::ByteReader reader(payload_);
+  Status status = protocol::decode_response_status(reader);
+  const uint16_t expected = static_cast<uint16_t>(type) | protocol::kResponseBit;
+  if (h.type != expected && status.ok()) return lost("out-of-order response", 0);
+  return status;
+}
+
 Result<const shm::ShmObject*> Client::Impl::writable_segment() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!segment_rw_) {
@@ -563,6 +599,86 @@ Result<MemoryStats> Client::status() {
 }
 
 DatasetMap Client::datasets() { return DatasetMap(Client(impl_)); }
+
+namespace {
+
+using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", static_cast<double>(ms.count()) / 1000);
+  return text;
+}
+
+// The names of `names` the index does not show as published, quoted and
+// joined: what a timed-out wait reports.
+std::string unpublished_names(const shm::NameIndexReader& index,
+                              std::span<const std::string> names) {
+  std::string out;
+  for (const std::string& name : names) {
+    shm::EntrySnapshot entry;
+    if (index.find(name, &entry) == shm::IndexRead::kFound &&
+        entry.state == shm::IndexEntryState::kPublished) {
+      continue;
+    }
+    out += (out.empty() ? "'" : ", '") + name + "'";
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Client::wait_for_datasets(std::span<const std::string> names,
+                                 std::optional<std::chrono::milliseconds> timeout) {
+  if (names.empty()) return Status::invalid_argument("wait for which datasets? give a name");
+  if (names.size() > kMaxWaitNames) {
+    return Status::invalid_argument("one wait takes at most " + std::to_string(kMaxWaitNames) +
+                                    " names, not " + std::to_string(names.size()) +
+                                    "; wait for them in groups");
+  }
+  if (timeout && timeout->count() < 0) {
+    return Status::invalid_argument("a wait's timeout cannot be negative");
+  }
+  SHELF_RETURN_IF_ERROR(impl_->check_alive());
+  // Published already, as the segment's index shows: no wait, no message.
+  if (unpublished_names(impl_->index(), names).empty()) return Status();
+  const Deadline deadline =
+      timeout ? Deadline(std::chrono::steady_clock::now() + *timeout) : std::nullopt;
+  // A connection of its own: the daemon parks the one a WaitFor arrives on.
+  ClientOptions options = impl_->options();
+  options.socket = impl_->socket_path();
+  options.client_name += " (waiting)";
+  SHELF_ASSIGN_OR_RETURN(std::shared_ptr<Impl> waiter, Impl::connect(options));
+  protocol::WaitForRequest request;
+  request.names.assign(names.begin(), names.end());
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, request);
+  bool timed_out = false;
+  Status status = waiter->call_until(frame, MessageType::kWaitFor, deadline, &timed_out);
+  if (!timed_out) return status;
+  std::string missing = unpublished_names(impl_->index(), names);
+  if (missing.empty()) missing = "(published as the wait ended)";
+  return Status::not_found("timed out after " + seconds_text(*timeout) +
+                           " waiting for datasets to be published; not published: " + missing);
+}
+
+Result<Dataset> Client::wait_for_dataset(std::string_view name,
+                                         std::optional<std::chrono::milliseconds> timeout) {
+  const std::string names[] = {std::string(name)};
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    std::optional<std::chrono::milliseconds> left = timeout;
+    if (timeout) {
+      const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - start);
+      left = std::max(std::chrono::milliseconds(0), *timeout - spent);
+    }
+    SHELF_RETURN_IF_ERROR(wait_for_datasets(names, left));
+    auto dataset = get_dataset(name);
+    // Unpublished again between the wake-up and the Get: wait again.
+    if (dataset.ok() || dataset.status().code() != Status::Code::kNotFound) return dataset;
+  }
+}
 
 // ---------------------------------------------------------- DatasetMap --
 

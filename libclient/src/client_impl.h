@@ -12,6 +12,7 @@
 // view() needs no lock.
 #pragma once
 
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -51,6 +52,14 @@ class Client::Impl {
   auto call_and_decode(const std::vector<std::byte>& request, protocol::MessageType type,
                        Decode decode)
       -> Result<typename decltype(decode(std::declval<protocol::ByteReader&>()))::value_type>;
+
+  // Like call() with no body, but waits for the reply until `deadline` (none:
+  // without bound) instead of request_timeout: for WaitFor, which the daemon
+  // answers only when the names are published. Sets *timed_out when the
+  // deadline came first; the connection is then never used again (the
+  // reply would come out of step). Thread-safe.
+  Status call_until(const std::vector<std::byte>& request, protocol::MessageType type,
+                    std::optional<std::chrono::steady_clock::time_point> deadline, bool* timed_out);
 
   // Opens the segment read-write (once), for mapping this client's own
   // extents. Errors: Unavailable (the segment is gone). Thread-safe.

@@ -18,6 +18,7 @@ unpublishes it.
 
 import collections.abc
 import os
+import time
 
 import numpy as np
 
@@ -162,6 +163,34 @@ class Client:
         if not isinstance(override, bool):
             raise TypeError("publish_filtered: override is a flag (True or False)")
         self._client.publish_filtered(name, base, where, list(columns), limit, override)
+
+    def wait_for_dataset(self, name, timeout=None):
+        """Waits until `name` is published, then returns what get_dataset
+        returns. The daemon says when (no polling); `timeout` is in seconds
+        (None: without bound). Raises TimeoutError naming the dataset when
+        the timeout passes first, ConnectionError when shelfd stops or
+        restarts meanwhile. The GIL is released while waiting.
+        """
+        _check_name(name, "wait_for_dataset")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError("wait_for_dataset: timeout must be a number of seconds >= 0, or None")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._client.wait([name], left)
+            try:
+                return self.get_dataset(name)
+            except KeyError:
+                continue  # unpublished again before we got it: wait again
+
+    def wait_for_datasets(self, names, timeout=None):
+        """Waits until every name of `names` is published (see
+        wait_for_dataset); returns None. TimeoutError names the missing ones.
+        """
+        names = list(names)
+        for name in names:
+            _check_name(name, "wait_for_datasets")
+        self._client.wait(names, timeout)
 
     def unpublish_dataset(self, name):
         """Removes `name`; readers holding it keep reading until they let go."""

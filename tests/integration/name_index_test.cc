@@ -195,7 +195,7 @@ TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   EXPECT_THAT(old_protocol_hello(*daemon),
-              HasSubstr("protocol version 2 is not spoken here (shelfd speaks 3); use a client "
+              HasSubstr("protocol version 2 is not spoken here (shelfd speaks 4); use a client "
                         "of the same release"));
   expect_daemon_serves(*daemon);
 }

@@ -36,6 +36,10 @@ inline constexpr uint32_t kMaxPublishItems = 65536;
 // bytes, so without a bound one client could grow it without end; 65,536 is
 // far past any real reader's need (a Dataset per lease).
 inline constexpr size_t kMaxLeasesPerConnection = 65536;
+// Names one WaitFor request may wait for. A connection has at most one
+// WaitFor pending (replies are in order), so this bounds the waits one
+// connection costs the daemon: a name and an entry per name.
+inline constexpr uint32_t kMaxWaitNames = 4096;
 
 // How long shelfd waits for a new connection's Hello before closing it: a
 // client that connects and says nothing must not hold a connection slot for

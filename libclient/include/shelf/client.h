@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -160,6 +161,22 @@ class Client {
   // connection, so it stays valid when the Client is moved or destroyed.
   DatasetMap datasets();
   Result<MemoryStats> status();
+
+  // Waits until every name is published (and served: not quarantined), for
+  // at most `timeout` (none: without bound). The daemon tells us when: this
+  // sends one WaitFor on a connection of its own, opened for the wait and
+  // closed after it, so the Client's connection stays free and a Dataset
+  // destroyed on another thread meanwhile is not held up. Blocks the calling
+  // thread. Errors: NotFound when the timeout passes first (the message
+  // names the names still unpublished), Unavailable when shelfd stops or
+  // restarts during the wait (connect again and wait again: `shelf wait`
+  // does), InvalidArgument (no names, more than kMaxWaitNames, a bad name).
+  Status wait_for_datasets(std::span<const std::string> names,
+                           std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // wait_for_datasets({name}) then get_dataset(name); waits again if the
+  // name is unpublished between the two. Errors as both.
+  Result<Dataset> wait_for_dataset(std::string_view name,
+                                   std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
   const std::string& socket_path() const;
 

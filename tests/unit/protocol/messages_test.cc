@@ -174,9 +174,9 @@ TEST(FrameTest, HeaderRoundTripsAndIsLittleEndian) {
 }
 
 TEST(FrameTest, RequestTypes) {
-  for (uint16_t t = 1; t <= 9; ++t) EXPECT_TRUE(is_request_type(t)) << t;
+  for (uint16_t t = 1; t <= 10; ++t) EXPECT_TRUE(is_request_type(t)) << t;
   EXPECT_FALSE(is_request_type(0));
-  EXPECT_FALSE(is_request_type(10));
+  EXPECT_FALSE(is_request_type(11));
   EXPECT_FALSE(is_request_type(response(MessageType::kHello)));
   EXPECT_FALSE(is_request_type(0xFFFF));
 }
@@ -349,6 +349,29 @@ TEST(RequestTest, Unpublish) {
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->name, std::string("with\0nul", 8));
   expect_only_whole_payload_decodes<UnpublishRequest>(f.payload, decode_unpublish_request);
+}
+
+TEST(RequestTest, WaitFor) {
+  std::vector<std::byte> out;
+  encode_request(out, WaitForRequest{{"a", std::string("with\0nul", 8), "nyc-taxi/2024-01"}});
+  Frame f = only_frame(out, request(MessageType::kWaitFor));
+  std::optional<WaitForRequest> d = decode_wait_for_request(f.payload);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->names,
+            (std::vector<std::string>{"a", std::string("with\0nul", 8), "nyc-taxi/2024-01"}));
+  expect_only_whole_payload_decodes<WaitForRequest>(f.payload, decode_wait_for_request);
+}
+
+TEST(RequestTest, WaitForNeedsOneToKMaxWaitNamesNames) {
+  std::vector<std::byte> none;
+  encode_request(none, WaitForRequest{});
+  EXPECT_FALSE(decode_wait_for_request(only_frame(none, request(MessageType::kWaitFor)).payload));
+  std::vector<std::byte> most, too_many;
+  encode_request(most, WaitForRequest{std::vector<std::string>(kMaxWaitNames, "x")});
+  encode_request(too_many, WaitForRequest{std::vector<std::string>(kMaxWaitNames + 1, "x")});
+  EXPECT_TRUE(decode_wait_for_request(only_frame(most, request(MessageType::kWaitFor)).payload));
+  EXPECT_FALSE(
+      decode_wait_for_request(only_frame(too_many, request(MessageType::kWaitFor)).payload));
 }
 
 TEST(RequestTest, ListAndStatusHaveNoPayload) {
