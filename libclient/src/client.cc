@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <numeric>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -477,8 +476,8 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name)
 // The summaries' positions, sorted by name (byte order, as std::string's <).
 // Sorted as 16-byte keys: the name's first 8 bytes big-endian (zero-padded:
 // a name holds no NUL, so a shorter name sorts first, as it should), and
-// only on a tie the whole names. Measured on this VM: a third of the time of
-// sorting by the strings of 10,000 snapshots.
+// only on a tie the whole names. Measured on this VM (10,000 names, plain
+// memory): ~0.27 ms, against 0.37-0.5 ms sorting the snapshots' strings.
 std::vector<uint32_t> order_by_name(const std::vector<shm::EntrySummary>& entries,
                                     const std::string& names) {
   struct Key {
