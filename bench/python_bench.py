@@ -2,7 +2,7 @@
 """Reading a published 1 GiB float64 column from Python: shelf against the
 ways one would do it without shelf, all measured in this run.
 
-    /usr/bin/python3 bench/python_bench.py [--size-mib 1024] [--repeat 5]
+    /usr/bin/python3 bench/python_bench.py [--size-mib 1024] [--repeat 5] [--lookup-only]
 
 (with the package importable: PYTHONPATH=build-bench/python, or installed by
 scripts/demo.sh; SHELFD=path/to/shelfd, default build-bench/server/shelfd).
@@ -17,6 +17,9 @@ What each line times, from "I have a name" to "I have the sum":
   dask, new client    distributed: get_dataset + .compute() + sum, from a LocalCluster on
                       127.0.0.1 (2 worker processes) holding the same data, persisted
 Ratios are time / the in-process time (1.00x is as fast as memory allows).
+First, the lookup figures: get_dataset of a small dataset with nulls (against
+the extension's bare get in the same run), list_datasets and `in` among
+10,001 names.
 """
 
 import argparse
@@ -126,13 +129,65 @@ def dask_figure(data, repeat):
             return best_of(repeat, read)
 
 
+def median_us(samples, fn):
+    """The median of `samples` runs of fn(), in microseconds."""
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e6
+
+
+def lookup_figures(many=10_000):
+    """get_dataset of a small dataset with nulls, and list_datasets / `in`
+    among `many` + 1 names, against the extension's bare get (the C++
+    get_dataset and nothing of the Python wrapper) measured in the same run."""
+    import pandas as pd
+
+    import shelf
+
+    socket, stop = start_shelfd(128 << 20)
+    try:
+        client = shelf.Client(socket)
+        small = pd.DataFrame({"i": pd.array([1, None, 3] * 100, dtype="Int64"),
+                              "f": np.arange(300.0),
+                              "b": pd.array([True, False, None] * 100, dtype="boolean")})
+        client.publish_dataset(small=small)
+        for start in range(0, many, 1000):
+            client.publish_dataset(**{f"tiny-{i:05d}": {"v": np.arange(4)}
+                                      for i in range(start, min(start + 1000, many))})
+        assert client.get_dataset("small").to_pandas()["i"].isna().sum() == 100
+        names = client.list_datasets()
+        assert len(names) == many + 1
+        bare = median_us(2000, lambda: client._client.get("small"))
+        get = median_us(2000, lambda: client.get_dataset("small"))
+        listed = median_us(20, client.list_datasets)
+        contains = median_us(2000, lambda: "tiny-00042" in client.datasets)
+        client.close()
+    finally:
+        stop()
+    print(f"python_bench: lookups among {many + 1} datasets, medians")
+    print(f"  get_dataset of a 300-row dataset with nulls: {get:.1f} us "
+          f"(the extension's bare get: {bare:.1f} us; the wrapper: {get - bare:.1f} us)")
+    print(f"  list_datasets of {many + 1}: {listed / 1e3:.2f} ms")
+    print(f"  'name' in client.datasets: {contains:.1f} us")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-dask", action="store_true", help="skip the distributed figure")
+    parser.add_argument("--lookup-only", action="store_true",
+                        help="only the lookup figures (get of a small dataset, list, in)")
     args = parser.parse_args()
+
+    lookup_figures()
+    if args.lookup_only:
+        return
 
     import shelf
 

@@ -442,6 +442,12 @@ class PyClient {
     return out;
   }
 
+  // The names alone, sorted, and `in` / len over them: read from the
+  // segment's name index (DatasetMap), without a dict per dataset.
+  std::vector<std::string> names() { return take(get().datasets().keys()); }
+  bool contains(const std::string& name) { return take(get().datasets().contains(name)); }
+  size_t count() { return take(get().datasets().size()); }
+
   std::unique_ptr<PyDataset> get_dataset(const std::string& name) {
     return std::make_unique<PyDataset>(take(get().get_dataset(name)));
   }
@@ -665,6 +671,9 @@ PYBIND11_MODULE(_shelf, m) {
       .def("create_table", &PyClient::create_table, py::arg("columns"))
       .def("publish", &PyClient::publish, py::arg("items"), py::arg("override"))
       .def("list", &PyClient::list)
+      .def("names", &PyClient::names)
+      .def("contains", &PyClient::contains, py::arg("name"))
+      .def("count", &PyClient::count)
       .def("get", &PyClient::get_dataset, py::arg("name"))
       .def("unpublish", &PyClient::unpublish, py::arg("name"))
       .def("wait", &PyClient::wait, py::arg("names"), py::arg("timeout") = py::none())

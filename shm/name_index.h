@@ -56,6 +56,27 @@ struct EntrySnapshot {
   DescriptorHeaderLayout descriptor{};
 };
 
+// What list_summaries() copies of one published entry: compact (no name
+// inside, no descriptor copy), so that a list of 10,000 touches little
+// fresh memory. The name is names[name_offset, +name_length) of the buffer
+// handed to list_summaries().
+struct EntrySummary {
+  uint32_t slot = 0;
+  uint32_t name_length = 0;
+  uint64_t name_offset = 0;
+  uint64_t data_bytes = 0;  // the entry's: what it takes from the memory limit
+  int64_t created_ns = 0;
+  // From the dataset's descriptor header (has_descriptor: it lay inside the
+  // segment).
+  bool has_descriptor = false;
+  uint32_t num_columns = 0;
+  uint64_t num_partitions = 0;
+  uint64_t num_rows = 0;
+  uint64_t buffer_bytes = 0;  // the descriptor's data_bytes: the sum of the buffers
+  uint32_t publisher_uid = 0;
+  uint32_t publisher_pid = 0;
+};
+
 enum class IndexRead { kFound, kNotFound, kBusy };
 
 // Lock-free reads of the index of a mapped segment. Copyable, holds no
@@ -76,6 +97,12 @@ class NameIndexReader {
   // Every published (not quarantined) entry, in no order, with names, and
   // with descriptor headers if `descriptors`. kBusy as find().
   IndexRead list(bool descriptors, std::vector<EntrySnapshot>* out) const;
+  // As list(), faster: every published entry as a summary (with its
+  // descriptor's figures if `descriptors`), in no order, the names packed one after another into
+  // `names` (no allocation per name; both outputs keep their capacity from call to call). kBusy as
+  // find(), with both outputs empty.
+  IndexRead list_summaries(bool descriptors, std::vector<EntrySummary>* out,
+                           std::string* names) const;
   // The number of published entries. kBusy as find().
   IndexRead count(uint64_t* out) const;
 
@@ -86,6 +113,11 @@ class NameIndexReader {
   // One attempt of find(): false when the read overlapped a change.
   bool try_find(std::string_view name, uint64_t hash, EntrySnapshot* out, bool* found) const;
   bool try_list(bool descriptors, std::vector<EntrySnapshot>* out) const;
+  bool try_list_summaries(bool descriptors, std::vector<EntrySummary>* out,
+                          std::string* names) const;
+  // The used slots (from the buckets) as a bitmap of index_capacity_ bits;
+  // false when a bucket names no slot (a torn read). Sets *count to them.
+  bool used_slots(std::vector<uint64_t>* used, size_t* count) const;
 
   SegmentView view_;
   const SegmentHeaderLayout* header_ = nullptr;

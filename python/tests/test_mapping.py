@@ -49,3 +49,17 @@ def test_pop_and_update_come_from_the_mapping_mixins(client):
     client.datasets.update({"p": 1, "q": 2})
     assert client.datasets.pop("p") == 1
     assert list(client.datasets) == ["q"]
+
+
+def test_in_and_len_read_the_index_and_list_is_sorted_by_bytes(client):
+    names = ["abcdefgh", "abcdefg", "abcdefghi", "abcdefgh-2", "b", "\u00e9t\u00e9", "Z", "a"]
+    for name in names:
+        client.datasets[name] = pd.DataFrame({"x": [1]})
+    assert client.list_datasets() == sorted(names)
+    assert list(client.datasets) == sorted(names)
+    assert len(client.datasets) == len(names)
+    assert all(name in client.datasets for name in names)
+    assert "abcdefgh-" not in client.datasets and "" not in client.datasets
+    assert 1 not in client.datasets and None not in client.datasets  # not a str: not there
+    del client.datasets["abcdefg"]
+    assert "abcdefg" not in client.datasets and len(client.datasets) == len(names) - 1

@@ -206,3 +206,26 @@ def test_head_with_a_negative_count_is_pandas_head(client):
     client.publish_dataset(t=[pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [3]})])
     assert client.get_dataset("t").head(-1)["x"].tolist() == [1, 2]
     assert client.datasets.get(5) is None
+
+
+def test_nulls_in_a_later_partition_only_still_give_nullable_dtypes(client):
+    # get_dataset() works out the null counts on first use, not at get: the
+    # dtypes, frames and the Dask meta must still see a null that only the
+    # last partition holds, and count every one of them.
+    parts = [pd.DataFrame({"i": pd.array([1, 2], dtype="Int64"),
+                           "b": pd.array([True, False], dtype="boolean"),
+                           "f": [0.5, 1.5]}),
+             pd.DataFrame({"i": pd.array([None, 4, None], dtype="Int64"),
+                           "b": pd.array([None, True, None], dtype="boolean"),
+                           "f": [2.5, 3.5, 4.5]})]
+    client.publish_dataset(late=parts)
+    ds = client.get_dataset("late")
+    assert str(ds.dtypes["i"]) == "Int64" and str(ds.dtypes["b"]) == "boolean"
+    assert ds.dtypes["f"] == np.float64
+    frame = ds.to_pandas()
+    assert frame["i"].isna().sum() == 2 and frame["b"].isna().sum() == 2
+    assert frame["i"].dtype == "Int64"
+    # The first partition alone has no null but reads with the same dtype.
+    assert client.get_dataset("late").partition(0)["i"].dtype == "Int64"
+    pd.testing.assert_frame_equal(frame, pd.concat(parts), check_index_type=False)
+    assert ds.columns == ["i", "b", "f"] and len(ds) == 5

@@ -4,6 +4,7 @@
 // publishes, overrides and unpublishes a few names as fast as it can while
 // readers check every byte they get, and shelfd killed in the middle of an
 // index change.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -189,6 +190,54 @@ std::string old_protocol_hello(const TestDaemon& daemon) {
   for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
   // 12-byte header, u8 code, u32 length, message.
   return reply.size() > 17 ? reply.substr(17) : "";
+}
+
+// list_datasets() and keys() read the index's summaries and sort them by
+// their first 8 bytes, then by the whole name: names that share 8 bytes, a
+// name that is another's prefix and bytes above 0x7f must come out in
+// std::string order, with what the daemon itself reports of each (status()).
+TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  const std::vector<std::string> names = {
+      "abcdefgh",          "abcdefg", "abcdefghi", "abcdefgh-2", "abcdefgh-10", "b",
+      "\xc3\xa9t\xc3\xa9", "a",       "ab",        "abcdefgz",   "zzzzzzzzzz",  "Z"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    publish_int64(client, names[i], 10 + i, static_cast<int64_t>(i));
+  }
+  std::vector<std::string> want = names;
+  std::sort(want.begin(), want.end());
+  auto listed = client.list_datasets();
+  ASSERT_TRUE(listed.ok()) << listed.status().to_string();
+  std::vector<std::string> got;
+  for (const DatasetInfo& d : *listed) got.push_back(d.name);
+  EXPECT_EQ(got, want);
+  auto keys = client.datasets().keys();
+  ASSERT_TRUE(keys.ok()) << keys.status().to_string();
+  EXPECT_EQ(*keys, want);
+  const MemoryStats st = status_of(client);
+  ASSERT_EQ(st.datasets.size(), listed->size());
+  for (const DatasetInfo& d : *listed) {
+    auto it = std::find_if(st.datasets.begin(), st.datasets.end(),
+                           [&](const DatasetInfo& s) { return s.name == d.name; });
+    ASSERT_NE(it, st.datasets.end()) << d.name;
+    const size_t i =
+        static_cast<size_t>(std::find(names.begin(), names.end(), d.name) - names.begin());
+    EXPECT_EQ(d.num_rows, 10 + i) << d.name;
+    EXPECT_EQ(d.num_rows, it->num_rows) << d.name;
+    EXPECT_EQ(d.num_columns, it->num_columns) << d.name;
+    EXPECT_EQ(d.num_partitions, it->num_partitions) << d.name;
+    EXPECT_EQ(d.data_bytes, it->data_bytes) << d.name;
+    EXPECT_EQ(d.memory_bytes, it->memory_bytes) << d.name;
+    EXPECT_EQ(d.created_ns, it->created_ns) << d.name;
+    EXPECT_EQ(d.publisher_pid, it->publisher_pid) << d.name;
+    EXPECT_EQ(d.publisher_uid, it->publisher_uid) << d.name;
+  }
+  for (const std::string& name : names) ASSERT_TRUE(client.unpublish_dataset(name).ok());
+  auto empty = client.list_datasets();
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
 }
 
 TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {

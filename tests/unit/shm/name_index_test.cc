@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,6 +136,25 @@ void expect_matches(const IndexBed& bed) {
   uint64_t n = 0;
   ASSERT_EQ(r.count(&n), IndexRead::kFound);
   EXPECT_EQ(n, bed.slots().size());
+  // The summaries say the same, names packed into one buffer, each with its
+  // own entry's fields.
+  std::vector<EntrySummary> summaries;
+  std::string packed = "left over from an earlier call";
+  ASSERT_EQ(r.list_summaries(false, &summaries, &packed), IndexRead::kFound);
+  std::set<std::string> summarised;
+  size_t name_bytes = 0;
+  for (const EntrySummary& s : summaries) {
+    const std::string name = packed.substr(s.name_offset, s.name_length);
+    summarised.insert(name);
+    name_bytes += s.name_length;
+    EXPECT_EQ(s.slot, bed.slots().at(name)) << name;
+    EntrySnapshot e;
+    ASSERT_EQ(r.find(name, &e), IndexRead::kFound) << name;
+    EXPECT_EQ(s.data_bytes, e.data_bytes) << name;
+    EXPECT_FALSE(s.has_descriptor);
+  }
+  EXPECT_EQ(summarised, want);
+  EXPECT_EQ(packed.size(), name_bytes);
 }
 
 TEST(NameIndexTest, TenThousandNamesDeletesAndReinserts) {
@@ -193,6 +213,11 @@ TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
   EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kBusy);
   std::vector<EntrySnapshot> listed;
   EXPECT_EQ(bed.reader().list(false, &listed), IndexRead::kBusy);
+  std::vector<EntrySummary> summaries(3);
+  std::string packed = "stale";
+  EXPECT_EQ(bed.reader().list_summaries(true, &summaries, &packed), IndexRead::kBusy);
+  EXPECT_TRUE(summaries.empty());
+  EXPECT_TRUE(packed.empty());
   NameIndexWriter(
       MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes(8)))
       .reset_seq();
@@ -245,6 +270,17 @@ TEST(NameIndexTest, ReaderProcessesRacingTheWriterSeeOnlyWholeStates) {
               }
             }
           }
+          std::vector<EntrySummary> summaries;
+          std::string packed;
+          if (reader.list_summaries(false, &summaries, &packed) == IndexRead::kFound) {
+            if (summaries.size() < static_cast<size_t>(kStable)) ::_exit(15);
+            for (const auto& x : summaries) {
+              const std::string_view n = std::string_view(packed).substr(x.name_offset);
+              if (n.rfind("dataset-", 0) != 0 || x.data_bytes == 0 || x.data_bytes % 3 != 0) {
+                ::_exit(16);
+              }
+            }
+          }
         }
       }
       ::_exit(busy > 50000 ? 14 : 0);
@@ -271,7 +307,8 @@ TEST(NameIndexTest, ReaderProcessesRacingTheWriterSeeOnlyWholeStates) {
   for (const auto& [pid, status] : exited) {
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 0) << "10: a stable name missed, 11: a torn entry, "
-                                         "12/13: a torn list, 14: mostly busy";
+                                         "12/13: a torn list, 14: mostly busy, "
+                                         "15/16: torn summaries";
   }
   expect_matches(bed);
 }
