@@ -61,6 +61,9 @@ PyObject* g_corruption_error = nullptr;
     case Code::kIoError:
       type = PyExc_OSError;
       break;
+    case Code::kTimedOut:
+      type = PyExc_TimeoutError;
+      break;
     case Code::kOk:
     case Code::kInternal:
       break;
