@@ -212,6 +212,33 @@ TEST_F(WaitTest, ShelfWaitExitsZeroOncePublishedAndOneAtItsTimeout) {
   EXPECT_EQ(wait_child(waiter), 0);
 }
 
+// The README's promise: `shelf wait` started before any shelfd has served
+// its socket keeps trying, then waits on the one that starts.
+TEST_F(WaitTest, ShelfWaitWaitsForAShelfdNotStartedYet) {
+  std::unique_ptr<TestDaemon> later = TestDaemon::unstarted();
+  const std::string name = unique_name();
+  const std::string socket = later->socket();
+  Pipe stderr_pipe;
+  pid_t waiter = spawn_child([&] {
+    // shelf's own stderr, read by the test as it is written.
+    ::dup2(stderr_pipe.write_fd(), STDERR_FILENO);
+    ::execl(SHELF_CLI_PATH, SHELF_CLI_PATH, "--socket", socket.c_str(), "wait", name.c_str(),
+            "--timeout", "20", static_cast<char*>(nullptr));
+    ::_exit(127);
+  });
+  stderr_pipe.close_write();
+  // Its one line saying there is no daemon: it ran before any existed.
+  std::optional<std::string> told = stderr_pipe.read_line();
+  ASSERT_TRUE(told.has_value());
+  EXPECT_TRUE(contains(*told, "still waiting")) << *told;
+  CommandResult started = later->restart();
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  Client c = later->connect();
+  publish_int64(c, name, 10, 6);
+  EXPECT_EQ(wait_child(waiter), 0);
+  EXPECT_FALSE(stderr_pipe.read_line().has_value());  // and nothing more said: EOF
+}
+
 TEST_F(WaitTest, ShelfWaitRefusesBadArgumentsWithExitTwo) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"wait"},
