@@ -43,9 +43,9 @@ inline constexpr uint32_t kMaxWaitNames = 4096;
 // How often a wait that can be interrupted (Client::wait_for_datasets with
 // an `interrupted` check: Python's, for Ctrl-C) asks whether it should end.
 // A signal ends the poll at once (EINTR) in the thread it is delivered to;
-// the slices cover a check that turns true for another reason, or a signal
-// delivered to another thread. 100 ms: Ctrl-C feels immediate, and a waiter
-// costs 10 checks a second.
+// the slices cover one that arrives just before poll() starts, one delivered
+// to another thread, and a check that turns true for another reason. 100 ms:
+// Ctrl-C feels immediate, and a waiter costs 10 checks a second.
 inline constexpr int kWaitCheckMs = 100;
 
 // How long shelfd waits for a new connection's Hello before closing it: a
