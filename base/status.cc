@@ -40,7 +40,7 @@ Status Status::from_errno(std::string_view what, int sys_errno) {
 }
 
 Status Status::from_code(uint8_t code, std::string_view msg) {
-  if (code == 0 || code > static_cast<uint8_t>(Code::kInternal)) {
+  if (code == 0 || code > static_cast<uint8_t>(kLastCode)) {
     return Status(Code::kInternal, msg);
   }
   return Status(static_cast<Code>(code), msg);
@@ -78,6 +78,8 @@ std::string_view code_name(Status::Code code) {
       return "IoError";
     case Status::Code::kInternal:
       return "Internal";
+    case Status::Code::kTimedOut:
+      return "TimedOut";
   }
   return "Unknown";
 }

@@ -61,6 +61,9 @@ PyObject* g_corruption_error = nullptr;
     case Code::kIoError:
       type = PyExc_OSError;
       break;
+    case Code::kTimedOut:
+      type = PyExc_TimeoutError;
+      break;
     case Code::kOk:
     case Code::kInternal:
       break;
@@ -401,16 +404,18 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
 // One connection to shelfd. Python holds the GIL through every call, so one
 // PyClient is never used by two threads at once (a C++ Client is used by one
 // thread at a time). The GIL is released only in _Dataset.verify/prefault,
-// which read the read-only mapping and nothing else; meanwhile another thread
-// may drop a _Dataset (its Release is serialised with the Client's requests
-// inside libclient) or use the client.
+// which read the read-only mapping and nothing else, and in wait(), which
+// uses a connection of its own and holds the Client (a shared_ptr) so that a
+// close() meanwhile cannot destroy it; meanwhile another thread may drop a
+// _Dataset (its Release is serialised with the Client's requests inside
+// libclient) or use the client.
 class PyClient {
  public:
   explicit PyClient(const std::string& socket) {
     shelf::ClientOptions options;
     options.socket = socket;
     options.client_name = "python";
-    client_ = std::make_unique<shelf::Client>(take(shelf::Client::connect(options)));
+    client_ = std::make_shared<shelf::Client>(take(shelf::Client::connect(options)));
   }
 
   shelf::Client& get() {
@@ -455,7 +460,12 @@ class PyClient {
   void unpublish(const std::string& name) { check(get().unpublish_dataset(name)); }
 
   // Waits without the GIL: other Python threads run meanwhile. A timeout
-  // (NotFound, naming what is missing) raises TimeoutError.
+  // (TimedOut, naming what is missing) raises TimeoutError. Every
+  // kWaitCheckMs, and when a signal interrupts the wait, the check below
+  // takes the GIL and runs Python's signal handlers: one that raises (Ctrl-C:
+  // KeyboardInterrupt) ends the wait, and its exception is raised here once
+  // the wait's connection is closed. The check returns true rather than
+  // throwing through libclient, which promises no exceptions.
   void wait(const std::vector<std::string>& names, std::optional<double> timeout) {
     std::optional<std::chrono::milliseconds> ms;
     if (timeout) {
@@ -465,15 +475,21 @@ class PyClient {
       }
       ms = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout * 1000)));
     }
+    bool handler_raised = false;
+    const auto interrupted = [&handler_raised] {
+      py::gil_scoped_acquire locked;
+      // -1: a handler raised; its exception stays set on this thread.
+      handler_raised = PyErr_CheckSignals() != 0;
+      return handler_raised;
+    };
+    get();  // raises if closed
+    const std::shared_ptr<shelf::Client> client = client_;
     shelf::Status status;
     {
       py::gil_scoped_release unlocked;
-      status = get().wait_for_datasets(names, ms);
+      status = client->wait_for_datasets(names, ms, interrupted);
     }
-    if (status.code() == shelf::Status::Code::kNotFound) {
-      PyErr_SetString(PyExc_TimeoutError, status.message().c_str());
-      throw py::error_already_set();
-    }
+    if (handler_raised) throw py::error_already_set();
     check(status);
   }
 
@@ -530,7 +546,7 @@ class PyClient {
   std::string socket_path() { return get().socket_path(); }
 
  private:
-  std::unique_ptr<shelf::Client> client_;
+  std::shared_ptr<shelf::Client> client_;  // shared with a wait() under way
 };
 
 // ---- Arrow's PyCapsule interface (shelf/arrow.h) ----------------------------

@@ -16,7 +16,10 @@ constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
     "ok",         "not_found",   "already_exists",    "invalid_argument", "resource_exhausted",
-    "corruption", "unavailable", "permission_denied", "io_error",         "internal"};
+    "corruption", "unavailable", "permission_denied", "io_error",         "internal",
+    "timed_out"};
+// A code added to Status::Code without a label here would render as reason="".
+static_assert(!kReasonLabels.back().empty(), "one reason label for each Status::Code");
 
 // Appends one metric family: its HELP and TYPE lines.
 void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {

@@ -38,7 +38,8 @@ struct DaemonCounters {
     kWaitFor,
   };
   static constexpr size_t kRequests = 12;
-  static constexpr size_t kCodes = 10;  // Status::Code, kOk included (never counted)
+  // Status::Code, kOk included (never counted): each code, the newest too.
+  static constexpr size_t kCodes = static_cast<size_t>(Status::kLastCode) + 1;
 
   uint64_t publishes = 0;    // names published (a publish of 3 names counts 3)
   uint64_t unpublishes = 0;  // names unpublished

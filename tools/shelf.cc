@@ -886,12 +886,12 @@ int cmd_wait(const Command& cmd) {
     auto client = connect(cmd, "wait");
     const Status status = client.ok() ? client->wait_for_datasets(names, left) : client.status();
     if (status.ok()) return 0;
-    // NotFound: the timeout passed, and the message names what is missing.
+    // TimedOut: the timeout passed, and the message names what is missing.
     if (status.code() != Status::Code::kUnavailable) return fail(status);
     if (left && left->count() == 0) {
       std::string missing;
       for (const std::string& name : names) missing += (missing.empty() ? "'" : ", '") + name + "'";
-      return fail(Status::not_found("timed out waiting for " + missing +
+      return fail(Status::timed_out("timed out waiting for " + missing +
                                     " to be published: " + status.message()));
     }
     // The daemon is not running (or stopped during the wait): wait for it.

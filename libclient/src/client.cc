@@ -391,30 +391,35 @@ Result<std::vector<std::byte>> Client::Impl::call_locked(const std::vector<std::
 
 Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageType type,
                                 std::optional<std::chrono::steady_clock::time_point> deadline,
-                                bool* timed_out) {
-  *timed_out = false;
+                                const std::function<bool()>& interrupted, WaitEnd* end) {
+  *end = WaitEnd::kReplied;
   SHELF_RETURN_IF_ERROR(check_owner());
   std::lock_guard<std::mutex> lock(mu_);
   SHELF_RETURN_IF_ERROR(send_all(request));
   for (;;) {
-    int wait_ms = -1;
+    int wait_ms = interrupted ? kWaitCheckMs : -1;
     if (deadline) {
       const auto left = *deadline - std::chrono::steady_clock::now();
       // Rounded up: a poll that ends early would only loop.
-      wait_ms = static_cast<int>(
+      const int left_ms = static_cast<int>(
           std::max<int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count()));
+      wait_ms = wait_ms < 0 ? left_ms : std::min(wait_ms, left_ms);
     }
     pollfd p{fd_.get(), POLLIN, 0};
     const int n = ::poll(&p, 1, wait_ms);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return lost("poll", errno);
+    if (n < 0 && errno != EINTR) return lost("poll", errno);
     if (n > 0) break;  // a reply, or the daemon hung up: read_response() tells
+    // A slice ended, or a signal (EINTR): the deadline, then the caller's check.
     if (deadline && std::chrono::steady_clock::now() >= *deadline) {
-      *timed_out = true;
-      broken_ = true;
-      broken_reason_ = "a wait on this connection timed out; it is not used again";
-      return Status();
+      *end = WaitEnd::kDeadline;
+    } else if (interrupted && interrupted()) {
+      *end = WaitEnd::kInterrupted;
+    } else {
+      continue;
     }
+    broken_ = true;
+    broken_reason_ = "a wait on this connection ended early; it is not used again";
+    return Status();
   }
   SHELF_ASSIGN_OR_RETURN(protocol::FrameHeader h, read_response());
   protocol::ByteReader reader(payload_);
@@ -663,7 +668,8 @@ std::string unpublished_names(const shm::NameIndexReader& index,
 }  // namespace
 
 Status Client::wait_for_datasets(std::span<const std::string> names,
-                                 std::optional<std::chrono::milliseconds> timeout) {
+                                 std::optional<std::chrono::milliseconds> timeout,
+                                 const std::function<bool()>& interrupted) {
   if (names.empty()) return Status::invalid_argument("wait for which datasets? give a name");
   if (names.size() > kMaxWaitNames) {
     return Status::invalid_argument("one wait takes at most " + std::to_string(kMaxWaitNames) +
@@ -687,17 +693,21 @@ Status Client::wait_for_datasets(std::span<const std::string> names,
   request.names.assign(names.begin(), names.end());
   std::vector<std::byte> frame;
   protocol::encode_request(frame, request);
-  bool timed_out = false;
-  Status status = waiter->call_until(frame, MessageType::kWaitFor, deadline, &timed_out);
-  if (!timed_out) return status;
+  Impl::WaitEnd end = Impl::WaitEnd::kReplied;
+  Status status = waiter->call_until(frame, MessageType::kWaitFor, deadline, interrupted, &end);
+  if (end == Impl::WaitEnd::kReplied) return status;
   std::string missing = unpublished_names(impl_->index(), names);
   if (missing.empty()) missing = "(published as the wait ended)";
-  return Status::not_found("timed out after " + seconds_text(*timeout) +
+  const std::string why = end == Impl::WaitEnd::kDeadline
+                              ? "timed out after " + seconds_text(*timeout)
+                              : std::string("interrupted while");
+  return Status::timed_out(why +
                            " waiting for datasets to be published; not published: " + missing);
 }
 
 Result<Dataset> Client::wait_for_dataset(std::string_view name,
-                                         std::optional<std::chrono::milliseconds> timeout) {
+                                         std::optional<std::chrono::milliseconds> timeout,
+                                         const std::function<bool()>& interrupted) {
   const std::string names[] = {std::string(name)};
   const auto start = std::chrono::steady_clock::now();
   for (;;) {
@@ -707,7 +717,7 @@ Result<Dataset> Client::wait_for_dataset(std::string_view name,
           std::chrono::steady_clock::now() - start);
       left = std::max(std::chrono::milliseconds(0), *timeout - spent);
     }
-    SHELF_RETURN_IF_ERROR(wait_for_datasets(names, left));
+    SHELF_RETURN_IF_ERROR(wait_for_datasets(names, left, interrupted));
     auto dataset = get_dataset(name);
     // Unpublished again between the wake-up and the Get: wait again.
     if (dataset.ok() || dataset.status().code() != Status::Code::kNotFound) return dataset;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -53,13 +54,18 @@ class Client::Impl {
                        Decode decode)
       -> Result<typename decltype(decode(std::declval<protocol::ByteReader&>()))::value_type>;
 
+  // How a call_until() ended.
+  enum class WaitEnd { kReplied, kDeadline, kInterrupted };
   // Like call() with no body, but waits for the reply until `deadline` (none:
   // without bound) instead of request_timeout: for WaitFor, which the daemon
-  // answers only when the names are published. Sets *timed_out when the
-  // deadline came first; the connection is then never used again (the
-  // reply would come out of step). Thread-safe.
+  // answers only when the names are published. A non-empty `interrupted` is
+  // called on the calling thread, with mu_ held, when poll() ends with EINTR
+  // and after each kWaitCheckMs slice; true ends the wait. Sets *end to how
+  // it ended; after kDeadline or kInterrupted the connection is never used
+  // again (the reply would come out of step). Thread-safe.
   Status call_until(const std::vector<std::byte>& request, protocol::MessageType type,
-                    std::optional<std::chrono::steady_clock::time_point> deadline, bool* timed_out);
+                    std::optional<std::chrono::steady_clock::time_point> deadline,
+                    const std::function<bool()>& interrupted, WaitEnd* end);
 
   // Opens the segment read-write (once), for mapping this client's own
   // extents. Errors: Unavailable (the segment is gone). Thread-safe.

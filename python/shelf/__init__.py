@@ -170,7 +170,9 @@ class Client:
         returns. The daemon says when (no polling); `timeout` is in seconds
         (None: without bound). Raises TimeoutError naming the dataset when
         the timeout passes first, ConnectionError when shelfd stops or
-        restarts meanwhile. The GIL is released while waiting.
+        restarts meanwhile. The GIL is released while waiting. In the main
+        thread, Ctrl-C ends the wait with KeyboardInterrupt (and so does any
+        signal handler that raises, with its exception).
         """
         _check_name(name, "wait_for_dataset")
         if timeout is not None and not timeout >= 0:

@@ -4,10 +4,12 @@ how fast (bench/shelf_bench.cc measures that), each that the waiter wakes and
 reads the right data."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +65,41 @@ def test_a_timeout_raises_timeout_error_naming_the_dataset(client):
     assert "'absent2'" in str(raised.value) and "'present'" not in str(raised.value)
     # The client still works after a timed-out wait.
     assert list(client.get_dataset("present").to_pandas()["v"]) == [0, 1, 2]
+
+
+def test_ctrl_c_ends_a_wait_without_a_timeout_with_keyboard_interrupt(daemon):
+    # Debian's python, which the module is built for, in a process of its own.
+    child = subprocess.Popen(["/usr/bin/python3", "-c", textwrap.dedent("""
+        import signal, sys
+        import shelf
+        # Python's own SIGINT handler, even if this process was started with
+        # SIGINT ignored (a background job of a script).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with shelf.Client() as c:
+            try:
+                c.wait_for_dataset("never", timeout=None)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            sys.stdin.readline()  # keeps its Client while the test counts connections
+    """)], env=dict(os.environ, SHELF_SOCKET=daemon.socket), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert eventually(lambda: _connections(daemon) == 2)  # its Client and its parked wait
+        os.kill(child.pid, signal.SIGINT)
+        sent = time.monotonic()
+        ready, _, _ = select.select([child.stdout], [], [], 20)
+        took = time.monotonic() - sent
+        assert ready, "the waiter said nothing within 20 s of SIGINT"
+        assert child.stdout.readline() == "interrupted\n"
+        assert took < 10  # a prompt answer: the check runs every 0.1 s and on EINTR
+        assert eventually(lambda: _connections(daemon) == 1)  # the wait's connection closed
+        child.stdin.close()
+        child.wait(timeout=60)
+        assert child.returncode == 0, child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_bad_arguments_raise_and_change_nothing(client):

@@ -4,7 +4,10 @@
 // wakes (bench/shelf_bench.cc measures that); each asserts that it does, and
 // with the right data.
 #include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <optional>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -68,20 +71,51 @@ TEST_F(WaitTest, WaitingForPublishedNamesReturnsAtOnce) {
   expect_int64_dataset(*ds, 20, 2);
 }
 
-TEST_F(WaitTest, ATimeoutIsNotFoundNamingWhatIsMissing) {
+TEST_F(WaitTest, ATimeoutIsTimedOutNamingWhatIsMissing) {
   const std::string here = unique_name(), missing = unique_name();
   Client c = daemon_->connect();
   publish_int64(c, here, 10, 1);
   const std::string names[] = {here, missing};
   Status s = c.wait_for_datasets(names, std::chrono::milliseconds(50));
-  EXPECT_EQ(s.code(), Status::Code::kNotFound);
+  EXPECT_EQ(s.code(), Status::Code::kTimedOut);
   EXPECT_TRUE(contains(s.message(), "timed out")) << s.message();
   EXPECT_TRUE(contains(s.message(), "'" + missing + "'")) << s.message();
   EXPECT_FALSE(contains(s.message(), "'" + here + "'")) << s.message();
   auto ds = c.wait_for_dataset(missing, std::chrono::milliseconds(50));
-  EXPECT_EQ(ds.status().code(), Status::Code::kNotFound);
+  EXPECT_EQ(ds.status().code(), Status::Code::kTimedOut);
   // The timed-out waits' connections closed, and the daemon dropped them:
   // a later publish of the name wakes nobody and works.
+  expect_connections(1);
+  publish_int64(c, missing, 5, 3);
+  expect_int64_published(c, missing, 5, 3);
+}
+
+TEST_F(WaitTest, AnInterruptionCheckEndsAWaitWithoutATimeout) {
+  const std::string missing = unique_name();
+  const std::string names[] = {missing};
+  Client c = daemon_->connect();
+  int calls = 0;
+  const auto third_call = [&calls] { return ++calls == 3; };
+  // A timeout far past what the test allows: the check is what ends the wait.
+  const auto start = std::chrono::steady_clock::now();
+  Status s = c.wait_for_datasets(names, 3 * kWaitTimeout, third_call);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.code(), Status::Code::kTimedOut) << s.to_string();
+  EXPECT_TRUE(contains(s.message(), "interrupted while waiting")) << s.message();
+  EXPECT_TRUE(contains(s.message(), "'" + missing + "'")) << s.message();
+  EXPECT_EQ(calls, 3);
+  EXPECT_LT(took, kWaitTimeout);  // about 3 * kWaitCheckMs
+  // No timeout at all: wait_for_dataset too ends on the check's third true...
+  // in a child, which SIGALRM ends should the check never be called.
+  pid_t waiter = spawn_child([&] {
+    Client w = daemon_->connect();
+    int child_calls = 0;
+    auto ds = w.wait_for_dataset(missing, std::nullopt, [&] { return ++child_calls == 3; });
+    EXPECT_EQ(ds.status().code(), Status::Code::kTimedOut) << ds.status().to_string();
+    EXPECT_EQ(child_calls, 3);
+  });
+  EXPECT_EQ(wait_child(waiter), 0);
+  // The interrupted waits' connections are closed: only `c` is left.
   expect_connections(1);
   publish_int64(c, missing, 5, 3);
   expect_int64_published(c, missing, 5, 3);
@@ -176,6 +210,33 @@ TEST_F(WaitTest, ShelfWaitExitsZeroOncePublishedAndOneAtItsTimeout) {
   expect_connections(3);  // the waiter's two and `c`
   publish_int64(c, b, 10, 2);
   EXPECT_EQ(wait_child(waiter), 0);
+}
+
+// The README's promise: `shelf wait` started before any shelfd has served
+// its socket keeps trying, then waits on the one that starts.
+TEST_F(WaitTest, ShelfWaitWaitsForAShelfdNotStartedYet) {
+  std::unique_ptr<TestDaemon> later = TestDaemon::unstarted();
+  const std::string name = unique_name();
+  const std::string socket = later->socket();
+  Pipe stderr_pipe;
+  pid_t waiter = spawn_child([&] {
+    // shelf's own stderr, read by the test as it is written.
+    ::dup2(stderr_pipe.write_fd(), STDERR_FILENO);
+    ::execl(SHELF_CLI_PATH, SHELF_CLI_PATH, "--socket", socket.c_str(), "wait", name.c_str(),
+            "--timeout", "20", static_cast<char*>(nullptr));
+    ::_exit(127);
+  });
+  stderr_pipe.close_write();
+  // Its one line saying there is no daemon: it ran before any existed.
+  std::optional<std::string> told = stderr_pipe.read_line();
+  ASSERT_TRUE(told.has_value());
+  EXPECT_TRUE(contains(*told, "still waiting")) << *told;
+  CommandResult started = later->restart();
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  Client c = later->connect();
+  publish_int64(c, name, 10, 6);
+  EXPECT_EQ(wait_child(waiter), 0);
+  EXPECT_FALSE(stderr_pipe.read_line().has_value());  // and nothing more said: EOF
 }
 
 TEST_F(WaitTest, ShelfWaitRefusesBadArgumentsWithExitTwo) {

@@ -114,8 +114,9 @@ int run_in_child(const std::function<void()>& body) {
 }
 
 std::unique_ptr<TestDaemon> TestDaemon::start() { return start(Options()); }
+std::unique_ptr<TestDaemon> TestDaemon::unstarted() { return unstarted(Options()); }
 
-std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
+std::unique_ptr<TestDaemon> TestDaemon::unstarted(const Options& options) {
   std::unique_ptr<TestDaemon> d(new TestDaemon());
   const std::string name = unique_name();
   d->dir_ = (std::filesystem::temp_directory_path() / name).string();
@@ -129,8 +130,13 @@ std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
       "--log-level",        "debug"};
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   d->argv_ = argv;
+  return d;
+}
+
+std::unique_ptr<TestDaemon> TestDaemon::start(const Options& options) {
+  std::unique_ptr<TestDaemon> d = unstarted(options);
   // Without --foreground shelfd returns only once it serves: no polling.
-  CommandResult r = run_command(argv);
+  CommandResult r = run_command(d->argv_);
   d->start_result_ = r;
   if (r.exit_code != 0) {
     ADD_FAILURE() << "shelfd did not start (exit " << r.exit_code << "): " << r.err;

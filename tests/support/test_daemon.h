@@ -67,6 +67,10 @@ class TestDaemon {
   // On failure records a gtest failure and returns nullptr.
   static std::unique_ptr<TestDaemon> start();
   static std::unique_ptr<TestDaemon> start(const Options& options);
+  // A fresh directory, socket and segment name, with no shelfd yet: restart()
+  // starts the first one (for tests of clients that come before the daemon).
+  static std::unique_ptr<TestDaemon> unstarted();
+  static std::unique_ptr<TestDaemon> unstarted(const Options& options);
   // Stops the daemon (SIGTERM, waits until it is gone) and removes its files,
   // the segment included (shelfd itself keeps it for the next daemon).
   ~TestDaemon();

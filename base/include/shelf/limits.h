@@ -40,6 +40,13 @@ inline constexpr size_t kMaxLeasesPerConnection = 65536;
 // WaitFor pending (replies are in order), so this bounds the waits one
 // connection costs the daemon: a name and an entry per name.
 inline constexpr uint32_t kMaxWaitNames = 4096;
+// How often a wait that can be interrupted (Client::wait_for_datasets with
+// an `interrupted` check: Python's, for Ctrl-C) asks whether it should end.
+// A signal ends the poll at once (EINTR) in the thread it is delivered to;
+// the slices cover one that arrives just before poll() starts, one delivered
+// to another thread, and a check that turns true for another reason. 100 ms:
+// Ctrl-C feels immediate, and a waiter costs 10 checks a second.
+inline constexpr int kWaitCheckMs = 100;
 
 // How long shelfd waits for a new connection's Hello before closing it: a
 // client that connects and says nothing must not hold a connection slot for

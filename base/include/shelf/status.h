@@ -26,9 +26,13 @@ class [[nodiscard]] Status {
     kCorruption = 5,         // a checksum or a layout check failed
     kUnavailable = 6,        // no daemon, the daemon went away, or its segment cannot be opened
     kPermissionDenied = 7,
-    kIoError = 8,   // a system call failed for a reason not covered above
-    kInternal = 9,  // a bug in shelf: please report it
+    kIoError = 8,    // a system call failed for a reason not covered above
+    kInternal = 9,   // a bug in shelf: please report it
+    kTimedOut = 10,  // a wait ended first: its timeout passed, or its caller interrupted it
   };
+  // The highest code. Codes cross the socket as numbers (from_code), so a
+  // code keeps its number for ever and a new one is added after this.
+  static constexpr Code kLastCode = Code::kTimedOut;
 
   Status() = default;  // OK
 
@@ -49,6 +53,7 @@ class [[nodiscard]] Status {
     return Status(Code::kIoError, msg, sys_errno);
   }
   static Status internal(std::string_view msg) { return Status(Code::kInternal, msg); }
+  static Status timed_out(std::string_view msg) { return Status(Code::kTimedOut, msg); }
   // Maps an errno from a failed system call to the closest code; `what` says
   // what was being done ("open /dev/shm/x"). The errno text is appended and
   // sys_errno() keeps the errno. ENOENT gives kIoError: a missing file is
@@ -58,7 +63,8 @@ class [[nodiscard]] Status {
   // kUnavailable). Connection errnos (ECONNREFUSED, ECONNRESET, EPIPE,
   // ENOTCONN, ETIMEDOUT...) give kUnavailable.
   static Status from_errno(std::string_view what, int sys_errno);
-  // Rebuilds a status received from the daemon. Unknown codes become kInternal.
+  // Rebuilds a status received from the daemon. Unknown codes (0 and those
+  // past kLastCode) become kInternal.
   static Status from_code(uint8_t code, std::string_view msg);
 
   bool ok() const { return rep_ == nullptr; }

@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -167,16 +168,24 @@ class Client {
   // sends one WaitFor on a connection of its own, opened for the wait and
   // closed after it, so the Client's connection stays free and a Dataset
   // destroyed on another thread meanwhile is not held up. Blocks the calling
-  // thread. Errors: NotFound when the timeout passes first (the message
-  // names the names still unpublished), Unavailable when shelfd stops or
-  // restarts during the wait (connect again and wait again: `shelf wait`
-  // does), InvalidArgument (no names, more than kMaxWaitNames, a bad name).
+  // thread. A non-empty `interrupted` is called on that thread when a signal
+  // interrupts the wait (EINTR) and every kWaitCheckMs (limits.h) meanwhile;
+  // when it returns true the wait ends as a timeout does (the Python module
+  // passes one that checks for Ctrl-C). It must not throw: it is called from
+  // within the library. Errors: TimedOut when the timeout passes first, or
+  // `interrupted` ends the wait (the message says which, and names the names
+  // still unpublished), Unavailable when shelfd stops or restarts during the
+  // wait (connect again and wait again: `shelf wait` does), InvalidArgument
+  // (no names, more than kMaxWaitNames, a bad name). Either way the wait's
+  // connection is closed before this returns.
   Status wait_for_datasets(std::span<const std::string> names,
-                           std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+                           std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                           const std::function<bool()>& interrupted = {});
   // wait_for_datasets({name}) then get_dataset(name); waits again if the
   // name is unpublished between the two. Errors as both.
   Result<Dataset> wait_for_dataset(std::string_view name,
-                                   std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+                                   std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                                   const std::function<bool()>& interrupted = {});
 
   const std::string& socket_path() const;
 

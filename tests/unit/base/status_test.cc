@@ -44,6 +44,7 @@ TEST(StatusTest, EachFactoryGivesItsCodeAndMessage) {
       {Status::permission_denied("m7"), Code::kPermissionDenied, "PermissionDenied"},
       {Status::io_error("m8"), Code::kIoError, "IoError"},
       {Status::internal("m9"), Code::kInternal, "Internal"},
+      {Status::timed_out("m10"), Code::kTimedOut, "TimedOut"},
   };
   int i = 1;
   for (const Case& c : cases) {
@@ -119,14 +120,18 @@ TEST(StatusTest, FromErrnoMapsToTheClosestCode) {
 }
 
 TEST(StatusTest, FromCodeRebuildsKnownCodesAndTurnsOthersIntoInternal) {
-  for (uint8_t v = 1; v <= static_cast<uint8_t>(Code::kInternal); ++v) {
+  // The numbers cross the socket (docs/protocol.md): they never change.
+  EXPECT_EQ(static_cast<uint8_t>(Code::kInternal), 9);
+  EXPECT_EQ(static_cast<uint8_t>(Code::kTimedOut), 10);
+  EXPECT_EQ(Status::kLastCode, Code::kTimedOut);
+  for (uint8_t v = 1; v <= static_cast<uint8_t>(Status::kLastCode); ++v) {
     Status s = Status::from_code(v, "msg");
     EXPECT_EQ(static_cast<uint8_t>(s.code()), v);
     EXPECT_EQ(s.message(), "msg");
   }
-  // 0 (OK) is not an error code to rebuild, and 10.. are unknown.
+  // 0 (OK) is not an error code to rebuild, and 11.. are unknown.
   EXPECT_EQ(Status::from_code(0, "m").code(), Code::kInternal);
-  EXPECT_EQ(Status::from_code(10, "m").code(), Code::kInternal);
+  EXPECT_EQ(Status::from_code(11, "m").code(), Code::kInternal);
   EXPECT_EQ(Status::from_code(255, "m").code(), Code::kInternal);
   EXPECT_EQ(Status::from_code(255, "m").message(), "m");
 }

@@ -49,6 +49,19 @@ TEST(MetricsTest, RefusalsAreCountedByRequestAndReason) {
   EXPECT_EQ(text.find("reason=\"ok\""), std::string::npos);
 }
 
+TEST(MetricsTest, EveryCodeUpToTheLastIsCountedUnderItsOwnReason) {
+  MetricsSnapshot m;
+  for (uint8_t c = 1; c <= static_cast<uint8_t>(Status::kLastCode); ++c) {
+    m.counters.count_refused(DaemonCounters::Request::kWaitFor, static_cast<Status::Code>(c));
+  }
+  const std::string text = render_metrics(m, 20);
+  EXPECT_NE(text.find("shelf_refused_total{request=\"wait_for\",reason=\"internal\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("shelf_refused_total{request=\"wait_for\",reason=\"timed_out\"} 1\n"),
+            std::string::npos);
+  EXPECT_EQ(text.find("reason=\"\""), std::string::npos);  // no code without a label
+}
+
 TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndStartTimeHasMilliseconds) {
   MetricsSnapshot m;
   m.status.started_ns = 1700000000123456789;
