@@ -77,9 +77,12 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       ("segment", po::value(&segment),
        "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
       ("memory-limit", po::value(&limit_text),
-       "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm)")
+       "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm; "
+       "on an existing segment, its own limit). A restart may raise it and keep every dataset, "
+       "or lower it to no less than what the segment holds")
       ("max-datasets", po::value(&max_datasets_text)->default_value("16384"),
-       "slots in the dataset index (256 bytes each, charged to the limit)")
+       "slots in the dataset index (256 bytes each, charged to the limit); fixed when the "
+       "segment is made: a restart on it keeps its own")
       ("max-connections", po::value(&max_connections_text)->default_value("1024"),
        "clients connected at once; more are refused with an error")
       ("group", po::value(&options.daemon.group),

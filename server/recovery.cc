@@ -2,6 +2,7 @@
 // keeping what processes that outlived it may still use until they are gone.
 // The contract is in store.h ("Restart"); the steps in docs/shm_layout.md,
 // "Lifetime and recovery".
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -88,6 +89,104 @@ uint64_t resident_or_zero(const shm::ShmObject& segment) {
   return r.ok() ? *r : 0;
 }
 
+// Where what `segment` holds past `from` ends: the end of the last extent
+// (by its header's length: a publisher's extent may have pages it has not
+// touched yet, which read as holes) or of the last resident page that is
+// not in an extent; `from` when it holds nothing past it.
+Result<uint64_t> held_end(const shm::ShmObject& segment, uint64_t from, uint64_t file_bytes) {
+  uint64_t end = from;
+  for (uint64_t at = from; at < file_bytes;) {
+    const off_t data = ::lseek(segment.fd(), static_cast<off_t>(at), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // no data past `at`
+    if (data < 0) return Status::from_errno("look for data in /dev/shm/" + segment.name(), errno);
+    const uint64_t page = static_cast<uint64_t>(data) / kPageSize * kPageSize;
+    shm::ExtentHeaderLayout x{};
+    const bool extent = ::pread(segment.fd(), &x, sizeof x, static_cast<off_t>(page)) == sizeof x &&
+                        x.magic == shm::kExtentMagic && x.length % kPageSize == 0 &&
+                        x.length > shm::kExtentHeaderBytes && x.length <= file_bytes - page;
+    at = page + (extent ? x.length : kPageSize);
+    end = std::max(end, at);
+  }
+  return end;
+}
+
+// A restart may lower --memory-limit only when what the segment holds fits
+// under the new limit and inside the smaller extent area (2 x the limit)
+// that comes with it. Measured from the file alone (its resident pages),
+// before anything is written, so a refusal leaves it untouched. The
+// resident pages include what recovery would free (half-written
+// partitions), so a fit is never overstated.
+Status check_limit_fits(const shm::ShmObject& segment, const shm::SegmentHeaderLayout& h,
+                        uint64_t file_bytes, uint64_t limit, bool limit_given) {
+  SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
+  const uint64_t area_end = h.data_offset + data_area_bytes(limit);
+  // Nothing can lie past an area that reaches the end of the file: the walk
+  // over the extents is needed only when the area shrinks.
+  uint64_t data_end = h.data_offset;
+  if (area_end < file_bytes) {
+    SHELF_ASSIGN_OR_RETURN(data_end, held_end(segment, h.data_offset, file_bytes));
+  }
+  const bool over_limit = limit < h.memory_limit && resident > limit;
+  const bool past_area = data_end > area_end;
+  if (!over_limit && !past_area) return Status();
+  // The smallest limit that holds it all: the resident bytes, and an extent
+  // area (twice the limit) that reaches past the last of them.
+  // (A limit must also exceed the header and index, as at create().)
+  uint64_t least = std::max({resident, kMinMemoryLimit, h.data_offset + kPageSize});
+  least = std::max(least, align_up((data_end - h.data_offset + 1) / 2, kPageSize));
+  least = align_up(least, kPageSize);
+  const std::string path = "/dev/shm/" + segment.name();
+  std::string why =
+      over_limit ? "it holds " + format_bytes(resident) + " (" + std::to_string(resident) +
+                       " bytes: its datasets, index and header, and any half-written partitions "
+                       "a restart would free), more than --memory-limit " +
+                       format_bytes(limit) + " (" + std::to_string(limit) + " bytes)"
+                 : "";
+  if (past_area) {
+    why += std::string(why.empty() ? "" : ", and ") + "it holds data up to offset " +
+           std::to_string(data_end) + ", past the " + format_bytes(data_area_bytes(limit)) +
+           " extent area (twice the limit) that --memory-limit " + format_bytes(limit) +
+           " gives, which ends at offset " + std::to_string(area_end);
+  }
+  return Status::invalid_argument(
+      path + " cannot shrink to --memory-limit " + format_bytes(limit) + ": " + why +
+      "; it was left untouched. Start shelfd with --memory-limit " + std::to_string(least) + " (" +
+      format_bytes(least) + ") or more" +
+      (limit_given ? ", or without --memory-limit to keep its " + format_bytes(h.memory_limit)
+                   : std::string()) +
+      "; to go lower, unpublish datasets first (shelf unpublish NAME) under the current limit");
+}
+
+// Gives the segment an extent area of twice `limit` and the file the size
+// that ends it, keeping every byte below the new end where it is. The header
+// is written one field at a time, so the order keeps, after every step,
+// 2 x memory_limit <= data_bytes <= segment_bytes - data_offset <= file size
+// - data_offset, the chain attach() accepts: what grows is raised from the
+// file down to the limit, then what shrinks is lowered from the limit up to
+// the file. A shelfd killed in between leaves a segment the next start
+// accepts and resizes again. The caller checked nothing resident lies past
+// the new end (check_limit_fits).
+Status resize_segment(const shm::ShmObject& segment, uint64_t file_bytes, uint64_t limit) {
+  SHELF_ASSIGN_OR_RETURN(shm::Mapping page, shm::Mapping::map(segment, 0, kPageSize, true));
+  auto* h = reinterpret_cast<shm::SegmentHeaderLayout*>(page.data());
+  const uint64_t data_bytes = data_area_bytes(limit);
+  const uint64_t segment_bytes = h->data_offset + data_bytes;
+  // Release: keeps the stores in program order, so a kill leaves a prefix of
+  // them. No client reads these fields while no daemon serves.
+  auto set = [](uint64_t& field, uint64_t value) {
+    std::atomic_ref<uint64_t>(field).store(value, std::memory_order_release);
+  };
+  if (file_bytes < segment_bytes) SHELF_RETURN_IF_ERROR(segment.resize(segment_bytes));
+  if (h->segment_bytes < segment_bytes) set(h->segment_bytes, segment_bytes);
+  if (h->data_bytes < data_bytes) set(h->data_bytes, data_bytes);
+  if (h->memory_limit < limit) set(h->memory_limit, limit);
+  if (h->memory_limit > limit) set(h->memory_limit, limit);
+  if (h->data_bytes > data_bytes) set(h->data_bytes, data_bytes);
+  if (h->segment_bytes > segment_bytes) set(h->segment_bytes, segment_bytes);
+  if (file_bytes > segment_bytes) SHELF_RETURN_IF_ERROR(segment.resize(segment_bytes));
+  return Status();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
@@ -128,6 +227,8 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   }
   // Every size must be the one this build would compute from the header's
   // own limit and index size, so that no offset read later can mislead us.
+  // One exception: a resize cut short (resize_segment) leaves the extent
+  // area larger than twice the limit, or the file larger than the segment.
   const bool sizes_ok = h.page_size == kPageSize && h.index_offset == kPageSize &&
                         h.index_entry_bytes == sizeof(shm::IndexEntryLayout) &&
                         h.index_capacity > 0 && h.index_capacity <= kMaxIndexCapacity &&
@@ -135,32 +236,41 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
                         h.data_offset == header_and_index_bytes(h.index_capacity) &&
                         h.hash_capacity == shm::hash_capacity_for(h.index_capacity) &&
                         h.hash_offset == shm::hash_offset_for(h.index_capacity) &&
-                        h.data_bytes == data_area_bytes(h.memory_limit) &&
-                        h.segment_bytes == h.data_offset + h.data_bytes &&
-                        h.segment_bytes == file_bytes && h.data_offset < h.memory_limit;
+                        h.data_bytes >= data_area_bytes(h.memory_limit) &&
+                        h.data_bytes <= data_area_bytes(kMaxMemoryLimit) &&
+                        h.data_bytes % kPageSize == 0 &&
+                        h.segment_bytes >= h.data_offset + h.data_bytes &&
+                        h.segment_bytes <= file_bytes && h.data_offset < h.memory_limit;
   if (!sizes_ok) return refuse("has an inconsistent header (sizes and offsets do not agree)");
-  if (h.memory_limit != options.memory_limit) {
-    if (options.memory_limit_given) {
-      return refuse("was made with --memory-limit " + format_bytes(h.memory_limit) + " (" +
-                    std::to_string(h.memory_limit) + " bytes), not " +
-                    format_bytes(options.memory_limit) +
-                    "; start shelfd with that limit, or "
-                    "without --memory-limit to adopt it");
-    }
-    options.memory_limit = h.memory_limit;
-  }
   if (h.index_capacity != options.max_datasets) {
     if (options.max_datasets_given) {
       return refuse("was made with --max-datasets " + std::to_string(h.index_capacity) + ", not " +
                     std::to_string(options.max_datasets) +
-                    "; start shelfd with that value, or without --max-datasets to adopt it");
+                    ": the index lies before the extent area, so a restart cannot change its "
+                    "size. Start shelfd without --max-datasets to keep " +
+                    std::to_string(h.index_capacity) + " and every dataset; for " +
+                    std::to_string(options.max_datasets) +
+                    " slots, `shelf save DIR`, then start shelfd with --discard --max-datasets " +
+                    std::to_string(options.max_datasets) + " and `shelf load DIR`");
     }
     options.max_datasets = h.index_capacity;
   }
+  if (!options.memory_limit_given) options.memory_limit = h.memory_limit;
+  SHELF_RETURN_IF_ERROR(
+      check_limit_fits(segment, h, file_bytes, options.memory_limit, options.memory_limit_given));
   SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
   SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, resident));
+  const uint64_t segment_bytes = h.data_offset + data_area_bytes(options.memory_limit);
+  SHELF_RETURN_IF_ERROR(resize_segment(segment, file_bytes, options.memory_limit));
+  if (h.memory_limit != options.memory_limit) {
+    log_info("restart: --memory-limit " + format_bytes(h.memory_limit) + " -> " +
+             format_bytes(options.memory_limit) + "; the extent area of /dev/shm/" +
+             options.segment_name + " now spans " +
+             format_bytes(data_area_bytes(options.memory_limit)) +
+             " of address space; every dataset stays where it is");
+  }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
-                         shm::Mapping::map(segment, 0, file_bytes, /*writable=*/true));
+                         shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true));
   std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping)));
   store->recover();
   return store;

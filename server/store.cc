@@ -216,8 +216,8 @@ Status Store::over_limit(uint64_t requested) const {
   return Status::resource_exhausted(
       "memory limit reached: " + format_bytes(used_bytes_) + " used of " +
       format_bytes(options_.memory_limit) + ", " + format_bytes(requested) +
-      " requested; unpublish datasets (shelf unpublish NAME) or restart shelfd with a larger "
-      "--memory-limit (used=" +
+      " requested; unpublish datasets (shelf unpublish NAME), or stop shelfd and start it again "
+      "with a larger --memory-limit: the restart keeps every dataset (used=" +
       std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
       " requested=" + std::to_string(requested) + ")");
 }
@@ -387,8 +387,11 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
   if (new_names > free_slots_.size()) {
     return Status::resource_exhausted("the index is full (" +
                                       std::to_string(options_.max_datasets) +
-                                      " datasets); unpublish some or restart shelfd with a "
-                                      "larger --max-datasets");
+                                      " datasets, --max-datasets of this segment); unpublish "
+                                      "some (shelf unpublish NAME). A restart cannot add index "
+                                      "slots to a segment: for more, `shelf save DIR`, start "
+                                      "shelfd with --discard and a larger --max-datasets, then "
+                                      "`shelf load DIR`");
   }
   if (!make_room(plan.descriptor_bytes)) return over_limit(plan.descriptor_bytes);
   return plan;

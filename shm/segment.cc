@@ -117,6 +117,14 @@ Result<uint64_t> ShmObject::resident_bytes() const {
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
+Status ShmObject::resize(uint64_t size) const {
+  if (::ftruncate(fd(), static_cast<off_t>(size)) != 0) {
+    return Status::from_errno(
+        "resize /dev/shm/" + name() + " to " + std::to_string(size) + " bytes", errno);
+  }
+  return Status();
+}
+
 Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   int err;
   do {  // tmpfs gives up with EINTR when a signal arrives: try again

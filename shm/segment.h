@@ -45,6 +45,10 @@ class ShmObject {
   Result<uint64_t> size() const;
   // Memory the object really holds in /dev/shm (fstat st_blocks).
   Result<uint64_t> resident_bytes() const;
+  // Sets the object's size (ftruncate). Growing adds a hole (no memory);
+  // shrinking drops the pages past the new end, and a mapping that touches
+  // them then gets SIGBUS: the caller makes sure nothing lies there.
+  Status resize(uint64_t size) const;
   // Allocates backing pages for [offset, offset+length) with posix_fallocate,
   // so that a full /dev/shm is an error now instead of a SIGBUS later.
   // Errors: ResourceExhausted naming /dev/shm when it is full.

@@ -761,7 +761,8 @@ int cmd_load(const Command& cmd) {
         report.status().message() +
         "; --override writes the new copy before it drops the old one, so it needs room for "
         "both at once: unpublish the old datasets first (shelf unpublish NAME), or give shelfd "
-        "a larger --memory-limit"));
+        "a larger --memory-limit (stop it and start it again with one: the restart keeps every "
+        "dataset)"));
   }
   if (!report.ok()) return fail(report.status());
   for (const SnapshotEntry& e : report->datasets) {

@@ -733,12 +733,266 @@ INSTANTIATE_TEST_SUITE_P(
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},
+        BadHeader{"ExtentAreaBelowTwiceTheLimit",
+                  [](shm::SegmentHeaderLayout& h) { h.data_bytes -= shm::kPageSize; },
+                  "inconsistent header"},
         BadHeader{"IndexOffsetMoved",
                   [](shm::SegmentHeaderLayout& h) { h.index_offset = 2 * shm::kPageSize; },
                   "inconsistent header"}),
     [](const ::testing::TestParamInfo<BadHeader>& p) { return std::string(p.param.name); });
 
-TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
+// ------------------------------------- changing the limit at a restart --
+
+// The argv of a shelfd started by hand on `daemon`'s socket and segment.
+std::vector<std::string> shelfd_args(const TestDaemon& daemon, std::vector<std::string> extra) {
+  std::vector<std::string> argv = {SHELFD_PATH, "--socket", daemon.socket(), "--segment",
+                                   daemon.segment()};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+uint64_t file_size_of(const TestDaemon& daemon) {
+  struct stat st;
+  if (::stat(("/dev/shm/" + daemon.segment()).c_str(), &st) != 0) throw TestFailure("stat");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// The segment's size for a limit: the header and index, then twice the limit.
+uint64_t segment_size_for(Client& client, uint64_t limit) {
+  return status_of(client).index_bytes + 2 * limit;
+}
+
+// What reserving one int64 partition of `rows` rows answers: the limit is
+// checked there, before anything is written.
+Status reserve_int64(Client& client, uint64_t rows) {
+  auto table = client.create_table({{"v", Type::kInt64}});
+  if (!table.ok()) return table.status();
+  return table->add_partition(rows).status();
+}
+
+// How the old daemon went away before the restart with another limit.
+class LimitRestartTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void stop(TestDaemon& daemon) const { GetParam() ? daemon.kill9() : daemon.stop(); }
+};
+
+TEST_P(LimitRestartTest, LargerMemoryLimitKeepsEveryDatasetAndFitsMore) {
+  TestDaemon::Options options;
+  options.memory_limit = "8MiB";
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = daemon->connect();
+    publish_several(client);  // about 4 MiB
+    before = snapshot_of(client);
+    Status s = reserve_int64(client, 750'000);  // 6 MB: over the limit
+    ASSERT_EQ(s.code(), Status::Code::kResourceExhausted) << s.to_string();
+    EXPECT_THAT(s.message(), HasSubstr("start it again with a larger --memory-limit: the "
+                                       "restart keeps every dataset"));
+  }
+  stop(*daemon);
+
+  CommandResult r = daemon->restart_with_memory_limit("32MiB");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out + r.err, HasSubstr("--memory-limit 8.00 MiB -> 32.00 MiB"));
+  EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
+  {
+    Client client = daemon->connect();
+    expect_same(before, snapshot_of(client));
+    expect_several(client);
+    EXPECT_EQ(status_of(client).memory_limit, 32u << 20);
+    EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 32u << 20));
+    publish_int64(client, "big", 750'000, 5);  // fits now
+    before = snapshot_of(client);
+  }
+  // The grown segment is an ordinary one: the next restart takes it as it is.
+  stop(*daemon);
+  r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  expect_same(before, snapshot_of(client));
+  expect_int64_published(client, "big", 750'000, 5);
+  expect_several(client);
+  EXPECT_EQ(status_of(client).memory_limit, 32u << 20);
+  expect_daemon_serves(*daemon);
+}
+
+TEST_P(LimitRestartTest, SmallerMemoryLimitThatFitsIsAccepted) {
+  auto daemon = TestDaemon::start();  // 64 MiB
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = daemon->connect();
+    publish_several(client);
+    before = snapshot_of(client);
+  }
+  stop(*daemon);
+  CommandResult r = daemon->restart_with_memory_limit("16MiB");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out + r.err, HasSubstr("--memory-limit 64.00 MiB -> 16.00 MiB"));
+  Client client = daemon->connect();
+  expect_same(before, snapshot_of(client));
+  expect_several(client);
+  EXPECT_EQ(status_of(client).memory_limit, 16u << 20);
+  EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 16u << 20));
+  // The new limit holds: 16 MB more does not fit, and changes nothing.
+  EXPECT_EQ(reserve_int64(client, 2'000'000).code(), Status::Code::kResourceExhausted);
+  expect_same(before, snapshot_of(client));
+  expect_daemon_serves(*daemon);
+}
+
+// More than the new limit is stored: refused, nothing changes, and the
+// old limit still serves everything.
+TEST_P(LimitRestartTest, SmallerMemoryLimitThatDoesNotFitIsRefusedUntouched) {
+  auto daemon = TestDaemon::start();  // 64 MiB
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = daemon->connect();
+    publish_several(client);
+    publish_int64(client, "ten-mb", 1'250'000, 9);
+    before = snapshot_of(client);
+  }
+  stop(*daemon);
+  const auto state = file_state(*daemon);
+  CommandResult r = daemon->restart_with_memory_limit("8MiB");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_FALSE(daemon->alive());
+  EXPECT_THAT(r.err, HasSubstr("/dev/shm/" + daemon->segment() +
+                               " cannot shrink to --memory-limit 8.00 MiB: it holds"));
+  EXPECT_THAT(r.err, HasSubstr("more than --memory-limit 8.00 MiB (8388608 bytes)"));
+  EXPECT_THAT(r.err, HasSubstr("it was left untouched"));
+  EXPECT_THAT(r.err, HasSubstr("or without --memory-limit to keep its 64.00 MiB"));
+  EXPECT_THAT(r.err, Not(HasSubstr("--discard")));
+  EXPECT_EQ(file_state(*daemon), state) << "the refused start changed the segment";
+
+  r = daemon->restart();  // the old limit
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  expect_same(before, snapshot_of(client));
+  expect_several(client);
+  expect_int64_published(client, "ten-mb", 1'250'000, 9);
+  EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
+}
+
+// What is stored fits under the new limit, but one dataset lies past the
+// smaller extent area: refused, and the least limit it names works.
+TEST_P(LimitRestartTest, DataPastTheSmallerExtentAreaIsRefusedWithTheLimitThatWorks) {
+  auto daemon = TestDaemon::start();  // 64 MiB
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "low", 1'500'000, 1);  // 12 MB at the start of the area
+    publish_int64(client, "high", 500'000, 2);   // 4 MB after it
+    ASSERT_TRUE(client.unpublish_dataset("low").ok());
+    EXPECT_TRUE(eventually([&] { return status_of(client).pending_free_bytes == 0; }));
+  }
+  stop(*daemon);
+  const auto state = file_state(*daemon);
+  CommandResult r = daemon->restart_with_memory_limit("6MiB");  // 12 MiB of extent area
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cannot shrink to --memory-limit 6.00 MiB: it holds data up to "
+                               "offset"));
+  EXPECT_THAT(r.err, Not(HasSubstr("more than --memory-limit")));
+  EXPECT_EQ(file_state(*daemon), state) << "the refused start changed the segment";
+  const std::string lead = "Start shelfd with --memory-limit ";
+  const size_t at = r.err.find(lead);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const std::string least =
+      r.err.substr(at + lead.size(), r.err.find(' ', at + lead.size()) - (at + lead.size()));
+  EXPECT_GT(std::stoull(least), 6u << 20);
+  EXPECT_LT(std::stoull(least), 12u << 20);
+
+  r = daemon->restart_with_memory_limit(least);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"high"});
+  expect_int64_published(client, "high", 500'000, 2);
+  EXPECT_EQ(status_of(client).memory_limit, std::stoull(least));
+  expect_daemon_serves(*daemon);
+}
+
+INSTANTIATE_TEST_SUITE_P(OldDaemon, LimitRestartTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("Killed") : std::string("Stopped");
+                         });
+
+// A reader of the old daemon keeps its smaller mapping across the grow:
+// nothing it can see moved. A new connection maps the grown segment.
+TEST(RestartTest, ReaderOfTheOldDaemonKeepsReadingAcrossTheGrow) {
+  TestDaemon::Options options;
+  options.memory_limit = "8MiB";
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Pipe published, holding, go, checked;
+  pid_t reader = spawn_child([&] {
+    ASSERT_TRUE(published.wait());
+    Client old = daemon->connect();
+    auto kept = old.get_dataset("kept");
+    ASSERT_TRUE(kept.ok());
+    ASSERT_TRUE(holding.signal());
+    ASSERT_TRUE(go.wait());
+    expect_int64_dataset(*kept, 500'000, 4);  // through the old, smaller mapping
+    Client fresh = daemon->connect();
+    expect_int64_published(fresh, "big", 2'500'000, 6);
+    ASSERT_TRUE(checked.signal());
+    for (;;) ::pause();
+  });
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "kept", 500'000, 4);
+    ASSERT_TRUE(published.signal());
+    ASSERT_TRUE(holding.wait());
+  }
+  daemon->kill9();
+  CommandResult r = daemon->restart_with_memory_limit("64MiB");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("1 processes still map the segment"));
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "big", 2'500'000, 6);  // 20 MB: past the old 16 MiB extent area
+  }
+  ASSERT_TRUE(go.signal());
+  EXPECT_TRUE(checked.wait()) << "the reader could not read across the grow";
+  EXPECT_EQ(kill_child(reader), 128 + SIGKILL);
+  Client client = daemon->connect();
+  expect_int64_published(client, "kept", 500'000, 4);
+}
+
+// A shelfd killed in the middle of a resize: the file grown, the header
+// only partly rewritten. The next start accepts it, serves every dataset
+// and finishes the resize.
+TEST(RestartTest, ResizeCutShortIsFinishedByTheNextStart) {
+  auto daemon = TestDaemon::start();  // 64 MiB
+  ASSERT_NE(daemon, nullptr);
+  Snapshot before;
+  {
+    Client client = daemon->connect();
+    publish_several(client);
+    before = snapshot_of(client);
+  }
+  daemon->kill9();
+  uint64_t grown = 0;
+  {
+    RawSegment seg = open_raw(*daemon);
+    grown = seg.header().data_offset + 2 * (128u << 20);
+    ASSERT_EQ(::ftruncate(seg.object.fd(), static_cast<off_t>(grown)), 0);
+    reinterpret_cast<shm::SegmentHeaderLayout*>(seg.at(0))->segment_bytes = grown;
+  }
+  CommandResult r = daemon->restart();  // --memory-limit 64MiB, as made
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  expect_same(before, snapshot_of(client));
+  expect_several(client);
+  EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
+  EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 64u << 20)) << "not finished";
+  RawSegment seg = open_raw(*daemon);
+  EXPECT_EQ(seg.header().segment_bytes, file_size_of(*daemon));
+  EXPECT_EQ(seg.header().data_bytes, 2 * (64u << 20));
+}
+
+TEST(RestartTest, OtherMaxDatasetsIsRefusedAndSaysHowToGetMoreSlots) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
@@ -747,23 +1001,17 @@ TEST(RestartTest, OtherMemoryLimitIsRefusedUnlessLeftToTheSegment) {
   }
   daemon->stop();
   const auto state = file_state(*daemon);
-  auto args = [&](std::vector<std::string> extra) {
-    std::vector<std::string> argv = {SHELFD_PATH, "--socket", daemon->socket(), "--segment",
-                                     daemon->segment()};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return argv;
-  };
-  CommandResult r = run_command(args({"--memory-limit", "32MiB"}));
+  CommandResult r = run_command(shelfd_args(*daemon, {"--max-datasets", "1000"}));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("was made with --memory-limit 64.00 MiB"));
-  EXPECT_THAT(r.err, HasSubstr("without --memory-limit to adopt it"));
-  r = run_command(args({"--memory-limit", "64MiB", "--max-datasets", "100"}));
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("was made with --max-datasets 256"));
+  EXPECT_THAT(r.err, HasSubstr("was made with --max-datasets 256, not 1000"));
+  EXPECT_THAT(r.err, HasSubstr("a restart cannot change its size"));
+  EXPECT_THAT(r.err, HasSubstr("without --max-datasets to keep 256 and every dataset"));
+  EXPECT_THAT(r.err, HasSubstr("`shelf save DIR`, then start shelfd with --discard "
+                               "--max-datasets 1000 and `shelf load DIR`"));
   EXPECT_EQ(file_state(*daemon), state) << "a refused start changed the segment";
 
   // Without the flags the segment's own values are adopted.
-  r = run_command(args({}));
+  r = run_command(shelfd_args(*daemon, {}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("limit 64.00 MiB"));
   Client client = daemon->connect();

@@ -1,5 +1,6 @@
 #include "tests/support/test_daemon.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -214,6 +215,16 @@ CommandResult TestDaemon::restart(const std::vector<std::string>& extra_args) {
     std::ifstream(socket_ + ".lock") >> pid;
     if (pid > 0) pid_ = pid;
   }
+  return r;
+}
+
+CommandResult TestDaemon::restart_with_memory_limit(const std::string& limit) {
+  const std::vector<std::string> first = argv_;
+  auto flag = std::find(argv_.begin(), argv_.end(), std::string("--memory-limit"));
+  if (flag == argv_.end() || std::next(flag) == argv_.end()) fail_test("no --memory-limit");
+  *std::next(flag) = limit;
+  CommandResult r = restart();
+  if (r.exit_code != 0) argv_ = first;
   return r;
 }
 

@@ -92,6 +92,9 @@ class TestDaemon {
   // of the first start plus `extra_args` (flags not given at first). Returns what it
   // printed and its exit code; on success pid() is the new daemon's.
   CommandResult restart(const std::vector<std::string>& extra_args = {});
+  // restart() with `--memory-limit limit` instead of the first start's value;
+  // once one succeeds, later restarts use its limit too.
+  CommandResult restart_with_memory_limit(const std::string& limit);
   // What the first start printed (stdout: the "serving" line).
   const CommandResult& start_result() const { return start_result_; }
   // True while the daemon process exists.

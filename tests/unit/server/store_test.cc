@@ -342,6 +342,12 @@ TEST_F(StoreTest, APublishOfSeveralNamesIsAllOrNothing) {
   Status full = publish(s, four);
   EXPECT_EQ(full.code(), Status::Code::kResourceExhausted);
   EXPECT_NE(full.message().find("index is full"), std::string::npos) << full.message();
+  // The advice is one that keeps the datasets: a restart cannot add slots.
+  EXPECT_NE(full.message().find("A restart cannot add index slots to a segment: for more, "
+                                "`shelf save DIR`, start shelfd with --discard and a larger "
+                                "--max-datasets, then `shelf load DIR`"),
+            std::string::npos)
+      << full.message();
   EXPECT_EQ(store_->list().datasets.size(), 1u);
 
   ASSERT_TRUE(publish(s, {item("a", {mine}), item("c", {second})}).ok());
