@@ -36,8 +36,9 @@ struct DaemonCounters {
     kList,
     kStatus,
     kWaitFor,
+    kLeaseReleased,
   };
-  static constexpr size_t kRequests = 12;
+  static constexpr size_t kRequests = 13;
   static constexpr size_t kCodes = 10;  // Status::Code, kOk included (never counted)
 
   uint64_t publishes = 0;    // names published (a publish of 3 names counts 3)
