@@ -19,16 +19,16 @@
 namespace shelf::protocol {
 
 enum class MessageType : uint16_t {
-  kHello = 1,      // first message of every connection
-  kAllocate = 2,   // reserve an extent for an unsealed partition
-  kAbort = 3,      // give back an unsealed extent
-  kPublish = 4,    // seal extents and publish one or more names, all or nothing
-  kGet = 5,        // take a lease on a published dataset
-  kRelease = 6,    // end a lease
-  kUnpublish = 7,  // remove a name
-  kList = 8,       // every published dataset
-  kStatus = 9,     // memory and datasets at a glance
-  kWaitFor = 10,   // answered once every name is published (docs/protocol.md, "Waiting")
+  kHello = 1,           // first message of every connection
+  kAllocate = 2,        // reserve an extent for an unsealed partition
+  kAbort = 3,           // give back an unsealed extent
+  kPublish = 4,         // seal extents and publish one or more names, all or nothing
+  kGet = 5,             // take a lease, when the lease table cannot (docs/leases.md)
+  kRelease = 6,         // end a lease
+  kUnpublish = 7,       // remove a name
+  kList = 8,            // every published dataset
+  kStatus = 9,          // memory and datasets at a glance
+  kWaitFor = 10,        // answered once every name is published (docs/protocol.md, "Waiting")
   kLeaseReleased = 11,  // posted: a table lease of an unpublished dataset ended (docs/leases.md)
 };
 inline constexpr uint16_t kResponseBit = 0x8000;

@@ -280,10 +280,10 @@ Status Daemon::run() {
     // punch the next step after serving them.
     const int silent_timeout = close_silent_connections();
     const int recheck_timeout = recheck_lease_tables();
-    const int timeout = store_->has_punch_work()  ? 0
-                        : silent_timeout < 0      ? recheck_timeout
-                        : recheck_timeout < 0     ? silent_timeout
-                                                  : std::min(silent_timeout, recheck_timeout);
+    const int timeout = store_->has_punch_work() ? 0
+                        : silent_timeout < 0     ? recheck_timeout
+                        : recheck_timeout < 0    ? silent_timeout
+                                                 : std::min(silent_timeout, recheck_timeout);
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;

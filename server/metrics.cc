@@ -10,8 +10,8 @@ namespace shelf::server {
 namespace {
 
 constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
-    "connect", "bad_frame", "hello",     "allocate", "abort",  "publish",
-    "get",     "release",   "unpublish", "list",     "status", "wait_for", "lease_released"};
+    "connect", "bad_frame", "hello", "allocate", "abort",    "publish",       "get",
+    "release", "unpublish", "list",  "status",   "wait_for", "lease_released"};
 
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {

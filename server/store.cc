@@ -233,7 +233,8 @@ bool Store::in_lease_tables(uint64_t publish_id) const {
 std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
   std::unordered_map<uint64_t, uint32_t> counts;
   for (const auto& [id, session] : sessions_) {
-    if (session.table) session.table->for_each_held([&](uint64_t publish_id) { ++counts[publish_id]; });
+    if (session.table)
+      session.table->for_each_held([&](uint64_t publish_id) { ++counts[publish_id]; });
   }
   return counts;
 }

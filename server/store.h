@@ -30,8 +30,8 @@
 #include "protocol/messages.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
-#include "shm/lease_table.h"
 #include "shm/layout.h"
+#include "shm/lease_table.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
 
@@ -207,7 +207,7 @@ class Store {
     uint32_t uid = 0;
     std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
-    std::optional<shm::LeaseTable> table;            // its leases without messages
+    std::optional<shm::LeaseTable> table;           // its leases without messages
   };
   // A publish request once validated: the parsed descriptor of each item
   // and the memory their copies in the segment will take.
@@ -249,9 +249,7 @@ class Store {
   // that follows the index change (docs/leases.md, "The daemon's side").
   bool in_lease_tables(uint64_t publish_id) const;
   // A dataset nobody may be reading: no lease, no restart hold.
-  static bool unread(const Dataset& d) {
-    return d.leases == 0 && !d.restart_hold && !d.table_held;
-  }
+  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold && !d.table_held; }
 
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id

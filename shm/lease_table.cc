@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <utility>
 
-
 namespace shelf::shm {
 
 namespace {
@@ -19,8 +18,8 @@ namespace {
 constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 Status exhausted(std::string_view what, int err) {
-  return Status::resource_exhausted("cannot make a lease table (" + std::string(what) +
-                                    ": " + std::strerror(err) + ")");
+  return Status::resource_exhausted("cannot make a lease table (" + std::string(what) + ": " +
+                                    std::strerror(err) + ")");
 }
 
 }  // namespace
@@ -77,7 +76,7 @@ Result<LeaseTable> LeaseTable::create(uint32_t slots, uint32_t owner_pid) {
 }
 
 Result<LeaseTable> LeaseTable::attach(UniqueFd fd) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Status::from_errno("fstat of the lease table", errno);
   const int seals = ::fcntl(fd.get(), F_GET_SEALS);
   const auto bytes = static_cast<size_t>(st.st_size);

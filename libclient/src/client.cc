@@ -699,9 +699,8 @@ Result<Dataset> Client::get_dataset(std::string_view name) {
   if (found == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished) {
     SHELF_ASSIGN_OR_RETURN(std::optional<uint32_t> slot, impl_->lease_in_table(entry));
     if (slot) {
-      auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name),
-                                                     Dataset::Impl::TableLease{*slot, entry.slot,
-                                                                               entry.publish_id});
+      auto dataset = std::make_unique<Dataset::Impl>(
+          impl_, std::string(name), Dataset::Impl::TableLease{*slot, entry.slot, entry.publish_id});
       return finish_get(std::move(dataset), entry.descriptor_offset, entry.descriptor_length);
     }
   }
@@ -715,7 +714,6 @@ Result<Dataset> Client::get_dataset(std::string_view name) {
   auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name), r.lease_id);
   return finish_get(std::move(dataset), r.descriptor_offset, r.descriptor_length);
 }
-
 
 Status Client::unpublish_dataset(std::string_view name) {
   std::vector<std::byte> frame;

@@ -34,7 +34,7 @@ class Dataset::Impl {
 
   std::shared_ptr<Client::Impl> client_;
   std::string name_;
-  uint64_t lease_id_ = 0;                 // a round trip's lease, or
+  uint64_t lease_id_ = 0;                  // a round trip's lease, or
   std::optional<TableLease> table_lease_;  // one in the lease table
   bool leased_ = true;
   shm::DescriptorView descriptor_;

@@ -7,11 +7,12 @@
 #include <cstdlib>
 #include <new>
 #include <optional>
-#include <sys/mman.h>
 #include <string>
+#include <sys/mman.h>
 #include <vector>
 
 #include <gtest/gtest.h>
+
 #include <shelf/client.h>
 #include <shelf/limits.h>
 
@@ -302,8 +303,8 @@ TEST(LeaseStressTest, ReadersRacingOverridesAndUnpublishesSeeOnlyWholeDatasets) 
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> reads[3]{};
   };
-  void* page = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                      -1, 0);
+  void* page =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(page, MAP_FAILED);
   auto* shared = new (page) Shared;
   std::vector<pid_t> readers;

@@ -32,9 +32,10 @@ inline constexpr uint64_t kMaxRowsPerPartition = uint64_t{1} << 48;
 inline constexpr uint64_t kBufferAlignment = 64;
 // Names one publish may carry (all or nothing).
 inline constexpr uint32_t kMaxPublishItems = 65536;
-// Leases one connection may hold at once. Each costs the daemon a few dozen
-// bytes, so without a bound one client could grow it without end; 65,536 is
-// far past any real reader's need (a Dataset per lease).
+// Leases one connection may hold at once by round trips, past those of its
+// lease table (kLeaseSlots). Each costs the daemon a few dozen bytes, so
+// without a bound one client could grow it without end; 65,536 is far past
+// any real reader's need (a Dataset per lease).
 inline constexpr size_t kMaxLeasesPerConnection = 65536;
 // Slots in a connection's lease table (docs/leases.md): leases a client
 // takes and ends in shared memory, without a message. Past them a get takes

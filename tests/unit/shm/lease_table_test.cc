@@ -53,7 +53,8 @@ TEST(LeaseTableTest, ADaemonScanStaysInsideItsOwnTableWhateverTheHeaderSays) {
   client.set(15, 99);
   // A hostile client writes garbage into the header: a huge mark and slot
   // count. The daemon keeps its own count and reads nothing past it.
-  void* raw = ::mmap(nullptr, lease_table_bytes(16), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  void* raw =
+      ::mmap(nullptr, lease_table_bytes(16), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   ASSERT_NE(raw, MAP_FAILED);
   auto* header = static_cast<LeaseTableHeaderLayout*>(raw);
   header->high_water = ~uint64_t{0};
