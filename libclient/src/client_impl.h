@@ -116,6 +116,8 @@ class Client::Impl {
   Status lost(std::string_view what, int err);
   // Unavailable in a process forked from the one that connected.
   Status check_owner() const;
+  // check_alive() but the owner check, for callers that made it already.
+  Status check_daemon();
 
   // Written by connect() before the Impl is shared, then only read.
   ClientOptions options_;
