@@ -1009,10 +1009,11 @@ Latency measure_latency(Bench& b, int client_cpu, int server_cpu) {
       L.list.push_back(list_us);
     }
   }
-  // Per iteration: 1 ping to the echo process; list, get, release, get,
-  // release to shelfd.
-  L.daemon_cpu_us = static_cast<double>(process_cpu_ns(b.daemon_pid) - daemon_cpu0) / 1e3 /
-                    (5.0 * kLatencySamples);
+  // Per iteration: 1 ping to the echo process; a list, two gets and two
+  // releases, which the daemon may never see (the index and the lease
+  // table answer them): its CPU per iteration says how much it still does.
+  L.daemon_cpu_us =
+      static_cast<double>(process_cpu_ns(b.daemon_pid) - daemon_cpu0) / 1e3 / kLatencySamples;
   L.echo_cpu_us =
       static_cast<double>(process_cpu_ns(g_left.children[0]) - echo_cpu0) / 1e3 / kLatencySamples;
   return L;
@@ -1024,12 +1025,12 @@ void add_latency_rows(const Bench& b, const Latency& L, const std::string& where
   const double rtt_med = median(L.rtt), rtt_p99 = percentile(L.rtt, 0.99);
   add_row("2", where + "bare 64-byte Unix-socket round trip, median", rtt_med, "us");
   add_row("2", where + "  round trip p99", rtt_p99, "us");
-  add_row("2", where + "shelfd CPU per request (vs echo CPU per ping)", L.daemon_cpu_us, "us",
-          L.echo_cpu_us, "us", L.daemon_cpu_us / L.echo_cpu_us);
+  add_row("2", where + "shelfd CPU per list + 2 gets + 2 releases (vs echo CPU per ping)",
+          L.daemon_cpu_us, "us", L.echo_cpu_us, "us", L.daemon_cpu_us / L.echo_cpu_us);
   add_row("2", where + "get_dataset " + small + ", median (vs round trip)", median(L.get_s), "us",
-          rtt_med, "us", median(L.get_s) / rtt_med, "<=", 1.5);
+          rtt_med, "us", median(L.get_s) / rtt_med, "<=", 0.1);
   add_row("2", where + "get_dataset " + big + ", median (vs round trip)", median(L.get_b), "us",
-          rtt_med, "us", median(L.get_b) / rtt_med, "<=", 1.5);
+          rtt_med, "us", median(L.get_b) / rtt_med, "<=", 0.1);
   add_row("2", where + "  get_dataset " + small + ", p99 (vs round-trip p99)",
           percentile(L.get_s, 0.99), "us", rtt_p99, "us", percentile(L.get_s, 0.99) / rtt_p99);
   add_row("2", where + "  get_dataset " + big + ", p99 (vs round-trip p99)",
@@ -1041,8 +1042,10 @@ void add_latency_rows(const Bench& b, const Latency& L, const std::string& where
   both.insert(both.end(), L.both_b.begin(), L.both_b.end());
   add_row("2", where + "~Dataset (Release), median (vs round trip)", median(rel), "us", rtt_med,
           "us", median(rel) / rtt_med);
+  // A lease in the lease table takes no message (docs/leases.md): the
+  // target is a tenth of the round trip, about 1 us here.
   add_row("2", where + "get + release, median (vs round trip)", median(both), "us", rtt_med, "us",
-          median(both) / rtt_med);
+          median(both) / rtt_med, "<=", 0.1);
   add_row("2", where + "list_datasets, 2 datasets, median (vs round trip)", median(L.list), "us",
           rtt_med, "us", median(L.list) / rtt_med);
 }

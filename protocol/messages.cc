@@ -72,7 +72,7 @@ std::vector<DatasetSummary> get_summaries(ByteReader& r) {
 
 bool is_request_type(uint16_t type) {
   return type >= static_cast<uint16_t>(MessageType::kHello) &&
-         type <= static_cast<uint16_t>(MessageType::kWaitFor);
+         type <= static_cast<uint16_t>(MessageType::kLeaseReleased);
 }
 
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
@@ -112,6 +112,9 @@ void encode_list_request(std::vector<std::byte>& out) {
 }
 void encode_status_request(std::vector<std::byte>& out) {
   frame(out, static_cast<uint16_t>(MessageType::kStatus), [](ByteWriter&) {});
+}
+void encode_lease_released_request(std::vector<std::byte>& out) {
+  frame(out, static_cast<uint16_t>(MessageType::kLeaseReleased), [](ByteWriter&) {});
 }
 void encode_request(std::vector<std::byte>& out, const WaitForRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kWaitFor), [&](ByteWriter& w) {
@@ -201,6 +204,7 @@ void encode_response(std::vector<std::byte>& out, const HelloResponse& m) {
     w.u64(m.generation);
     w.u64(m.memory_limit);
     w.u32(m.daemon_pid);
+    w.u32(m.lease_slots);
   });
 }
 void encode_response(std::vector<std::byte>& out, const AllocateResponse& m) {
@@ -267,6 +271,7 @@ std::optional<HelloResponse> decode_hello_response(ByteReader& r) {
   m.generation = r.u64();
   m.memory_limit = r.u64();
   m.daemon_pid = r.u32();
+  m.lease_slots = r.u32();
   return finish(r, std::move(m));
 }
 std::optional<AllocateResponse> decode_allocate_response(ByteReader& r) {

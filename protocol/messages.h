@@ -19,16 +19,17 @@
 namespace shelf::protocol {
 
 enum class MessageType : uint16_t {
-  kHello = 1,      // first message of every connection
-  kAllocate = 2,   // reserve an extent for an unsealed partition
-  kAbort = 3,      // give back an unsealed extent
-  kPublish = 4,    // seal extents and publish one or more names, all or nothing
-  kGet = 5,        // take a lease on a published dataset
-  kRelease = 6,    // end a lease
-  kUnpublish = 7,  // remove a name
-  kList = 8,       // every published dataset
-  kStatus = 9,     // memory and datasets at a glance
-  kWaitFor = 10,   // answered once every name is published (docs/protocol.md, "Waiting")
+  kHello = 1,           // first message of every connection
+  kAllocate = 2,        // reserve an extent for an unsealed partition
+  kAbort = 3,           // give back an unsealed extent
+  kPublish = 4,         // seal extents and publish one or more names, all or nothing
+  kGet = 5,             // take a lease, when the lease table cannot (docs/leases.md)
+  kRelease = 6,         // end a lease
+  kUnpublish = 7,       // remove a name
+  kList = 8,            // every published dataset
+  kStatus = 9,          // memory and datasets at a glance
+  kWaitFor = 10,        // answered once every name is published (docs/protocol.md, "Waiting")
+  kLeaseReleased = 11,  // posted: a table lease of an unpublished dataset ended (docs/leases.md)
 };
 inline constexpr uint16_t kResponseBit = 0x8000;
 bool is_request_type(uint16_t type);
@@ -43,6 +44,10 @@ struct HelloResponse {
   uint64_t generation = 0;  // must match the segment header's
   uint64_t memory_limit = 0;
   uint32_t daemon_pid = 0;
+  // Slots of the connection's lease table, whose memfd comes with this
+  // response (SCM_RIGHTS); 0 when the daemon could not make one: every
+  // lease is then taken by a round trip.
+  uint32_t lease_slots = 0;
 };
 
 struct AllocateRequest {
@@ -140,6 +145,7 @@ void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m);
 void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m);
 void encode_list_request(std::vector<std::byte>& out);
 void encode_status_request(std::vector<std::byte>& out);
+void encode_lease_released_request(std::vector<std::byte>& out);
 void encode_request(std::vector<std::byte>& out, const WaitForRequest& m);
 
 // Decoders read a request payload; nullopt when it is malformed.

@@ -44,6 +44,9 @@ struct Daemon::Connection {
   std::vector<std::byte> in;
   std::vector<std::byte> out;
   size_t out_sent = 0;
+  // The lease table's memfd, sent with the first byte of `out` (the Hello
+  // response) and then closed.
+  UniqueFd pass_fd;
   uint32_t interest = 0;  // current epoll events
 };
 
@@ -276,7 +279,11 @@ Status Daemon::run() {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
     const int silent_timeout = close_silent_connections();
-    const int timeout = store_->has_punch_work() ? 0 : silent_timeout;
+    const int recheck_timeout = recheck_lease_tables();
+    const int timeout = store_->has_punch_work() ? 0
+                        : silent_timeout < 0     ? recheck_timeout
+                        : recheck_timeout < 0    ? silent_timeout
+                                                 : std::min(silent_timeout, recheck_timeout);
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -432,6 +439,18 @@ int Daemon::close_silent_connections() {
   return -1;
 }
 
+int Daemon::recheck_lease_tables() {
+  if (!store_->has_table_holds()) return -1;
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_lease_recheck_) {
+    store_->recheck_table_holds();
+    next_lease_recheck_ = now + std::chrono::milliseconds(kLeaseRecheckMs);
+    if (!store_->has_table_holds()) return -1;
+  }
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_lease_recheck_ - now);
+  return static_cast<int>(std::max<int64_t>(wait.count(), 0));
+}
+
 bool Daemon::evict_a_silent_connection() {
   for (const auto& [deadline, fd] : silent_) {
     auto it = connections_.find(fd);
@@ -524,10 +543,10 @@ void Daemon::on_readable(Connection& c) {
 void Daemon::on_writable(Connection& c) {
   for (;;) {
     while (c.out_sent < c.out.size()) {
-      ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_sent, c.out.size() - c.out_sent,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t n = send_some(c);
       if (n > 0) {
         c.out_sent += static_cast<size_t>(n);
+        c.pass_fd.reset();  // it went with the first byte
       } else if (n < 0 && errno == EINTR) {
         continue;
       } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -549,6 +568,27 @@ void Daemon::on_writable(Connection& c) {
     if (c.out.empty()) break;
   }
   update_interest(c);
+}
+
+ssize_t Daemon::send_some(Connection& c) {
+  const size_t n = c.out.size() - c.out_sent;
+  if (!c.pass_fd.valid()) {
+    return ::send(c.fd.get(), c.out.data() + c.out_sent, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  iovec iov{c.out.data() + c.out_sent, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  const int fd = c.pass_fd.get();
+  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+  return ::sendmsg(c.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void Daemon::update_interest(Connection& c) {
@@ -618,6 +658,13 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
   r.generation = store_->generation();
   r.memory_limit = store_->memory_limit();
   r.daemon_pid = static_cast<uint32_t>(::getpid());
+  if (auto table = store_->open_lease_table(c.session); table.ok()) {
+    c.pass_fd = std::move(table).value();
+    r.lease_slots = kLeaseSlots;
+  } else {
+    log_warn("pid " + std::to_string(c.pid) + ": " + table.status().message() +
+             "; its gets take leases by round trips");
+  }
   protocol::encode_response(c.out, r);
 }
 
@@ -697,6 +744,10 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       r.socket_path = options_.socket_path;
       return protocol::encode_response(c.out, r);
     }
+    case MessageType::kLeaseReleased:
+      if (!payload.empty()) return malformed();
+      store_->recheck_table_holds();
+      return protocol::encode_empty_response(c.out, type);
     case MessageType::kWaitFor: {
       auto m = protocol::decode_wait_for_request(payload);
       if (!m) return malformed();

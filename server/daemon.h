@@ -76,7 +76,14 @@ class Daemon {
   // Answers Hello: checks the protocol version (a mismatch is answered, then
   // the connection closed) and tells the client where the segment is.
   void hello(Connection& c, std::span<const std::byte> payload);
+  // One send of c.out's unsent bytes; with c.pass_fd, a sendmsg that
+  // carries it (SCM_RIGHTS). As send(2).
+  ssize_t send_some(Connection& c);
   void update_interest(Connection& c);
+  // Every kLeaseRecheckMs while datasets wait for lease tables: looks at
+  // the tables again (the backstop for a LeaseReleased that never came).
+  // Returns the epoll timeout until the next look, or -1 when none waits.
+  int recheck_lease_tables();
   void close_connection(int fd);
   // True when the peer may use this daemon: shelfd's own uid, root, or a
   // member of options_.group (primary or supplementary group).
@@ -125,6 +132,7 @@ class Daemon {
   // over and whose answer is still to send. See docs/protocol.md, "Waiting".
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
+  std::chrono::steady_clock::time_point next_lease_recheck_{};
   DaemonCounters counters_;  // this thread's only: see metrics.h
   std::unique_ptr<MetricsServer> metrics_;
 };

@@ -10,8 +10,8 @@ namespace shelf::server {
 namespace {
 
 constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
-    "connect", "bad_frame", "hello",     "allocate", "abort",  "publish",
-    "get",     "release",   "unpublish", "list",     "status", "wait_for"};
+    "connect", "bad_frame", "hello", "allocate", "abort",    "publish",       "get",
+    "release", "unpublish", "list",  "status",   "wait_for", "lease_released"};
 
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
@@ -128,6 +128,8 @@ DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
       return Request::kStatus;
     case MessageType::kWaitFor:
       return Request::kWaitFor;
+    case MessageType::kLeaseReleased:
+      return Request::kLeaseReleased;
   }
   return Request::kBadFrame;
 }

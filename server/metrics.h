@@ -36,8 +36,9 @@ struct DaemonCounters {
     kList,
     kStatus,
     kWaitFor,
+    kLeaseReleased,
   };
-  static constexpr size_t kRequests = 12;
+  static constexpr size_t kRequests = 13;
   // Status::Code, kOk included (never counted): each code, the newest too.
   static constexpr size_t kCodes = static_cast<size_t>(Status::kLastCode) + 1;
 

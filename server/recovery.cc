@@ -605,7 +605,7 @@ void Store::end_restart_holds() {
   for (auto& [id, d] : datasets_) {
     if (!d.restart_hold) continue;
     d.restart_hold = false;
-    if (!d.published && d.leases == 0) to_free.push_back(id);
+    if (!d.published && unread(d)) to_free.push_back(id);
   }
   for (uint64_t id : to_free) {
     pending_free_bytes_ -= datasets_.at(id).memory_bytes;

@@ -192,7 +192,7 @@ Status Store::initialise() {
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
   SessionId id = next_session_id_++;
-  sessions_[id] = Session{pid, uid, {}, {}};
+  sessions_[id] = Session{pid, uid, {}, {}, {}};
   return id;
 }
 
@@ -209,7 +209,78 @@ void Store::close_session(SessionId session_id) {
   std::vector<uint64_t> lease_ids;
   for (const auto& [lease, dataset] : session.leases) lease_ids.push_back(lease);
   for (uint64_t lease : lease_ids) (void)release(session_id, lease);
+  const bool had_table = session.table.has_value();
   sessions_.erase(it);
+  // Its table is gone with it: what only it kept is free now.
+  if (had_table) recheck_table_holds();
+}
+
+Result<UniqueFd> Store::open_lease_table(SessionId session_id) {
+  Session& session = sessions_.at(session_id);
+  SHELF_ASSIGN_OR_RETURN(shm::LeaseTable table, shm::LeaseTable::create(kLeaseSlots, session.pid));
+  UniqueFd fd = table.take_fd();
+  session.table.emplace(std::move(table));
+  return fd;
+}
+
+bool Store::in_lease_tables(uint64_t publish_id) const {
+  for (const auto& [id, session] : sessions_) {
+    if (session.table && session.table->holds(publish_id)) return true;
+  }
+  return false;
+}
+
+std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
+  std::unordered_map<uint64_t, uint32_t> counts;
+  for (const auto& [id, session] : sessions_) {
+    if (session.table)
+      session.table->for_each_held([&](uint64_t publish_id) { ++counts[publish_id]; });
+  }
+  return counts;
+}
+
+void Store::retire(uint64_t dataset_id) {
+  Dataset& dataset = datasets_.at(dataset_id);
+  // The daemon's half of docs/leases.md: the index no longer names the
+  // dataset (index_.end() is behind us); this fence orders that before the
+  // scan, as the reader's fence orders its slot before its re-check. So a
+  // reader either sees the change and gives up its slot, or is seen here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  SHELF_FAULT_POINT("daemon.retire.before_scan");
+  if (in_lease_tables(dataset.publish_id)) {
+    dataset.table_held = true;
+    table_holds_.push_back(dataset_id);
+  }
+  if (unread(dataset)) {
+    SHELF_FAULT_POINT("daemon.retire.before_free");
+    free_dataset(dataset_id);
+  } else {
+    pending_free_bytes_ += dataset.memory_bytes;
+  }
+}
+
+void Store::free_if_unread(uint64_t dataset_id) {
+  Dataset& dataset = datasets_.at(dataset_id);
+  if (unread(dataset) && !dataset.published) {
+    pending_free_bytes_ -= dataset.memory_bytes;
+    free_dataset(dataset_id);
+  }
+}
+
+void Store::recheck_table_holds() {
+  if (table_holds_.empty()) return;
+  // No fence needed: the dataset left the index before the first scan, and
+  // a slot that still names it now was set before that scan (a reader
+  // that set it later saw the change and cleared it again).
+  std::vector<uint64_t> released;
+  std::erase_if(table_holds_, [&](uint64_t id) {
+    Dataset& dataset = datasets_.at(id);
+    if (in_lease_tables(dataset.publish_id)) return false;
+    dataset.table_held = false;
+    released.push_back(id);
+    return true;
+  });
+  for (uint64_t id : released) free_if_unread(id);
 }
 
 Status Store::over_limit(uint64_t requested) const {
@@ -483,7 +554,7 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
   dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
 
   auto existing = names_.find(item.name);
-  std::optional<uint64_t> replaced;  // freed once the new entry is in the index
+  std::optional<uint64_t> replaced;  // retired once the new entry is in the index
   // One change of the index for readers (docs/shm_layout.md, "The name index").
   index_.begin();
   if (existing != names_.end()) {  // override: the new dataset takes the old one's slot
@@ -491,13 +562,8 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
     dataset.slot = old.slot;  // and its bucket: the same name hashes the same
     old.published = false;
     if (!old.quarantine_reason.empty()) index_.add_published(1);
-    const uint64_t old_id = existing->second;
+    replaced = existing->second;
     names_.erase(existing);
-    if (unread(old)) {
-      replaced = old_id;
-    } else {
-      pending_free_bytes_ += old.memory_bytes;
-    }
   } else {
     dataset.slot = free_slots_.back();
     free_slots_.pop_back();
@@ -517,7 +583,7 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
   // finds the new one, and the old one's memory unowned, which it frees.
   if (replaced) {
     SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
-    free_dataset(*replaced);
+    retire(*replaced);
   }
 }
 
@@ -596,10 +662,7 @@ Status Store::release(SessionId session_id, uint64_t lease_id) {
   Dataset& dataset = datasets_.at(dataset_id);
   SHELF_CHECK(dataset.leases > 0);
   --dataset.leases;
-  if (unread(dataset) && !dataset.published) {
-    pending_free_bytes_ -= dataset.memory_bytes;
-    free_dataset(dataset_id);
-  }
+  free_if_unread(dataset_id);
   return Status();
 }
 
@@ -620,11 +683,7 @@ Status Store::unpublish(const std::string& name) {
   index_.end();
   free_slots_.push_back(dataset.slot);
   dataset.published = false;
-  if (unread(dataset)) {
-    free_dataset(id);
-  } else {
-    pending_free_bytes_ += dataset.memory_bytes;
-  }
+  retire(id);
   return Status();
 }
 
@@ -641,11 +700,13 @@ void Store::free_dataset(uint64_t dataset_id) {
 protocol::ListResponse Store::list() const {
   protocol::ListResponse response;
   response.datasets.reserve(names_.size());
+  const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
   for (const auto& [name, id] : names_) {
     const Dataset& d = datasets_.at(id);
     if (!d.quarantine_reason.empty()) continue;  // not served: status() reports it
     protocol::DatasetSummary s = d.summary;
-    s.leases = d.leases;
+    auto t = in_tables.find(d.publish_id);
+    s.leases = d.leases + (t == in_tables.end() ? 0 : t->second);
     response.datasets.push_back(std::move(s));
   }
   return response;
@@ -666,6 +727,7 @@ protocol::StatusResponse Store::status() const {
   s.resident_bytes = resident.ok() ? *resident : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());
   s.num_leases = num_leases_;
+  for (const auto& [publish_id, n] : table_leases()) s.num_leases += n;
   s.datasets = list().datasets;
   for (const auto& [name, id] : names_) {
     const Dataset& d = datasets_.at(id);

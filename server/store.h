@@ -26,10 +26,12 @@
 
 #include <shelf/result.h>
 
+#include "base/unique_fd.h"
 #include "protocol/messages.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
+#include "shm/lease_table.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
 
@@ -113,8 +115,19 @@ class Store {
   // ---- Sessions: one per connection ----
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
-  // Frees the session's unsealed extents and ends its leases.
+  // Frees the session's unsealed extents and ends its leases, those of its
+  // lease table included.
   void close_session(SessionId session);
+  // Makes the session's lease table (docs/leases.md) and returns its memfd,
+  // to send to the client. Errors: ResourceExhausted (no memfd); the
+  // session then takes every lease by a round trip.
+  Result<UniqueFd> open_lease_table(SessionId session);
+  // Looks again at the lease tables for the datasets they kept from being
+  // freed (a client said it let one go, or the timer: kLeaseRecheckMs), and
+  // frees those no table names any more.
+  void recheck_table_holds();
+  // True while some unpublished dataset waits for a lease table to let it go.
+  bool has_table_holds() const { return !table_holds_.empty(); }
 
   // Reserves an extent with room for `payload_bytes` after its header.
   Result<protocol::AllocateResponse> allocate(SessionId session, uint64_t payload_bytes);
@@ -177,7 +190,10 @@ class Store {
     uint64_t descriptor_length = 0;
     std::vector<Extent> partitions;
     uint64_t memory_bytes = 0;
-    uint32_t leases = 0;
+    uint32_t leases = 0;  // taken by round trips (Get)
+    // A lease table named it when it left the index: it stays until none
+    // does (table_holds_).
+    bool table_held = false;
     protocol::DatasetSummary summary;
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
@@ -191,6 +207,7 @@ class Store {
     uint32_t uid = 0;
     std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
+    std::optional<shm::LeaseTable> table;           // its leases without messages
   };
   // A publish request once validated: the parsed descriptor of each item
   // and the memory their copies in the segment will take.
@@ -220,8 +237,19 @@ class Store {
   void store_index_entry(uint32_t slot, const shm::IndexEntryLayout& e);
   // Frees an unpublished dataset nobody reads, and forgets it.
   void free_dataset(uint64_t dataset_id);
+  // A dataset that has just left the index (unpublished or replaced): freed
+  // at once unless someone may be reading it, else counted as pending until
+  // the last reader lets it go. Scans the lease tables (docs/leases.md).
+  void retire(uint64_t dataset_id);
+  // A reader of an unpublished dataset let it go: frees it if it was the last.
+  void free_if_unread(uint64_t dataset_id);
+  // Leases in lease tables, by publish id: what list() and status() count.
+  std::unordered_map<uint64_t, uint32_t> table_leases() const;
+  // True when a live lease table names `publish_id`. After a seq_cst fence
+  // that follows the index change (docs/leases.md, "The daemon's side").
+  bool in_lease_tables(uint64_t publish_id) const;
   // A dataset nobody may be reading: no lease, no restart hold.
-  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold; }
+  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold && !d.table_held; }
 
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
@@ -250,6 +278,7 @@ class Store {
   uint64_t next_session_id_ = 1;
   uint64_t next_lease_id_ = 1;
   uint32_t num_leases_ = 0;
+  std::vector<uint64_t> table_holds_;  // unpublished datasets a lease table names
 
   // ---- Publishing: publish()'s three phases ----------------------------------
   // 1. Validates every item and checks names, index slots and the limit for

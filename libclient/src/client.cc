@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -15,6 +16,7 @@
 #include <shelf/client.h>
 #include <shelf/limits.h>
 
+#include "base/fault_point.h"
 #include "base/paths.h"
 #include "libclient/src/client_impl.h"
 #include "libclient/src/dataset_impl.h"
@@ -27,6 +29,22 @@ namespace shelf {
 using protocol::MessageType;
 
 namespace {
+
+// getpid() without a system call, for the checks on the get path (the
+// system call was a quarter of a get's time): read once, and again in the
+// child of every fork (pthread_atfork), the only time it changes for a
+// process that uses a Client. A child made by a raw clone(2), which skips
+// fork's handlers, would keep its parent's pid.
+std::atomic<pid_t> g_pid{0};
+void refresh_pid() { g_pid.store(::getpid(), std::memory_order_relaxed); }
+pid_t current_pid() {
+  static const bool registered = [] {
+    refresh_pid();
+    return ::pthread_atfork(nullptr, nullptr, refresh_pid) == 0;
+  }();
+  (void)registered;
+  return g_pid.load(std::memory_order_relaxed);
+}
 
 // Why a shelfd at `socket` did not answer within `timeout`, as far as this
 // process can tell: the pid in its lock file, and whether that process is
@@ -153,17 +171,87 @@ Result<UniqueFd> connect_socket(const std::string& path, std::chrono::millisecon
 Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions& options) {
   auto impl = std::make_shared<Impl>();
   impl->options_ = options;
-  impl->owner_pid_ = ::getpid();
+  impl->owner_pid_ = current_pid();
   impl->socket_path_ = options.socket.empty() ? default_socket_path() : options.socket;
   SHELF_ASSIGN_OR_RETURN(impl->fd_, connect_socket(impl->socket_path_, options.request_timeout));
   SHELF_RETURN_IF_ERROR(impl->check_peer());
   std::vector<std::byte> hello;
   protocol::encode_request(hello,
                            protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
-  SHELF_ASSIGN_OR_RETURN(impl->hello_, impl->call_and_decode(hello, MessageType::kHello,
-                                                             protocol::decode_hello_response));
+  UniqueFd table_fd;
+  impl->receive_fd_ = &table_fd;
+  auto hello_response =
+      impl->call_and_decode(hello, MessageType::kHello, protocol::decode_hello_response);
+  impl->receive_fd_ = nullptr;
+  SHELF_ASSIGN_OR_RETURN(impl->hello_, std::move(hello_response));
   SHELF_RETURN_IF_ERROR(impl->map_segment());
+  impl->attach_lease_table(std::move(table_fd));
   return impl;
+}
+
+void Client::Impl::attach_lease_table(UniqueFd fd) {
+  if (hello_.lease_slots == 0 || !fd.valid()) return;
+  // A table that is not what the daemon announced is not used: every lease
+  // then takes a round trip, which is always safe.
+  auto table = shm::LeaseTable::attach(std::move(fd));
+  if (table.ok() && table->slots() == hello_.lease_slots) leases_.emplace(std::move(table).value());
+}
+
+Result<std::optional<uint32_t>> Client::Impl::lease_in_table(const shm::EntrySnapshot& entry) {
+  if (!leases_) return std::optional<uint32_t>();
+  SHELF_RETURN_IF_ERROR(check_owner());  // a forked child has no table
+  uint32_t slot;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    if (!free_lease_slots_.empty()) {
+      slot = free_lease_slots_.back();
+      free_lease_slots_.pop_back();
+    } else if (unused_lease_slot_ < leases_->slots()) {
+      slot = unused_lease_slot_++;
+      leases_->raise_high_water(unused_lease_slot_);
+    } else {
+      return std::optional<uint32_t>();  // full: a round trip
+    }
+  }
+  // docs/leases.md, "The reader's side": set the slot, fence, look again.
+  leases_->set(slot, entry.publish_id);
+  SHELF_FAULT_POINT("client.lease.after_set");
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  SHELF_FAULT_POINT("client.lease.after_fence");
+  if (index_->still_published(entry.slot, entry.publish_id) == shm::IndexRead::kFound) {
+    // Also after the look: a restarted daemon scans no table of ours, but
+    // it bumped the generation before it wrote the index we just read.
+    Status alive = check_daemon();
+    if (alive.ok()) return std::optional<uint32_t>(slot);
+    leases_->clear(slot);
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    free_lease_slots_.push_back(slot);
+    return alive;
+  }
+  leases_->clear(slot);
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  free_lease_slots_.push_back(slot);
+  return std::optional<uint32_t>();  // it changed meanwhile: ask the daemon
+}
+
+void Client::Impl::end_table_lease(uint32_t slot, uint32_t index_slot, uint64_t publish_id) {
+  if (!check_owner().ok()) return;  // a forked child: the lease and the mapping are the parent's
+  leases_->clear(slot);
+  SHELF_FAULT_POINT("client.lease.after_clear");
+  // The same pairing as taking it (docs/leases.md): either the daemon's
+  // scan after unpublishing saw the slot empty, or this look sees the
+  // dataset gone and says so.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const bool gone = index_->still_published(index_slot, publish_id) != shm::IndexRead::kFound;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    free_lease_slots_.push_back(slot);
+  }
+  if (gone) {
+    std::vector<std::byte> frame;
+    protocol::encode_lease_released_request(frame);
+    post(frame);
+  }
 }
 
 Status Client::Impl::check_peer() const {
@@ -233,8 +321,14 @@ Status Client::Impl::map_segment() {
 
 Status Client::Impl::check_alive() {
   SHELF_RETURN_IF_ERROR(check_owner());
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_) return lost("earlier", 0);
+  return check_daemon();
+}
+
+Status Client::Impl::check_daemon() {
+  if (broken_) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lost("earlier", 0);
+  }
   // A daemon that died (or stopped) closed the socket: POLLRDHUP, even with
   // replies to post()ed requests still unread in it. This is as early as
   // death can be seen: the kernel closes a killed daemon's files (sockets
@@ -248,12 +342,14 @@ Status Client::Impl::check_alive() {
     n = ::poll(&p, 1, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+    std::lock_guard<std::mutex> lock(mu_);
     return lost("the daemon closed it", 0);
   }
   // A daemon restarted on the segment bumped its generation: the index is
   // no longer the one this connection's daemon keeps.
   const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_->data());
   if (shm::load_acquire(header->generation) != hello_.generation) {
+    std::lock_guard<std::mutex> lock(mu_);
     return lost("shelfd restarted on the segment", 0);
   }
   return Status();
@@ -287,10 +383,37 @@ Status Client::Impl::lost(std::string_view what, int err) {
   return Status::unavailable(broken_reason_);
 }
 
+ssize_t Client::Impl::recv_keeping_fd(std::byte* out, size_t n) {
+  iovec iov{out, n};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const ssize_t r = ::recvmsg(fd_.get(), &msg, MSG_CMSG_CLOEXEC);
+  if (r <= 0) return r;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t fds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < fds; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (!receive_fd_->valid()) {
+        receive_fd_->reset(fd);
+      } else {
+        ::close(fd);  // only one is ever sent
+      }
+    }
+  }
+  return r;
+}
+
 Status Client::Impl::read_exact(std::byte* out, size_t n) {
   size_t got = 0;
   while (got < n) {
-    ssize_t r = ::recv(fd_.get(), out + got, n - got, 0);
+    ssize_t r = receive_fd_ != nullptr ? recv_keeping_fd(out + got, n - got)
+                                       : ::recv(fd_.get(), out + got, n - got, 0);
     if (r > 0) {
       got += static_cast<size_t>(r);
     } else if (r == 0) {
@@ -303,7 +426,7 @@ Status Client::Impl::read_exact(std::byte* out, size_t n) {
 }
 
 Status Client::Impl::check_owner() const {
-  if (::getpid() == owner_pid_) return Status();
+  if (current_pid() == owner_pid_) return Status();
   return Status::unavailable("this connection to shelfd at " + socket_path_ +
                              " was opened by process " + std::to_string(owner_pid_) +
                              " before a fork; connect again in this process (what the parent "
@@ -584,11 +707,28 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
 }
 
 Result<Dataset> Client::get_dataset(std::string_view name) {
-  // A name the index does not hold is answered without a message.
+  // A name the index does not hold is answered without a message, and so is
+  // one it does, while the lease table has room (docs/leases.md).
+  auto finish_get = [this](std::unique_ptr<Dataset::Impl> dataset, uint64_t descriptor_offset,
+                           uint64_t descriptor_length) -> Result<Dataset> {
+    SHELF_RETURN_IF_ERROR(dataset->open(descriptor_offset, descriptor_length));
+    Dataset result(std::move(dataset));
+    if (impl_->options().verify_checksums) SHELF_RETURN_IF_ERROR(result.verify());
+    return result;
+  };
   shm::EntrySnapshot entry;
-  if (impl_->index().find(name, &entry) == shm::IndexRead::kNotFound) {
+  const shm::IndexRead found = impl_->index().find(name, &entry);
+  if (found == shm::IndexRead::kNotFound) {
     SHELF_RETURN_IF_ERROR(impl_->check_alive());
     return Status::not_found(not_found_message(name));
+  }
+  if (found == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished) {
+    SHELF_ASSIGN_OR_RETURN(std::optional<uint32_t> slot, impl_->lease_in_table(entry));
+    if (slot) {
+      auto dataset = std::make_unique<Dataset::Impl>(
+          impl_, std::string(name), Dataset::Impl::TableLease{*slot, entry.slot, entry.publish_id});
+      return finish_get(std::move(dataset), entry.descriptor_offset, entry.descriptor_length);
+    }
   }
   std::vector<std::byte> frame;
   protocol::encode_request(frame, protocol::GetRequest{std::string(name)});
@@ -598,10 +738,7 @@ Result<Dataset> Client::get_dataset(std::string_view name) {
   // From here the lease is ours: Dataset::Impl's destructor gives it back,
   // also when open() below fails.
   auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name), r.lease_id);
-  SHELF_RETURN_IF_ERROR(dataset->open(r.descriptor_offset, r.descriptor_length));
-  Dataset result(std::move(dataset));
-  if (impl_->options().verify_checksums) SHELF_RETURN_IF_ERROR(result.verify());
-  return result;
+  return finish_get(std::move(dataset), r.descriptor_offset, r.descriptor_length);
 }
 
 Status Client::unpublish_dataset(std::string_view name) {

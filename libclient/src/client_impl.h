@@ -9,9 +9,12 @@
 // reply are one critical section, and a post() from another thread waits for
 // at most that one round trip (bounded by request_timeout). The mapping and
 // the hello are written once in connect() and only read afterwards, so
-// view() needs no lock.
+// view() needs no lock. The lease table (docs/leases.md) has a lock of its
+// own, lease_mu_, held only to hand a slot out or take it back, so that
+// gets on many threads never wait for each other's round trips.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <mutex>
@@ -24,6 +27,7 @@
 
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
+#include "shm/lease_table.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
 #include "shm/segment_view.h"
@@ -77,9 +81,21 @@ class Client::Impl {
   // What a call that asks the segment, not the daemon, answers first: OK
   // while the daemon that said hello still serves this connection;
   // Unavailable as call() would (a forked child, a lost connection, a
-  // daemon gone or restarted). One poll(2) of the socket, no message.
-  // Thread-safe.
+  // daemon gone or restarted). One poll(2) of the socket, no message, and
+  // no lock unless it fails. Thread-safe.
   Status check_alive();
+
+  // A lease on `entry` (a published entry find() read) taken in the lease
+  // table, with no message (docs/leases.md, "The reader's side"): the slot
+  // that holds it, or nullopt when the table cannot give one (no table, all
+  // slots taken, the entry changed meanwhile): take it by a round trip
+  // then. Errors: as check_alive(). Thread-safe.
+  Result<std::optional<uint32_t>> lease_in_table(const shm::EntrySnapshot& entry);
+  // Ends the lease in `slot` on publish `publish_id` in index slot
+  // `index_slot`; tells the daemon (a posted LeaseReleased) when that
+  // dataset is no longer published, so it frees it now rather than at its
+  // next look. Nothing in a forked child. Thread-safe.
+  void end_table_lease(uint32_t slot, uint32_t index_slot, uint64_t publish_id);
   const std::string& socket_path() const { return socket_path_; }
   // True once the connection is lost: every lease on it ended with it.
   bool broken() const;
@@ -88,6 +104,8 @@ class Client::Impl {
  private:
   // The steps of connect().
   Status check_peer() const;
+  // Maps the lease table the daemon sent with its Hello response, if any.
+  void attach_lease_table(UniqueFd fd);
   Status map_segment();
   // Unavailable: the daemon's segment cannot be opened by this process.
   Status segment_unavailable(const Status& cause) const;
@@ -96,11 +114,16 @@ class Client::Impl {
                                              protocol::MessageType type);
   Status send_all(const std::vector<std::byte>& request);
   Status read_exact(std::byte* out, size_t n);
+  // One recvmsg(2) into `out` that keeps a descriptor sent along (the lease
+  // table) in *receive_fd_; any other descriptor is closed. As recv(2).
+  ssize_t recv_keeping_fd(std::byte* out, size_t n);
   // Reads one whole response frame into payload_.
   Result<protocol::FrameHeader> read_response();
   Status lost(std::string_view what, int err);
   // Unavailable in a process forked from the one that connected.
   Status check_owner() const;
+  // check_alive() but the owner check, for callers that made it already.
+  Status check_daemon();
 
   // Written by connect() before the Impl is shared, then only read.
   ClientOptions options_;
@@ -114,12 +137,20 @@ class Client::Impl {
   // but the leases on it are the parent's: the child must send nothing, or
   // letting go of its copy of a Dataset would end the parent's lease.
   pid_t owner_pid_ = 0;
+  std::optional<shm::LeaseTable> leases_;  // none: every lease by a round trip
+  UniqueFd* receive_fd_ = nullptr;         // set while the Hello response is read
+
+  // Guards handing out the lease table's slots.
+  std::mutex lease_mu_;
+  std::vector<uint32_t> free_lease_slots_;  // given back, to reuse first
+  uint32_t unused_lease_slot_ = 0;          // slots from here on were never used
 
   // Guards the socket's conversation: fd_'s reads and writes and the members
   // below. Never held while calling out of this class.
   mutable std::mutex mu_;
   std::optional<shm::ShmObject> segment_rw_;
-  bool broken_ = false;
+  // Written under mu_; read without it by check_alive().
+  std::atomic<bool> broken_ = false;
   std::string broken_reason_;  // what broke the connection, repeated by every later call
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet

@@ -45,6 +45,11 @@ Status Dataset::Impl::open(uint64_t descriptor_offset, uint64_t descriptor_lengt
 void Dataset::Impl::release() {
   if (!leased_) return;
   leased_ = false;
+  if (table_lease_) {
+    client_->end_table_lease(table_lease_->slot, table_lease_->index_slot,
+                             table_lease_->publish_id);
+    return;
+  }
   // post() is safe on any thread, and drops the frame if the connection is
   // lost (the daemon ended the lease with it).
   std::vector<std::byte> frame;

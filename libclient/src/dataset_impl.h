@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <shelf/dataset.h>
@@ -13,8 +14,17 @@ namespace shelf {
 
 class Dataset::Impl {
  public:
+  // A lease in the connection's lease table (docs/leases.md).
+  struct TableLease {
+    uint32_t slot = 0;        // in the table
+    uint32_t index_slot = 0;  // the dataset's index entry
+    uint64_t publish_id = 0;
+  };
+  // A lease the daemon took (Get): lease_id is its.
   Impl(std::shared_ptr<Client::Impl> client, std::string name, uint64_t lease_id)
       : client_(std::move(client)), name_(std::move(name)), lease_id_(lease_id) {}
+  Impl(std::shared_ptr<Client::Impl> client, std::string name, TableLease lease)
+      : client_(std::move(client)), name_(std::move(name)), table_lease_(lease) {}
   ~Impl() { release(); }
 
   // Validates the descriptor at [offset, offset+length) of the segment and
@@ -24,7 +34,8 @@ class Dataset::Impl {
 
   std::shared_ptr<Client::Impl> client_;
   std::string name_;
-  uint64_t lease_id_ = 0;
+  uint64_t lease_id_ = 0;                  // a round trip's lease, or
+  std::optional<TableLease> table_lease_;  // one in the lease table
   bool leased_ = true;
   shm::DescriptorView descriptor_;
   Schema schema_;

@@ -32,10 +32,21 @@ inline constexpr uint64_t kMaxRowsPerPartition = uint64_t{1} << 48;
 inline constexpr uint64_t kBufferAlignment = 64;
 // Names one publish may carry (all or nothing).
 inline constexpr uint32_t kMaxPublishItems = 65536;
-// Leases one connection may hold at once. Each costs the daemon a few dozen
-// bytes, so without a bound one client could grow it without end; 65,536 is
-// far past any real reader's need (a Dataset per lease).
+// Leases one connection may hold at once by round trips, past those of its
+// lease table (kLeaseSlots). Each costs the daemon a few dozen bytes, so
+// without a bound one client could grow it without end; 65,536 is far past
+// any real reader's need (a Dataset per lease).
 inline constexpr size_t kMaxLeasesPerConnection = 65536;
+// Slots in a connection's lease table (docs/leases.md): leases a client
+// takes and ends in shared memory, without a message. Past them a get takes
+// its lease by a round trip (counted in kMaxLeasesPerConnection). 1,024
+// slots are 8 KiB; the daemon scans only the slots a client has ever used
+// (the table's high-water mark), so a large table costs a free nothing.
+inline constexpr uint32_t kLeaseSlots = 1024;
+// How often shelfd looks again at the lease tables for datasets they kept
+// from being freed, besides when a client says it let one go and when a
+// connection closes: the backstop for a release message that never came.
+inline constexpr int kLeaseRecheckMs = 1000;
 // Names one WaitFor request may wait for. A connection has at most one
 // WaitFor pending (replies are in order), so this bounds the waits one
 // connection costs the daemon: a name and an entry per name.
