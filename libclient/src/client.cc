@@ -223,30 +223,28 @@ Result<std::optional<uint32_t>> Client::Impl::lease_in_table(const shm::EntrySna
     // it bumped the generation before it wrote the index we just read.
     Status alive = check_daemon();
     if (alive.ok()) return std::optional<uint32_t>(slot);
-    leases_->clear(slot);
-    std::lock_guard<std::mutex> lock(lease_mu_);
-    free_lease_slots_.push_back(slot);
+    give_back_lease_slot(slot);
     return alive;
   }
+  give_back_lease_slot(slot);
+  return std::optional<uint32_t>();  // it changed meanwhile: ask the daemon
+}
+
+void Client::Impl::give_back_lease_slot(uint32_t slot) {
   leases_->clear(slot);
   std::lock_guard<std::mutex> lock(lease_mu_);
   free_lease_slots_.push_back(slot);
-  return std::optional<uint32_t>();  // it changed meanwhile: ask the daemon
 }
 
 void Client::Impl::end_table_lease(uint32_t slot, uint32_t index_slot, uint64_t publish_id) {
   if (!check_owner().ok()) return;  // a forked child: the lease and the mapping are the parent's
-  leases_->clear(slot);
+  give_back_lease_slot(slot);
   SHELF_FAULT_POINT("client.lease.after_clear");
   // The same pairing as taking it (docs/leases.md): either the daemon's
   // scan after unpublishing saw the slot empty, or this look sees the
   // dataset gone and says so.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const bool gone = index_->still_published(index_slot, publish_id) != shm::IndexRead::kFound;
-  {
-    std::lock_guard<std::mutex> lock(lease_mu_);
-    free_lease_slots_.push_back(slot);
-  }
   if (gone) {
     std::vector<std::byte> frame;
     protocol::encode_lease_released_request(frame);

@@ -124,6 +124,8 @@ class Client::Impl {
   Status check_owner() const;
   // check_alive() but the owner check, for callers that made it already.
   Status check_daemon();
+  // Empties a lease table slot (E1 of docs/leases.md) and hands it out again.
+  void give_back_lease_slot(uint32_t slot);
 
   // Written by connect() before the Impl is shared, then only read.
   ClientOptions options_;
