@@ -79,6 +79,23 @@ class Client::Impl {
   bool broken() const;
   const ClientOptions& options() const { return options_; }
 
+  // What list_datasets() and DatasetMap::keys() read the index into, kept
+  // from call to call: made afresh, a list of 10,000 faulted in ~1 MB of new
+  // pages each time. Not locked: only the Client's thread lists (client.h,
+  // "Threads": a Client and its DatasetMap are used by one thread at a time).
+  struct ListBuffers {
+    std::vector<shm::EntrySummary> entries;
+    std::string names;  // the entries' names, packed (NameIndexReader::list_summaries)
+    // The entries in name order: each name's first 8 bytes big-endian, and
+    // the entry's position (order_by_name() in client.cc).
+    struct NameKey {
+      uint64_t prefix;
+      uint32_t index;
+    };
+    std::vector<NameKey> order;
+  };
+  ListBuffers& list_buffers() { return list_buffers_; }
+
  private:
   // The steps of connect().
   Status check_peer() const;
@@ -118,6 +135,8 @@ class Client::Impl {
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused
+
+  ListBuffers list_buffers_;  // the Client's thread only (list_buffers())
 };
 
 template <class Decode>
