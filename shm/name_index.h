@@ -109,6 +109,13 @@ class NameIndexReader {
   // One attempt of list_summaries(): false when the read overlapped a change.
   bool try_list_summaries(bool descriptors, std::vector<EntrySummary>* out,
                           std::string* names) const;
+  // A list's reads are cache misses: each entry (256 bytes apart, so a new
+  // page every 16), and each dataset's descriptor header, which lies on a
+  // page of its own (perf, 10,000 names: ~70% of a list). So a list asks
+  // for the entry 2 * kPrefetchAhead slots on and the descriptor header of
+  // the one kPrefetchAhead on, and those misses overlap instead of queueing.
+  static constexpr uint32_t kPrefetchAhead = 16;
+  void prefetch_descriptor(uint32_t slot) const;
   // Appends the summary of entry `slot` if it is published (inside a read
   // of try_list_summaries(), which decides whether the copy holds).
   void append_summary(uint32_t slot, bool descriptors, std::vector<EntrySummary>* out,
