@@ -510,30 +510,34 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name)
 }
 
 // Sorts buffers->order by name (byte order, as std::string's <) over
-// buffers->entries. Sorted as 16-byte keys: the name's first 8 bytes
-// big-endian (zero-padded: a name holds no NUL, so a shorter name sorts
-// first, as it should), and only on a tie the whole names. Measured on this
-// VM (10,000 names, plain memory): ~0.27 ms, against 0.37-0.5 ms sorting the
-// snapshots' strings.
+// buffers->entries. Sorted on the names' first 16 bytes as two big-endian
+// words (zero-padded: a name holds no NUL, so a shorter name sorts first, as
+// it should), and only on a tie on the whole names. 16, not 8: names often
+// share a prefix ("tiny-00042"), and with 8 bytes perf showed half a list of
+// 10,000 such names in the tie-breaking memcmp.
 void order_by_name(Client::Impl::ListBuffers* buffers) {
   const std::vector<shm::EntrySummary>& entries = buffers->entries;
   const std::string_view names = buffers->names;
   auto name_of = [&](uint32_t i) {
     return names.substr(entries[i].name_offset, entries[i].name_length);
   };
+  auto big_endian_word = [](std::string_view name, size_t from) {
+    uint64_t word = 0;
+    for (size_t b = from; b < from + 8; ++b) {
+      const uint64_t byte = b < name.size() ? static_cast<unsigned char>(name[b]) : 0;
+      word = word << 8 | byte;
+    }
+    return word;
+  };
   buffers->order.resize(entries.size());
   for (uint32_t i = 0; i < entries.size(); ++i) {
     const std::string_view name = name_of(i);
-    uint64_t prefix = 0;
-    for (size_t b = 0; b < 8; ++b) {
-      const uint64_t byte = b < name.size() ? static_cast<unsigned char>(name[b]) : 0;
-      prefix = prefix << 8 | byte;
-    }
-    buffers->order[i] = {prefix, i};
+    buffers->order[i] = {{big_endian_word(name, 0), big_endian_word(name, 8)}, i};
   }
   using NameKey = Client::Impl::ListBuffers::NameKey;
   std::sort(buffers->order.begin(), buffers->order.end(), [&](const NameKey& a, const NameKey& b) {
-    if (a.prefix != b.prefix) return a.prefix < b.prefix;
+    if (a.prefix[0] != b.prefix[0]) return a.prefix[0] < b.prefix[0];
+    if (a.prefix[1] != b.prefix[1]) return a.prefix[1] < b.prefix[1];
     return name_of(a.index) < name_of(b.index);
   });
 }

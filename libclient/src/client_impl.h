@@ -86,10 +86,11 @@ class Client::Impl {
   struct ListBuffers {
     std::vector<shm::EntrySummary> entries;
     std::string names;  // the entries' names, packed (NameIndexReader::list_summaries)
-    // The entries in name order: each name's first 8 bytes big-endian, and
-    // the entry's position (order_by_name() in client.cc).
+    // The entries in name order: each name's first 16 bytes as two
+    // big-endian words, and the entry's position (order_by_name() in
+    // client.cc).
     struct NameKey {
-      uint64_t prefix;
+      uint64_t prefix[2];
       uint32_t index;
     };
     std::vector<NameKey> order;
