@@ -169,10 +169,10 @@ TEST(NameIndexTest, DaemonKilledMidIndexChangeIsNeverReadAndIsRebuilt) {
   EXPECT_EQ(daemon->resident_bytes(), st.used_bytes);
 }
 
-// What shelfd answers a client of protocol version 2 (before the name
-// index): its Hello frame as that client sent it, and the status message of
-// the reply ("" if none came).
-std::string old_protocol_hello(const TestDaemon& daemon) {
+// What shelfd answers a client of protocol `version` (2: before the name
+// index; 4: before used_slots_end): its Hello frame as that client sent it,
+// and the status message of the reply ("" if none came).
+std::string old_protocol_hello(const TestDaemon& daemon, uint8_t version) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -180,10 +180,10 @@ std::string old_protocol_hello(const TestDaemon& daemon) {
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return "";
   timeval tv{5, 0};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  // u32 magic 'SHLF', u16 version 2, u16 type 1 (Hello), u32 length;
-  // payload: u16 protocol_version 2, string client_name "old" (u32 + bytes).
-  const uint8_t frame[] = {0x53, 0x48, 0x4C, 0x46, 2, 0, 1, 0,   9,   0,  0,
-                           0,    2,    0,    3,    0, 0, 0, 'o', 'l', 'd'};
+  // u32 magic 'SHLF', u16 version, u16 type 1 (Hello), u32 length;
+  // payload: u16 protocol_version, string client_name "old" (u32 + bytes).
+  const uint8_t frame[] = {0x53, 0x48,    0x4C, 0x46, version, 0, 1, 0,   9,   0,  0,
+                           0,    version, 0,    3,    0,       0, 0, 'o', 'l', 'd'};
   if (::send(fd.get(), frame, sizeof frame, MSG_NOSIGNAL) != sizeof frame) return "";
   std::string reply;
   char buf[4096];
@@ -193,16 +193,32 @@ std::string old_protocol_hello(const TestDaemon& daemon) {
 }
 
 // list_datasets() and keys() read the index's summaries and sort them by
-// their first 8 bytes, then by the whole name: names that share 8 bytes, a
-// name that is another's prefix and bytes above 0x7f must come out in
-// std::string order, with what the daemon itself reports of each (status()).
+// their first 16 bytes, then by the whole name: names that share 8 or 16
+// bytes, a name that is another's prefix and bytes above 0x7f must come out
+// in std::string order, with what the daemon itself reports of each
+// (status()).
 TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   Client client = daemon->connect();
-  const std::vector<std::string> names = {
-      "abcdefgh",          "abcdefg", "abcdefghi", "abcdefgh-2", "abcdefgh-10", "b",
-      "\xc3\xa9t\xc3\xa9", "a",       "ab",        "abcdefgz",   "zzzzzzzzzz",  "Z"};
+  const std::vector<std::string> names = {"abcdefgh",
+                                          "abcdefg",
+                                          "abcdefghi",
+                                          "abcdefgh-2",
+                                          "abcdefgh-10",
+                                          "b",
+                                          "\xc3\xa9t\xc3\xa9",
+                                          "a",
+                                          "ab",
+                                          "abcdefgz",
+                                          "zzzzzzzzzz",
+                                          "Z",
+                                          "abcdefghijklmnop",
+                                          "abcdefghijklmnopq",
+                                          "abcdefghijklmnoo",
+                                          "abcdefghijklmnop-2",
+                                          "abcdefghijklmnop-10",
+                                          "abcdefghijklmno\xc3\xa9"};
   for (size_t i = 0; i < names.size(); ++i) {
     publish_int64(client, names[i], 10 + i, static_cast<int64_t>(i));
   }
@@ -243,9 +259,12 @@ TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
 TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  EXPECT_THAT(old_protocol_hello(*daemon),
-              HasSubstr("protocol version 2 is not spoken here (shelfd speaks 4); use a client "
-                        "of the same release"));
+  for (uint8_t version : {2, 4}) {
+    EXPECT_THAT(old_protocol_hello(*daemon, version),
+                HasSubstr("protocol version " + std::to_string(version) +
+                          " is not spoken here (shelfd speaks 5); use a client of the same "
+                          "release"));
+  }
   expect_daemon_serves(*daemon);
 }
 
