@@ -93,8 +93,9 @@ class NameIndexReader {
   // descriptor's figures if `descriptors`), in slot order, the names packed
   // one after another into `names`. Walks only the slots below the header's
   // used_slots_end. Both outputs are cleared first and keep their capacity,
-  // so a caller that hands in the same ones each time allocates nothing
-  // after the first call. kBusy as find(), with both outputs empty.
+  // so a caller that hands in the same ones each time allocates only when a
+  // list outgrows every earlier one. kBusy as find(), with both outputs
+  // empty.
   IndexRead list_summaries(bool descriptors, std::vector<EntrySummary>* out,
                            std::string* names) const;
   // The number of published entries. kBusy as find().

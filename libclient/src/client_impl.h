@@ -80,9 +80,10 @@ class Client::Impl {
   const ClientOptions& options() const { return options_; }
 
   // What list_datasets() and DatasetMap::keys() read the index into, kept
-  // from call to call: made afresh, a list of 10,000 faulted in ~1 MB of new
-  // pages each time. Not locked: only the Client's thread lists (client.h,
-  // "Threads": a Client and its DatasetMap are used by one thread at a time).
+  // from call to call, so that a list of 10,000 names does not allocate
+  // (and fault in) ~1 MB afresh each time. Not locked: only the Client's
+  // thread lists (client.h, "Threads": a Client and its DatasetMap are used
+  // by one thread at a time).
   struct ListBuffers {
     std::vector<shm::EntrySummary> entries;
     std::string names;  // the entries' names, packed (NameIndexReader::list_summaries)
