@@ -20,6 +20,11 @@ inline constexpr uint32_t kFrameMagic = 0x464C4853;
 // Bump when a message changes shape; the daemon refuses other versions.
 // 2: Status lists the quarantined datasets.
 // 3: served segments are of layout version 2 (the name index clients read).
+// 4: WaitFor.
+// 5: Hello's response carries the lease table (lease_slots and its memfd),
+// LeaseReleased; served segments are of layout version 3 (used_slots_end,
+// which lists rely on): a client of 4 would refuse the segment with a
+// misleading error.
 inline constexpr uint16_t kProtocolVersion = 5;
 // Largest payload either side accepts. A list of 10,000 datasets is ~1.5 MiB,
 // a publish of 100,000 partitions of 10 columns ~80 MiB: 256 MiB bounds the

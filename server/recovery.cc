@@ -498,9 +498,8 @@ void Store::recover() {
   }
   rebuild_name_index();
   index_.end();
-  free_slots_.reserve(options_.max_datasets);
-  for (uint32_t slot = options_.max_datasets; slot > 0; --slot) {
-    if (!used_slot[slot - 1]) free_slots_.push_back(slot - 1);
+  for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
+    if (!used_slot[slot]) free_slots_.push(slot);
   }
   // Readers that outlived the old daemon hold Datasets whose leases died
   // with it; what they may read stays until they are gone.

@@ -185,8 +185,7 @@ Status Store::initialise() {
   // Release: the magic is written last, so a client that sees it sees the
   // whole header; pairs with the acquire in the client's segment check.
   std::atomic_ref<uint64_t>(header->magic).store(shm::kSegmentMagic, std::memory_order_release);
-  free_slots_.reserve(options_.max_datasets);
-  for (uint32_t slot = options_.max_datasets; slot > 0; --slot) free_slots_.push_back(slot - 1);
+  for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) free_slots_.push(slot);
   return Status();
 }
 
@@ -565,8 +564,8 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
     replaced = existing->second;
     names_.erase(existing);
   } else {
-    dataset.slot = free_slots_.back();
-    free_slots_.pop_back();
+    dataset.slot = free_slots_.top();
+    free_slots_.pop();
     index_.insert(item.name, dataset.slot);
     index_.add_published(1);
   }
@@ -681,7 +680,7 @@ Status Store::unpublish(const std::string& name) {
   index_.erase(name, dataset.slot);
   if (dataset.quarantine_reason.empty()) index_.add_published(-1);
   index_.end();
-  free_slots_.push_back(dataset.slot);
+  free_slots_.push(dataset.slot);
   dataset.published = false;
   retire(id);
   return Status();

@@ -16,9 +16,11 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -253,7 +255,10 @@ class Store {
 
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
-  std::vector<uint32_t> free_slots_;
+  // Index slots no entry uses, lowest first: handing out the lowest keeps
+  // the used slots packed at the front, below the header's used_slots_end
+  // (shm/name_index.h), so lists walk few free entries.
+  std::priority_queue<uint32_t, std::vector<uint32_t>, std::greater<>> free_slots_;
   uint64_t next_dataset_id_ = 1;
   // The name index and the header's index seqlock and counters, which
   // clients read without asking (shm/name_index.h).

@@ -22,7 +22,8 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // Bump on any change to a *Layout struct or to the meaning of a field.
 // 2: the name index (hash table after the entries), publish ids, the
 // index's seqlock and counters in the header, quarantined entries.
-inline constexpr uint32_t kLayoutVersion = 2;
+// 3: the header's used_slots_end (was reserved, 0), which lists rely on.
+inline constexpr uint32_t kLayoutVersion = 3;
 
 // An acquire load of a field that may lie in a read-only mapping.
 // std::atomic_ref<const T> is not C++20, so the const is cast away; a load
@@ -34,8 +35,9 @@ T load_acquire(const T& field) {
 
 // Page 0 of the segment. Written by the daemon at start, read-only afterwards
 // except for `generation`, which the daemon bumps when it (re)starts, and the
-// index's seqlock and counters (index_seq, next_publish_id, num_published),
-// which only the daemon writes, under index_seq (shm/name_index.h).
+// index's seqlock and counters (index_seq, next_publish_id, num_published,
+// used_slots_end), which only the daemon writes, under index_seq
+// (shm/name_index.h).
 struct alignas(64) SegmentHeaderLayout {
   uint64_t magic;           // kSegmentMagic
   uint32_t layout_version;  // kLayoutVersion
@@ -55,7 +57,9 @@ struct alignas(64) SegmentHeaderLayout {
   uint64_t next_publish_id;  // the next publish id; never reused, also across restarts
   uint64_t hash_offset;      // first bucket of the name index (page aligned)
   uint64_t num_published;    // entries in state kPublished
-  uint64_t reserved;
+  // One past the highest entry slot not free: every entry from it on is
+  // free, so a list walks only the slots below it.
+  uint64_t used_slots_end;
 };
 static_assert(std::is_trivially_copyable_v<SegmentHeaderLayout> &&
               std::is_standard_layout_v<SegmentHeaderLayout>);
@@ -78,7 +82,7 @@ static_assert(offsetof(SegmentHeaderLayout, magic) == 0 &&
               offsetof(SegmentHeaderLayout, next_publish_id) == 96 &&
               offsetof(SegmentHeaderLayout, hash_offset) == 104 &&
               offsetof(SegmentHeaderLayout, num_published) == 112 &&
-              offsetof(SegmentHeaderLayout, reserved) == 120);
+              offsetof(SegmentHeaderLayout, used_slots_end) == 120);
 
 // One slot of the named-dataset index. Only the daemon writes it, under two
 // seqlocks: the header's index_seq, which readers check (a change anywhere in

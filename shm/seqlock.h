@@ -18,19 +18,27 @@
 namespace shelf::shm {
 
 // Copies `bytes` (a multiple of 8, both 8-aligned) as relaxed 64-bit loads.
+// Each word goes into `dst` by memcpy, not through a uint64_t*: `dst` is
+// usually a layout struct whose fields are then read as u32s, and stores
+// through a uint64_t* do not, for the optimiser, write those (strict
+// aliasing; g++ 12 -O3 then warns that the fields may be uninitialised).
 inline void load_words(void* dst, const void* src, size_t bytes) {
-  auto* out = static_cast<uint64_t*>(dst);
+  auto* out = static_cast<std::byte*>(dst);
   auto* in = const_cast<uint64_t*>(static_cast<const uint64_t*>(src));
   for (size_t i = 0; i < bytes / 8; ++i) {
-    out[i] = std::atomic_ref<uint64_t>(in[i]).load(std::memory_order_relaxed);
+    const uint64_t word = std::atomic_ref<uint64_t>(in[i]).load(std::memory_order_relaxed);
+    std::memcpy(out + 8 * i, &word, 8);
   }
 }
-// Copies `bytes` (a multiple of 8, both 8-aligned) as relaxed 64-bit stores.
+// Copies `bytes` (a multiple of 8, both 8-aligned) as relaxed 64-bit stores;
+// each word is read from `src` by memcpy, as load_words() writes them.
 inline void store_words(void* dst, const void* src, size_t bytes) {
   auto* out = static_cast<uint64_t*>(dst);
-  auto* in = static_cast<const uint64_t*>(src);
+  auto* in = static_cast<const std::byte*>(src);
   for (size_t i = 0; i < bytes / 8; ++i) {
-    std::atomic_ref<uint64_t>(out[i]).store(in[i], std::memory_order_relaxed);
+    uint64_t word;
+    std::memcpy(&word, in + 8 * i, 8);
+    std::atomic_ref<uint64_t>(out[i]).store(word, std::memory_order_relaxed);
   }
 }
 inline uint64_t load_word(const uint64_t& word) {

@@ -101,6 +101,25 @@ class Client::Impl {
   bool broken() const;
   const ClientOptions& options() const { return options_; }
 
+  // What list_datasets() and DatasetMap::keys() read the index into, kept
+  // from call to call, so that a list of 10,000 names does not allocate
+  // (and fault in) ~1 MB afresh each time. Not locked: only the Client's
+  // thread lists (client.h, "Threads": a Client and its DatasetMap are used
+  // by one thread at a time).
+  struct ListBuffers {
+    std::vector<shm::EntrySummary> entries;
+    std::string names;  // the entries' names, packed (NameIndexReader::list_summaries)
+    // The entries in name order: each name's first 16 bytes as two
+    // big-endian words, and the entry's position (order_by_name() in
+    // client.cc).
+    struct NameKey {
+      uint64_t prefix[2];
+      uint32_t index;
+    };
+    std::vector<NameKey> order;
+  };
+  ListBuffers& list_buffers() { return list_buffers_; }
+
  private:
   // The steps of connect().
   Status check_peer() const;
@@ -157,6 +176,8 @@ class Client::Impl {
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused
+
+  ListBuffers list_buffers_;  // the Client's thread only (list_buffers())
 };
 
 template <class Decode>

@@ -169,10 +169,9 @@ TEST(NameIndexTest, DaemonKilledMidIndexChangeIsNeverReadAndIsRebuilt) {
   EXPECT_EQ(daemon->resident_bytes(), st.used_bytes);
 }
 
-// What shelfd answers a client of protocol version 2 (before the name
-// index): its Hello frame as that client sent it, and the status message of
-// the reply ("" if none came).
-// The reply to a Hello of protocol `version`, framed as that version.
+// What shelfd answers a client of protocol `version` (2: before the name
+// index; 4: before used_slots_end and the lease tables): its Hello frame as
+// that client sent it, and the status message of the reply ("" if none came).
 std::string old_protocol_hello(const TestDaemon& daemon, uint8_t version) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
@@ -194,16 +193,32 @@ std::string old_protocol_hello(const TestDaemon& daemon, uint8_t version) {
 }
 
 // list_datasets() and keys() read the index's summaries and sort them by
-// their first 8 bytes, then by the whole name: names that share 8 bytes, a
-// name that is another's prefix and bytes above 0x7f must come out in
-// std::string order, with what the daemon itself reports of each (status()).
+// their first 16 bytes, then by the whole name: names that share 8 or 16
+// bytes, a name that is another's prefix and bytes above 0x7f must come out
+// in std::string order, with what the daemon itself reports of each
+// (status()).
 TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   Client client = daemon->connect();
-  const std::vector<std::string> names = {
-      "abcdefgh",          "abcdefg", "abcdefghi", "abcdefgh-2", "abcdefgh-10", "b",
-      "\xc3\xa9t\xc3\xa9", "a",       "ab",        "abcdefgz",   "zzzzzzzzzz",  "Z"};
+  const std::vector<std::string> names = {"abcdefgh",
+                                          "abcdefg",
+                                          "abcdefghi",
+                                          "abcdefgh-2",
+                                          "abcdefgh-10",
+                                          "b",
+                                          "\xc3\xa9t\xc3\xa9",
+                                          "a",
+                                          "ab",
+                                          "abcdefgz",
+                                          "zzzzzzzzzz",
+                                          "Z",
+                                          "abcdefghijklmnop",
+                                          "abcdefghijklmnopq",
+                                          "abcdefghijklmnoo",
+                                          "abcdefghijklmnop-2",
+                                          "abcdefghijklmnop-10",
+                                          "abcdefghijklmno\xc3\xa9"};
   for (size_t i = 0; i < names.size(); ++i) {
     publish_int64(client, names[i], 10 + i, static_cast<int64_t>(i));
   }
@@ -244,7 +259,6 @@ TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
 TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  // 2: before the name index; 4: before the lease tables (docs/protocol.md).
   for (uint8_t version : {2, 4}) {
     EXPECT_THAT(old_protocol_hello(*daemon, version),
                 HasSubstr("protocol version " + std::to_string(version) +

@@ -661,6 +661,46 @@ TEST(RestartTest, TornEntryIsDroppedAndUnsealedPartitionQuarantined) {
   expect_int64_published(client, "torn", 100, 4);
 }
 
+// used_slots_end, the mark below which lists walk the entries, is
+// recomputed by the restart from the entries it kept, whatever the killed
+// daemon left in it; the daemon then keeps it as before.
+TEST(RestartTest, ARestartRecomputesTheMarkListsWalkTo) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    for (const char* name : {"a", "b", "c", "d"}) publish_int64(client, name, 100, 1);
+    ASSERT_TRUE(client.unpublish_dataset("d").ok());  // the highest slot: the mark drops
+    ASSERT_TRUE(client.unpublish_dataset("b").ok());  // a hole below c: it stays
+    EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "c"}));
+    EXPECT_EQ(open_raw(*daemon).header().used_slots_end, 3u);
+  }
+  daemon->kill9();
+  {
+    // A mark that would hide every entry, as a damaged one could.
+    RawSegment seg = open_raw(*daemon);
+    reinterpret_cast<shm::SegmentHeaderLayout*>(seg.at(0))->used_slots_end = 0;
+  }
+
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2 datasets served again, 0 quarantined"));
+  Client client = daemon->connect();
+  EXPECT_EQ(open_raw(*daemon).header().used_slots_end, 3u) << "one past c's slot";
+  EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "c"}));
+  auto keys = client.datasets().keys();
+  ASSERT_TRUE(keys.ok()) << keys.status().to_string();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"a", "c"}));
+  // The lowest free slot (b's) is handed out first: the mark stays.
+  publish_int64(client, "e", 100, 2);
+  EXPECT_EQ(open_raw(*daemon).header().used_slots_end, 3u);
+  EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "c", "e"}));
+  ASSERT_TRUE(client.unpublish_dataset("c").ok());
+  EXPECT_EQ(open_raw(*daemon).header().used_slots_end, 2u);
+  EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "e"}));
+  expect_int64_published(client, "e", 100, 2);
+}
+
 // A daemon that died while making its segment left a header of zeros and
 // nothing else: that is replaced, not refused.
 TEST(RestartTest, NeverFinishedSegmentIsReplaced) {
@@ -729,7 +769,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "is not a shelf segment"},
         BadHeader{"NewerLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
-                  "has layout version 3, and this shelfd reads only version 2"},
+                  "has layout version 4, and this shelfd reads only version 3"},
+        // A segment of the release before used_slots_end: refused untouched too.
+        BadHeader{"OlderLayoutVersion",
+                  [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion - 1; },
+                  "has layout version 2, and this shelfd reads only version 3"},
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},

@@ -468,12 +468,13 @@ TEST_F(StoreTest, PublishOverrideAndUnpublishKeepTheNameIndexReadersSee) {
 
   ASSERT_TRUE(store_->unpublish("b").ok());
   EXPECT_EQ(r.find("b", &b), shm::IndexRead::kNotFound);
-  std::vector<shm::EntrySnapshot> listed;
-  ASSERT_EQ(r.list(/*descriptors=*/true, &listed), shm::IndexRead::kFound);
+  std::vector<shm::EntrySummary> listed;
+  std::string names;
+  ASSERT_EQ(r.list_summaries(/*descriptors=*/true, &listed, &names), shm::IndexRead::kFound);
   ASSERT_EQ(listed.size(), 1u);
-  EXPECT_EQ(listed[0].name, "a");
+  EXPECT_EQ(names.substr(listed[0].name_offset, listed[0].name_length), "a");
   ASSERT_TRUE(listed[0].has_descriptor);
-  EXPECT_EQ(listed[0].descriptor.num_rows, 10u);
+  EXPECT_EQ(listed[0].num_rows, 10u);
   ASSERT_EQ(r.count(&n), shm::IndexRead::kFound);
   EXPECT_EQ(n, 1u);
 }
@@ -516,6 +517,82 @@ TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
   ASSERT_EQ(r.find("new", &fresh), shm::IndexRead::kFound);
   // "gone" took kept.publish_id + 1 before the restart.
   EXPECT_GT(fresh.publish_id, kept.publish_id + 1) << "ids persist in the header";
+}
+
+// The names a list of the segment's index reports, in slot order.
+std::vector<std::string> listed_names(const shm::Mapping& m) {
+  std::vector<shm::EntrySummary> listed;
+  std::string names;
+  EXPECT_EQ(index_reader(m).list_summaries(false, &listed, &names), shm::IndexRead::kFound);
+  std::vector<std::string> out;
+  for (const auto& e : listed) out.push_back(names.substr(e.name_offset, e.name_length));
+  return out;
+}
+
+TEST_F(StoreTest, UsedSlotsEndFollowsPublishesAndTheLowestFreeSlotIsTakenFirst) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_->data());
+  EXPECT_EQ(header->used_slots_end, 0u);
+  ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)}),
+                          item("c", {written(s, 10)})})
+                  .ok());
+  EXPECT_EQ(header->used_slots_end, 3u);
+  ASSERT_TRUE(store_->unpublish("a").ok());  // slot 0: a hole, the mark stays
+  EXPECT_EQ(header->used_slots_end, 3u);
+  ASSERT_TRUE(store_->unpublish("c").ok());  // the highest: down to b's
+  EXPECT_EQ(header->used_slots_end, 2u);
+  EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"b"}));
+  // The lowest free slot (a's) first, not the one freed last (c's).
+  ASSERT_TRUE(publish(s, {item("d", {written(s, 10)})}).ok());
+  shm::EntrySnapshot d;
+  ASSERT_EQ(index_reader(*mapping_).find("d", &d), shm::IndexRead::kFound);
+  EXPECT_EQ(d.slot, 0u);
+  EXPECT_EQ(header->used_slots_end, 2u);
+  EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"d", "b"}));
+}
+
+TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
+  StoreOptions options;
+  options.segment_name = name_;
+  options.memory_limit = 4 * kMiB;
+  options.max_datasets = 8;
+  store_.reset();  // the fixture's store removes its segment: make one that stays
+  (void)shm::ShmObject::unlink(name_);
+  auto made = Store::create(options);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  store_ = std::move(made).value();
+  map_segment();
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)}),
+                          item("c", {written(s, 10)}), item("d", {written(s, 10)})})
+                  .ok());
+  ASSERT_TRUE(store_->unpublish("b").ok());
+  // The daemon dies while rewriting d's entry (slot 3: the restart drops it)
+  // and leaves a mark that would hide every entry.
+  auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_->data());
+  auto* d_entry =
+      reinterpret_cast<shm::IndexEntryLayout*>(mapping_->data() + shm::index_entry_offset(3));
+  d_entry->seq += 1;
+  header->used_slots_end = 0;
+  store_.reset();
+
+  options.remove_on_exit = true;
+  auto attached = Store::create(options);
+  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
+  store_ = std::move(attached).value();
+  EXPECT_EQ(store_->recovery().datasets, 2u);
+  EXPECT_EQ(store_->recovery().dropped, 1u);
+  EXPECT_EQ(header->used_slots_end, 3u) << "one past c's slot, the highest kept";
+  EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"a", "c"}));
+  // Unpublishing the highest lowers it past b's free slot, to a's.
+  ASSERT_TRUE(store_->unpublish("c").ok());
+  EXPECT_EQ(header->used_slots_end, 1u);
+  EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"a"}));
+  // And b's slot is the first handed out again.
+  const Store::SessionId s2 = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s2, {item("e", {written(s2, 10)})}).ok());
+  EXPECT_EQ(header->used_slots_end, 2u);
+  EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"a", "e"}));
 }
 
 }  // namespace
