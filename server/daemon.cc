@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 #include <shelf/limits.h>
@@ -333,6 +334,7 @@ Status Daemon::run() {
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
     flush_woken();
+    if (std::exchange(lease_released_, false)) store_->recheck_table_holds();
     store_->punch_some();
   }
 }
@@ -651,6 +653,9 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
     c.closing = true;
     return;
   }
+  // A second Hello is answered, but keeps the first lease table and the
+  // leases in it: its response carries none.
+  const bool first = !c.greeted;
   c.greeted = true;
   protocol::HelloResponse r;
   r.segment_name = store_->segment_name();
@@ -658,12 +663,14 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
   r.generation = store_->generation();
   r.memory_limit = store_->memory_limit();
   r.daemon_pid = static_cast<uint32_t>(::getpid());
-  if (auto table = store_->open_lease_table(c.session); table.ok()) {
-    c.pass_fd = std::move(table).value();
-    r.lease_slots = kLeaseSlots;
-  } else {
-    log_warn("pid " + std::to_string(c.pid) + ": " + table.status().message() +
-             "; its gets take leases by round trips");
+  if (first) {
+    if (auto table = store_->open_lease_table(c.session); table.ok()) {
+      c.pass_fd = std::move(table).value();
+      r.lease_slots = kLeaseSlots;
+    } else {
+      log_warn("pid " + std::to_string(c.pid) + ": " + table.status().message() +
+               "; its gets take leases by round trips");
+    }
   }
   protocol::encode_response(c.out, r);
 }
@@ -746,7 +753,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     }
     case MessageType::kLeaseReleased:
       if (!payload.empty()) return malformed();
-      store_->recheck_table_holds();
+      lease_released_ = true;  // looked at once per loop turn, however many came
       return protocol::encode_empty_response(c.out, type);
     case MessageType::kWaitFor: {
       auto m = protocol::decode_wait_for_request(payload);

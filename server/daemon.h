@@ -133,7 +133,8 @@ class Daemon {
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
   std::chrono::steady_clock::time_point next_lease_recheck_{};
-  DaemonCounters counters_;  // this thread's only: see metrics.h
+  bool lease_released_ = false;  // a LeaseReleased came this loop turn
+  DaemonCounters counters_;      // this thread's only: see metrics.h
   std::unique_ptr<MetricsServer> metrics_;
 };
 

@@ -271,10 +271,12 @@ void Store::recheck_table_holds() {
   // No fence needed: the dataset left the index before the first scan, and
   // a slot that still names it now was set before that scan (a reader
   // that set it later saw the change and cleared it again).
+  // One pass over the tables, however many datasets are held.
+  const std::unordered_map<uint64_t, uint32_t> held = table_leases();
   std::vector<uint64_t> released;
   std::erase_if(table_holds_, [&](uint64_t id) {
     Dataset& dataset = datasets_.at(id);
-    if (in_lease_tables(dataset.publish_id)) return false;
+    if (held.count(dataset.publish_id) > 0) return false;
     dataset.table_held = false;
     released.push_back(id);
     return true;

@@ -7,6 +7,7 @@
 #include <string>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utility>
 
 namespace shelf::shm {
@@ -33,29 +34,37 @@ LeaseTable::LeaseTable(UniqueFd fd, std::byte* base, size_t bytes)
       base_(base),
       bytes_(bytes),
       header_(reinterpret_cast<LeaseTableHeaderLayout*>(base)),
-      slots_(header_->slots) {}
+      slots_(header_->slots),
+      mapped_by_(::getpid()) {}
 
 LeaseTable::LeaseTable(LeaseTable&& other) noexcept
     : fd_(std::move(other.fd_)),
       base_(std::exchange(other.base_, nullptr)),
       bytes_(std::exchange(other.bytes_, 0)),
       header_(std::exchange(other.header_, nullptr)),
-      slots_(std::exchange(other.slots_, 0)) {}
+      slots_(std::exchange(other.slots_, 0)),
+      mapped_by_(other.mapped_by_) {}
 
 LeaseTable& LeaseTable::operator=(LeaseTable&& other) noexcept {
   if (this != &other) {
-    if (base_ != nullptr) ::munmap(base_, bytes_);
+    unmap();
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     bytes_ = std::exchange(other.bytes_, 0);
     header_ = std::exchange(other.header_, nullptr);
     slots_ = std::exchange(other.slots_, 0);
+    mapped_by_ = other.mapped_by_;
   }
   return *this;
 }
 
-LeaseTable::~LeaseTable() {
-  if (base_ != nullptr) ::munmap(base_, bytes_);
+LeaseTable::~LeaseTable() { unmap(); }
+
+void LeaseTable::unmap() {
+  // In a forked child the range is not mapped (MADV_DONTFORK) and may hold
+  // a mapping of the child's own by now, such as its own lease table.
+  if (base_ != nullptr && ::getpid() == mapped_by_) ::munmap(base_, bytes_);
+  base_ = nullptr;
 }
 
 Result<LeaseTable> LeaseTable::create(uint32_t slots, uint32_t owner_pid) {
@@ -105,7 +114,7 @@ void LeaseTable::raise_high_water(uint32_t n) {
 }
 
 void LeaseTable::set(uint32_t slot, uint64_t publish_id) {
-  std::atomic_ref<uint64_t>(slot_words()[slot]).store(publish_id, std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(slot_words()[slot]).store(publish_id, std::memory_order_release);
 }
 
 void LeaseTable::clear(uint32_t slot) {

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <sys/types.h>
 #include <type_traits>
 
 #include <shelf/result.h>
@@ -76,8 +77,10 @@ class LeaseTable {
   // Lets the daemon's scans cover slots [0, n). Called by the one thread
   // that hands slots out, under its lock, before the slot is set.
   void raise_high_water(uint32_t n);
-  // Step 1 of taking a lease: `slot` (< slots()) names `publish_id`.
-  // Relaxed: the caller's seq_cst fence orders it (docs/leases.md).
+  // Step 1 of taking a lease: `slot` (< slots()) names `publish_id`. The
+  // caller's seq_cst fence orders it before the re-check (docs/leases.md);
+  // release, so that a daemon that reads the new id also sees what the
+  // slot's previous holder did before its clear() (slots are reused).
   void set(uint32_t slot, uint64_t publish_id);
   // Ends the lease in `slot`. Release: every read of the dataset made
   // before it happens before a daemon scan that finds the slot empty.
@@ -101,12 +104,15 @@ class LeaseTable {
   uint64_t* slot_words() const { return reinterpret_cast<uint64_t*>(base_ + sizeof *header_); }
   // The client's high-water mark, bounded by the table's own size.
   uint32_t scan_end() const;
+  // Unmaps, unless this is a forked child (which has no such mapping).
+  void unmap();
 
   UniqueFd fd_;
   std::byte* base_ = nullptr;
   size_t bytes_ = 0;
   LeaseTableHeaderLayout* header_ = nullptr;
   uint32_t slots_ = 0;
+  pid_t mapped_by_ = 0;  // the process that made the mapping
 };
 
 // Bytes of a table of `slots` slots: the header and the slots, in pages.

@@ -250,7 +250,16 @@ TEST(LeaseTest, AForkedChildNeverTouchesItsParentsLeases) {
     auto got = parent.get_dataset("a");
     EXPECT_EQ(got.status().code(), Status::Code::kUnavailable) << got.status().to_string();
     EXPECT_NE(got.status().message().find("fork"), std::string::npos);
-    ds.reset();  // the child's copy: must not end the parent's lease
+    // A connection of the child's own works, and dropping what it inherited
+    // (the copy of the parent's lease and table) neither ends the parent's
+    // lease nor unmaps anything of the child's.
+    Client own = daemon->connect();
+    std::optional<Dataset> mine = own.get_dataset("a").value();
+    ds.reset();
+    { Client dropped = std::move(parent); }
+    expect_int64_dataset(*mine, kRows, 4);
+    mine.reset();
+    expect_int64_published(own, "a", kRows, 4);
   });
   EXPECT_EQ(child, 0);
   EXPECT_EQ(status_of(client).num_leases, 1u);

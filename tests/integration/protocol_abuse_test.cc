@@ -368,11 +368,16 @@ TEST_F(ProtocolAbuseTest, MalformedPayloadsAreAnsweredAndTheConnectionStaysUsabl
     protocol::encode_request(req, publish);
     expect_invalid(c, req, MessageType::kPublish, "bad dataset descriptor");
   }
-  // A second Hello is harmless.
+  // A second Hello is harmless: answered, and it keeps the first lease
+  // table (the leases in it would go with a new one).
   ASSERT_TRUE(send_all(c, hello_frame()));
   auto again = read_response(c);
   ASSERT_TRUE(again.has_value());
   EXPECT_TRUE(again->status.ok());
+  protocol::ByteReader hello_body(again->body);
+  auto second = protocol::decode_hello_response(hello_body);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->lease_slots, 0u);
 
   // Still usable: a well-formed request gets a proper answer.
   req.clear();
