@@ -26,10 +26,12 @@ def spawn_on_pty(argv, env, rows=24, columns=100):
     pid, master = pty.fork()
     if pid == 0:
         try:
+            # The size is set here, before the exec: set from the parent, it
+            # could come after the program read it (it then saw 80 columns).
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
             os.execve(argv[0], argv, env)
         finally:
             os._exit(127)
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     return pid, master
 
 
