@@ -53,6 +53,9 @@ struct Daemon::Connection {
 
 namespace {
 
+// The sooner of two epoll timeouts in ms, -1 meaning none.
+int sooner_timeout(int a, int b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); }
+
 // Reading in 256 KiB steps keeps the number of recv calls low for the large
 // publish messages without holding much memory per idle connection.
 constexpr size_t kReadChunk = 256 * 1024;
@@ -281,10 +284,8 @@ Status Daemon::run() {
     // punch the next step after serving them.
     const int silent_timeout = close_silent_connections();
     const int recheck_timeout = recheck_lease_tables();
-    const int timeout = store_->has_punch_work() ? 0
-                        : silent_timeout < 0     ? recheck_timeout
-                        : recheck_timeout < 0    ? silent_timeout
-                                                 : std::min(silent_timeout, recheck_timeout);
+    const int timeout =
+        store_->has_punch_work() ? 0 : sooner_timeout(silent_timeout, recheck_timeout);
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -698,10 +698,11 @@ void Store::free_dataset(uint64_t dataset_id) {
   datasets_.erase(it);
 }
 
-protocol::ListResponse Store::list() const {
+protocol::ListResponse Store::list() const { return list(table_leases()); }
+
+protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>& in_tables) const {
   protocol::ListResponse response;
   response.datasets.reserve(names_.size());
-  const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
   for (const auto& [name, id] : names_) {
     const Dataset& d = datasets_.at(id);
     if (!d.quarantine_reason.empty()) continue;  // not served: status() reports it
@@ -727,9 +728,10 @@ protocol::StatusResponse Store::status() const {
   auto resident = segment_.resident_bytes();
   s.resident_bytes = resident.ok() ? *resident : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());
+  const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
   s.num_leases = num_leases_;
-  for (const auto& [publish_id, n] : table_leases()) s.num_leases += n;
-  s.datasets = list().datasets;
+  for (const auto& [publish_id, n] : in_tables) s.num_leases += n;
+  s.datasets = list(in_tables).datasets;
   for (const auto& [name, id] : names_) {
     const Dataset& d = datasets_.at(id);
     if (d.quarantine_reason.empty()) continue;

@@ -247,6 +247,8 @@ class Store {
   void free_if_unread(uint64_t dataset_id);
   // Leases in lease tables, by publish id: what list() and status() count.
   std::unordered_map<uint64_t, uint32_t> table_leases() const;
+  // list() with the table leases counted already (status() needs them too).
+  protocol::ListResponse list(const std::unordered_map<uint64_t, uint32_t>& table_leases) const;
   // True when a live lease table names `publish_id`. After a seq_cst fence
   // that follows the index change (docs/leases.md, "The daemon's side").
   bool in_lease_tables(uint64_t publish_id) const;
