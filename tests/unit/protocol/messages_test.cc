@@ -174,9 +174,10 @@ TEST(FrameTest, HeaderRoundTripsAndIsLittleEndian) {
 }
 
 TEST(FrameTest, RequestTypes) {
-  for (uint16_t t = 1; t <= 11; ++t) EXPECT_TRUE(is_request_type(t)) << t;
+  for (uint16_t t = 1; t <= 12; ++t) EXPECT_TRUE(is_request_type(t)) << t;
   EXPECT_FALSE(is_request_type(0));
-  EXPECT_FALSE(is_request_type(12));
+  EXPECT_FALSE(is_request_type(13));  // Event: the daemon's, never a request
+  EXPECT_FALSE(is_request_type(14));
   EXPECT_FALSE(is_request_type(response(MessageType::kHello)));
   EXPECT_FALSE(is_request_type(0xFFFF));
 }
