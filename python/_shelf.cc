@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -428,7 +429,7 @@ class PyEventStream {
   py::object next(std::optional<double> timeout) {
     const std::optional<std::chrono::milliseconds> ms = timeout_ms(timeout, "events");
     if (!stream_) throw py::value_error("the event stream is closed");
-    if (busy_) throw py::value_error("this event stream is being read by another thread");
+    if (busy_) throw std::runtime_error("this event stream is being read by another thread");
     bool handler_raised = false;
     const auto interrupted = [&handler_raised] {
       py::gil_scoped_acquire locked;

@@ -137,7 +137,16 @@ def test_other_threads_run_while_one_waits_for_events(client):
     got = []
     waiter = threading.Thread(target=lambda: got.append(next(events)))
     waiter.start()
-    time.sleep(0.05)  # the waiter is in next(), without the GIL
+
+    def refused():  # a second reader while the waiter is in next(): refused, not raced
+        try:
+            assert events._stream.next(0) is None  # not in next() yet: nothing to read
+            return False
+        except RuntimeError as e:
+            assert "another thread" in str(e)
+            return True
+
+    assert eventually(refused)  # and meanwhile this thread ran: the GIL is released
     client.publish_dataset(threaded={"v": np.arange(3)})  # this thread runs meanwhile
     waiter.join(timeout=60)
     assert [e["name"] for e in got] == ["threaded"]
