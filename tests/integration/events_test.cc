@@ -266,7 +266,14 @@ TEST_F(EventsTest, ASubscriberThatDoesNotReadIsCappedAndToldHowManyItMissed) {
 // `shelf events ARGS` with its stdout (and stderr) on pipes the test reads.
 struct EventsCommand {
   Pipe out, err;
-  pid_t pid = -1;
+  pid_t pid = -1;  // until finish() reaps it
+  // A test that failed before finish(): the command must not outlive it.
+  ~EventsCommand() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
 };
 std::unique_ptr<EventsCommand> start_events(const std::string& socket,
                                             std::vector<std::string> args) {
@@ -286,6 +293,26 @@ std::unique_ptr<EventsCommand> start_events(const std::string& socket,
   cmd->err.close_write();
   return cmd;
 }
+// Returns once `shelf events` is subscribed, with nothing unread on its
+// stdout. (Its connection count cannot tell: it connects a Client first,
+// which closes once the stream has its own connection.) Publishes probes
+// until one is printed, then a last one, and reads up to that one.
+void sync_with(EventsCommand& cmd, Client& client) {
+  const std::string probe = unique_name() + "-probe";
+  bool printed = false;
+  for (int i = 0; !printed && i < 100; ++i) {
+    publish_int64(client, probe + std::to_string(i), 1, 1);
+    printed = cmd.out.read_line(200ms).has_value();
+  }
+  if (!printed) fail_test("shelf events printed no probe");
+  publish_int64(client, probe + "-last", 1, 1);
+  for (;;) {
+    std::optional<std::string> line = cmd.out.read_line();
+    if (!line) fail_test("shelf events did not print the last probe");
+    if (contains(*line, probe + "-last")) return;
+  }
+}
+
 // Its exit code (128 + signal if killed), waiting at most kWaitTimeout.
 int finish(EventsCommand& cmd) {
   const auto until = std::chrono::steady_clock::now() + kWaitTimeout;
@@ -299,17 +326,18 @@ int finish(EventsCommand& cmd) {
     }
     std::this_thread::sleep_for(5ms);
   }
+  cmd.pid = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 TEST_F(EventsTest, ShelfEventsPrintsALineAPerEventAndExitsZeroOnEachStopSignal) {
   for (int sig : {SIGINT, SIGTERM}) {
     auto cmd = start_events(daemon_->socket(), {});
-    expect_connections(1);  // subscribed (its Client's connection closed)
     // Names cannot hold what the CLI escapes (control characters); UTF-8
     // comes through as it is.
     const std::string name = unique_name() + "-caf\xc3\xa9";
     Client c = daemon_->connect();
+    sync_with(*cmd, c);
     publish_int64(c, name, 1000, 1);
     std::optional<std::string> line = cmd->out.read_line();
     ASSERT_TRUE(line.has_value());
@@ -332,9 +360,9 @@ TEST_F(EventsTest, ShelfEventsPrintsALineAPerEventAndExitsZeroOnEachStopSignal) 
 
 TEST_F(EventsTest, ShelfEventsExitsZeroWhenItsReaderGoes) {
   auto cmd = start_events(daemon_->socket(), {"--json"});
-  expect_connections(1);
-  cmd->out.close_read();  // as `shelf events | head -0` would
   Client c = daemon_->connect();
+  sync_with(*cmd, c);
+  cmd->out.close_read();                  // as `shelf events | head -3` does once it has its lines
   publish_int64(c, unique_name(), 1, 1);  // its write now fails: SIGPIPE, ignored
   EXPECT_EQ(finish(*cmd), 0);
 }
@@ -408,9 +436,9 @@ void damage(const TestDaemon& daemon, const std::string& name) {
 TEST_F(EventsTest, ShelfEventsOutlivesAKill9AndReportsTheRestartThenTheQuarantine) {
   const std::string victim = unique_name() + "-victim", fine = unique_name() + "-fine";
   auto cmd = start_events(daemon_->socket(), {"--json"});
-  expect_connections(1);
   {
     Client c = daemon_->connect();
+    sync_with(*cmd, c);
     publish_int64(c, fine, 100, 1);
     publish_int64(c, victim, 1000, 2);
   }
