@@ -665,6 +665,7 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
   r.memory_limit = store_->memory_limit();
   r.daemon_pid = static_cast<uint32_t>(::getpid());
   if (first) {
+    store_->describe_session(c.session, m->client_name);
     if (auto table = store_->open_lease_table(c.session); table.ok()) {
       c.pass_fd = std::move(table).value();
       r.lease_slots = kLeaseSlots;

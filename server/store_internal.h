@@ -15,6 +15,13 @@ namespace shelf::server::internal {
 
 int64_t now_ns();  // CLOCK_REALTIME
 
+// What status() says of a process: its command line from /proc/PID/cmdline
+// (arguments joined by spaces, cut at protocol::kMaxCommandBytes), and its
+// real uid from /proc/PID/status; "" and 0 when they cannot be read (gone,
+// or hidden by hidepid).
+std::string command_line(uint32_t pid);
+uint32_t process_uid(uint32_t pid);
+
 // The size of the address range extents are carved from. Twice the limit:
 // memory is bounded by accounting against the limit, so a fragmented address
 // space can never refuse an allocation the limit allows (the segment is
