@@ -125,7 +125,7 @@ void write_protocol_seeds(const fs::path& root,
     return out;
   };
   seed("hello", one([](Bytes& o) {
-         protocol::encode_request(o, protocol::HelloRequest{1, "cli"});
+         protocol::encode_request(o, protocol::HelloRequest{1, "cli", "shelf list"});
        }));
   seed("allocate",
        one([](Bytes& o) { protocol::encode_request(o, protocol::AllocateRequest{1 << 20}); }));

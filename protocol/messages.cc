@@ -79,6 +79,7 @@ void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kHello), [&](ByteWriter& w) {
     w.u16(m.protocol_version);
     w.str(m.client_name);
+    w.str(m.command);
   });
 }
 void encode_request(std::vector<std::byte>& out, const AllocateRequest& m) {
@@ -128,6 +129,7 @@ std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payl
   HelloRequest m;
   m.protocol_version = r.u16();
   m.client_name = r.str();
+  m.command = r.str();
   return finish(r, std::move(m));
 }
 std::optional<AllocateRequest> decode_allocate_request(std::span<const std::byte> payload) {

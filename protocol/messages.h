@@ -36,7 +36,13 @@ bool is_request_type(uint16_t type);
 
 struct HelloRequest {
   uint16_t protocol_version = kProtocolVersion;
-  std::string client_name;  // for the daemon's log, e.g. "shelf publish"
+  std::string client_name;  // for the daemon's log and Status, e.g. "shelf publish"
+  // The client's command line (its /proc/self/cmdline, arguments joined by
+  // spaces), for Status. Sent rather than read by the daemon: reading
+  // another process's cmdline waits for its mmap lock, which a process
+  // unmapping a large range holds for milliseconds, and the daemon's loop
+  // must not wait on a client. A process may write its own argv anyway.
+  std::string command;
 };
 struct HelloResponse {
   std::string segment_name;  // /dev/shm/<segment_name>
@@ -137,9 +143,9 @@ struct Holding {
 struct ClientSummary {
   uint32_t pid = 0;
   uint32_t uid = 0;
-  // /proc/PID/cmdline as shelfd read it when the process first connected
-  // (arguments joined by spaces, at most kMaxCommandBytes); empty when it
-  // could not be read. The process's own words: escape before showing.
+  // Its command line as its first Hello said (HelloRequest::command); for a
+  // process held from before a restart, its name from /proc/PID/comm. At
+  // most kMaxCommandBytes. The process's own words: escape before showing.
   std::string command;
   std::string client_name;   // what its first Hello said, e.g. "shelf publish"
   int64_t connected_ns = 0;  // its oldest connection's (0 for a restart hold)
@@ -147,6 +153,8 @@ struct ClientSummary {
   uint64_t writing_bytes = 0;  // its unsealed extents: partitions being written
   std::vector<Holding> holdings;
 };
+// What Status keeps of a client's command and client_name; the daemon cuts
+// longer ones.
 inline constexpr uint32_t kMaxCommandBytes = 1024;
 
 struct StatusResponse {

@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
-#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -43,25 +42,17 @@ int64_t now_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-std::string command_line(uint32_t pid) {
-  UniqueFd fd(::open(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return "";
-  std::string text(protocol::kMaxCommandBytes, '\0');
-  ssize_t n = ::read(fd.get(), text.data(), text.size());
-  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  while (!text.empty() && text.back() == '\0') text.pop_back();
-  std::replace(text.begin(), text.end(), '\0', ' ');
-  return text;
+std::string process_name(uint32_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
 }
 
 uint32_t process_uid(uint32_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("Uid:", 0) == 0)
-      return static_cast<uint32_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
-  }
-  return 0;
+  struct stat st;
+  const std::string path = "/proc/" + std::to_string(pid);
+  return ::stat(path.c_str(), &st) == 0 ? st.st_uid : 0;
 }
 
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
@@ -220,13 +211,15 @@ Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
   return id;
 }
 
-void Store::describe_session(SessionId session_id, std::string client_name) {
-  Session& session = sessions_.at(session_id);
+void Store::describe_session(SessionId session_id, std::string client_name, std::string command) {
   // The client's own words, shown to every other user of status: bounded.
-  if (client_name.size() > protocol::kMaxCommandBytes)
+  if (client_name.size() > protocol::kMaxCommandBytes) {
     client_name.resize(protocol::kMaxCommandBytes);
+  }
+  if (command.size() > protocol::kMaxCommandBytes) command.resize(protocol::kMaxCommandBytes);
+  Session& session = sessions_.at(session_id);
   session.client_name = std::move(client_name);
-  session.command = command_line(session.pid);
+  session.command = std::move(command);
 }
 
 void Store::close_session(SessionId session_id) {
@@ -835,7 +828,7 @@ void Store::describe_holders(const std::unordered_map<uint64_t, uint32_t>& in_ta
     if (row.connections == 0) {
       row.pid = pid;
       row.uid = process_uid(pid);
-      row.command = command_line(pid);
+      row.command = process_name(pid);
     }
     for (const auto& [id, d] : datasets_) {
       if (d.restart_hold) hold(holdings, id, 0);

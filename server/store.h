@@ -117,9 +117,9 @@ class Store {
   // ---- Sessions: one per connection ----
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
-  // What status() says of the session's process: the client's name from
-  // its Hello, and its command line (read from /proc now, once).
-  void describe_session(SessionId session, std::string client_name);
+  // What status() says of the session's process, from its Hello: both cut
+  // to protocol::kMaxCommandBytes.
+  void describe_session(SessionId session, std::string client_name, std::string command);
   // Frees the session's unsealed extents and ends its leases, those of its
   // lease table included.
   void close_session(SessionId session);

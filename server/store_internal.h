@@ -15,11 +15,11 @@ namespace shelf::server::internal {
 
 int64_t now_ns();  // CLOCK_REALTIME
 
-// What status() says of a process: its command line from /proc/PID/cmdline
-// (arguments joined by spaces, cut at protocol::kMaxCommandBytes), and its
-// real uid from /proc/PID/status; "" and 0 when they cannot be read (gone,
-// or hidden by hidepid).
-std::string command_line(uint32_t pid);
+// What status() says of a process held from before a restart, which has no
+// Hello to say it: its name (/proc/PID/comm, which unlike its cmdline is
+// read without waiting for its mmap lock) and the owner of /proc/PID (its
+// effective uid); "" and 0 when they cannot be read.
+std::string process_name(uint32_t pid);
 uint32_t process_uid(uint32_t pid);
 
 // The size of the address range extents are carved from. Twice the limit:

@@ -46,6 +46,20 @@ pid_t current_pid() {
   return g_pid.load(std::memory_order_relaxed);
 }
 
+// This process's command line, arguments joined by spaces, at most
+// protocol::kMaxCommandBytes: what shelf status shows of it (HelloRequest).
+std::string own_command_line() {
+  std::string text;
+  if (FILE* f = std::fopen("/proc/self/cmdline", "re")) {
+    text.resize(protocol::kMaxCommandBytes);
+    text.resize(std::fread(text.data(), 1, text.size(), f));
+    std::fclose(f);
+  }
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  std::replace(text.begin(), text.end(), '\0', ' ');
+  return text;
+}
+
 // Why a shelfd at `socket` did not answer within `timeout`, as far as this
 // process can tell: the pid in its lock file, and whether that process is
 // alive and stopped (SIGSTOP) or running. Without the lock file, only the wait.
@@ -176,8 +190,8 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
   SHELF_ASSIGN_OR_RETURN(impl->fd_, connect_socket(impl->socket_path_, options.request_timeout));
   SHELF_RETURN_IF_ERROR(impl->check_peer());
   std::vector<std::byte> hello;
-  protocol::encode_request(hello,
-                           protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
+  protocol::encode_request(hello, protocol::HelloRequest{protocol::kProtocolVersion,
+                                                         options.client_name, own_command_line()});
   UniqueFd table_fd;
   impl->receive_fd_ = &table_fd;
   auto hello_response =

@@ -205,6 +205,7 @@ TEST(RequestTest, Hello) {
   HelloRequest m;
   m.protocol_version = 7;
   m.client_name = "shelf publish";
+  m.command = "shelf publish trades trades.csv";
   std::vector<std::byte> out;
   encode_request(out, m);
   Frame f = only_frame(out, request(MessageType::kHello));
@@ -212,6 +213,7 @@ TEST(RequestTest, Hello) {
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->protocol_version, 7);
   EXPECT_EQ(d->client_name, "shelf publish");
+  EXPECT_EQ(d->command, "shelf publish trades trades.csv");
   EXPECT_EQ(HelloRequest{}.protocol_version, kProtocolVersion);
   expect_only_whole_payload_decodes<HelloRequest>(f.payload, decode_hello_request);
 }
