@@ -168,8 +168,21 @@ std::string biggest_unpublished_holder(const MemoryStats& stats) {
     return who + " alone holds " + format_bytes(c.unpublished_bytes) +
            " of unpublished datasets: " + how + " (shelf status --clients)";
   }
-  return who + " holds " + format_bytes(shared_bytes) +
-         " of unpublished datasets, with other processes (shelf status --clients)";
+  // Every such dataset is shared: say with how many others.
+  size_t others = 0;
+  for (const ClientInfo& other : stats.clients) {
+    if (&other == &c) continue;
+    const bool shares = std::any_of(other.held.begin(), other.held.end(), [&](const auto& h) {
+      return !h.published && std::any_of(c.held.begin(), c.held.end(), [&](const auto& mine) {
+        return !mine.published && mine.name == h.name;
+      });
+    });
+    others += shares ? 1 : 0;
+  }
+  return who + " and " + std::to_string(others) + (others == 1 ? " other process" : " others") +
+         " hold " + format_bytes(shared_bytes) +
+         " of unpublished datasets: it comes back when they let go or exit (shelf status "
+         "--clients)";
 }
 
 Holders holders_of(const MemoryStats& stats, std::string_view name, uint32_t self) {

@@ -29,7 +29,8 @@ inline constexpr const char* kClientOrders = "pid, bytes, unpublished, writing o
 std::string clients_table(const std::vector<ClientInfo>& clients, ClientOrder order, int columns);
 // A JSON array of the processes, in `order`, with what each holds.
 std::string clients_json(const std::vector<ClientInfo>& clients, ClientOrder order);
-// "pid 42 (python3 job.py) alone holds 1.5 GiB of unpublished datasets ...":
+// "pid 42 (python3 job.py) alone holds 1.5 GiB of unpublished datasets ...",
+// or "pid 42 (...) and 2 others hold ...":
 // the process whose exit would give back the most unpublished memory, or,
 // when every such dataset is shared, the one holding the most of it; empty
 // when no unpublished dataset is held.

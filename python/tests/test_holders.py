@@ -161,3 +161,15 @@ def test_info_lists_the_processes_holding_the_dataset(daemon, client, holders):
     assert [h["pid"] for h in info["earlier_version_holders"]] == [holders[0].pid]
     text = shelf_cli(daemon, "info", "a").stdout
     assert f"earlier versions held by: pid {holders[0].pid} (" in text
+
+
+def test_a_shared_unpublished_dataset_names_one_holder_and_counts_the_others(daemon, client,
+                                                                            holders):
+    client.publish_dataset(a={"v": np.arange(10_000, dtype=np.int64)})
+    holders.append(Holder(daemon, ["a"]))
+    holders.append(Holder(daemon, ["a"]))
+    client.unpublish_dataset("a")
+    last = shelf_cli(daemon, "status").stdout.rstrip("\n").splitlines()[-1]
+    assert last.startswith("pid "), last
+    assert ") and 1 other process hold " in last
+    assert "of unpublished datasets: it comes back when they let go or exit" in last
