@@ -42,6 +42,19 @@ int64_t now_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+std::string process_name(uint32_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
+uint32_t process_uid(uint32_t pid) {
+  struct stat st;
+  const std::string path = "/proc/" + std::to_string(pid);
+  return ::stat(path.c_str(), &st) == 0 ? st.st_uid : 0;
+}
+
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
@@ -191,8 +204,22 @@ Status Store::initialise() {
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
   SessionId id = next_session_id_++;
-  sessions_[id] = Session{pid, uid, {}, {}, {}};
+  Session& session = sessions_[id];
+  session.pid = pid;
+  session.uid = uid;
+  session.connected_ns = now_ns();
   return id;
+}
+
+void Store::describe_session(SessionId session_id, std::string client_name, std::string command) {
+  // The client's own words, shown to every other user of status: bounded.
+  if (client_name.size() > protocol::kMaxCommandBytes) {
+    client_name.resize(protocol::kMaxCommandBytes);
+  }
+  if (command.size() > protocol::kMaxCommandBytes) command.resize(protocol::kMaxCommandBytes);
+  Session& session = sessions_.at(session_id);
+  session.client_name = std::move(client_name);
+  session.command = std::move(command);
 }
 
 void Store::close_session(SessionId session_id) {
@@ -738,7 +765,80 @@ protocol::StatusResponse Store::status() const {
     s.quarantined.push_back(
         protocol::QuarantinedDataset{name, d.memory_bytes, d.quarantine_reason});
   }
+  describe_holders(in_tables, s);
   return s;
+}
+
+void Store::describe_holders(const std::unordered_map<uint64_t, uint32_t>& in_tables,
+                             protocol::StatusResponse& s) const {
+  // Every dataset a process may hold gets its index in the response: the
+  // served ones as listed, then the unpublished ones still read, by name.
+  std::unordered_map<uint64_t, uint32_t> index_of;       // dataset id -> Holding::dataset
+  std::unordered_map<uint64_t, uint64_t> by_publish_id;  // -> dataset id
+  for (const protocol::DatasetSummary& d : s.datasets) {
+    const uint64_t id = names_.find(d.name)->second;
+    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+  }
+  std::vector<std::pair<std::string_view, uint64_t>> unpublished;
+  for (const auto& [id, d] : datasets_) {
+    if (!d.published) unpublished.emplace_back(d.name, id);
+  }
+  std::sort(unpublished.begin(), unpublished.end());
+  for (const auto& [name, id] : unpublished) {
+    const Dataset& d = datasets_.at(id);
+    auto t = in_tables.find(d.publish_id);
+    s.unpublished.push_back(protocol::UnpublishedDataset{
+        d.name, d.memory_bytes, d.leases + (t == in_tables.end() ? 0 : t->second), d.restart_hold});
+    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+  }
+  for (const auto& [id, index] : index_of) by_publish_id.emplace(datasets_.at(id).publish_id, id);
+
+  // One row per process; its holdings by dataset index.
+  std::map<uint32_t, std::pair<protocol::ClientSummary, std::map<uint32_t, uint32_t>>> rows;
+  auto hold = [&](std::map<uint32_t, uint32_t>& holdings, uint64_t dataset_id, uint32_t leases) {
+    auto it = index_of.find(dataset_id);
+    if (it != index_of.end()) holdings[it->second] += leases;
+  };
+  // Oldest first, so that a process's row takes its first connection's words.
+  std::vector<std::pair<SessionId, const Session*>> sessions;
+  for (const auto& [id, session] : sessions_) sessions.emplace_back(id, &session);
+  std::sort(sessions.begin(), sessions.end());
+  for (const auto& [id, session] : sessions) {
+    auto& [row, holdings] = rows[session->pid];
+    if (row.connections++ == 0) {
+      row.pid = session->pid;
+      row.uid = session->uid;
+      row.command = session->command;
+      row.client_name = session->client_name;
+      row.connected_ns = session->connected_ns;
+    }
+    for (const auto& [offset, length] : session->unsealed) row.writing_bytes += length;
+    for (const auto& [lease, dataset_id] : session->leases) hold(holdings, dataset_id, 1);
+    if (!session->table) continue;
+    // A garbage id in a table (the client's to write) names no dataset.
+    session->table->for_each_held([&](uint64_t publish_id) {
+      auto it = by_publish_id.find(publish_id);
+      if (it != by_publish_id.end()) hold(holdings, it->second, 1);
+    });
+  }
+  // The processes that mapped the segment before the restart hold what
+  // existed then (restart holds), leases or not.
+  for (uint32_t pid : old_mappers_) {
+    auto& [row, holdings] = rows[pid];
+    if (row.connections == 0) {
+      row.pid = pid;
+      row.uid = process_uid(pid);
+      row.command = process_name(pid);
+    }
+    for (const auto& [id, d] : datasets_) {
+      if (d.restart_hold) hold(holdings, id, 0);
+    }
+  }
+  for (auto& [pid, entry] : rows) {
+    auto& [row, holdings] = entry;
+    for (const auto& [index, leases] : holdings) row.holdings.push_back({index, leases});
+    s.clients.push_back(std::move(row));
+  }
 }
 
 }  // namespace shelf::server

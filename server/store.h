@@ -117,6 +117,9 @@ class Store {
   // ---- Sessions: one per connection ----
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
+  // What status() says of the session's process, from its Hello: both cut
+  // to protocol::kMaxCommandBytes.
+  void describe_session(SessionId session, std::string client_name, std::string command);
   // Frees the session's unsealed extents and ends its leases, those of its
   // lease table included.
   void close_session(SessionId session);
@@ -207,6 +210,9 @@ class Store {
   struct Session {
     uint32_t pid = 0;
     uint32_t uid = 0;
+    int64_t connected_ns = 0;
+    std::string client_name;  // as describe_session() set them
+    std::string command;
     std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
     std::optional<shm::LeaseTable> table;           // its leases without messages
@@ -249,6 +255,10 @@ class Store {
   std::unordered_map<uint64_t, uint32_t> table_leases() const;
   // list() with the table leases counted already (status() needs them too).
   protocol::ListResponse list(const std::unordered_map<uint64_t, uint32_t>& table_leases) const;
+  // status()'s who-holds-what: fills s.unpublished and s.clients, given
+  // s.datasets and the table leases.
+  void describe_holders(const std::unordered_map<uint64_t, uint32_t>& table_leases,
+                        protocol::StatusResponse& s) const;
   // True when a live lease table names `publish_id`. After a seq_cst fence
   // that follows the index change (docs/leases.md, "The daemon's side").
   bool in_lease_tables(uint64_t publish_id) const;

@@ -15,6 +15,13 @@ namespace shelf::server::internal {
 
 int64_t now_ns();  // CLOCK_REALTIME
 
+// What status() says of a process held from before a restart, which has no
+// Hello to say it: its name (/proc/PID/comm, which unlike its cmdline is
+// read without waiting for its mmap lock) and the owner of /proc/PID (its
+// effective uid); "" and 0 when they cannot be read.
+std::string process_name(uint32_t pid);
+uint32_t process_uid(uint32_t pid);
+
 // The size of the address range extents are carved from. Twice the limit:
 // memory is bounded by accounting against the limit, so a fragmented address
 // space can never refuse an allocation the limit allows (the segment is
