@@ -58,7 +58,7 @@ uint32_t process_uid(uint32_t pid) {
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
-  return shm::index_area_bytes(max_datasets);
+  return shm::index_pages(max_datasets).bytes();
 }
 
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
@@ -143,7 +143,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   }
   SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, 0));
 
-  const uint64_t segment_bytes = index_bytes + data_area_bytes(options.memory_limit);
+  const uint64_t segment_bytes = shm::index_area_bytes() + data_area_bytes(options.memory_limit);
   auto created = shm::ShmObject::create(options.segment_name, segment_bytes, options.mode);
   if (!created.ok()) return created.status();
   shm::ShmObject segment = std::move(created).value();
@@ -165,7 +165,8 @@ Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping)
       segment_(std::move(segment)),
       mapping_(std::move(mapping)),
       segment_bytes_(mapping_.size()),
-      data_offset_(header_and_index_bytes(options_.max_datasets)),
+      data_offset_(shm::index_area_bytes()),
+      index_bytes_(header_and_index_bytes(options_.max_datasets)),
       allocator_(data_offset_, data_area_bytes(options_.memory_limit)) {}
 
 Store::~Store() {
@@ -173,9 +174,13 @@ Store::~Store() {
 }
 
 Status Store::initialise() {
-  // The header and the index are charged to the limit like any extent.
-  SHELF_RETURN_IF_ERROR(segment_.reserve(0, data_offset_));
-  used_bytes_ = data_offset_;
+  // The header and the index are charged to the limit like any extent; the
+  // room for a larger index stays a hole.
+  const shm::IndexPages pages = shm::index_pages(options_.max_datasets);
+  SHELF_RETURN_IF_ERROR(segment_.reserve(0, pages.entries_end));
+  SHELF_RETURN_IF_ERROR(
+      segment_.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset()));
+  used_bytes_ = index_bytes_;
   generation_ = 1;
   started_ns_ = now_ns();
   auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
@@ -192,7 +197,7 @@ Status Store::initialise() {
   header->created_ns = started_ns_;
   header->daemon_pid = static_cast<uint32_t>(::getpid());
   header->hash_capacity = shm::hash_capacity_for(options_.max_datasets);
-  header->hash_offset = shm::hash_offset_for(options_.max_datasets);
+  header->hash_offset = shm::hash_offset();
   header->next_publish_id = 1;
   index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
   // Release: the magic is written last, so a client that sees it sees the
@@ -484,13 +489,11 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
     plan.views.push_back(std::move(view).value());
   }
   if (new_names > free_slots_.size()) {
-    return Status::resource_exhausted("the index is full (" +
-                                      std::to_string(options_.max_datasets) +
-                                      " datasets, --max-datasets of this segment); unpublish "
-                                      "some (shelf unpublish NAME). A restart cannot add index "
-                                      "slots to a segment: for more, `shelf save DIR`, start "
-                                      "shelfd with --discard and a larger --max-datasets, then "
-                                      "`shelf load DIR`");
+    return Status::resource_exhausted(
+        "the index is full (" + std::to_string(options_.max_datasets) +
+        " datasets, --max-datasets of this segment); unpublish some (shelf unpublish NAME), or "
+        "stop shelfd and start it again with a larger --max-datasets: the restart keeps every "
+        "dataset");
   }
   if (!make_room(plan.descriptor_bytes)) return over_limit(plan.descriptor_bytes);
   return plan;
@@ -749,7 +752,7 @@ protocol::StatusResponse Store::status() const {
   s.started_ns = started_ns_;
   s.memory_limit = options_.memory_limit;
   s.used_bytes = used_bytes_;
-  s.index_bytes = data_offset_;
+  s.index_bytes = index_bytes_;
   s.unsealed_bytes = unsealed_bytes_;
   s.pending_free_bytes = pending_free_bytes_ + punching_bytes_;
   auto resident = segment_.resident_bytes();

@@ -45,8 +45,8 @@ inline constexpr uint64_t kMinMemoryLimit = uint64_t{1} << 20;  // 1 MiB
 // 1 PiB: far past any machine's /dev/shm; keeps every offset sum far from
 // overflowing.
 inline constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 50;
-// 2^24 slots of 256 bytes: a 4 GiB index.
-inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 24;
+// The layout's bound (shm/layout.h): 2^24 slots of 256 bytes.
+inline constexpr uint32_t kMaxIndexCapacity = shm::kMaxIndexCapacity;
 
 struct StoreOptions {
   std::string segment_name;
@@ -233,7 +233,8 @@ class Store {
   shm::ShmObject segment_;
   shm::Mapping mapping_;  // the whole segment, read-write
   uint64_t segment_bytes_ = 0;
-  uint64_t data_offset_ = 0;  // end of the header and index: first extent byte
+  uint64_t data_offset_ = 0;  // end of the header and the index's room: first extent byte
+  uint64_t index_bytes_ = 0;  // what the header and the index are charged (index_pages())
   uint64_t generation_ = 0;
   int64_t started_ns_ = 0;
 

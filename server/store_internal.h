@@ -27,7 +27,8 @@ uint32_t process_uid(uint32_t pid);
 // space can never refuse an allocation the limit allows (the segment is
 // sparse: unused address space costs nothing).
 uint64_t data_area_bytes(uint64_t memory_limit);
-// The header page and the index, rounded up to a page: where extents start.
+// What the header and an index of `max_datasets` slots are charged: the
+// pages they use (shm::index_pages()), not the room left for a larger index.
 uint64_t header_and_index_bytes(uint32_t max_datasets);
 
 std::string quoted(std::string_view name);  // 'name'
