@@ -125,7 +125,7 @@ void write_protocol_seeds(const fs::path& root,
     return out;
   };
   seed("hello", one([](Bytes& o) {
-         protocol::encode_request(o, protocol::HelloRequest{1, "cli"});
+         protocol::encode_request(o, protocol::HelloRequest{1, "cli", "shelf list"});
        }));
   seed("allocate",
        one([](Bytes& o) { protocol::encode_request(o, protocol::AllocateRequest{1 << 20}); }));
@@ -183,6 +183,8 @@ void write_protocol_seeds(const fs::path& root,
          s.segment_name = "shelf-0-abc";
          s.socket_path = "/tmp/shelf-0/shelf.sock";
          s.datasets = {summary("a")};
+         s.unpublished = {{"old", 4096, 1, false}};
+         s.clients = {{42, 0, "python3 job.py", "python", 1, 2, 0, {{0, 1}, {1, 1}}}};
          protocol::encode_response(o, s);
        }));
   write_seed(proto, "stream", all);

@@ -80,6 +80,7 @@ void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kHello), [&](ByteWriter& w) {
     w.u16(m.protocol_version);
     w.str(m.client_name);
+    w.str(m.command);
   });
 }
 void encode_request(std::vector<std::byte>& out, const AllocateRequest& m) {
@@ -150,6 +151,7 @@ std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payl
   HelloRequest m;
   m.protocol_version = r.u16();
   m.client_name = r.str();
+  m.command = r.str();
   return finish(r, std::move(m));
 }
 std::optional<AllocateRequest> decode_allocate_request(std::span<const std::byte> payload) {
@@ -301,6 +303,28 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
       w.u64(q.memory_bytes);
       w.str(q.reason);
     }
+    w.u32(static_cast<uint32_t>(m.unpublished.size()));
+    for (const UnpublishedDataset& u : m.unpublished) {
+      w.str(u.name);
+      w.u64(u.memory_bytes);
+      w.u32(u.leases);
+      w.boolean(u.restart_hold);
+    }
+    w.u32(static_cast<uint32_t>(m.clients.size()));
+    for (const ClientSummary& c : m.clients) {
+      w.u32(c.pid);
+      w.u32(c.uid);
+      w.str(c.command);
+      w.str(c.client_name);
+      w.i64(c.connected_ns);
+      w.u32(c.connections);
+      w.u64(c.writing_bytes);
+      w.u32(static_cast<uint32_t>(c.holdings.size()));
+      for (const Holding& h : c.holdings) {
+        w.u32(h.dataset);
+        w.u32(h.leases);
+      }
+    }
   });
 }
 
@@ -370,6 +394,36 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
     q.memory_bytes = r.u64();
     q.reason = r.str();
     m.quarantined.push_back(std::move(q));
+  }
+  const uint32_t u = r.count(4 + 8 + 4 + 1);  // the smallest UnpublishedDataset
+  for (uint32_t i = 0; i < u && !r.failed(); ++i) {
+    UnpublishedDataset d;
+    d.name = r.str();
+    d.memory_bytes = r.u64();
+    d.leases = r.u32();
+    d.restart_hold = r.boolean();
+    m.unpublished.push_back(std::move(d));
+  }
+  const uint64_t datasets = m.datasets.size() + m.unpublished.size();
+  const uint32_t c = r.count(4 + 4 + 4 + 4 + 8 + 4 + 8 + 4);  // the smallest ClientSummary
+  for (uint32_t i = 0; i < c && !r.failed(); ++i) {
+    ClientSummary s;
+    s.pid = r.u32();
+    s.uid = r.u32();
+    s.command = r.str();
+    s.client_name = r.str();
+    s.connected_ns = r.i64();
+    s.connections = r.u32();
+    s.writing_bytes = r.u64();
+    const uint32_t h = r.count(4 + 4);
+    for (uint32_t j = 0; j < h && !r.failed(); ++j) {
+      Holding holding;
+      holding.dataset = r.u32();
+      holding.leases = r.u32();
+      if (holding.dataset >= datasets) return std::nullopt;  // names no dataset of this response
+      s.holdings.push_back(holding);
+    }
+    m.clients.push_back(std::move(s));
   }
   return finish(r, std::move(m));
 }

@@ -42,7 +42,13 @@ bool is_request_type(uint16_t type);
 
 struct HelloRequest {
   uint16_t protocol_version = kProtocolVersion;
-  std::string client_name;  // for the daemon's log, e.g. "shelf publish"
+  std::string client_name;  // for the daemon's log and Status, e.g. "shelf publish"
+  // The client's command line (its /proc/self/cmdline, arguments joined by
+  // spaces), for Status. Sent rather than read by the daemon: reading
+  // another process's cmdline waits for its mmap lock, which a process
+  // unmapping a large range holds for milliseconds, and the daemon's loop
+  // must not wait on a client. A process may write its own argv anyway.
+  std::string command;
 };
 struct HelloResponse {
   std::string segment_name;  // /dev/shm/<segment_name>
@@ -117,6 +123,46 @@ struct QuarantinedDataset {
   std::string reason;
 };
 
+// A dataset that has left the index (unpublished, or replaced by an
+// override) but that readers still hold: pending free until the last one
+// lets go.
+struct UnpublishedDataset {
+  std::string name;
+  uint64_t memory_bytes = 0;
+  uint32_t leases = 0;
+  // Kept for processes that mapped the segment before shelfd restarted
+  // (their leases ended with the old daemon); ClientSummary::connections
+  // is 0 for them.
+  bool restart_hold = false;
+};
+
+// What one process holds of one dataset.
+struct Holding {
+  // Into StatusResponse::datasets, then ::unpublished past its end.
+  uint32_t dataset = 0;
+  uint32_t leases = 0;  // 0 for a restart hold
+};
+
+// A process using shelfd: its connections together (a program's client, its
+// waits and its CLI calls are one row), or a process that mapped the
+// segment before shelfd restarted and may still read it (connections 0).
+struct ClientSummary {
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+  // Its command line as its first Hello said (HelloRequest::command); for a
+  // process held from before a restart, its name from /proc/PID/comm. At
+  // most kMaxCommandBytes. The process's own words: escape before showing.
+  std::string command;
+  std::string client_name;   // what its first Hello said, e.g. "shelf publish"
+  int64_t connected_ns = 0;  // its oldest connection's (0 for a restart hold)
+  uint32_t connections = 0;
+  uint64_t writing_bytes = 0;  // its unsealed extents: partitions being written
+  std::vector<Holding> holdings;
+};
+// What Status keeps of a client's command and client_name; the daemon cuts
+// longer ones.
+inline constexpr uint32_t kMaxCommandBytes = 1024;
+
 struct StatusResponse {
   std::string segment_name;
   std::string socket_path;
@@ -133,6 +179,8 @@ struct StatusResponse {
   uint32_t num_leases = 0;
   std::vector<DatasetSummary> datasets;
   std::vector<QuarantinedDataset> quarantined;  // by name
+  std::vector<UnpublishedDataset> unpublished;  // by name
+  std::vector<ClientSummary> clients;           // by pid
 };
 
 // Answered (empty, OK) when every name is published; until then the

@@ -590,7 +590,58 @@ class PyClient {
       quarantined.append(d);
     }
     out["quarantined"] = quarantined;
+    py::list unpublished;
+    for (const shelf::UnpublishedDatasetInfo& u : s.unpublished) {
+      py::dict d;
+      d["name"] = u.name;
+      d["memory_bytes"] = u.memory_bytes;
+      d["leases"] = u.leases;
+      d["restart_hold"] = u.restart_hold;
+      unpublished.append(d);
+    }
+    out["unpublished"] = unpublished;
+    py::list clients;
+    for (const shelf::ClientInfo& c : s.clients) clients.append(client_dict(c));
+    out["clients"] = clients;
     return out;
+  }
+
+  // Bytes another process wrote, as str: invalid UTF-8 becomes U+FFFD.
+  static py::str lenient_str(const std::string& bytes) {
+    PyObject* text =
+        PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace");
+    if (text == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(text);
+  }
+
+  // A process of status()["clients"]: the keys of `shelf status --json`'s,
+  // but the time as connected_ns (0 for a process held from before a
+  // restart) and the command and client name decoded leniently (a command line
+  // need not be UTF-8).
+  static py::dict client_dict(const shelf::ClientInfo& c) {
+    py::dict d;
+    d["pid"] = c.pid;
+    d["uid"] = c.uid;
+    d["command"] = lenient_str(c.command);
+    d["client_name"] = lenient_str(c.client_name);
+    d["connected_ns"] = c.connected_ns;
+    d["connections"] = c.connections;
+    d["leases"] = c.leases;
+    d["leased_bytes"] = c.leased_bytes;
+    d["unpublished_bytes"] = c.unpublished_bytes;
+    d["writing_bytes"] = c.writing_bytes;
+    py::list held;
+    for (const shelf::HeldDataset& h : c.held) {
+      py::dict e;
+      e["name"] = h.name;
+      e["published"] = h.published;
+      e["memory_bytes"] = h.memory_bytes;
+      e["leases"] = h.leases;
+      e["held_alone"] = h.held_alone;
+      held.append(e);
+    }
+    d["held"] = held;
+    return d;
   }
 
   // Publishes the rows of `base` where `where` holds (shelf/filter.h; empty:

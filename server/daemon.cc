@@ -660,18 +660,22 @@ void Daemon::process_frames(Connection& c) {
 }
 
 void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
+  // The version first: the rest of another version's Hello may have
+  // another shape, and its sender deserves the real reason.
+  protocol::ByteReader version(payload);
+  const uint16_t speaks = version.u16();
+  if (!version.failed() && speaks != protocol::kProtocolVersion) {
+    protocol::encode_error_response(
+        c.out, MessageType::kHello,
+        Status::invalid_argument("client speaks protocol " + std::to_string(speaks) +
+                                 ", shelfd speaks " + std::to_string(protocol::kProtocolVersion)));
+    c.closing = true;
+    return;
+  }
   auto m = protocol::decode_hello_request(payload);
   if (!m) {
     protocol::encode_error_response(c.out, MessageType::kHello,
                                     Status::invalid_argument("malformed message payload"));
-    return;
-  }
-  if (m->protocol_version != protocol::kProtocolVersion) {
-    protocol::encode_error_response(
-        c.out, MessageType::kHello,
-        Status::invalid_argument("client speaks protocol " + std::to_string(m->protocol_version) +
-                                 ", shelfd speaks " + std::to_string(protocol::kProtocolVersion)));
-    c.closing = true;
     return;
   }
   // A second Hello is answered, but keeps the first lease table and the
@@ -685,6 +689,7 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
   r.memory_limit = store_->memory_limit();
   r.daemon_pid = static_cast<uint32_t>(::getpid());
   if (first) {
+    store_->describe_session(c.session, std::move(m->client_name), std::move(m->command));
     if (auto table = store_->open_lease_table(c.session); table.ok()) {
       c.pass_fd = std::move(table).value();
       r.lease_slots = kLeaseSlots;

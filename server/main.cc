@@ -81,8 +81,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "on an existing segment, its own limit). A restart may raise it and keep every dataset, "
        "or lower it to no less than what the segment holds")
       ("max-datasets", po::value(&max_datasets_text)->default_value("16384"),
-       "slots in the dataset index (256 bytes each, charged to the limit); fixed when the "
-       "segment is made: a restart on it keeps its own")
+       "slots in the dataset index (256 bytes each, charged to the limit; default on an "
+       "existing segment: its own). A restart may raise it and keep every dataset, or lower it "
+       "to no less than the highest slot in use")
       ("max-connections", po::value(&max_connections_text)->default_value("1024"),
        "clients connected at once; more are refused with an error")
       ("group", po::value(&options.daemon.group),

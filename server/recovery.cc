@@ -4,6 +4,7 @@
 // "Lifetime and recovery".
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "base/fault_point.h"
 #include "base/units.h"
 #include "server/log.h"
 #include "server/store.h"
@@ -132,7 +134,8 @@ Status check_limit_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
   // The smallest limit that holds it all: the resident bytes, and an extent
   // area (twice the limit) that reaches past the last of them.
   // (A limit must also exceed the header and index, as at create().)
-  uint64_t least = std::max({resident, kMinMemoryLimit, h.data_offset + kPageSize});
+  uint64_t least =
+      std::max({resident, kMinMemoryLimit, header_and_index_bytes(h.index_capacity) + kPageSize});
   least = std::max(least, align_up((data_end - h.data_offset + 1) / 2, kPageSize));
   least = align_up(least, kPageSize);
   const std::string path = "/dev/shm/" + segment.name();
@@ -187,6 +190,77 @@ Status resize_segment(const shm::ShmObject& segment, uint64_t file_bytes, uint64
   return Status();
 }
 
+// The name index is rebuilt at every start (recover()), so any bucket count
+// the header may hold after a capacity change cut short is accepted: a
+// power of two the index could have.
+bool hash_capacity_ok(uint32_t hash_capacity) {
+  return std::has_single_bit(hash_capacity) && hash_capacity >= shm::hash_capacity_for(1) &&
+         hash_capacity <= shm::hash_capacity_for(kMaxIndexCapacity);
+}
+
+// A restart with another --max-datasets: a larger index must fit under the
+// limit with what is stored, and a smaller one must leave out only free
+// slots. Refused before anything is written, saying what would work.
+Status check_index_fits(const shm::ShmObject& segment, const shm::SegmentHeaderLayout& h,
+                        const StoreOptions& options) {
+  const uint32_t from = h.index_capacity, to = options.max_datasets;
+  if (to == from) return Status();
+  const std::string path = "/dev/shm/" + segment.name();
+  if (to < from) {
+    // Slots [to, from) must all be free; any other state (a dataset, a
+    // quarantined or torn entry) keeps its slot.
+    SHELF_ASSIGN_OR_RETURN(
+        shm::Mapping index,
+        shm::Mapping::map(segment, 0, shm::index_entry_offset(from), /*writable=*/false));
+    uint64_t least = to;
+    for (uint64_t slot = to; slot < from; ++slot) {
+      const auto* e = reinterpret_cast<const shm::IndexEntryLayout*>(index.data() +
+                                                                     shm::index_entry_offset(slot));
+      if (e->state != static_cast<uint32_t>(shm::IndexEntryState::kFree) || e->seq % 2 != 0) {
+        least = slot + 1;
+      }
+    }
+    if (least > to) {
+      return Status::invalid_argument(
+          path + " cannot shrink to --max-datasets " + std::to_string(to) + ": index slot " +
+          std::to_string(least - 1) +
+          " holds a dataset; it was left untouched. Start shelfd with --max-datasets " +
+          std::to_string(least) + " or more, or without --max-datasets to keep its " +
+          std::to_string(from) + "; to go lower, unpublish datasets first");
+    }
+    return Status();
+  }
+  SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
+  const uint64_t more = header_and_index_bytes(to) - header_and_index_bytes(from);
+  if (resident + more > options.memory_limit) {
+    return Status::invalid_argument(
+        path + " cannot take --max-datasets " + std::to_string(to) + ": the index would take " +
+        format_bytes(header_and_index_bytes(to)) + ", and with what the segment holds (" +
+        format_bytes(resident) + ") that passes --memory-limit " +
+        format_bytes(options.memory_limit) +
+        "; it was left untouched. Start shelfd with a larger --memory-limit too");
+  }
+  return Status();
+}
+
+// Gives the index `capacity` slots: the pages a larger one uses are
+// allocated first, then the header says so (capacity, then bucket count;
+// recover() rebuilds the buckets and frees the pages a smaller one no longer
+// uses). A shelfd killed in between leaves a header the next start accepts.
+Status set_index_capacity(const shm::ShmObject& segment, shm::Mapping& mapping, uint32_t capacity) {
+  const shm::IndexPages pages = shm::index_pages(capacity);
+  SHELF_RETURN_IF_ERROR(segment.reserve(0, pages.entries_end));
+  SHELF_RETURN_IF_ERROR(
+      segment.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset()));
+  SHELF_FAULT_POINT("daemon.index_capacity.before_header");
+  auto* h = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping.data());
+  std::atomic_ref<uint32_t>(h->index_capacity).store(capacity, std::memory_order_release);
+  SHELF_FAULT_POINT("daemon.index_capacity.mid_header");
+  std::atomic_ref<uint32_t>(h->hash_capacity)
+      .store(shm::hash_capacity_for(capacity), std::memory_order_release);
+  return Status();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
@@ -229,35 +303,22 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   // own limit and index size, so that no offset read later can mislead us.
   // One exception: a resize cut short (resize_segment) leaves the extent
   // area larger than twice the limit, or the file larger than the segment.
-  const bool sizes_ok = h.page_size == kPageSize && h.index_offset == kPageSize &&
-                        h.index_entry_bytes == sizeof(shm::IndexEntryLayout) &&
-                        h.index_capacity > 0 && h.index_capacity <= kMaxIndexCapacity &&
-                        h.memory_limit >= kMinMemoryLimit && h.memory_limit <= kMaxMemoryLimit &&
-                        h.data_offset == header_and_index_bytes(h.index_capacity) &&
-                        h.hash_capacity == shm::hash_capacity_for(h.index_capacity) &&
-                        h.hash_offset == shm::hash_offset_for(h.index_capacity) &&
-                        h.data_bytes >= data_area_bytes(h.memory_limit) &&
-                        h.data_bytes <= data_area_bytes(kMaxMemoryLimit) &&
-                        h.data_bytes % kPageSize == 0 &&
-                        h.segment_bytes >= h.data_offset + h.data_bytes &&
-                        h.segment_bytes <= file_bytes && h.data_offset < h.memory_limit;
+  const bool sizes_ok =
+      h.page_size == kPageSize && h.index_offset == kPageSize &&
+      h.index_entry_bytes == sizeof(shm::IndexEntryLayout) && h.index_capacity > 0 &&
+      h.index_capacity <= kMaxIndexCapacity && h.memory_limit >= kMinMemoryLimit &&
+      h.memory_limit <= kMaxMemoryLimit && h.data_offset == shm::index_area_bytes() &&
+      hash_capacity_ok(h.hash_capacity) && h.hash_offset == shm::hash_offset() &&
+      h.data_bytes >= data_area_bytes(h.memory_limit) &&
+      h.data_bytes <= data_area_bytes(kMaxMemoryLimit) && h.data_bytes % kPageSize == 0 &&
+      h.segment_bytes >= h.data_offset + h.data_bytes && h.segment_bytes <= file_bytes &&
+      header_and_index_bytes(h.index_capacity) < h.memory_limit;
   if (!sizes_ok) return refuse("has an inconsistent header (sizes and offsets do not agree)");
-  if (h.index_capacity != options.max_datasets) {
-    if (options.max_datasets_given) {
-      return refuse("was made with --max-datasets " + std::to_string(h.index_capacity) + ", not " +
-                    std::to_string(options.max_datasets) +
-                    ": the index lies before the extent area, so a restart cannot change its "
-                    "size. Start shelfd without --max-datasets to keep " +
-                    std::to_string(h.index_capacity) + " and every dataset; for " +
-                    std::to_string(options.max_datasets) +
-                    " slots, `shelf save DIR`, then start shelfd with --discard --max-datasets " +
-                    std::to_string(options.max_datasets) + " and `shelf load DIR`");
-    }
-    options.max_datasets = h.index_capacity;
-  }
+  if (!options.max_datasets_given) options.max_datasets = h.index_capacity;
   if (!options.memory_limit_given) options.memory_limit = h.memory_limit;
   SHELF_RETURN_IF_ERROR(
       check_limit_fits(segment, h, file_bytes, options.memory_limit, options.memory_limit_given));
+  SHELF_RETURN_IF_ERROR(check_index_fits(segment, h, options));
   SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
   SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, resident));
   const uint64_t segment_bytes = h.data_offset + data_area_bytes(options.memory_limit);
@@ -271,6 +332,11 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
                          shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true));
+  if (h.index_capacity != options.max_datasets) {
+    SHELF_RETURN_IF_ERROR(set_index_capacity(segment, mapping, options.max_datasets));
+    log_info("restart: --max-datasets " + std::to_string(h.index_capacity) + " -> " +
+             std::to_string(options.max_datasets) + "; every dataset stays in its slot");
+  }
   std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping)));
   store->recover();
   return store;
@@ -484,12 +550,16 @@ void Store::recover() {
   const auto started = std::chrono::steady_clock::now();
   recovery_.attached = true;
   const uint64_t resident_before = resident_or_zero(segment_);
-  used_bytes_ = data_offset_;  // the header and the index, as in initialise()
+  used_bytes_ = index_bytes_;  // the header and the index, as in initialise()
   std::set<std::string, std::less<>> seen;
   std::vector<bool> used_slot(options_.max_datasets, false);
   // Readers that outlived the old daemon may be looking names up: they see
   // one change of the index (odd index_seq: they ask the daemon, which is
   // gone). A daemon that died mid-change left it odd.
+  // The bucket count follows the capacity (a change of it may have been
+  // cut short: set_index_capacity()); the buckets are rebuilt below.
+  auto* index_header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
+  index_header->hash_capacity = shm::hash_capacity_for(index_header->index_capacity);
   index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
   index_.reset_seq();
   index_.begin();
@@ -498,6 +568,11 @@ void Store::recover() {
   }
   rebuild_name_index();
   index_.end();
+  // The room past this capacity's entries and buckets is a hole again: a
+  // smaller index than before leaves nothing behind there.
+  const shm::IndexPages pages = shm::index_pages(options_.max_datasets);
+  punch_range(pages.entries_end, shm::hash_offset() - pages.entries_end);
+  punch_range(pages.buckets_end, data_offset_ - pages.buckets_end);
   for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
     if (!used_slot[slot]) free_slots_.push(slot);
   }

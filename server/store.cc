@@ -42,10 +42,23 @@ int64_t now_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+std::string process_name(uint32_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
+uint32_t process_uid(uint32_t pid) {
+  struct stat st;
+  const std::string path = "/proc/" + std::to_string(pid);
+  return ::stat(path.c_str(), &st) == 0 ? st.st_uid : 0;
+}
+
 uint64_t data_area_bytes(uint64_t memory_limit) { return 2 * align_up(memory_limit, kPageSize); }
 
 uint64_t header_and_index_bytes(uint32_t max_datasets) {
-  return shm::index_area_bytes(max_datasets);
+  return shm::index_pages(max_datasets).bytes();
 }
 
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
@@ -130,7 +143,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   }
   SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, 0));
 
-  const uint64_t segment_bytes = index_bytes + data_area_bytes(options.memory_limit);
+  const uint64_t segment_bytes = shm::index_area_bytes() + data_area_bytes(options.memory_limit);
   auto created = shm::ShmObject::create(options.segment_name, segment_bytes, options.mode);
   if (!created.ok()) return created.status();
   shm::ShmObject segment = std::move(created).value();
@@ -152,7 +165,8 @@ Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping)
       segment_(std::move(segment)),
       mapping_(std::move(mapping)),
       segment_bytes_(mapping_.size()),
-      data_offset_(header_and_index_bytes(options_.max_datasets)),
+      data_offset_(shm::index_area_bytes()),
+      index_bytes_(header_and_index_bytes(options_.max_datasets)),
       allocator_(data_offset_, data_area_bytes(options_.memory_limit)) {}
 
 Store::~Store() {
@@ -160,9 +174,13 @@ Store::~Store() {
 }
 
 Status Store::initialise() {
-  // The header and the index are charged to the limit like any extent.
-  SHELF_RETURN_IF_ERROR(segment_.reserve(0, data_offset_));
-  used_bytes_ = data_offset_;
+  // The header and the index are charged to the limit like any extent; the
+  // room for a larger index stays a hole.
+  const shm::IndexPages pages = shm::index_pages(options_.max_datasets);
+  SHELF_RETURN_IF_ERROR(segment_.reserve(0, pages.entries_end));
+  SHELF_RETURN_IF_ERROR(
+      segment_.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset()));
+  used_bytes_ = index_bytes_;
   generation_ = 1;
   started_ns_ = now_ns();
   auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
@@ -179,7 +197,7 @@ Status Store::initialise() {
   header->created_ns = started_ns_;
   header->daemon_pid = static_cast<uint32_t>(::getpid());
   header->hash_capacity = shm::hash_capacity_for(options_.max_datasets);
-  header->hash_offset = shm::hash_offset_for(options_.max_datasets);
+  header->hash_offset = shm::hash_offset();
   header->next_publish_id = 1;
   index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
   // Release: the magic is written last, so a client that sees it sees the
@@ -191,8 +209,22 @@ Status Store::initialise() {
 
 Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
   SessionId id = next_session_id_++;
-  sessions_[id] = Session{pid, uid, {}, {}, {}};
+  Session& session = sessions_[id];
+  session.pid = pid;
+  session.uid = uid;
+  session.connected_ns = now_ns();
   return id;
+}
+
+void Store::describe_session(SessionId session_id, std::string client_name, std::string command) {
+  // The client's own words, shown to every other user of status: bounded.
+  if (client_name.size() > protocol::kMaxCommandBytes) {
+    client_name.resize(protocol::kMaxCommandBytes);
+  }
+  if (command.size() > protocol::kMaxCommandBytes) command.resize(protocol::kMaxCommandBytes);
+  Session& session = sessions_.at(session_id);
+  session.client_name = std::move(client_name);
+  session.command = std::move(command);
 }
 
 void Store::close_session(SessionId session_id) {
@@ -457,13 +489,11 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
     plan.views.push_back(std::move(view).value());
   }
   if (new_names > free_slots_.size()) {
-    return Status::resource_exhausted("the index is full (" +
-                                      std::to_string(options_.max_datasets) +
-                                      " datasets, --max-datasets of this segment); unpublish "
-                                      "some (shelf unpublish NAME). A restart cannot add index "
-                                      "slots to a segment: for more, `shelf save DIR`, start "
-                                      "shelfd with --discard and a larger --max-datasets, then "
-                                      "`shelf load DIR`");
+    return Status::resource_exhausted(
+        "the index is full (" + std::to_string(options_.max_datasets) +
+        " datasets, --max-datasets of this segment); unpublish some (shelf unpublish NAME), or "
+        "stop shelfd and start it again with a larger --max-datasets: the restart keeps every "
+        "dataset");
   }
   if (!make_room(plan.descriptor_bytes)) return over_limit(plan.descriptor_bytes);
   return plan;
@@ -737,7 +767,7 @@ protocol::StatusResponse Store::status() const {
   s.started_ns = started_ns_;
   s.memory_limit = options_.memory_limit;
   s.used_bytes = used_bytes_;
-  s.index_bytes = data_offset_;
+  s.index_bytes = index_bytes_;
   s.unsealed_bytes = unsealed_bytes_;
   s.pending_free_bytes = pending_free_bytes_ + punching_bytes_;
   auto resident = segment_.resident_bytes();
@@ -753,7 +783,80 @@ protocol::StatusResponse Store::status() const {
     s.quarantined.push_back(
         protocol::QuarantinedDataset{name, d.memory_bytes, d.quarantine_reason});
   }
+  describe_holders(in_tables, s);
   return s;
+}
+
+void Store::describe_holders(const std::unordered_map<uint64_t, uint32_t>& in_tables,
+                             protocol::StatusResponse& s) const {
+  // Every dataset a process may hold gets its index in the response: the
+  // served ones as listed, then the unpublished ones still read, by name.
+  std::unordered_map<uint64_t, uint32_t> index_of;       // dataset id -> Holding::dataset
+  std::unordered_map<uint64_t, uint64_t> by_publish_id;  // -> dataset id
+  for (const protocol::DatasetSummary& d : s.datasets) {
+    const uint64_t id = names_.find(d.name)->second;
+    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+  }
+  std::vector<std::pair<std::string_view, uint64_t>> unpublished;
+  for (const auto& [id, d] : datasets_) {
+    if (!d.published) unpublished.emplace_back(d.name, id);
+  }
+  std::sort(unpublished.begin(), unpublished.end());
+  for (const auto& [name, id] : unpublished) {
+    const Dataset& d = datasets_.at(id);
+    auto t = in_tables.find(d.publish_id);
+    s.unpublished.push_back(protocol::UnpublishedDataset{
+        d.name, d.memory_bytes, d.leases + (t == in_tables.end() ? 0 : t->second), d.restart_hold});
+    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+  }
+  for (const auto& [id, index] : index_of) by_publish_id.emplace(datasets_.at(id).publish_id, id);
+
+  // One row per process; its holdings by dataset index.
+  std::map<uint32_t, std::pair<protocol::ClientSummary, std::map<uint32_t, uint32_t>>> rows;
+  auto hold = [&](std::map<uint32_t, uint32_t>& holdings, uint64_t dataset_id, uint32_t leases) {
+    auto it = index_of.find(dataset_id);
+    if (it != index_of.end()) holdings[it->second] += leases;
+  };
+  // Oldest first, so that a process's row takes its first connection's words.
+  std::vector<std::pair<SessionId, const Session*>> sessions;
+  for (const auto& [id, session] : sessions_) sessions.emplace_back(id, &session);
+  std::sort(sessions.begin(), sessions.end());
+  for (const auto& [id, session] : sessions) {
+    auto& [row, holdings] = rows[session->pid];
+    if (row.connections++ == 0) {
+      row.pid = session->pid;
+      row.uid = session->uid;
+      row.command = session->command;
+      row.client_name = session->client_name;
+      row.connected_ns = session->connected_ns;
+    }
+    for (const auto& [offset, length] : session->unsealed) row.writing_bytes += length;
+    for (const auto& [lease, dataset_id] : session->leases) hold(holdings, dataset_id, 1);
+    if (!session->table) continue;
+    // A garbage id in a table (the client's to write) names no dataset.
+    session->table->for_each_held([&](uint64_t publish_id) {
+      auto it = by_publish_id.find(publish_id);
+      if (it != by_publish_id.end()) hold(holdings, it->second, 1);
+    });
+  }
+  // The processes that mapped the segment before the restart hold what
+  // existed then (restart holds), leases or not.
+  for (uint32_t pid : old_mappers_) {
+    auto& [row, holdings] = rows[pid];
+    if (row.connections == 0) {
+      row.pid = pid;
+      row.uid = process_uid(pid);
+      row.command = process_name(pid);
+    }
+    for (const auto& [id, d] : datasets_) {
+      if (d.restart_hold) hold(holdings, id, 0);
+    }
+  }
+  for (auto& [pid, entry] : rows) {
+    auto& [row, holdings] = entry;
+    for (const auto& [index, leases] : holdings) row.holdings.push_back({index, leases});
+    s.clients.push_back(std::move(row));
+  }
 }
 
 }  // namespace shelf::server

@@ -45,8 +45,8 @@ inline constexpr uint64_t kMinMemoryLimit = uint64_t{1} << 20;  // 1 MiB
 // 1 PiB: far past any machine's /dev/shm; keeps every offset sum far from
 // overflowing.
 inline constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 50;
-// 2^24 slots of 256 bytes: a 4 GiB index.
-inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 24;
+// The layout's bound (shm/layout.h): 2^24 slots of 256 bytes.
+inline constexpr uint32_t kMaxIndexCapacity = shm::kMaxIndexCapacity;
 
 struct StoreOptions {
   std::string segment_name;
@@ -117,6 +117,9 @@ class Store {
   // ---- Sessions: one per connection ----
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
+  // What status() says of the session's process, from its Hello: both cut
+  // to protocol::kMaxCommandBytes.
+  void describe_session(SessionId session, std::string client_name, std::string command);
   // Frees the session's unsealed extents and ends its leases, those of its
   // lease table included.
   void close_session(SessionId session);
@@ -215,6 +218,9 @@ class Store {
   struct Session {
     uint32_t pid = 0;
     uint32_t uid = 0;
+    int64_t connected_ns = 0;
+    std::string client_name;  // as describe_session() set them
+    std::string command;
     std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
     std::optional<shm::LeaseTable> table;           // its leases without messages
@@ -235,7 +241,8 @@ class Store {
   shm::ShmObject segment_;
   shm::Mapping mapping_;  // the whole segment, read-write
   uint64_t segment_bytes_ = 0;
-  uint64_t data_offset_ = 0;  // end of the header and index: first extent byte
+  uint64_t data_offset_ = 0;  // end of the header and the index's room: first extent byte
+  uint64_t index_bytes_ = 0;  // what the header and the index are charged (index_pages())
   uint64_t generation_ = 0;
   int64_t started_ns_ = 0;
 
@@ -257,6 +264,10 @@ class Store {
   std::unordered_map<uint64_t, uint32_t> table_leases() const;
   // list() with the table leases counted already (status() needs them too).
   protocol::ListResponse list(const std::unordered_map<uint64_t, uint32_t>& table_leases) const;
+  // status()'s who-holds-what: fills s.unpublished and s.clients, given
+  // s.datasets and the table leases.
+  void describe_holders(const std::unordered_map<uint64_t, uint32_t>& table_leases,
+                        protocol::StatusResponse& s) const;
   // True when a live lease table names `publish_id`. After a seq_cst fence
   // that follows the index change (docs/leases.md, "The daemon's side").
   bool in_lease_tables(uint64_t publish_id) const;

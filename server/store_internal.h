@@ -15,12 +15,20 @@ namespace shelf::server::internal {
 
 int64_t now_ns();  // CLOCK_REALTIME
 
+// What status() says of a process held from before a restart, which has no
+// Hello to say it: its name (/proc/PID/comm, which unlike its cmdline is
+// read without waiting for its mmap lock) and the owner of /proc/PID (its
+// effective uid); "" and 0 when they cannot be read.
+std::string process_name(uint32_t pid);
+uint32_t process_uid(uint32_t pid);
+
 // The size of the address range extents are carved from. Twice the limit:
 // memory is bounded by accounting against the limit, so a fragmented address
 // space can never refuse an allocation the limit allows (the segment is
 // sparse: unused address space costs nothing).
 uint64_t data_area_bytes(uint64_t memory_limit);
-// The header page and the index, rounded up to a page: where extents start.
+// What the header and an index of `max_datasets` slots are charged: the
+// pages they use (shm::index_pages()), not the room left for a larger index.
 uint64_t header_and_index_bytes(uint32_t max_datasets);
 
 std::string quoted(std::string_view name);  // 'name'

@@ -23,7 +23,10 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // 2: the name index (hash table after the entries), publish ids, the
 // index's seqlock and counters in the header, quarantined entries.
 // 3: the header's used_slots_end (was reserved, 0), which lists rely on.
-inline constexpr uint32_t kLayoutVersion = 3;
+// 4: the index has room for kMaxIndexCapacity entries, its buckets and the
+// extent area start at fixed offsets after that room (name_index.h), so a
+// restart may change the index's capacity and keep every dataset.
+inline constexpr uint32_t kLayoutVersion = 4;
 
 // An acquire load of a field that may lie in a read-only mapping.
 // std::atomic_ref<const T> is not C++20, so the const is cast away; a load
@@ -114,6 +117,11 @@ static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout,
               offsetof(IndexEntryLayout, created_ns) == 40 &&
               offsetof(IndexEntryLayout, name) == 48 &&
               offsetof(IndexEntryLayout, publish_id) == 248);
+
+// The most index entries a segment may have (--max-datasets): 2^24 slots
+// of 256 bytes, a 4 GiB index. Every segment leaves address space for that
+// many (name_index.h): sparse, so it costs no memory.
+inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 24;
 
 // The index starts at page 1: the segment offset of index slot `slot`.
 constexpr uint64_t index_entry_offset(uint64_t slot) {

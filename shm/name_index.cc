@@ -47,14 +47,19 @@ uint32_t hash_capacity_for(uint32_t index_capacity) {
   return std::max<uint32_t>(16, std::bit_ceil(index_capacity) * 2);
 }
 
-uint64_t hash_offset_for(uint32_t index_capacity) {
-  return align_up(index_entry_offset(index_capacity), kPageSize);
+uint64_t hash_offset() { return align_up(index_entry_offset(kMaxIndexCapacity), kPageSize); }
+
+uint64_t index_area_bytes() {
+  return align_up(hash_offset() + uint64_t{hash_capacity_for(kMaxIndexCapacity)} * sizeof(uint64_t),
+                  kPageSize);
 }
 
-uint64_t index_area_bytes(uint32_t index_capacity) {
-  return align_up(hash_offset_for(index_capacity) +
-                      uint64_t{hash_capacity_for(index_capacity)} * sizeof(uint64_t),
-                  kPageSize);
+IndexPages index_pages(uint32_t index_capacity) {
+  IndexPages pages;
+  pages.entries_end = align_up(index_entry_offset(index_capacity), kPageSize);
+  pages.buckets_end = align_up(
+      hash_offset() + uint64_t{hash_capacity_for(index_capacity)} * sizeof(uint64_t), kPageSize);
+  return pages;
 }
 
 // ------------------------------------------------------------- reader --
@@ -62,9 +67,9 @@ uint64_t index_area_bytes(uint32_t index_capacity) {
 std::optional<NameIndexReader> NameIndexReader::open(SegmentView view) {
   const auto* h = view.at<SegmentHeaderLayout>(0);
   if (h == nullptr || h->layout_version != kLayoutVersion || h->index_capacity == 0 ||
-      h->index_offset != kPageSize || h->index_entry_bytes != sizeof(IndexEntryLayout) ||
-      h->hash_capacity != hash_capacity_for(h->index_capacity) ||
-      h->hash_offset != hash_offset_for(h->index_capacity)) {
+      h->index_capacity > kMaxIndexCapacity || h->index_offset != kPageSize ||
+      h->index_entry_bytes != sizeof(IndexEntryLayout) ||
+      h->hash_capacity != hash_capacity_for(h->index_capacity) || h->hash_offset != hash_offset()) {
     return std::nullopt;
   }
   NameIndexReader r;

@@ -34,11 +34,21 @@ uint64_t name_hash(std::string_view name);
 // Buckets for `index_capacity` entries: the power of two at least twice it
 // (load factor <= 1/2), at least 16.
 uint32_t hash_capacity_for(uint32_t index_capacity);
-// Where the buckets start: the first page after the entries.
-uint64_t hash_offset_for(uint32_t index_capacity);
-// The header, the entries and the buckets, rounded up to a page: where the
-// extent area starts.
-uint64_t index_area_bytes(uint32_t index_capacity);
+// Where the buckets start: the first page after room for kMaxIndexCapacity
+// entries, whatever the capacity, so that a restart may change it.
+uint64_t hash_offset();
+// The header, room for the largest index and its buckets, rounded up to a
+// page: where the extent area starts, in every segment.
+uint64_t index_area_bytes();
+// The pages an index of `index_capacity` entries uses in that area, all but
+// the rest of the room: the header and the entries, then the buckets. They
+// are what the index is charged and what is allocated for it.
+struct IndexPages {
+  uint64_t entries_end = 0;  // [0, entries_end): the header and the entries
+  uint64_t buckets_end = 0;  // [hash_offset(), buckets_end): the buckets
+  uint64_t bytes() const { return entries_end + (buckets_end - hash_offset()); }
+};
+IndexPages index_pages(uint32_t index_capacity);
 
 // What a reader copied of one entry, consistent (one state of the index).
 struct EntrySnapshot {

@@ -24,6 +24,7 @@
 #include "base/utf8.h"
 #include "tools/csv_table.h"
 #include "tools/format.h"
+#include "tools/holders.h"
 #include "tools/metrics_fetch.h"
 #include "tools/progress.h"
 #include "tools/snapshot.h"
@@ -170,14 +171,53 @@ std::string info_json(const DatasetInfo& d) {
          ",\"leases\":" + std::to_string(d.leases) + "}";
 }
 
-Result<DatasetInfo> find_info(Client& client, const std::string& name) {
-  // status(), not list_datasets(): the lease counts come from the daemon.
-  SHELF_ASSIGN_OR_RETURN(MemoryStats stats, client.status());
-  for (DatasetInfo& d : stats.datasets) {
-    if (d.name == name) return std::move(d);
+// `name`'s entry in `stats`. NotFound when it is not published.
+Result<DatasetInfo> find_info(const MemoryStats& stats, const std::string& name) {
+  for (const DatasetInfo& d : stats.datasets) {
+    if (d.name == name) return d;
   }
   return Status::not_found("dataset '" + name +
                            "' not found; `shelf list` shows the published datasets");
+}
+
+Result<DatasetInfo> find_info(Client& client, const std::string& name) {
+  // status(), not list_datasets(): the lease counts come from the daemon.
+  SHELF_ASSIGN_OR_RETURN(MemoryStats stats, client.status());
+  return find_info(stats, name);
+}
+
+// shelf info's "held by" part: the processes holding `name`, this one aside.
+std::string holders_text(const MemoryStats& stats, const std::string& name) {
+  const Holders holders = holders_of(stats, name, static_cast<uint32_t>(::getpid()));
+  std::string out;
+  const char* label = "held by:     ";
+  for (const ClientInfo* c : holders.current) {
+    out += label + holder_line(*c, name, true) + "\n";
+    label = "             ";
+  }
+  label = "earlier versions held by: ";
+  for (const ClientInfo* c : holders.earlier) {
+    out += label + holder_line(*c, name, false) + "\n";
+    label = "                          ";
+  }
+  return out;
+}
+
+std::string holders_json(const std::vector<const ClientInfo*>& holders, const std::string& name,
+                         bool published) {
+  std::string out = "[";
+  for (size_t i = 0; i < holders.size(); ++i) {
+    const ClientInfo& c = *holders[i];
+    uint32_t leases = 0;
+    for (const HeldDataset& h : c.held) {
+      if (h.name == name && h.published == published) leases += h.leases;
+    }
+    out += std::string(i ? "," : "") + "{\"pid\":" + std::to_string(c.pid) +
+           ",\"uid\":" + std::to_string(c.uid) + ",\"command\":" + json_string(c.command) +
+           ",\"connections\":" + std::to_string(c.connections) +
+           ",\"leases\":" + std::to_string(leases) + "}";
+  }
+  return out + "]";
 }
 
 // ------------------------------------------------------------ commands --
@@ -537,7 +577,9 @@ int cmd_info(const Command& cmd) {
   if (!client.ok()) return fail(client.status());
   auto ds = client->get_dataset(name);
   if (!ds.ok()) return fail(ds.status());
-  auto info = find_info(*client, name);
+  auto stats = client->status();
+  if (!stats.ok()) return fail(stats.status());
+  auto info = find_info(*stats, name);
   if (!info.ok()) return fail(info.status());
   const Schema& schema = ds->schema();
   auto hex = [](uint64_t v) {
@@ -550,6 +592,9 @@ int cmd_info(const Command& cmd) {
   if (json) {
     std::string out = info_json(*info);
     out.pop_back();
+    const Holders holders = holders_of(*stats, name, static_cast<uint32_t>(::getpid()));
+    out += ",\"holders\":" + holders_json(holders.current, name, true) +
+           ",\"earlier_version_holders\":" + holders_json(holders.earlier, name, false);
     out += ",\"schema\":[";
     for (size_t c = 0; c < schema.size(); ++c) {
       out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
@@ -577,7 +622,8 @@ int cmd_info(const Command& cmd) {
             << format_bytes(info->data_bytes) << ")\n"
             << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
             << ", pid " << info->publisher_pid << "\n"
-            << "leases:      " << info->leases << " (besides this command's)\n\n";
+            << "leases:      " << info->leases << " (besides this command's)\n"
+            << holders_text(*stats, name) << "\n";
   std::vector<std::vector<std::string>> columns;
   for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
   std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
@@ -611,7 +657,7 @@ int cmd_unpublish(const Command& cmd) {
   return 0;
 }
 
-std::string status_json(const MemoryStats& m) {
+std::string status_json(const MemoryStats& m, ClientOrder order) {
   std::string out = "{\"socket\":" + json_string(m.socket_path) +
                     ",\"segment\":" + json_string(m.segment_name) +
                     ",\"daemon_pid\":" + std::to_string(m.daemon_pid) +
@@ -634,7 +680,15 @@ std::string status_json(const MemoryStats& m) {
            ",\"memory_bytes\":" + std::to_string(q.memory_bytes) +
            ",\"reason\":" + json_string(q.reason) + "}";
   }
-  return out + "]}";
+  out += "],\"unpublished\":[";
+  for (size_t i = 0; i < m.unpublished.size(); ++i) {
+    const UnpublishedDatasetInfo& u = m.unpublished[i];
+    out += std::string(i ? "," : "") + "{\"name\":" + json_string(u.name) +
+           ",\"memory_bytes\":" + std::to_string(u.memory_bytes) +
+           ",\"leases\":" + std::to_string(u.leases) +
+           ",\"restart_hold\":" + (u.restart_hold ? "true" : "false") + "}";
+  }
+  return out + "],\"clients\":" + clients_json(m.clients, order) + "}";
 }
 
 std::string status_text(const MemoryStats& m) {
@@ -671,6 +725,9 @@ std::string status_text(const MemoryStats& m) {
       rows.push_back({shown(q.name), format_bytes(q.memory_bytes), shown(q.reason)});
     }
     out += render_table({"NAME", "MEMORY", "REASON"}, rows, {false, true, false});
+  }
+  if (const std::string holder = biggest_unpublished_holder(m); !holder.empty()) {
+    out += "\n" + holder + "\n";
   }
   return out;
 }
@@ -779,18 +836,35 @@ int cmd_load(const Command& cmd) {
 volatile sig_atomic_t g_stop = 0;
 
 int cmd_status(const Command& cmd) {
-  bool json = false;
-  std::string watch_text, iterations_text;
+  bool json = false, clients = false;
+  std::string watch_text, iterations_text, sort_text;
   po::options_description options("Options");
   // clang-format off
   options.add_options()
-      ("json", po::bool_switch(&json), "print JSON")
+      ("json", po::bool_switch(&json), "print JSON (it always lists the clients)")
+      ("clients", po::bool_switch(&clients),
+       "a row per process using shelfd: what it holds and writes")
+      ("sort", po::value(&sort_text), "with --clients: pid (default), bytes, unpublished, "
+                                      "writing or connected")
       ("watch", po::value(&watch_text), "refresh every SECONDS until interrupted")
       ("iterations", po::value(&iterations_text), "with --watch: stop after N refreshes");
   // clang-format on
   po::variables_map vm;
   int code;
-  if (!parse_args(cmd, options, {}, &vm, &code, "status [--json] [--watch SECONDS]")) return code;
+  if (!parse_args(cmd, options, {}, &vm, &code,
+                  "status [--json] [--clients [--sort ORDER]] [--watch SECONDS]")) {
+    return code;
+  }
+  ClientOrder order = ClientOrder::kPid;
+  if (vm.count("sort")) {
+    if (!clients && !json) return usage_error("--sort needs --clients or --json", cmd.name);
+    auto parsed = parse_client_order(sort_text);
+    if (!parsed) {
+      return usage_error("--sort '" + sort_text + "' is not an order; use " + kClientOrders,
+                         cmd.name);
+    }
+    order = *parsed;
+  }
   double watch = 0;
   if (vm.count("watch")) {
     auto seconds = parse_seconds(watch_text, "--watch", kMinWatchSeconds, kMaxWatchSeconds);
@@ -807,23 +881,32 @@ int cmd_status(const Command& cmd) {
   auto client = connect(cmd, "status");
   if (!client.ok()) return fail(client.status());
   // On a terminal, a picture (status_view.h); piped, plain text.
-  const bool picture = !json && ::isatty(STDOUT_FILENO);
+  const bool tty = ::isatty(STDOUT_FILENO);
+  const bool picture = !json && !clients && tty;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, [](int) { g_stop = 1; });
   std::optional<WatchScreen> screen;
-  if (picture && watch > 0) screen.emplace(STDOUT_FILENO);
+  if (!json && tty && watch > 0) screen.emplace(STDOUT_FILENO);
   for (uint64_t i = 0; !g_stop; ++i) {
     auto stats = client->status();
     if (!stats.ok()) {
       screen.reset();  // the message must stay on the terminal's own screen
       return fail(stats.status());
     }
-    if (screen) {
-      const TerminalSize size = terminal_size(STDOUT_FILENO);
-      screen->draw(status_picture(*stats, size, size.rows - 1));
+    const TerminalSize size = terminal_size(STDOUT_FILENO);
+    std::string frame;
+    if (json) {
+      frame = status_json(*stats, order) + "\n";
+    } else if (clients) {
+      frame = clients_table(stats->clients, order, tty ? size.columns : 0);
     } else if (picture) {
-      std::cout << status_picture(*stats, terminal_size(STDOUT_FILENO)) << std::flush;
+      frame = status_picture(*stats, size, screen ? size.rows - 1 : 0);
     } else {
-      std::cout << (json ? status_json(*stats) + "\n" : status_text(*stats)) << std::flush;
+      frame = status_text(*stats);
+    }
+    if (screen) {
+      screen->draw(frame);
+    } else {
+      std::cout << frame << std::flush;
     }
     if (watch <= 0 || (iterations > 0 && i + 1 >= iterations)) break;
     if (!json && !screen) std::cout << "\n";

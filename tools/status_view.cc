@@ -11,6 +11,7 @@
 
 #include "base/units.h"
 #include "tools/format.h"
+#include "tools/holders.h"
 
 namespace shelf::tools {
 
@@ -132,12 +133,16 @@ std::string status_picture(const MemoryStats& m, const TerminalSize& size, int m
     return a->memory_bytes != b->memory_bytes ? a->memory_bytes > b->memory_bytes
                                               : a->name < b->name;
   });
-  if (order.empty()) return out;
+  // The biggest holder of unpublished memory last, as in the plain text.
+  const std::string holder = biggest_unpublished_holder(m);
+  const std::string footer = holder.empty() ? "" : "\n" + fit(holder, columns - 1) + "\n";
+  if (order.empty()) return out + footer;
   // NAME [bar] share memory leases
   const size_t name_width = static_cast<size_t>(std::clamp(columns / 4, 8, 32));
   const int dataset_bar = std::max(columns - static_cast<int>(name_width) - 34, 5);
   size_t shown = order.size();
-  const int lines_left = max_lines > 0 ? max_lines - 4 : 0;  // the lines above and this one
+  // The lines above, this one and the footer's.
+  const int lines_left = max_lines > 0 ? max_lines - 4 - (footer.empty() ? 0 : 2) : 0;
   if (max_lines > 0 && static_cast<int>(shown) > lines_left) {
     shown = static_cast<size_t>(std::max(lines_left - 1, 0));
   }
@@ -151,7 +156,7 @@ std::string status_picture(const MemoryStats& m, const TerminalSize& size, int m
            " leases " + std::to_string(d.leases) + "\n";
   }
   if (shown < order.size()) out += "  ... " + std::to_string(order.size() - shown) + " more\n";
-  return out;
+  return out + footer;
 }
 
 WatchScreen::WatchScreen(int fd) : fd_(fd) {

@@ -46,6 +46,20 @@ pid_t current_pid() {
   return g_pid.load(std::memory_order_relaxed);
 }
 
+// This process's command line, arguments joined by spaces, at most
+// protocol::kMaxCommandBytes: what shelf status shows of it (HelloRequest).
+std::string own_command_line() {
+  std::string text;
+  if (FILE* f = std::fopen("/proc/self/cmdline", "re")) {
+    text.resize(protocol::kMaxCommandBytes);
+    text.resize(std::fread(text.data(), 1, text.size(), f));
+    std::fclose(f);
+  }
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  std::replace(text.begin(), text.end(), '\0', ' ');
+  return text;
+}
+
 // Why a shelfd at `socket` did not answer within `timeout`, as far as this
 // process can tell: the pid in its lock file, and whether that process is
 // alive and stopped (SIGSTOP) or running. Without the lock file, only the wait.
@@ -176,8 +190,8 @@ Result<std::shared_ptr<Client::Impl>> Client::Impl::connect(const ClientOptions&
   SHELF_ASSIGN_OR_RETURN(impl->fd_, connect_socket(impl->socket_path_, options.request_timeout));
   SHELF_RETURN_IF_ERROR(impl->check_peer());
   std::vector<std::byte> hello;
-  protocol::encode_request(hello,
-                           protocol::HelloRequest{protocol::kProtocolVersion, options.client_name});
+  protocol::encode_request(hello, protocol::HelloRequest{protocol::kProtocolVersion,
+                                                         options.client_name, own_command_line()});
   UniqueFd table_fd;
   impl->receive_fd_ = &table_fd;
   auto hello_response =
@@ -766,6 +780,53 @@ Status Client::unpublish_dataset(std::string_view name) {
   return impl_->call(frame, MessageType::kUnpublish).status();
 }
 
+namespace {
+
+// status().clients from the daemon's rows, whose holdings index its
+// datasets then its unpublished ones (protocol::Holding).
+std::vector<ClientInfo> to_clients(const protocol::StatusResponse& r) {
+  std::vector<uint32_t> holders(r.datasets.size() + r.unpublished.size(), 0);
+  for (const auto& c : r.clients) {
+    for (const auto& h : c.holdings) ++holders[h.dataset];  // in range: the decoder checks
+  }
+  std::vector<ClientInfo> clients;
+  for (const auto& c : r.clients) {
+    ClientInfo info;
+    info.pid = c.pid;
+    info.uid = c.uid;
+    info.command = c.command;
+    info.client_name = c.client_name;
+    info.connected_ns = c.connected_ns;
+    info.connections = c.connections;
+    info.writing_bytes = c.writing_bytes;
+    for (const auto& h : c.holdings) {
+      const bool published = h.dataset < r.datasets.size();
+      HeldDataset held;
+      if (published) {
+        held.name = r.datasets[h.dataset].name;
+        held.memory_bytes = r.datasets[h.dataset].memory_bytes;
+      } else {
+        held.name = r.unpublished[h.dataset - r.datasets.size()].name;
+        held.memory_bytes = r.unpublished[h.dataset - r.datasets.size()].memory_bytes;
+      }
+      held.published = published;
+      held.leases = h.leases;
+      held.held_alone = holders[h.dataset] == 1;
+      info.leases += h.leases;
+      info.leased_bytes += held.memory_bytes;
+      if (!published && held.held_alone) info.unpublished_bytes += held.memory_bytes;
+      info.held.push_back(std::move(held));
+    }
+    std::stable_sort(
+        info.held.begin(), info.held.end(),
+        [](const HeldDataset& a, const HeldDataset& b) { return a.memory_bytes > b.memory_bytes; });
+    clients.push_back(std::move(info));
+  }
+  return clients;
+}
+
+}  // namespace
+
 Result<MemoryStats> Client::status() {
   std::vector<std::byte> frame;
   protocol::encode_status_request(frame);
@@ -790,6 +851,11 @@ Result<MemoryStats> Client::status() {
   for (const auto& q : r.quarantined) {
     m.quarantined.push_back(QuarantinedDataset{q.name, q.memory_bytes, q.reason});
   }
+  for (const auto& u : r.unpublished) {
+    m.unpublished.push_back(
+        UnpublishedDatasetInfo{u.name, u.memory_bytes, u.leases, u.restart_hold});
+  }
+  m.clients = to_clients(r);
   return m;
 }
 

@@ -228,9 +228,17 @@ class Client:
         time a shelfd attaches the segment), started_ns, memory_limit,
         used_bytes, free_bytes, index_bytes, unsealed_bytes,
         pending_free_bytes, resident_bytes, num_connections, num_leases,
-        datasets (a dict per published dataset, as in `shelf list`) and
+        datasets (a dict per published dataset, as in `shelf list`),
         quarantined (name, memory_bytes and reason of each dataset found
-        damaged at a restart: kept, never served, until unpublished).
+        damaged at a restart: kept, never served, until unpublished),
+        unpublished (name, memory_bytes, leases, restart_hold of each dataset
+        unpublished or replaced but still read: pending_free_bytes) and
+        clients: who holds what, a dict per process using shelfd (all its
+        connections together), by pid, as in `shelf status --clients --json`
+        (pid, uid, command, client_name, connected_ns, connections, leases,
+        leased_bytes, unpublished_bytes — the unpublished datasets only it
+        holds, which come back when it lets go or exits —, writing_bytes, and
+        held: name, published, memory_bytes, leases, held_alone per dataset).
         """
         status = self._client.status()
         # The keys of `shelf status --json` too, with the same values, so

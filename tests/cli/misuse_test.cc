@@ -127,6 +127,9 @@ TEST_F(MisuseTest, EveryShelfCommandWithWrongArguments) {
        "--iterations must be a whole number from 1 to"},
       {{"status", "--watch", "0.1", "--iterations", "0"}, 2, "--iterations must be"},
       {{"status", "--iterations", "2"}, 2, "--iterations needs --watch"},
+      {{"status", "--clients", "--sort", "size"}, 2, "--sort 'size' is not an order; use pid,"},
+      {{"status", "--clients", "--sort"}, 2, "--sort"},
+      {{"status", "--sort", "bytes"}, 2, "--sort needs --clients or --json"},
       // Names that look like options; names no dataset can have.
       {{"head", "-x"},
        2,

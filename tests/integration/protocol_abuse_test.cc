@@ -144,7 +144,7 @@ Bytes frame_with_payload(MessageType type, const Bytes& payload) {
 
 Bytes hello_frame() {
   Bytes out;
-  protocol::encode_request(out, protocol::HelloRequest{protocol::kProtocolVersion, "abuse"});
+  protocol::encode_request(out, protocol::HelloRequest{protocol::kProtocolVersion, "abuse", ""});
   return out;
 }
 

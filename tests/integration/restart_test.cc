@@ -24,6 +24,7 @@
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
+#include "shm/name_index.h"
 #include "shm/segment.h"
 #include "tests/integration/integration_util.h"
 #include "tests/support/test_daemon.h"
@@ -769,11 +770,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "is not a shelf segment"},
         BadHeader{"NewerLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
-                  "has layout version 4, and this shelfd reads only version 3"},
-        // A segment of the release before used_slots_end: refused untouched too.
+                  "has layout version 5, and this shelfd reads only version 4"},
+        // A segment of the release before the index's room: refused untouched too.
         BadHeader{"OlderLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion - 1; },
-                  "has layout version 2, and this shelfd reads only version 3"},
+                  "has layout version 3, and this shelfd reads only version 4"},
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},
@@ -801,10 +802,9 @@ uint64_t file_size_of(const TestDaemon& daemon) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-// The segment's size for a limit: the header and index, then twice the limit.
-uint64_t segment_size_for(Client& client, uint64_t limit) {
-  return status_of(client).index_bytes + 2 * limit;
-}
+// The segment's size for a limit: the header and the index's room, then
+// twice the limit.
+uint64_t segment_size_for(uint64_t limit) { return shm::index_area_bytes() + 2 * limit; }
 
 // What reserving one int64 partition of `rows` rows answers: the limit is
 // checked there, before anything is written.
@@ -846,7 +846,7 @@ TEST_P(LimitRestartTest, LargerMemoryLimitKeepsEveryDatasetAndFitsMore) {
     expect_same(before, snapshot_of(client));
     expect_several(client);
     EXPECT_EQ(status_of(client).memory_limit, 32u << 20);
-    EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 32u << 20));
+    EXPECT_EQ(file_size_of(*daemon), segment_size_for(32u << 20));
     publish_int64(client, "big", 750'000, 5);  // fits now
     before = snapshot_of(client);
   }
@@ -879,7 +879,7 @@ TEST_P(LimitRestartTest, SmallerMemoryLimitThatFitsIsAccepted) {
   expect_same(before, snapshot_of(client));
   expect_several(client);
   EXPECT_EQ(status_of(client).memory_limit, 16u << 20);
-  EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 16u << 20));
+  EXPECT_EQ(file_size_of(*daemon), segment_size_for(16u << 20));
   // The new limit holds: 16 MB more does not fit, and changes nothing.
   EXPECT_EQ(reserve_int64(client, 2'000'000).code(), Status::Code::kResourceExhausted);
   expect_same(before, snapshot_of(client));
@@ -1030,37 +1030,139 @@ TEST(RestartTest, ResizeCutShortIsFinishedByTheNextStart) {
   expect_same(before, snapshot_of(client));
   expect_several(client);
   EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
-  EXPECT_EQ(file_size_of(*daemon), segment_size_for(client, 64u << 20)) << "not finished";
+  EXPECT_EQ(file_size_of(*daemon), segment_size_for(64u << 20)) << "not finished";
   RawSegment seg = open_raw(*daemon);
   EXPECT_EQ(seg.header().segment_bytes, file_size_of(*daemon));
   EXPECT_EQ(seg.header().data_bytes, 2 * (64u << 20));
 }
 
-TEST(RestartTest, OtherMaxDatasetsIsRefusedAndSaysHowToGetMoreSlots) {
+// Publishes "d0".."d{n-1}", 1,000 int64 rows each, seeded by their number.
+void publish_numbered(Client& client, int n) {
+  for (int i = 0; i < n; ++i) publish_int64(client, "d" + std::to_string(i), 1'000, i);
+}
+void expect_numbered(Client& client, int n) {
+  for (int i = 0; i < n; ++i) expect_int64_published(client, "d" + std::to_string(i), 1'000, i);
+}
+
+TEST_P(LimitRestartTest, MoreIndexSlotsKeepEveryDatasetAndFitMore) {
+  TestDaemon::Options options;
+  options.max_datasets = 4;
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  uint64_t index_bytes = 0;
+  {
+    Client client = daemon->connect();
+    publish_numbered(client, 4);
+    index_bytes = status_of(client).index_bytes;
+    TableBuilder one_more = make_int64_table(client, 10, 9);
+    Status s = client.publish_dataset("one-more", one_more);
+    ASSERT_EQ(s.code(), Status::Code::kResourceExhausted) << s.to_string();
+    EXPECT_THAT(s.message(), HasSubstr("start it again with a larger --max-datasets: the "
+                                       "restart keeps every dataset"));
+  }
+  stop(*daemon);
+  const uint64_t file_bytes = file_size_of(*daemon);
+  CommandResult r = run_command(shelfd_args(*daemon, {"--max-datasets", "20000"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
+  Client client = daemon->connect();
+  expect_numbered(client, 4);
+  const MemoryStats st = status_of(client);
+  EXPECT_GT(st.index_bytes, index_bytes) << "the larger index is charged";
+  EXPECT_EQ(file_size_of(*daemon), file_bytes) << "nothing moved: the room was there";
+  for (int i = 4; i < 40; ++i) publish_int64(client, "d" + std::to_string(i), 1'000, i);
+  expect_numbered(client, 40);
+}
+
+TEST_P(LimitRestartTest, FewerIndexSlotsAreAcceptedWhenTheDatasetsFit) {
+  auto daemon = TestDaemon::start();  // 256 slots
+  ASSERT_NE(daemon, nullptr);
+  uint64_t used = 0;
+  {
+    Client client = daemon->connect();
+    publish_numbered(client, 3);
+    used = status_of(client).used_bytes;
+  }
+  stop(*daemon);
+  const uint64_t resident = daemon->resident_bytes();
+  CommandResult r = run_command(shelfd_args(*daemon, {"--max-datasets", "3"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  expect_numbered(client, 3);
+  const MemoryStats st = status_of(client);
+  EXPECT_LT(st.used_bytes, used) << "the smaller index is charged less";
+  EXPECT_LT(daemon->resident_bytes(), resident) << "the pages it no longer uses are given back";
+  TableBuilder one_more = make_int64_table(client, 10, 9);
+  EXPECT_EQ(client.publish_dataset("d3", one_more).code(), Status::Code::kResourceExhausted);
+}
+
+TEST_P(LimitRestartTest, FewerSlotsThanAUsedOneIsRefusedWithTheLeastThatWorks) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
     Client client = daemon->connect();
-    publish_int64(client, "kept", 10'000, 3);
+    publish_numbered(client, 8);  // slots 0..7
+    for (int i = 0; i < 7; ++i) ASSERT_TRUE(client.unpublish_dataset("d" + std::to_string(i)).ok());
   }
-  daemon->stop();
+  stop(*daemon);
   const auto state = file_state(*daemon);
-  CommandResult r = run_command(shelfd_args(*daemon, {"--max-datasets", "1000"}));
+  CommandResult r = run_command(shelfd_args(*daemon, {"--max-datasets", "4"}));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("was made with --max-datasets 256, not 1000"));
-  EXPECT_THAT(r.err, HasSubstr("a restart cannot change its size"));
-  EXPECT_THAT(r.err, HasSubstr("without --max-datasets to keep 256 and every dataset"));
-  EXPECT_THAT(r.err, HasSubstr("`shelf save DIR`, then start shelfd with --discard "
-                               "--max-datasets 1000 and `shelf load DIR`"));
+  EXPECT_THAT(r.err, HasSubstr("cannot shrink to --max-datasets 4: index slot 7 holds a "
+                               "dataset; it was left untouched. Start shelfd with "
+                               "--max-datasets 8 or more, or without --max-datasets to keep "
+                               "its 256"));
   EXPECT_EQ(file_state(*daemon), state) << "a refused start changed the segment";
-
-  // Without the flags the segment's own values are adopted.
-  r = run_command(shelfd_args(*daemon, {}));
+  r = run_command(shelfd_args(*daemon, {"--max-datasets", "8"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("limit 64.00 MiB"));
   Client client = daemon->connect();
-  EXPECT_EQ(status_of(client).memory_limit, 64u << 20);
-  expect_int64_published(client, "kept", 10'000, 3);
+  expect_int64_published(client, "d7", 1'000, 7);
+}
+
+// A shelfd killed while it changes the index's capacity, at each step: the
+// next start, with or without the new value, serves every dataset.
+TEST(RestartTest, AnIndexCapacityChangeCutShortIsFinishedByTheNextStart) {
+  for (const char* point :
+       {"daemon.index_capacity.before_header", "daemon.index_capacity.mid_header"}) {
+    for (bool again_with_the_value : {true, false}) {
+      SCOPED_TRACE(std::string(point) + (again_with_the_value ? ", again with" : ", without"));
+      auto daemon = TestDaemon::start();
+      ASSERT_NE(daemon, nullptr);
+      {
+        Client client = daemon->connect();
+        publish_numbered(client, 5);
+      }
+      daemon->kill9();
+      {
+        // In the foreground, so that the process stopped at the point is ours to kill.
+        Pipe notify(/*cloexec=*/false);
+        ScopedFaultPoint fault(point, notify);
+        pid_t shelfd = spawn_child([&] {
+          std::vector<std::string> args =
+              shelfd_args(*daemon, {"--max-datasets", "1000", "--foreground"});
+          std::vector<char*> argv;
+          for (std::string& a : args) argv.push_back(a.data());
+          argv.push_back(nullptr);
+          ::execv(argv[0], argv.data());
+          ::_exit(127);
+        });
+        EXPECT_TRUE(notify.read_line().has_value()) << "shelfd never reached " << point;
+        EXPECT_EQ(kill_child(shelfd), 128 + SIGKILL);
+      }
+      CommandResult r = run_command(shelfd_args(
+          *daemon, again_with_the_value ? std::vector<std::string>{"--max-datasets", "1000"}
+                                        : std::vector<std::string>{}));
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      Client client = daemon->connect();
+      expect_numbered(client, 5);
+      const uint32_t capacity = open_raw(*daemon).header().index_capacity;
+      if (again_with_the_value) {
+        EXPECT_EQ(capacity, 1000u);
+      }
+      EXPECT_TRUE(capacity == 1000u || capacity == 256u) << capacity;
+      publish_int64(client, "after", 10, 1);
+    }
+  }
 }
 
 // shelfd killed in the middle of an override, after the new index entry is

@@ -48,7 +48,7 @@ std::string default_socket_path();
 
 struct ClientOptions {
   std::string socket;  // empty: $SHELF_SOCKET, else the per-user default (see shelfd --help)
-  std::string client_name = "libshelf";  // shown in the daemon's log
+  std::string client_name = "libshelf";  // shown in the daemon's log and shelf status --clients
   bool verify_checksums = false;         // verify every buffer's XXH3 in get_dataset: one read pass
   // Longest wait for shelfd to answer one request (or take one): past it the
   // call fails with Unavailable and the connection is dropped, so a hung
@@ -84,6 +84,50 @@ struct QuarantinedDataset {
   std::string reason;  // e.g. "checksum mismatch in partition 0 column 'v'"
 };
 
+// A dataset that has left the index (unpublished, or replaced by an
+// override) but is still read: its memory comes back when the last reader
+// lets go (MemoryStats::pending_free_bytes counts it).
+struct UnpublishedDatasetInfo {
+  std::string name;
+  uint64_t memory_bytes = 0;
+  uint32_t leases = 0;
+  // Kept for processes that mapped the segment before shelfd restarted
+  // (ClientInfo::connections 0): they may still read it.
+  bool restart_hold = false;
+};
+
+// What one process holds of one dataset (ClientInfo::held).
+struct HeldDataset {
+  std::string name;
+  bool published = true;  // false: one of MemoryStats::unpublished
+  uint64_t memory_bytes = 0;
+  uint32_t leases = 0;      // this process's (0 for a restart hold)
+  bool held_alone = false;  // no other process holds it
+};
+
+// A process using shelfd, all its connections together (shelf status
+// --clients): who holds memory.
+struct ClientInfo {
+  uint32_t pid = 0;
+  uint32_t uid = 0;
+  // Its command line as shelfd read it at its first connection (arguments
+  // joined by spaces); empty if shelfd could not read it. The process's own
+  // words: escape them before printing.
+  std::string command;
+  std::string client_name;  // ClientOptions::client_name of its first connection
+  int64_t connected_ns = 0;
+  // 0: not connected, but it mapped the segment before shelfd restarted
+  // and may still read what existed then (held for it until it exits).
+  uint32_t connections = 0;
+  uint32_t leases = 0;
+  uint64_t leased_bytes = 0;  // memory of the datasets it holds
+  // Of those, the unpublished ones only it holds: what comes back when it
+  // lets them go or exits.
+  uint64_t unpublished_bytes = 0;
+  uint64_t writing_bytes = 0;     // partitions it is writing, not yet published
+  std::vector<HeldDataset> held;  // largest first
+};
+
 // The daemon's memory at a glance (shelf status).
 struct MemoryStats {
   std::string socket_path;
@@ -100,7 +144,9 @@ struct MemoryStats {
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetInfo> datasets;
-  std::vector<QuarantinedDataset> quarantined;  // not in `datasets`: not served
+  std::vector<QuarantinedDataset> quarantined;      // not in `datasets`: not served
+  std::vector<UnpublishedDatasetInfo> unpublished;  // by name
+  std::vector<ClientInfo> clients;                  // by pid
   uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
 };
 

@@ -206,6 +206,7 @@ TEST(RequestTest, Hello) {
   HelloRequest m;
   m.protocol_version = 7;
   m.client_name = "shelf publish";
+  m.command = "shelf publish trades trades.csv";
   std::vector<std::byte> out;
   encode_request(out, m);
   Frame f = only_frame(out, request(MessageType::kHello));
@@ -213,6 +214,7 @@ TEST(RequestTest, Hello) {
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->protocol_version, 7);
   EXPECT_EQ(d->client_name, "shelf publish");
+  EXPECT_EQ(d->command, "shelf publish trades trades.csv");
   EXPECT_EQ(HelloRequest{}.protocol_version, kProtocolVersion);
   expect_only_whole_payload_decodes<HelloRequest>(f.payload, decode_hello_request);
 }
@@ -602,6 +604,10 @@ TEST(ResponseTest, Status) {
   m.datasets = sample_summaries();
   m.quarantined = {{"broken", 8192, "checksum mismatch in partition 1 column 'v'"},
                    {"also-broken", 0, ""}};
+  m.unpublished = {{"old", 4096, 2, false}, {"kept", 8192, 0, true}};
+  m.clients = {
+      {42, 1000, "python3 job.py", "python", 1'700'000'000'000'000'001, 2, 65536, {{0, 1}, {3, 0}}},
+      {43, 0, "", "", 0, 0, 0, {}}};
   std::vector<std::byte> out;
   encode_response(out, m);
   Frame f = only_frame(out, response(MessageType::kStatus));
@@ -630,7 +636,47 @@ TEST(ResponseTest, Status) {
     EXPECT_EQ(d->quarantined[i].memory_bytes, m.quarantined[i].memory_bytes);
     EXPECT_EQ(d->quarantined[i].reason, m.quarantined[i].reason);
   }
+  ASSERT_EQ(d->unpublished.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(d->unpublished[i].name, m.unpublished[i].name);
+    EXPECT_EQ(d->unpublished[i].memory_bytes, m.unpublished[i].memory_bytes);
+    EXPECT_EQ(d->unpublished[i].leases, m.unpublished[i].leases);
+    EXPECT_EQ(d->unpublished[i].restart_hold, m.unpublished[i].restart_hold);
+  }
+  ASSERT_EQ(d->clients.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const ClientSummary& want = m.clients[i];
+    const ClientSummary& got = d->clients[i];
+    EXPECT_EQ(got.pid, want.pid);
+    EXPECT_EQ(got.uid, want.uid);
+    EXPECT_EQ(got.command, want.command);
+    EXPECT_EQ(got.client_name, want.client_name);
+    EXPECT_EQ(got.connected_ns, want.connected_ns);
+    EXPECT_EQ(got.connections, want.connections);
+    EXPECT_EQ(got.writing_bytes, want.writing_bytes);
+    ASSERT_EQ(got.holdings.size(), want.holdings.size());
+    for (size_t j = 0; j < want.holdings.size(); ++j) {
+      EXPECT_EQ(got.holdings[j].dataset, want.holdings[j].dataset);
+      EXPECT_EQ(got.holdings[j].leases, want.holdings[j].leases);
+    }
+  }
   expect_only_whole_response_decodes<StatusResponse>(f.payload, decode_status_response);
+}
+
+TEST(ResponseTest, StatusRefusesAHoldingOfNoDatasetInIt) {
+  StatusResponse m;
+  m.datasets = sample_summaries();         // indexes 0 and 1
+  m.unpublished = {{"old", 1, 1, false}};  // index 2
+  m.clients = {{42, 0, "", "", 0, 1, 0, {{2, 1}}}};
+  std::vector<std::byte> out;
+  encode_response(out, m);
+  Frame f = only_frame(out, response(MessageType::kStatus));
+  EXPECT_TRUE(decode_ok_response<StatusResponse>(f.payload, decode_status_response).has_value());
+  m.clients[0].holdings[0].dataset = 3;  // one past the end
+  out.clear();
+  encode_response(out, m);
+  f = only_frame(out, response(MessageType::kStatus));
+  EXPECT_FALSE(decode_ok_response<StatusResponse>(f.payload, decode_status_response).has_value());
 }
 
 TEST(ResponseTest, StatusWithoutDatasets) {

@@ -342,10 +342,9 @@ TEST_F(StoreTest, APublishOfSeveralNamesIsAllOrNothing) {
   Status full = publish(s, four);
   EXPECT_EQ(full.code(), Status::Code::kResourceExhausted);
   EXPECT_NE(full.message().find("index is full"), std::string::npos) << full.message();
-  // The advice is one that keeps the datasets: a restart cannot add slots.
-  EXPECT_NE(full.message().find("A restart cannot add index slots to a segment: for more, "
-                                "`shelf save DIR`, start shelfd with --discard and a larger "
-                                "--max-datasets, then `shelf load DIR`"),
+  // The advice is one that keeps the datasets.
+  EXPECT_NE(full.message().find("start it again with a larger --max-datasets: the restart keeps "
+                                "every dataset"),
             std::string::npos)
       << full.message();
   EXPECT_EQ(store_->list().datasets.size(), 1u);

@@ -29,7 +29,7 @@ namespace {
 class IndexBed {
  public:
   explicit IndexBed(uint32_t capacity) : capacity_(capacity) {
-    bytes_ = index_area_bytes(capacity) + kPageSize;  // + a page for "descriptors"
+    bytes_ = index_area_bytes() + kPageSize;  // + a page for "descriptors"
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     EXPECT_NE(p, MAP_FAILED);
     base_ = static_cast<std::byte*>(p);
@@ -39,7 +39,7 @@ class IndexBed {
     h->index_capacity = capacity;
     h->index_entry_bytes = sizeof(IndexEntryLayout);
     h->hash_capacity = hash_capacity_for(capacity);
-    h->hash_offset = hash_offset_for(capacity);
+    h->hash_offset = hash_offset();
     h->next_publish_id = 1;
     writer_ = NameIndexWriter(MutableSegmentView(base_, bytes_));
     for (uint32_t s = capacity; s > 0; --s) free_.push_back(s - 1);
@@ -261,7 +261,7 @@ TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
   EXPECT_TRUE(summaries.empty());
   EXPECT_TRUE(packed.empty());
   NameIndexWriter(
-      MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes(8)))
+      MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes()))
       .reset_seq();
   EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kFound);
 }
