@@ -121,8 +121,8 @@ def test_ctrl_c_raises_keyboard_interrupt_while_waiting_for_an_event(daemon):
         signal.signal(signal.SIGINT, signal.default_int_handler)
         with shelf.Client() as c:
             events = c.events()
-            print("ready", flush=True)
-            try:
+            try:  # from before "ready": the signal may come before next() starts
+                print("ready", flush=True)
                 next(events)
             except KeyboardInterrupt:
                 print("interrupted", flush=True)
@@ -130,6 +130,7 @@ def test_ctrl_c_raises_keyboard_interrupt_while_waiting_for_an_event(daemon):
         stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
+        time.sleep(0.2)  # most likely in next() by now, without the GIL
         os.kill(child.pid, signal.SIGINT)
         ready, _, _ = select.select([child.stdout], [], [], 20)
         assert ready, "the subscriber said nothing within 20 s of SIGINT"

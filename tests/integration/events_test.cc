@@ -121,6 +121,21 @@ TEST_F(EventsTest, ASubscriberProcessSeesPublishOverrideUnpublishInOrderWithThei
   EXPECT_EQ(wait_child(subscriber), 0);
 }
 
+TEST_F(EventsTest, AnInterruptionCheckEndsAWaitForAnEventAndTheStreamGoesOn) {
+  Client c = daemon_->connect();
+  EventStream events = c.subscribe().value();
+  int calls = 0;
+  const auto start = std::chrono::steady_clock::now();
+  auto e = events.next(3 * kWaitTimeout, [&calls] { return ++calls == 3; });
+  EXPECT_EQ(e.status().code(), Status::Code::kTimedOut) << e.status().to_string();
+  EXPECT_TRUE(contains(e.status().message(), "interrupted")) << e.status().message();
+  EXPECT_EQ(calls, 3);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, kWaitTimeout);  // about 3 * kWaitCheckMs
+  const std::string name = unique_name();
+  publish_int64(c, name, 1, 1);
+  EXPECT_EQ(next_event(events).name, name);
+}
+
 TEST_F(EventsTest, TwoSubscribersBothSeeEveryEventInOrder) {
   const std::string prefix = unique_name();
   constexpr int kNames = 50;
