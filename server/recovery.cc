@@ -190,6 +190,18 @@ Status resize_segment(const shm::ShmObject& segment, uint64_t file_bytes, uint64
   return Status();
 }
 
+// True for a segment a shelfd died making, before it served (so it holds no
+// data): empty (killed before its size was set), or a header whose magic,
+// stored last, is not there yet while what initialise() writes first is
+// either not written or this layout's. Anything else is someone's data.
+bool never_finished(const shm::SegmentHeaderLayout& h, uint64_t file_bytes) {
+  if (file_bytes == 0) return true;
+  if (file_bytes < kPageSize || h.magic != 0) return false;
+  const bool blank = h.layout_version == 0 && h.page_size == 0 && h.segment_bytes == 0;
+  const bool being_written = h.layout_version == shm::kLayoutVersion && h.page_size == kPageSize;
+  return blank || being_written;
+}
+
 // The name index is rebuilt at every start (recover()), so any bucket count
 // the header may hold after a capacity change cut short is accepted: a
 // power of two the index could have.
@@ -274,22 +286,23 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
                                     "empty, start shelfd with --discard");
   };
   SHELF_ASSIGN_OR_RETURN(uint64_t file_bytes, segment.size());
-  if (file_bytes < kPageSize) {
-    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
-  }
-  shm::SegmentHeaderLayout h;
-  {
+  shm::SegmentHeaderLayout h{};
+  if (file_bytes >= kPageSize) {
     SHELF_ASSIGN_OR_RETURN(shm::Mapping page, shm::Mapping::map(segment, 0, kPageSize, false));
     // Acquire: pairs with the release store of the magic in initialise().
     h.magic = shm::load_acquire(reinterpret_cast<const uint64_t&>(*page.data()));
     std::memcpy(&h, page.data(), sizeof h);
   }
-  if (h.magic == 0 && h.layout_version == 0 && h.segment_bytes == 0) {
+  SHELF_ASSIGN_OR_RETURN(uint32_t owner, segment.owner());
+  if (owner == ::geteuid() && never_finished(h, file_bytes)) {
     // A daemon died while making it, before it served anything: no data.
     log_warn(path + " was never finished by the shelfd that made it; replacing it");
     SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
     options.discard = true;
     return create(options);
+  }
+  if (file_bytes < kPageSize) {
+    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
   }
   if (h.magic != shm::kSegmentMagic) return refuse("is not a shelf segment (wrong magic number)");
   if (h.layout_version != shm::kLayoutVersion) {
