@@ -407,6 +407,53 @@ INSTANTIATE_TEST_SUITE_P(Publisher, MidWriteTest, ::testing::Values(false, true)
                            return p.param ? std::string("Survives") : std::string("Killed");
                          });
 
+// An unsealed extent whose owner pid names a live process that does not map
+// the segment (a reused pid, or a header a hostile client forged) is not
+// held for it: nobody can write into it, so the restart frees it at once.
+TEST(RestartTest, AnExtentOfAPidThatDoesNotMapTheSegmentIsFreed) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t used_before = 0;
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "published", 100'000, 2);
+    used_before = status_of(client).used_bytes;
+  }
+  const uint64_t resident_before = daemon->resident_bytes();
+  daemon->kill9();
+  // Alive, and mapping nothing of ours once it has exec'ed.
+  pid_t stranger = spawn_child([] {
+    ::execlp("sleep", "sleep", "60", static_cast<char*>(nullptr));
+    ::_exit(127);
+  });
+  EXPECT_TRUE(eventually([&] {
+    std::ifstream comm("/proc/" + std::to_string(stranger) + "/comm");
+    std::string name;
+    return std::getline(comm, name) && name == "sleep";
+  }));
+  {
+    RawSegment seg = open_raw(*daemon);
+    const uint64_t at = seg.header().data_offset + seg.header().data_bytes / 2;
+    shm::ExtentHeaderLayout forged{};
+    forged.magic = shm::kExtentMagic;
+    forged.state = static_cast<uint32_t>(shm::ExtentState::kAllocated);
+    forged.kind = static_cast<uint32_t>(shm::ExtentKind::kPartition);
+    forged.length = 2 * shm::kPageSize;
+    forged.owner_pid = static_cast<uint32_t>(stranger);
+    std::memcpy(seg.at(at), &forged, sizeof forged);
+    std::memset(seg.at(at + shm::kPageSize), 0x77, shm::kPageSize);
+  }
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.unsealed_bytes, 0u) << "held for a process that cannot write into it";
+  EXPECT_EQ(st.used_bytes, used_before);
+  EXPECT_EQ(daemon->resident_bytes(), resident_before) << "its pages were not given back";
+  expect_int64_published(client, "published", 100'000, 2);
+  EXPECT_EQ(kill_child(stranger), 128 + SIGKILL);
+}
+
 // A reader that outlives the daemon keeps reading the Datasets it got from
 // it. Their leases died with the daemon, so the new one holds everything
 // that existed at the restart while such a process maps the segment: the
