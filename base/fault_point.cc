@@ -1,5 +1,6 @@
 #include "base/fault_point.h"
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -16,7 +17,9 @@ void fault_point(const char* name) {
     ssize_t n = ::write(std::atoi(fd_text), line.data(), line.size());
     (void)n;  // nothing to do if the test closed its end
   }
-  for (;;) ::pause();  // wait for the test's SIGKILL
+  // Stopped, the process waits for the test: SIGKILL, or SIGCONT to go on
+  // past the point (a race between two processes, played step by step).
+  ::raise(SIGSTOP);
 }
 
 }  // namespace shelf::internal

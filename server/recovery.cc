@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -22,6 +23,7 @@
 
 #include "base/check.h"
 #include "base/fault_point.h"
+#include "base/unique_fd.h"
 #include "base/units.h"
 #include "server/log.h"
 #include "server/store.h"
@@ -37,12 +39,25 @@ using shm::kPageSize;
 
 namespace {
 
-// True when `pid` may still be a running publisher. A pid that was reused by
-// another process reads as alive too: its extents are then held a little
-// longer, which is safe; freeing them under a live writer is not.
+// True when `pid` names a live process other than this one.
 bool owner_alive(uint32_t pid) {
   if (pid == 0 || pid == static_cast<uint32_t>(::getpid())) return false;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// True when the process `pid`, named as the owner of an unsealed extent,
+// may still write into the segment: it maps it (`mappers`, from
+// processes_mapping()), or it is alive and its mappings are not ours to read
+// (another user's, under --group: then liveness is all we can go by, and a
+// reused pid holds the extent until it exits, which is safe). A pid reused
+// by a process of ours that does not map the segment, or one written into
+// a forged header, holds nothing: freeing under a live writer is what must
+// never happen, and none of these can write.
+bool may_write(uint32_t pid, const std::set<uint32_t>& mappers) {
+  if (mappers.count(pid) > 0) return true;
+  if (!owner_alive(pid)) return false;
+  UniqueFd maps(::open(("/proc/" + std::to_string(pid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC));
+  return !maps.valid() && errno == EACCES;
 }
 
 // The processes other than this one that map the shm object open as `fd`
@@ -190,6 +205,18 @@ Status resize_segment(const shm::ShmObject& segment, uint64_t file_bytes, uint64
   return Status();
 }
 
+// True for a segment a shelfd died making, before it served (so it holds no
+// data): empty (killed before its size was set), or a header whose magic,
+// stored last, is not there yet while what initialise() writes first is
+// either not written or this layout's. Anything else is someone's data.
+bool never_finished(const shm::SegmentHeaderLayout& h, uint64_t file_bytes) {
+  if (file_bytes == 0) return true;
+  if (file_bytes < kPageSize || h.magic != 0) return false;
+  const bool blank = h.layout_version == 0 && h.page_size == 0 && h.segment_bytes == 0;
+  const bool being_written = h.layout_version == shm::kLayoutVersion && h.page_size == kPageSize;
+  return blank || being_written;
+}
+
 // The name index is rebuilt at every start (recover()), so any bucket count
 // the header may hold after a capacity change cut short is accepted: a
 // power of two the index could have.
@@ -274,22 +301,23 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
                                     "empty, start shelfd with --discard");
   };
   SHELF_ASSIGN_OR_RETURN(uint64_t file_bytes, segment.size());
-  if (file_bytes < kPageSize) {
-    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
-  }
-  shm::SegmentHeaderLayout h;
-  {
+  shm::SegmentHeaderLayout h{};
+  if (file_bytes >= kPageSize) {
     SHELF_ASSIGN_OR_RETURN(shm::Mapping page, shm::Mapping::map(segment, 0, kPageSize, false));
     // Acquire: pairs with the release store of the magic in initialise().
     h.magic = shm::load_acquire(reinterpret_cast<const uint64_t&>(*page.data()));
     std::memcpy(&h, page.data(), sizeof h);
   }
-  if (h.magic == 0 && h.layout_version == 0 && h.segment_bytes == 0) {
+  SHELF_ASSIGN_OR_RETURN(uint32_t owner, segment.owner());
+  if (owner == ::geteuid() && never_finished(h, file_bytes)) {
     // A daemon died while making it, before it served anything: no data.
     log_warn(path + " was never finished by the shelfd that made it; replacing it");
     SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
     options.discard = true;
     return create(options);
+  }
+  if (file_bytes < kPageSize) {
+    return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
   }
   if (h.magic != shm::kSegmentMagic) return refuse("is not a shelf segment (wrong magic number)");
   if (h.layout_version != shm::kLayoutVersion) {
@@ -342,35 +370,53 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   return store;
 }
 
-std::string Store::extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const {
+std::optional<shm::ExtentHeaderLayout> Store::extent_header_copy(uint64_t offset) const {
+  shm::SegmentView view(mapping_.data(), segment_bytes_);
+  const auto* in_segment = view.at<shm::ExtentHeaderLayout>(offset);
+  if (in_segment == nullptr) return std::nullopt;
+  shm::ExtentHeaderLayout h;
+  // Acquire first: pairs with the release stores of the state (kWritten by
+  // the publisher, kSealed by publish()), so what the copy holds is at
+  // least as new as that state.
+  const uint32_t state = shm::load_acquire(in_segment->state);
+  std::memcpy(&h, in_segment, sizeof h);
+  h.state = state;
+  return h;
+}
+
+std::string Store::extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind,
+                                  uint64_t* checked_length) const {
   if (offset < data_offset_ || offset % kPageSize != 0 || offset >= segment_bytes_) {
     return "its extent at offset " + std::to_string(offset) +
            " is outside the data area or misaligned";
   }
-  shm::SegmentView view(mapping_.data(), segment_bytes_);
-  const auto* h = view.at<shm::ExtentHeaderLayout>(offset);
-  if (h == nullptr || h->magic != shm::kExtentMagic) return "its extent header is gone";
+  const std::optional<shm::ExtentHeaderLayout> h = extent_header_copy(offset);
+  if (!h || h->magic != shm::kExtentMagic) return "its extent header is gone";
   if (h->kind != static_cast<uint32_t>(kind)) return "its extent is of the wrong kind";
-  // Acquire: pairs with the release store of kSealed in publish().
-  if (shm::load_acquire(h->state) != static_cast<uint32_t>(shm::ExtentState::kSealed)) {
+  if (h->state != static_cast<uint32_t>(shm::ExtentState::kSealed)) {
     return "its extent is not sealed";
   }
   if (h->length % kPageSize != 0 || h->length <= shm::kExtentHeaderBytes ||
       h->length > segment_bytes_ - offset || (length != 0 && h->length != length)) {
     return "its extent has a bad length";
   }
+  if (checked_length != nullptr) *checked_length = h->length;
   return std::string();
 }
 
 bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
-  auto* entry = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
-  SHELF_CHECK(entry != nullptr);
+  auto* in_segment = view.at<shm::IndexEntryLayout>(shm::index_entry_offset(slot));
+  SHELF_CHECK(in_segment != nullptr);
+  // Checked and used from a private copy (see recover_descriptor()).
+  shm::IndexEntryLayout copy;
+  std::memcpy(&copy, in_segment, sizeof copy);
+  const shm::IndexEntryLayout* entry = &copy;
   auto drop = [&](const std::string& why) {
     log_error("restart: index slot " + std::to_string(slot) + " " + why + "; dropped it");
     ++recovery_.dropped;
     // write_index_entry() needs an even seq to start from.
-    if (entry->seq % 2 != 0) ++entry->seq;
+    if (in_segment->seq % 2 != 0) ++in_segment->seq;
     write_index_entry(slot, nullptr);
     return false;
   };
@@ -398,7 +444,8 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   d.summary.name = name;
   d.summary.created_ns = entry->created_ns;
   std::string problem;  // the first thing found wrong: the quarantine reason
-  if (auto descriptor = recover_descriptor(*entry, d, problem)) {
+  std::vector<std::byte> descriptor_bytes;
+  if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes)) {
     recover_partitions(*descriptor, d, problem);
     if (problem.empty() && entry->data_bytes != d.memory_bytes) {
       problem = "its index entry and its extents disagree on its size";
@@ -430,19 +477,20 @@ bool Store::claim(Dataset& d, uint64_t offset, uint64_t length) {
 }
 
 std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEntryLayout& entry,
-                                                             Dataset& d, std::string& problem) {
+                                                             Dataset& d, std::string& problem,
+                                                             std::vector<std::byte>& copy) {
   const uint64_t desc_offset = entry.descriptor_offset;
   if (desc_offset < shm::kExtentHeaderBytes) {
     problem = "its descriptor offset is bad";
     return std::nullopt;
   }
   const uint64_t extent = desc_offset - shm::kExtentHeaderBytes;
-  if (std::string p = extent_problem(extent, 0, shm::ExtentKind::kDescriptor); !p.empty()) {
+  uint64_t length = 0;
+  if (std::string p = extent_problem(extent, 0, shm::ExtentKind::kDescriptor, &length);
+      !p.empty()) {
     problem = "descriptor: " + p;
     return std::nullopt;
   }
-  shm::SegmentView view(mapping_.data(), segment_bytes_);
-  const uint64_t length = view.at<shm::ExtentHeaderLayout>(extent)->length;
   if (!claim(d, extent, length)) {
     problem = "its descriptor overlaps another dataset's memory";
     return std::nullopt;
@@ -453,9 +501,10 @@ std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEnt
     return std::nullopt;
   }
   d.descriptor_length = entry.descriptor_length;
-  auto parsed = shm::DescriptorView::parse(
-      std::span<const std::byte>(mapping_.data() + desc_offset, d.descriptor_length),
-      /*from_client=*/false);
+  // Parsed from a private copy: a process that maps the segment read-write
+  // could change the bytes between a check and a use.
+  copy.assign(mapping_.data() + desc_offset, mapping_.data() + desc_offset + d.descriptor_length);
+  auto parsed = shm::DescriptorView::parse(copy, /*from_client=*/false);
   if (!parsed.ok()) {
     problem = parsed.status().message();
     return std::nullopt;
@@ -498,26 +547,24 @@ void Store::recover_partitions(const shm::DescriptorView& v, Dataset& d, std::st
 
 void Store::sweep_gap(uint64_t begin, uint64_t end) {
   // Only resident pages matter: SEEK_DATA skips the holes of the sparse area.
-  shm::SegmentView view(mapping_.data(), segment_bytes_);
   uint64_t at = begin, punch_from = begin;
   while (at < end) {
     const off_t data = ::lseek(segment_.fd(), static_cast<off_t>(at), SEEK_DATA);
     if (data < 0 || static_cast<uint64_t>(data) >= end) break;  // ENXIO: no data after `at`
     const uint64_t page = static_cast<uint64_t>(data) / kPageSize * kPageSize;
-    const auto* h = view.at<shm::ExtentHeaderLayout>(page);
-    const bool extent = h != nullptr && h->magic == shm::kExtentMagic &&
-                        h->length % kPageSize == 0 && h->length > shm::kExtentHeaderBytes &&
-                        h->length <= end - page;
+    // A private copy: the checks below hold for what is used.
+    const std::optional<shm::ExtentHeaderLayout> h = extent_header_copy(page);
+    const bool extent = h && h->magic == shm::kExtentMagic && h->length % kPageSize == 0 &&
+                        h->length > shm::kExtentHeaderBytes && h->length <= end - page;
     if (!extent) {
       at = page + kPageSize;
       continue;
     }
-    // Acquire: pairs with the publisher's release store of kWritten.
-    const uint32_t state = shm::load_acquire(h->state);
+    const uint32_t state = h->state;
     const bool unsealed = state == static_cast<uint32_t>(shm::ExtentState::kAllocated) ||
                           state == static_cast<uint32_t>(shm::ExtentState::kWritten);
     if (h->kind == static_cast<uint32_t>(shm::ExtentKind::kPartition) && unsealed &&
-        owner_alive(h->owner_pid) && allocator_.mark_allocated(page, h->length)) {
+        may_write(h->owner_pid, old_mappers_) && allocator_.mark_allocated(page, h->length)) {
       // Its publisher lived through the crash and may still write into its
       // mapping: freeing the pages now would let that write land in the
       // memory of whoever gets them next. Held until it exits.

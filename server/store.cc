@@ -151,7 +151,19 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
     (void)shm::ShmObject::unlink(options.segment_name);
     return s;
   };
-  if (Status s = segment.try_lock(); !s.ok()) return remove_on_error(s);
+  // Until it is locked, another shelfd starting on this segment name may
+  // take the new file for one a crashed daemon left half made, and replace
+  // it (attach()). Then that one serves the name: this one must neither
+  // serve the file it made nor remove the other's.
+  SHELF_FAULT_POINT("daemon.create.before_lock");
+  const Status lost = Status::already_exists(
+      "another shelfd took /dev/shm/" + options.segment_name +
+      " while this one was making it; it serves that segment now (see its --socket)");
+  if (Status locked = segment.try_lock(); !locked.ok()) {
+    return locked.code() == Status::Code::kAlreadyExists ? lost : locked;
+  }
+  SHELF_ASSIGN_OR_RETURN(bool still_ours, segment.is_linked());
+  if (!still_ours) return lost;
   auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
   if (!mapping.ok()) return remove_on_error(mapping.status());
 

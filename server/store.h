@@ -359,16 +359,24 @@ class Store {
   bool recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen);
   // recover_entry()'s checks of the descriptor and of the partitions: each
   // claims what it can for `d` and sets `problem` (when still empty) to the
-  // first thing found wrong.
+  // first thing found wrong. The descriptor is parsed from `copy`, which it
+  // fills with the descriptor's bytes: the view lives as long as it.
   std::optional<shm::DescriptorView> recover_descriptor(const shm::IndexEntryLayout& entry,
-                                                        Dataset& d, std::string& problem);
+                                                        Dataset& d, std::string& problem,
+                                                        std::vector<std::byte>& copy);
   void recover_partitions(const shm::DescriptorView& view, Dataset& d, std::string& problem);
   // Claims [offset, offset+length) for `d` in the allocator; false if it
   // overlaps memory already claimed.
   bool claim(Dataset& d, uint64_t offset, uint64_t length);
   // What is wrong with the sealed extent of `kind` at `offset` (of `length`,
   // unless 0); empty when nothing is.
-  std::string extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind) const;
+  std::string extent_problem(uint64_t offset, uint64_t length, shm::ExtentKind kind,
+                             uint64_t* checked_length = nullptr) const;
+  // The extent header at `offset` copied out of the segment (its state
+  // loaded with acquire first), or nullopt when it does not fit: recovery
+  // checks and uses copies, as a process mapping the segment read-write may
+  // change the header between a check and a use.
+  std::optional<shm::ExtentHeaderLayout> extent_header_copy(uint64_t offset) const;
   // Frees every resident page of [begin, end) that no dataset owns, keeping
   // the unsealed extents of publishers still alive.
   void sweep_gap(uint64_t begin, uint64_t end);

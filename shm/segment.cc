@@ -165,6 +165,22 @@ Status ShmObject::try_lock() const {
   return Status();
 }
 
+Result<bool> ShmObject::is_linked() const {
+  struct stat by_fd, by_name;
+  if (::fstat(fd(), &by_fd) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  if (::stat(("/dev/shm/" + name()).c_str(), &by_name) != 0) {
+    if (errno == ENOENT) return false;
+    return Status::from_errno("stat /dev/shm/" + name(), errno);
+  }
+  return by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
+}
+
+Result<uint32_t> ShmObject::owner() const {
+  struct stat st;
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  return st.st_uid;
+}
+
 class Mapping::Impl {
  public:
   bip::mapped_region region;

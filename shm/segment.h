@@ -63,6 +63,11 @@ class ShmObject {
   // Takes an exclusive flock on the object without waiting; the kernel drops
   // it when this process dies. Errors: AlreadyExists when another process holds it.
   Status try_lock() const;
+  // True when /dev/shm/NAME is still this object: another process may have
+  // removed it, or put another one in its place, since it was opened.
+  Result<bool> is_linked() const;
+  // The object's owner (fstat st_uid).
+  Result<uint32_t> owner() const;
 
  private:
   class Impl;

@@ -407,6 +407,53 @@ INSTANTIATE_TEST_SUITE_P(Publisher, MidWriteTest, ::testing::Values(false, true)
                            return p.param ? std::string("Survives") : std::string("Killed");
                          });
 
+// An unsealed extent whose owner pid names a live process that does not map
+// the segment (a reused pid, or a header a hostile client forged) is not
+// held for it: nobody can write into it, so the restart frees it at once.
+TEST(RestartTest, AnExtentOfAPidThatDoesNotMapTheSegmentIsFreed) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t used_before = 0;
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "published", 100'000, 2);
+    used_before = status_of(client).used_bytes;
+  }
+  const uint64_t resident_before = daemon->resident_bytes();
+  daemon->kill9();
+  // Alive, and mapping nothing of ours once it has exec'ed.
+  pid_t stranger = spawn_child([] {
+    ::execlp("sleep", "sleep", "60", static_cast<char*>(nullptr));
+    ::_exit(127);
+  });
+  EXPECT_TRUE(eventually([&] {
+    std::ifstream comm("/proc/" + std::to_string(stranger) + "/comm");
+    std::string name;
+    return std::getline(comm, name) && name == "sleep";
+  }));
+  {
+    RawSegment seg = open_raw(*daemon);
+    const uint64_t at = seg.header().data_offset + seg.header().data_bytes / 2;
+    shm::ExtentHeaderLayout forged{};
+    forged.magic = shm::kExtentMagic;
+    forged.state = static_cast<uint32_t>(shm::ExtentState::kAllocated);
+    forged.kind = static_cast<uint32_t>(shm::ExtentKind::kPartition);
+    forged.length = 2 * shm::kPageSize;
+    forged.owner_pid = static_cast<uint32_t>(stranger);
+    std::memcpy(seg.at(at), &forged, sizeof forged);
+    std::memset(seg.at(at + shm::kPageSize), 0x77, shm::kPageSize);
+  }
+  CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.unsealed_bytes, 0u) << "held for a process that cannot write into it";
+  EXPECT_EQ(st.used_bytes, used_before);
+  EXPECT_EQ(daemon->resident_bytes(), resident_before) << "its pages were not given back";
+  expect_int64_published(client, "published", 100'000, 2);
+  EXPECT_EQ(kill_child(stranger), 128 + SIGKILL);
+}
+
 // A reader that outlives the daemon keeps reading the Datasets it got from
 // it. Their leases died with the daemon, so the new one holds everything
 // that existed at the restart while such a process maps the segment: the
@@ -1117,6 +1164,109 @@ TEST_P(LimitRestartTest, FewerSlotsThanAUsedOneIsRefusedWithTheLeastThatWorks) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Client client = daemon->connect();
   expect_int64_published(client, "d7", 1'000, 7);
+}
+
+// Runs shelfd with `args` in the foreground, in a child whose stderr goes
+// to `err`: a process stopped at a fault point is then the test's own.
+pid_t spawn_foreground_shelfd(std::vector<std::string> args, Pipe& err) {
+  args.push_back("--foreground");
+  return spawn_child([&] {
+    ::dup2(err.write_fd(), STDERR_FILENO);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  });
+}
+
+// Reads lines from `err` until one holds `text`; false at EOF or the timeout.
+bool said(Pipe& err, const std::string& text) {
+  while (auto line = err.read_line()) {
+    if (line->find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A segment a shelfd died making holds no data: empty (killed before its
+// size was set) or its header half written (the magic, stored last, not
+// there). The next start replaces it without --discard. The same file owned
+// by another user is not shelf's to replace: refused, untouched.
+TEST(RestartTest, ASegmentLeftHalfMadeIsReplacedWithoutDiscard) {
+  for (const char* variant : {"empty", "header half written", "empty, of another user"}) {
+    SCOPED_TRACE(variant);
+    auto daemon = TestDaemon::unstarted();
+    const std::string path = "/dev/shm/" + daemon->segment();
+    const bool foreign = std::string(variant).find("another") != std::string::npos;
+    {
+      UniqueFd fd(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+      ASSERT_TRUE(fd.valid());
+      if (std::string(variant) == "header half written") {
+        ASSERT_EQ(::ftruncate(fd.get(), 1 << 20), 0);
+        shm::SegmentHeaderLayout h{};
+        h.layout_version = shm::kLayoutVersion;
+        h.page_size = shm::kPageSize;
+        h.generation = 1;
+        ASSERT_EQ(::pwrite(fd.get(), &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+      }
+      if (foreign) {
+        ASSERT_EQ(::fchown(fd.get(), 65534, 65534), 0);
+      }
+    }
+    CommandResult r = daemon->restart();
+    if (foreign) {
+      EXPECT_EQ(r.exit_code, 1);
+      EXPECT_THAT(r.err, HasSubstr("is 0 bytes, too small to be a shelf segment"));
+      struct stat st;
+      ASSERT_EQ(::stat(path.c_str(), &st), 0) << "it removed a file that was not its own";
+      EXPECT_EQ(st.st_uid, 65534u);
+      continue;
+    }
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("was never finished by the shelfd that made it; replacing it"));
+    Client client = daemon->connect();
+    publish_int64(client, "fresh", 100, 1);
+    expect_int64_published(client, "fresh", 100, 1);
+  }
+}
+
+// Two shelfds on different sockets making the same segment at once. The
+// first has made the file and not yet locked it (stopped there); the second
+// takes it for one a crashed daemon left half made, replaces it and serves.
+// Let go, the first must see that it lost: it exits, and neither serves
+// the file it made nor removes the other's.
+TEST(RestartTest, TwoDaemonsMakingOneSegmentCannotBothWin) {
+  auto first = TestDaemon::unstarted();
+  auto second = TestDaemon::unstarted();
+  const std::vector<std::string> common = {"--segment", first->segment(), "--memory-limit",
+                                           "64MiB"};
+  auto args_for = [&](const TestDaemon& d) {
+    std::vector<std::string> args = {SHELFD_PATH, "--socket", d.socket()};
+    args.insert(args.end(), common.begin(), common.end());
+    return args;
+  };
+  Pipe notify(/*cloexec=*/false), err;
+  pid_t loser = 0;
+  {
+    ScopedFaultPoint fault("daemon.create.before_lock", notify);
+    loser = spawn_foreground_shelfd(args_for(*first), err);
+  }
+  err.close_write();
+  ASSERT_TRUE(notify.read_line().has_value()) << "the first shelfd never made the file";
+  CommandResult r = run_command(args_for(*second));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("was never finished by the shelfd that made it; replacing it"));
+  ASSERT_EQ(::kill(loser, SIGCONT), 0);
+  EXPECT_TRUE(said(
+      err, "another shelfd took /dev/shm/" + first->segment() + " while this one was making it"));
+  EXPECT_EQ(wait_child(loser), 1);
+  // The winner's segment is the one at the name, and it serves it.
+  Client client = second->connect();
+  publish_int64(client, "won", 1'000, 3);
+  pid_t winner = 0;
+  std::ifstream(second->socket() + ".lock") >> winner;
+  EXPECT_EQ(open_raw(*first).header().daemon_pid, static_cast<uint32_t>(winner));
+  expect_int64_published(client, "won", 1'000, 3);
 }
 
 // A shelfd killed while it changes the index's capacity, at each step: the
