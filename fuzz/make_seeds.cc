@@ -144,6 +144,19 @@ void write_protocol_seeds(const fs::path& root,
   seed("wait_for", one([](Bytes& o) {
          protocol::encode_request(o, protocol::WaitForRequest{{"sales", "nyc-taxi/2024-01"}});
        }));
+  seed("subscribe",
+       one([](Bytes& o) { protocol::encode_request(o, protocol::SubscribeRequest{3}); }));
+  seed("subscribe_response",
+       one([](Bytes& o) { protocol::encode_response(o, protocol::SubscribeResponse{4}); }));
+  seed("event", one([](Bytes& o) {
+         protocol::Event e;
+         e.kind = protocol::EventKind::kQuarantine;
+         e.name = "nyc-taxi/2024-01";
+         e.time_ns = 1796241196132767407;
+         e.memory_bytes = 8192;
+         e.reason = "checksum mismatch in partition 0 column 'v'";
+         protocol::encode_event(o, e);
+       }));
   seed("list", one([](Bytes& o) { protocol::encode_list_request(o); }));
   seed("status", one([](Bytes& o) { protocol::encode_status_request(o); }));
   seed("error_response", one([](Bytes& o) {

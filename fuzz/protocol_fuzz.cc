@@ -48,6 +48,18 @@ void request_round_trip(std::span<const std::byte> payload, Decode decode) {
   check_same(payload_of(frame), payload);
 }
 
+// An Event frame's payload (no status): accepted, it re-encodes exactly,
+// and its kind is one of the known ones.
+void event_round_trip(std::span<const std::byte> payload) {
+  auto m = decode_event(payload);
+  if (!m) return;
+  const auto kind = static_cast<uint8_t>(m->kind);
+  SHELF_CHECK(kind >= 1 && kind <= kMaxEventKind);
+  Bytes frame;
+  encode_event(frame, *m);
+  check_same(payload_of(frame), payload);
+}
+
 // A response: the status, then (when OK) the body `decode` reads. Accepted
 // OK responses with an empty status message re-encode exactly.
 template <class Decode>
@@ -80,11 +92,14 @@ void fuzz_payload(std::span<const std::byte> payload) {
   request_round_trip(payload, decode_release_request);
   request_round_trip(payload, decode_unpublish_request);
   request_round_trip(payload, decode_wait_for_request);
+  request_round_trip(payload, decode_subscribe_request);
+  event_round_trip(payload);
   response_round_trip(payload, decode_hello_response);
   response_round_trip(payload, decode_allocate_response);
   response_round_trip(payload, decode_get_response);
   response_round_trip(payload, decode_list_response);
   response_round_trip(payload, decode_status_response);
+  response_round_trip(payload, decode_subscribe_response);
   // A publish never carries more items than the cap, whatever it claims.
   if (auto p = decode_publish_request(payload)) SHELF_CHECK(p->items.size() <= kMaxPublishItems);
   if (auto w = decode_wait_for_request(payload)) {

@@ -71,8 +71,9 @@ std::vector<DatasetSummary> get_summaries(ByteReader& r) {
 }  // namespace
 
 bool is_request_type(uint16_t type) {
-  return type >= static_cast<uint16_t>(MessageType::kHello) &&
-         type <= static_cast<uint16_t>(MessageType::kLeaseReleased);
+  return (type >= static_cast<uint16_t>(MessageType::kHello) &&
+          type <= static_cast<uint16_t>(MessageType::kLeaseReleased)) ||
+         type == static_cast<uint16_t>(MessageType::kSubscribe);  // kEvent is not one
 }
 
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
@@ -121,6 +122,27 @@ void encode_request(std::vector<std::byte>& out, const WaitForRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kWaitFor), [&](ByteWriter& w) {
     w.u32(static_cast<uint32_t>(m.names.size()));
     for (const std::string& name : m.names) w.str(name);
+  });
+}
+
+void encode_request(std::vector<std::byte>& out, const SubscribeRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kSubscribe),
+        [&](ByteWriter& w) { w.u64(m.last_generation); });
+}
+void encode_event(std::vector<std::byte>& out, const Event& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kEvent), [&](ByteWriter& w) {
+    w.u8(static_cast<uint8_t>(m.kind));
+    w.str(m.name);
+    w.i64(m.time_ns);
+    w.u32(m.pid);
+    w.u32(m.uid);
+    w.u64(m.num_rows);
+    w.u64(m.num_partitions);
+    w.u64(m.memory_bytes);
+    w.str(m.reason);
+    w.u64(m.generation);
+    w.u64(m.previous_generation);
+    w.u64(m.dropped);
   });
 }
 
@@ -186,6 +208,32 @@ std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte>
   const uint32_t n = r.count(4);  // each name: its length prefix at least
   if (n == 0 || n > kMaxWaitNames) return std::nullopt;
   for (uint32_t i = 0; i < n && !r.failed(); ++i) m.names.push_back(r.str());
+  return finish(r, std::move(m));
+}
+
+std::optional<SubscribeRequest> decode_subscribe_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  SubscribeRequest m;
+  m.last_generation = r.u64();
+  return finish(r, m);
+}
+std::optional<Event> decode_event(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  Event m;
+  const uint8_t kind = r.u8();
+  if (kind == 0 || kind > kMaxEventKind) return std::nullopt;
+  m.kind = static_cast<EventKind>(kind);
+  m.name = r.str();
+  m.time_ns = r.i64();
+  m.pid = r.u32();
+  m.uid = r.u32();
+  m.num_rows = r.u64();
+  m.num_partitions = r.u64();
+  m.memory_bytes = r.u64();
+  m.reason = r.str();
+  m.generation = r.u64();
+  m.previous_generation = r.u64();
+  m.dropped = r.u64();
   return finish(r, std::move(m));
 }
 
@@ -280,6 +328,13 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
   });
 }
 
+void encode_response(std::vector<std::byte>& out, const SubscribeResponse& m) {
+  frame(out, response_type(MessageType::kSubscribe), [&](ByteWriter& w) {
+    ok_status(w);
+    w.u64(m.generation);
+  });
+}
+
 Status decode_response_status(ByteReader& r) {
   uint8_t code = r.u8();
   std::string message = r.str();
@@ -371,6 +426,12 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
     m.clients.push_back(std::move(s));
   }
   return finish(r, std::move(m));
+}
+
+std::optional<SubscribeResponse> decode_subscribe_response(ByteReader& r) {
+  SubscribeResponse m;
+  m.generation = r.u64();
+  return finish(r, m);
 }
 
 }  // namespace shelf::protocol

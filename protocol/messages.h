@@ -30,6 +30,12 @@ enum class MessageType : uint16_t {
   kStatus = 9,          // memory and datasets at a glance
   kWaitFor = 10,        // answered once every name is published (docs/protocol.md, "Waiting")
   kLeaseReleased = 11,  // posted: a table lease of an unpublished dataset ended (docs/leases.md)
+  // After its OK response the connection is a one-way stream of Event
+  // frames, daemon to client: the daemon reads nothing more from it, watches
+  // it for hang-up only, and sends Events until either side closes
+  // (docs/protocol.md, "Events").
+  kSubscribe = 12,
+  kEvent = 13,  // daemon to client only, never a request; no status, no response bit
 };
 inline constexpr uint16_t kResponseBit = 0x8000;
 bool is_request_type(uint16_t type);
@@ -183,6 +189,43 @@ struct WaitForRequest {
   std::vector<std::string> names;  // 1..kMaxWaitNames
 };
 
+struct SubscribeRequest {
+  // The generation of the daemon the client last subscribed to, 0 for none.
+  // When it differs from the current one, the stream starts with a restart
+  // event and the quarantine events of the datasets this daemon found
+  // damaged (docs/protocol.md, "Events").
+  uint64_t last_generation = 0;
+};
+struct SubscribeResponse {
+  uint64_t generation = 0;  // the daemon's: what the next Subscribe passes as last_generation
+};
+
+enum class EventKind : uint8_t {
+  kPublish = 1,   // a new name
+  kOverride = 2,  // a publish that replaced a published (or quarantined) name
+  kUnpublish = 3,
+  kQuarantine = 4,  // found damaged at the daemon's start; only after a restart event
+  kRestart = 5,     // the daemon is another than the subscriber's last
+  kDropped = 6,     // `dropped` events were not sent: the subscriber read too slowly
+};
+inline constexpr uint8_t kMaxEventKind = 6;
+
+// One Event frame's payload. Fields a kind does not use are 0 or empty.
+struct Event {
+  EventKind kind = EventKind::kPublish;
+  std::string name;  // publish, override, unpublish, quarantine
+  int64_t time_ns = 0;
+  uint32_t pid = 0;  // publish, override, unpublish: who did it
+  uint32_t uid = 0;
+  uint64_t num_rows = 0;  // publish, override; unpublish: of what was removed
+  uint64_t num_partitions = 0;
+  uint64_t memory_bytes = 0;         // ... and quarantine
+  std::string reason;                // quarantine
+  uint64_t generation = 0;           // restart: the daemon's now
+  uint64_t previous_generation = 0;  // restart: the subscriber's last
+  uint64_t dropped = 0;              // dropped
+};
+
 // Encoders append a whole frame (header and payload) to `out`.
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m);
 void encode_request(std::vector<std::byte>& out, const AllocateRequest& m);
@@ -195,6 +238,9 @@ void encode_list_request(std::vector<std::byte>& out);
 void encode_status_request(std::vector<std::byte>& out);
 void encode_lease_released_request(std::vector<std::byte>& out);
 void encode_request(std::vector<std::byte>& out, const WaitForRequest& m);
+void encode_request(std::vector<std::byte>& out, const SubscribeRequest& m);
+// An Event frame (type kEvent, the event as its whole payload).
+void encode_event(std::vector<std::byte>& out, const Event& m);
 
 // Decoders read a request payload; nullopt when it is malformed.
 std::optional<HelloRequest> decode_hello_request(std::span<const std::byte> payload);
@@ -206,6 +252,9 @@ std::optional<ReleaseRequest> decode_release_request(std::span<const std::byte> 
 std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::byte> payload);
 // Also nullopt for no names or more than kMaxWaitNames.
 std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte> payload);
+std::optional<SubscribeRequest> decode_subscribe_request(std::span<const std::byte> payload);
+// An Event frame's payload; nullopt also for an unknown kind.
+std::optional<Event> decode_event(std::span<const std::byte> payload);
 
 // Responses. An error response carries only the status.
 void encode_error_response(std::vector<std::byte>& out, MessageType type, const Status& status);
@@ -215,6 +264,7 @@ void encode_response(std::vector<std::byte>& out, const AllocateResponse& m);
 void encode_response(std::vector<std::byte>& out, const GetResponse& m);
 void encode_response(std::vector<std::byte>& out, const ListResponse& m);
 void encode_response(std::vector<std::byte>& out, const StatusResponse& m);
+void encode_response(std::vector<std::byte>& out, const SubscribeResponse& m);
 
 // Reads the status at the start of a response payload and leaves `reader` at
 // the body. A malformed payload yields an Internal status.
@@ -224,5 +274,6 @@ std::optional<AllocateResponse> decode_allocate_response(ByteReader& reader);
 std::optional<GetResponse> decode_get_response(ByteReader& reader);
 std::optional<ListResponse> decode_list_response(ByteReader& reader);
 std::optional<StatusResponse> decode_status_response(ByteReader& reader);
+std::optional<SubscribeResponse> decode_subscribe_response(ByteReader& reader);
 
 }  // namespace shelf::protocol

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -401,6 +402,75 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
   return out;
 }
 
+// Seconds (None: without bound) as libclient's timeout; ValueError names `what`.
+std::optional<std::chrono::milliseconds> timeout_ms(std::optional<double> timeout,
+                                                    const char* what) {
+  if (!timeout) return std::nullopt;
+  if (!std::isfinite(*timeout) || *timeout < 0) {
+    throw py::value_error(std::string(what) +
+                          ": timeout must be a number of seconds >= 0, or None");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout * 1000)));
+}
+
+// An event stream (<shelf/events.h>): a connection of its own, which
+// shelf.Client.events() iterates. next() waits without the GIL, as
+// PyClient::wait() does, Ctrl-C included. An EventStream is used by one
+// thread at a time: a second thread calling next() meanwhile is refused
+// (RuntimeError) rather than left to race on the socket.
+class PyEventStream {
+ public:
+  explicit PyEventStream(shelf::EventStream stream)
+      : stream_(std::make_shared<shelf::EventStream>(std::move(stream))) {}
+
+  // The next event's fields as a dict (shelf/__init__.py picks the keys of
+  // its kind), or None when `timeout` passes first. ConnectionError when the
+  // daemon has gone.
+  py::object next(std::optional<double> timeout) {
+    const std::optional<std::chrono::milliseconds> ms = timeout_ms(timeout, "events");
+    if (!stream_) throw py::value_error("the event stream is closed");
+    if (busy_) throw std::runtime_error("this event stream is being read by another thread");
+    bool handler_raised = false;
+    const auto interrupted = [&handler_raised] {
+      py::gil_scoped_acquire locked;
+      handler_raised = PyErr_CheckSignals() != 0;  // its exception stays set
+      return handler_raised;
+    };
+    const std::shared_ptr<shelf::EventStream> stream = stream_;  // a close() meanwhile
+    shelf::Result<shelf::Event> event = shelf::Status::internal("no event read");
+    busy_ = true;
+    {
+      py::gil_scoped_release unlocked;
+      event = stream->next(ms, interrupted);
+    }
+    busy_ = false;
+    if (handler_raised) throw py::error_already_set();
+    if (!event.ok() && event.status().code() == shelf::Status::Code::kTimedOut) return py::none();
+    const shelf::Event e = take(std::move(event));
+    py::dict out;
+    out["kind"] = std::string(shelf::event_kind_name(e.kind));
+    out["name"] = e.name;  // UTF-8: the daemon refuses other names
+    out["time_ns"] = e.time_ns;
+    out["pid"] = e.pid;
+    out["uid"] = e.uid;
+    out["rows"] = e.num_rows;
+    out["partitions"] = e.num_partitions;
+    out["memory_bytes"] = e.memory_bytes;
+    out["reason"] = e.reason;
+    out["generation"] = e.generation;
+    out["previous_generation"] = e.previous_generation;
+    out["dropped"] = e.dropped;
+    return out;
+  }
+
+  uint64_t generation() const { return stream_ ? stream_->generation() : 0; }
+  void close() { stream_.reset(); }
+
+ private:
+  std::shared_ptr<shelf::EventStream> stream_;
+  bool busy_ = false;  // a next() is under way (read and written with the GIL held)
+};
+
 // One connection to shelfd. Python holds the GIL through every call, so one
 // PyClient is never used by two threads at once (a C++ Client is used by one
 // thread at a time). The GIL is released only in _Dataset.verify/prefault,
@@ -467,14 +537,7 @@ class PyClient {
   // the wait's connection is closed. The check returns true rather than
   // throwing through libclient, which promises no exceptions.
   void wait(const std::vector<std::string>& names, std::optional<double> timeout) {
-    std::optional<std::chrono::milliseconds> ms;
-    if (timeout) {
-      if (!std::isfinite(*timeout) || *timeout < 0) {
-        throw py::value_error(
-            "wait_for_dataset: timeout must be a number of seconds >= 0, or None");
-      }
-      ms = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout * 1000)));
-    }
+    const std::optional<std::chrono::milliseconds> ms = timeout_ms(timeout, "wait_for_dataset");
     bool handler_raised = false;
     const auto interrupted = [&handler_raised] {
       py::gil_scoped_acquire locked;
@@ -491,6 +554,11 @@ class PyClient {
     }
     if (handler_raised) throw py::error_already_set();
     check(status);
+  }
+
+  // A new event stream on a connection of its own (Client::subscribe).
+  std::unique_ptr<PyEventStream> subscribe(uint64_t last_generation) {
+    return std::make_unique<PyEventStream>(take(get().subscribe(last_generation)));
   }
 
   py::dict status() {
@@ -732,6 +800,11 @@ PYBIND11_MODULE(_shelf, m) {
       .def("append_bytes", &PyTable::append_bytes, py::arg("payload"))
       .def("abort", &PyTable::abort);
 
+  py::class_<PyEventStream>(m, "_EventStream")
+      .def("next", &PyEventStream::next, py::arg("timeout") = py::none())
+      .def_property_readonly("generation", &PyEventStream::generation)
+      .def("close", &PyEventStream::close);
+
   py::class_<PyClient>(m, "_Client")
       .def(py::init<const std::string&>(), py::arg("socket") = "")
       .def("close", &PyClient::close)
@@ -744,6 +817,7 @@ PYBIND11_MODULE(_shelf, m) {
       .def("get", &PyClient::get_dataset, py::arg("name"))
       .def("unpublish", &PyClient::unpublish, py::arg("name"))
       .def("wait", &PyClient::wait, py::arg("names"), py::arg("timeout") = py::none())
+      .def("subscribe", &PyClient::subscribe, py::arg("last_generation") = 0)
       .def("status", &PyClient::status)
       .def("publish_filtered", &PyClient::publish_filtered, py::arg("name"), py::arg("base"),
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},

@@ -25,6 +25,7 @@
 #include "protocol/messages.h"
 #include "server/file_safety.h"
 #include "server/log.h"
+#include "server/store_internal.h"
 
 namespace shelf::server {
 
@@ -42,6 +43,10 @@ struct Daemon::Connection {
   // names it still waits for (each has this fd in waiters_).
   bool parked = false;
   std::vector<std::string> waiting_for;
+  // Subscribed: a one-way event stream from now on (nothing more is read),
+  // and the events not queued since its backlog reached kMaxEventBacklogBytes.
+  bool subscribed = false;
+  uint64_t dropped_events = 0;
   std::vector<std::byte> in;
   std::vector<std::byte> out;
   size_t out_sent = 0;
@@ -319,7 +324,7 @@ Status Daemon::run() {
       auto it = connections_.find(fd);
       if (it == connections_.end()) continue;
       Connection& c = *it->second;
-      if (c.parked && (events[i].events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+      if ((c.parked || c.subscribed) && (events[i].events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
         close_connection(fd);  // a waiter that went away: its waits go with it
         continue;
       }
@@ -513,6 +518,7 @@ void Daemon::close_connection(int fd) {
   // Ends the session: unsealed extents are freed, leases released.
   store_->close_session(it->second->session);
   drop_waits(*it->second);
+  if (it->second->subscribed) std::erase(subscribers_, fd);
   log_debug("connection from pid " + std::to_string(it->second->pid) + " closed");
   connections_.erase(it);
 }
@@ -527,7 +533,7 @@ void Daemon::on_readable(Connection& c) {
     if (n > 0) {
       c.in.insert(c.in.end(), read_buffer_.get(), read_buffer_.get() + n);
       process_frames(c);
-      if (c.closing || c.parked || !c.out.empty()) break;  // answer before reading more
+      if (c.closing || c.parked || c.subscribed || !c.out.empty()) break;  // answer first
       if (static_cast<size_t>(n) < kReadChunk) break;
       continue;
     }
@@ -566,6 +572,16 @@ void Daemon::on_writable(Connection& c) {
       close_connection(c.fd.get());
       return;
     }
+    if (c.subscribed) {
+      // The backlog drained: say how many events it had no room for.
+      if (c.dropped_events == 0) break;
+      protocol::Event dropped;
+      dropped.kind = protocol::EventKind::kDropped;
+      dropped.time_ns = internal::now_ns();
+      dropped.dropped = std::exchange(c.dropped_events, 0);
+      protocol::encode_event(c.out, dropped);
+      continue;
+    }
     // Requests that arrived while a response was pending.
     process_frames(c);
     if (c.out.empty()) break;
@@ -596,8 +612,11 @@ ssize_t Daemon::send_some(Connection& c) {
 
 void Daemon::update_interest(Connection& c) {
   // Backpressure: while a response is unsent we stop reading that client.
-  // A parked waiter is watched only for hanging up.
-  const uint32_t want = !c.out.empty() ? EPOLLOUT : c.parked ? EPOLLRDHUP : EPOLLIN;
+  // A parked waiter, and a subscriber with nothing to send, are watched
+  // only for hanging up.
+  const uint32_t want = !c.out.empty()               ? EPOLLOUT
+                        : (c.parked || c.subscribed) ? EPOLLRDHUP
+                                                     : EPOLLIN;
   if (want == c.interest) return;
   epoll_event ev{};
   ev.events = want;
@@ -607,7 +626,7 @@ void Daemon::update_interest(Connection& c) {
 
 void Daemon::process_frames(Connection& c) {
   size_t consumed = 0;
-  while (!c.closing && !c.parked && c.out.empty() &&
+  while (!c.closing && !c.parked && !c.subscribed && c.out.empty() &&
          c.in.size() - consumed >= protocol::kFrameHeaderBytes) {
     std::span<const std::byte> rest(c.in.data() + consumed, c.in.size() - consumed);
     protocol::FrameHeader h = protocol::read_frame_header(rest);
@@ -637,6 +656,7 @@ void Daemon::process_frames(Connection& c) {
     consumed += protocol::kFrameHeaderBytes + h.payload_length;
   }
   c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(consumed));
+  if (c.subscribed) std::vector<std::byte>().swap(c.in);  // never read: an event stream
 }
 
 void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
@@ -720,11 +740,17 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kPublish: {
       auto m = protocol::decode_publish_request(payload);
       if (!m) return malformed();
+      // Which names this publish replaces: only worth asking when someone listens.
+      std::vector<bool> replaces;
+      for (size_t i = 0; !subscribers_.empty() && i < m->items.size(); ++i) {
+        replaces.push_back(store_->summary(m->items[i].name).has_value());
+      }
       Status s = store_->publish(c.session, *m);
       if (s.ok()) counters_.publishes += m->items.size();
       if (s.ok()) wake_waiters(m->items);
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {
         log_info("published '" + m->items[i].name + "' (pid " + std::to_string(c.pid) + ")");
+        if (i < replaces.size()) emit_published(c, m->items[i].name, replaces[i]);
       }
       return reply_status(s);
     }
@@ -743,7 +769,10 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kUnpublish: {
       auto m = protocol::decode_unpublish_request(payload);
       if (!m) return malformed();
+      const std::optional<protocol::DatasetSummary> removed =
+          subscribers_.empty() ? std::nullopt : store_->summary(m->name);
       Status s = store_->unpublish(m->name);
+      if (s.ok() && removed) emit_unpublished(c, *removed);
       if (s.ok()) ++counters_.unpublishes;
       if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
       return reply_status(s);
@@ -770,6 +799,13 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       }
       return start_wait(c, *m);
     }
+    case MessageType::kSubscribe: {
+      auto m = protocol::decode_subscribe_request(payload);
+      if (!m) return malformed();
+      return subscribe(c, *m);
+    }
+    case MessageType::kEvent:
+      break;  // not a request: process_frames() refused it already
   }
   malformed();
 }
@@ -827,6 +863,87 @@ void Daemon::drop_waits(Connection& c) {
   }
   c.waiting_for.clear();
   c.parked = false;
+}
+
+void Daemon::subscribe(Connection& c, const protocol::SubscribeRequest& m) {
+  const uint64_t generation = store_->generation();
+  protocol::encode_response(c.out, protocol::SubscribeResponse{generation});
+  if (m.last_generation != 0 && m.last_generation != generation) {
+    // What a subscriber of the previous daemon missed and can still learn:
+    // that this one started, and what it found damaged. Bounded by the
+    // index's size, so queued whole, past kMaxEventBacklogBytes if need be.
+    protocol::Event restart;
+    restart.kind = protocol::EventKind::kRestart;
+    restart.time_ns = store_->started_ns();
+    restart.generation = generation;
+    restart.previous_generation = m.last_generation;
+    protocol::encode_event(c.out, restart);
+    for (protocol::QuarantinedDataset& q : store_->quarantined()) {
+      protocol::Event e;
+      e.kind = protocol::EventKind::kQuarantine;
+      e.name = std::move(q.name);
+      e.time_ns = store_->started_ns();
+      e.memory_bytes = q.memory_bytes;
+      e.reason = std::move(q.reason);
+      protocol::encode_event(c.out, e);
+    }
+  }
+  c.subscribed = true;
+  subscribers_.push_back(c.fd.get());
+  log_debug("pid " + std::to_string(c.pid) + " subscribed to events");
+}
+
+void Daemon::emit_published(const Connection& publisher, const std::string& name, bool replaced) {
+  const std::optional<protocol::DatasetSummary> d = store_->summary(name);
+  if (!d) return;
+  protocol::Event e;
+  e.kind = replaced ? protocol::EventKind::kOverride : protocol::EventKind::kPublish;
+  e.name = name;
+  e.time_ns = d->created_ns;
+  e.pid = publisher.pid;
+  e.uid = publisher.uid;
+  e.num_rows = d->num_rows;
+  e.num_partitions = d->num_partitions;
+  e.memory_bytes = d->memory_bytes;
+  emit(e);
+}
+
+void Daemon::emit_unpublished(const Connection& by, const protocol::DatasetSummary& removed) {
+  protocol::Event e;
+  e.kind = protocol::EventKind::kUnpublish;
+  e.name = removed.name;
+  e.time_ns = internal::now_ns();
+  e.pid = by.pid;
+  e.uid = by.uid;
+  e.num_rows = removed.num_rows;
+  e.num_partitions = removed.num_partitions;
+  e.memory_bytes = removed.memory_bytes;
+  emit(e);
+}
+
+void Daemon::emit(const protocol::Event& event) {
+  std::vector<std::byte> frame;
+  protocol::encode_event(frame, event);
+  for (int fd : subscribers_) {
+    Connection& c = *connections_.at(fd);
+    const size_t unsent = c.out.size() - c.out_sent;
+    // Once one is dropped, all are until the backlog drains: the dropped
+    // event then comes in the place of the missing ones.
+    if (c.dropped_events > 0 || unsent + frame.size() > kMaxEventBacklogBytes) {
+      ++c.dropped_events;
+      continue;
+    }
+    if (c.out_sent >= unsent && c.out_sent > 0) {
+      // The sent prefix outgrew the rest: drop it, so that a subscriber
+      // that reads slowly but never catches up cannot grow `out` for ever.
+      c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(c.out_sent));
+      c.out_sent = 0;
+    }
+    c.out.insert(c.out.end(), frame.begin(), frame.end());
+    // Sent after this loop turn's requests; one already sending (EPOLLOUT)
+    // takes it with the rest.
+    if (unsent == 0) woken_.push_back(fd);
+  }
 }
 
 }  // namespace shelf::server

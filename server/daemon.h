@@ -113,6 +113,17 @@ class Daemon {
   void flush_woken();
   // Removes `c`'s waiters (its connection is closing).
   void drop_waits(Connection& c);
+  // Subscribe: answers with the generation, queues the restart and
+  // quarantine events when the subscriber last saw another daemon, and
+  // turns `c` into an event stream (docs/protocol.md, "Events").
+  void subscribe(Connection& c, const protocol::SubscribeRequest& m);
+  // Queues `event` for every subscriber (each within kMaxEventBacklogBytes,
+  // else counted as dropped); sent by flush_woken().
+  void emit(const protocol::Event& event);
+  // The publish or override event of `name`, just published by `publisher`.
+  void emit_published(const Connection& publisher, const std::string& name, bool replaced);
+  // The unpublish event of `removed`, unpublished by `by`.
+  void emit_unpublished(const Connection& by, const protocol::DatasetSummary& removed);
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
@@ -129,9 +140,11 @@ class Daemon {
   std::deque<std::pair<std::chrono::steady_clock::time_point, int>> silent_;  // deadline, fd
   std::unique_ptr<std::byte[]> read_buffer_;  // recv() scratch, kReadChunk bytes
   // Parked connections (fds) waiting for each name, and those whose wait is
-  // over and whose answer is still to send. See docs/protocol.md, "Waiting".
+  // over and whose answer is still to send (and subscribers with events
+  // newly queued). See docs/protocol.md, "Waiting".
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
+  std::vector<int> subscribers_;  // event streams (fds), in the order they subscribed
   std::chrono::steady_clock::time_point next_lease_recheck_{};
   bool lease_released_ = false;  // a LeaseReleased came this loop turn
   DaemonCounters counters_;      // this thread's only: see metrics.h

@@ -10,8 +10,8 @@ namespace shelf::server {
 namespace {
 
 constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
-    "connect", "bad_frame", "hello", "allocate", "abort",    "publish",       "get",
-    "release", "unpublish", "list",  "status",   "wait_for", "lease_released"};
+    "connect", "bad_frame", "hello", "allocate", "abort",    "publish",        "get",
+    "release", "unpublish", "list",  "status",   "wait_for", "lease_released", "subscribe"};
 
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
@@ -130,6 +130,10 @@ DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
       return Request::kWaitFor;
     case MessageType::kLeaseReleased:
       return Request::kLeaseReleased;
+    case MessageType::kSubscribe:
+      return Request::kSubscribe;
+    case MessageType::kEvent:  // not a request
+      break;
   }
   return Request::kBadFrame;
 }

@@ -37,8 +37,9 @@ struct DaemonCounters {
     kStatus,
     kWaitFor,
     kLeaseReleased,
+    kSubscribe,
   };
-  static constexpr size_t kRequests = 13;
+  static constexpr size_t kRequests = 14;
   // Status::Code, kOk included (never counted): each code, the newest too.
   static constexpr size_t kCodes = static_cast<size_t>(Status::kLastCode) + 1;
 

@@ -663,6 +663,21 @@ bool Store::serves(std::string_view name) const {
   return it != names_.end() && datasets_.at(it->second).quarantine_reason.empty();
 }
 
+std::optional<protocol::DatasetSummary> Store::summary(std::string_view name) const {
+  auto it = names_.find(name);
+  if (it == names_.end()) return std::nullopt;
+  return datasets_.at(it->second).summary;
+}
+
+std::vector<protocol::QuarantinedDataset> Store::quarantined() const {
+  std::vector<protocol::QuarantinedDataset> out;
+  for (const auto& [name, id] : names_) {
+    const Dataset& d = datasets_.at(id);
+    if (!d.quarantine_reason.empty()) out.push_back({name, d.memory_bytes, d.quarantine_reason});
+  }
+  return out;
+}
+
 Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
   Session& session = sessions_.at(session_id);
   auto it = names_.find(name);

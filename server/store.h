@@ -155,6 +155,14 @@ class Store {
   // True when `name` is published and served (not quarantined): what a
   // WaitFor waits for.
   bool serves(std::string_view name) const;
+  // What list() says of the dataset published (or quarantined) under
+  // `name`, leases left 0; nullopt when there is none. For the daemon's
+  // events: called before a publish, it tells an override from a new name.
+  std::optional<protocol::DatasetSummary> summary(std::string_view name) const;
+  // The datasets found damaged at the start and still kept (as status()
+  // lists them), by name.
+  std::vector<protocol::QuarantinedDataset> quarantined() const;
+  int64_t started_ns() const { return started_ns_; }
 
   // ---- Hole punching ----
   // True while freed memory is still being given back to the OS; the daemon

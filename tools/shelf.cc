@@ -46,6 +46,7 @@ Commands:
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   status                    memory and datasets at a glance
   wait NAME... [--timeout S]  return once every NAME is published (exit 1 at the timeout)
+  events [--json]           print publishes, overrides, unpublishes as they happen
   metrics                   the daemon's figures in Prometheus's text format
   save DIR [NAME...]        write datasets (default: all) to files in DIR, with checksums
   load DIR [NAME...]        verify and publish datasets (default: all) saved in DIR
@@ -987,6 +988,147 @@ int cmd_wait(const Command& cmd) {
   }
 }
 
+// ------------------------------------------------------------- events --
+
+// "'name' 1000 rows in 2 partitions, 8.00 KiB" and the like, after the kind.
+std::string event_text(const Event& e) {
+  const std::string name = "'" + shown(e.name) + "'";
+  const std::string who =
+      "  (pid " + std::to_string(e.pid) + ", uid " + std::to_string(e.uid) + ")";
+  const std::string sizes =
+      std::to_string(e.num_rows) + " rows in " + std::to_string(e.num_partitions) + " partition" +
+      (e.num_partitions == 1 ? "" : "s") + ", " + format_bytes(e.memory_bytes);
+  switch (e.kind) {
+    case EventKind::kPublish:
+    case EventKind::kOverride:
+      return name + "  " + sizes + who;
+    case EventKind::kUnpublish:
+      return name + "  (was " + sizes + ")" + who;
+    case EventKind::kQuarantine:
+      return name + "  " + format_bytes(e.memory_bytes) + " kept, not served: " + shown(e.reason);
+    case EventKind::kRestart:
+      return "shelfd restarted (generation " + std::to_string(e.previous_generation) + " -> " +
+             std::to_string(e.generation) + ")";
+    case EventKind::kDropped:
+      return std::to_string(e.dropped) + " event" + (e.dropped == 1 ? "" : "s") +
+             " not shown: this reader fell behind";
+  }
+  return "";
+}
+
+// One JSON object: the keys of the event's kind only (docs/cli.md).
+std::string event_json(const Event& e) {
+  std::string out = "{\"kind\":" + json_string(event_kind_name(e.kind)) +
+                    ",\"time\":" + json_string(format_time(e.time_ns)) +
+                    ",\"time_ns\":" + std::to_string(e.time_ns);
+  auto add = [&out](const char* key, const std::string& json) {
+    out += std::string(",\"") + key + "\":" + json;
+  };
+  switch (e.kind) {
+    case EventKind::kPublish:
+    case EventKind::kOverride:
+    case EventKind::kUnpublish:
+      add("name", json_string(e.name));
+      add("pid", std::to_string(e.pid));
+      add("uid", std::to_string(e.uid));
+      add("rows", std::to_string(e.num_rows));
+      add("partitions", std::to_string(e.num_partitions));
+      add("memory_bytes", std::to_string(e.memory_bytes));
+      break;
+    case EventKind::kQuarantine:
+      add("name", json_string(e.name));
+      add("memory_bytes", std::to_string(e.memory_bytes));
+      add("reason", json_string(e.reason));
+      break;
+    case EventKind::kRestart:
+      add("generation", std::to_string(e.generation));
+      add("previous_generation", std::to_string(e.previous_generation));
+      break;
+    case EventKind::kDropped:
+      add("dropped", std::to_string(e.dropped));
+      break;
+  }
+  return out + "}";
+}
+
+// Streams the events of one subscription until the daemon goes (true), or
+// the deadline, an interruption or a closed stdout ends it all (false).
+bool print_events(EventStream& stream, bool json,
+                  std::optional<std::chrono::steady_clock::time_point> deadline) {
+  const auto interrupted = [] { return g_stop != 0; };
+  for (;;) {
+    std::optional<std::chrono::milliseconds> left;
+    if (deadline) {
+      left =
+          std::max(std::chrono::milliseconds(0), std::chrono::ceil<std::chrono::milliseconds>(
+                                                     *deadline - std::chrono::steady_clock::now()));
+    }
+    auto e = stream.next(left, interrupted);
+    if (!e.ok()) return e.status().code() == Status::Code::kUnavailable && !g_stop;
+    if (json) {
+      std::cout << event_json(*e) << "\n" << std::flush;
+    } else {
+      std::string kind(event_kind_name(e->kind));
+      kind.resize(std::max<size_t>(kind.size(), 10), ' ');
+      std::cout << format_time(e->time_ns) << "  " << kind << "  " << event_text(*e) << "\n"
+                << std::flush;
+    }
+    if (!std::cout) return false;  // stdout closed (SIGPIPE is ignored): done
+  }
+}
+
+int cmd_events(const Command& cmd) {
+  bool json = false;
+  po::options_description options(
+      "Options (--timeout SECONDS: stop after that long; exit 1 if no shelfd was reached)");
+  options.add_options()("json", po::bool_switch(&json), "print one JSON object per line");
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, {}, &vm, &code, "events [--json] [--timeout SECONDS]")) {
+    return code;
+  }
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  if (cmd.timeout_text) {
+    auto seconds = parse_seconds(*cmd.timeout_text, "--timeout", 0, kMaxWaitSeconds);
+    if (!seconds.ok()) return usage_error(seconds.status().message(), cmd.name);
+    deadline = std::chrono::steady_clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
+  }
+  // Ctrl-C, SIGTERM and SIGHUP end the stream (the check runs every
+  // kWaitCheckMs and on EINTR); a reader that closes the pipe ends it too,
+  // seen as a failed write rather than a SIGPIPE death.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::signal(sig, [](int) { g_stop = 1; });
+  ::signal(SIGPIPE, SIG_IGN);
+  uint64_t last_generation = 0;  // of the daemon streamed last: a restart is then reported
+  bool told = false;
+  while (!g_stop) {
+    Result<EventStream> stream = Status::unavailable("");
+    {
+      auto client = connect(cmd, "events");
+      stream = client.ok() ? client->subscribe(last_generation) : client.status();
+    }  // the stream has a connection of its own: the Client's closes here
+    if (stream.ok()) {
+      told = false;
+      last_generation = stream->generation();
+      if (!print_events(*stream, json, deadline)) return 0;
+      continue;  // the daemon went: wait for the next one
+    }
+    if (stream.status().code() != Status::Code::kUnavailable) return fail(stream.status());
+    const auto now = std::chrono::steady_clock::now();
+    if (deadline && now >= *deadline) {
+      return fail(
+          Status::timed_out("timed out waiting for a shelfd: " + stream.status().message()));
+    }
+    // No daemon (yet, or any more): connecting again is all there is to do.
+    if (!told) std::cerr << "shelf: " << shown(stream.status().message()) << "; still waiting\n";
+    told = true;
+    auto pause = std::chrono::duration_cast<std::chrono::steady_clock::duration>(kReconnectDelay);
+    if (deadline) pause = std::min(pause, *deadline - now);
+    std::this_thread::sleep_for(pause);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1030,7 +1172,7 @@ int main(int argc, char** argv) {
     return usage_error(e.what(), "");
   }
   if (vm.count("timeout")) cmd.timeout_text = vm["timeout"].as<std::string>();
-  if (vm.count("timeout") && cmd.name != "wait") {
+  if (vm.count("timeout") && cmd.name != "wait" && cmd.name != "events") {
     auto seconds = parse_seconds(vm["timeout"].as<std::string>(), "--timeout", 0.1, 86400);
     if (!seconds.ok()) return usage_error(seconds.status().message(), "");
     cmd.timeout = std::chrono::milliseconds(static_cast<int64_t>(*seconds * 1000));
@@ -1053,5 +1195,6 @@ int main(int argc, char** argv) {
   if (cmd.name == "save") return cmd_save(cmd);
   if (cmd.name == "load") return cmd_load(cmd);
   if (cmd.name == "wait") return cmd_wait(cmd);
+  if (cmd.name == "events") return cmd_events(cmd);
   return usage_error("unknown command '" + shown(cmd.name) + "'", "");
 }

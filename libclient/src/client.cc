@@ -524,13 +524,9 @@ Result<std::vector<std::byte>> Client::Impl::call_locked(const std::vector<std::
                                 payload_.end());
 }
 
-Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageType type,
-                                std::optional<std::chrono::steady_clock::time_point> deadline,
-                                const std::function<bool()>& interrupted, WaitEnd* end) {
-  *end = WaitEnd::kReplied;
-  SHELF_RETURN_IF_ERROR(check_owner());
-  std::lock_guard<std::mutex> lock(mu_);
-  SHELF_RETURN_IF_ERROR(send_all(request));
+Result<Client::Impl::WaitEnd> Client::Impl::wait_readable(
+    std::optional<std::chrono::steady_clock::time_point> deadline,
+    const std::function<bool()>& interrupted) {
   for (;;) {
     int wait_ms = interrupted ? kWaitCheckMs : -1;
     if (deadline) {
@@ -543,15 +539,22 @@ Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageTy
     pollfd p{fd_.get(), POLLIN, 0};
     const int n = ::poll(&p, 1, wait_ms);
     if (n < 0 && errno != EINTR) return lost("poll", errno);
-    if (n > 0) break;  // a reply, or the daemon hung up: read_response() tells
+    if (n > 0) return WaitEnd::kReplied;  // a frame, or the daemon hung up: reading tells
     // A slice ended, or a signal (EINTR): the deadline, then the caller's check.
-    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
-      *end = WaitEnd::kDeadline;
-    } else if (interrupted && interrupted()) {
-      *end = WaitEnd::kInterrupted;
-    } else {
-      continue;
-    }
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) return WaitEnd::kDeadline;
+    if (interrupted && interrupted()) return WaitEnd::kInterrupted;
+  }
+}
+
+Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageType type,
+                                std::optional<std::chrono::steady_clock::time_point> deadline,
+                                const std::function<bool()>& interrupted, WaitEnd* end) {
+  *end = WaitEnd::kReplied;
+  SHELF_RETURN_IF_ERROR(check_owner());
+  std::lock_guard<std::mutex> lock(mu_);
+  SHELF_RETURN_IF_ERROR(send_all(request));
+  SHELF_ASSIGN_OR_RETURN(*end, wait_readable(deadline, interrupted));
+  if (*end != WaitEnd::kReplied) {
     broken_ = true;
     broken_reason_ = "a wait on this connection ended early; it is not used again";
     return Status();
@@ -562,6 +565,24 @@ Status Client::Impl::call_until(const std::vector<std::byte>& request, MessageTy
   const uint16_t expected = static_cast<uint16_t>(type) | protocol::kResponseBit;
   if (h.type != expected && status.ok()) return lost("out-of-order response", 0);
   return status;
+}
+
+Result<std::optional<protocol::Event>> Client::Impl::next_event(
+    std::optional<std::chrono::steady_clock::time_point> deadline,
+    const std::function<bool()>& interrupted, WaitEnd* end) {
+  *end = WaitEnd::kReplied;
+  SHELF_RETURN_IF_ERROR(check_owner());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_) return lost("earlier", 0);
+  SHELF_ASSIGN_OR_RETURN(*end, wait_readable(deadline, interrupted));
+  if (*end != WaitEnd::kReplied) return std::optional<protocol::Event>();
+  SHELF_ASSIGN_OR_RETURN(protocol::FrameHeader h, read_response());
+  if (h.type != static_cast<uint16_t>(MessageType::kEvent)) {
+    return lost("a frame of type " + std::to_string(h.type) + " on an event stream", 0);
+  }
+  std::optional<protocol::Event> event = protocol::decode_event(payload_);
+  if (!event) return lost("a malformed event", 0);
+  return event;
 }
 
 Result<const shm::ShmObject*> Client::Impl::writable_segment() {

@@ -71,6 +71,16 @@ class Client::Impl {
                     std::optional<std::chrono::steady_clock::time_point> deadline,
                     const std::function<bool()>& interrupted, WaitEnd* end);
 
+  // On a connection that subscribed (Client::subscribe): waits for the next
+  // Event frame until `deadline` (none: without bound), with `interrupted`
+  // called as call_until() calls it. nullopt, and *end set to kDeadline or
+  // kInterrupted, when the wait ended first; the connection stays usable
+  // (no frame was read in part). Errors: Unavailable (the daemon has gone,
+  // or sent what is not an Event). Thread-safe.
+  Result<std::optional<protocol::Event>> next_event(
+      std::optional<std::chrono::steady_clock::time_point> deadline,
+      const std::function<bool()>& interrupted, WaitEnd* end);
+
   // Opens the segment read-write (once), for mapping this client's own
   // extents. Errors: Unavailable (the segment is gone). Thread-safe.
   Result<const shm::ShmObject*> writable_segment();
@@ -136,6 +146,10 @@ class Client::Impl {
   // One recvmsg(2) into `out` that keeps a descriptor sent along (the lease
   // table) in *receive_fd_; any other descriptor is closed. As recv(2).
   ssize_t recv_keeping_fd(std::byte* out, size_t n);
+  // Waits (mu_ held) until the socket is readable (kReplied) or, as
+  // call_until() says, `deadline` passes or `interrupted` returns true.
+  Result<WaitEnd> wait_readable(std::optional<std::chrono::steady_clock::time_point> deadline,
+                                const std::function<bool()>& interrupted);
   // Reads one whole response frame into payload_.
   Result<protocol::FrameHeader> read_response();
   Status lost(std::string_view what, int err);

@@ -26,7 +26,7 @@ import numpy as np
 from . import _convert, _shelf
 from ._shelf import CorruptionError
 
-__all__ = ["Client", "Dataset", "Datasets", "CorruptionError"]
+__all__ = ["Client", "Dataset", "Datasets", "Events", "CorruptionError"]
 
 _NO_DEFAULT = object()
 
@@ -195,6 +195,22 @@ class Client:
             _check_name(name, "wait_for_datasets")
         self._client.wait(names, timeout)
 
+    def events(self, timeout=None, last_generation=0):
+        """Publishes, overrides and unpublishes, as they happen: an iterator
+        of dicts, one per event, with the keys and values of `shelf events
+        --json` (kind, time, time_ns and the keys of its kind; see Events).
+
+        The daemon sends them (no polling) on a connection of its own, opened
+        by this call: the events from now on. Each wait for the next event
+        lasts at most `timeout` seconds (None: without bound); when it passes,
+        the iteration ends. The GIL is released while waiting; in the main
+        thread Ctrl-C raises KeyboardInterrupt. ConnectionError when shelfd
+        stops or dies; a new Client's events(last_generation=it.generation)
+        then starts with a "restart" event and the "quarantine" events of what
+        the new daemon found damaged.
+        """
+        return Events(self._client, timeout, last_generation)
+
     def unpublish_dataset(self, name):
         """Removes `name`; readers holding it keep reading until they let go."""
         _check_name(name, "unpublish_dataset")
@@ -247,6 +263,72 @@ class Client:
             return f"<shelf.Client socket={self.socket!r}>"
         except ValueError:
             return "<shelf.Client closed>"
+
+
+def _utc_text(ns):
+    """"2026-11-25T16:40:39.5Z": the time as `shelf events` prints it."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if fraction:
+        text += f".{fraction:09d}".rstrip("0")
+    return text + "Z"
+
+
+# The keys of each kind of event after kind, time and time_ns: those of
+# `shelf events --json` (tools/shelf.cc, event_json), in its order.
+_EVENT_KEYS = {
+    "publish": ("name", "pid", "uid", "rows", "partitions", "memory_bytes"),
+    "override": ("name", "pid", "uid", "rows", "partitions", "memory_bytes"),
+    "unpublish": ("name", "pid", "uid", "rows", "partitions", "memory_bytes"),
+    "quarantine": ("name", "memory_bytes", "reason"),
+    "restart": ("generation", "previous_generation"),
+    "dropped": ("dropped",),
+}
+
+
+class Events:
+    """The iterator Client.events() returns: one dict per event.
+
+    Keys: kind ("publish", "override", "unpublish", "quarantine", "restart"
+    or "dropped"), time (UTC text), time_ns, then by kind: name, pid, uid,
+    rows, partitions, memory_bytes (publish, override, and unpublish: of what
+    was removed); name, memory_bytes, reason (quarantine); generation,
+    previous_generation (restart); dropped (how many events this iterator
+    missed for reading too slowly). Use it from one thread at a time; close()
+    (or a with block) closes its connection.
+    """
+
+    def __init__(self, client, timeout=None, last_generation=0):
+        if timeout is not None and not timeout >= 0:
+            raise ValueError("events: timeout must be a number of seconds >= 0, or None")
+        self._timeout = timeout
+        self._stream = client.subscribe(last_generation)
+
+    @property
+    def generation(self):
+        """The generation of the daemon these events come from."""
+        return self._stream.generation
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raw = self._stream.next(self._timeout)
+        if raw is None:
+            raise StopIteration
+        event = {"kind": raw["kind"], "time": _utc_text(raw["time_ns"]), "time_ns": raw["time_ns"]}
+        for key in _EVENT_KEYS[raw["kind"]]:
+            event[key] = raw[key]
+        return event
+
+    def close(self):
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _check_name(name, function):

@@ -232,6 +232,11 @@ TEST_F(ProtocolAbuseTest, BadMagicOrVersion) {
   expect_refused_and_closed(
       *daemon_, header_only(protocol::kFrameMagic, protocol::kProtocolVersion, 0x8001, 0),
       "unknown message type");
+  // An Event is the daemon's to send, never a client's request.
+  expect_refused_and_closed(*daemon_,
+                            header_only(protocol::kFrameMagic, protocol::kProtocolVersion,
+                                        static_cast<uint16_t>(MessageType::kEvent), 0),
+                            "unknown message type 13");
   // A Hello of another protocol version, well framed.
   protocol::ByteWriter w;
   w.u16(7);

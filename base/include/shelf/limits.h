@@ -59,6 +59,15 @@ inline constexpr uint32_t kMaxWaitNames = 4096;
 // Ctrl-C feels immediate, and a waiter costs 10 checks a second.
 inline constexpr int kWaitCheckMs = 100;
 
+// Unsent bytes shelfd keeps for one event subscriber (Client::subscribe,
+// `shelf events`; docs/protocol.md, "Events"): about 10,000 events of short
+// names. Past it that subscriber's events are counted, not queued, and once
+// it has read what was queued it gets one `dropped` event with the count.
+// So a subscriber that stops reading never stalls the daemon, and costs it
+// at most about twice this (the sent prefix of the buffer is dropped
+// lazily); 1 MiB is far past what a reader that keeps up ever has queued.
+inline constexpr size_t kMaxEventBacklogBytes = size_t{1} << 20;
+
 // How long shelfd waits for a new connection's Hello before closing it: a
 // client that connects and says nothing must not hold a connection slot for
 // ever. Every client sends Hello at once, so 5 s is far past a real one.

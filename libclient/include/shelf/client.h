@@ -33,6 +33,7 @@
 #include <vector>
 
 #include <shelf/dataset.h>
+#include <shelf/events.h>
 #include <shelf/result.h>
 #include <shelf/table_builder.h>
 #include <shelf/types.h>
@@ -232,6 +233,15 @@ class Client {
   Result<Dataset> wait_for_dataset(std::string_view name,
                                    std::optional<std::chrono::milliseconds> timeout = std::nullopt,
                                    const std::function<bool()>& interrupted = {});
+
+  // Opens an event stream (<shelf/events.h>) on a connection of its own:
+  // every publish, override and unpublish from now on. `last_generation`
+  // is the generation() of an earlier stream (of a daemon since gone), or
+  // 0: when it is not the daemon's now, the stream starts with a kRestart
+  // event and a kQuarantine event per dataset the new daemon found damaged.
+  // Errors: Unavailable (no daemon, or this Client's has gone), and
+  // connect()'s.
+  Result<EventStream> subscribe(uint64_t last_generation = 0);
 
   const std::string& socket_path() const;
 

@@ -174,9 +174,10 @@ TEST(FrameTest, HeaderRoundTripsAndIsLittleEndian) {
 }
 
 TEST(FrameTest, RequestTypes) {
-  for (uint16_t t = 1; t <= 11; ++t) EXPECT_TRUE(is_request_type(t)) << t;
+  for (uint16_t t = 1; t <= 12; ++t) EXPECT_TRUE(is_request_type(t)) << t;
   EXPECT_FALSE(is_request_type(0));
-  EXPECT_FALSE(is_request_type(12));
+  EXPECT_FALSE(is_request_type(13));  // Event: the daemon's, never a request
+  EXPECT_FALSE(is_request_type(14));
   EXPECT_FALSE(is_request_type(response(MessageType::kHello)));
   EXPECT_FALSE(is_request_type(0xFFFF));
 }
@@ -376,6 +377,68 @@ TEST(RequestTest, WaitForNeedsOneToKMaxWaitNamesNames) {
       decode_wait_for_request(only_frame(too_many, request(MessageType::kWaitFor)).payload));
 }
 
+TEST(RequestTest, Subscribe) {
+  std::vector<std::byte> out;
+  encode_request(out, SubscribeRequest{0x0102030405060708ULL});
+  Frame f = only_frame(out, request(MessageType::kSubscribe));
+  std::optional<SubscribeRequest> d = decode_subscribe_request(f.payload);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->last_generation, 0x0102030405060708ULL);
+  expect_only_whole_payload_decodes<SubscribeRequest>(f.payload, decode_subscribe_request);
+}
+
+TEST(RequestTest, SubscribeIsARequestAndEventIsNot) {
+  EXPECT_TRUE(is_request_type(static_cast<uint16_t>(MessageType::kSubscribe)));
+  EXPECT_FALSE(is_request_type(static_cast<uint16_t>(MessageType::kEvent)));
+  EXPECT_FALSE(is_request_type(14));
+}
+
+TEST(EventTest, EveryKindRoundTrips) {
+  for (uint8_t kind = 1; kind <= kMaxEventKind; ++kind) {
+    Event m;
+    m.kind = static_cast<EventKind>(kind);
+    m.name = std::string("with\0nul", 8);
+    m.time_ns = -5;
+    m.pid = 31337;
+    m.uid = 1000;
+    m.num_rows = 1ULL << 40;
+    m.num_partitions = 7;
+    m.memory_bytes = 123456789;
+    m.reason = "checksum mismatch in partition 0 column 'v'";
+    m.generation = 4;
+    m.previous_generation = 3;
+    m.dropped = 99;
+    std::vector<std::byte> out;
+    encode_event(out, m);
+    Frame f = only_frame(out, request(MessageType::kEvent));  // no response bit
+    std::optional<Event> d = decode_event(f.payload);
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->kind, m.kind);
+    EXPECT_EQ(d->name, m.name);
+    EXPECT_EQ(d->time_ns, m.time_ns);
+    EXPECT_EQ(d->pid, m.pid);
+    EXPECT_EQ(d->uid, m.uid);
+    EXPECT_EQ(d->num_rows, m.num_rows);
+    EXPECT_EQ(d->num_partitions, m.num_partitions);
+    EXPECT_EQ(d->memory_bytes, m.memory_bytes);
+    EXPECT_EQ(d->reason, m.reason);
+    EXPECT_EQ(d->generation, m.generation);
+    EXPECT_EQ(d->previous_generation, m.previous_generation);
+    EXPECT_EQ(d->dropped, m.dropped);
+    expect_only_whole_payload_decodes<Event>(f.payload, decode_event);
+  }
+}
+
+TEST(EventTest, AnUnknownKindIsRefused) {
+  for (uint8_t kind : {uint8_t{0}, static_cast<uint8_t>(kMaxEventKind + 1), uint8_t{255}}) {
+    Event m;
+    m.kind = static_cast<EventKind>(kind);
+    std::vector<std::byte> out;
+    encode_event(out, m);
+    EXPECT_FALSE(decode_event(only_frame(out, request(MessageType::kEvent)).payload)) << int{kind};
+  }
+}
+
 TEST(RequestTest, ListAndStatusHaveNoPayload) {
   std::vector<std::byte> list;
   encode_list_request(list);
@@ -384,6 +447,16 @@ TEST(RequestTest, ListAndStatusHaveNoPayload) {
   std::vector<std::byte> status;
   encode_status_request(status);
   EXPECT_TRUE(only_frame(status, request(MessageType::kStatus)).payload.empty());
+}
+
+TEST(ResponseTest, Subscribe) {
+  std::vector<std::byte> out;
+  encode_response(out, SubscribeResponse{42});
+  Frame f = only_frame(out, response(MessageType::kSubscribe));
+  std::optional<SubscribeResponse> d =
+      decode_ok_response<SubscribeResponse>(f.payload, decode_subscribe_response);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->generation, 42u);
 }
 
 TEST(ResponseTest, Hello) {
