@@ -184,7 +184,18 @@ void write_protocol_seeds(const fs::path& root,
          s.socket_path = "/tmp/shelf-0/shelf.sock";
          s.datasets = {summary("a")};
          s.unpublished = {{"old", 4096, 1, false}};
-         s.clients = {{42, 0, "python3 job.py", "python", 1, 2, 0, {{0, 1}, {1, 1}}}};
+         s.clients = {{42,
+                       0,
+                       "python3 job.py",
+                       "python",
+                       1,
+                       2,
+                       0,
+                       2,
+                       2,
+                       8192,
+                       4096,
+                       {{0, 1, false}, {1, 1, true}}}};
          protocol::encode_response(o, s);
        }));
   write_seed(proto, "stream", all);

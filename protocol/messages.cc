@@ -319,10 +319,15 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
       w.i64(c.connected_ns);
       w.u32(c.connections);
       w.u64(c.writing_bytes);
+      w.u32(c.leases);
+      w.u32(c.datasets_held);
+      w.u64(c.held_bytes);
+      w.u64(c.unpublished_bytes);
       w.u32(static_cast<uint32_t>(c.holdings.size()));
       for (const Holding& h : c.holdings) {
         w.u32(h.dataset);
         w.u32(h.leases);
+        w.boolean(h.alone);
       }
     }
   });
@@ -405,7 +410,8 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
     m.unpublished.push_back(std::move(d));
   }
   const uint64_t datasets = m.datasets.size() + m.unpublished.size();
-  const uint32_t c = r.count(4 + 4 + 4 + 4 + 8 + 4 + 8 + 4);  // the smallest ClientSummary
+  // The smallest ClientSummary.
+  const uint32_t c = r.count(4 + 4 + 4 + 4 + 8 + 4 + 8 + 4 + 4 + 8 + 8 + 4);
   for (uint32_t i = 0; i < c && !r.failed(); ++i) {
     ClientSummary s;
     s.pid = r.u32();
@@ -415,11 +421,16 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
     s.connected_ns = r.i64();
     s.connections = r.u32();
     s.writing_bytes = r.u64();
-    const uint32_t h = r.count(4 + 4);
+    s.leases = r.u32();
+    s.datasets_held = r.u32();
+    s.held_bytes = r.u64();
+    s.unpublished_bytes = r.u64();
+    const uint32_t h = r.count(4 + 4 + 1);
     for (uint32_t j = 0; j < h && !r.failed(); ++j) {
       Holding holding;
       holding.dataset = r.u32();
       holding.leases = r.u32();
+      holding.alone = r.boolean();
       if (holding.dataset >= datasets) return std::nullopt;  // names no dataset of this response
       s.holdings.push_back(holding);
     }

@@ -141,6 +141,7 @@ struct Holding {
   // Into StatusResponse::datasets, then ::unpublished past its end.
   uint32_t dataset = 0;
   uint32_t leases = 0;  // 0 for a restart hold
+  bool alone = false;   // no other process holds it
 };
 
 // A process using shelfd: its connections together (a program's client, its
@@ -150,18 +151,23 @@ struct ClientSummary {
   uint32_t pid = 0;
   uint32_t uid = 0;
   // Its command line as its first Hello said (HelloRequest::command); for a
-  // process held from before a restart, its name from /proc/PID/comm. At
-  // most kMaxCommandBytes. The process's own words: escape before showing.
+  // process held from before a restart, its name from /proc/PID/comm. This
+  // daemon sends at most kMaxCommandBytes (<shelf/limits.h>); the process's
+  // own words: escape before showing.
   std::string command;
   std::string client_name;   // what its first Hello said, e.g. "shelf publish"
   int64_t connected_ns = 0;  // its oldest connection's (0 for a restart hold)
   uint32_t connections = 0;
   uint64_t writing_bytes = 0;  // its unsealed extents: partitions being written
+  // Over everything it holds, `holdings` cut or not:
+  uint32_t leases = 0;
+  uint32_t datasets_held = 0;
+  uint64_t held_bytes = 0;         // memory of the datasets it holds
+  uint64_t unpublished_bytes = 0;  // of those, unpublished ones no other process holds
+  // The largest kMaxHoldingsPerClient of what it holds, largest first, so
+  // that a Status stays small whatever the clients hold.
   std::vector<Holding> holdings;
 };
-// What Status keeps of a client's command and client_name; the daemon cuts
-// longer ones.
-inline constexpr uint32_t kMaxCommandBytes = 1024;
 
 struct StatusResponse {
   std::string segment_name;

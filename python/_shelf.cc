@@ -627,7 +627,8 @@ class PyClient {
     d["connected_ns"] = c.connected_ns;
     d["connections"] = c.connections;
     d["leases"] = c.leases;
-    d["leased_bytes"] = c.leased_bytes;
+    d["datasets_held"] = c.datasets_held;
+    d["held_bytes"] = c.held_bytes;
     d["unpublished_bytes"] = c.unpublished_bytes;
     d["writing_bytes"] = c.writing_bytes;
     py::list held;

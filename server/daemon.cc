@@ -495,7 +495,7 @@ bool Daemon::allowed(int fd, uint32_t uid, uint32_t gid) const {
 void Daemon::refresh_metrics() {
   if (!metrics_->take_refresh()) return;
   MetricsSnapshot snapshot;
-  snapshot.status = store_->status();
+  snapshot.status = store_->status(/*who_holds=*/false);
   snapshot.counters = counters_;
   timespec now{};
   ::clock_gettime(CLOCK_REALTIME, &now);

@@ -208,13 +208,18 @@ Status resize_segment(const shm::ShmObject& segment, uint64_t file_bytes, uint64
 // True for a segment a shelfd died making, before it served (so it holds no
 // data): empty (killed before its size was set), or a header whose magic,
 // stored last, is not there yet while what initialise() writes first is
-// either not written or this layout's. Anything else is someone's data.
-bool never_finished(const shm::SegmentHeaderLayout& h, uint64_t file_bytes) {
+// either not written or this layout's, of the first generation, with no page
+// past the index's room (no extent was ever made). Anything else is
+// someone's data, even a served segment whose magic was zeroed.
+bool never_finished(const shm::ShmObject& segment, const shm::SegmentHeaderLayout& h,
+                    uint64_t file_bytes) {
   if (file_bytes == 0) return true;
-  if (file_bytes < kPageSize || h.magic != 0) return false;
+  if (file_bytes < kPageSize || h.magic != 0 || h.generation > 1) return false;
   const bool blank = h.layout_version == 0 && h.page_size == 0 && h.segment_bytes == 0;
   const bool being_written = h.layout_version == shm::kLayoutVersion && h.page_size == kPageSize;
-  return blank || being_written;
+  if (!blank && !being_written) return false;
+  const off_t data = ::lseek(segment.fd(), static_cast<off_t>(shm::index_area_bytes()), SEEK_DATA);
+  return data < 0 && errno == ENXIO;  // nothing there (or the file ends before it)
 }
 
 // The name index is rebuilt at every start (recover()), so any bucket count
@@ -259,7 +264,7 @@ Status check_index_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
   }
   SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
   const uint64_t more = header_and_index_bytes(to) - header_and_index_bytes(from);
-  if (resident + more > options.memory_limit) {
+  if (resident + more > options.memory_limit || !index_fits(to, options.memory_limit)) {
     return Status::invalid_argument(
         path + " cannot take --max-datasets " + std::to_string(to) + ": the index would take " +
         format_bytes(header_and_index_bytes(to)) + ", and with what the segment holds (" +
@@ -292,8 +297,9 @@ Status set_index_capacity(const shm::ShmObject& segment, shm::Mapping& mapping, 
 
 Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
   const std::string path = "/dev/shm/" + options.segment_name;
-  // A live daemon's segment is never touched, not even read.
-  SHELF_RETURN_IF_ERROR(segment.try_lock());
+  // A live daemon's segment is never touched, not even read; and what is
+  // unlinked below by name is the object locked here.
+  SHELF_RETURN_IF_ERROR(segment.lock_while_linked());
   // The segment is left exactly as it is: it may hold data someone wants.
   auto refuse = [&](const std::string& why) {
     return Status::invalid_argument(path + " " + why +
@@ -309,7 +315,7 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
     std::memcpy(&h, page.data(), sizeof h);
   }
   SHELF_ASSIGN_OR_RETURN(uint32_t owner, segment.owner());
-  if (owner == ::geteuid() && never_finished(h, file_bytes)) {
+  if (owner == ::geteuid() && never_finished(segment, h, file_bytes)) {
     // A daemon died while making it, before it served anything: no data.
     log_warn(path + " was never finished by the shelfd that made it; replacing it");
     SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
@@ -340,7 +346,7 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
       h.data_bytes >= data_area_bytes(h.memory_limit) &&
       h.data_bytes <= data_area_bytes(kMaxMemoryLimit) && h.data_bytes % kPageSize == 0 &&
       h.segment_bytes >= h.data_offset + h.data_bytes && h.segment_bytes <= file_bytes &&
-      header_and_index_bytes(h.index_capacity) < h.memory_limit;
+      index_fits(h.index_capacity, h.memory_limit);
   if (!sizes_ok) return refuse("has an inconsistent header (sizes and offsets do not agree)");
   if (!options.max_datasets_given) options.max_datasets = h.index_capacity;
   if (!options.memory_limit_given) options.memory_limit = h.memory_limit;
@@ -603,11 +609,15 @@ void Store::recover() {
   // Readers that outlived the old daemon may be looking names up: they see
   // one change of the index (odd index_seq: they ask the daemon, which is
   // gone). A daemon that died mid-change left it odd.
-  // The bucket count follows the capacity (a change of it may have been
-  // cut short: set_index_capacity()); the buckets are rebuilt below.
+  // The geometry is the daemon's own from here on (attach() checked the
+  // header's copy; a change of the capacity may have been cut short,
+  // set_index_capacity()): the header is told, and the buckets rebuilt below.
   auto* index_header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
-  index_header->hash_capacity = shm::hash_capacity_for(index_header->index_capacity);
-  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
+  index_header->index_capacity = options_.max_datasets;
+  index_header->hash_capacity = shm::hash_capacity_for(options_.max_datasets);
+  index_header->hash_offset = shm::hash_offset();
+  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_),
+                                options_.max_datasets);
   index_.reset_seq();
   index_.begin();
   for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
@@ -626,6 +636,7 @@ void Store::recover() {
   // Readers that outlived the old daemon hold Datasets whose leases died
   // with it; what they may read stays until they are gone.
   old_mappers_ = processes_mapping(segment_.fd());
+  for (uint32_t pid : old_mappers_) old_mappers_seen_[pid] = {process_uid(pid), process_name(pid)};
   for (auto& [id, d] : datasets_) d.restart_hold = !old_mappers_.empty();
   recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
   // Everything no dataset owns goes back to the OS: extents being written
@@ -659,15 +670,20 @@ void Store::recover() {
   log_recovery();
 }
 
+void Store::rebuild_buckets() {
+  index_.clear();
+  // Twice as many buckets as entries, all empty now: every insert finds one.
+  for (const auto& [name, id] : names_) SHELF_CHECK(index_.insert(name, datasets_.at(id).slot));
+}
+
 void Store::rebuild_name_index() {
   // Validating the old buckets would cost as much as making new ones, and
   // they could only be wrong where the entries say otherwise: rebuilt.
-  index_.clear();
   for (const auto& [id, d] : datasets_) index_.raise_publish_id(d.publish_id);
+  rebuild_buckets();
   uint64_t published = 0;
   for (const auto& [name, id] : names_) {
     Dataset& d = datasets_.at(id);
-    index_.insert(name, d.slot);
     shm::IndexEntryLayout e;
     std::memcpy(&e, index_.entry(d.slot), sizeof e);  // only this thread writes it
     // An entry without an id (none should be) gets one: ids tell publishes apart.

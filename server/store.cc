@@ -61,6 +61,10 @@ uint64_t header_and_index_bytes(uint32_t max_datasets) {
   return shm::index_pages(max_datasets).bytes();
 }
 
+bool index_fits(uint32_t max_datasets, uint64_t memory_limit) {
+  return header_and_index_bytes(max_datasets) < memory_limit;
+}
+
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
 protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
@@ -122,7 +126,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
                                     std::to_string(kMaxIndexCapacity));
   }
   const uint64_t index_bytes = header_and_index_bytes(options.max_datasets);
-  if (index_bytes >= options.memory_limit) {
+  if (!index_fits(options.max_datasets, options.memory_limit)) {
     return Status::invalid_argument("--memory-limit " + format_bytes(options.memory_limit) +
                                     " cannot even hold the index of --max-datasets " +
                                     std::to_string(options.max_datasets) + " (" +
@@ -132,7 +136,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
     // Starting fresh on purpose; a live daemon's segment is still refused.
     auto old = shm::ShmObject::open(options.segment_name, true);
     if (old.ok()) {
-      SHELF_RETURN_IF_ERROR(old->try_lock());
+      SHELF_RETURN_IF_ERROR(old->lock_while_linked());
       SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
       log_warn("--discard: removed /dev/shm/" + options.segment_name + " and its datasets");
     }
@@ -159,11 +163,9 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   const Status lost = Status::already_exists(
       "another shelfd took /dev/shm/" + options.segment_name +
       " while this one was making it; it serves that segment now (see its --socket)");
-  if (Status locked = segment.try_lock(); !locked.ok()) {
+  if (Status locked = segment.lock_while_linked(); !locked.ok()) {
     return locked.code() == Status::Code::kAlreadyExists ? lost : locked;
   }
-  SHELF_ASSIGN_OR_RETURN(bool still_ours, segment.is_linked());
-  if (!still_ours) return lost;
   auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
   if (!mapping.ok()) return remove_on_error(mapping.status());
 
@@ -211,7 +213,8 @@ Status Store::initialise() {
   header->hash_capacity = shm::hash_capacity_for(options_.max_datasets);
   header->hash_offset = shm::hash_offset();
   header->next_publish_id = 1;
-  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_));
+  index_ = shm::NameIndexWriter(shm::MutableSegmentView(mapping_.data(), segment_bytes_),
+                                options_.max_datasets);
   // Release: the magic is written last, so a client that sees it sees the
   // whole header; pairs with the acquire in the client's segment check.
   std::atomic_ref<uint64_t>(header->magic).store(shm::kSegmentMagic, std::memory_order_release);
@@ -230,10 +233,10 @@ Store::SessionId Store::open_session(uint32_t pid, uint32_t uid) {
 
 void Store::describe_session(SessionId session_id, std::string client_name, std::string command) {
   // The client's own words, shown to every other user of status: bounded.
-  if (client_name.size() > protocol::kMaxCommandBytes) {
-    client_name.resize(protocol::kMaxCommandBytes);
+  if (client_name.size() > kMaxCommandBytes) {
+    client_name.resize(kMaxCommandBytes);
   }
-  if (command.size() > protocol::kMaxCommandBytes) command.resize(protocol::kMaxCommandBytes);
+  if (command.size() > kMaxCommandBytes) command.resize(kMaxCommandBytes);
   Session& session = sessions_.at(session_id);
   session.client_name = std::move(client_name);
   session.command = std::move(command);
@@ -610,7 +613,13 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
   } else {
     dataset.slot = free_slots_.top();
     free_slots_.pop();
-    index_.insert(item.name, dataset.slot);
+    if (!index_.insert(item.name, dataset.slot)) {
+      // Every bucket taken: someone who maps the segment wrote them. The
+      // daemon's own names say what they must hold.
+      log_warn("the name index's buckets were overwritten from outside shelfd; rebuilt them");
+      rebuild_buckets();
+      SHELF_CHECK(index_.insert(item.name, dataset.slot));
+    }
     index_.add_published(1);
   }
   dataset.publish_id = index_.take_publish_id();
@@ -771,7 +780,7 @@ protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>&
   return response;
 }
 
-protocol::StatusResponse Store::status() const {
+protocol::StatusResponse Store::status(bool who_holds) const {
   protocol::StatusResponse s;
   s.segment_name = segment_.name();
   s.daemon_pid = static_cast<uint32_t>(::getpid());
@@ -795,7 +804,7 @@ protocol::StatusResponse Store::status() const {
     s.quarantined.push_back(
         protocol::QuarantinedDataset{name, d.memory_bytes, d.quarantine_reason});
   }
-  describe_holders(in_tables, s);
+  if (who_holds) describe_holders(in_tables, s);
   return s;
 }
 
@@ -803,11 +812,11 @@ void Store::describe_holders(const std::unordered_map<uint64_t, uint32_t>& in_ta
                              protocol::StatusResponse& s) const {
   // Every dataset a process may hold gets its index in the response: the
   // served ones as listed, then the unpublished ones still read, by name.
-  std::unordered_map<uint64_t, uint32_t> index_of;       // dataset id -> Holding::dataset
-  std::unordered_map<uint64_t, uint64_t> by_publish_id;  // -> dataset id
+  std::unordered_map<uint64_t, uint32_t> index_of;  // dataset id -> Holding::dataset
+  std::vector<uint64_t> memory;                     // by Holding::dataset
   for (const protocol::DatasetSummary& d : s.datasets) {
-    const uint64_t id = names_.find(d.name)->second;
-    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+    index_of.emplace(names_.find(d.name)->second, static_cast<uint32_t>(memory.size()));
+    memory.push_back(d.memory_bytes);
   }
   std::vector<std::pair<std::string_view, uint64_t>> unpublished;
   for (const auto& [id, d] : datasets_) {
@@ -819,56 +828,88 @@ void Store::describe_holders(const std::unordered_map<uint64_t, uint32_t>& in_ta
     auto t = in_tables.find(d.publish_id);
     s.unpublished.push_back(protocol::UnpublishedDataset{
         d.name, d.memory_bytes, d.leases + (t == in_tables.end() ? 0 : t->second), d.restart_hold});
-    index_of.emplace(id, static_cast<uint32_t>(index_of.size()));
+    index_of.emplace(id, static_cast<uint32_t>(memory.size()));
+    memory.push_back(d.memory_bytes);
   }
-  for (const auto& [id, index] : index_of) by_publish_id.emplace(datasets_.at(id).publish_id, id);
+  std::map<uint32_t, HolderRow> rows = holder_rows(index_of);
+  // How many processes hold each dataset: what "alone" means.
+  std::vector<uint32_t> holders(memory.size(), 0);
+  for (const auto& [pid, row] : rows) {
+    for (const auto& [index, leases] : row.held) ++holders[index];
+  }
+  const auto first_unpublished = static_cast<uint32_t>(s.datasets.size());
+  for (auto& [pid, row] : rows) {
+    protocol::ClientSummary& c = row.summary;
+    c.datasets_held = static_cast<uint32_t>(row.held.size());
+    for (const auto& [index, leases] : row.held) {
+      const bool alone = holders[index] == 1;
+      c.leases += leases;
+      c.held_bytes += memory[index];
+      if (index >= first_unpublished && alone) c.unpublished_bytes += memory[index];
+      c.holdings.push_back({index, leases, alone});
+    }
+    // The largest, so that a response stays small however much is held.
+    auto larger = [&](const protocol::Holding& a, const protocol::Holding& b) {
+      return memory[a.dataset] != memory[b.dataset] ? memory[a.dataset] > memory[b.dataset]
+                                                    : a.dataset < b.dataset;
+    };
+    const size_t kept = std::min<size_t>(c.holdings.size(), kMaxHoldingsPerClient);
+    std::partial_sort(c.holdings.begin(), c.holdings.begin() + static_cast<std::ptrdiff_t>(kept),
+                      c.holdings.end(), larger);
+    c.holdings.resize(kept);
+    s.clients.push_back(std::move(c));
+  }
+}
 
-  // One row per process; its holdings by dataset index.
-  std::map<uint32_t, std::pair<protocol::ClientSummary, std::map<uint32_t, uint32_t>>> rows;
-  auto hold = [&](std::map<uint32_t, uint32_t>& holdings, uint64_t dataset_id, uint32_t leases) {
-    auto it = index_of.find(dataset_id);
-    if (it != index_of.end()) holdings[it->second] += leases;
-  };
+std::map<uint32_t, Store::HolderRow> Store::holder_rows(
+    const std::unordered_map<uint64_t, uint32_t>& index_of) const {
+  std::unordered_map<uint64_t, uint32_t> by_publish_id;  // -> Holding::dataset
+  for (const auto& [id, index] : index_of)
+    by_publish_id.emplace(datasets_.at(id).publish_id, index);
+  std::map<uint32_t, HolderRow> rows;
   // Oldest first, so that a process's row takes its first connection's words.
   std::vector<std::pair<SessionId, const Session*>> sessions;
   for (const auto& [id, session] : sessions_) sessions.emplace_back(id, &session);
   std::sort(sessions.begin(), sessions.end());
   for (const auto& [id, session] : sessions) {
-    auto& [row, holdings] = rows[session->pid];
-    if (row.connections++ == 0) {
-      row.pid = session->pid;
-      row.uid = session->uid;
-      row.command = session->command;
-      row.client_name = session->client_name;
-      row.connected_ns = session->connected_ns;
+    HolderRow& row = rows[session->pid];
+    protocol::ClientSummary& c = row.summary;
+    if (c.connections++ == 0) {
+      c.pid = session->pid;
+      c.uid = session->uid;
+      c.command = session->command;
+      c.client_name = session->client_name;
+      c.connected_ns = session->connected_ns;
     }
-    for (const auto& [offset, length] : session->unsealed) row.writing_bytes += length;
-    for (const auto& [lease, dataset_id] : session->leases) hold(holdings, dataset_id, 1);
+    for (const auto& [offset, length] : session->unsealed) c.writing_bytes += length;
+    for (const auto& [lease, dataset_id] : session->leases) {
+      if (auto it = index_of.find(dataset_id); it != index_of.end()) ++row.held[it->second];
+    }
     if (!session->table) continue;
     // A garbage id in a table (the client's to write) names no dataset.
     session->table->for_each_held([&](uint64_t publish_id) {
-      auto it = by_publish_id.find(publish_id);
-      if (it != by_publish_id.end()) hold(holdings, it->second, 1);
+      if (auto it = by_publish_id.find(publish_id); it != by_publish_id.end())
+        ++row.held[it->second];
     });
   }
   // The processes that mapped the segment before the restart hold what
   // existed then (restart holds), leases or not.
-  for (uint32_t pid : old_mappers_) {
-    auto& [row, holdings] = rows[pid];
-    if (row.connections == 0) {
-      row.pid = pid;
-      row.uid = process_uid(pid);
-      row.command = process_name(pid);
-    }
-    for (const auto& [id, d] : datasets_) {
-      if (d.restart_hold) hold(holdings, id, 0);
-    }
+  std::vector<uint32_t> restart_held;
+  for (const auto& [id, d] : datasets_) {
+    if (!d.restart_hold) continue;
+    if (auto it = index_of.find(id); it != index_of.end()) restart_held.push_back(it->second);
   }
-  for (auto& [pid, entry] : rows) {
-    auto& [row, holdings] = entry;
-    for (const auto& [index, leases] : holdings) row.holdings.push_back({index, leases});
-    s.clients.push_back(std::move(row));
+  for (const auto& [pid, seen] : old_mappers_seen_) {
+    if (old_mappers_.count(pid) == 0) continue;
+    HolderRow& row = rows[pid];
+    if (row.summary.connections == 0) {
+      row.summary.pid = pid;
+      row.summary.uid = seen.uid;
+      row.summary.command = seen.name;
+    }
+    for (uint32_t index : restart_held) row.held.try_emplace(index, 0);
   }
+  return rows;
 }
 
 }  // namespace shelf::server

@@ -118,7 +118,7 @@ class Store {
   using SessionId = uint64_t;
   SessionId open_session(uint32_t pid, uint32_t uid);
   // What status() says of the session's process, from its Hello: both cut
-  // to protocol::kMaxCommandBytes.
+  // to kMaxCommandBytes.
   void describe_session(SessionId session, std::string client_name, std::string command);
   // Frees the session's unsealed extents and ends its leases, those of its
   // lease table included.
@@ -173,7 +173,9 @@ class Store {
   void punch_some();
 
   protocol::ListResponse list() const;
-  protocol::StatusResponse status() const;
+  // `who_holds`: with the unpublished datasets still read and the client
+  // rows (shelf status --clients); the metrics go without them.
+  protocol::StatusResponse status(bool who_holds = true) const;
 
   const std::string& segment_name() const { return segment_.name(); }
   uint64_t segment_bytes() const { return segment_bytes_; }
@@ -268,6 +270,16 @@ class Store {
   // s.datasets and the table leases.
   void describe_holders(const std::unordered_map<uint64_t, uint32_t>& table_leases,
                         protocol::StatusResponse& s) const;
+  // A process's row of describe_holders() as it is gathered: what it
+  // holds by Holding::dataset, and its leases of each.
+  struct HolderRow {
+    protocol::ClientSummary summary;
+    std::unordered_map<uint32_t, uint32_t> held;
+  };
+  // The rows of the connected processes and of the old mappers, by pid,
+  // with the datasets `index_of` gives an index.
+  std::map<uint32_t, HolderRow> holder_rows(
+      const std::unordered_map<uint64_t, uint32_t>& index_of) const;
   // True when a live lease table names `publish_id`. After a seq_cst fence
   // that follows the index change (docs/leases.md, "The daemon's side").
   bool in_lease_tables(uint64_t publish_id) const;
@@ -388,6 +400,9 @@ class Store {
   // Rebuilds the name index from the recovered datasets: buckets, publish
   // ids, counts, quarantined entries marked.
   void rebuild_name_index();
+  // Empties the buckets and inserts every published name again (its slot's
+  // entry is already written). Between index_.begin() and end().
+  void rebuild_buckets();
   void log_recovery() const;
 
   RecoveryReport recovery_;
@@ -400,6 +415,12 @@ class Store {
   // See orphan_owners(). Emptied as they exit or unmap the segment; then
   // end_restart_holds() frees what was kept for them.
   std::set<uint32_t> old_mappers_;
+  // What status() says of each old mapper, read from /proc once at restart.
+  struct ProcessSeen {
+    uint32_t uid = 0;
+    std::string name;
+  };
+  std::map<uint32_t, ProcessSeen> old_mappers_seen_;
   std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
   uint64_t held_bytes_ = 0;
 };

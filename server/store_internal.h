@@ -30,6 +30,9 @@ uint64_t data_area_bytes(uint64_t memory_limit);
 // What the header and an index of `max_datasets` slots are charged: the
 // pages they use (shm::index_pages()), not the room left for a larger index.
 uint64_t header_and_index_bytes(uint32_t max_datasets);
+// The one rule for the index against the limit: it must leave room for a
+// dataset (create(), a header checked at attach(), a restart that grows it).
+bool index_fits(uint32_t max_datasets, uint64_t memory_limit);
 
 std::string quoted(std::string_view name);  // 'name'
 

@@ -5,6 +5,7 @@
 
 #include <shelf/limits.h>
 
+#include "base/check.h"
 #include "shm/checksum.h"
 #include "shm/seqlock.h"
 
@@ -221,11 +222,12 @@ IndexRead NameIndexReader::count(uint64_t* out) const {
 
 // ------------------------------------------------------------- writer --
 
-NameIndexWriter::NameIndexWriter(MutableSegmentView view) {
+NameIndexWriter::NameIndexWriter(MutableSegmentView view, uint32_t capacity) {
   header_ = view.at<SegmentHeaderLayout>(0);
-  entries_ = view.at<IndexEntryLayout>(kPageSize, header_->index_capacity);
-  buckets_ = view.at<uint64_t>(header_->hash_offset, header_->hash_capacity);
-  mask_ = uint64_t{header_->hash_capacity} - 1;
+  entries_ = view.at<IndexEntryLayout>(kPageSize, capacity);
+  buckets_ = view.at<uint64_t>(hash_offset(), hash_capacity_for(capacity));
+  SHELF_CHECK(header_ != nullptr && entries_ != nullptr && buckets_ != nullptr);
+  mask_ = uint64_t{hash_capacity_for(capacity)} - 1;
 }
 
 void NameIndexWriter::begin() { begin_write(header_->index_seq); }
@@ -237,12 +239,16 @@ void NameIndexWriter::reset_seq() {
 
 IndexEntryLayout* NameIndexWriter::entry(uint32_t slot) const { return &entries_[slot]; }
 
-void NameIndexWriter::insert(std::string_view name, uint32_t slot) {
+bool NameIndexWriter::insert(std::string_view name, uint32_t slot) {
   const uint64_t hash = name_hash(name);
   uint64_t i = hash & mask_;
-  while (buckets_[i] != 0) i = (i + 1) & mask_;
+  for (uint64_t probes = 0; buckets_[i] != 0; ++probes) {
+    if (probes > mask_) return false;
+    i = (i + 1) & mask_;
+  }
   store_word(buckets_[i], make_bucket(hash, slot));
   if (header_->used_slots_end <= slot) store_word(header_->used_slots_end, uint64_t{slot} + 1);
+  return true;
 }
 
 void NameIndexWriter::erase(std::string_view name, uint32_t slot) {
@@ -253,7 +259,9 @@ void NameIndexWriter::erase(std::string_view name, uint32_t slot) {
   }
   // Backward-shift deletion: move each later bucket of the run whose home is
   // not in (i, k] into the hole, so no lookup chain is broken.
-  for (uint64_t k = (i + 1) & mask_; buckets_[k] != 0; k = (k + 1) & mask_) {
+  // At most one lap: buckets written by someone else may all be full.
+  for (uint64_t k = (i + 1) & mask_, steps = 0; buckets_[k] != 0 && steps <= mask_;
+       k = (k + 1) & mask_, ++steps) {
     const uint64_t home = (buckets_[k] >> 32) & mask_;
     const bool stays = i <= k ? (home > i && home <= k) : (home > i || home <= k);
     if (stays) continue;

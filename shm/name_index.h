@@ -144,17 +144,20 @@ class NameIndexReader {
 class NameIndexWriter {
  public:
   NameIndexWriter() = default;
-  // Over the segment `view`, whose header holds the geometry (written by the
-  // daemon before, or checked at re-attach).
-  explicit NameIndexWriter(MutableSegmentView view);
+  // Over the segment `view`, for an index of `capacity` entries. The
+  // geometry is computed from it, never read back from the header, which any
+  // process that maps the segment read-write could change; the daemon
+  // writes the header's copy, for readers.
+  NameIndexWriter(MutableSegmentView view, uint32_t capacity);
 
   // Brackets every change to entries and buckets (index_seq odd in between).
   void begin();
   void end();
-  // Adds `name` (absent, and there is a free bucket: the table has twice as
-  // many buckets as entries) for entry `slot`, and raises the header's
-  // used_slots_end past `slot`.
-  void insert(std::string_view name, uint32_t slot);
+  // Adds `name` (absent) for entry `slot`, and raises the header's
+  // used_slots_end past `slot`. False, changing nothing, when no bucket is
+  // free: the table has twice as many buckets as entries, so only buckets
+  // written by someone else can be full; the daemon then rebuilds them.
+  bool insert(std::string_view name, uint32_t slot);
   // Removes the bucket of entry `slot`, found from `name`'s hash. If `slot`
   // was the highest in use, lowers used_slots_end past it and past the free
   // entries below it (their state: what the daemon stored last).

@@ -175,6 +175,16 @@ Result<bool> ShmObject::is_linked() const {
   return by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
 }
 
+Status ShmObject::lock_while_linked() const {
+  SHELF_RETURN_IF_ERROR(try_lock());
+  SHELF_ASSIGN_OR_RETURN(bool linked, is_linked());
+  if (!linked) {
+    return Status::already_exists("/dev/shm/" + name() +
+                                  " was replaced by another shelfd while this one opened it");
+  }
+  return Status();
+}
+
 Result<uint32_t> ShmObject::owner() const {
   struct stat st;
   if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);

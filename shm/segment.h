@@ -66,6 +66,11 @@ class ShmObject {
   // True when /dev/shm/NAME is still this object: another process may have
   // removed it, or put another one in its place, since it was opened.
   Result<bool> is_linked() const;
+  // try_lock(), then is_linked(): the lock is on the object NAME names, so
+  // that acting on NAME afterwards (unlink) acts on the locked object.
+  // Errors: AlreadyExists when another process holds the lock, or NAME no
+  // longer names this object (another shelfd replaced it meanwhile).
+  Status lock_while_linked() const;
   // The object's owner (fstat st_uid).
   Result<uint32_t> owner() const;
 

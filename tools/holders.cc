@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <pwd.h>
+#include <set>
 
 #include "base/units.h"
 #include "base/utf8.h"
@@ -48,7 +49,7 @@ std::vector<const ClientInfo*> ordered(const std::vector<ClientInfo>& clients, C
   auto key = [order](const ClientInfo* c) -> uint64_t {
     switch (order) {
       case ClientOrder::kBytes:
-        return c->leased_bytes;
+        return c->held_bytes;
       case ClientOrder::kUnpublished:
         return c->unpublished_bytes;
       case ClientOrder::kWriting:
@@ -89,8 +90,8 @@ std::string clients_table(const std::vector<ClientInfo>& clients, ClientOrder or
         {std::to_string(c->pid), escape_unprintable(user_name(c->uid)),
          c->connections == 0 ? "before restart"
                              : format_time(c->connected_ns - c->connected_ns % 1000000000),
-         std::to_string(c->connections), std::to_string(c->held.size()), std::to_string(c->leases),
-         format_bytes(c->leased_bytes), format_bytes(c->unpublished_bytes),
+         std::to_string(c->connections), std::to_string(c->datasets_held),
+         std::to_string(c->leases), format_bytes(c->held_bytes), format_bytes(c->unpublished_bytes),
          format_bytes(c->writing_bytes), command_of(*c)});
   }
   std::string table =
@@ -125,7 +126,8 @@ std::string clients_json(const std::vector<ClientInfo>& clients, ClientOrder ord
         (c->connected_ns == 0 ? std::string("null") : json_string(format_time(c->connected_ns))) +
         ",\"connections\":" + std::to_string(c->connections) +
         ",\"leases\":" + std::to_string(c->leases) +
-        ",\"leased_bytes\":" + std::to_string(c->leased_bytes) +
+        ",\"datasets_held\":" + std::to_string(c->datasets_held) +
+        ",\"held_bytes\":" + std::to_string(c->held_bytes) +
         ",\"unpublished_bytes\":" + std::to_string(c->unpublished_bytes) +
         ",\"writing_bytes\":" + std::to_string(c->writing_bytes) + ",\"held\":[";
     for (size_t i = 0; i < c->held.size(); ++i) {
@@ -169,15 +171,16 @@ std::string biggest_unpublished_holder(const MemoryStats& stats) {
            " of unpublished datasets: " + how + " (shelf status --clients)";
   }
   // Every such dataset is shared: say with how many others.
+  std::set<std::string_view> mine;
+  for (const HeldDataset& h : c.held) {
+    if (!h.published) mine.insert(h.name);
+  }
   size_t others = 0;
   for (const ClientInfo& other : stats.clients) {
     if (&other == &c) continue;
-    const bool shares = std::any_of(other.held.begin(), other.held.end(), [&](const auto& h) {
-      return !h.published && std::any_of(c.held.begin(), c.held.end(), [&](const auto& mine) {
-        return !mine.published && mine.name == h.name;
-      });
+    others += std::any_of(other.held.begin(), other.held.end(), [&](const HeldDataset& h) {
+      return !h.published && mine.count(h.name) > 0;
     });
-    others += shares ? 1 : 0;
   }
   return who + " and " + std::to_string(others) + (others == 1 ? " other process" : " others") +
          " hold " + format_bytes(shared_bytes) +

@@ -16,7 +16,7 @@ namespace shelf::tools {
 // The orders of `shelf status --clients --sort`.
 enum class ClientOrder {
   kPid,          // ascending
-  kBytes,        // leased_bytes, largest first
+  kBytes,        // held_bytes, largest first
   kUnpublished,  // unpublished_bytes, largest first
   kWriting,      // writing_bytes, largest first
   kConnected,    // oldest first
@@ -42,7 +42,7 @@ struct Holders {
   std::vector<const ClientInfo*> earlier;
 };
 Holders holders_of(const MemoryStats& stats, std::string_view name, uint32_t self);
-// "pid 42 uid 1000 (python3 job.py), 2 leases": one holder for shelf info.
+// "pid 42 (alice): python3 job.py, 2 leases": one holder for shelf info.
 std::string holder_line(const ClientInfo& client, std::string_view name, bool published);
 
 }  // namespace shelf::tools

@@ -47,11 +47,11 @@ pid_t current_pid() {
 }
 
 // This process's command line, arguments joined by spaces, at most
-// protocol::kMaxCommandBytes: what shelf status shows of it (HelloRequest).
+// kMaxCommandBytes: what shelf status shows of it (HelloRequest).
 std::string own_command_line() {
   std::string text;
   if (FILE* f = std::fopen("/proc/self/cmdline", "re")) {
-    text.resize(protocol::kMaxCommandBytes);
+    text.resize(kMaxCommandBytes);
     text.resize(std::fread(text.data(), 1, text.size(), f));
     std::fclose(f);
   }
@@ -785,10 +785,6 @@ namespace {
 // status().clients from the daemon's rows, whose holdings index its
 // datasets then its unpublished ones (protocol::Holding).
 std::vector<ClientInfo> to_clients(const protocol::StatusResponse& r) {
-  std::vector<uint32_t> holders(r.datasets.size() + r.unpublished.size(), 0);
-  for (const auto& c : r.clients) {
-    for (const auto& h : c.holdings) ++holders[h.dataset];  // in range: the decoder checks
-  }
   std::vector<ClientInfo> clients;
   for (const auto& c : r.clients) {
     ClientInfo info;
@@ -798,8 +794,12 @@ std::vector<ClientInfo> to_clients(const protocol::StatusResponse& r) {
     info.client_name = c.client_name;
     info.connected_ns = c.connected_ns;
     info.connections = c.connections;
+    info.leases = c.leases;
+    info.datasets_held = c.datasets_held;
+    info.held_bytes = c.held_bytes;
+    info.unpublished_bytes = c.unpublished_bytes;
     info.writing_bytes = c.writing_bytes;
-    for (const auto& h : c.holdings) {
+    for (const auto& h : c.holdings) {  // in range: the decoder checks
       const bool published = h.dataset < r.datasets.size();
       HeldDataset held;
       if (published) {
@@ -811,15 +811,9 @@ std::vector<ClientInfo> to_clients(const protocol::StatusResponse& r) {
       }
       held.published = published;
       held.leases = h.leases;
-      held.held_alone = holders[h.dataset] == 1;
-      info.leases += h.leases;
-      info.leased_bytes += held.memory_bytes;
-      if (!published && held.held_alone) info.unpublished_bytes += held.memory_bytes;
+      held.held_alone = h.alone;
       info.held.push_back(std::move(held));
     }
-    std::stable_sort(
-        info.held.begin(), info.held.end(),
-        [](const HeldDataset& a, const HeldDataset& b) { return a.memory_bytes > b.memory_bytes; });
     clients.push_back(std::move(info));
   }
   return clients;

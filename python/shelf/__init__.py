@@ -235,8 +235,8 @@ class Client:
         unpublished or replaced but still read: pending_free_bytes) and
         clients: who holds what, a dict per process using shelfd (all its
         connections together), by pid, as in `shelf status --clients --json`
-        (pid, uid, command, client_name, connected_ns, connections, leases,
-        leased_bytes, unpublished_bytes — the unpublished datasets only it
+        (pid, uid, command, client_name, connected_ns, connections, leases, datasets_held,
+        held_bytes, unpublished_bytes — the unpublished datasets only it
         holds, which come back when it lets go or exits —, writing_bytes, and
         held: name, published, memory_bytes, leases, held_alone per dataset).
         """

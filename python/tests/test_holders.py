@@ -73,7 +73,7 @@ def test_status_says_which_process_holds_what(daemon, client, holders):
     assert mine["command"].endswith("job-one")
     assert mine["connections"] == 1
     assert mine["leases"] == 3
-    assert mine["leased_bytes"] == sizes["small"] + sizes["big"]
+    assert mine["held_bytes"] == sizes["small"] + sizes["big"]
     assert mine["unpublished_bytes"] == 0
     assert [h["name"] for h in mine["held"]] == ["big", "small"]  # largest first
     assert mine["held"][1]["leases"] == 2
@@ -91,8 +91,8 @@ def test_python_and_the_cli_say_the_same(daemon, client, holders):
     py = client.status()
     assert cli["unpublished"] == py["unpublished"]
     cli_row, py_row = row(cli, holders[0].pid), row(py, holders[0].pid)
-    for key in ("pid", "uid", "command", "client_name", "connections", "leases", "leased_bytes",
-                "unpublished_bytes", "writing_bytes", "held"):
+    for key in ("pid", "uid", "command", "client_name", "connections", "leases", "datasets_held",
+                "held_bytes", "unpublished_bytes", "writing_bytes", "held"):
         assert cli_row[key] == py_row[key], key
     assert py_row["unpublished_bytes"] == py["pending_free_bytes"] > 0
     assert cli_row["user"] and cli_row["connected"].endswith("Z")

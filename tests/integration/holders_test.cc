@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <shelf/client.h>
+#include <shelf/limits.h>
 
 #include "tests/integration/integration_util.h"
 
@@ -100,7 +101,7 @@ TEST(HoldersTest, StatusNamesEachProcessAndWhatItHolds) {
   EXPECT_LE(row->connected_ns, after);
   EXPECT_EQ(row->connections, 1u);
   EXPECT_EQ(row->leases, 3u);
-  EXPECT_EQ(row->leased_bytes, a + b);
+  EXPECT_EQ(row->held_bytes, a + b);
   EXPECT_EQ(row->unpublished_bytes, 0u);  // both still published
   EXPECT_EQ(row->writing_bytes, 0u);
   ASSERT_EQ(row->held.size(), 2u);
@@ -118,7 +119,7 @@ TEST(HoldersTest, StatusNamesEachProcessAndWhatItHolds) {
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(second->client_name, "holder");
   EXPECT_EQ(second->leases, 1u);
-  EXPECT_EQ(second->leased_bytes, b);
+  EXPECT_EQ(second->held_bytes, b);
   // The status caller is a row too, holding nothing.
   const ClientInfo* self = row_of(st, ::getpid());
   ASSERT_NE(self, nullptr);
@@ -269,6 +270,39 @@ TEST(HoldersTest, AProcessWithSeveralConnectionsIsOneRow) {
   ASSERT_EQ(self->held.size(), 1u);
   EXPECT_TRUE(self->held[0].held_alone) << "two connections, one process";
   EXPECT_EQ(st.clients.size(), 1u);
+}
+
+// A process holding more datasets than a row lists: the row keeps the
+// largest kMaxHoldingsPerClient, and its totals count them all.
+TEST(HoldersTest, ARowListsTheLargestHoldingsAndCountsThemAll) {
+  TestDaemon::Options options;
+  options.max_datasets = 1024;
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  const int n = static_cast<int>(kMaxHoldingsPerClient) + 44;
+  std::vector<std::string> names;
+  uint64_t total = 0;
+  for (int i = 0; i < n; ++i) {
+    names.push_back("d" + std::to_string(i));
+    publish_int64(client, names.back(), i + 1 == n ? 100'000 : 10, i);  // one large
+  }
+  for (const DatasetInfo& d : status_of(client).datasets) total += d.memory_bytes;
+  Pipe holding;
+  pid_t holder = spawn_holder(*daemon, names, holding);
+  ASSERT_TRUE(holding.wait());
+  const MemoryStats st = status_of(client);
+  const ClientInfo* row = row_of(st, holder);
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->datasets_held, static_cast<uint32_t>(n));
+  EXPECT_EQ(row->leases, static_cast<uint32_t>(n));
+  EXPECT_EQ(row->held_bytes, total);
+  ASSERT_EQ(row->held.size(), kMaxHoldingsPerClient);
+  EXPECT_EQ(row->held.front().name, names.back()) << "the largest first";
+  for (size_t i = 1; i < row->held.size(); ++i) {
+    EXPECT_GE(row->held[i - 1].memory_bytes, row->held[i].memory_bytes);
+  }
+  EXPECT_EQ(kill_child(holder), 128 + SIGKILL);
 }
 
 TEST(HoldersTest, AReaderOfTheOldDaemonIsShownAfterARestart) {

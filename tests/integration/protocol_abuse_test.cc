@@ -754,3 +754,39 @@ TEST_F(ProtocolAbuseTest, ClientThatNeverReadsDoesNotBlockOthers) {
 
 }  // namespace
 }  // namespace shelf::test
+
+namespace shelf::test {
+namespace {
+
+// A Hello whose client name and command are 1 MiB each, and control bytes:
+// status keeps kMaxCommandBytes of each (every other user reads them), and
+// the CLI prints them escaped.
+TEST(ProtocolAbuseHelloTest, AHugeOrHostileCommandIsCutAndShownEscaped) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  UniqueFd fd = raw_connect(daemon->socket());
+  ASSERT_TRUE(fd.valid());
+  const std::string huge = "\x1b[31m" + std::string(1 << 20, 'x');
+  Bytes hello;
+  protocol::encode_request(hello, protocol::HelloRequest{protocol::kProtocolVersion, huge, huge});
+  ASSERT_TRUE(send_all(fd.get(), hello));
+  auto r = read_response(fd.get());
+  ASSERT_TRUE(r.has_value() && r->status.ok());
+  Client client = daemon->connect();
+  const MemoryStats st = status_of(client);
+  const ClientInfo* row = nullptr;
+  for (const ClientInfo& c : st.clients) {
+    if (c.pid == static_cast<uint32_t>(::getpid())) row = &c;
+  }
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->command.size(), kMaxCommandBytes);
+  EXPECT_EQ(row->client_name.size(), kMaxCommandBytes);
+  EXPECT_EQ(row->connections, 2u) << "the raw connection and this client: one process";
+  CommandResult shown =
+      run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status", "--clients"});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(shown.out.find('\x1b'), std::string::npos) << "an escape sequence reached the terminal";
+}
+
+}  // namespace
+}  // namespace shelf::test

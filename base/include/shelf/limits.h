@@ -58,6 +58,13 @@ inline constexpr uint32_t kMaxWaitNames = 4096;
 // to another thread, and a check that turns true for another reason. 100 ms:
 // Ctrl-C feels immediate, and a waiter costs 10 checks a second.
 inline constexpr int kWaitCheckMs = 100;
+// What status() keeps of each client process (shelf status --clients): its
+// command line and client name, cut to kMaxCommandBytes, and the
+// kMaxHoldingsPerClient largest of the datasets it holds (its totals count
+// them all). They bound a status response whatever the clients send or
+// hold: 1,024 connections of ~4 KiB each.
+inline constexpr uint32_t kMaxCommandBytes = 1024;
+inline constexpr uint32_t kMaxHoldingsPerClient = 256;
 
 // Unsent bytes shelfd keeps for one event subscriber (Client::subscribe,
 // `shelf events`; docs/protocol.md, "Events"): about 10,000 events of short

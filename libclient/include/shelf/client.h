@@ -119,13 +119,19 @@ struct ClientInfo {
   // 0: not connected, but it mapped the segment before shelfd restarted
   // and may still read what existed then (held for it until it exits).
   uint32_t connections = 0;
+  // Over everything it holds:
   uint32_t leases = 0;
-  uint64_t leased_bytes = 0;  // memory of the datasets it holds
+  uint32_t datasets_held = 0;
+  // The memory of the datasets it holds: by leases, or, for a process from
+  // before a restart, by mapping them (restart holds).
+  uint64_t held_bytes = 0;
   // Of those, the unpublished ones only it holds: what comes back when it
   // lets them go or exits.
   uint64_t unpublished_bytes = 0;
-  uint64_t writing_bytes = 0;     // partitions it is writing, not yet published
-  std::vector<HeldDataset> held;  // largest first
+  uint64_t writing_bytes = 0;  // partitions it is writing, not yet published
+  // What it holds, largest first: at most kMaxHoldingsPerClient
+  // (<shelf/limits.h>) of the datasets_held.
+  std::vector<HeldDataset> held;
 };
 
 // The daemon's memory at a glance (shelf status).

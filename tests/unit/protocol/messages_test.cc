@@ -605,9 +605,19 @@ TEST(ResponseTest, Status) {
   m.quarantined = {{"broken", 8192, "checksum mismatch in partition 1 column 'v'"},
                    {"also-broken", 0, ""}};
   m.unpublished = {{"old", 4096, 2, false}, {"kept", 8192, 0, true}};
-  m.clients = {
-      {42, 1000, "python3 job.py", "python", 1'700'000'000'000'000'001, 2, 65536, {{0, 1}, {3, 0}}},
-      {43, 0, "", "", 0, 0, 0, {}}};
+  m.clients = {{42,
+                1000,
+                "python3 job.py",
+                "python",
+                1'700'000'000'000'000'001,
+                2,
+                65536,
+                3,
+                2,
+                12288,
+                8192,
+                {{0, 1, false}, {3, 0, true}}},
+               {43, 0, "", "", 0, 0, 0, 0, 0, 0, 0, {}}};
   std::vector<std::byte> out;
   encode_response(out, m);
   Frame f = only_frame(out, response(MessageType::kStatus));
@@ -654,10 +664,15 @@ TEST(ResponseTest, Status) {
     EXPECT_EQ(got.connected_ns, want.connected_ns);
     EXPECT_EQ(got.connections, want.connections);
     EXPECT_EQ(got.writing_bytes, want.writing_bytes);
+    EXPECT_EQ(got.leases, want.leases);
+    EXPECT_EQ(got.datasets_held, want.datasets_held);
+    EXPECT_EQ(got.held_bytes, want.held_bytes);
+    EXPECT_EQ(got.unpublished_bytes, want.unpublished_bytes);
     ASSERT_EQ(got.holdings.size(), want.holdings.size());
     for (size_t j = 0; j < want.holdings.size(); ++j) {
       EXPECT_EQ(got.holdings[j].dataset, want.holdings[j].dataset);
       EXPECT_EQ(got.holdings[j].leases, want.holdings[j].leases);
+      EXPECT_EQ(got.holdings[j].alone, want.holdings[j].alone);
     }
   }
   expect_only_whole_response_decodes<StatusResponse>(f.payload, decode_status_response);
@@ -667,7 +682,7 @@ TEST(ResponseTest, StatusRefusesAHoldingOfNoDatasetInIt) {
   StatusResponse m;
   m.datasets = sample_summaries();         // indexes 0 and 1
   m.unpublished = {{"old", 1, 1, false}};  // index 2
-  m.clients = {{42, 0, "", "", 0, 1, 0, {{2, 1}}}};
+  m.clients = {{42, 0, "", "", 0, 1, 0, 1, 1, 1, 1, {{2, 1, true}}}};
   std::vector<std::byte> out;
   encode_response(out, m);
   Frame f = only_frame(out, response(MessageType::kStatus));

@@ -41,7 +41,7 @@ class IndexBed {
     h->hash_capacity = hash_capacity_for(capacity);
     h->hash_offset = hash_offset();
     h->next_publish_id = 1;
-    writer_ = NameIndexWriter(MutableSegmentView(base_, bytes_));
+    writer_ = NameIndexWriter(MutableSegmentView(base_, bytes_), capacity);
     for (uint32_t s = capacity; s > 0; --s) free_.push_back(s - 1);
   }
   ~IndexBed() { ::munmap(base_, bytes_); }
@@ -86,6 +86,8 @@ class IndexBed {
   }
   const std::map<std::string, uint32_t>& slots() const { return slots_; }
   SegmentHeaderLayout& header() { return *reinterpret_cast<SegmentHeaderLayout*>(base_); }
+  NameIndexWriter& writer() { return writer_; }
+  uint64_t* buckets() { return reinterpret_cast<uint64_t*>(base_ + hash_offset()); }
 
  private:
   void store_entry(uint32_t slot, const IndexEntryLayout& e) {
@@ -261,9 +263,23 @@ TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
   EXPECT_TRUE(summaries.empty());
   EXPECT_TRUE(packed.empty());
   NameIndexWriter(
-      MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes()))
+      MutableSegmentView(reinterpret_cast<std::byte*>(&bed.header()), index_area_bytes()), 8)
       .reset_seq();
   EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kFound);
+}
+
+// Buckets a hostile process that maps the segment filled: the writer neither
+// probes for ever nor leaves the table, and says so (the daemon rebuilds).
+TEST(NameIndexTest, BucketsAllTakenFromOutsideNeitherHangTheWriterNorLetItOverrun) {
+  IndexBed bed(8);
+  for (uint32_t b = 0; b < hash_capacity_for(8); ++b) bed.buckets()[b] = ~uint64_t{0} - b;
+  bed.writer().begin();
+  EXPECT_FALSE(bed.writer().insert("x", 0));
+  bed.writer().erase("x", 0);      // not there: returns
+  bed.buckets()[3] = uint64_t{1};  // "slot 0", found at once: the shift loop runs one lap at most
+  bed.writer().erase("y", 0);
+  bed.writer().end();
+  EXPECT_EQ(bed.buckets()[hash_capacity_for(8)], 0u) << "wrote past the buckets";
 }
 
 TEST(NameIndexTest, ABadGeometryIsRefused) {
