@@ -125,7 +125,9 @@ class ArgvGenerator {
     const CommandSpec* command = chance(90) ? &commands_[below(commands_.size())] : nullptr;
     const bool is_wait = command != nullptr && command->name == "wait";
     for (uint64_t i = below(3); i > 0; --i) {
-      // `wait` takes the global --timeout as how long to wait: only short ones.
+      // `wait` takes the global --timeout as how long to wait: only short
+      // ones. And no --socket: without a daemon, `wait` says "still
+      // waiting" before its failure, two lines by design.
       if (is_wait && chance(50)) {
         append_option(argv, {"--timeout", true, {"0.3"}}, /*bounded=*/true);
       } else if (!is_wait) {
