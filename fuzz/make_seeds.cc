@@ -249,6 +249,32 @@ void write_store_seeds(const fs::path& root) {
                           1, 0, 7});
 }
 
+// Values users type, and values they should not: one per seed.
+void write_cli_value_seeds(const fs::path& root) {
+  const std::string values[] = {"5",
+                                "0",
+                                "-1",
+                                "007",
+                                "18446744073709551615",
+                                "99999999999999999999999",
+                                "0.01",
+                                "1e-9",
+                                "86400",
+                                "nan",
+                                "8GiB",
+                                "1.5G",
+                                "512MiB",
+                                "",
+                                "caf\xc3\xa9",
+                                "\x1b[2J\xc2\x85"};
+  int n = 0;
+  for (const std::string& v : values) {
+    Bytes b = text(v);
+    b.insert(b.begin(), static_cast<std::byte>(n % 8));  // every range in turn
+    write_seed(root / "cli_values", "value_" + std::to_string(n++), b);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,11 +283,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root = argv[1];
-  for (const char* target : {"protocol", "descriptor", "csv", "store"}) {
+  for (const char* target : {"protocol", "descriptor", "csv", "store", "cli_values"}) {
     fs::create_directories(root / target);
   }
   write_protocol_seeds(root, write_descriptor_seeds(root));
   write_csv_seeds(root);
   write_store_seeds(root);
+  write_cli_value_seeds(root);
   return 0;
 }

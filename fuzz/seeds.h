@@ -13,4 +13,11 @@ namespace shelf::fuzz {
 inline constexpr size_t kCsvOptionBytes = 1;
 inline constexpr uint64_t kCsvPartitionRows[4] = {0, 1, 2, 7};
 
+// fuzz_cli_values: the first byte picks the range of parse_count, the rest
+// is one command-line value.
+//   bits 0-1: the most it accepts, kCliCountMax[bits]
+//   bit 2:    the least is 1 (else 0)
+inline constexpr size_t kCliValueOptionBytes = 1;
+inline constexpr uint64_t kCliCountMax[4] = {1, 1000, UINT32_MAX, UINT64_MAX};
+
 }  // namespace shelf::fuzz

@@ -16,7 +16,7 @@ seconds=${SHELF_FUZZ_SECONDS:-15}
 jobs=$(nproc)
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(fuzz_protocol fuzz_descriptor fuzz_csv fuzz_store)
+  targets=(fuzz_protocol fuzz_descriptor fuzz_csv fuzz_store fuzz_cli_values)
 fi
 
 bash scripts/install-deps.sh --test
@@ -46,6 +46,7 @@ for target in "${targets[@]}"; do
   # fixed-size part (a store script of 4 KiB is ~1000 requests already).
   # -rss_limit_mb: the decoders must never need much.
   max_len=65536
+  [[ $target == fuzz_cli_values ]] && max_len=4096
   [[ $target == fuzz_store ]] && max_len=4096
   if ! (cd build/fuzz && "fuzz/$target" -max_total_time="$seconds" -max_len="$max_len" \
           -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \

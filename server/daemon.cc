@@ -180,10 +180,22 @@ Status prepare_socket_directory(const DaemonOptions& options) {
   return make_private_parent_dir(options.socket_path, group, options.group);
 }
 
+// Three quarters, not half: one user's big job (a Dask cluster is a
+// connection per worker) still fits in most of the daemon, while the quarter
+// left is far more than another user's session (the CLI, a notebook, a few
+// workers) needs to get in. Below four slots the reserve is the one slot.
+uint32_t default_connections_per_user(uint32_t max_connections) {
+  if (max_connections < 2) return max_connections;
+  return max_connections - std::max<uint32_t>(1, max_connections / 4);
+}
+
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
                                               const StoreOptions& store_options) {
   std::unique_ptr<Daemon> d(new Daemon());
   d->options_ = options;
+  if (d->options_.max_connections_per_user == 0) {
+    d->options_.max_connections_per_user = default_connections_per_user(options.max_connections);
+  }
   d->read_buffer_ = std::make_unique_for_overwrite<std::byte[]>(kReadChunk);
   d->spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!options.group.empty()) {
@@ -392,6 +404,7 @@ void Daemon::accept_connections() {
                std::to_string(cred.uid) + "): not its user" + (group_ ? " or group" : ""));
       continue;
     }
+    if (!admit_within_user_share(fd, *c)) continue;
     if (connections_.size() >= options_.max_connections && !evict_a_silent_connection()) {
       // Unavailable, not ResourceExhausted: it is no memory limit, and a
       // later try may get in (Python: ConnectionError, not MemoryError).
@@ -415,6 +428,7 @@ void Daemon::accept_connections() {
     c->accepted = std::chrono::steady_clock::now();
     silent_.emplace_back(c->accepted + std::chrono::milliseconds(kHelloTimeoutMs), fd);
     log_debug("connection from pid " + std::to_string(c->pid));
+    ++connections_of_uid_[c->uid];
     connections_.emplace(fd, std::move(c));
   }
 }
@@ -457,6 +471,25 @@ int Daemon::recheck_lease_tables() {
   }
   const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_lease_recheck_ - now);
   return static_cast<int>(std::max<int64_t>(wait.count(), 0));
+}
+
+bool Daemon::admit_within_user_share(int fd, const Connection& c) {
+  if (c.uid == ::geteuid()) return true;
+  const auto held = connections_of_uid_.find(c.uid);
+  const uint32_t count = held == connections_of_uid_.end() ? 0 : held->second;
+  const uint32_t share = options_.max_connections_per_user;
+  if (count < share) return true;
+  // Unavailable, as for --max-connections: closing one lets this user in again.
+  refuse(fd, Status::unavailable("uid " + std::to_string(c.uid) + " has " + std::to_string(count) +
+                                 " connections to the shelfd at " + options_.socket_path +
+                                 ", the most one user may have (--max-connections-per-user " +
+                                 std::to_string(share) +
+                                 "); close one, or start shelfd with a larger " +
+                                 "--max-connections-per-user"));
+  log_warn("refused a connection from pid " + std::to_string(c.pid) + " (uid " +
+           std::to_string(c.uid) + "): it has " + std::to_string(count) +
+           " connections, --max-connections-per-user");
+  return false;
 }
 
 bool Daemon::evict_a_silent_connection() {
@@ -519,6 +552,10 @@ void Daemon::close_connection(int fd) {
   store_->close_session(it->second->session);
   drop_waits(*it->second);
   if (it->second->subscribed) std::erase(subscribers_, fd);
+  if (auto held = connections_of_uid_.find(it->second->uid);
+      held != connections_of_uid_.end() && --held->second == 0) {
+    connections_of_uid_.erase(held);
+  }
   log_debug("connection from pid " + std::to_string(it->second->pid) + " closed");
   connections_.erase(it);
 }

@@ -25,6 +25,11 @@ namespace shelf::server {
 struct DaemonOptions {
   std::string socket_path;
   uint32_t max_connections = 1024;
+  // Connections one uid may hold at once (--max-connections-per-user), so
+  // that one user cannot take the slots every other user needs. shelfd's own
+  // uid is not held to it; root is, like any other user. 0: the default,
+  // default_connections_per_user(max_connections).
+  uint32_t max_connections_per_user = 0;
   // Empty: only shelfd's own user (and root) may connect; the socket and the
   // segment are 0600. Else a Unix group whose members may too: both are
   // 0660 and belong to it (--group).
@@ -40,6 +45,10 @@ struct DaemonOptions {
 // ancestors) as start() does, so that shelfd can open its log file there
 // before starting. The same errors as start() for the directory.
 Status prepare_socket_directory(const DaemonOptions& options);
+
+// The default share of one user: --max-connections less a quarter kept for
+// everyone else (at least one slot once there are two).
+uint32_t default_connections_per_user(uint32_t max_connections);
 
 class Daemon {
  public:
@@ -99,6 +108,10 @@ class Daemon {
   // Closes those past kHelloTimeoutMs; returns the epoll timeout (ms) until
   // the next one is due, or -1 when none waits.
   int close_silent_connections();
+  // True when `c`'s uid may open one more connection: shelfd's own uid
+  // always, any other below --max-connections-per-user. Else answers `fd`
+  // why (Unavailable, naming the uid, its count and the option) and logs it.
+  bool admit_within_user_share(int fd, const Connection& c);
   // At --max-connections: makes room for a new connection by closing the
   // oldest one that has not said Hello yet. False when every one has.
   bool evict_a_silent_connection();
@@ -135,6 +148,8 @@ class Daemon {
   UniqueFd epoll_fd_;
   UniqueFd signal_fd_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  // uid -> its open connections, for admit_within_user_share().
+  std::unordered_map<uint32_t, uint32_t> connections_of_uid_;
   std::unordered_map<int, std::pair<uint32_t, UniqueFd>> owner_fds_;  // pidfd -> pid, fd
   UniqueFd spare_fd_;  // given up to accept-and-refuse when out of descriptors
   std::deque<std::pair<std::chrono::steady_clock::time_point, int>> silent_;  // deadline, fd

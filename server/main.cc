@@ -65,7 +65,7 @@ struct Options {
 // should stop here (--help: 0; a bad option, said on stderr: 2).
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
-  std::string max_datasets_text, max_connections_text;
+  std::string max_datasets_text, max_connections_text, per_user_text;
   std::vector<std::string> stray;
   po::options_description desc(kUsage);
   // clang-format off
@@ -86,6 +86,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "to no less than the highest slot in use")
       ("max-connections", po::value(&max_connections_text)->default_value("1024"),
        "clients connected at once; more are refused with an error")
+      ("max-connections-per-user", po::value(&per_user_text),
+       "clients one user may have connected at once, so that no user can lock the others "
+       "out; shelfd's own user is not held to it (default: --max-connections less a quarter)")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
@@ -142,6 +145,13 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
   auto max_connections = parse_count(max_connections_text, "--max-connections", 1, 1u << 20);
   if (!max_connections.ok()) return usage_error(max_connections.status().message());
   options.daemon.max_connections = static_cast<uint32_t>(*max_connections);
+  if (vm.count("max-connections-per-user")) {
+    auto per_user = parse_count(per_user_text, "--max-connections-per-user", 1, *max_connections);
+    if (!per_user.ok()) {
+      return usage_error(per_user.status().message() + " (at most --max-connections)");
+    }
+    options.daemon.max_connections_per_user = static_cast<uint32_t>(*per_user);
+  }
 
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {

@@ -6,6 +6,7 @@
 // Clients of another user are forked children that drop to `nobody`, and
 // the shelf CLI run under setpriv, as an administrator would. Switching
 // users needs root (CI runs as root): those tests skip otherwise.
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -44,16 +45,22 @@ constexpr const char* kSetpriv = "/usr/bin/setpriv";
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run clients as nobody"; \
   static_assert(true)
 
+// In a child: becomes uid `uid`, gid `gid` with exactly the supplementary
+// `groups`, or exits 90.
+void become_user(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
+  if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+      ::setresuid(uid, uid, uid) != 0) {
+    std::fprintf(stderr, "cannot become uid %u: %s\n", uid, std::strerror(errno));
+    ::_exit(90);
+  }
+}
+
 // Runs `body` in a child that has become uid `uid`, gid `gid` with exactly
 // the supplementary `groups`; returns its exit code as run_in_child does.
 int as_user(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
             const std::function<void()>& body) {
   return run_in_child([&] {
-    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 ||
-        ::setresuid(uid, uid, uid) != 0) {
-      std::fprintf(stderr, "cannot become uid %u: %s\n", uid, std::strerror(errno));
-      ::_exit(90);
-    }
+    become_user(uid, gid, groups);
     body();
   });
 }
@@ -306,6 +313,69 @@ TEST(AccessTest, MembersTrustADaemonOfAnotherUserSharedWithTheirGroup) {
   stop_shelfd(socket + ".lock");
   std::filesystem::remove_all(dir);
   ::unlink(("/dev/shm/" + segment).c_str());
+}
+
+// One user cannot take every connection: at its share
+// (--max-connections-per-user, by default --max-connections less a quarter)
+// its next connection is refused, naming the uid, its count and the option,
+// while another user still gets the slot left; closing one of its own lets
+// it in again.
+TEST(AccessTest, OneUserCannotTakeEveryConnection) {
+  SKIP_UNLESS_ROOT();
+  auto daemon = TestDaemon::start({.extra_args = {"--group", "users", "--max-connections", "4"}});
+  ASSERT_NE(daemon, nullptr);
+  constexpr uid_t kUserA = 4321, kUserB = 4322;  // any uids but nobody's or root's
+  const std::string refusal = "uid 4321 has 3 connections to the shelfd at " + daemon->socket() +
+                              ", the most one user may have (--max-connections-per-user 3); " +
+                              "close one, or start shelfd with a larger " +
+                              "--max-connections-per-user";
+  Pipe full, go;
+  const pid_t a = spawn_child([&] {
+    become_user(kUserA, kUserA, {kUsers});
+    std::vector<Client> held;
+    for (int i = 0; i < 3; ++i) held.push_back(daemon->connect());
+    auto refused = Client::connect(daemon->client_options());
+    ASSERT_FALSE(refused.ok()) << "a 4th connection of one user, with 1 slot of 4 free";
+    EXPECT_EQ(refused.status().code(), Status::Code::kUnavailable);
+    EXPECT_THAT(refused.status().message(), HasSubstr(refusal));
+    ASSERT_TRUE(full.signal());
+    ASSERT_TRUE(go.wait());
+    held.pop_back();
+    // shelfd reads the closed connection's EOF on its own time.
+    EXPECT_TRUE(eventually([&] {
+      auto again = Client::connect(daemon->client_options());
+      return again.ok() && again->list_datasets().ok();
+    }));
+  });
+  ASSERT_TRUE(full.wait()) << "user A did not get its 3 connections";
+  // A's CLI is told why, on one line.
+  CommandResult r = run_command(
+      {kSetpriv, "--reuid=" + std::to_string(kUserA), "--regid=" + std::to_string(kUserA),
+       "--groups=" + std::to_string(kUsers), SHELF_CLI_PATH, "--socket", daemon->socket(), "list"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_THAT(r.err, HasSubstr(refusal));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  // User B gets the last slot and is served.
+  EXPECT_EQ(as_user(kUserB, kUserB, {kUsers},
+                    [&] {
+                      Client c = daemon->connect();
+                      publish_int64(c, "from_b", 100, 5);
+                      expect_int64_published(c, "from_b", 100, 5);
+                    }),
+            0);
+  ASSERT_TRUE(go.signal());
+  EXPECT_EQ(wait_child(a), 0);
+}
+
+// shelfd's own user is not held to the share: it may take every slot.
+TEST(AccessTest, ShelfdsOwnUserMayTakeEveryConnection) {
+  auto daemon = TestDaemon::start({.extra_args = {"--max-connections", "4"}});
+  ASSERT_NE(daemon, nullptr);
+  std::vector<Client> held;
+  for (int i = 0; i < 4; ++i) held.push_back(daemon->connect());
+  auto refused = Client::connect(daemon->client_options());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("its limit (--max-connections)"));
 }
 
 // Writes through a Dataset's view. Runs in a child only.
