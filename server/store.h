@@ -45,7 +45,7 @@ inline constexpr uint64_t kMinMemoryLimit = uint64_t{1} << 20;  // 1 MiB
 // 1 PiB: far past any machine's /dev/shm; keeps every offset sum far from
 // overflowing.
 inline constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 50;
-// The layout's bound (shm/layout.h): 2^24 slots of 256 bytes.
+// The layout's bound (shm/layout.h): 2^20 slots of 256 bytes.
 inline constexpr uint32_t kMaxIndexCapacity = shm::kMaxIndexCapacity;
 
 struct StoreOptions {

@@ -118,10 +118,14 @@ static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout,
               offsetof(IndexEntryLayout, name) == 48 &&
               offsetof(IndexEntryLayout, publish_id) == 248);
 
-// The most index entries a segment may have (--max-datasets): 2^24 slots
-// of 256 bytes, a 4 GiB index. Every segment leaves address space for that
-// many (name_index.h): sparse, so it costs no memory.
-inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 24;
+// The most index entries a segment may have (--max-datasets): 2^20 slots
+// of 256 bytes, a 256 MiB index. Every segment leaves address space for
+// that many (name_index.h): sparse, so it costs no memory, but every Client
+// maps it. 2^24 (a 4 GiB room) was measured too large: 1,500 Clients in one
+// process are 6.4 TB of mappings, past what ThreadSanitizer's address space
+// takes (mmap failed with ENOMEM), and a scan of the file through a mapping
+// (a tool's, a test's) allocates the room it reads.
+inline constexpr uint32_t kMaxIndexCapacity = uint32_t{1} << 20;
 
 // The index starts at page 1: the segment offset of index slot `slot`.
 constexpr uint64_t index_entry_offset(uint64_t slot) {

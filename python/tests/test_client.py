@@ -41,7 +41,7 @@ def flip_first_byte_of(path, pattern):
     """Flips a bit of the first byte of `pattern` in the file at `path`.
     Only its data is read (SEEK_DATA), with pread: the segment is sparse, and
     a read through a shared mapping of tmpfs would allocate every hole it
-    touches (the index's room alone is 4 GiB)."""
+    touches (the index's room alone is 256 MiB)."""
     fd = os.open(path, os.O_RDWR)
     try:
         at = 0

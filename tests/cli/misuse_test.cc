@@ -162,7 +162,7 @@ TEST_F(MisuseTest, ShelfdWithWrongArguments) {
        "--max-connections)"},
       {{"--max-connections-per-user", "-1"}, 2, "--max-connections-per-user must be"},
       {{"--max-connections-per-user", "many"}, 2, "--max-connections-per-user must be"},
-      {{"--max-datasets", "-5"}, 2, "--max-datasets must be a whole number from 1 to 16777216"},
+      {{"--max-datasets", "-5"}, 2, "--max-datasets must be a whole number from 1 to 1048576"},
       {{"--max-datasets", "99999999999"}, 2, "--max-datasets must be"},
       {{"--memory-limit", "-1GiB"}, 2, "--memory-limit: '-1GiB' is not a size"},
       {{"--log-level", "loud"}, 2, "--log-level must be error, warn, info or debug, not 'loud'"},

@@ -222,8 +222,8 @@ std::pair<uint64_t, uint64_t> file_state(const TestDaemon& daemon) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) throw TestFailure("open " + path);
   // The bytes, as fixed blocks that are not all zero, with where they are:
-  // read only around data (SEEK_DATA), since the segment is sparse (over
-  // 4 GiB of index room). Where the file has holes or zero pages does not
+  // read only around data (SEEK_DATA), since the segment is sparse (256 MiB
+  // of index room). Where the file has holes or zero pages does not
   // count (a reserved page reads as data once touched), only its bytes.
   constexpr off_t kBlock = 64 << 10;
   std::vector<char> buf(kBlock);
