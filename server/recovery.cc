@@ -280,10 +280,7 @@ Status check_index_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
 // recover() rebuilds the buckets and frees the pages a smaller one no longer
 // uses). A shelfd killed in between leaves a header the next start accepts.
 Status set_index_capacity(const shm::ShmObject& segment, shm::Mapping& mapping, uint32_t capacity) {
-  const shm::IndexPages pages = shm::index_pages(capacity);
-  SHELF_RETURN_IF_ERROR(segment.reserve(0, pages.entries_end));
-  SHELF_RETURN_IF_ERROR(
-      segment.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset()));
+  SHELF_RETURN_IF_ERROR(reserve_index_pages(segment, capacity));
   SHELF_FAULT_POINT("daemon.index_capacity.before_header");
   auto* h = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping.data());
   std::atomic_ref<uint32_t>(h->index_capacity).store(capacity, std::memory_order_release);

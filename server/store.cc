@@ -65,6 +65,12 @@ bool index_fits(uint32_t max_datasets, uint64_t memory_limit) {
   return header_and_index_bytes(max_datasets) < memory_limit;
 }
 
+Status reserve_index_pages(const shm::ShmObject& segment, uint32_t max_datasets) {
+  const shm::IndexPages pages = shm::index_pages(max_datasets);
+  SHELF_RETURN_IF_ERROR(segment.reserve(0, pages.entries_end));
+  return segment.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset());
+}
+
 std::string quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
 protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
@@ -190,10 +196,7 @@ Store::~Store() {
 Status Store::initialise() {
   // The header and the index are charged to the limit like any extent; the
   // room for a larger index stays a hole.
-  const shm::IndexPages pages = shm::index_pages(options_.max_datasets);
-  SHELF_RETURN_IF_ERROR(segment_.reserve(0, pages.entries_end));
-  SHELF_RETURN_IF_ERROR(
-      segment_.reserve(shm::hash_offset(), pages.buckets_end - shm::hash_offset()));
+  SHELF_RETURN_IF_ERROR(reserve_index_pages(segment_, options_.max_datasets));
   used_bytes_ = index_bytes_;
   generation_ = 1;
   started_ns_ = now_ns();
@@ -798,12 +801,7 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   s.num_leases = num_leases_;
   for (const auto& [publish_id, n] : in_tables) s.num_leases += n;
   s.datasets = list(in_tables).datasets;
-  for (const auto& [name, id] : names_) {
-    const Dataset& d = datasets_.at(id);
-    if (d.quarantine_reason.empty()) continue;
-    s.quarantined.push_back(
-        protocol::QuarantinedDataset{name, d.memory_bytes, d.quarantine_reason});
-  }
+  s.quarantined = quarantined();
   if (who_holds) describe_holders(in_tables, s);
   return s;
 }

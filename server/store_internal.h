@@ -10,6 +10,7 @@
 
 #include "protocol/messages.h"
 #include "shm/layout.h"
+#include "shm/segment.h"
 
 namespace shelf::server::internal {
 
@@ -33,6 +34,10 @@ uint64_t header_and_index_bytes(uint32_t max_datasets);
 // The one rule for the index against the limit: it must leave room for a
 // dataset (create(), a header checked at attach(), a restart that grows it).
 bool index_fits(uint32_t max_datasets, uint64_t memory_limit);
+// Allocates the pages an index of `max_datasets` slots uses (its entries,
+// then its buckets: shm::index_pages()), so that a full /dev/shm is an
+// error now rather than a SIGBUS later; the rest of the room stays a hole.
+Status reserve_index_pages(const shm::ShmObject& segment, uint32_t max_datasets);
 
 std::string quoted(std::string_view name);  // 'name'
 
