@@ -43,6 +43,15 @@ std::string short_command(const ClientInfo& c) {
   return text.substr(0, head) + "..." + text.substr(tail);
 }
 
+// `c`'s leases of `name`: of the published dataset, or of earlier versions.
+uint32_t leases_of(const ClientInfo& c, std::string_view name, bool published) {
+  uint32_t leases = 0;
+  for (const HeldDataset& h : c.held) {
+    if (h.name == name && h.published == published) leases += h.leases;
+  }
+  return leases;
+}
+
 std::vector<const ClientInfo*> ordered(const std::vector<ClientInfo>& clients, ClientOrder order) {
   std::vector<const ClientInfo*> rows;
   for (const ClientInfo& c : clients) rows.push_back(&c);
@@ -204,14 +213,24 @@ Holders holders_of(const MemoryStats& stats, std::string_view name, uint32_t sel
 }
 
 std::string holder_line(const ClientInfo& c, std::string_view name, bool published) {
-  uint32_t leases = 0;
-  for (const HeldDataset& h : c.held) {
-    if (h.name == name && h.published == published) leases += h.leases;
-  }
+  const uint32_t leases = leases_of(c, name, published);
   std::string line = "pid " + std::to_string(c.pid) + " (" + escape_unprintable(user_name(c.uid)) +
                      "): " + short_command(c) + ", ";
   if (c.connections == 0) return line + "mapped the segment before shelfd restarted";
   return line + std::to_string(leases) + (leases == 1 ? " lease" : " leases");
+}
+
+std::string holders_json(const std::vector<const ClientInfo*>& holders, std::string_view name,
+                         bool published) {
+  std::string out = "[";
+  for (size_t i = 0; i < holders.size(); ++i) {
+    const ClientInfo& c = *holders[i];
+    out += std::string(i ? "," : "") + "{\"pid\":" + std::to_string(c.pid) +
+           ",\"uid\":" + std::to_string(c.uid) + ",\"command\":" + json_string(c.command) +
+           ",\"connections\":" + std::to_string(c.connections) +
+           ",\"leases\":" + std::to_string(leases_of(c, name, published)) + "}";
+  }
+  return out + "]";
 }
 
 }  // namespace shelf::tools

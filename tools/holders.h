@@ -44,5 +44,8 @@ struct Holders {
 Holders holders_of(const MemoryStats& stats, std::string_view name, uint32_t self);
 // "pid 42 (alice): python3 job.py, 2 leases": one holder for shelf info.
 std::string holder_line(const ClientInfo& client, std::string_view name, bool published);
+// The same holders as a JSON array (pid, uid, command, connections, leases).
+std::string holders_json(const std::vector<const ClientInfo*>& holders, std::string_view name,
+                         bool published);
 
 }  // namespace shelf::tools

@@ -203,23 +203,6 @@ std::string holders_text(const MemoryStats& stats, const std::string& name) {
   return out;
 }
 
-std::string holders_json(const std::vector<const ClientInfo*>& holders, const std::string& name,
-                         bool published) {
-  std::string out = "[";
-  for (size_t i = 0; i < holders.size(); ++i) {
-    const ClientInfo& c = *holders[i];
-    uint32_t leases = 0;
-    for (const HeldDataset& h : c.held) {
-      if (h.name == name && h.published == published) leases += h.leases;
-    }
-    out += std::string(i ? "," : "") + "{\"pid\":" + std::to_string(c.pid) +
-           ",\"uid\":" + std::to_string(c.uid) + ",\"command\":" + json_string(c.command) +
-           ",\"connections\":" + std::to_string(c.connections) +
-           ",\"leases\":" + std::to_string(leases) + "}";
-  }
-  return out + "]";
-}
-
 // ------------------------------------------------------------ commands --
 
 // --delimiter: one character, or "\t" / "tab" for TSV.
@@ -941,6 +924,17 @@ constexpr double kMaxWaitSeconds = 365.0 * 86400;
 // waited for by the daemon's notice (WaitFor), not by asking again.
 constexpr auto kReconnectDelay = std::chrono::milliseconds(100);
 
+// Between tries to reach a shelfd that is not running (yet, or any more):
+// says why once (`told`), then sleeps kReconnectDelay, or `left` if less.
+void pause_before_reconnecting(const Status& why, bool& told,
+                               std::optional<std::chrono::steady_clock::duration> left) {
+  if (!told) std::cerr << "shelf: " << shown(why.message()) << "; still waiting\n";
+  told = true;
+  std::chrono::steady_clock::duration pause = kReconnectDelay;
+  if (left) pause = std::min(pause, *left);
+  std::this_thread::sleep_for(pause);
+}
+
 int cmd_wait(const Command& cmd) {
   std::vector<std::string> names;
   po::options_description options("Options (--timeout SECONDS: give up after that long, exit 1)");
@@ -980,11 +974,7 @@ int cmd_wait(const Command& cmd) {
                                     " to be published: " + status.message()));
     }
     // The daemon is not running (or stopped during the wait): wait for it.
-    if (!told) std::cerr << "shelf: " << shown(status.message()) << "; still waiting\n";
-    told = true;
-    auto pause = kReconnectDelay;
-    if (left) pause = std::min(pause, *left);
-    std::this_thread::sleep_for(pause);
+    pause_before_reconnecting(status, told, left);
   }
 }
 
@@ -1120,11 +1110,8 @@ int cmd_events(const Command& cmd) {
           Status::timed_out("timed out waiting for a shelfd: " + stream.status().message()));
     }
     // No daemon (yet, or any more): connecting again is all there is to do.
-    if (!told) std::cerr << "shelf: " << shown(stream.status().message()) << "; still waiting\n";
-    told = true;
-    auto pause = std::chrono::duration_cast<std::chrono::steady_clock::duration>(kReconnectDelay);
-    if (deadline) pause = std::min(pause, *deadline - now);
-    std::this_thread::sleep_for(pause);
+    pause_before_reconnecting(stream.status(), told,
+                              deadline ? std::optional(*deadline - now) : std::nullopt);
   }
   return 0;
 }
