@@ -30,6 +30,7 @@
 #include "server/store_internal.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
+#include "shm/intent.h"
 #include "shm/segment_view.h"
 
 namespace shelf::server {
@@ -252,6 +253,12 @@ Status check_index_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
         least = slot + 1;
       }
     }
+    // A publish cut short by a kill writes its entries at the restart.
+    SHELF_ASSIGN_OR_RETURN(shm::PendingIntent pending,
+                           shm::read_pending_intent(segment, h.data_offset, h.segment_bytes, from));
+    for (const shm::IntentItemLayout& item : pending.items) {
+      if (item.slot >= to) least = std::max(least, item.slot + 1);
+    }
     if (least > to) {
       return Status::invalid_argument(
           path + " cannot shrink to --max-datasets " + std::to_string(to) + ": index slot " +
@@ -323,9 +330,12 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
     return refuse("is " + std::to_string(file_bytes) + " bytes, too small to be a shelf segment");
   }
   if (h.magic != shm::kSegmentMagic) return refuse("is not a shelf segment (wrong magic number)");
-  if (h.layout_version != shm::kLayoutVersion) {
+  if (h.layout_version < shm::kOldestReadableLayoutVersion ||
+      h.layout_version > shm::kLayoutVersion) {
     return refuse("has layout version " + std::to_string(h.layout_version) +
-                  ", and this shelfd reads only version " + std::to_string(shm::kLayoutVersion) +
+                  ", and this shelfd reads versions " +
+                  std::to_string(shm::kOldestReadableLayoutVersion) + " to " +
+                  std::to_string(shm::kLayoutVersion) +
                   ". A shelfd of the release that made it can still serve its datasets: "
                   "to keep them, `shelf save DIR` with that release, then start this shelfd "
                   "with --discard and `shelf load DIR`");
@@ -617,6 +627,7 @@ void Store::recover() {
                                 options_.max_datasets);
   index_.reset_seq();
   index_.begin();
+  finish_pending_publish();
   for (uint32_t slot = 0; slot < options_.max_datasets; ++slot) {
     used_slot[slot] = recover_entry(slot, seen);
   }
@@ -655,6 +666,7 @@ void Store::recover() {
   recovery_.freed_bytes = resident_before > resident_after ? resident_before - resident_after : 0;
 
   auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_.data());
+  header->layout_version = shm::kLayoutVersion;  // a version 4 segment: see layout.h
   generation_ = header->generation + 1;
   started_ns_ = now_ns();
   header->daemon_pid = static_cast<uint32_t>(::getpid());
@@ -665,6 +677,33 @@ void Store::recover() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   log_recovery();
+}
+
+void Store::finish_pending_publish() {
+  auto pending =
+      shm::read_pending_intent(segment_, data_offset_, segment_bytes_, options_.max_datasets);
+  if (!pending.ok()) {
+    log_error("restart: cannot read the intent record of a publish cut short: " +
+              pending.status().message() + "; of its names, those already written are served");
+    return;
+  }
+  if (pending->extent_offset == 0) return;
+  if (!pending->problem.empty()) {
+    log_error("restart: the intent record of a publish cut short is damaged (" + pending->problem +
+              "); of its names, those already written are served");
+  } else {
+    for (const shm::IntentItemLayout& item : pending->items) {
+      // The entry may have been torn by the kill: made even, then rewritten.
+      shm::IndexEntryLayout* entry = index_.entry(static_cast<uint32_t>(item.slot));
+      if (entry->seq % 2 != 0) ++entry->seq;
+      store_index_entry(static_cast<uint32_t>(item.slot), item.entry);
+    }
+    log_warn("restart: the previous shelfd died committing a publish of " +
+             std::to_string(pending->items.size()) + " names; wrote the rest of them");
+  }
+  // Its extent is no dataset's: the sweep below frees it.
+  std::atomic_ref<uint64_t>(shm::pending_publish(mapping_.data())->intent_offset)
+      .store(0, std::memory_order_release);
 }
 
 void Store::rebuild_buckets() {

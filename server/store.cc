@@ -27,6 +27,7 @@
 #include "server/store_internal.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
+#include "shm/intent.h"
 #include "shm/segment_view.h"
 #include "shm/seqlock.h"
 
@@ -465,13 +466,50 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   recheck_old_mappers();
   // 1. Validate everything; change nothing.
   SHELF_ASSIGN_OR_RETURN(PublishPlan plan, validate_publish(session, request));
-  // 2. Reserve the descriptor extents; roll back if /dev/shm refuses one.
+  // 2. Reserve the descriptor extents (and the intent record's); roll back
+  //    if /dev/shm refuses one.
   SHELF_ASSIGN_OR_RETURN(std::vector<Extent> descriptors, reserve_descriptors(session, request));
+  std::optional<Extent> intent;
+  if (request.items.size() > 1) {
+    auto reserved = reserve_extent(shm::intent_payload_bytes(request.items.size()),
+                                   shm::ExtentKind::kIntent, session.pid);
+    if (!reserved.ok()) {
+      free_extents(descriptors);
+      return reserved.status();
+    }
+    intent = *reserved;
+  }
   SHELF_FAULT_POINT("daemon.publish.before_commit");
   // 3. Commit. Nothing below can fail.
   const int64_t created = now_ns();
+  std::vector<Dataset> sealed;
   for (size_t i = 0; i < request.items.size(); ++i) {
-    commit_item(session, request.items[i], plan.views[i], descriptors[i], created);
+    sealed.push_back(seal_item(session, request.items[i], plan.views[i], descriptors[i], created));
+  }
+  // Several names: the commit point is the intent record (shm/intent.h), so
+  // a kill while the entries are written below loses none of them.
+  if (intent) write_intent(*intent, sealed);
+  std::vector<uint64_t> replaced;  // retired once every new entry is in the index
+  // One change of the index for readers, whatever the number of names
+  // (docs/shm_layout.md, "The name index").
+  index_.begin();
+  for (Dataset& dataset : sealed) {
+    if (auto old = enter_item(std::move(dataset))) replaced.push_back(*old);
+    SHELF_FAULT_POINT("daemon.index.mid_change");  // index_seq odd: readers ask the daemon
+  }
+  index_.end();
+  if (intent) {
+    // Release: the entries are stored before the record is let go.
+    std::atomic_ref<uint64_t>(shm::pending_publish(mapping_.data())->intent_offset)
+        .store(0, std::memory_order_release);
+    free_extents({*intent});
+  }
+  // Only now. Freed before the entry was rewritten, a crash in between left
+  // the slot naming punched memory: a restart found neither version. Now it
+  // finds the new one, and the old one's memory unowned, which it frees.
+  for (uint64_t id : replaced) {
+    SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
+    retire(id);
   }
   return Status();
 }
@@ -503,8 +541,12 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
     for (uint64_t p = 0; p < view->num_partitions(); ++p) {
       SHELF_RETURN_IF_ERROR(check_publish_partition(session, item, *view, p, extents_in_request));
     }
-    plan.descriptor_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
+    plan.new_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
     plan.views.push_back(std::move(view).value());
+  }
+  if (request.items.size() > 1) {
+    plan.new_bytes += align_up(
+        shm::kExtentHeaderBytes + shm::intent_payload_bytes(request.items.size()), kPageSize);
   }
   if (new_names > free_slots_.size()) {
     return Status::resource_exhausted(
@@ -513,7 +555,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
         "stop shelfd and start it again with a larger --max-datasets: the restart keeps every "
         "dataset");
   }
-  if (!make_room(plan.descriptor_bytes)) return over_limit(plan.descriptor_bytes);
+  if (!make_room(plan.new_bytes)) return over_limit(plan.new_bytes);
   return plan;
 }
 
@@ -571,9 +613,9 @@ Result<std::vector<Store::Extent>> Store::reserve_descriptors(
   return extents;
 }
 
-void Store::commit_item(Session& session, const protocol::PublishItem& item,
-                        const shm::DescriptorView& view, const Extent& desc_extent,
-                        int64_t created_ns) {
+Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& item,
+                                const shm::DescriptorView& view, const Extent& desc_extent,
+                                int64_t created_ns) {
   std::byte* desc = mapping_.data() + desc_extent.offset + shm::kExtentHeaderBytes;
   std::memcpy(desc, item.descriptor.data(), item.descriptor.size());
   auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
@@ -601,48 +643,58 @@ void Store::commit_item(Session& session, const protocol::PublishItem& item,
   std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
       .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
   dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
+  // An override takes the old version's slot (and its bucket: the same name
+  // hashes the same); a new name the lowest free one.
+  if (auto existing = names_.find(item.name); existing != names_.end()) {
+    dataset.slot = datasets_.at(existing->second).slot;
+  } else {
+    dataset.slot = free_slots_.top();
+    free_slots_.pop();
+  }
+  dataset.publish_id = index_.take_publish_id();
+  return dataset;
+}
 
-  auto existing = names_.find(item.name);
-  std::optional<uint64_t> replaced;  // retired once the new entry is in the index
-  // One change of the index for readers (docs/shm_layout.md, "The name index").
-  index_.begin();
-  if (existing != names_.end()) {  // override: the new dataset takes the old one's slot
+void Store::write_intent(const Extent& intent, const std::vector<Dataset>& sealed) {
+  std::vector<shm::IntentItemLayout> items(sealed.size());
+  for (size_t i = 0; i < sealed.size(); ++i) {
+    items[i].slot = sealed[i].slot;
+    items[i].entry = index_entry_of(&sealed[i]);
+  }
+  shm::write_intent(mapping_.data() + intent.offset + shm::kExtentHeaderBytes, items);
+  // Release: the record is whole before it is pointed at (the commit point).
+  std::atomic_ref<uint64_t>(shm::pending_publish(mapping_.data())->intent_offset)
+      .store(intent.offset, std::memory_order_release);
+  SHELF_FAULT_POINT("daemon.publish.intent_written");
+}
+
+std::optional<uint64_t> Store::enter_item(Dataset dataset) {
+  std::optional<uint64_t> replaced;
+  if (auto existing = names_.find(dataset.name); existing != names_.end()) {
     Dataset& old = datasets_.at(existing->second);
-    dataset.slot = old.slot;  // and its bucket: the same name hashes the same
     old.published = false;
     if (!old.quarantine_reason.empty()) index_.add_published(1);
     replaced = existing->second;
     names_.erase(existing);
   } else {
-    dataset.slot = free_slots_.top();
-    free_slots_.pop();
-    if (!index_.insert(item.name, dataset.slot)) {
+    if (!index_.insert(dataset.name, dataset.slot)) {
       // Every bucket taken: someone who maps the segment wrote them. The
       // daemon's own names say what they must hold.
       log_warn("the name index's buckets were overwritten from outside shelfd; rebuilt them");
       rebuild_buckets();
-      SHELF_CHECK(index_.insert(item.name, dataset.slot));
+      SHELF_CHECK(index_.insert(dataset.name, dataset.slot));
     }
     index_.add_published(1);
   }
-  dataset.publish_id = index_.take_publish_id();
   const uint64_t id = next_dataset_id_++;
   auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
   SHELF_CHECK(inserted);
-  names_.emplace(item.name, id);
+  names_.emplace(it->second.name, id);
   write_index_entry(it->second.slot, &it->second);
-  SHELF_FAULT_POINT("daemon.index.mid_change");  // index_seq odd: readers ask the daemon
-  index_.end();
-  // Only now. Freed before the entry was rewritten, a crash in between left
-  // the slot naming punched memory: a restart found neither version. Now it
-  // finds the new one, and the old one's memory unowned, which it frees.
-  if (replaced) {
-    SHELF_FAULT_POINT("daemon.publish.before_freeing_replaced");
-    retire(*replaced);
-  }
+  return replaced;
 }
 
-void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
+shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
   shm::IndexEntryLayout e{};
   if (dataset != nullptr) {
     e.state = static_cast<uint32_t>(dataset->quarantine_reason.empty()
@@ -656,7 +708,11 @@ void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
     e.created_ns = dataset->summary.created_ns;
     e.publish_id = dataset->publish_id;
   }
-  store_index_entry(slot, e);
+  return e;
+}
+
+void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
+  store_index_entry(slot, index_entry_of(dataset));
 }
 
 void Store::store_index_entry(uint32_t slot, const shm::IndexEntryLayout& e) {

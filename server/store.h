@@ -231,7 +231,7 @@ class Store {
   // and the memory their copies in the segment will take.
   struct PublishPlan {
     std::vector<shm::DescriptorView> views;  // one per item, in request order
-    uint64_t descriptor_bytes = 0;
+    uint64_t new_bytes = 0;                  // the descriptors' extents, and the intent record's
   };
 
   // ---- Constant after start ------------------------------------------------
@@ -249,6 +249,9 @@ class Store {
   int64_t started_ns_ = 0;
 
   // ---- Index: published names and the datasets they own --------------------
+  // The index entry of `dataset` (published or quarantined), or of a free
+  // slot when null.
+  static shm::IndexEntryLayout index_entry_of(const Dataset* dataset);
   // Rewrites index slot `slot` under its seqlock: `dataset`'s entry, or a
   // free slot when null. Between index_.begin() and index_.end().
   void write_index_entry(uint32_t slot, const Dataset* dataset);
@@ -332,9 +335,16 @@ class Store {
   // 2. Reserves a descriptor extent per item; on error frees those it took.
   Result<std::vector<Extent>> reserve_descriptors(const Session& session,
                                                   const protocol::PublishRequest& request);
-  // 3. Seals and publishes one item. Cannot fail.
-  void commit_item(Session& session, const protocol::PublishItem& item,
-                   const shm::DescriptorView& view, const Extent& descriptor, int64_t created_ns);
+  // 3. Commits, in three steps that cannot fail. seal_item() writes an
+  //    item's descriptor, seals its extents and gives it its slot and
+  //    publish id; write_intent() records the entries of several items and
+  //    points the segment at the record (the commit point); enter_item()
+  //    makes one item published (between index_.begin() and end()) and
+  //    returns the dataset it replaced, for the caller to retire.
+  Dataset seal_item(Session& session, const protocol::PublishItem& item,
+                    const shm::DescriptorView& view, const Extent& descriptor, int64_t created_ns);
+  void write_intent(const Extent& intent, const std::vector<Dataset>& sealed);
+  std::optional<uint64_t> enter_item(Dataset dataset);
 
   // ---- Hole punching: giving freed memory back to the OS -------------------
   // Frees extents: at once when they add up to one step or less, else
@@ -366,6 +376,11 @@ class Store {
   static Result<std::unique_ptr<Store>> attach(StoreOptions options, shm::ShmObject segment);
   // Rebuilds the daemon's state from an attached segment (see create()).
   void recover();
+  // A publish of several names that the previous daemon was committing when
+  // it died (its intent record is pointed at): writes every entry of the
+  // record, then lets the record go. A damaged record is logged and let go.
+  // Between index_.begin() and end(), before the entries are walked.
+  void finish_pending_publish();
   // Checks the published index entry in `slot` and adds its dataset (healthy
   // or quarantined) to the in-memory state; false if the entry is unusable.
   bool recover_entry(uint32_t slot, std::set<std::string, std::less<>>& seen);

@@ -26,7 +26,11 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // 4: the index has room for kMaxIndexCapacity entries, its buckets and the
 // extent area start at fixed offsets after that room (name_index.h), so a
 // restart may change the index's capacity and keep every dataset.
-inline constexpr uint32_t kLayoutVersion = 4;
+// 5: the intent record of a publish of several names (PendingPublishLayout
+// in page 0, kIntent extents). A version-4 segment is read as one with no
+// publish pending (it holds zeros there) and becomes version 5.
+inline constexpr uint32_t kLayoutVersion = 5;
+inline constexpr uint32_t kOldestReadableLayoutVersion = 4;
 
 // An acquire load of a field that may lie in a read-only mapping.
 // std::atomic_ref<const T> is not C++20, so the const is cast away; a load
@@ -118,6 +122,23 @@ static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout,
               offsetof(IndexEntryLayout, name) == 48 &&
               offsetof(IndexEntryLayout, publish_id) == 248);
 
+// Page 0 after the header: where the intent record of a publish of several
+// names lies while the daemon writes their index entries (docs/shm_layout.md,
+// "Publishing several names"). Only the daemon writes it; nothing else
+// reads it.
+struct alignas(64) PendingPublishLayout {
+  // Segment offset of the kIntent extent (its header), stored with release
+  // once the record is whole: the publish's commit point. 0: none pending.
+  uint64_t intent_offset;
+  uint64_t reserved[7];
+};
+static_assert(std::is_trivially_copyable_v<PendingPublishLayout> &&
+              std::is_standard_layout_v<PendingPublishLayout>);
+static_assert(sizeof(PendingPublishLayout) == 64);
+static_assert(offsetof(PendingPublishLayout, intent_offset) == 0);
+inline constexpr uint64_t kPendingPublishOffset = sizeof(SegmentHeaderLayout);
+static_assert(kPendingPublishOffset == 128);
+
 // The most index entries a segment may have (--max-datasets): 2^20 slots
 // of 256 bytes, a 256 MiB index. Every segment leaves address space for
 // that many (name_index.h): sparse, so it costs no memory, but every Client
@@ -138,7 +159,9 @@ constexpr uint64_t index_entry_offset(uint64_t slot) {
 //   kSealed:    the daemon saw kWritten with acquire and published the extent
 //               (stored with release); readers check it with acquire.
 enum class ExtentState : uint32_t { kAllocated = 1, kWritten = 2, kSealed = 3 };
-enum class ExtentKind : uint32_t { kPartition = 1, kDescriptor = 2 };
+// kIntent: an intent record (IntentHeaderLayout), the daemon's own; it stays
+// kAllocated, and no client reads it.
+enum class ExtentKind : uint32_t { kPartition = 1, kDescriptor = 2, kIntent = 3 };
 // "SHELFEXT" in little-endian ASCII.
 inline constexpr uint64_t kExtentMagic = 0x5458454646454853ULL;
 struct alignas(64) ExtentHeaderLayout {
@@ -161,6 +184,36 @@ static_assert(offsetof(ExtentHeaderLayout, magic) == 0 &&
               offsetof(ExtentHeaderLayout, reserved0) == 28 &&
               offsetof(ExtentHeaderLayout, reserved) == 32);
 inline constexpr uint64_t kExtentHeaderBytes = sizeof(ExtentHeaderLayout);
+
+// An intent record, after its extent's header: the index entries a publish
+// of several names is about to write, so that a daemon killed while writing
+// them lets the next one write the rest (all names, or none: the record is
+// pointed at only once it is whole).
+//   IntentHeaderLayout
+//   IntentItemLayout [num_items]
+// "SHELFINT" in little-endian ASCII.
+inline constexpr uint64_t kIntentMagic = 0x544e494646454853ULL;
+struct IntentHeaderLayout {
+  uint64_t magic;       // kIntentMagic
+  uint64_t num_items;   // 2..kMaxPublishItems
+  uint64_t items_xxh3;  // XXH3-64 of the items
+  uint64_t reserved[5];
+};
+static_assert(std::is_trivially_copyable_v<IntentHeaderLayout> &&
+              std::is_standard_layout_v<IntentHeaderLayout>);
+static_assert(sizeof(IntentHeaderLayout) == 64);
+static_assert(offsetof(IntentHeaderLayout, magic) == 0 &&
+              offsetof(IntentHeaderLayout, num_items) == 8 &&
+              offsetof(IntentHeaderLayout, items_xxh3) == 16);
+struct IntentItemLayout {
+  uint64_t slot;  // the index slot the entry goes to
+  uint64_t reserved[7];
+  IndexEntryLayout entry;  // as it is to be stored there (its seq unused)
+};
+static_assert(std::is_trivially_copyable_v<IntentItemLayout> &&
+              std::is_standard_layout_v<IntentItemLayout>);
+static_assert(sizeof(IntentItemLayout) == 320);
+static_assert(offsetof(IntentItemLayout, slot) == 0 && offsetof(IntentItemLayout, entry) == 64);
 
 // A dataset descriptor: the schema and where every buffer of every partition
 // lies. Written once by the daemon into a kDescriptor extent at publish,

@@ -24,6 +24,7 @@
 #include "base/unique_fd.h"
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
+#include "shm/intent.h"
 #include "shm/layout.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
@@ -34,6 +35,7 @@ namespace shelf::test {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // ------------------------------------------------------------ helpers --
 
@@ -838,11 +840,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "is not a shelf segment"},
         BadHeader{"NewerLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
-                  "has layout version 5, and this shelfd reads only version 4"},
+                  "has layout version 6, and this shelfd reads versions 4 to 5"},
         // A segment of the release before the index's room: refused untouched too.
         BadHeader{"OlderLayoutVersion",
-                  [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion - 1; },
-                  "has layout version 3, and this shelfd reads only version 4"},
+                  [](shm::SegmentHeaderLayout& h) {
+                    h.layout_version = shm::kOldestReadableLayoutVersion - 1;
+                  },
+                  "has layout version 3, and this shelfd reads versions 4 to 5"},
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},
@@ -1370,6 +1374,166 @@ TEST(RestartTest, DaemonKilledMidOverrideServesTheNewVersion) {
   EXPECT_EQ(st.used_bytes, index_bytes + st.datasets[0].memory_bytes)
       << "the replaced version's memory was not given back";
   EXPECT_EQ(daemon->resident_bytes(), st.used_bytes);
+}
+
+// Publishes "a" (20,000 rows, seed 1), restarts shelfd armed to stop at
+// `point`, and kills it there (kill -9) while it commits one publish of
+// three names: an override of "a" (30,000 rows, seed 2) and the new "b"
+// (1,000, seed 3) and "d" (2,000, seed 4). The publisher is
+// killed too. Returns what the header and the index are charged.
+uint64_t kill_while_committing_three_names(TestDaemon& daemon, const std::string& point) {
+  uint64_t index_bytes = 0;
+  {
+    Client client = daemon.connect();
+    index_bytes = status_of(client).index_bytes;
+    publish_int64(client, "a", 20'000, 1);
+  }
+  daemon.stop();
+  Pipe notify(/*cloexec=*/false);
+  {
+    ScopedFaultPoint armed(point, notify);
+    const CommandResult started = daemon.restart();
+    if (started.exit_code != 0) throw TestFailure("restart: " + started.err);
+  }
+  const pid_t publisher = spawn_child([&] {
+    Client c = daemon.connect();
+    TableBuilder a = make_int64_table(c, 30'000, 2), b = make_int64_table(c, 1'000, 3),
+                 d = make_int64_table(c, 2'000, 4);
+    const NamedTable tables[] = {{"a", &a}, {"b", &b}, {"d", &d}};
+    (void)c.publish_datasets(tables, PublishOptions{.override_existing = true});
+  });
+  auto reached = notify.read_line();
+  if (reached != point) throw TestFailure("shelfd never reached " + point);
+  daemon.kill9();
+  kill_child(publisher);
+  return index_bytes;
+}
+
+// What a restart after kill_while_committing_three_names() must find when
+// none of the three names was published, and no byte left that no dataset
+// holds.
+void expect_only_the_old_a(TestDaemon& daemon, uint64_t index_bytes) {
+  Client client = daemon.connect();
+  EXPECT_EQ(listed_names(client), std::vector<std::string>{"a"});
+  expect_int64_published(client, "a", 20'000, 1);
+  const MemoryStats st = status_of(client);
+  ASSERT_EQ(st.datasets.size(), 1u);
+  EXPECT_EQ(st.used_bytes, index_bytes + st.datasets[0].memory_bytes);
+  EXPECT_EQ(daemon.resident_bytes(), st.used_bytes) << "memory no dataset holds stayed";
+}
+
+// A publish of several names is all or nothing across a kill -9 of shelfd
+// too. shelfd is killed at each step of committing one: before its intent
+// record is pointed at, the restart serves none of the names (and the old
+// "a"); once it is, all three, also when the kill came after some of their
+// entries were written. Either way every byte no dataset holds is given
+// back, the record's too, and the next restart has nothing to finish.
+struct CommitStep {
+  const char* name;
+  const char* point;
+  bool all_published;  // else none
+};
+class MultiPublishKillTest : public ::testing::TestWithParam<CommitStep> {};
+
+TEST_P(MultiPublishKillTest, RestartServesAllOrNoneOfTheNames) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  const uint64_t index_bytes = kill_while_committing_three_names(*daemon, GetParam().point);
+  const CommandResult restarted = daemon->restart();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  if (GetParam().all_published) {
+    EXPECT_THAT(restarted.err, HasSubstr("died committing a publish of 3 names; wrote the rest"));
+    Client client = daemon->connect();
+    EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "b", "d"}));
+    expect_int64_published(client, "a", 30'000, 2);
+    expect_int64_published(client, "b", 1'000, 3);
+    expect_int64_published(client, "d", 2'000, 4);
+    const MemoryStats st = status_of(client);
+    uint64_t held = 0;
+    for (const auto& d : st.datasets) held += d.memory_bytes;
+    EXPECT_EQ(st.used_bytes, index_bytes + held) << restarted.out;
+    EXPECT_EQ(daemon->resident_bytes(), st.used_bytes) << "memory no dataset holds stayed";
+  } else {
+    EXPECT_THAT(restarted.err, Not(HasSubstr("committing a publish")));
+    expect_only_the_old_a(*daemon, index_bytes);
+  }
+  daemon->stop();
+  const CommandResult again = daemon->restart();
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.err, Not(HasSubstr("committing a publish")));
+  EXPECT_THAT(again.out, HasSubstr(GetParam().all_published ? "3 datasets served again"
+                                                            : "1 datasets served again"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Steps, MultiPublishKillTest,
+    ::testing::Values(CommitStep{"BeforeTheRecord", "daemon.publish.before_commit", false},
+                      CommitStep{"OnceTheRecordIsWhole", "daemon.publish.intent_written", true},
+                      CommitStep{"AfterTheFirstEntry", "daemon.index.mid_change", true}),
+    [](const ::testing::TestParamInfo<CommitStep>& step) { return step.param.name; });
+
+// An intent record changed while no daemon ran (its checksum no longer
+// matches) is not trusted: the restart says so, writes none of it, serves
+// what the entries say (here: none of the three names) and frees the
+// record. Nothing else is lost.
+TEST(RestartTest, ADamagedIntentRecordIsLetGo) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  const uint64_t index_bytes =
+      kill_while_committing_three_names(*daemon, "daemon.publish.intent_written");
+  {
+    RawSegment seg = open_raw(*daemon);
+    const uint64_t record =
+        reinterpret_cast<const shm::PendingPublishLayout*>(seg.at(shm::kPendingPublishOffset))
+            ->intent_offset;
+    ASSERT_NE(record, 0u) << "no intent record pointed at";
+    auto* item = reinterpret_cast<shm::IntentItemLayout*>(
+        seg.at(record + shm::kExtentHeaderBytes + sizeof(shm::IntentHeaderLayout)));
+    item->entry.name[0] = 'z';
+  }
+  const CommandResult restarted = daemon->restart();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  EXPECT_THAT(restarted.err,
+              HasSubstr("the intent record of a publish cut short is damaged (its checksum "
+                        "does not match)"));
+  expect_only_the_old_a(*daemon, index_bytes);
+}
+
+// The slots an intent record names count as taken when a restart asks for
+// a smaller index: "d" goes to slot 2, so --max-datasets 2 is refused
+// untouched, and the start without it finishes the publish.
+TEST(RestartTest, AnIndexShrinkKeepsTheSlotsOfAPublishCutShort) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  kill_while_committing_three_names(*daemon, "daemon.publish.intent_written");
+  const auto state = file_state(*daemon);
+  const CommandResult refused = run_command(shelfd_args(*daemon, {"--max-datasets", "2"}));
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_THAT(refused.err, HasSubstr("cannot shrink to --max-datasets 2: index slot 2"));
+  EXPECT_EQ(file_state(*daemon), state) << "the refused segment was changed";
+  const CommandResult restarted = daemon->restart();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  Client client = daemon->connect();
+  EXPECT_EQ(listed_names(client), (std::vector<std::string>{"a", "b", "d"}));
+}
+
+// A segment of layout version 4 (made before intent records: it holds
+// zeros where the pointer is, so no publish is pending) is served, and
+// becomes version 5.
+TEST(RestartTest, ASegmentOfLayoutVersion4IsServedAndBecomesVersion5) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "kept", 5'000, 7);
+  }
+  daemon->stop();
+  reinterpret_cast<shm::SegmentHeaderLayout*>(open_raw(*daemon).at(0))->layout_version = 4;
+  const CommandResult restarted = daemon->restart();
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  Client client = daemon->connect();
+  expect_int64_published(client, "kept", 5'000, 7);
+  EXPECT_EQ(open_raw(*daemon).header().layout_version, 5u);
 }
 
 // A client whose daemon dies fails at once with a clear error, never hangs;
