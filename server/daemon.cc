@@ -300,7 +300,7 @@ Status Daemon::run() {
     // With freed memory still to give back, only look for ready events and
     // punch the next step after serving them.
     const int silent_timeout = close_silent_connections();
-    const int recheck_timeout = recheck_lease_tables();
+    const int recheck_timeout = recheck_holds();
     const int timeout =
         store_->has_punch_work() ? 0 : sooner_timeout(silent_timeout, recheck_timeout);
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
@@ -461,15 +461,17 @@ int Daemon::close_silent_connections() {
   return -1;
 }
 
-int Daemon::recheck_lease_tables() {
-  if (!store_->has_table_holds()) return -1;
+int Daemon::recheck_holds() {
+  auto waiting = [&] { return store_->has_table_holds() || store_->waits_for_presence(); };
+  if (!waiting()) return -1;
   const auto now = std::chrono::steady_clock::now();
-  if (now >= next_lease_recheck_) {
+  if (now >= next_hold_recheck_) {
     store_->recheck_table_holds();
-    next_lease_recheck_ = now + std::chrono::milliseconds(kLeaseRecheckMs);
-    if (!store_->has_table_holds()) return -1;
+    store_->recheck_presence();
+    next_hold_recheck_ = now + std::chrono::milliseconds(kHoldRecheckMs);
+    if (!waiting()) return -1;
   }
-  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_lease_recheck_ - now);
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_hold_recheck_ - now);
   return static_cast<int>(std::max<int64_t>(wait.count(), 0));
 }
 

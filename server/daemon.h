@@ -89,10 +89,11 @@ class Daemon {
   // carries it (SCM_RIGHTS). As send(2).
   ssize_t send_some(Connection& c);
   void update_interest(Connection& c);
-  // Every kLeaseRecheckMs while datasets wait for lease tables: looks at
-  // the tables again (the backstop for a LeaseReleased that never came).
-  // Returns the epoll timeout until the next look, or -1 when none waits.
-  int recheck_lease_tables();
+  // Every kHoldRecheckMs while datasets wait for lease tables or for
+  // readers from before a restart: looks at the tables (the backstop for a
+  // LeaseReleased that never came) and the presence locks again. Returns
+  // the epoll timeout until the next look, or -1 when nothing waits.
+  int recheck_holds();
   void close_connection(int fd);
   // True when the peer may use this daemon: shelfd's own uid, root, or a
   // member of options_.group (primary or supplementary group).
@@ -160,7 +161,7 @@ class Daemon {
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
   std::vector<int> subscribers_;  // event streams (fds), in the order they subscribed
-  std::chrono::steady_clock::time_point next_lease_recheck_{};
+  std::chrono::steady_clock::time_point next_hold_recheck_{};
   bool lease_released_ = false;  // a LeaseReleased came this loop turn
   DaemonCounters counters_;      // this thread's only: see metrics.h
   std::unique_ptr<MetricsServer> metrics_;

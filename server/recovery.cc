@@ -31,6 +31,7 @@
 #include "shm/checksum.h"
 #include "shm/descriptor.h"
 #include "shm/intent.h"
+#include "shm/presence.h"
 #include "shm/segment_view.h"
 
 namespace shelf::server {
@@ -589,7 +590,7 @@ void Store::sweep_gap(uint64_t begin, uint64_t end) {
       at = punch_from = page + h->length;
       continue;
     }
-    if (state == static_cast<uint32_t>(shm::ExtentState::kSealed) && !old_mappers_.empty() &&
+    if (state == static_cast<uint32_t>(shm::ExtentState::kSealed) && readers_from_before() &&
         allocator_.mark_allocated(page, h->length)) {
       // Sealed but no longer published (unpublished while leased, most
       // likely): a process that mapped the segment may still read it.
@@ -643,10 +644,19 @@ void Store::recover() {
   }
   // Readers that outlived the old daemon hold Datasets whose leases died
   // with it; what they may read stays until they are gone.
+  // Those of shelfd's user are found in /proc; a presence lock of a
+  // generation up to the old daemon's shows the others too (shm/presence.h).
   old_mappers_ = processes_mapping(segment_.fd());
   for (uint32_t pid : old_mappers_) old_mappers_seen_[pid] = {process_uid(pid), process_name(pid)};
-  for (auto& [id, d] : datasets_) d.restart_hold = !old_mappers_.empty();
+  const uint64_t old_generation =
+      reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_.data())->generation;
+  auto present = shm::present_before(segment_, old_generation + 1);
+  // Unknown counts as present: holding memory too long is safe, not holding it is not.
+  presence_from_before_ = !present.ok() || *present;
+  if (!present.ok()) log_warn("restart: " + present.status().message());
+  for (auto& [id, d] : datasets_) d.restart_hold = readers_from_before();
   recovery_.old_mappers = static_cast<uint32_t>(old_mappers_.size());
+  recovery_.unseen_readers = presence_from_before_ && old_mappers_.empty();
   // Everything no dataset owns goes back to the OS: extents being written
   // when the daemon died, datasets unpublished but still leased then (leases
   // end with the connections), memory that was being punched.
@@ -754,6 +764,12 @@ void Store::log_recovery() const {
                       " processes still map the segment (pid " + pid_list(old_mappers_) +
                       "): until they exit, unpublished memory is not given back (" +
                       format_bytes(recovery_.held_bytes) + " held now)"
+                : std::string()) +
+           (recovery_.unseen_readers
+                ? "; processes shelfd may not look at (another user's) still map the segment "
+                  "(their presence locks): until they exit, unpublished memory is not given "
+                  "back (" +
+                      format_bytes(recovery_.held_bytes) + " held now)"
                 : std::string()));
 }
 
@@ -769,6 +785,15 @@ void Store::recheck_old_mappers() {
   const std::set<uint32_t> still = processes_mapping(segment_.fd(), &old_mappers_);
   for (auto it = old_mappers_.begin(); it != old_mappers_.end();) {
     it = still.count(*it) ? std::next(it) : old_mappers_.erase(it);
+  }
+  if (old_mappers_.empty()) recheck_presence();
+}
+
+void Store::recheck_presence() {
+  if (presence_from_before_) {
+    auto present = shm::present_before(segment_, generation_);
+    if (!present.ok() || *present) return;
+    presence_from_before_ = false;
   }
   if (old_mappers_.empty()) end_restart_holds();
 }
@@ -809,7 +834,7 @@ void Store::owner_gone(uint32_t pid) {
              "previous shelfd died");
   }
   free_extents(freed);
-  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) end_restart_holds();
+  if (old_mappers_.erase(pid) > 0 && old_mappers_.empty()) recheck_presence();
 }
 
 }  // namespace shelf::server

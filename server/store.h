@@ -78,6 +78,9 @@ struct RecoveryReport {
   uint64_t orphaned_bytes = 0;  // unsealed extents held until their live owner exits
   uint32_t old_mappers = 0;     // other processes that had the segment mapped
   uint64_t held_bytes = 0;      // sealed but unpublished, held while they map it
+  // Processes no /proc look finds (another user's) hold presence locks of an
+  // earlier generation: they map the segment as the old daemon left it.
+  bool unseen_readers = false;
   double seconds = 0;
 };
 
@@ -128,11 +131,17 @@ class Store {
   // session then takes every lease by a round trip.
   Result<UniqueFd> open_lease_table(SessionId session);
   // Looks again at the lease tables for the datasets they kept from being
-  // freed (a client said it let one go, or the timer: kLeaseRecheckMs), and
+  // freed (a client said it let one go, or the timer: kHoldRecheckMs), and
   // frees those no table names any more.
   void recheck_table_holds();
   // True while some unpublished dataset waits for a lease table to let it go.
   bool has_table_holds() const { return !table_holds_.empty(); }
+  // Looks again for presence locks of an earlier generation (shm/presence.h;
+  // the timer: kHoldRecheckMs, as their holders' exit is not reported). Once
+  // none is left and no old mapper either, frees what the restart held.
+  void recheck_presence();
+  // True while a presence lock of an earlier generation keeps restart holds.
+  bool waits_for_presence() const { return presence_from_before_; }
 
   // Reserves an extent with room for `payload_bytes` after its header.
   Result<protocol::AllocateResponse> allocate(SessionId session, uint64_t payload_bytes);
@@ -408,8 +417,12 @@ class Store {
   // the unsealed extents of publishers still alive.
   void sweep_gap(uint64_t begin, uint64_t end);
   // Drops the old mappers that no longer map the segment (reads their
-  // /proc/<pid>/maps); ends the holds when none is left.
+  // /proc/<pid>/maps); then recheck_presence() when none is left.
   void recheck_old_mappers();
+  // True while a process that mapped the segment before the restart may
+  // still read it: an old mapper, or a presence lock of an earlier
+  // generation (presence_from_before_).
+  bool readers_from_before() const { return !old_mappers_.empty() || presence_from_before_; }
   // Frees what was kept for the old mappers.
   void end_restart_holds();
   // Rebuilds the name index from the recovered datasets: buckets, publish
@@ -436,6 +449,10 @@ class Store {
     std::string name;
   };
   std::map<uint32_t, ProcessSeen> old_mappers_seen_;
+  // A presence lock of a generation before this daemon's was held when last
+  // looked at (shm/presence.h): a reader of any user that outlived the old
+  // daemon. Cleared by recheck_presence().
+  bool presence_from_before_ = false;
   std::vector<Extent> held_extents_;  // sealed, unreferenced at restart
   uint64_t held_bytes_ = 0;
 };

@@ -23,6 +23,7 @@
 #include "libclient/src/table_state.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
+#include "shm/presence.h"
 
 namespace shelf {
 
@@ -309,6 +310,16 @@ Status Client::Impl::map_segment() {
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
                          shm::Mapping::map(segment, 0, hello_.segment_bytes, false));
+  // Held while `segment` is open, i.e. while this connection maps it, so
+  // that a shelfd restarted later sees this process whatever user it runs
+  // as (shm/presence.h). Taken before the generation is checked below: a
+  // daemon that restarted in between is refused here, and one that
+  // restarts later finds the lock.
+  if (Status s = shm::announce_presence(segment, hello_.generation); !s.ok()) {
+    return Status::unavailable(s.message() +
+                               ": the lock that tells a restarted shelfd this process still "
+                               "reads the segment; nothing was read");
+  }
   const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping.data());
   // Acquire: pairs with the daemon's release store of the magic in Store::initialise().
   const uint64_t magic = shm::load_acquire(header->magic);

@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -118,6 +119,53 @@ void stop_shelfd(const std::string& lock_path) {
   }
   wait_for_exit(pid);
 }
+
+// A shelfd run as nobody under --group users, in a directory of nobody's,
+// with a segment of its own. The destructor stops it and removes what it
+// made, also when the test fails half way (a leaked daemon and segment
+// would fail the next run's no_leftover_segments).
+class ShelfdOfNobody {
+ public:
+  ShelfdOfNobody()
+      : dir_((std::filesystem::temp_directory_path() / unique_name()).string()),
+        socket_(dir_ + "/run/shelf.sock"),
+        segment_(unique_name()) {
+    std::filesystem::create_directories(dir_);
+    if (::chown(dir_.c_str(), kNobody, kNogroup) != 0) throw TestFailure("chown " + dir_);
+  }
+  ~ShelfdOfNobody() {
+    if (std::filesystem::exists(socket_ + ".lock")) stop_shelfd(socket_ + ".lock");
+    std::filesystem::remove_all(dir_);
+    ::unlink(("/dev/shm/" + segment_).c_str());
+  }
+  ShelfdOfNobody(const ShelfdOfNobody&) = delete;
+  ShelfdOfNobody& operator=(const ShelfdOfNobody&) = delete;
+
+  // Starts (or restarts) it, as an administrator would: through setpriv.
+  CommandResult start() const {
+    return run_command({kSetpriv, "--reuid=" + std::to_string(kNobody),
+                        "--regid=" + std::to_string(kNogroup), "--groups=" + std::to_string(kUsers),
+                        SHELFD_PATH, "--socket", socket_, "--segment", segment_, "--memory-limit",
+                        "64MiB", "--group", "users"});
+  }
+  // kill -9, and waits until it is gone.
+  void kill9() const {
+    pid_t pid = 0;
+    std::ifstream(socket_ + ".lock") >> pid;
+    if (pid <= 0 || ::kill(pid, SIGKILL) != 0) throw TestFailure("no shelfd to kill");
+    wait_for_exit(pid);
+  }
+  ClientOptions client_options() const {
+    ClientOptions options;
+    options.socket = socket_;
+    return options;
+  }
+  const std::string& socket() const { return socket_; }
+  const std::string& segment() const { return segment_; }
+
+ private:
+  std::string dir_, socket_, segment_;
+};
 
 TEST(AccessTest, OnlyItsOwnUserByDefault) {
   SKIP_UNLESS_ROOT();
@@ -279,23 +327,15 @@ TEST(AccessTest, GroupOptionErrors) {
 // a daemon of another user (anyone could listen at a default path).
 TEST(AccessTest, MembersTrustADaemonOfAnotherUserSharedWithTheirGroup) {
   SKIP_UNLESS_ROOT();
-  const std::string dir = (std::filesystem::temp_directory_path() / unique_name()).string();
-  std::filesystem::create_directories(dir);
-  ASSERT_EQ(::chown(dir.c_str(), kNobody, kNogroup), 0);
-  const std::string socket = dir + "/run/shelf.sock";
-  const std::string segment = unique_name();
-  CommandResult r = run_command(
-      {kSetpriv, "--reuid=" + std::to_string(kNobody), "--regid=" + std::to_string(kNogroup),
-       "--groups=" + std::to_string(kUsers), SHELFD_PATH, "--socket", socket, "--segment", segment,
-       "--memory-limit", "16MiB", "--group", "users"});
+  ShelfdOfNobody shelfd;
+  CommandResult r = shelfd.start();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  FileMode m = mode_of("/dev/shm/" + segment);
+  FileMode m = mode_of("/dev/shm/" + shelfd.segment());
   EXPECT_EQ(m.uid, kNobody);
   EXPECT_EQ(m.gid, kUsers);
   EXPECT_EQ(m.mode, 0660u);
 
-  ClientOptions options;
-  options.socket = socket;
+  const ClientOptions options = shelfd.client_options();
   constexpr uid_t kMember = 4321;  // any uid but nobody's or root's
   EXPECT_EQ(as_user(kMember, kMember, {kUsers},
                     [&] {
@@ -310,9 +350,75 @@ TEST(AccessTest, MembersTrustADaemonOfAnotherUserSharedWithTheirGroup) {
   ASSERT_FALSE(root.ok());
   EXPECT_EQ(root.status().code(), Status::Code::kPermissionDenied);
   EXPECT_THAT(root.status().message(), HasSubstr("runs as uid 65534, not as you or root"));
-  stop_shelfd(socket + ".lock");
-  std::filesystem::remove_all(dir);
-  ::unlink(("/dev/shm/" + segment).c_str());
+}
+
+// A reader of another user that outlives a restart keeps what it reads.
+// shelfd runs as nobody under --group users, so it may not read a member's
+// /proc/PID/maps; the member's presence lock (shm/presence.h) is what tells
+// the restarted shelfd that a reader from before is still there. The
+// dataset it reads is unpublished after the restart and another one
+// published: its memory is held (pending), not reused, and the reader finds
+// every value as it was; once the reader exits, the memory comes back.
+TEST(AccessTest, AReaderOfAnotherUserThatOutlivesARestartKeepsWhatItReads) {
+  SKIP_UNLESS_ROOT();
+  ShelfdOfNobody shelfd;
+  CommandResult r = shelfd.start();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const ClientOptions options = shelfd.client_options();
+  constexpr uid_t kPublisher = 4321, kReader = 4322;  // members of users; not shelfd's uid
+  constexpr uint64_t kRows = 500'000;                 // ~4 MiB
+  auto as_member = [&](const std::function<void(Client&)>& body) {
+    return as_user(kPublisher, kPublisher, {kUsers}, [&] {
+      auto c = Client::connect(options);
+      ASSERT_TRUE(c.ok()) << c.status().to_string();
+      body(*c);
+    });
+  };
+  ASSERT_EQ(as_member([&](Client& c) { publish_int64(c, "read", kRows, 1); }), 0);
+
+  Pipe holding, go;
+  const pid_t reader = spawn_child([&] {
+    become_user(kReader, kReader, {kUsers});
+    auto c = Client::connect(options);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    auto ds = c->get_dataset("read");
+    ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+    ASSERT_TRUE(holding.signal());
+    ASSERT_TRUE(go.wait());
+    expect_int64_dataset(*ds, kRows, 1);  // every value, and its checksums
+  });
+  // A failed assertion below returns: the reader must not outlive the test.
+  struct KillOnReturn {
+    pid_t pid;
+    ~KillOnReturn() {
+      if (pid > 0) kill_child(pid);
+    }
+  } reader_guard{reader};
+  ASSERT_TRUE(holding.wait()) << "the reader did not get its dataset";
+  shelfd.kill9();
+  r = shelfd.start();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  ASSERT_EQ(as_member([&](Client& c) {
+              const uint64_t before = status_of(c).used_bytes;
+              ASSERT_TRUE(c.unpublish_dataset("read").ok());
+              publish_int64(c, "after", kRows, 2);
+              const MemoryStats st = status_of(c);
+              EXPECT_GT(st.pending_free_bytes, kRows * 8) << "nothing held for the reader";
+              EXPECT_GT(st.used_bytes, before) << "the reader's memory was reused";
+            }),
+            0);
+  ASSERT_TRUE(go.signal());
+  EXPECT_EQ(wait_child(std::exchange(reader_guard.pid, 0)), 0)
+      << "the reader's values changed under it";
+  // Its exit drops its lock; shelfd's next look (kHoldRecheckMs) frees.
+  EXPECT_EQ(as_member([&](Client& c) {
+              EXPECT_TRUE(eventually([&] { return status_of(c).pending_free_bytes == 0; }));
+              const MemoryStats st = status_of(c);
+              ASSERT_EQ(st.datasets.size(), 1u);
+              EXPECT_EQ(st.used_bytes, st.index_bytes + st.datasets[0].memory_bytes);
+            }),
+            0);
 }
 
 // One user cannot take every connection: at its share

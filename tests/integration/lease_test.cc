@@ -161,7 +161,7 @@ TEST_P(ReaderFaultTest, AReaderKilledBetweenStepsLeaksNothing) {
   EXPECT_EQ(*reached, point);
   if (releasing) {
     // The slot is empty but no LeaseReleased came, and the connection is
-    // open: the daemon's next look (kLeaseRecheckMs) frees it.
+    // open: the daemon's next look (kHoldRecheckMs) frees it.
     expect_freed_back_to(client, *daemon, empty);
   } else {
     // The slot names the dataset: it is held until the reader is gone.

@@ -43,10 +43,13 @@ inline constexpr size_t kMaxLeasesPerConnection = 65536;
 // slots are 8 KiB; the daemon scans only the slots a client has ever used
 // (the table's high-water mark), so a large table costs a free nothing.
 inline constexpr uint32_t kLeaseSlots = 1024;
-// How often shelfd looks again at the lease tables for datasets they kept
-// from being freed, besides when a client says it let one go and when a
-// connection closes: the backstop for a release message that never came.
-inline constexpr int kLeaseRecheckMs = 1000;
+// How often shelfd looks again at what keeps memory from being freed
+// without telling it: the lease tables, for datasets they kept (besides when
+// a client says it let one go and when a connection closes: the backstop
+// for a release message that never came), and the presence locks of
+// readers that outlived a restart (shm/presence.h), whose exit no event
+// reports.
+inline constexpr int kHoldRecheckMs = 1000;
 // Names one WaitFor request may wait for. A connection has at most one
 // WaitFor pending (replies are in order), so this bounds the waits one
 // connection costs the daemon: a name and an entry per name.
