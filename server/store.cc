@@ -336,13 +336,102 @@ void Store::recheck_table_holds() {
 }
 
 Status Store::over_limit(uint64_t requested) const {
+  // Nothing to free makes room for more than the whole limit.
+  const bool never_fits = requested > options_.memory_limit;
   return Status::resource_exhausted(
       "memory limit reached: " + format_bytes(used_bytes_) + " used of " +
-      format_bytes(options_.memory_limit) + ", " + format_bytes(requested) +
-      " requested; unpublish datasets (shelf unpublish NAME), or stop shelfd and start it again "
-      "with a larger --memory-limit: the restart keeps every dataset (used=" +
+      format_bytes(options_.memory_limit) + ", " + format_bytes(requested) + " requested" +
+      (never_fits ? "; that is more than the whole limit: stop shelfd and start it again"
+                  : what_uses_memory() +
+                        "; unpublish datasets (shelf unpublish NAME), or stop shelfd and start "
+                        "it again") +
+      " with a larger --memory-limit: the restart keeps every dataset (used=" +
       std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
       " requested=" + std::to_string(requested) + ")");
+}
+
+namespace {
+
+// How many datasets and processes a memory-limit error names: enough to
+// act on, few enough for one line.
+constexpr size_t kNamedInRefusal = 3;
+// A process's command in a refusal is cut to this many bytes.
+constexpr size_t kCommandBytesInRefusal = 60;
+
+// "pid 123 (python3 report.py) 12.00 MiB": a command is the process's own
+// words, so it is escaped (a Python MemoryError reaches a terminal as is).
+std::string process_with_bytes(uint32_t pid, std::string_view command, uint64_t bytes) {
+  std::string out = "pid " + std::to_string(pid);
+  if (!command.empty()) {
+    const bool cut = command.size() > kCommandBytesInRefusal;
+    out += " (" + escape_unprintable(command.substr(0, kCommandBytesInRefusal)) +
+           (cut ? "..." : "") + ")";
+  }
+  return out + " " + format_bytes(bytes);
+}
+
+// Up to kNamedInRefusal of `items` (what, bytes), largest first, as
+// "a 1 MiB, b 2 MiB".
+std::string largest(std::vector<std::pair<std::string, uint64_t>> items) {
+  const size_t kept = std::min(items.size(), kNamedInRefusal);
+  std::partial_sort(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(kept), items.end(),
+                    [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string out;
+  for (size_t i = 0; i < kept; ++i) out += (i == 0 ? "" : ", ") + items[i].first;
+  if (items.size() > kept) out += " and " + std::to_string(items.size() - kept) + " more";
+  return out;
+}
+
+}  // namespace
+
+std::string Store::what_uses_memory() const {
+  // Only on a refusal: one pass over the datasets and the sessions, as a
+  // status does.
+  std::string out;
+  std::vector<std::pair<std::string, uint64_t>> published;
+  for (const auto& [name, id] : names_) {
+    const Dataset& d = datasets_.at(id);
+    published.emplace_back(quoted(name) + (d.quarantine_reason.empty() ? "" : " (quarantined)") +
+                               " " + format_bytes(d.memory_bytes),
+                           d.memory_bytes);
+  }
+  if (!published.empty()) out += "; the largest datasets: " + largest(std::move(published));
+  if (pending_free_bytes_ > 0) {
+    // Who holds the unpublished datasets still read: what their exit frees.
+    std::unordered_map<uint64_t, uint32_t> index_of;
+    std::vector<uint64_t> memory;
+    for (const auto& [id, d] : datasets_) {
+      if (d.published) continue;
+      index_of.emplace(id, static_cast<uint32_t>(memory.size()));
+      memory.push_back(d.memory_bytes);
+    }
+    std::vector<std::pair<std::string, uint64_t>> holders;
+    for (const auto& [pid, row] : holder_rows(index_of)) {
+      uint64_t bytes = 0;
+      for (const auto& [index, leases] : row.held) bytes += memory[index];
+      if (bytes > 0) holders.emplace_back(process_with_bytes(pid, row.summary.command, bytes), bytes);
+    }
+    out += "; " + format_bytes(pending_free_bytes_) +
+           " is unpublished but still read, and comes back when its readers let go" +
+           (holders.empty() ? "" : ": " + largest(std::move(holders)));
+  }
+  if (unsealed_bytes_ > 0) {
+    std::map<uint32_t, std::pair<std::string, uint64_t>> writers;  // by pid
+    for (const auto& [id, session] : sessions_) {
+      uint64_t bytes = 0;
+      for (const auto& [offset, length] : session.unsealed) bytes += length;
+      if (bytes == 0) continue;
+      auto& [command, total] = writers[session.pid];
+      if (command.empty()) command = session.command;
+      total += bytes;
+    }
+    std::vector<std::pair<std::string, uint64_t>> by_bytes;
+    for (const auto& [pid, w] : writers)
+      by_bytes.emplace_back(process_with_bytes(pid, w.first, w.second), w.second);
+    out += "; " + format_bytes(unsealed_bytes_) + " is being written, not yet published" +
+           (by_bytes.empty() ? "" : ": " + largest(std::move(by_bytes)));
+  }
+  return out;
 }
 
 shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {

@@ -314,8 +314,12 @@ class Store {
   // True when `bytes` more fit under the limit, after finishing queued
   // punches if that is what it takes.
   bool make_room(uint64_t bytes);
-  // ResourceExhausted with used / limit / requested.
+  // ResourceExhausted with used / limit / requested, what uses the memory
+  // and what to do.
   Status over_limit(uint64_t requested) const;
+  // For over_limit(): the largest datasets, the processes holding
+  // unpublished memory and those writing, each with its bytes.
+  std::string what_uses_memory() const;
   shm::ExtentHeaderLayout* extent_header(uint64_t offset);
 
   shm::ExtentAllocator allocator_;

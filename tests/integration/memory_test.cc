@@ -129,6 +129,68 @@ TEST(MemoryLimitTest, FillUntilResourceExhaustedKeepsEveryPublishedDataset) {
   EXPECT_LE(status_of(client).used_bytes, kLimit);
 }
 
+// A refusal says what to free: the largest datasets, largest first, the
+// process that holds an unpublished one, the one still writing.
+TEST(MemoryLimitTest, ARefusalNamesTheLargestDatasetsAndTheProcessesHoldingMemory) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  publish_int64(client, "small", 512 * 1024, 1);  // 4 MiB
+  publish_int64(client, "big", 2 << 20, 2);       // 16 MiB
+  publish_int64(client, "tiny", 16, 3);
+  publish_int64(client, "two", 256 * 1024, 4);  // 2 MiB
+  publish_int64(client, "held", 1 << 20, 5);    // 8 MiB, unpublished below
+
+  Pipe holding, writing, done;
+  pid_t holder = spawn_child([&] {
+    Client c = daemon->connect();
+    Dataset ds = c.get_dataset("held").value();
+    ASSERT_TRUE(holding.signal());
+    done.wait();
+  });
+  pid_t writer = spawn_child([&] {
+    Client c = daemon->connect();
+    auto table = c.create_table({{"v", Type::kInt64}});
+    ASSERT_TRUE(table.ok());
+    ASSERT_TRUE(table->add_partition(512 * 1024).ok());  // 4 MiB, never published
+    ASSERT_TRUE(writing.signal());
+    done.wait();
+  });
+  ASSERT_TRUE(holding.wait());
+  ASSERT_TRUE(writing.wait());
+  ASSERT_TRUE(client.unpublish_dataset("held").ok());
+
+  auto table = client.create_table({{"v", Type::kInt64}});
+  ASSERT_TRUE(table.ok());
+  const Status refused = table->add_partition(4 << 20).status();  // 32 MiB
+  ASSERT_EQ(refused.code(), Status::Code::kResourceExhausted) << refused.to_string();
+  const std::string& msg = refused.message();
+  const size_t big = msg.find("'big' 16."), small = msg.find("'small' 4."),
+               two = msg.find("'two' 2.");
+  ASSERT_NE(big, std::string::npos) << msg;
+  EXPECT_LT(big, small) << msg;
+  EXPECT_LT(small, two) << msg;
+  EXPECT_THAT(msg, HasSubstr("and 1 more")) << "'tiny' is left out: " << msg;
+  EXPECT_EQ(msg.find("'tiny'"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("'held'"), std::string::npos) << "unpublished: " << msg;
+  EXPECT_THAT(msg, HasSubstr(" MiB is unpublished but still read"));
+  EXPECT_THAT(msg, HasSubstr("pid " + std::to_string(holder) + " ("));
+  EXPECT_THAT(msg, HasSubstr(" MiB is being written, not yet published: pid " +
+                             std::to_string(writer) + " ("));
+  EXPECT_THAT(msg, HasSubstr("shelf unpublish NAME"));
+  EXPECT_EQ(number_after(msg, "limit="), kLimit) << msg;
+
+  // More than the whole limit: nothing to free would make room.
+  const Status never = table->add_partition(uint64_t{16} << 20).status();  // 128 MiB
+  ASSERT_EQ(never.code(), Status::Code::kResourceExhausted);
+  EXPECT_THAT(never.message(), HasSubstr("more than the whole limit"));
+  EXPECT_EQ(never.message().find("'big'"), std::string::npos) << never.message();
+
+  ASSERT_TRUE(done.signal(2));
+  EXPECT_EQ(wait_child(holder), 0);
+  EXPECT_EQ(wait_child(writer), 0);
+}
+
 // A reader process holds a lease while the dataset is unpublished.
 // `release_explicitly`: the reader calls release(); otherwise it just exits.
 void unpublish_while_leased(bool release_explicitly) {
