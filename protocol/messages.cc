@@ -330,6 +330,12 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
         w.boolean(h.alone);
       }
     }
+    w.u32(static_cast<uint32_t>(m.users.size()));
+    for (const UserUsage& u : m.users) {
+      w.u32(u.uid);
+      w.u64(u.used_bytes);
+      w.u64(u.quota_bytes);
+    }
   });
 }
 
@@ -435,6 +441,14 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
       s.holdings.push_back(holding);
     }
     m.clients.push_back(std::move(s));
+  }
+  const uint32_t users = r.count(4 + 8 + 8);
+  for (uint32_t i = 0; i < users && !r.failed(); ++i) {
+    UserUsage usage;
+    usage.uid = r.u32();
+    usage.used_bytes = r.u64();
+    usage.quota_bytes = r.u64();
+    m.users.push_back(usage);
   }
   return finish(r, std::move(m));
 }

@@ -169,6 +169,14 @@ struct ClientSummary {
   std::vector<Holding> holdings;
 };
 
+// What one user's datasets and unsealed extents take (shelfd --user-quota):
+// every uid that has any, and every uid given a quota of its own.
+struct UserUsage {
+  uint32_t uid = 0;
+  uint64_t used_bytes = 0;   // its published datasets (quarantined too) and unsealed extents
+  uint64_t quota_bytes = 0;  // 0: none
+};
+
 struct StatusResponse {
   std::string segment_name;
   std::string socket_path;
@@ -187,6 +195,7 @@ struct StatusResponse {
   std::vector<QuarantinedDataset> quarantined;  // by name
   std::vector<UnpublishedDataset> unpublished;  // by name
   std::vector<ClientSummary> clients;           // by pid
+  std::vector<UserUsage> users;                 // by uid
 };
 
 // Answered (empty, OK) when every name is published; until then the

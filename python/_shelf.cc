@@ -603,6 +603,17 @@ class PyClient {
     py::list clients;
     for (const shelf::ClientInfo& c : s.clients) clients.append(client_dict(c));
     out["clients"] = clients;
+    // The keys of `shelf status --json`'s users, but "user" (a uid's name
+    // is pwd.getpwuid's to say, as for the clients).
+    py::list users;
+    for (const shelf::UserUsageInfo& u : s.users) {
+      py::dict d;
+      d["uid"] = u.uid;
+      d["used_bytes"] = u.used_bytes;
+      d["quota_bytes"] = u.quota_bytes > 0 ? py::object(py::int_(u.quota_bytes)) : py::none();
+      users.append(d);
+    }
+    out["users"] = users;
     return out;
   }
 

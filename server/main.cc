@@ -1,8 +1,10 @@
 // shelfd: the resident daemon that owns a shelf segment and serves clients.
+#include <charconv>
 #include <cstdio>
 #include <fcntl.h>
 #include <iostream>
 #include <optional>
+#include <pwd.h>
 #include <string>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -52,6 +54,52 @@ int usage_error(const std::string& message) {
   return 2;
 }
 
+// A user name, or a numeric uid (which need not have a name).
+Result<uint32_t> uid_of_user(const std::string& user) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->pw_uid;
+  }
+  uint32_t uid = 0;
+  auto [end, ec] = std::from_chars(user.data(), user.data() + user.size(), uid);
+  if (!user.empty() && ec == std::errc() && end == user.data() + user.size()) return uid;
+  return Status::invalid_argument("there is no user '" + user + "' (see getent passwd)");
+}
+
+// The --user-quota values into `store`: "SIZE" for every user, "USER=SIZE"
+// (a name or a uid) for one. The error names the value and what is wrong.
+Status parse_user_quotas(const std::vector<std::string>& values, server::StoreOptions& store) {
+  bool default_given = false;
+  for (const std::string& value : values) {
+    const size_t eq = value.rfind('=');
+    const std::string user = eq == std::string::npos ? "" : value.substr(0, eq);
+    const std::string size_text = eq == std::string::npos ? value : value.substr(eq + 1);
+    const std::string what = "--user-quota '" + value + "'";
+    auto size = parse_size(size_text);
+    if (!size.ok()) return Status::invalid_argument(what + ": " + size.status().message());
+    if (*size < shm::kPageSize) {
+      return Status::invalid_argument(what + ": a quota must be at least 4 KiB");
+    }
+    if (eq == std::string::npos) {
+      if (default_given) {
+        return Status::invalid_argument(what + ": the quota of every user is given twice");
+      }
+      default_given = true;
+      store.user_quota = *size;
+      continue;
+    }
+    auto uid = uid_of_user(user);
+    if (!uid.ok()) return Status::invalid_argument(what + ": " + uid.status().message());
+    if (!store.user_quotas.emplace(*uid, *size).second) {
+      return Status::invalid_argument(what + ": uid " + std::to_string(*uid) +
+                                      " is given a quota twice");
+    }
+  }
+  return Status();
+}
+
 // Everything the command line decides.
 struct Options {
   server::StoreOptions store;
@@ -66,7 +114,7 @@ struct Options {
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
   std::string max_datasets_text, max_connections_text, per_user_text;
-  std::vector<std::string> stray;
+  std::vector<std::string> stray, user_quotas;
   po::options_description desc(kUsage);
   // clang-format off
   desc.add_options()
@@ -89,6 +137,10 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       ("max-connections-per-user", po::value(&per_user_text),
        "clients one user may have connected at once, so that no user can lock the others "
        "out; shelfd's own user is not held to it (default: --max-connections less a quarter)")
+      ("user-quota", po::value(&user_quotas)->composing(),
+       "the most memory one user's datasets (and the partitions it is writing) may take: "
+       "SIZE for every user, USER=SIZE (a name or a uid) for one, e.g. --user-quota 64GiB "
+       "--user-quota alice=256GiB; repeat it for more users (default: none)")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
@@ -151,6 +203,10 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       return usage_error(per_user.status().message() + " (at most --max-connections)");
     }
     options.daemon.max_connections_per_user = static_cast<uint32_t>(*per_user);
+  }
+
+  if (Status s = parse_user_quotas(user_quotas, options.store); !s.ok()) {
+    return usage_error(s.message());
   }
 
   server::LogLevel level;

@@ -97,6 +97,29 @@ void dataset_memory(std::string& out, const protocol::StatusResponse& s, uint32_
         "Memory of the published datasets not listed in shelf_dataset_memory_bytes.", other);
 }
 
+// Per uid (a uid is a label of few values: the users of one machine).
+void user_memory(std::string& out, const protocol::StatusResponse& s) {
+  family(out, "shelf_user_memory_bytes", "gauge",
+         "Memory a user's published datasets and unsealed partitions take (shelfd --user-quota).");
+  for (const protocol::UserUsage& u : s.users) {
+    out.append("shelf_user_memory_bytes{uid=\"")
+        .append(std::to_string(u.uid))
+        .append("\"} ")
+        .append(std::to_string(u.used_bytes))
+        .append("\n");
+  }
+  family(out, "shelf_user_quota_bytes", "gauge",
+         "A user's quota (shelfd --user-quota); no series for a user without one.");
+  for (const protocol::UserUsage& u : s.users) {
+    if (u.quota_bytes == 0) continue;
+    out.append("shelf_user_quota_bytes{uid=\"")
+        .append(std::to_string(u.uid))
+        .append("\"} ")
+        .append(std::to_string(u.quota_bytes))
+        .append("\n");
+  }
+}
+
 }  // namespace
 
 void DaemonCounters::count_refused(Request request, Status::Code code) {
@@ -193,6 +216,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_dataset
           snapshot.counters.unpublishes);
   refused(out, snapshot.counters);
   dataset_memory(out, s, top_datasets);
+  user_memory(out, s);
   return out;
 }
 

@@ -468,6 +468,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   }
   d.summary.memory_bytes = d.memory_bytes;
   used_bytes_ += d.memory_bytes;
+  charge(d.summary.publisher_uid, d.memory_bytes);
   if (problem.empty()) {
     ++recovery_.datasets;
   } else {

@@ -253,6 +253,7 @@ void Store::close_session(SessionId session_id) {
   std::vector<Extent> unsealed;
   for (const auto& [offset, length] : session.unsealed) {
     unsealed_bytes_ -= length;
+    uncharge(session.uid, length);
     unsealed.push_back(Extent{offset, length});
   }
   free_extents(unsealed);
@@ -291,6 +292,7 @@ std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
 
 void Store::retire(uint64_t dataset_id) {
   Dataset& dataset = datasets_.at(dataset_id);
+  uncharge(dataset.summary.publisher_uid, dataset.memory_bytes);
   // The daemon's half of docs/leases.md: the index no longer names the
   // dataset (index_.end() is behind us); this fence orders that before the
   // scan, as the reader's fence orders its slot before its re-check. So a
@@ -333,6 +335,34 @@ void Store::recheck_table_holds() {
     return true;
   });
   for (uint64_t id : released) free_if_unread(id);
+}
+
+uint64_t Store::quota_of(uint32_t uid) const {
+  auto it = options_.user_quotas.find(uid);
+  return it != options_.user_quotas.end() ? it->second : options_.user_quota;
+}
+
+Status Store::check_quota(uint32_t uid, uint64_t bytes) const {
+  const uint64_t quota = quota_of(uid);
+  if (quota == 0) return Status();
+  auto it = charged_.find(uid);
+  const uint64_t used = it == charged_.end() ? 0 : it->second;
+  if (used + bytes <= quota) return Status();
+  const std::string user = "uid " + std::to_string(uid);
+  return Status::resource_exhausted(
+      user + " is over its quota: " + format_bytes(used) + " used of " + format_bytes(quota) +
+      ", " + format_bytes(bytes) + " requested; unpublish some of its datasets (shelf unpublish " +
+      "NAME; shelf list --json gives each one's publisher_uid), or ask whoever runs shelfd for a " +
+      "larger --user-quota " + std::to_string(uid) + "=SIZE (uid=" + std::to_string(uid) +
+      " quota=" + std::to_string(quota) + " used=" + std::to_string(used) +
+      " requested=" + std::to_string(bytes) + ")");
+}
+
+void Store::uncharge(uint32_t uid, uint64_t bytes) {
+  auto it = charged_.find(uid);
+  SHELF_CHECK(it != charged_.end() && it->second >= bytes);
+  it->second -= bytes;
+  if (it->second == 0) charged_.erase(it);
 }
 
 Status Store::over_limit(uint64_t requested) const {
@@ -529,10 +559,14 @@ bool Store::make_room(uint64_t bytes) {
 Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {
   Session& session = sessions_.at(session_id);
   if (payload_bytes == 0) return Status::invalid_argument("cannot allocate 0 bytes");
+  if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
+  SHELF_RETURN_IF_ERROR(
+      check_quota(session.uid, align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize)));
   SHELF_ASSIGN_OR_RETURN(Extent extent,
                          reserve_extent(payload_bytes, shm::ExtentKind::kPartition, session.pid));
   session.unsealed[extent.offset] = extent.length;
   unsealed_bytes_ += extent.length;
+  charge(session.uid, extent.length);
   return protocol::AllocateResponse{extent.offset, extent.length};
 }
 
@@ -544,6 +578,7 @@ Status Store::abort(SessionId session_id, uint64_t extent_offset) {
                                     std::to_string(extent_offset));
   }
   unsealed_bytes_ -= it->second;
+  uncharge(session.uid, it->second);
   free_extents({Extent{it->first, it->second}});
   session.unsealed.erase(it);
   return Status();
@@ -630,9 +665,10 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
     for (uint64_t p = 0; p < view->num_partitions(); ++p) {
       SHELF_RETURN_IF_ERROR(check_publish_partition(session, item, *view, p, extents_in_request));
     }
-    plan.new_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
+    plan.charged_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
     plan.views.push_back(std::move(view).value());
   }
+  plan.new_bytes = plan.charged_bytes;
   if (request.items.size() > 1) {
     plan.new_bytes += align_up(
         shm::kExtentHeaderBytes + shm::intent_payload_bytes(request.items.size()), kPageSize);
@@ -644,6 +680,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
         "stop shelfd and start it again with a larger --max-datasets: the restart keeps every "
         "dataset");
   }
+  SHELF_RETURN_IF_ERROR(check_quota(session.uid, plan.charged_bytes));
   if (!make_room(plan.new_bytes)) return over_limit(plan.new_bytes);
   return plan;
 }
@@ -732,6 +769,7 @@ Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& i
   std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
       .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
   dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
+  charge(session.uid, desc_extent.length);  // its partitions are charged already
   // An override takes the old version's slot (and its bucket: the same name
   // hashes the same); a new name the lowest free one.
   if (auto existing = names_.find(item.name); existing != names_.end()) {
@@ -948,6 +986,10 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   s.datasets = list(in_tables).datasets;
   s.quarantined = quarantined();
   if (who_holds) describe_holders(in_tables, s);
+  std::map<uint32_t, protocol::UserUsage> users;
+  for (const auto& [uid, bytes] : charged_) users[uid] = {uid, bytes, quota_of(uid)};
+  for (const auto& [uid, quota] : options_.user_quotas) users[uid] = {uid, users[uid].used_bytes, quota};
+  for (const auto& [uid, usage] : users) s.users.push_back(usage);
   return s;
 }
 

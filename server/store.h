@@ -64,6 +64,11 @@ struct StoreOptions {
   // Remove the segment (and so every dataset) when the Store goes; by default
   // it stays in /dev/shm for the next shelfd to re-attach.
   bool remove_on_exit = false;
+  // Quotas (--user-quota): the most a user's published datasets and
+  // unsealed extents may take. `user_quota` holds for every uid, 0 for
+  // none; `user_quotas` gives uids a quota of their own instead.
+  uint64_t user_quota = 0;
+  std::map<uint32_t, uint64_t> user_quotas;
 };
 
 // What re-attaching an existing segment found (Store::recovery()).
@@ -240,7 +245,8 @@ class Store {
   // and the memory their copies in the segment will take.
   struct PublishPlan {
     std::vector<shm::DescriptorView> views;  // one per item, in request order
-    uint64_t new_bytes = 0;                  // the descriptors' extents, and the intent record's
+    uint64_t charged_bytes = 0;  // the descriptors' extents: what the publisher is charged
+    uint64_t new_bytes = 0;      // those and the intent record's
   };
 
   // ---- Constant after start ------------------------------------------------
@@ -321,6 +327,21 @@ class Store {
   // unpublished memory and those writing, each with its bytes.
   std::string what_uses_memory() const;
   shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+
+  // ---- Quotas: what each user's datasets and unsealed extents take --------
+  // What a user is charged: its unsealed extents (allocate(), until they are
+  // published or given back) and its published datasets (quarantined ones
+  // too), from seal_item() until retire() or recovery's recover_entry(). A
+  // dataset's user is its publisher (DatasetSummary::publisher_uid, which
+  // the descriptor keeps across restarts). Unpublished memory still read is
+  // no user's: its readers hold it.
+  uint64_t quota_of(uint32_t uid) const;  // 0: none
+  // ResourceExhausted naming the uid, its quota, its use and `bytes` when
+  // `bytes` more would pass its quota.
+  Status check_quota(uint32_t uid, uint64_t bytes) const;
+  void charge(uint32_t uid, uint64_t bytes) { charged_[uid] += bytes; }
+  void uncharge(uint32_t uid, uint64_t bytes);
+  std::unordered_map<uint32_t, uint64_t> charged_;  // by uid; no entry while 0
 
   shm::ExtentAllocator allocator_;
   uint64_t used_bytes_ = 0;          // everything charged, header and index included

@@ -1,6 +1,7 @@
 #include "tools/holders.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <pwd.h>
 #include <set>
 
@@ -229,6 +230,36 @@ std::string holders_json(const std::vector<const ClientInfo*>& holders, std::str
            ",\"uid\":" + std::to_string(c.uid) + ",\"command\":" + json_string(c.command) +
            ",\"connections\":" + std::to_string(c.connections) +
            ",\"leases\":" + std::to_string(leases_of(c, name, published)) + "}";
+  }
+  return out + "]";
+}
+
+std::string users_table(const std::vector<UserUsageInfo>& users) {
+  std::vector<std::vector<std::string>> rows;
+  for (const UserUsageInfo& u : users) {
+    std::string share = "-";
+    if (u.quota_bytes > 0) {
+      char pct[16];
+      std::snprintf(pct, sizeof pct, "%.1f%%",
+                    100.0 * static_cast<double>(u.used_bytes) / static_cast<double>(u.quota_bytes));
+      share = pct;
+    }
+    rows.push_back({escape_unprintable(user_name(u.uid)), std::to_string(u.uid),
+                    format_bytes(u.used_bytes),
+                    u.quota_bytes > 0 ? format_bytes(u.quota_bytes) : "none", share});
+  }
+  return render_table({"USER", "UID", "USED", "QUOTA", "OF QUOTA"}, rows,
+                      {false, true, true, true, true});
+}
+
+std::string users_json(const std::vector<UserUsageInfo>& users) {
+  std::string out = "[";
+  for (size_t i = 0; i < users.size(); ++i) {
+    const UserUsageInfo& u = users[i];
+    out += std::string(i ? "," : "") + "{\"uid\":" + std::to_string(u.uid) +
+           ",\"user\":" + json_string(user_name(u.uid)) +
+           ",\"used_bytes\":" + std::to_string(u.used_bytes) + ",\"quota_bytes\":" +
+           (u.quota_bytes > 0 ? std::to_string(u.quota_bytes) : std::string("null")) + "}";
   }
   return out + "]";
 }

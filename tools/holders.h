@@ -48,4 +48,10 @@ std::string holder_line(const ClientInfo& client, std::string_view name, bool pu
 std::string holders_json(const std::vector<const ClientInfo*>& holders, std::string_view name,
                          bool published);
 
+// What each user uses against its quota (shelfd --user-quota): a table
+// (USER, UID, USED, QUOTA, OF QUOTA), and a JSON array of {uid, user,
+// used_bytes, quota_bytes (null for none)}.
+std::string users_table(const std::vector<UserUsageInfo>& users);
+std::string users_json(const std::vector<UserUsageInfo>& users);
+
 }  // namespace shelf::tools

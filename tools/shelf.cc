@@ -671,7 +671,8 @@ std::string status_json(const MemoryStats& m, ClientOrder order) {
            ",\"leases\":" + std::to_string(u.leases) +
            ",\"restart_hold\":" + (u.restart_hold ? "true" : "false") + "}";
   }
-  return out + "],\"clients\":" + clients_json(m.clients, order) + "}";
+  return out + "],\"clients\":" + clients_json(m.clients, order) +
+         ",\"users\":" + users_json(m.users) + "}";
 }
 
 std::string status_text(const MemoryStats& m) {
@@ -709,6 +710,10 @@ std::string status_text(const MemoryStats& m) {
     }
     out += render_table({"NAME", "MEMORY", "REASON"}, rows, {false, true, false});
   }
+  // Per user when it says something: quotas, or more than one user.
+  const bool quotas = std::any_of(m.users.begin(), m.users.end(),
+                                  [](const UserUsageInfo& u) { return u.quota_bytes > 0; });
+  if (quotas || m.users.size() > 1) out += "\nusers:\n" + users_table(m.users);
   if (const std::string holder = biggest_unpublished_holder(m); !holder.empty()) {
     out += "\n" + holder + "\n";
   }

@@ -27,6 +27,19 @@ import shelf
 
 _counter = itertools.count()
 
+# The shelf CLI of the build whose shelfd the tests run.
+SHELF = os.path.join(os.path.dirname(os.path.dirname(os.environ.get("SHELFD", "shelfd"))),
+                     "tools", "shelf")
+
+
+def shelf_cli(daemon, *args, check=False):
+    """Runs `shelf --socket SOCKET args...`; with `check`, asserts it exited 0."""
+    done = subprocess.run([SHELF, "--socket", daemon.socket, *args], capture_output=True,
+                          text=True, timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
 
 class Daemon:
     """A running shelfd with its own socket and segment."""

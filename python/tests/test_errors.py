@@ -1,6 +1,7 @@
 """Errors are the exceptions Dask raises, with messages a user can act on, and
 a failed publish changes nothing."""
 
+import json
 import os
 import re
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 import shelf
-from conftest import Daemon
+from conftest import Daemon, shelf_cli
 
 
 def test_publishing_an_existing_name_raises_key_error(client):
@@ -37,6 +38,25 @@ def test_over_the_memory_limit_raises_memory_error_and_publishes_nothing(client)
     assert "limit=67108864" in str(error.value)
     assert client.list_datasets() == []
     assert client.status()["used_bytes"] == before
+
+
+def test_over_a_quota_raises_memory_error_and_status_shows_each_users_use():
+    daemon = Daemon(extra_args=("--user-quota", "1MiB"))
+    try:
+        with daemon.client() as client:
+            client.publish_dataset(small={"v": np.arange(1000)})
+            with pytest.raises(MemoryError, match=r"uid \d+ is over its quota: .* used of "
+                                                  r"1\.00 MiB, .* requested") as error:
+                client.publish_dataset(big={"v": np.zeros(200_000)})  # 1.6 MB
+            assert "quota=1048576" in str(error.value)
+            assert client.list_datasets() == ["small"]
+            users = client.status()["users"]
+            assert users == [{"uid": os.geteuid(), "quota_bytes": 1 << 20,
+                              "used_bytes": client.status()["datasets"][0]["memory_bytes"]}]
+            cli = json.loads(shelf_cli(daemon, "status", "--json", check=True).stdout)["users"]
+            assert [{k: u[k] for k in ("uid", "used_bytes", "quota_bytes")} for u in cli] == users
+    finally:
+        daemon.stop()
 
 
 def test_no_daemon_raises_connection_error_saying_how_to_start_one(tmp_path):

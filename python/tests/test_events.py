@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 
 import shelf
-from conftest import eventually
+from conftest import SHELF, eventually
 
-SHELF = os.path.join(os.path.dirname(os.path.dirname(os.environ.get("SHELFD", "shelfd"))),
-                     "tools", "shelf")
 
 
 def test_a_subscriber_in_another_process_sees_every_event_in_order(daemon, client):

@@ -11,10 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import eventually
+from conftest import eventually, shelf_cli
 
-SHELF = os.path.join(os.path.dirname(os.path.dirname(os.environ.get("SHELFD", "shelfd"))),
-                     "tools", "shelf")
 
 
 class Holder:
@@ -48,11 +46,6 @@ def holders():
     for h in started:
         if h.proc.poll() is None:
             h.kill()
-
-
-def shelf_cli(daemon, *args):
-    return subprocess.run([SHELF, "--socket", daemon.socket, *args], capture_output=True,
-                          text=True, timeout=60)
 
 
 def row(status, pid):

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Daemon, eventually
+from conftest import SHELF, Daemon, eventually, shelf_cli
 
-SHELF = os.path.join(os.path.dirname(os.path.dirname(os.environ.get("SHELFD", "shelfd"))),
-                     "tools", "shelf")
 
 
 def metrics_address(daemon):
@@ -52,14 +50,6 @@ def value(parsed, name, **labels):
     return parsed[(name, frozenset(labels.items()))]
 
 
-def shelf_cli(daemon, *args, check=True):
-    done = subprocess.run([SHELF, "--socket", daemon.socket, *args], capture_output=True,
-                          text=True, timeout=60)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
-
-
 @pytest.fixture
 def metrics_daemon():
     d = Daemon(extra_args=("--metrics-listen", "127.0.0.1:0", "--metrics-datasets", "2"))
@@ -79,7 +69,7 @@ def test_scrape_matches_status_json(metrics_daemon):
         c.unpublish_dataset("gone")
         held = c.get_dataset("large")  # one lease, and this client's connection
         parsed = samples(scrape(address))
-        status = json.loads(shelf_cli(d, "status", "--json").stdout)
+        status = json.loads(shelf_cli(d, "status", "--json", check=True).stdout)
         assert value(parsed, "shelf_up") == 1
         assert value(parsed, "shelf_memory_limit_bytes") == status["memory_limit"]
         assert value(parsed, "shelf_memory_used_bytes") == status["used_bytes"]
@@ -109,7 +99,7 @@ def test_shelf_metrics_prints_the_same_and_shelf_up_0_without_a_daemon(metrics_d
     d = metrics_daemon
     with d.client() as c:
         c.publish_dataset(one={"v": np.arange(10)})
-    printed = samples(shelf_cli(d, "metrics").stdout)
+    printed = samples(shelf_cli(d, "metrics", check=True).stdout)
     scraped = samples(scrape(metrics_address(d)))
     for key in ("shelf_memory_used_bytes", "shelf_datasets", "shelf_publishes_total",
                 "shelf_memory_limit_bytes", "shelf_start_time_seconds"):

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-SHELF = os.path.join(os.path.dirname(os.path.dirname(os.environ.get("SHELFD", "shelfd"))),
-                     "tools", "shelf")
+from conftest import SHELF
+
 FULL_BLOCK = "\u2588"
 SHADE = "\u2592"
 

@@ -166,6 +166,18 @@ TEST_F(MisuseTest, ShelfdWithWrongArguments) {
       {{"--max-datasets", "99999999999"}, 2, "--max-datasets must be"},
       {{"--memory-limit", "-1GiB"}, 2, "--memory-limit: '-1GiB' is not a size"},
       {{"--log-level", "loud"}, 2, "--log-level must be error, warn, info or debug, not 'loud'"},
+      {{"--user-quota", "lots"}, 2, "--user-quota 'lots': 'lots' is not a size"},
+      {{"--user-quota", "1"}, 2, "--user-quota '1': a quota must be at least 4 KiB"},
+      {{"--user-quota", "no-such-user-here=1GiB"},
+       2,
+       "--user-quota 'no-such-user-here=1GiB': there is no user 'no-such-user-here' (see getent "
+       "passwd)"},
+      {{"--user-quota", "1GiB", "--user-quota", "2GiB"},
+       2,
+       "--user-quota '2GiB': the quota of every user is given twice"},
+      {{"--user-quota", "root=1GiB", "--user-quota", "0=2GiB"},
+       2,
+       "--user-quota '0=2GiB': uid 0 is given a quota twice"},
       {{"--bogus"}, 2, "unrecognised option '--bogus'"},
   };
   for (const Case& c : cases) {

@@ -473,6 +473,61 @@ TEST(AccessTest, OneUserCannotTakeEveryConnection) {
   EXPECT_EQ(wait_child(a), 0);
 }
 
+// A user's quota holds that user only: past it, its publish is refused
+// naming its uid and numbers, while a user without one publishes on; an
+// override by another user moves the charge to it. `shelf status` shows
+// each user's use and quota.
+TEST(AccessTest, OneUserOverItsQuotaLeavesAnotherServed) {
+  SKIP_UNLESS_ROOT();
+  auto daemon = TestDaemon::start({.extra_args = {"--group", "users", "--user-quota", "4321=1MiB"}});
+  ASSERT_NE(daemon, nullptr);
+  constexpr uid_t kUserA = 4321, kUserB = 4322;
+  EXPECT_EQ(as_user(kUserA, kUserA, {kUsers},
+                    [&] {
+                      Client c = daemon->connect();
+                      publish_int64(c, "from_a", 64 * 1024, 1);  // 512 KiB
+                      auto table = c.create_table({{"v", Type::kInt64}});
+                      ASSERT_TRUE(table.ok());
+                      const Status refused = table->add_partition(128 * 1024).status();  // 1 MiB
+                      EXPECT_EQ(refused.code(), Status::Code::kResourceExhausted);
+                      EXPECT_THAT(refused.message(), HasSubstr("uid 4321 is over its quota: "));
+                      EXPECT_THAT(refused.message(), HasSubstr(" used of 1.00 MiB, "));
+                    }),
+            0);
+  EXPECT_EQ(as_user(kUserB, kUserB, {kUsers},
+                    [&] {
+                      Client c = daemon->connect();
+                      publish_int64(c, "from_b", 1 << 20, 2);  // 8 MiB: no quota of its own
+                      TableBuilder mine = make_int64_table(c, 16, 3);
+                      ASSERT_TRUE(c.publish_dataset("from_a", mine, {.override_existing = true}).ok());
+                    }),
+            0);
+  Client root = daemon->connect();
+  const MemoryStats st = status_of(root);
+  ASSERT_EQ(st.users.size(), 2u);
+  EXPECT_EQ(st.users[0].uid, kUserA);
+  EXPECT_EQ(st.users[0].used_bytes, 0u) << "B's override took A's dataset off A's quota";
+  EXPECT_EQ(st.users[0].quota_bytes, 1u << 20);
+  EXPECT_EQ(st.users[1].uid, kUserB);
+  uint64_t b_datasets = 0;
+  for (const DatasetInfo& d : st.datasets) b_datasets += d.memory_bytes;
+  EXPECT_EQ(st.users[1].used_bytes, b_datasets);
+  EXPECT_EQ(st.users[1].quota_bytes, 0u);
+
+  CommandResult text = run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("users:\nUSER"));
+  EXPECT_THAT(text.out, ::testing::ContainsRegex("4321 +0 B +1.00 MiB +0.0%"));
+  EXPECT_THAT(text.out, ::testing::ContainsRegex("4322 +[0-9.]+ MiB +none +-"));
+  CommandResult json =
+      run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_THAT(json.out, HasSubstr("\"users\":[{\"uid\":4321,"));
+  EXPECT_THAT(json.out, HasSubstr("\"used_bytes\":0,\"quota_bytes\":1048576}"));
+  EXPECT_THAT(json.out, HasSubstr("\"used_bytes\":" + std::to_string(b_datasets) +
+                                  ",\"quota_bytes\":null}"));
+}
+
 // shelfd's own user is not held to the share: it may take every slot.
 TEST(AccessTest, ShelfdsOwnUserMayTakeEveryConnection) {
   auto daemon = TestDaemon::start({.extra_args = {"--max-connections", "4"}});

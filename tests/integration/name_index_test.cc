@@ -259,10 +259,10 @@ TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
 TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  for (uint8_t version : {2, 4, 5}) {
+  for (uint8_t version : {2, 4, 5, 6}) {
     EXPECT_THAT(old_protocol_hello(*daemon, version),
                 HasSubstr("protocol version " + std::to_string(version) +
-                          " is not spoken here (shelfd speaks 6); use a client of the same "
+                          " is not spoken here (shelfd speaks 7); use a client of the same "
                           "release"));
   }
   expect_daemon_serves(*daemon);

@@ -239,10 +239,11 @@ TEST_F(ProtocolAbuseTest, BadMagicOrVersion) {
                             "unknown message type 13");
   // A Hello of another protocol version, well framed.
   protocol::ByteWriter w;
-  w.u16(7);
+  w.u16(protocol::kProtocolVersion + 1);
   w.str("from the future");
   Bytes future = frame_with_payload(MessageType::kHello, w.take());
-  expect_refused_and_closed(*daemon_, future, "protocol 7");
+  expect_refused_and_closed(*daemon_, future,
+                            "protocol " + std::to_string(protocol::kProtocolVersion + 1));
   expect_healthy();
 }
 

@@ -134,6 +134,14 @@ struct ClientInfo {
   std::vector<HeldDataset> held;
 };
 
+// What one user's datasets take against its quota (shelfd --user-quota):
+// its published datasets (by publisher) and the partitions it is writing.
+struct UserUsageInfo {
+  uint32_t uid = 0;
+  uint64_t used_bytes = 0;
+  uint64_t quota_bytes = 0;  // 0: no quota
+};
+
 // The daemon's memory at a glance (shelf status).
 struct MemoryStats {
   std::string socket_path;
@@ -153,6 +161,8 @@ struct MemoryStats {
   std::vector<QuarantinedDataset> quarantined;      // not in `datasets`: not served
   std::vector<UnpublishedDatasetInfo> unpublished;  // by name
   std::vector<ClientInfo> clients;                  // by pid
+  // Every user using memory, and every user given a quota of its own, by uid.
+  std::vector<UserUsageInfo> users;
   uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
 };
 

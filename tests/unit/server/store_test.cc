@@ -43,7 +43,7 @@ class StoreTest : public ::testing::Test {
 
   // A fresh Store with `limit` bytes on a segment no other test uses, and
   // the publisher's read-write mapping of it.
-  void make_store(uint64_t limit, bool verify_on_publish = false) {
+  void make_store(uint64_t limit, bool verify_on_publish = false, uint64_t user_quota = 0) {
     mapping_.reset();
     object_.reset();
     store_.reset();
@@ -55,6 +55,7 @@ class StoreTest : public ::testing::Test {
     options.max_datasets = 4;
     options.remove_on_exit = true;
     options.verify_on_publish = verify_on_publish;
+    options.user_quota = user_quota;
     auto created = Store::create(options);
     ASSERT_TRUE(created.ok()) << created.status().to_string();
     store_ = std::move(created).value();
@@ -169,6 +170,32 @@ TEST_F(StoreTest, AllocationOverTheLimitNamesUsedLimitRequestedAndChangesNothing
   // Exactly what is left still fits.
   EXPECT_TRUE(store_->allocate(s, kPageSize - shm::kExtentHeaderBytes).ok());
   EXPECT_EQ(store_->used_bytes(), store_->memory_limit());
+}
+
+// A quota is each uid's own; a closed session gives its unsealed bytes back
+// to its user.
+TEST_F(StoreTest, AQuotaHoldsPerUidAndAClosedSessionGivesItsBytesBack) {
+  make_store(4 * kMiB, false, /*user_quota=*/4 * kPageSize);
+  const Store::SessionId a = store_->open_session(100, 1000), b = store_->open_session(101, 1001);
+  const uint64_t two_pages = 2 * kPageSize - shm::kExtentHeaderBytes;  // with its header
+  ASSERT_TRUE(store_->allocate(a, two_pages).ok());
+  ASSERT_TRUE(store_->allocate(a, two_pages).ok());  // exactly the quota
+  auto refused = store_->allocate(a, 1);
+  ASSERT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("uid=1000 quota=16384 used=16384 requested=4096"),
+            std::string::npos)
+      << refused.status().message();
+  EXPECT_TRUE(store_->allocate(b, 1).ok()) << "another uid has a quota of its own";
+  auto users = store_->status().users;
+  ASSERT_EQ(users.size(), 2u);
+  EXPECT_EQ(users[0].uid, 1000u);
+  EXPECT_EQ(users[0].used_bytes, 4 * kPageSize);
+  EXPECT_EQ(users[0].quota_bytes, 4 * kPageSize);
+  store_->close_session(a);
+  users = store_->status().users;
+  ASSERT_EQ(users.size(), 1u);
+  EXPECT_EQ(users[0].uid, 1001u);
+  EXPECT_EQ(users[0].used_bytes, kPageSize);
 }
 
 TEST_F(StoreTest, PublishSealsTheExtentsAndChargesTheDescriptor) {
