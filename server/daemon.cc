@@ -247,7 +247,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   if (!d->signal_fd_.valid()) return Status::from_errno("signalfd", errno);
   d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
-  for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd()}) {
+  for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd(),
+                 d->store_->punch_ready_fd()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -297,12 +298,9 @@ Daemon::~Daemon() {
 Status Daemon::run() {
   std::vector<epoll_event> events(64);
   for (;;) {
-    // With freed memory still to give back, only look for ready events and
-    // punch the next step after serving them.
     const int silent_timeout = close_silent_connections();
     const int recheck_timeout = recheck_holds();
-    const int timeout =
-        store_->has_punch_work() ? 0 : sooner_timeout(silent_timeout, recheck_timeout);
+    const int timeout = sooner_timeout(silent_timeout, recheck_timeout);
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -325,6 +323,10 @@ Status Daemon::run() {
       }
       if (fd == metrics_->refresh_fd()) {
         refresh_metrics();
+        continue;
+      }
+      if (fd == store_->punch_ready_fd()) {
+        store_->collect_punched();
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -353,7 +355,6 @@ Status Daemon::run() {
     }
     flush_woken();
     if (std::exchange(lease_released_, false)) store_->recheck_table_holds();
-    store_->punch_some();
   }
 }
 

@@ -176,21 +176,27 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
   if (!mapping.ok()) return remove_on_error(mapping.status());
 
-  std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping).value()));
+  auto puncher = Puncher::start(segment);
+  if (!puncher.ok()) return remove_on_error(puncher.status());
+  std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping).value(),
+                                         std::move(puncher).value()));
   if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
   return store;
 }
 
-Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping)
+Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
+             std::unique_ptr<Puncher> puncher)
     : options_(std::move(options)),
       segment_(std::move(segment)),
       mapping_(std::move(mapping)),
       segment_bytes_(mapping_.size()),
       data_offset_(shm::index_area_bytes()),
       index_bytes_(header_and_index_bytes(options_.max_datasets)),
-      allocator_(data_offset_, data_area_bytes(options_.memory_limit)) {}
+      allocator_(data_offset_, data_area_bytes(options_.memory_limit)),
+      puncher_(std::move(puncher)) {}
 
 Store::~Store() {
+  puncher_.reset();  // finishes giving back what it was handed
   if (options_.remove_on_exit) (void)shm::ShmObject::unlink(segment_.name());
 }
 
@@ -486,7 +492,7 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
   // get waited 228 ms while shelfd reserved 1 GiB itself). publish() checks
   // that the publisher did reserve everything.
   const uint64_t reserve = kind == shm::ExtentKind::kPartition ? kPageSize : length;
-  if (Status s = segment_.reserve(*offset, reserve); !s.ok()) {
+  if (Status s = segment_.reserve_through(mapping_.data() + *offset, *offset, reserve); !s.ok()) {
     allocator_.free(*offset, length);
     return s;
   }
@@ -506,18 +512,17 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
 void Store::free_extents(const std::vector<Extent>& extents) {
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  if (total <= kPunchStepBytes && punching_.empty()) {
+  if (total <= kPunchAtOnceBytes) {
     for (const Extent& e : extents) {
       punch_range(e.offset, e.length);
       finish_punch(e);
     }
     return;
   }
-  // Punching takes ~125 ms per GiB: more than a step is done a step at a
-  // time between requests (punch_some), so other clients are not kept
-  // waiting. The extents stay allocated and counted in used_bytes_ until gone.
+  // The extents stay allocated and counted in used_bytes_ until the thread
+  // is done with them (collect_punched).
   for (const Extent& e : extents) {
-    punching_.push_back(Punch{e, 0});
+    puncher_->punch({e.offset, e.length});
     punching_bytes_ += e.length;
   }
 }
@@ -534,25 +539,22 @@ void Store::finish_punch(const Extent& extent) {
   used_bytes_ -= extent.length;
 }
 
-void Store::punch_some() {
-  for (uint64_t budget = kPunchStepBytes; budget > 0 && !punching_.empty();) {
-    Punch& r = punching_.front();
-    const uint64_t step = std::min(budget, r.extent.length - r.done);
-    punch_range(r.extent.offset + r.done, step);
-    r.done += step;
-    budget -= step;
-    if (r.done == r.extent.length) {
-      punching_bytes_ -= r.extent.length;
-      finish_punch(r.extent);
-      punching_.pop_front();
-    }
+void Store::collect_punched() {
+  for (const Puncher::Range& r : puncher_->take_done()) {
+    punching_bytes_ -= r.length;
+    finish_punch(Extent{r.offset, r.length});
   }
+}
+
+void Store::wait_for_punching() {
+  puncher_->wait_until_idle();
+  collect_punched();
 }
 
 bool Store::make_room(uint64_t bytes) {
   // Memory on its way back counts until it is back; when a request needs it
-  // now, finish giving it back first (a stall only for that request).
-  while (used_bytes_ + bytes > options_.memory_limit && !punching_.empty()) punch_some();
+  // now, wait for it (a stall of the loop, but only near the limit).
+  if (used_bytes_ + bytes > options_.memory_limit && punching_bytes_ > 0) wait_for_punching();
   return used_bytes_ + bytes <= options_.memory_limit;
 }
 

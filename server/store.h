@@ -30,6 +30,7 @@
 
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
+#include "server/puncher.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
@@ -178,13 +179,16 @@ class Store {
   std::vector<protocol::QuarantinedDataset> quarantined() const;
   int64_t started_ns() const { return started_ns_; }
 
-  // ---- Hole punching ----
-  // True while freed memory is still being given back to the OS; the daemon
-  // then calls punch_some() between requests until it is done.
-  bool has_punch_work() const { return !punching_.empty(); }
-  // Gives back the next step (up to kPunchStepBytes, over one or more
-  // extents) of freed memory.
-  void punch_some();
+  // ---- Hole punching (server/puncher.h) ----
+  // Readable (for the daemon's epoll) when memory the puncher thread gave
+  // back is waiting to leave the accounting: then call collect_punched().
+  int punch_ready_fd() const { return puncher_->ready_fd(); }
+  // The extents the thread has punched leave the allocator and the accounting.
+  void collect_punched();
+  // Waits for the thread to punch everything handed to it, then
+  // collect_punched(): what make_room() does for a request that needs the
+  // memory now, and what tests do to see it back.
+  void wait_for_punching();
 
   protocol::ListResponse list() const;
   // `who_holds`: with the unpublished datasets still read and the client
@@ -250,7 +254,8 @@ class Store {
   };
 
   // ---- Constant after start ------------------------------------------------
-  Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping);
+  Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
+        std::unique_ptr<Puncher> puncher);
   // Writes the header of a new segment and charges the header and index.
   Status initialise();
 
@@ -381,21 +386,21 @@ class Store {
   std::optional<uint64_t> enter_item(Dataset dataset);
 
   // ---- Hole punching: giving freed memory back to the OS -------------------
-  // Frees extents: at once when they add up to one step or less, else
-  // queued for punch_some().
+  // Frees extents: small ones at once, the rest by the puncher thread, which
+  // hands them back to collect_punched().
   void free_extents(const std::vector<Extent>& extents);
+  // Punches on the loop, at once: small frees, and recovery's unowned ranges
+  // (before the loop serves anyone).
   void punch_range(uint64_t offset, uint64_t length);
   // The extent's pages are gone: it leaves the allocator and the accounting.
   void finish_punch(const Extent& extent);
 
-  // Punching 32 MiB of tmpfs takes ~4 ms: the longest another request waits.
-  static constexpr uint64_t kPunchStepBytes = 32ull << 20;
-  struct Punch {
-    Extent extent;
-    uint64_t done = 0;  // bytes punched so far
-  };
-  std::deque<Punch> punching_;  // still allocated and counted in used_bytes_
-  uint64_t punching_bytes_ = 0;
+  // Frees of up to this many bytes are punched on the loop, at once (~0.6 ms
+  // here), so that a small or middling unpublish has given its memory back
+  // when it answers; larger ones go to the puncher thread.
+  static constexpr uint64_t kPunchAtOnceBytes = 16ull << 20;
+  std::unique_ptr<Puncher> puncher_;
+  uint64_t punching_bytes_ = 0;  // handed to the puncher: still allocated and in used_bytes_
 
   // ---- Restart: re-attaching a segment (server/recovery.cc) ----------------
   // Contract: after attach() succeeds, the index, allocator and accounting

@@ -125,6 +125,16 @@ Status ShmObject::resize(uint64_t size) const {
   return Status();
 }
 
+namespace {
+
+Status dev_shm_full(uint64_t length) {
+  return Status::resource_exhausted(
+      "/dev/shm is full: could not reserve " + std::to_string(length) +
+      " bytes; free space in /dev/shm (df -h /dev/shm) or lower --memory-limit");
+}
+
+}  // namespace
+
 Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   int err;
   do {  // tmpfs gives up with EINTR when a signal arrives: try again
@@ -134,9 +144,26 @@ Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   // posix_fallocate may have allocated part of the range: give it back.
   (void)punch(offset, length);
   if (err == ENOSPC) {
-    return Status::resource_exhausted(
-        "/dev/shm is full: could not reserve " + std::to_string(length) +
-        " bytes; free space in /dev/shm (df -h /dev/shm) or lower --memory-limit");
+    return dev_shm_full(length);
+  }
+  return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
+}
+
+Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t length) const {
+  int err = 0;
+  while (::madvise(mapped, length, MADV_POPULATE_WRITE) != 0) {
+    err = errno;
+    if (err != EINTR) break;  // a signal: try again (done pages are skipped)
+    err = 0;
+  }
+  if (err == 0) return Status();
+  if (err == EINVAL) return reserve(offset, length);  // a kernel without MADV_POPULATE_WRITE
+  // What was faulted in before the failure: give it back.
+  (void)punch(offset, length);
+  // A fault tmpfs cannot back is EFAULT (it would have been SIGBUS), an
+  // allocation the kernel refuses ENOMEM.
+  if (err == EFAULT || err == ENOMEM) {
+    return dev_shm_full(length);
   }
   return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
 }

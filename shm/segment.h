@@ -53,6 +53,15 @@ class ShmObject {
   // so that a full /dev/shm is an error now instead of a SIGBUS later.
   // Errors: ResourceExhausted naming /dev/shm when it is full.
   Status reserve(uint64_t offset, uint64_t length) const;
+  // reserve(), but by faulting the pages in through `mapped`, which points at
+  // `offset` of a writable shared mapping of this object (MADV_POPULATE_WRITE,
+  // Linux 5.14; older kernels get reserve()). tmpfs holds the file's lock
+  // for the whole of a posix_fallocate, and every other fallocate, hole
+  // punch and SEEK_HOLE of the segment waits for it (a publisher's 1 GiB
+  // held them all, shelfd's loop included, for ~80 ms); a fault takes no
+  // such lock. The pages are mapped afterwards. Errors as reserve(); on one,
+  // nothing of the range stays reserved.
+  Status reserve_through(std::byte* mapped, uint64_t offset, uint64_t length) const;
   // True when SEEK_HOLE finds no hole in [offset, offset+length). On tmpfs a
   // page that was reserved but never touched counts as a hole too: true means
   // every page was allocated and touched (see Mapping::map's `populate`).

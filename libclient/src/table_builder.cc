@@ -124,17 +124,18 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
   };
   auto segment = client->writable_segment();
   if (!segment.ok()) return abort_extent(segment.status());
+  auto mapping = shm::Mapping::map(**segment, r.offset, r.length, /*writable=*/true);
+  if (!mapping.ok()) return abort_extent(mapping.status());
   // The daemon reserved the header page; the rest is ours to reserve, in our
   // own time rather than the daemon's (a full /dev/shm is an error here, not
-  // a SIGBUS later). The daemon checks at publish that no hole is left.
+  // a SIGBUS later), by faults that hold up no one else's reservation and map
+  // every page in one call. The daemon checks at publish that no hole is left.
   if (r.length > shm::kPageSize) {
-    Status reserved = (*segment)->reserve(r.offset + shm::kPageSize, r.length - shm::kPageSize);
+    Status reserved = (*segment)->reserve_through(mapping->data() + shm::kPageSize,
+                                                  r.offset + shm::kPageSize,
+                                                  r.length - shm::kPageSize);
     if (!reserved.ok()) return abort_extent(reserved);
   }
-  // Populating maps every page now, in one call, instead of a fault per page.
-  auto mapping = shm::Mapping::map(**segment, r.offset, r.length, /*writable=*/true,
-                                   /*populate=*/true);
-  if (!mapping.ok()) return abort_extent(mapping.status());
   p->mapping.emplace(std::move(mapping).value());
   // Fresh extents read as zeros, but say what the string writers rely on.
   for (size_t c = 0; c < schema.size(); ++c) {

@@ -36,7 +36,7 @@ void expect_back_to(Client& client, const TestDaemon& daemon, const Baseline& be
                     uint32_t connections = 1) {
   EXPECT_TRUE(eventually([&] { return status_of(client).num_connections == connections; }))
       << "the daemon did not notice the client's death";
-  const MemoryStats st = status_of(client);
+  const MemoryStats st = status_once_freed(client);
   EXPECT_EQ(st.unsealed_bytes, 0u);
   EXPECT_EQ(st.used_bytes, before.used);
   EXPECT_EQ(daemon.resident_bytes(), before.resident) << "the pages were not given back";
@@ -155,7 +155,7 @@ TEST(CrashTest, ReaderKilledWhileHoldingLeasesFreesThem) {
 
   EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 0; }))
       << "the dead reader's leases were not released";
-  st = status_of(client);
+  st = status_once_freed(client);
   EXPECT_EQ(st.pending_free_bytes, 0u);
   EXPECT_EQ(st.used_bytes, with_kept_only.used);
   EXPECT_EQ(st.num_connections, 1u);

@@ -155,6 +155,17 @@ MemoryStats status_of(Client& client) {
   return std::move(s).value();
 }
 
+MemoryStats status_once_freed(Client& client) {
+  MemoryStats st;
+  if (!eventually([&] {
+        st = status_of(client);
+        return st.pending_free_bytes == 0;
+      })) {
+    ADD_FAILURE() << st.pending_free_bytes << " bytes freed were not given back";
+  }
+  return st;
+}
+
 std::vector<std::string> listed_names(Client& client) {
   auto list = client.list_datasets();
   if (!list.ok()) die("list_datasets: " + list.status().to_string());

@@ -97,6 +97,11 @@ bool use_private_dev_shm(const char* size);
 // status(); throws TestFailure on error.
 MemoryStats status_of(Client& client);
 
+// status() once nothing freed is still on its way back (pending_free_bytes
+// 0): shelfd's puncher thread gives large frees back after the call that
+// freed them. A gtest failure if that takes past kWaitTimeout.
+MemoryStats status_once_freed(Client& client);
+
 // The names `client` lists.
 std::vector<std::string> listed_names(Client& client);
 

@@ -249,8 +249,7 @@ void unpublish_while_leased(bool release_explicitly) {
   // Neither release() (posted without waiting for the reply) nor an exit is
   // ordered with this connection's requests: wait for the daemon to see it.
   EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 0; }));
-  const MemoryStats after = status_of(client);
-  EXPECT_EQ(after.pending_free_bytes, 0u);
+  const MemoryStats after = status_once_freed(client);
   EXPECT_EQ(after.used_bytes, baseline.used_bytes);
   EXPECT_EQ(daemon->resident_bytes(), baseline_resident) << "the pages were given back";
   if (release_explicitly) {
@@ -392,7 +391,7 @@ TEST(FullDevShmTest, PublishFailsCleanlyAndEverythingElseStays) {
     ASSERT_FALSE(part.ok());
     EXPECT_EQ(part.status().code(), Status::Code::kResourceExhausted);
     EXPECT_THAT(part.status().message(), HasSubstr("/dev/shm is full")) << part.status().message();
-    const MemoryStats after = status_of(client);
+    const MemoryStats after = status_once_freed(client);
     EXPECT_EQ(after.used_bytes, before.used_bytes);
     EXPECT_EQ(after.unsealed_bytes, 0u);
     EXPECT_EQ(after.resident_bytes, before.resident_bytes);

@@ -161,7 +161,7 @@ struct Snapshot {
 
 Snapshot snapshot_of(Client& client) {
   Snapshot s;
-  const MemoryStats st = status_of(client);
+  const MemoryStats st = status_once_freed(client);
   s.used = st.used_bytes;
   s.index = st.index_bytes;
   for (const DatasetInfo& d : st.datasets) {
@@ -340,7 +340,7 @@ TEST(RestartTest, CleanStopKeepsTheDatasetsForTheNextDaemon) {
   for (const std::string& name : listed_names(client)) {
     ASSERT_TRUE(client.unpublish_dataset(name).ok()) << name;
   }
-  const MemoryStats empty = status_of(client);
+  const MemoryStats empty = status_once_freed(client);
   EXPECT_EQ(empty.used_bytes, empty.index_bytes);
   EXPECT_EQ(daemon->resident_bytes(), empty.index_bytes) << "pages not given back";
 }
@@ -417,7 +417,7 @@ TEST_P(MidWriteTest, HalfWrittenDatasetIsDroppedAndItsMemoryComesBack) {
     EXPECT_TRUE(eventually([&] { return status_of(after).unsealed_bytes == 0; }))
         << "the dead publisher's extents were not freed";
   }
-  const MemoryStats st = status_of(after);
+  const MemoryStats st = status_once_freed(after);
   EXPECT_EQ(st.unsealed_bytes, 0u);
   EXPECT_EQ(st.used_bytes, before.used) << "used must equal the published total";
   EXPECT_EQ(daemon->resident_bytes(), resident_before) << "the pages were not given back";
@@ -668,7 +668,7 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
   TableBuilder again = make_int64_table(client, 10, 1);
   EXPECT_EQ(client.publish_dataset("victim", again).code(), Status::Code::kAlreadyExists);
   ASSERT_TRUE(client.unpublish_dataset("victim").ok());
-  st = status_of(client);
+  st = status_once_freed(client);
   EXPECT_TRUE(st.quarantined.empty());
   // `again` holds an unsealed extent of its own.
   EXPECT_EQ(st.used_bytes - st.unsealed_bytes, before.used - victim_bytes);

@@ -393,7 +393,9 @@ TEST_F(StoreTest, VerifyOnPublishRefusesChangedBytes) {
   EXPECT_TRUE(publish(s, {item("x", {p})}).ok());  // checksums of the bytes as they are now
 }
 
-TEST_F(StoreTest, LargeFreesArePunchedStepByStepAndCountAsUsedUntilBack) {
+// A large free is punched by the puncher thread: the call returns at once,
+// and the memory counts as used (pending free) until the thread hands it back.
+TEST_F(StoreTest, LargeFreesArePunchedOffTheLoopAndCountAsUsedUntilBack) {
   make_store(256 * kMiB);
   const Store::SessionId s = store_->open_session(100, 1000);
   auto a = store_->allocate(s, 80 * kMiB - shm::kExtentHeaderBytes);
@@ -404,41 +406,49 @@ TEST_F(StoreTest, LargeFreesArePunchedStepByStepAndCountAsUsedUntilBack) {
   ASSERT_GE(resident, 80 * kMiB);
 
   ASSERT_TRUE(store_->abort(s, a->offset).ok());
-  ASSERT_TRUE(store_->has_punch_work());  // more than one step: nothing punched yet
   protocol::StatusResponse st = store_->status();
-  EXPECT_EQ(st.used_bytes, index_bytes_ + 80 * kMiB);
+  EXPECT_EQ(st.used_bytes, index_bytes_ + 80 * kMiB) << "counted until the thread says it is back";
   EXPECT_EQ(st.pending_free_bytes, 80 * kMiB);
   EXPECT_EQ(st.unsealed_bytes, 0u);
-  EXPECT_EQ(st.resident_bytes, resident);
 
-  store_->punch_some();  // 32 MiB
-  st = store_->status();
-  EXPECT_TRUE(store_->has_punch_work());
-  EXPECT_EQ(st.resident_bytes, resident - 32 * kMiB);
-  EXPECT_EQ(st.used_bytes, index_bytes_ + 80 * kMiB);  // the extent is freed whole, at the end
-  store_->punch_some();                                // 64 MiB
-  EXPECT_TRUE(store_->has_punch_work());
-  store_->punch_some();  // 80 MiB: done
-  EXPECT_FALSE(store_->has_punch_work());
+  store_->wait_for_punching();
   st = store_->status();
   EXPECT_EQ(st.used_bytes, index_bytes_);
   EXPECT_EQ(st.pending_free_bytes, 0u);
   EXPECT_EQ(st.resident_bytes, resident - 80 * kMiB);
+  // The extent is free again, whole.
+  auto again = store_->allocate(s, 80 * kMiB - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->offset, a->offset);
 }
 
-TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedFinishesThePunchingFirst) {
+// Small frees are punched at once, before the call returns.
+TEST_F(StoreTest, SmallFreesAreBackBeforeTheCallReturns) {
+  const Store::SessionId s = store_->open_session(100, 1000);
+  auto a = store_->allocate(s, kMiB - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(for_tests::write_extent(*object_, a->offset, a->length).ok());
+  const uint64_t resident = store_->status().resident_bytes;
+  ASSERT_TRUE(store_->abort(s, a->offset).ok());
+  const protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.used_bytes, index_bytes_);
+  EXPECT_EQ(st.pending_free_bytes, 0u);
+  EXPECT_EQ(st.resident_bytes, resident - kMiB);
+}
+
+TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedWaitsForIt) {
   make_store(128 * kMiB);
   const Store::SessionId s = store_->open_session(100, 1000);
   const uint64_t room = store_->memory_limit() - index_bytes_;
   auto a = store_->allocate(s, room - shm::kExtentHeaderBytes);
   ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(for_tests::write_extent(*object_, a->offset, a->length).ok());
   ASSERT_TRUE(store_->abort(s, a->offset).ok());
-  ASSERT_TRUE(store_->has_punch_work());
   ASSERT_EQ(store_->used_bytes(), store_->memory_limit());
 
   auto b = store_->allocate(s, kMiB);  // needs what is on its way back
   ASSERT_TRUE(b.ok()) << b.status().to_string();
-  EXPECT_FALSE(store_->has_punch_work());
+  EXPECT_EQ(store_->status().pending_free_bytes, 0u);
   EXPECT_EQ(store_->used_bytes(), index_bytes_ + kMiB + kPageSize);
 }
 
