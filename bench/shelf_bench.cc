@@ -1695,8 +1695,9 @@ void figure_loop(Bench& b) {
   add_row("10", "  its p99 (vs the same alone)", percentile(during.publish_us, 0.99), "us",
           percentile(alone.publish_us, 0.99), "us",
           percentile(during.publish_us, 0.99) / percentile(alone.publish_us, 0.99));
-  add_row("10", "  of " + std::to_string(during.publish_us.size()) + " in " +
-                    std::to_string(static_cast<int>(loop_s * 1000)) + " ms, how many took > 10 ms",
+  add_row("10",
+          "  of " + std::to_string(during.publish_us.size()) + " in " +
+              std::to_string(static_cast<int>(loop_s * 1000)) + " ms, how many took > 10 ms",
           over(during.publish_us, 10'000), "");
   add_row("10", "the loop's unpublish_dataset() of " + b.big_label + ", the worst call",
           worst(unpublish_us) / 1e3, "ms");

@@ -445,7 +445,8 @@ std::string Store::what_uses_memory() const {
     for (const auto& [pid, row] : holder_rows(index_of)) {
       uint64_t bytes = 0;
       for (const auto& [index, leases] : row.held) bytes += memory[index];
-      if (bytes > 0) holders.emplace_back(process_with_bytes(pid, row.summary.command, bytes), bytes);
+      if (bytes > 0)
+        holders.emplace_back(process_with_bytes(pid, row.summary.command, bytes), bytes);
     }
     out += "; " + format_bytes(pending_free_bytes_) +
            " is unpublished but still read, and comes back when its readers let go" +
@@ -990,7 +991,8 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   if (who_holds) describe_holders(in_tables, s);
   std::map<uint32_t, protocol::UserUsage> users;
   for (const auto& [uid, bytes] : charged_) users[uid] = {uid, bytes, quota_of(uid)};
-  for (const auto& [uid, quota] : options_.user_quotas) users[uid] = {uid, users[uid].used_bytes, quota};
+  for (const auto& [uid, quota] : options_.user_quotas)
+    users[uid] = {uid, users[uid].used_bytes, quota};
   for (const auto& [uid, usage] : users) s.users.push_back(usage);
   return s;
 }

@@ -861,7 +861,8 @@ Result<MemoryStats> Client::status() {
         UnpublishedDatasetInfo{u.name, u.memory_bytes, u.leases, u.restart_hold});
   }
   m.clients = to_clients(r);
-  for (const auto& u : r.users) m.users.push_back(UserUsageInfo{u.uid, u.used_bytes, u.quota_bytes});
+  for (const auto& u : r.users)
+    m.users.push_back(UserUsageInfo{u.uid, u.used_bytes, u.quota_bytes});
   return m;
 }
 

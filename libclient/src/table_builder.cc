@@ -131,9 +131,8 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
   // a SIGBUS later), by faults that hold up no one else's reservation and map
   // every page in one call. The daemon checks at publish that no hole is left.
   if (r.length > shm::kPageSize) {
-    Status reserved = (*segment)->reserve_through(mapping->data() + shm::kPageSize,
-                                                  r.offset + shm::kPageSize,
-                                                  r.length - shm::kPageSize);
+    Status reserved = (*segment)->reserve_through(
+        mapping->data() + shm::kPageSize, r.offset + shm::kPageSize, r.length - shm::kPageSize);
     if (!reserved.ok()) return abort_extent(reserved);
   }
   p->mapping.emplace(std::move(mapping).value());

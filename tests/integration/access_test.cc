@@ -479,7 +479,8 @@ TEST(AccessTest, OneUserCannotTakeEveryConnection) {
 // each user's use and quota.
 TEST(AccessTest, OneUserOverItsQuotaLeavesAnotherServed) {
   SKIP_UNLESS_ROOT();
-  auto daemon = TestDaemon::start({.extra_args = {"--group", "users", "--user-quota", "4321=1MiB"}});
+  auto daemon =
+      TestDaemon::start({.extra_args = {"--group", "users", "--user-quota", "4321=1MiB"}});
   ASSERT_NE(daemon, nullptr);
   constexpr uid_t kUserA = 4321, kUserB = 4322;
   EXPECT_EQ(as_user(kUserA, kUserA, {kUsers},
@@ -494,14 +495,15 @@ TEST(AccessTest, OneUserOverItsQuotaLeavesAnotherServed) {
                       EXPECT_THAT(refused.message(), HasSubstr(" used of 1.00 MiB, "));
                     }),
             0);
-  EXPECT_EQ(as_user(kUserB, kUserB, {kUsers},
-                    [&] {
-                      Client c = daemon->connect();
-                      publish_int64(c, "from_b", 1 << 20, 2);  // 8 MiB: no quota of its own
-                      TableBuilder mine = make_int64_table(c, 16, 3);
-                      ASSERT_TRUE(c.publish_dataset("from_a", mine, {.override_existing = true}).ok());
-                    }),
-            0);
+  EXPECT_EQ(
+      as_user(kUserB, kUserB, {kUsers},
+              [&] {
+                Client c = daemon->connect();
+                publish_int64(c, "from_b", 1 << 20, 2);  // 8 MiB: no quota of its own
+                TableBuilder mine = make_int64_table(c, 16, 3);
+                ASSERT_TRUE(c.publish_dataset("from_a", mine, {.override_existing = true}).ok());
+              }),
+      0);
   Client root = daemon->connect();
   const MemoryStats st = status_of(root);
   ASSERT_EQ(st.users.size(), 2u);
@@ -524,8 +526,8 @@ TEST(AccessTest, OneUserOverItsQuotaLeavesAnotherServed) {
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_THAT(json.out, HasSubstr("\"users\":[{\"uid\":4321,"));
   EXPECT_THAT(json.out, HasSubstr("\"used_bytes\":0,\"quota_bytes\":1048576}"));
-  EXPECT_THAT(json.out, HasSubstr("\"used_bytes\":" + std::to_string(b_datasets) +
-                                  ",\"quota_bytes\":null}"));
+  EXPECT_THAT(json.out,
+              HasSubstr("\"used_bytes\":" + std::to_string(b_datasets) + ",\"quota_bytes\":null}"));
 }
 
 // shelfd's own user is not held to the share: it may take every slot.
