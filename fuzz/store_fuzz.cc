@@ -136,7 +136,7 @@ class Harness {
         sessions_.erase(sessions_.begin() + static_cast<std::ptrdiff_t>(si));
         break;
       case 8:
-        store_.collect_punched();
+        store_.collect_background();
         break;
       default:
         (void)store_.list();
@@ -149,7 +149,7 @@ class Harness {
   void finish() {
     for (Store::SessionId s : sessions_) store_.close_session(s);
     for (const std::string& name : names_) (void)store_.unpublish(name);
-    store_.wait_for_punching();
+    store_.wait_for_background();
     protocol::StatusResponse s = store_.status();
     SHELF_CHECK(s.datasets.empty());
     SHELF_CHECK(s.num_leases == 0 && s.unsealed_bytes == 0 && s.pending_free_bytes == 0);

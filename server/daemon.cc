@@ -39,10 +39,13 @@ struct Daemon::Connection {
   uint32_t uid = 0;
   bool greeted = false;  // Hello received
   bool closing = false;  // close once `out` is flushed
-  // A WaitFor is pending: nothing more is read until it is answered, and the
-  // names it still waits for (each has this fd in waiters_).
+  // A WaitFor is pending, or a Publish waits for its checks: nothing more is
+  // read until it is answered. The names it still waits for (each has this
+  // fd in waiters_), or the ticket of the checks (in checking_; the Publish
+  // frame stays in `in`, to be processed again once they are done).
   bool parked = false;
   std::vector<std::string> waiting_for;
+  uint64_t check_ticket = 0;
   // Subscribed: a one-way event stream from now on (nothing more is read),
   // and the events not queued since its backlog reached kMaxEventBacklogBytes.
   bool subscribed = false;
@@ -248,7 +251,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
   for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd(),
-                 d->store_->punch_ready_fd()}) {
+                 d->store_->background_ready_fd()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -325,8 +328,8 @@ Status Daemon::run() {
         refresh_metrics();
         continue;
       }
-      if (fd == store_->punch_ready_fd()) {
-        store_->collect_punched();
+      if (fd == store_->background_ready_fd()) {
+        store_->collect_background();
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -353,6 +356,7 @@ Status Daemon::run() {
       if (events[i].events & EPOLLOUT) on_writable(c);
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
+    wake_checked();
     flush_woken();
     if (std::exchange(lease_released_, false)) store_->recheck_table_holds();
   }
@@ -554,6 +558,7 @@ void Daemon::close_connection(int fd) {
   // Ends the session: unsealed extents are freed, leases released.
   store_->close_session(it->second->session);
   drop_waits(*it->second);
+  if (it->second->check_ticket != 0) checking_.erase(it->second->check_ticket);
   if (it->second->subscribed) std::erase(subscribers_, fd);
   if (auto held = connections_of_uid_.find(it->second->uid);
       held != connections_of_uid_.end() && --held->second == 0) {
@@ -693,6 +698,7 @@ void Daemon::process_frames(Connection& c) {
     }
     if (rest.size() - protocol::kFrameHeaderBytes < h.payload_length) break;  // wait for more
     dispatch(c, h.type, rest.subspan(protocol::kFrameHeaderBytes, h.payload_length));
+    if (c.check_ticket != 0) break;  // the frame is processed again once checked
     consumed += protocol::kFrameHeaderBytes + h.payload_length;
   }
   c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(consumed));
@@ -784,6 +790,13 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       std::vector<bool> replaces;
       for (size_t i = 0; !subscribers_.empty() && i < m->items.size(); ++i) {
         replaces.push_back(store_->summary(m->items[i].name).has_value());
+      }
+      // Large: its checks run off the loop first (Store::start_publish_checks).
+      if (auto ticket = store_->start_publish_checks(c.session, *m)) {
+        c.check_ticket = *ticket;
+        c.parked = true;
+        checking_.emplace(*ticket, c.fd.get());
+        return;
       }
       Status s = store_->publish(c.session, *m);
       if (s.ok()) counters_.publishes += m->items.size();
@@ -878,6 +891,18 @@ void Daemon::wake_waiters(const std::vector<protocol::PublishItem>& items) {
       woken_.push_back(fd);
     }
     waiters_.erase(it);
+  }
+}
+
+void Daemon::wake_checked() {
+  for (uint64_t ticket : store_->take_finished_checks()) {
+    auto it = checking_.find(ticket);
+    if (it == checking_.end()) continue;  // its connection closed meanwhile
+    Connection& c = *connections_.at(it->second);
+    checking_.erase(it);
+    c.check_ticket = 0;
+    c.parked = false;
+    woken_.push_back(c.fd.get());  // on_writable() processes its Publish again
   }
 }
 

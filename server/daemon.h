@@ -125,6 +125,9 @@ class Daemon {
   // Sends the answers wake_waiters() queued, outside of any other
   // connection's dispatch (a woken connection may then run its next request).
   void flush_woken();
+  // Unparks the Publishes whose checks the worker has finished
+  // (Store::take_finished_checks), for flush_woken() to process again.
+  void wake_checked();
   // Removes `c`'s waiters (its connection is closing).
   void drop_waits(Connection& c);
   // Subscribe: answers with the generation, queues the restart and
@@ -160,6 +163,8 @@ class Daemon {
   // newly queued). See docs/protocol.md, "Waiting".
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
+  // Publishes whose checks run on the segment worker: ticket -> fd.
+  std::unordered_map<uint64_t, int> checking_;
   std::vector<int> subscribers_;  // event streams (fds), in the order they subscribed
   std::chrono::steady_clock::time_point next_hold_recheck_{};
   bool lease_released_ = false;  // a LeaseReleased came this loop turn

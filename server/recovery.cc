@@ -379,9 +379,9 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
     log_info("restart: --max-datasets " + std::to_string(h.index_capacity) + " -> " +
              std::to_string(options.max_datasets) + "; every dataset stays in its slot");
   }
-  SHELF_ASSIGN_OR_RETURN(std::unique_ptr<Puncher> puncher, Puncher::start(segment));
+  SHELF_ASSIGN_OR_RETURN(std::unique_ptr<SegmentWorker> worker, SegmentWorker::start(segment));
   std::unique_ptr<Store> store(
-      new Store(options, std::move(segment), std::move(mapping), std::move(puncher)));
+      new Store(options, std::move(segment), std::move(mapping), std::move(worker)));
   store->recover();
   return store;
 }

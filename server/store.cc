@@ -176,16 +176,16 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   auto mapping = shm::Mapping::map(segment, 0, segment_bytes, /*writable=*/true);
   if (!mapping.ok()) return remove_on_error(mapping.status());
 
-  auto puncher = Puncher::start(segment);
-  if (!puncher.ok()) return remove_on_error(puncher.status());
+  auto worker = SegmentWorker::start(segment);
+  if (!worker.ok()) return remove_on_error(worker.status());
   std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping).value(),
-                                         std::move(puncher).value()));
+                                         std::move(worker).value()));
   if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
   return store;
 }
 
 Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
-             std::unique_ptr<Puncher> puncher)
+             std::unique_ptr<SegmentWorker> worker)
     : options_(std::move(options)),
       segment_(std::move(segment)),
       mapping_(std::move(mapping)),
@@ -193,10 +193,10 @@ Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
       data_offset_(shm::index_area_bytes()),
       index_bytes_(header_and_index_bytes(options_.max_datasets)),
       allocator_(data_offset_, data_area_bytes(options_.memory_limit)),
-      puncher_(std::move(puncher)) {}
+      worker_(std::move(worker)) {}
 
 Store::~Store() {
-  puncher_.reset();  // finishes giving back what it was handed
+  worker_.reset();  // finishes what it was handed
   if (options_.remove_on_exit) (void)shm::ShmObject::unlink(segment_.name());
 }
 
@@ -521,9 +521,9 @@ void Store::free_extents(const std::vector<Extent>& extents) {
     return;
   }
   // The extents stay allocated and counted in used_bytes_ until the thread
-  // is done with them (collect_punched).
+  // is done with them (collect_background).
   for (const Extent& e : extents) {
-    puncher_->punch({e.offset, e.length});
+    worker_->punch({e.offset, e.length});
     punching_bytes_ += e.length;
   }
 }
@@ -540,22 +540,39 @@ void Store::finish_punch(const Extent& extent) {
   used_bytes_ -= extent.length;
 }
 
-void Store::collect_punched() {
-  for (const Puncher::Range& r : puncher_->take_done()) {
+void Store::collect_background() { absorb(worker_->take_done()); }
+
+void Store::wait_for_background() {
+  worker_->wait_until_idle();
+  collect_background();
+}
+
+void Store::absorb(SegmentWorker::Done done) {
+  for (const SegmentWorker::Range& r : done.punched) {
     punching_bytes_ -= r.length;
     finish_punch(Extent{r.offset, r.length});
   }
-}
-
-void Store::wait_for_punching() {
-  puncher_->wait_until_idle();
-  collect_punched();
+  for (auto& [ticket, status] : done.checked) {
+    auto it = pending_checks_.find(ticket);
+    SHELF_CHECK(it != pending_checks_.end());
+    PendingCheck& c = it->second;
+    // A session closed meanwhile freed its extents; nothing to note.
+    if (auto s = sessions_.find(c.session); s != sessions_.end()) {
+      for (size_t i = 0; i < c.extents.size(); ++i) {
+        if (s->second.unsealed.count(c.extents[i]) > 0) {
+          s->second.checked[c.extents[i]] = status.ok() ? (*c.results)[i] : status;
+        }
+      }
+    }
+    pending_checks_.erase(it);
+    finished_checks_.push_back(ticket);
+  }
 }
 
 bool Store::make_room(uint64_t bytes) {
   // Memory on its way back counts until it is back; when a request needs it
   // now, wait for it (a stall of the loop, but only near the limit).
-  if (used_bytes_ + bytes > options_.memory_limit && punching_bytes_ > 0) wait_for_punching();
+  if (used_bytes_ + bytes > options_.memory_limit && punching_bytes_ > 0) wait_for_background();
   return used_bytes_ + bytes <= options_.memory_limit;
 }
 
@@ -591,8 +608,11 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   Session& session = sessions_.at(session_id);
   if (request.items.empty()) return Status::invalid_argument("publish needs at least one dataset");
   recheck_old_mappers();
-  // 1. Validate everything; change nothing.
-  SHELF_ASSIGN_OR_RETURN(PublishPlan plan, validate_publish(session, request));
+  // 1. Validate everything; change nothing. What the worker found for this
+  // request (start_publish_checks) is for this request only: a retry is
+  // checked again.
+  const std::map<uint64_t, Status> checked = std::exchange(session.checked, {});
+  SHELF_ASSIGN_OR_RETURN(PublishPlan plan, validate_publish(session, request, checked));
   // 2. Reserve the descriptor extents (and the intent record's); roll back
   //    if /dev/shm refuses one.
   SHELF_ASSIGN_OR_RETURN(std::vector<Extent> descriptors, reserve_descriptors(session, request));
@@ -642,7 +662,8 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
 }
 
 Result<Store::PublishPlan> Store::validate_publish(const Session& session,
-                                                   const protocol::PublishRequest& request) {
+                                                   const protocol::PublishRequest& request,
+                                                   const std::map<uint64_t, Status>& checked) {
   PublishPlan plan;
   std::set<std::string_view> names_in_request;
   std::set<uint64_t> extents_in_request;
@@ -666,7 +687,8 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
                                       view.status().message());
     }
     for (uint64_t p = 0; p < view->num_partitions(); ++p) {
-      SHELF_RETURN_IF_ERROR(check_publish_partition(session, item, *view, p, extents_in_request));
+      SHELF_RETURN_IF_ERROR(
+          check_publish_partition(session, item, *view, p, checked, extents_in_request));
     }
     plan.charged_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
     plan.views.push_back(std::move(view).value());
@@ -690,6 +712,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
 
 Status Store::check_publish_partition(const Session& session, const protocol::PublishItem& item,
                                       const shm::DescriptorView& view, uint64_t p,
+                                      const std::map<uint64_t, Status>& checked,
                                       std::set<uint64_t>& extents_in_request) {
   const shm::PartitionLayout& part = view.partition(p);
   const std::string where = "dataset " + quoted(item.name) + " partition " + std::to_string(p);
@@ -701,21 +724,37 @@ Status Store::check_publish_partition(const Session& session, const protocol::Pu
   if (!extents_in_request.insert(part.extent_offset).second) {
     return Status::invalid_argument(where + " reuses an extent");
   }
+  // Checked by the worker for this publish (start_publish_checks), or now.
+  if (auto found = checked.find(part.extent_offset); found != checked.end()) return found->second;
+  return check_partition_bytes(view, p, where);
+}
+
+Status Store::check_partition_bytes(const shm::DescriptorView& view, uint64_t p,
+                                    const std::string& where) const {
+  const shm::PartitionLayout& part = view.partition(p);
   // No hole may remain: a reader's first touch of one would need a page
   // that a full /dev/shm cannot give (SIGBUS). SEEK_HOLE counts reserved
   // but never-touched tmpfs pages as holes too, so this asks for what the
-  // client library does: posix_fallocate, then MADV_POPULATE_WRITE.
+  // client library does: pages faulted in (MADV_POPULATE_WRITE), or
+  // posix_fallocate and then MADV_POPULATE_WRITE.
+  // mincore first: it waits for no other fallocate or punch of the file;
+  // SEEK_HOLE (which does) only when it finds a page missing, which may be
+  // one swapped out.
   SHELF_ASSIGN_OR_RETURN(bool reserved,
-                         segment_.is_reserved(part.extent_offset, part.extent_length));
+                         mapping_.all_pages_present(part.extent_offset, part.extent_length));
   if (!reserved) {
-    return Status::invalid_argument(where +
-                                    ": its extent was not reserved and mapped by the publisher "
-                                    "(posix_fallocate, MADV_POPULATE_WRITE)");
+    SHELF_ASSIGN_OR_RETURN(reserved, segment_.is_reserved(part.extent_offset, part.extent_length));
+  }
+  if (!reserved) {
+    return Status::invalid_argument(
+        where + ": its extent was not reserved and mapped by the publisher (MADV_POPULATE_WRITE)");
   }
   // Acquire: pairs with the publisher's release store of kWritten, so the
   // partition's bytes are visible here once we see it.
-  const uint32_t state = std::atomic_ref<uint32_t>(extent_header(part.extent_offset)->state)
-                             .load(std::memory_order_acquire);
+  const auto* header =
+      reinterpret_cast<const shm::ExtentHeaderLayout*>(mapping_.data() + part.extent_offset);
+  const uint32_t state =
+      std::atomic_ref<const uint32_t>(header->state).load(std::memory_order_acquire);
   if (state != static_cast<uint32_t>(shm::ExtentState::kWritten)) {
     return Status::invalid_argument(where + " was not finished writing");
   }
@@ -726,6 +765,56 @@ Status Store::check_publish_partition(const Session& session, const protocol::Pu
     }
   }
   return Status();
+}
+
+std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
+                                                    const protocol::PublishRequest& request) {
+  const Session& session = sessions_.at(session_id);
+  PendingCheck check{session_id, {}, nullptr};
+  // Each item's descriptor, and the partitions of them to check: the
+  // worker's own copies.
+  auto descriptors = std::make_shared<std::vector<std::vector<std::byte>>>();
+  struct ToCheck {
+    size_t descriptor;
+    uint64_t partition;
+    std::string where;  // as check_publish_partition() says it
+  };
+  std::vector<ToCheck> partitions;
+  uint64_t bytes = 0;
+  for (const protocol::PublishItem& item : request.items) {
+    auto view = shm::DescriptorView::parse(item.descriptor, /*from_client=*/true);
+    if (!view.ok()) return std::nullopt;  // publish() says what is wrong
+    bool any = false;
+    for (uint64_t p = 0; p < view->num_partitions(); ++p) {
+      const shm::PartitionLayout& part = view->partition(p);
+      auto owned = session.unsealed.find(part.extent_offset);
+      if (owned == session.unsealed.end() || owned->second != part.extent_length) continue;
+      if (session.checked.count(part.extent_offset) > 0) continue;
+      partitions.push_back({descriptors->size(), p,
+                            "dataset " + quoted(item.name) + " partition " + std::to_string(p)});
+      check.extents.push_back(part.extent_offset);
+      bytes += part.extent_length;
+      any = true;
+    }
+    if (any) descriptors->push_back(item.descriptor);
+  }
+  if (bytes <= kCheckAtOnceBytes) return std::nullopt;
+  // A partition named twice is checked once; publish() refuses the request.
+  check.results = std::make_shared<std::vector<Status>>(check.extents.size());
+  const uint64_t ticket = next_check_ticket_++;
+  worker_->check(ticket, [this, descriptors, partitions, results = check.results] {
+    // On the worker's thread: the descriptors are this closure's own copies,
+    // and check_partition_bytes() reads only the segment.
+    for (size_t i = 0; i < partitions.size(); ++i) {
+      const ToCheck& c = partitions[i];
+      auto view = shm::DescriptorView::parse((*descriptors)[c.descriptor], /*from_client=*/true);
+      (*results)[i] =
+          view.ok() ? check_partition_bytes(*view, c.partition, c.where) : view.status();
+    }
+    return Status();
+  });
+  pending_checks_.emplace(ticket, std::move(check));
+  return ticket;
 }
 
 Result<std::vector<Store::Extent>> Store::reserve_descriptors(

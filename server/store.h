@@ -24,13 +24,14 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <shelf/result.h>
 
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
-#include "server/puncher.h"
+#include "server/segment_worker.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
@@ -179,16 +180,30 @@ class Store {
   std::vector<protocol::QuarantinedDataset> quarantined() const;
   int64_t started_ns() const { return started_ns_; }
 
-  // ---- Hole punching (server/puncher.h) ----
-  // Readable (for the daemon's epoll) when memory the puncher thread gave
-  // back is waiting to leave the accounting: then call collect_punched().
-  int punch_ready_fd() const { return puncher_->ready_fd(); }
-  // The extents the thread has punched leave the allocator and the accounting.
-  void collect_punched();
-  // Waits for the thread to punch everything handed to it, then
-  // collect_punched(): what make_room() does for a request that needs the
-  // memory now, and what tests do to see it back.
-  void wait_for_punching();
+  // ---- The segment worker (server/segment_worker.h) ----
+  // Readable (for the daemon's epoll) when the worker thread has finished
+  // something: then call collect_background().
+  int background_ready_fd() const { return worker_->ready_fd(); }
+  // The extents the worker has punched leave the allocator and the
+  // accounting; the publish checks it has finished are noted in their
+  // sessions, and their tickets kept for take_finished_checks().
+  void collect_background();
+  // Waits for the worker to finish everything handed to it, then
+  // collect_background(): what make_room() does for a request that needs
+  // the memory now, and what tests do to see it back.
+  void wait_for_background();
+  // The tickets of the publish checks collected since the last call (by
+  // collect_background(), or by a request that had to wait for the worker).
+  std::vector<uint64_t> take_finished_checks() { return std::exchange(finished_checks_, {}); }
+  // The checks of a publish that read a lot (SEEK_HOLE over its partitions,
+  // and their checksums with verify_on_publish) go to the worker when the
+  // partitions not checked yet add up to more than kCheckAtOnceBytes: returns
+  // the ticket collect_background() gives back once they are done. Then
+  // publish() of the same request uses what they found. nullopt: publish()
+  // can run now (it checks what is left itself, as for any request it
+  // finds wrong).
+  std::optional<uint64_t> start_publish_checks(SessionId session,
+                                               const protocol::PublishRequest& request);
 
   protocol::ListResponse list() const;
   // `who_holds`: with the unpublished datasets still read and the client
@@ -241,7 +256,11 @@ class Store {
     int64_t connected_ns = 0;
     std::string client_name;  // as describe_session() set them
     std::string command;
-    std::map<uint64_t, uint64_t> unsealed;          // extent offset -> length
+    std::map<uint64_t, uint64_t> unsealed;  // extent offset -> length
+    // What the worker found of unsealed extents (by offset) for the publish
+    // this session's connection waits to run again (start_publish_checks);
+    // that publish() takes it.
+    std::map<uint64_t, Status> checked;
     std::unordered_map<uint64_t, uint64_t> leases;  // lease id -> dataset id
     std::optional<shm::LeaseTable> table;           // its leases without messages
   };
@@ -255,7 +274,7 @@ class Store {
 
   // ---- Constant after start ------------------------------------------------
   Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
-        std::unique_ptr<Puncher> puncher);
+        std::unique_ptr<SegmentWorker> worker);
   // Writes the header of a new segment and charges the header and index.
   Status initialise();
 
@@ -362,14 +381,17 @@ class Store {
 
   // ---- Publishing: publish()'s three phases ----------------------------------
   // 1. Validates every item and checks names, index slots and the limit for
-  //    all of them; changes nothing.
+  //    all of them; changes nothing. `checked`: what the worker found of
+  //    some of the extents (by offset), for this request.
   Result<PublishPlan> validate_publish(const Session& session,
-                                       const protocol::PublishRequest& request);
+                                       const protocol::PublishRequest& request,
+                                       const std::map<uint64_t, Status>& checked);
   // The checks of item `item`'s partition `p`: the session's own unsealed
-  // extent, used once in the request, reserved by the publisher, written,
-  // and (verify_on_publish) its checksums.
+  // extent, used once in the request, then what `checked` says of it or
+  // else check_partition_bytes().
   Status check_publish_partition(const Session& session, const protocol::PublishItem& item,
                                  const shm::DescriptorView& view, uint64_t p,
+                                 const std::map<uint64_t, Status>& checked,
                                  std::set<uint64_t>& extents_in_request);
   // 2. Reserves a descriptor extent per item; on error frees those it took.
   Result<std::vector<Extent>> reserve_descriptors(const Session& session,
@@ -386,8 +408,8 @@ class Store {
   std::optional<uint64_t> enter_item(Dataset dataset);
 
   // ---- Hole punching: giving freed memory back to the OS -------------------
-  // Frees extents: small ones at once, the rest by the puncher thread, which
-  // hands them back to collect_punched().
+  // Frees extents: small ones at once, the rest by the worker, which hands
+  // them back to collect_background().
   void free_extents(const std::vector<Extent>& extents);
   // Punches on the loop, at once: small frees, and recovery's unowned ranges
   // (before the loop serves anyone).
@@ -397,10 +419,33 @@ class Store {
 
   // Frees of up to this many bytes are punched on the loop, at once (~0.6 ms
   // here), so that a small or middling unpublish has given its memory back
-  // when it answers; larger ones go to the puncher thread.
+  // when it answers; larger ones go to the segment worker.
   static constexpr uint64_t kPunchAtOnceBytes = 16ull << 20;
-  std::unique_ptr<Puncher> puncher_;
-  uint64_t punching_bytes_ = 0;  // handed to the puncher: still allocated and in used_bytes_
+  std::unique_ptr<SegmentWorker> worker_;
+  uint64_t punching_bytes_ = 0;  // handed to the worker: still allocated and in used_bytes_
+  // Publishes smaller than this are checked on the loop (SEEK_HOLE walks
+  // ~7 ms per GiB: 16 MiB is ~0.1 ms).
+  static constexpr uint64_t kCheckAtOnceBytes = 16ull << 20;
+  // What each check handed to the worker is for: its session and extents.
+  struct PendingCheck {
+    SessionId session = 0;
+    std::vector<uint64_t> extents;
+    // One result per extent, filled on the worker's thread; read on the
+    // loop once the check is collected.
+    std::shared_ptr<std::vector<Status>> results;
+  };
+  std::unordered_map<uint64_t, PendingCheck> pending_checks_;  // by ticket
+  std::vector<uint64_t> finished_checks_;                      // take_finished_checks()
+  // What the worker finished: punched extents leave the accounting, checks
+  // are noted in their sessions.
+  void absorb(SegmentWorker::Done done);
+  uint64_t next_check_ticket_ = 1;
+  // The checks of one partition that read a lot: no hole, written, and
+  // (verify_on_publish) its checksums. Touches only the segment and `view`:
+  // it runs on the worker's thread too.
+  // `where` names the partition in its errors.
+  Status check_partition_bytes(const shm::DescriptorView& view, uint64_t p,
+                               const std::string& where) const;
 
   // ---- Restart: re-attaching a segment (server/recovery.cc) ----------------
   // Contract: after attach() succeeds, the index, allocator and accounting

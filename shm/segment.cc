@@ -1,5 +1,6 @@
 #include "shm/segment.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <string>
@@ -7,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -269,6 +271,26 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
     }
   }
   return Mapping(std::move(impl));
+}
+
+Result<bool> Mapping::all_pages_present(uint64_t offset, uint64_t length) const {
+  if (offset % kPageSize != 0 || offset > size() || length > size() - offset) {
+    return Status::internal("Mapping::all_pages_present: a range past the mapping");
+  }
+  // 64 MiB at a time: a 16 KiB vector however large the range.
+  constexpr uint64_t kChunk = 64ull << 20;
+  std::vector<unsigned char> present(kChunk / kPageSize);
+  for (uint64_t at = 0; at < length; at += kChunk) {
+    const uint64_t n = std::min(kChunk, length - at);
+    if (::mincore(data() + offset + at, n, present.data()) != 0) {
+      return Status::from_errno("mincore", errno);
+    }
+    const uint64_t pages = (n + kPageSize - 1) / kPageSize;
+    for (uint64_t p = 0; p < pages; ++p) {
+      if ((present[p] & 1) == 0) return false;
+    }
+  }
+  return true;
 }
 
 std::byte* Mapping::data() const { return static_cast<std::byte*>(impl_->region.get_address()); }

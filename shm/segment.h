@@ -105,6 +105,12 @@ class Mapping {
   std::byte* data() const;
   uint64_t size() const;
   std::span<std::byte> bytes() const { return {data(), static_cast<size_t>(size())}; }
+  // True when every page of [offset, offset+length) of the mapping is in the
+  // page cache (mincore), so that a first touch of it allocates nothing.
+  // Unlike ShmObject::is_reserved it takes no lock of the file, so it waits
+  // for nobody's fallocate or hole punch. False also for a page swapped out:
+  // ask is_reserved then. Thread-safe (reads only).
+  Result<bool> all_pages_present(uint64_t offset, uint64_t length) const;
 
  private:
   class Impl;

@@ -507,30 +507,39 @@ TEST_F(ProtocolAbuseTest, PublishedExtentsCannotBeTakenOver) {
 
 // The publisher reserves its extent's pages itself (the daemon reserves only
 // the header page); a publisher that skips that cannot publish, so no reader
-// can ever fault on a hole.
-TEST_F(ProtocolAbuseTest, UnreservedExtentIsRefused) {
-  UniqueFd owner = greeted_connection(*daemon_);
+// can ever fault on a hole. `payload` bytes: a small extent is checked on the
+// daemon's loop, one past 16 MiB by its segment worker first.
+void expect_unreserved_extent_refused(const TestDaemon& daemon, uint64_t payload) {
+  UniqueFd owner = greeted_connection(daemon);
   ASSERT_TRUE(owner.valid());
-  auto extent = allocate_raw(owner.get(), 3 * shm::kPageSize);
+  auto extent = allocate_raw(owner.get(), payload);
   ASSERT_TRUE(extent.has_value());
-  ASSERT_EQ(extent->length, 4 * shm::kPageSize);
-  const uint64_t resident_before = daemon_->resident_bytes();
+  ASSERT_EQ(extent->length, payload + shm::kPageSize);
+  const uint64_t resident_before = daemon.resident_bytes();
   const Bytes publish =
       publish_frame("unreserved", *extent, extent->offset + shm::kExtentHeaderBytes, 10);
   expect_invalid(owner.get(), publish, MessageType::kPublish, "not reserved and mapped");
 
   // Reserved but never touched: tmpfs still calls those pages holes.
-  auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/true);
+  auto segment = shm::ShmObject::open(daemon.segment(), /*writable=*/true);
   ASSERT_TRUE(segment.ok()) << segment.status().to_string();
   ASSERT_TRUE(segment->reserve(extent->offset, extent->length).ok());
-  EXPECT_EQ(daemon_->resident_bytes(), resident_before + 3 * shm::kPageSize);
+  EXPECT_EQ(daemon.resident_bytes(), resident_before + payload);
   expect_invalid(owner.get(), publish, MessageType::kPublish, "not reserved and mapped");
 
   // Reserved and populated, as the client library does: past that check, to the next.
   auto mapping = shm::Mapping::map(*segment, extent->offset, extent->length, true, true);
   ASSERT_TRUE(mapping.ok()) << mapping.status().to_string();
   expect_invalid(owner.get(), publish, MessageType::kPublish, "not finished writing");
-  owner.reset();
+}
+
+TEST_F(ProtocolAbuseTest, UnreservedExtentIsRefused) {
+  expect_unreserved_extent_refused(*daemon_, 3 * shm::kPageSize);
+  expect_healthy();
+}
+
+TEST_F(ProtocolAbuseTest, AnUnreservedExtentIsRefusedAlsoWhenTheWorkerChecksIt) {
+  expect_unreserved_extent_refused(*daemon_, 24ull << 20);
   expect_healthy();
 }
 

@@ -230,6 +230,57 @@ TEST_F(StoreTest, PublishRefusesAnExtentThatWasNotWritten) {
   EXPECT_TRUE(store_->list().datasets.empty());
 }
 
+// A large publish is checked by the worker first; publish() then uses what
+// it found: a whole partition goes through, one with a hole is refused.
+TEST_F(StoreTest, ALargePublishIsCheckedOffTheLoopFirst) {
+  make_store(256 * kMiB);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  constexpr uint64_t kRows = 4 << 20;  // 32 MiB: past kCheckAtOnceBytes
+  protocol::PublishRequest good;
+  good.items = {item("whole", {written(s, kRows)})};
+  EXPECT_FALSE(store_->start_publish_checks(s, {}).has_value()) << "nothing to check";
+  std::optional<uint64_t> ticket = store_->start_publish_checks(s, good);
+  ASSERT_TRUE(ticket.has_value());
+  store_->wait_for_background();
+  EXPECT_EQ(store_->take_finished_checks(), std::vector<uint64_t>{*ticket});
+  EXPECT_FALSE(store_->start_publish_checks(s, good).has_value()) << "checked already";
+  EXPECT_TRUE(store_->publish(s, good).ok());
+
+  // Allocated and marked written, but never reserved: a hole.
+  auto a = store_->allocate(s, kRows * 8);
+  ASSERT_TRUE(a.ok());
+  {
+    auto header = shm::Mapping::map(*object_, a->offset, kPageSize, /*writable=*/true);
+    ASSERT_TRUE(header.ok());
+    for_tests::mark_written(*header);
+  }
+  protocol::PublishRequest holed;
+  // No checksums: computing them would read the holes, and a read fault on
+  // tmpfs fills one.
+  const std::vector<Int64Partition> hole = {Int64Partition{a->offset, a->length, kRows}};
+  holed.items.push_back({"holed", for_tests::int64_descriptor(hole, nullptr)});
+  ticket = store_->start_publish_checks(s, holed);
+  ASSERT_TRUE(ticket.has_value());
+  store_->wait_for_background();
+  EXPECT_EQ(store_->take_finished_checks(), std::vector<uint64_t>{*ticket});
+  const Status refused = store_->publish(s, holed);
+  EXPECT_EQ(refused.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(refused.message().find("dataset 'holed' partition 0: its extent was not reserved"),
+            std::string::npos)
+      << refused.message();
+  EXPECT_EQ(store_->list().datasets.size(), 1u);
+  // A session that closes while its check runs leaves nothing behind.
+  const Store::SessionId t = store_->open_session(101, 1000);
+  protocol::PublishRequest other;
+  other.items = {item("other", {written(t, kRows)})};
+  ticket = store_->start_publish_checks(t, other);
+  ASSERT_TRUE(ticket.has_value());
+  store_->close_session(t);
+  store_->wait_for_background();
+  EXPECT_EQ(store_->take_finished_checks(), std::vector<uint64_t>{*ticket});
+  EXPECT_EQ(store_->status().unsealed_bytes, a->length) << "only s's holed extent is left";
+}
+
 TEST_F(StoreTest, DescriptorOverTheLimitRefusesThePublishAndChangesNothing) {
   const Store::SessionId s = store_->open_session(100, 1000);
   const uint64_t room = store_->memory_limit() - index_bytes_;
@@ -411,7 +462,7 @@ TEST_F(StoreTest, LargeFreesArePunchedOffTheLoopAndCountAsUsedUntilBack) {
   EXPECT_EQ(st.pending_free_bytes, 80 * kMiB);
   EXPECT_EQ(st.unsealed_bytes, 0u);
 
-  store_->wait_for_punching();
+  store_->wait_for_background();
   st = store_->status();
   EXPECT_EQ(st.used_bytes, index_bytes_);
   EXPECT_EQ(st.pending_free_bytes, 0u);
