@@ -159,7 +159,15 @@ Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t l
     err = 0;
   }
   if (err == 0) return Status();
-  if (err == EINVAL) return reserve(offset, length);  // a kernel without MADV_POPULATE_WRITE
+  if (err == EINVAL) {
+    // A kernel without MADV_POPULATE_WRITE: reserve, then touch each page (a
+    // write keeps the byte), as a reserved page never touched is still a
+    // hole to SEEK_HOLE.
+    SHELF_RETURN_IF_ERROR(reserve(offset, length));
+    auto* bytes = reinterpret_cast<volatile std::byte*>(mapped);
+    for (uint64_t at = 0; at < length; at += kPageSize) bytes[at] = bytes[at];
+    return Status();
+  }
   // What was faulted in before the failure: give it back.
   (void)punch(offset, length);
   // A fault tmpfs cannot back is EFAULT (it would have been SIGBUS), an
