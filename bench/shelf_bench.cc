@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sched.h>
 #include <signal.h>
@@ -1574,6 +1575,21 @@ void figure_lookup(Bench& b) {
 // follows once the daemon holds the waiter's parked connection.
 constexpr int kWaitSamples = 100;
 
+// Forks a process that connects to the bench's shelfd, runs `body` with its
+// Client and exits 0 (`body` calls _exit(1) itself on failure).
+pid_t fork_connected(const Bench& b, const std::function<void(shelf::Client&)>& body) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) die("fork: %s", std::strerror(errno));
+  if (pid == 0) {
+    default_signals();
+    shelf::Client c = must(shelf::Client::connect(b.client_options), "connect");
+    body(c);
+    ::_exit(0);
+  }
+  return pid;
+}
+
 void figure_wait(Bench& b) {
   progress("[9] %d publishes, each waking a waiter in another process", kWaitSamples);
   int to_waiter[2], from_waiter[2];
@@ -1581,12 +1597,7 @@ void figure_wait(Bench& b) {
     die("pipe: %s", std::strerror(errno));
   }
   const uint32_t before = must(b.client->status(), "status").num_connections;
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) die("fork: %s", std::strerror(errno));
-  if (pid == 0) {
-    default_signals();
-    shelf::Client c = must(shelf::Client::connect(b.client_options), "connect");
+  const pid_t pid = fork_connected(b, [&](shelf::Client& c) {
     for (int i = 0; i < kWaitSamples; ++i) {
       char go = 0;
       if (!read_all(to_waiter[0], &go, 1)) ::_exit(1);
@@ -1595,8 +1606,7 @@ void figure_wait(Bench& b) {
       const int64_t woke = now_ns();
       if (!write_all(from_waiter[1], &woke, sizeof woke)) ::_exit(1);
     }
-    ::_exit(0);
-  }
+  });
   std::vector<double> latency, pings;
   for (int i = 0; i < kWaitSamples; ++i) {
     pings.push_back(ping_us(b.echo_fd));
@@ -1652,12 +1662,7 @@ void figure_loop(Bench& b) {
   for (int i = 0; i < 2000; ++i) time_daemon_requests(*b.client, alone);
   int calls[2];  // the publishing process's unpublish_dataset() times, in us
   if (::pipe2(calls, O_CLOEXEC) != 0) die("pipe: %s", std::strerror(errno));
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) die("fork: %s", std::strerror(errno));
-  if (pid == 0) {
-    default_signals();
-    shelf::Client c = must(shelf::Client::connect(b.client_options), "connect");
+  const pid_t pid = fork_connected(b, [&](shelf::Client& c) {
     for (int r = 0; r < b.repeat; ++r) {
       publish_int64(c, "loop-big", b.source.get(), b.rows, b.daemon_pid);
       const int64_t t0 = now_ns();
@@ -1665,8 +1670,7 @@ void figure_loop(Bench& b) {
       const double us = us_between(t0, now_ns());
       if (!write_all(calls[1], &us, sizeof us)) ::_exit(1);
     }
-    ::_exit(0);
-  }
+  });
   ::close(calls[1]);
   int status = 0;
   const int64_t t0 = now_ns();
