@@ -49,16 +49,22 @@ pid_t current_pid() {
 
 // This process's command line, arguments joined by spaces, at most
 // kMaxCommandBytes: what shelf status shows of it (HelloRequest).
-std::string own_command_line() {
-  std::string text;
-  if (FILE* f = std::fopen("/proc/self/cmdline", "re")) {
-    text.resize(kMaxCommandBytes);
-    text.resize(std::fread(text.data(), 1, text.size(), f));
-    std::fclose(f);
-  }
-  while (!text.empty() && text.back() == '\0') text.pop_back();
-  std::replace(text.begin(), text.end(), '\0', ' ');
-  return text;
+const std::string& own_command_line() {
+  // Read once per process: every connection says it (each wait and
+  // subscription opens one), and it does not change. A forked child says
+  // its parent's, which is what its own /proc/self/cmdline says too.
+  static const std::string command = [] {
+    std::string text;
+    if (FILE* f = std::fopen("/proc/self/cmdline", "re")) {
+      text.resize(kMaxCommandBytes);
+      text.resize(std::fread(text.data(), 1, text.size(), f));
+      std::fclose(f);
+    }
+    while (!text.empty() && text.back() == '\0') text.pop_back();
+    std::replace(text.begin(), text.end(), '\0', ' ');
+    return text;
+  }();
+  return command;
 }
 
 // Why a shelfd at `socket` did not answer within `timeout`, as far as this
