@@ -786,17 +786,17 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kPublish: {
       auto m = protocol::decode_publish_request(payload);
       if (!m) return malformed();
-      // Which names this publish replaces: only worth asking when someone listens.
-      std::vector<bool> replaces;
-      for (size_t i = 0; !subscribers_.empty() && i < m->items.size(); ++i) {
-        replaces.push_back(store_->summary(m->items[i].name).has_value());
-      }
       // Large: its checks run off the loop first (Store::start_publish_checks).
       if (auto ticket = store_->start_publish_checks(c.session, *m)) {
         c.check_ticket = *ticket;
         c.parked = true;
         checking_.emplace(*ticket, c.fd.get());
         return;
+      }
+      // Which names this publish replaces: only worth asking when someone listens.
+      std::vector<bool> replaces;
+      for (size_t i = 0; !subscribers_.empty() && i < m->items.size(); ++i) {
+        replaces.push_back(store_->summary(m->items[i].name).has_value());
       }
       Status s = store_->publish(c.session, *m);
       if (s.ok()) counters_.publishes += m->items.size();

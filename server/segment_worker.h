@@ -46,11 +46,12 @@ class SegmentWorker {
     uint64_t offset = 0;
     uint64_t length = 0;
   };
-  using Check = std::function<Status()>;
+  // Runs on the thread; says what it found through what it captured.
+  using Check = std::function<void()>;
   // What the thread finished since the last take_done().
   struct Done {
-    std::vector<Range> punched;                        // whole: their pages are gone
-    std::vector<std::pair<uint64_t, Status>> checked;  // ticket, what the check said
+    std::vector<Range> punched;     // whole: their pages are gone
+    std::vector<uint64_t> checked;  // the tickets of the checks run
   };
 
   // Errors: from dup and eventfd (out of descriptors).
@@ -61,8 +62,8 @@ class SegmentWorker {
 
   // Hands `range` over to be punched.
   void punch(Range range);
-  // Hands `check` over to run, before any punch still waiting; its Status
-  // comes back from take_done() with `ticket`.
+  // Hands `check` over to run, before any punch still waiting; `ticket`
+  // comes back from take_done() once it has run.
   void check(uint64_t ticket, Check check);
   // Readable (for epoll) while take_done() has something to give.
   int ready_fd() const { return event_fd_.get(); }
@@ -87,9 +88,9 @@ class SegmentWorker {
   const UniqueFd segment_fd_;
   const UniqueFd event_fd_;
   std::mutex mutex_;
-  std::condition_variable work_;  // the thread waits for work or stop_
-  std::condition_variable idle_;  // wait_until_idle() waits for nothing to be left
-  std::deque<std::pair<uint64_t, Check>> checks_;
+  std::condition_variable work_;                   // the thread waits for work or stop_
+  std::condition_variable idle_;                   // wait_until_idle() waits for nothing to be left
+  std::deque<std::pair<uint64_t, Check>> checks_;  // ticket, check
   struct Punch {
     Range range;
     uint64_t done = 0;  // bytes punched so far

@@ -471,6 +471,10 @@ std::string Store::what_uses_memory() const {
   return out;
 }
 
+uint64_t Store::extent_length(uint64_t payload_bytes) {
+  return align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize);
+}
+
 shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
   auto* header = view.at<shm::ExtentHeaderLayout>(offset);
@@ -481,7 +485,7 @@ shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
 Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind,
                                             uint32_t pid) {
   if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
-  const uint64_t length = align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize);
+  const uint64_t length = extent_length(payload_bytes);
   if (!make_room(length)) return over_limit(length);
   std::optional<uint64_t> offset = allocator_.allocate(length);
   // Cannot happen while the data area is twice the limit; say so if it does.
@@ -552,7 +556,7 @@ void Store::absorb(SegmentWorker::Done done) {
     punching_bytes_ -= r.length;
     finish_punch(Extent{r.offset, r.length});
   }
-  for (auto& [ticket, status] : done.checked) {
+  for (uint64_t ticket : done.checked) {
     auto it = pending_checks_.find(ticket);
     SHELF_CHECK(it != pending_checks_.end());
     PendingCheck& c = it->second;
@@ -560,7 +564,7 @@ void Store::absorb(SegmentWorker::Done done) {
     if (auto s = sessions_.find(c.session); s != sessions_.end()) {
       for (size_t i = 0; i < c.extents.size(); ++i) {
         if (s->second.unsealed.count(c.extents[i]) > 0) {
-          s->second.checked[c.extents[i]] = status.ok() ? (*c.results)[i] : status;
+          s->second.checked[c.extents[i]] = (*c.results)[i];
         }
       }
     }
@@ -579,9 +583,10 @@ bool Store::make_room(uint64_t bytes) {
 Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {
   Session& session = sessions_.at(session_id);
   if (payload_bytes == 0) return Status::invalid_argument("cannot allocate 0 bytes");
+  // The limit first, as reserve_extent() does: it also keeps extent_length()
+  // from overflowing.
   if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
-  SHELF_RETURN_IF_ERROR(
-      check_quota(session.uid, align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize)));
+  SHELF_RETURN_IF_ERROR(check_quota(session.uid, extent_length(payload_bytes)));
   SHELF_ASSIGN_OR_RETURN(Extent extent,
                          reserve_extent(payload_bytes, shm::ExtentKind::kPartition, session.pid));
   session.unsealed[extent.offset] = extent.length;
@@ -690,13 +695,12 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
       SHELF_RETURN_IF_ERROR(
           check_publish_partition(session, item, *view, p, checked, extents_in_request));
     }
-    plan.charged_bytes += align_up(shm::kExtentHeaderBytes + item.descriptor.size(), kPageSize);
+    plan.charged_bytes += extent_length(item.descriptor.size());
     plan.views.push_back(std::move(view).value());
   }
   plan.new_bytes = plan.charged_bytes;
   if (request.items.size() > 1) {
-    plan.new_bytes += align_up(
-        shm::kExtentHeaderBytes + shm::intent_payload_bytes(request.items.size()), kPageSize);
+    plan.new_bytes += extent_length(shm::intent_payload_bytes(request.items.size()));
   }
   if (new_names > free_slots_.size()) {
     return Status::resource_exhausted(
@@ -715,7 +719,7 @@ Status Store::check_publish_partition(const Session& session, const protocol::Pu
                                       const std::map<uint64_t, Status>& checked,
                                       std::set<uint64_t>& extents_in_request) {
   const shm::PartitionLayout& part = view.partition(p);
-  const std::string where = "dataset " + quoted(item.name) + " partition " + std::to_string(p);
+  const std::string where = partition_name(item.name, p);
   auto owned = session.unsealed.find(part.extent_offset);
   if (owned == session.unsealed.end() || owned->second != part.extent_length) {
     return Status::invalid_argument(where +
@@ -727,6 +731,10 @@ Status Store::check_publish_partition(const Session& session, const protocol::Pu
   // Checked by the worker for this publish (start_publish_checks), or now.
   if (auto found = checked.find(part.extent_offset); found != checked.end()) return found->second;
   return check_partition_bytes(view, p, where);
+}
+
+std::string Store::partition_name(std::string_view dataset, uint64_t p) {
+  return "dataset " + quoted(dataset) + " partition " + std::to_string(p);
 }
 
 Status Store::check_partition_bytes(const shm::DescriptorView& view, uint64_t p,
@@ -777,7 +785,7 @@ std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
   struct ToCheck {
     size_t descriptor;
     uint64_t partition;
-    std::string where;  // as check_publish_partition() says it
+    std::string where;  // partition_name()
   };
   std::vector<ToCheck> partitions;
   uint64_t bytes = 0;
@@ -790,8 +798,7 @@ std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
       auto owned = session.unsealed.find(part.extent_offset);
       if (owned == session.unsealed.end() || owned->second != part.extent_length) continue;
       if (session.checked.count(part.extent_offset) > 0) continue;
-      partitions.push_back({descriptors->size(), p,
-                            "dataset " + quoted(item.name) + " partition " + std::to_string(p)});
+      partitions.push_back({descriptors->size(), p, partition_name(item.name, p)});
       check.extents.push_back(part.extent_offset);
       bytes += part.extent_length;
       any = true;
@@ -799,7 +806,7 @@ std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
     if (any) descriptors->push_back(item.descriptor);
   }
   if (bytes <= kCheckAtOnceBytes) return std::nullopt;
-  // A partition named twice is checked once; publish() refuses the request.
+  // A partition named twice is checked twice; publish() refuses the request.
   check.results = std::make_shared<std::vector<Status>>(check.extents.size());
   const uint64_t ticket = next_check_ticket_++;
   worker_->check(ticket, [this, descriptors, partitions, results = check.results] {
@@ -811,7 +818,6 @@ std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
       (*results)[i] =
           view.ok() ? check_partition_bytes(*view, c.partition, c.where) : view.status();
     }
-    return Status();
   });
   pending_checks_.emplace(ticket, std::move(check));
   return ticket;
@@ -1078,11 +1084,11 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   s.datasets = list(in_tables).datasets;
   s.quarantined = quarantined();
   if (who_holds) describe_holders(in_tables, s);
-  std::map<uint32_t, protocol::UserUsage> users;
-  for (const auto& [uid, bytes] : charged_) users[uid] = {uid, bytes, quota_of(uid)};
-  for (const auto& [uid, quota] : options_.user_quotas)
-    users[uid] = {uid, users[uid].used_bytes, quota};
-  for (const auto& [uid, usage] : users) s.users.push_back(usage);
+  // Every uid charged anything, and every uid with a quota of its own.
+  std::map<uint32_t, uint64_t> used;
+  for (const auto& [uid, bytes] : charged_) used[uid] = bytes;
+  for (const auto& [uid, quota] : options_.user_quotas) used.try_emplace(uid, 0);
+  for (const auto& [uid, bytes] : used) s.users.push_back({uid, bytes, quota_of(uid)});
   return s;
 }
 

@@ -340,6 +340,8 @@ class Store {
   shm::NameIndexWriter index_;
 
   // ---- Accounting: the allocator and the bytes charged to the limit ---------
+  // What an extent with room for `payload_bytes` takes: its header, whole pages.
+  static uint64_t extent_length(uint64_t payload_bytes);
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
   // True when `bytes` more fit under the limit, after finishing queued
   // punches if that is what it takes.
@@ -393,6 +395,28 @@ class Store {
                                  const shm::DescriptorView& view, uint64_t p,
                                  const std::map<uint64_t, Status>& checked,
                                  std::set<uint64_t>& extents_in_request);
+  // "dataset 'x' partition 3": how errors name a partition.
+  static std::string partition_name(std::string_view dataset, uint64_t p);
+  // The checks of one partition that read a lot: no hole, written, and
+  // (verify_on_publish) its checksums; `where` names it in the errors.
+  // Touches only the segment and `view`: it runs on the worker's thread too.
+  Status check_partition_bytes(const shm::DescriptorView& view, uint64_t p,
+                               const std::string& where) const;
+  // Publishes whose unchecked partitions add up to no more than this are
+  // checked on the loop (the checks walk ~7 ms per GiB: 16 MiB is ~0.1 ms),
+  // larger ones by the worker first (start_publish_checks).
+  static constexpr uint64_t kCheckAtOnceBytes = 16ull << 20;
+  // What each check handed to the worker is for: its session and extents.
+  struct PendingCheck {
+    SessionId session = 0;
+    std::vector<uint64_t> extents;
+    // One result per extent, filled on the worker's thread; read on the
+    // loop once the check is collected.
+    std::shared_ptr<std::vector<Status>> results;
+  };
+  std::unordered_map<uint64_t, PendingCheck> pending_checks_;  // by ticket
+  std::vector<uint64_t> finished_checks_;                      // take_finished_checks()
+  uint64_t next_check_ticket_ = 1;
   // 2. Reserves a descriptor extent per item; on error frees those it took.
   Result<std::vector<Extent>> reserve_descriptors(const Session& session,
                                                   const protocol::PublishRequest& request);
@@ -423,29 +447,9 @@ class Store {
   static constexpr uint64_t kPunchAtOnceBytes = 16ull << 20;
   std::unique_ptr<SegmentWorker> worker_;
   uint64_t punching_bytes_ = 0;  // handed to the worker: still allocated and in used_bytes_
-  // Publishes smaller than this are checked on the loop (SEEK_HOLE walks
-  // ~7 ms per GiB: 16 MiB is ~0.1 ms).
-  static constexpr uint64_t kCheckAtOnceBytes = 16ull << 20;
-  // What each check handed to the worker is for: its session and extents.
-  struct PendingCheck {
-    SessionId session = 0;
-    std::vector<uint64_t> extents;
-    // One result per extent, filled on the worker's thread; read on the
-    // loop once the check is collected.
-    std::shared_ptr<std::vector<Status>> results;
-  };
-  std::unordered_map<uint64_t, PendingCheck> pending_checks_;  // by ticket
-  std::vector<uint64_t> finished_checks_;                      // take_finished_checks()
   // What the worker finished: punched extents leave the accounting, checks
   // are noted in their sessions.
   void absorb(SegmentWorker::Done done);
-  uint64_t next_check_ticket_ = 1;
-  // The checks of one partition that read a lot: no hole, written, and
-  // (verify_on_publish) its checksums. Touches only the segment and `view`:
-  // it runs on the worker's thread too.
-  // `where` names the partition in its errors.
-  Status check_partition_bytes(const shm::DescriptorView& view, uint64_t p,
-                               const std::string& where) const;
 
   // ---- Restart: re-attaching a segment (server/recovery.cc) ----------------
   // Contract: after attach() succeeds, the index, allocator and accounting

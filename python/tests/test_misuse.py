@@ -106,7 +106,7 @@ def test_a_failed_dask_publish_gives_its_memory_back_at_once(client):
         client.publish_dataset(accounts=failing)
     assert kept.traceback
     # Given up at once: nothing of it is held any more (what is still on its
-    # way back to the OS, shelfd's puncher thread gives back on its own).
+    # way back to the OS, shelfd's segment worker gives back on its own).
     after = client.status()
     assert after["unsealed_bytes"] == 0
     assert after["used_bytes"] - after["pending_free_bytes"] == before

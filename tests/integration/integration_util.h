@@ -98,7 +98,7 @@ bool use_private_dev_shm(const char* size);
 MemoryStats status_of(Client& client);
 
 // status() once nothing freed is still on its way back (pending_free_bytes
-// 0): shelfd's puncher thread gives large frees back after the call that
+// 0): shelfd's segment worker gives large frees back after the call that
 // freed them. A gtest failure if that takes past kWaitTimeout.
 MemoryStats status_once_freed(Client& client);
 

@@ -444,7 +444,7 @@ TEST_F(StoreTest, VerifyOnPublishRefusesChangedBytes) {
   EXPECT_TRUE(publish(s, {item("x", {p})}).ok());  // checksums of the bytes as they are now
 }
 
-// A large free is punched by the puncher thread: the call returns at once,
+// A large free is punched by the segment worker: the call returns at once,
 // and the memory counts as used (pending free) until the thread hands it back.
 TEST_F(StoreTest, LargeFreesArePunchedOffTheLoopAndCountAsUsedUntilBack) {
   make_store(256 * kMiB);
