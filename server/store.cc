@@ -280,11 +280,19 @@ Result<UniqueFd> Store::open_lease_table(SessionId session_id) {
   return fd;
 }
 
-bool Store::in_lease_tables(uint64_t publish_id) const {
+bool Store::in_lease_tables(uint64_t publish_id, uint64_t retired_seq) const {
   for (const auto& [id, session] : sessions_) {
-    if (session.table && session.table->holds(publish_id)) return true;
+    if (session.table && session.table->keeps(publish_id, retired_seq)) return true;
   }
   return false;
+}
+
+uint64_t Store::oldest_listing() const {
+  uint64_t oldest = UINT64_MAX;
+  for (const auto& [id, session] : sessions_) {
+    if (session.table) oldest = std::min(oldest, session.table->oldest_listing());
+  }
+  return oldest;
 }
 
 std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
@@ -305,7 +313,8 @@ void Store::retire(uint64_t dataset_id) {
   // reader either sees the change and gives up its slot, or is seen here.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   SHELF_FAULT_POINT("daemon.retire.before_scan");
-  if (in_lease_tables(dataset.publish_id)) {
+  dataset.retired_seq = index_.sequence();
+  if (in_lease_tables(dataset.publish_id, dataset.retired_seq)) {
     dataset.table_held = true;
     table_holds_.push_back(dataset_id);
   }
@@ -331,11 +340,15 @@ void Store::recheck_table_holds() {
   // a slot that still names it now was set before that scan (a reader
   // that set it later saw the change and cleared it again).
   // One pass over the tables, however many datasets are held.
+  // A mark newer than the dataset's retirement is a list of an index
+  // without it: it keeps nothing (and lists that never stop cannot keep
+  // anything forever).
   const std::unordered_map<uint64_t, uint32_t> held = table_leases();
+  const uint64_t oldest = oldest_listing();
   std::vector<uint64_t> released;
   std::erase_if(table_holds_, [&](uint64_t id) {
     Dataset& dataset = datasets_.at(id);
-    if (held.count(dataset.publish_id) > 0) return false;
+    if (held.count(dataset.publish_id) > 0 || oldest < dataset.retired_seq) return false;
     dataset.table_held = false;
     released.push_back(id);
     return true;

@@ -239,9 +239,11 @@ class Store {
     std::vector<Extent> partitions;
     uint64_t memory_bytes = 0;
     uint32_t leases = 0;  // taken by round trips (Get)
-    // A lease table named it when it left the index: it stays until none
-    // does (table_holds_).
+    // A lease table named it when it left the index, or marked a list of
+    // an index that still named it: it stays until none does
+    // (table_holds_).
     bool table_held = false;
+    uint64_t retired_seq = 0;  // index_seq once it left the index
     protocol::DatasetSummary summary;
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
@@ -322,9 +324,14 @@ class Store {
   // with the datasets `index_of` gives an index.
   std::map<uint32_t, HolderRow> holder_rows(
       const std::unordered_map<uint64_t, uint32_t>& index_of) const;
-  // True when a live lease table names `publish_id`. After a seq_cst fence
-  // that follows the index change (docs/leases.md, "The daemon's side").
-  bool in_lease_tables(uint64_t publish_id) const;
+  // True when a live lease table names `publish_id`, or marks a list of an
+  // index older than `retired_seq` (which may have read its descriptor).
+  // After a seq_cst fence that follows the index change (docs/leases.md,
+  // "The daemon's side" and "Lists").
+  bool in_lease_tables(uint64_t publish_id, uint64_t retired_seq) const;
+  // The oldest index_seq a live lease table marks a list of; UINT64_MAX
+  // when none does.
+  uint64_t oldest_listing() const;
   // A dataset nobody may be reading: no lease, no restart hold.
   static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold && !d.table_held; }
 

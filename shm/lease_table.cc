@@ -1,5 +1,6 @@
 #include "shm/lease_table.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -117,6 +118,10 @@ void LeaseTable::set(uint32_t slot, uint64_t publish_id) {
   std::atomic_ref<uint64_t>(slot_words()[slot]).store(publish_id, std::memory_order_release);
 }
 
+void LeaseTable::mark_listing(uint32_t slot, uint64_t index_seq) {
+  set(slot, kListingMark | index_seq);
+}
+
 void LeaseTable::clear(uint32_t slot) {
   std::atomic_ref<uint64_t>(slot_words()[slot]).store(0, std::memory_order_release);
 }
@@ -126,12 +131,24 @@ uint32_t LeaseTable::scan_end() const {
   return hw < slots_ ? static_cast<uint32_t>(hw) : slots_;
 }
 
-bool LeaseTable::holds(uint64_t publish_id) const {
+bool LeaseTable::keeps(uint64_t publish_id, uint64_t retired_seq) const {
   const uint64_t* words = slot_words();
   for (uint32_t i = 0, end = scan_end(); i < end; ++i) {
-    if (load_acquire(words[i]) == publish_id) return true;
+    const uint64_t word = load_acquire(words[i]);
+    if (word == publish_id) return true;
+    if ((word & kListingMark) != 0 && (word & ~kListingMark) < retired_seq) return true;
   }
   return false;
+}
+
+uint64_t LeaseTable::oldest_listing() const {
+  const uint64_t* words = slot_words();
+  uint64_t oldest = UINT64_MAX;
+  for (uint32_t i = 0, end = scan_end(); i < end; ++i) {
+    const uint64_t word = load_acquire(words[i]);
+    if ((word & kListingMark) != 0) oldest = std::min(oldest, word & ~kListingMark);
+  }
+  return oldest;
 }
 
 }  // namespace shelf::shm

@@ -31,7 +31,14 @@ namespace shelf::shm {
 // "SHELFLSE" in little-endian ASCII.
 inline constexpr uint64_t kLeaseTableMagic = 0x45534c464c454853ULL;
 // Bump on any change to LeaseTableHeaderLayout or to the meaning of a slot.
-inline constexpr uint32_t kLeaseTableVersion = 1;
+// 2: a slot may hold a listing mark (kListingMark).
+inline constexpr uint32_t kLeaseTableVersion = 2;
+
+// A slot holds 0 (free), a publish id (a lease of that dataset), or
+// kListingMark | seq: a list of the index as of its index_seq `seq` is
+// reading the descriptors that index names (docs/leases.md, "Lists").
+// Publish ids count up from 1 and never reach this bit.
+inline constexpr uint64_t kListingMark = uint64_t{1} << 63;
 
 // The first 64 bytes of a table; the slots (u64 publish ids, 0 = free)
 // follow. Written by the daemon at creation, then only high_water changes.
@@ -82,20 +89,32 @@ class LeaseTable {
   // release, so that a daemon that reads the new id also sees what the
   // slot's previous holder did before its clear() (slots are reused).
   void set(uint32_t slot, uint64_t publish_id);
-  // Ends the lease in `slot`. Release: every read of the dataset made
-  // before it happens before a daemon scan that finds the slot empty.
+  // Step 1 of a list that reads descriptors: `slot` marks a list of the
+  // index as of `index_seq`. As set(); the caller fences before it reads.
+  void mark_listing(uint32_t slot, uint64_t index_seq);
+  // Ends the lease or the list in `slot`. Release: every read of the
+  // dataset made before it happens before a daemon scan that finds the
+  // slot empty.
   void clear(uint32_t slot);
 
   // ---- The daemon's side ----
-  // True when a slot below the high-water mark names `publish_id` (> 0).
-  // Acquire loads, pairing with clear(); the caller fences first.
-  bool holds(uint64_t publish_id) const;
-  // Calls visit(publish_id) for each slot in use (not 0), for status.
+  // True when a slot below the high-water mark names `publish_id` (> 0),
+  // or marks a list of an index older than `retired_seq`: what keeps a
+  // dataset that left the index at `retired_seq`. One pass; acquire loads,
+  // pairing with clear(); the caller fences first.
+  bool keeps(uint64_t publish_id, uint64_t retired_seq) const;
+  // keeps() of a lease alone.
+  bool holds(uint64_t publish_id) const { return keeps(publish_id, 0); }
+  // The lowest index_seq a slot below the high-water mark marks a list of,
+  // or UINT64_MAX when none does. Loads as holds().
+  uint64_t oldest_listing() const;
+  // Calls visit(publish_id) for each slot that holds a lease, for status.
   template <class Visit>
   void for_each_held(Visit visit) const {
     const uint64_t* words = slot_words();
     for (uint32_t i = 0, end = scan_end(); i < end; ++i) {
-      if (const uint64_t id = load_acquire(words[i]); id != 0) visit(id);
+      const uint64_t id = load_acquire(words[i]);
+      if (id != 0 && (id & kListingMark) == 0) visit(id);
     }
   }
 

@@ -133,10 +133,8 @@ IndexRead NameIndexReader::still_published(uint32_t slot, uint64_t publish_id) c
   return IndexRead::kBusy;
 }
 
-bool NameIndexReader::try_list_summaries(bool descriptors, std::vector<EntrySummary>* out,
-                                         std::string* names) const {
-  const uint64_t begun = read_begin(header_->index_seq);
-  if (begun % 2 != 0) return false;
+bool NameIndexReader::try_list_summaries(uint64_t begun, bool descriptors,
+                                         std::vector<EntrySummary>* out, std::string* names) const {
   out->clear();
   names->clear();
   // Every entry from used_slots_end on is free, so the walk stops there: for
@@ -198,15 +196,20 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   }
 }
 
-IndexRead NameIndexReader::list_summaries(bool descriptors, std::vector<EntrySummary>* out,
-                                          std::string* names) const {
+IndexRead NameIndexReader::list_summaries(std::vector<EntrySummary>* out, std::string* names,
+                                          const std::function<void(uint64_t)>& mark_attempt) const {
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
-    if (try_list_summaries(descriptors, out, names)) return IndexRead::kFound;
+    const uint64_t begun = read_begin(header_->index_seq);
+    if (begun % 2 != 0) continue;
+    if (mark_attempt) mark_attempt(begun);
+    if (try_list_summaries(begun, mark_attempt != nullptr, out, names)) return IndexRead::kFound;
   }
   out->clear();
   names->clear();
   return IndexRead::kBusy;
 }
+
+uint64_t NameIndexReader::sequence() const { return read_begin(header_->index_seq); }
 
 IndexRead NameIndexReader::count(uint64_t* out) const {
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
@@ -232,6 +235,7 @@ NameIndexWriter::NameIndexWriter(MutableSegmentView view, uint32_t capacity) {
 
 void NameIndexWriter::begin() { begin_write(header_->index_seq); }
 void NameIndexWriter::end() { end_write(header_->index_seq); }
+uint64_t NameIndexWriter::sequence() const { return load_word(header_->index_seq); }
 
 void NameIndexWriter::reset_seq() {
   if (header_->index_seq % 2 != 0) store_word(header_->index_seq, header_->index_seq + 1);

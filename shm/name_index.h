@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -99,15 +100,26 @@ class NameIndexReader {
   // True when slot `slot` still holds publish `publish_id` (published):
   // one consistent read of that entry alone. kBusy as find().
   IndexRead still_published(uint32_t slot, uint64_t publish_id) const;
-  // Every published (not quarantined) entry as a summary (with its
-  // descriptor's figures if `descriptors`), in slot order, the names packed
-  // one after another into `names`. Walks only the slots below the header's
-  // used_slots_end. Both outputs are cleared first and keep their capacity,
-  // so a caller that hands in the same ones each time allocates only when a
-  // list outgrows every earlier one. kBusy as find(), with both outputs
-  // empty.
-  IndexRead list_summaries(bool descriptors, std::vector<EntrySummary>* out,
-                           std::string* names) const;
+  // Every published (not quarantined) entry as a summary, in slot order,
+  // the names packed one after another into `names`. Walks only the slots
+  // below the header's used_slots_end. Both outputs are cleared first and
+  // keep their capacity, so a caller that hands in the same ones each time
+  // allocates only when a list outgrows every earlier one. kBusy as find(),
+  // with both outputs empty.
+  //
+  // With `mark_attempt`, each summary also has its descriptor's figures.
+  // A descriptor of a dataset unpublished meanwhile may be freed memory,
+  // and a read of a hole the daemon punched faults a page into it, which
+  // nothing would give back; so the daemon must be kept from freeing what
+  // the attempt may read. mark_attempt(seq) is called before each attempt
+  // with the (even) index_seq that attempt reads, and must record it where
+  // the daemon looks before it frees, then fence seq_cst (the lease table:
+  // docs/leases.md, "Lists").
+  IndexRead list_summaries(std::vector<EntrySummary>* out, std::string* names,
+                           const std::function<void(uint64_t)>& mark_attempt = nullptr) const;
+  // The header's index_seq (acquire): even between changes, and it only
+  // grows.
+  uint64_t sequence() const;
   // The number of published entries. kBusy as find().
   IndexRead count(uint64_t* out) const;
 
@@ -117,8 +129,9 @@ class NameIndexReader {
   NameIndexReader() = default;
   // One attempt of find(): false when the read overlapped a change.
   bool try_find(std::string_view name, uint64_t hash, EntrySnapshot* out, bool* found) const;
-  // One attempt of list_summaries(): false when the read overlapped a change.
-  bool try_list_summaries(bool descriptors, std::vector<EntrySummary>* out,
+  // One attempt of list_summaries(), of the index as of `begun` (even):
+  // false when the read overlapped a change.
+  bool try_list_summaries(uint64_t begun, bool descriptors, std::vector<EntrySummary>* out,
                           std::string* names) const;
   // A list's reads are cache misses: each entry (256 bytes apart, so a new
   // page every 16), and each dataset's descriptor header, which lies on a
@@ -153,6 +166,8 @@ class NameIndexWriter {
   // Brackets every change to entries and buckets (index_seq odd in between).
   void begin();
   void end();
+  // The header's index_seq: even after end().
+  uint64_t sequence() const;
   // Adds `name` (absent) for entry `slot`, and raises the header's
   // used_slots_end past `slot`. False, changing nothing, when no bucket is
   // free: the table has twice as many buckets as entries, so only buckets

@@ -218,22 +218,26 @@ void Client::Impl::attach_lease_table(UniqueFd fd) {
   if (table.ok() && table->slots() == hello_.lease_slots) leases_.emplace(std::move(table).value());
 }
 
+std::optional<uint32_t> Client::Impl::take_lease_slot() {
+  if (!leases_) return std::nullopt;
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  if (!free_lease_slots_.empty()) {
+    const uint32_t slot = free_lease_slots_.back();
+    free_lease_slots_.pop_back();
+    return slot;
+  }
+  if (unused_lease_slot_ == leases_->slots()) return std::nullopt;
+  const uint32_t slot = unused_lease_slot_++;
+  leases_->raise_high_water(unused_lease_slot_);
+  return slot;
+}
+
 Result<std::optional<uint32_t>> Client::Impl::lease_in_table(const shm::EntrySnapshot& entry) {
   if (!leases_) return std::optional<uint32_t>();
   SHELF_RETURN_IF_ERROR(check_owner());  // a forked child has no table
-  uint32_t slot;
-  {
-    std::lock_guard<std::mutex> lock(lease_mu_);
-    if (!free_lease_slots_.empty()) {
-      slot = free_lease_slots_.back();
-      free_lease_slots_.pop_back();
-    } else if (unused_lease_slot_ < leases_->slots()) {
-      slot = unused_lease_slot_++;
-      leases_->raise_high_water(unused_lease_slot_);
-    } else {
-      return std::optional<uint32_t>();  // full: a round trip
-    }
-  }
+  const std::optional<uint32_t> taken = take_lease_slot();
+  if (!taken) return std::optional<uint32_t>();  // full: a round trip
+  const uint32_t slot = *taken;
   // docs/leases.md, "The reader's side": set the slot, fence, look again.
   leases_->set(slot, entry.publish_id);
   SHELF_FAULT_POINT("client.lease.after_set");
@@ -266,11 +270,37 @@ void Client::Impl::end_table_lease(uint32_t slot, uint32_t index_slot, uint64_t 
   // dataset gone and says so.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const bool gone = index_->still_published(index_slot, publish_id) != shm::IndexRead::kFound;
-  if (gone) {
-    std::vector<std::byte> frame;
-    protocol::encode_lease_released_request(frame);
-    post(frame);
-  }
+  if (gone) post_lease_released();
+}
+
+void Client::Impl::post_lease_released() {
+  std::vector<std::byte> frame;
+  protocol::encode_lease_released_request(frame);
+  post(frame);
+}
+
+shm::IndexRead Client::Impl::list_in_table(ListBuffers* buffers) {
+  const std::optional<uint32_t> slot = take_lease_slot();
+  if (!slot) return shm::IndexRead::kBusy;
+  // docs/leases.md, "Lists": mark, fence, read; a daemon that unpublishes
+  // meanwhile either sees the mark and holds what it would free, or has
+  // changed the index before the fence, and the attempt reads the change.
+  std::optional<uint64_t> first_mark;
+  auto mark = [&](uint64_t seq) {
+    if (!first_mark) first_mark = seq;
+    leases_->mark_listing(*slot, seq);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    SHELF_FAULT_POINT("client.list.after_mark");
+  };
+  const shm::IndexRead read = index_->list_summaries(&buffers->entries, &buffers->names, mark);
+  give_back_lease_slot(*slot);
+  // As ending a lease: either the daemon's next scan sees the slot empty,
+  // or this look sees that the index changed since the first mark (which
+  // any unpublish that saw a mark of ours did): say so, and what it held
+  // for this list is freed now rather than at its next look.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (first_mark && index_->sequence() != *first_mark) post_lease_released();
+  return read;
 }
 
 Status Client::Impl::check_peer() const {
@@ -730,8 +760,7 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
   // From the segment's name index: no message (docs/shm_layout.md).
   SHELF_RETURN_IF_ERROR(impl_->check_alive());
   Client::Impl::ListBuffers& b = impl_->list_buffers();
-  if (impl_->index().list_summaries(/*descriptors=*/true, &b.entries, &b.names) ==
-      shm::IndexRead::kFound) {
+  if (impl_->list_in_table(&b) == shm::IndexRead::kFound) {
     // Sorted by name through an index: moving 10,000 DatasetInfos about
     // costs more than building them in order.
     order_by_name(&b);
@@ -744,7 +773,7 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
     }
     return out;
   }
-  // The daemon kept changing the index: ask it.
+  // The daemon kept changing the index, or no table slot was free: ask it.
   std::vector<std::byte> frame;
   protocol::encode_list_request(frame);
   SHELF_ASSIGN_OR_RETURN(
@@ -965,8 +994,7 @@ Result<std::vector<std::string>> DatasetMap::keys() {
   Client::Impl& impl = *client_.impl_;
   SHELF_RETURN_IF_ERROR(impl.check_alive());
   Client::Impl::ListBuffers& b = impl.list_buffers();
-  if (impl.index().list_summaries(/*descriptors=*/false, &b.entries, &b.names) !=
-      shm::IndexRead::kFound) {
+  if (impl.index().list_summaries(&b.entries, &b.names) != shm::IndexRead::kFound) {
     SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> infos, client_.list_datasets());
     std::vector<std::string> names;
     for (auto& info : infos) names.push_back(std::move(info.name));

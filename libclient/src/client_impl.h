@@ -129,6 +129,12 @@ class Client::Impl {
     std::vector<NameKey> order;
   };
   ListBuffers& list_buffers() { return list_buffers_; }
+  // Lists the index with each dataset's descriptor figures into `buffers`,
+  // its descriptors kept from being freed meanwhile by a listing mark in
+  // the lease table (docs/leases.md, "Lists"). kBusy when the daemon kept
+  // changing the index, and when there is no table slot to mark (no table,
+  // all slots taken): ask the daemon then. The caller checked the owner.
+  shm::IndexRead list_in_table(ListBuffers* buffers);
 
  private:
   // The steps of connect().
@@ -157,8 +163,14 @@ class Client::Impl {
   Status check_owner() const;
   // check_alive() but the owner check, for callers that made it already.
   Status check_daemon();
+  // A free lease table slot, the high-water mark raised past it; nullopt
+  // when there is no table or every slot is taken.
+  std::optional<uint32_t> take_lease_slot();
   // Empties a lease table slot (E1 of docs/leases.md) and hands it out again.
   void give_back_lease_slot(uint32_t slot);
+  // Asks the daemon to look at the datasets it holds for leases again now
+  // (a posted LeaseReleased; no reply is waited for).
+  void post_lease_released();
 
   // Written by connect() before the Impl is shared, then only read.
   ClientOptions options_;

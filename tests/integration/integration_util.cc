@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
+#include <iterator>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -129,6 +131,21 @@ int wait_child(pid_t pid) {
 int kill_child(pid_t pid) {
   ::kill(pid, SIGKILL);
   return wait_child(pid);
+}
+
+bool resume_when_stopped(pid_t pid) {
+  // The state is the field after the command, which ends at the last ')'.
+  auto stopped = [pid] {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t end = stat.rfind(')');
+    return end != std::string::npos && end + 2 < stat.size() && stat[end + 2] == 'T';
+  };
+  if (!eventually(stopped)) {
+    ADD_FAILURE() << "process " << pid << " never stopped";
+    return false;
+  }
+  return ::kill(pid, SIGCONT) == 0;
 }
 
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {

@@ -81,6 +81,11 @@ pid_t spawn_child(const std::function<void()>& body);
 int wait_child(pid_t pid);
 // SIGKILLs a child of spawn_child() and reaps it; returns what wait_child does.
 int kill_child(pid_t pid);
+// Lets a child stopped at a fault point (ScopedFaultPoint) go on: waits
+// until it is stopped, then sends SIGCONT, which would be lost if it came
+// between the child's notice and its stop. False (and a gtest failure) if
+// it never stopped.
+bool resume_when_stopped(pid_t pid);
 
 // Polls `condition` until it holds or `timeout` passes; returns the last
 // result. Only for state the daemon changes on its own, e.g. when it reads the

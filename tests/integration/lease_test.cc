@@ -238,6 +238,50 @@ INSTANTIATE_TEST_SUITE_P(Steps, DaemonFaultTest,
                            return std::string(param.param).substr(14);  // "before_scan"
                          });
 
+// A list reads every dataset's descriptor without the daemon. A dataset
+// unpublished under a list stays until the list is done or its process is
+// gone: freed, its descriptor would be a hole, and the list's read of it
+// would fault in a page that nothing gives back (in CI, NameIndexTest's
+// churn once left one page resident beyond what was in use).
+class ListerEndTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ListerEndTest, ADatasetUnpublishedUnderAListStaysUntilTheListEnds) {
+  const bool killed = GetParam();
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  const Usage empty = usage_of(client, *daemon);
+  publish_int64(client, "a", kRows, 3);
+  Pipe notify;
+  pid_t lister = spawn_child([&] {
+    Client c = daemon->connect();
+    ScopedFaultPoint armed("client.list.after_mark", notify);
+    auto listed = c.list_datasets();  // stops after each attempt's mark
+    ASSERT_TRUE(listed.ok()) << listed.status().to_string();
+    EXPECT_TRUE(listed->empty()) << "the list did not read the index as unpublished";
+  });
+  ASSERT_EQ(notify.read_line(), "client.list.after_mark");
+  ASSERT_TRUE(client.unpublish_dataset("a").ok());
+  EXPECT_GT(status_of(client).pending_free_bytes, 0u) << "freed under a list that may read it";
+  if (killed) {
+    EXPECT_EQ(kill_child(lister), 128 + SIGKILL);
+  } else {
+    // The attempt marked before the unpublish is thrown away, and the next
+    // one is marked anew.
+    ASSERT_TRUE(resume_when_stopped(lister));
+    ASSERT_EQ(notify.read_line(), "client.list.after_mark");
+    ASSERT_TRUE(resume_when_stopped(lister));
+    EXPECT_EQ(wait_child(lister), 0);
+  }
+  expect_freed_back_to(client, *daemon, empty);
+  expect_daemon_serves(*daemon);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ends, ListerEndTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param) {
+                           return param.param ? "Killed" : "Done";
+                         });
+
 TEST(LeaseTest, AForkedChildNeverTouchesItsParentsLeases) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);

@@ -22,6 +22,7 @@
 #include <shelf/client.h>
 
 #include "base/unique_fd.h"
+#include "protocol/wire.h"
 #include "tests/integration/integration_util.h"
 #include "tests/support/test_daemon.h"
 
@@ -259,11 +260,12 @@ TEST(NameIndexTest, ListsAreSortedByNameAndAgreeWithTheDaemon) {
 TEST(NameIndexTest, AClientOfTheOldProtocolIsRefusedClearly) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
-  for (uint8_t version : {2, 4, 5, 6}) {
+  for (uint8_t version : {2, 4, 5, 6, 7}) {
     EXPECT_THAT(old_protocol_hello(*daemon, version),
                 HasSubstr("protocol version " + std::to_string(version) +
-                          " is not spoken here (shelfd speaks 7); use a client of the same "
-                          "release"));
+                          " is not spoken here (shelfd speaks " +
+                          std::to_string(protocol::kProtocolVersion) +
+                          "); use a client of the same release"));
   }
   expect_daemon_serves(*daemon);
 }

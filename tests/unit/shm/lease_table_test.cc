@@ -44,6 +44,33 @@ TEST(LeaseTableTest, TheDaemonSeesWhatTheClientSetsBelowItsHighWaterMark) {
   EXPECT_TRUE(made->holds(7));
 }
 
+TEST(LeaseTableTest, AListingMarkIsSeenAsTheOldestListAndNeverAsALease) {
+  auto made = LeaseTable::create(64, 1234);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  UniqueFd fd = made->take_fd();
+  LeaseTable client = attach_copy(fd);
+  EXPECT_EQ(made->oldest_listing(), UINT64_MAX);
+  client.raise_high_water(3);
+  client.mark_listing(0, 40);
+  client.set(1, 42);
+  client.mark_listing(2, 38);
+  EXPECT_EQ(made->oldest_listing(), 38u);
+  // A mark is no lease: not of the id it carries, and not in status.
+  EXPECT_FALSE(made->holds(38));
+  // What left the index after the oldest mark's index_seq is kept; what
+  // left it before, or at it, is not (that list read the index without it).
+  EXPECT_TRUE(made->keeps(5, 39));
+  EXPECT_FALSE(made->keeps(5, 38));
+  EXPECT_TRUE(made->keeps(42, 0));
+  std::vector<uint64_t> held;
+  made->for_each_held([&](uint64_t id) { held.push_back(id); });
+  EXPECT_EQ(held, std::vector<uint64_t>{42});
+  client.clear(2);
+  EXPECT_EQ(made->oldest_listing(), 40u);
+  client.clear(0);
+  EXPECT_EQ(made->oldest_listing(), UINT64_MAX);
+}
+
 TEST(LeaseTableTest, ADaemonScanStaysInsideItsOwnTableWhateverTheHeaderSays) {
   auto made = LeaseTable::create(16, 1);
   ASSERT_TRUE(made.ok());

@@ -123,7 +123,7 @@ std::vector<std::string> colliding_names(uint32_t buckets, size_t n) {
 std::set<std::string> listed_names(const NameIndexReader& r) {
   std::vector<EntrySummary> summaries;
   std::string packed;
-  EXPECT_EQ(r.list_summaries(false, &summaries, &packed), IndexRead::kFound);
+  EXPECT_EQ(r.list_summaries(&summaries, &packed), IndexRead::kFound);
   std::set<std::string> names;
   for (const EntrySummary& s : summaries) names.insert(packed.substr(s.name_offset, s.name_length));
   return names;
@@ -151,7 +151,7 @@ void expect_matches(IndexBed& bed) {
   // own entry's fields.
   std::vector<EntrySummary> summaries;
   std::string packed = "left over from an earlier call";
-  ASSERT_EQ(r.list_summaries(false, &summaries, &packed), IndexRead::kFound);
+  ASSERT_EQ(r.list_summaries(&summaries, &packed), IndexRead::kFound);
   std::set<std::string> summarised;
   size_t name_bytes = 0;
   for (const EntrySummary& s : summaries) {
@@ -251,6 +251,26 @@ TEST(NameIndexTest, PublishIdsAreNeverReusedAndOverrideKeepsTheSlot) {
   EXPECT_GT(third, second);
 }
 
+TEST(NameIndexTest, AListMarksEachAttemptWithTheIndexSeqItReads) {
+  IndexBed bed(8);
+  bed.publish("x");
+  std::vector<uint64_t> marked;
+  std::vector<EntrySummary> summaries;
+  std::string packed;
+  // The first attempt is overtaken by a publish after its mark: it is
+  // thrown away, and the next one is marked with the newer index_seq.
+  auto mark = [&](uint64_t seq) {
+    marked.push_back(seq);
+    if (marked.size() == 1) bed.publish("y");
+  };
+  ASSERT_EQ(bed.reader().list_summaries(&summaries, &packed, mark), IndexRead::kFound);
+  ASSERT_EQ(marked.size(), 2u);
+  EXPECT_EQ(marked[0] % 2, 0u);
+  EXPECT_GT(marked[1], marked[0]);
+  EXPECT_EQ(marked[1], bed.reader().sequence());
+  EXPECT_EQ(summaries.size(), 2u);
+}
+
 TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
   IndexBed bed(8);
   bed.publish("x");
@@ -259,7 +279,10 @@ TEST(NameIndexTest, AReaderGivesUpWhileTheIndexStaysOddAndRecoversWhenEven) {
   EXPECT_EQ(bed.reader().find("x", &e), IndexRead::kBusy);
   std::vector<EntrySummary> summaries(3);
   std::string packed = "stale";
-  EXPECT_EQ(bed.reader().list_summaries(true, &summaries, &packed), IndexRead::kBusy);
+  int marks = 0;
+  EXPECT_EQ(bed.reader().list_summaries(&summaries, &packed, [&](uint64_t) { ++marks; }),
+            IndexRead::kBusy);
+  EXPECT_EQ(marks, 0) << "an attempt was marked at an odd index_seq";
   EXPECT_TRUE(summaries.empty());
   EXPECT_TRUE(packed.empty());
   NameIndexWriter(
@@ -328,7 +351,7 @@ TEST(NameIndexTest, ReaderProcessesRacingTheWriterSeeOnlyWholeStates) {
         }
         if (i % 500 != 0) continue;
         // The same buffers every time, as the client's list does.
-        if (reader.list_summaries(false, &summaries, &packed) != IndexRead::kFound) continue;
+        if (reader.list_summaries(&summaries, &packed) != IndexRead::kFound) continue;
         int stable_listed = 0;
         for (const auto& x : summaries) {
           const std::string_view n = std::string_view(packed).substr(x.name_offset, x.name_length);
