@@ -336,6 +336,9 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
       w.u64(u.used_bytes);
       w.u64(u.quota_bytes);
     }
+    w.u32(m.verify_datasets_left);
+    w.u64(m.verify_bytes_left);
+    w.u64(m.verify_bytes_done);
   });
 }
 
@@ -450,6 +453,9 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
     usage.quota_bytes = r.u64();
     m.users.push_back(usage);
   }
+  m.verify_datasets_left = r.u32();
+  m.verify_bytes_left = r.u64();
+  m.verify_bytes_done = r.u64();
   return finish(r, std::move(m));
 }
 

@@ -196,6 +196,11 @@ struct StatusResponse {
   std::vector<UnpublishedDataset> unpublished;  // by name
   std::vector<ClientSummary> clients;           // by pid
   std::vector<UserUsage> users;                 // by uid
+  // The checksums of what a restart found, checked while shelfd serves
+  // (server/verifier.h): all 0 once every dataset is checked.
+  uint32_t verify_datasets_left = 0;
+  uint64_t verify_bytes_left = 0;
+  uint64_t verify_bytes_done = 0;
 };
 
 // Answered (empty, OK) when every name is published; until then the
@@ -219,7 +224,7 @@ enum class EventKind : uint8_t {
   kPublish = 1,   // a new name
   kOverride = 2,  // a publish that replaced a published (or quarantined) name
   kUnpublish = 3,
-  kQuarantine = 4,  // found damaged at the daemon's start; only after a restart event
+  kQuarantine = 4,  // found damaged since the daemon's start (its checks of a restart)
   kRestart = 5,     // the daemon is another than the subscriber's last
   kDropped = 6,     // `dropped` events were not sent: the subscriber read too slowly
 };

@@ -614,6 +614,12 @@ class PyClient {
       users.append(d);
     }
     out["users"] = users;
+    // The keys of `shelf status --json`'s verifying.
+    py::dict verifying;
+    verifying["datasets_left"] = s.verifying.datasets_left;
+    verifying["bytes_left"] = s.verifying.bytes_left;
+    verifying["bytes_done"] = s.verifying.bytes_done;
+    out["verifying"] = verifying;
     return out;
   }
 

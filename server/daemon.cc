@@ -39,10 +39,11 @@ struct Daemon::Connection {
   uint32_t uid = 0;
   bool greeted = false;  // Hello received
   bool closing = false;  // close once `out` is flushed
-  // A WaitFor is pending, or a Publish waits for its checks: nothing more is
-  // read until it is answered. The names it still waits for (each has this
-  // fd in waiters_), or the ticket of the checks (in checking_; the Publish
-  // frame stays in `in`, to be processed again once they are done).
+  // A WaitFor is pending, or a Publish or a Get waits for checks off the
+  // loop: nothing more is read until it is answered. The names it still
+  // waits for (each has this fd in waiters_), or the ticket of the checks
+  // (in checking_; the frame stays in `in`, to be processed again once they
+  // are done).
   bool parked = false;
   std::vector<std::string> waiting_for;
   uint64_t check_ticket = 0;
@@ -251,7 +252,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
   for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd(),
-                 d->store_->background_ready_fd()}) {
+                 d->store_->background_ready_fd(), d->store_->verifier_ready_fd()}) {
+    if (fd < 0) continue;  // no verifier: nothing to check after the restart
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -328,8 +330,9 @@ Status Daemon::run() {
         refresh_metrics();
         continue;
       }
-      if (fd == store_->background_ready_fd()) {
+      if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd()) {
         store_->collect_background();
+        emit_new_quarantines();
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -558,7 +561,15 @@ void Daemon::close_connection(int fd) {
   // Ends the session: unsealed extents are freed, leases released.
   store_->close_session(it->second->session);
   drop_waits(*it->second);
-  if (it->second->check_ticket != 0) checking_.erase(it->second->check_ticket);
+  if (it->second->check_ticket != 0) {
+    auto [first, last] = checking_.equal_range(it->second->check_ticket);
+    for (auto c = first; c != last; ++c) {
+      if (c->second == fd) {
+        checking_.erase(c);
+        break;
+      }
+    }
+  }
   if (it->second->subscribed) std::erase(subscribers_, fd);
   if (auto held = connections_of_uid_.find(it->second->uid);
       held != connections_of_uid_.end() && --held->second == 0) {
@@ -788,10 +799,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (!m) return malformed();
       // Large: its checks run off the loop first (Store::start_publish_checks).
       if (auto ticket = store_->start_publish_checks(c.session, *m)) {
-        c.check_ticket = *ticket;
-        c.parked = true;
-        checking_.emplace(*ticket, c.fd.get());
-        return;
+        return park_until_checked(c, *ticket);
       }
       // Which names this publish replaces: only worth asking when someone listens.
       std::vector<bool> replaces;
@@ -810,6 +818,10 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kGet: {
       auto m = protocol::decode_get_request(payload);
       if (!m) return malformed();
+      // Found at a restart and not verified yet: answered once it is.
+      if (auto ticket = store_->await_verification(m->name)) {
+        return park_until_checked(c, *ticket);
+      }
       auto r = store_->get(c.session, m->name);
       if (!r.ok()) return reply_status(r.status());
       return protocol::encode_response(c.out, *r);
@@ -894,15 +906,23 @@ void Daemon::wake_waiters(const std::vector<protocol::PublishItem>& items) {
   }
 }
 
+void Daemon::park_until_checked(Connection& c, uint64_t ticket) {
+  c.check_ticket = ticket;
+  c.parked = true;
+  checking_.emplace(ticket, c.fd.get());
+}
+
 void Daemon::wake_checked() {
   for (uint64_t ticket : store_->take_finished_checks()) {
-    auto it = checking_.find(ticket);
-    if (it == checking_.end()) continue;  // its connection closed meanwhile
-    Connection& c = *connections_.at(it->second);
-    checking_.erase(it);
-    c.check_ticket = 0;
-    c.parked = false;
-    woken_.push_back(c.fd.get());  // on_writable() processes its Publish again
+    // None left: their connections closed meanwhile.
+    auto [first, last] = checking_.equal_range(ticket);
+    for (auto it = first; it != last; ++it) {
+      Connection& c = *connections_.at(it->second);
+      c.check_ticket = 0;
+      c.parked = false;
+      woken_.push_back(c.fd.get());  // on_writable() processes its request again
+    }
+    checking_.erase(first, last);
   }
 }
 
@@ -956,6 +976,18 @@ void Daemon::subscribe(Connection& c, const protocol::SubscribeRequest& m) {
   c.subscribed = true;
   subscribers_.push_back(c.fd.get());
   log_debug("pid " + std::to_string(c.pid) + " subscribed to events");
+}
+
+void Daemon::emit_new_quarantines() {
+  for (protocol::QuarantinedDataset& q : store_->take_new_quarantines()) {
+    protocol::Event e;
+    e.kind = protocol::EventKind::kQuarantine;
+    e.name = std::move(q.name);
+    e.time_ns = internal::now_ns();
+    e.memory_bytes = q.memory_bytes;
+    e.reason = std::move(q.reason);
+    emit(e);
+  }
 }
 
 void Daemon::emit_published(const Connection& publisher, const std::string& name, bool replaced) {

@@ -141,6 +141,10 @@ class Daemon {
   void emit_published(const Connection& publisher, const std::string& name, bool replaced);
   // The unpublish event of `removed`, unpublished by `by`.
   void emit_unpublished(const Connection& by, const protocol::DatasetSummary& removed);
+  // A quarantine event for each dataset the verifier found damaged.
+  void emit_new_quarantines();
+  // Holds `c`'s request (its frame stays in `in`) until `ticket` is done.
+  void park_until_checked(Connection& c, uint64_t ticket);
 
   DaemonOptions options_;
   std::optional<gid_t> group_;  // options_.group resolved
@@ -163,8 +167,11 @@ class Daemon {
   // newly queued). See docs/protocol.md, "Waiting".
   std::unordered_map<std::string, std::vector<int>> waiters_;
   std::vector<int> woken_;
-  // Publishes whose checks run on the segment worker: ticket -> fd.
-  std::unordered_map<uint64_t, int> checking_;
+  // Requests held back until something off the loop is done, by ticket:
+  // Publishes whose checks run on the segment worker, Gets of a dataset
+  // whose checksums the verifier checks after a restart (several may wait
+  // for one). ticket -> fd.
+  std::unordered_multimap<uint64_t, int> checking_;
   std::vector<int> subscribers_;  // event streams (fds), in the order they subscribed
   std::chrono::steady_clock::time_point next_hold_recheck_{};
   bool lease_released_ = false;  // a LeaseReleased came this loop turn

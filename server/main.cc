@@ -113,7 +113,7 @@ struct Options {
 // should stop here (--help: 0; a bad option, said on stderr: 2).
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
-  std::string max_datasets_text, max_connections_text, per_user_text;
+  std::string max_datasets_text, max_connections_text, per_user_text, verify_threads_text;
   std::vector<std::string> stray, user_quotas;
   po::options_description desc(kUsage);
   // clang-format off
@@ -151,6 +151,9 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "how many of the largest datasets get a shelf_dataset_memory_bytes series")
       ("verify-on-publish", po::bool_switch(&options.store.verify_on_publish),
        "recompute every buffer's XXH3 checksum before publishing (one extra read)")
+      ("verify-threads", po::value(&verify_threads_text),
+       "threads that check the checksums of the datasets a restart finds, while shelfd "
+       "already serves (a get of one waits for its own); default: one per core")
       ("discard", po::bool_switch(&options.store.discard),
        "remove an existing segment of this name and start empty (its datasets are lost)")
       ("remove-segment-on-exit", po::bool_switch(&options.store.remove_on_exit),
@@ -185,7 +188,8 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return usage_error("unexpected argument '" + stray.front() + "': shelfd takes options only" +
                        (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
   }
-  for (const char* name : {"socket", "segment", "memory-limit", "group", "log-file"}) {
+  for (const char* name :
+       {"socket", "segment", "memory-limit", "group", "log-file", "verify-threads"}) {
     if (vm.count(name) && vm[name].as<std::string>().empty()) {
       return usage_error(std::string("--") + name + " must not be empty");
     }
@@ -205,6 +209,11 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     options.daemon.max_connections_per_user = static_cast<uint32_t>(*per_user);
   }
 
+  if (vm.count("verify-threads")) {
+    auto threads = parse_count(verify_threads_text, "--verify-threads", 1, 1024);
+    if (!threads.ok()) return usage_error(threads.status().message());
+    options.store.verify_threads = static_cast<unsigned>(*threads);
+  }
   if (Status s = parse_user_quotas(user_quotas, options.store); !s.ok()) {
     return usage_error(s.message());
   }
@@ -306,8 +315,9 @@ std::string recovery_summary(const server::Store& store) {
   return "; re-attached /dev/shm/" + store.segment_name() + " (generation " +
          std::to_string(r.generation) + "): " + std::to_string(r.datasets) +
          " datasets served again, " + std::to_string(r.quarantined) +
-         " quarantined (see `shelf status`), " + format_bytes(r.verified_bytes) + " verified in " +
-         seconds;
+         " quarantined (see `shelf status`), in " + seconds + "; checking the checksums of " +
+         std::to_string(r.unverified) + " (" + format_bytes(r.unverified_bytes) +
+         ") in the background";
 }
 
 // The detached child is serving: its stdin and stdout go to /dev/null and

@@ -208,6 +208,12 @@ std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_dataset
   gauge(out, "shelf_datasets", "Published datasets.", s.datasets.size());
   gauge(out, "shelf_datasets_quarantined", "Datasets found damaged at restart, kept, not served.",
         s.quarantined.size());
+  gauge(out, "shelf_verify_datasets_left",
+        "Datasets found at restart whose checksums are not checked yet (a get waits for them).",
+        s.verify_datasets_left);
+  gauge(out, "shelf_verify_bytes_left",
+        "Bytes of those datasets' buffers not hashed yet (0 once the restart's checks are done).",
+        s.verify_bytes_left);
   gauge(out, "shelf_leases", "Leases held by readers.", s.num_leases);
   gauge(out, "shelf_connections", "Clients connected.", s.num_connections);
   counter(out, "shelf_publishes_total", "Dataset names published since shelfd started.",

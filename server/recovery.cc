@@ -18,6 +18,7 @@
 #include <set>
 #include <signal.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
 
@@ -383,6 +384,7 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   std::unique_ptr<Store> store(
       new Store(options, std::move(segment), std::move(mapping), std::move(worker)));
   store->recover();
+  SHELF_RETURN_IF_ERROR(store->start_verification());
   return store;
 }
 
@@ -441,7 +443,9 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   if (entry->seq % 2 != 0) return drop("was being rewritten when the previous shelfd died");
   if (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kFree)) return false;
   // A quarantined entry is checked again: the same bytes quarantine it again.
-  if (entry->state != static_cast<uint32_t>(shm::IndexEntryState::kPublished) &&
+  // An unverified one (the previous daemon died before it had checked its
+  // checksums) is checked like a published one.
+  if (!shm::is_listed(entry->state) &&
       entry->state != static_cast<uint32_t>(shm::IndexEntryState::kQuarantined)) {
     return drop("has an unknown state " + std::to_string(entry->state));
   }
@@ -461,12 +465,22 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   d.summary.created_ns = entry->created_ns;
   std::string problem;  // the first thing found wrong: the quarantine reason
   std::vector<std::byte> descriptor_bytes;
+  std::shared_ptr<const Verifier::Descriptor> to_verify;
   if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes)) {
     recover_partitions(*descriptor, d, problem);
     if (problem.empty() && entry->data_bytes != d.memory_bytes) {
       problem = "its index entry and its extents disagree on its size";
     }
     d.summary = summarise(name, descriptor->header(), 0);
+    // Its checksums are checked once shelfd serves (start_verification()).
+    // The view points into the copy's buffer, which the move keeps.
+    if (problem.empty()) {
+      to_verify = std::make_shared<const Verifier::Descriptor>(std::move(descriptor_bytes),
+                                                               std::move(*descriptor));
+      d.unverified = true;
+      ++recovery_.unverified;
+      recovery_.unverified_bytes += checksummed_bytes(to_verify->view);
+    }
   }
   d.summary.memory_bytes = d.memory_bytes;
   used_bytes_ += d.memory_bytes;
@@ -476,14 +490,13 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   } else {
     ++recovery_.quarantined;
     d.quarantine_reason = problem;
-    log_error("restart: dataset " + quoted(name) + " is quarantined, not served: " + problem +
-              ". Its " + format_bytes(d.memory_bytes) + " stay in use until `shelf unpublish " +
-              name + "` (or a publish with --override) removes it");
+    log_quarantine(d);
   }
   const uint64_t id = next_dataset_id_++;
   datasets_.emplace(id, std::move(d));
   names_.emplace(name, id);
   seen.insert(std::move(name));
+  if (to_verify) to_verify_.emplace_back(id, std::move(to_verify));
   return true;
 }
 
@@ -530,7 +543,6 @@ std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEnt
 }
 
 void Store::recover_partitions(const shm::DescriptorView& v, Dataset& d, std::string& problem) {
-  std::vector<std::string> bad_partitions;
   for (uint64_t p = 0; p < v.num_partitions(); ++p) {
     const shm::PartitionLayout& part = v.partition(p);
     const std::string where = "partition " + std::to_string(p);
@@ -545,21 +557,7 @@ void Store::recover_partitions(const shm::DescriptorView& v, Dataset& d, std::st
       continue;
     }
     d.partitions.push_back(Extent{part.extent_offset, part.extent_length});
-    // Every buffer is checked, so that a restart never serves bytes that
-    // changed while no daemon watched (or while one crashed).
-    if (auto bad = shm::first_checksum_mismatch(v, mapping_.data(), p, &recovery_.verified_bytes)) {
-      bad_partitions.push_back(where + " column '" + std::string(v.column_name(bad->column)) + "'");
-    }
   }
-  if (bad_partitions.empty() || !problem.empty()) return;
-  std::string list;
-  for (size_t i = 0; i < bad_partitions.size() && i < 5; ++i) {
-    list += (i ? ", " : "") + bad_partitions[i];
-  }
-  if (bad_partitions.size() > 5) {
-    list += " and " + std::to_string(bad_partitions.size() - 5) + " more";
-  }
-  problem = "checksum mismatch in " + list;
 }
 
 void Store::sweep_gap(uint64_t begin, uint64_t end) {
@@ -740,13 +738,76 @@ void Store::rebuild_name_index() {
     e.publish_id = d.publish_id;
     // Only the state changes: the other fields stay as evidence for the
     // next restart, which checks the same bytes again.
-    e.state =
-        static_cast<uint32_t>(d.quarantine_reason.empty() ? shm::IndexEntryState::kPublished
-                                                          : shm::IndexEntryState::kQuarantined);
+    e.state = static_cast<uint32_t>(entry_state(d));
     store_index_entry(d.slot, e);
     if (d.quarantine_reason.empty()) ++published;
   }
   index_.add_published(static_cast<int64_t>(published));
+}
+
+void Store::log_quarantine(const Dataset& d) {
+  log_error("restart: dataset " + quoted(d.name) +
+            " is quarantined, not served: " + d.quarantine_reason + ". Its " +
+            format_bytes(d.memory_bytes) + " stay in use until `shelf unpublish " + d.name +
+            "` (or a publish with --override) removes it");
+}
+
+Status Store::start_verification() {
+  if (to_verify_.empty()) return Status();
+  const unsigned threads = options_.verify_threads > 0
+                               ? options_.verify_threads
+                               : std::max(1u, std::thread::hardware_concurrency());
+  SHELF_ASSIGN_OR_RETURN(verifier_, Verifier::start(mapping_.data(), threads));
+  verify_started_ = std::chrono::steady_clock::now();
+  for (auto& [id, descriptor] : to_verify_) {
+    Dataset& d = datasets_.at(id);
+    d.verifying = true;
+    d.verify_ticket = next_check_ticket_++;
+    verifier_->add(id, std::move(descriptor));
+  }
+  std::vector<std::pair<uint64_t, std::shared_ptr<const Verifier::Descriptor>>>().swap(to_verify_);
+  return Status();
+}
+
+std::optional<uint64_t> Store::await_verification(std::string_view name) {
+  auto it = names_.find(name);
+  if (it == names_.end() || !datasets_.at(it->second).unverified) return std::nullopt;
+  verifier_->prioritise(it->second);
+  return datasets_.at(it->second).verify_ticket;
+}
+
+void Store::absorb_verified(std::vector<Verifier::Outcome> outcomes) {
+  for (const Verifier::Outcome& outcome : outcomes) {
+    SHELF_FAULT_POINT("daemon.verify.before_outcome");
+    Dataset& d = datasets_.at(outcome.dataset);
+    d.verifying = false;
+    finished_checks_.push_back(d.verify_ticket);  // its parked Gets run again
+    if (!d.published) {                           // unpublished or replaced meanwhile
+      free_if_unread(outcome.dataset);
+      continue;
+    }
+    d.unverified = false;
+    if (!outcome.problem.empty()) d.quarantine_reason = outcome.problem;
+    index_.begin();
+    write_index_entry(d.slot, &d);
+    if (!outcome.problem.empty()) index_.add_published(-1);
+    index_.end();
+    if (outcome.problem.empty()) continue;
+    ++verify_quarantined_;
+    log_quarantine(d);
+    new_quarantines_.push_back({d.name, d.memory_bytes, d.quarantine_reason});
+  }
+  if (verifier_->progress().datasets_left > 0) return;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - verify_started_).count();
+  const uint64_t bytes = verifier_->progress().bytes_done;
+  char took[64];
+  std::snprintf(took, sizeof took, "%.2f s (%.2f GB/s on %u threads)", seconds,
+                seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0,
+                verifier_->threads());
+  log_info("restart: checked the checksums of " + format_bytes(bytes) + " in " + took + "; " +
+           std::to_string(verify_quarantined_) + " datasets quarantined");
+  verifier_.reset();
 }
 
 void Store::log_recovery() const {
@@ -755,8 +816,10 @@ void Store::log_recovery() const {
   log_info("restart: re-attached /dev/shm/" + segment_.name() + " (generation " +
            std::to_string(generation_) + "): " + std::to_string(recovery_.datasets) +
            " datasets served again, " + std::to_string(recovery_.quarantined) + " quarantined, " +
-           std::to_string(recovery_.dropped) + " index entries dropped; verified " +
-           format_bytes(recovery_.verified_bytes) + " of checksummed data in " + rate + "; freed " +
+           std::to_string(recovery_.dropped) + " index entries dropped, in " + rate +
+           "; the checksums of " + std::to_string(recovery_.unverified) + " datasets (" +
+           format_bytes(recovery_.unverified_bytes) +
+           ") are checked in the background (a get of one waits for its own); freed " +
            format_bytes(recovery_.freed_bytes) + " not owned by any dataset" +
            (recovery_.orphaned_bytes > 0
                 ? "; holding " + format_bytes(recovery_.orphaned_bytes) +

@@ -307,6 +307,9 @@ std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
 void Store::retire(uint64_t dataset_id) {
   Dataset& dataset = datasets_.at(dataset_id);
   uncharge(dataset.summary.publisher_uid, dataset.memory_bytes);
+  // Nobody will read it through shelfd: its checksums need not be checked,
+  // but its memory stays until the verifier hands it back.
+  if (dataset.verifying) verifier_->cancel(dataset_id);
   // The daemon's half of docs/leases.md: the index no longer names the
   // dataset (index_.end() is behind us); this fence orders that before the
   // scan, as the reader's fence orders its slot before its re-check. So a
@@ -557,7 +560,10 @@ void Store::finish_punch(const Extent& extent) {
   used_bytes_ -= extent.length;
 }
 
-void Store::collect_background() { absorb(worker_->take_done()); }
+void Store::collect_background() {
+  absorb(worker_->take_done());
+  if (verifier_) absorb_verified(verifier_->take_done());
+}
 
 void Store::wait_for_background() {
   worker_->wait_until_idle();
@@ -935,9 +941,7 @@ std::optional<uint64_t> Store::enter_item(Dataset dataset) {
 shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
   shm::IndexEntryLayout e{};
   if (dataset != nullptr) {
-    e.state = static_cast<uint32_t>(dataset->quarantine_reason.empty()
-                                        ? shm::IndexEntryState::kPublished
-                                        : shm::IndexEntryState::kQuarantined);
+    e.state = static_cast<uint32_t>(entry_state(*dataset));
     e.name_length = static_cast<uint32_t>(dataset->name.size());
     std::memcpy(e.name, dataset->name.data(), dataset->name.size());
     e.descriptor_offset = dataset->descriptor.offset + shm::kExtentHeaderBytes;
@@ -947,6 +951,11 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
     e.publish_id = dataset->publish_id;
   }
   return e;
+}
+
+shm::IndexEntryState Store::entry_state(const Dataset& dataset) {
+  if (!dataset.quarantine_reason.empty()) return shm::IndexEntryState::kQuarantined;
+  return dataset.unverified ? shm::IndexEntryState::kUnverified : shm::IndexEntryState::kPublished;
 }
 
 void Store::write_index_entry(uint32_t slot, const Dataset* dataset) {
@@ -999,6 +1008,11 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
                               "), so it is not served; publish it again with --override, or "
                               "`shelf unpublish " +
                               name + "` to free its memory");
+  }
+  // The daemon holds a Get back until then (await_verification()).
+  if (dataset.unverified) {
+    return Status::unavailable("dataset " + quoted(name) +
+                               " is being checked after shelfd restarted; try again");
   }
   if (session.leases.size() >= kMaxLeasesPerConnection) {
     return Status::resource_exhausted(
@@ -1102,6 +1116,12 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   for (const auto& [uid, bytes] : charged_) used[uid] = bytes;
   for (const auto& [uid, quota] : options_.user_quotas) used.try_emplace(uid, 0);
   for (const auto& [uid, bytes] : used) s.users.push_back({uid, bytes, quota_of(uid)});
+  if (verifier_) {
+    const Verifier::Progress p = verifier_->progress();
+    s.verify_datasets_left = static_cast<uint32_t>(p.datasets_left);
+    s.verify_bytes_left = p.bytes_left;
+    s.verify_bytes_done = p.bytes_done;
+  }
   return s;
 }
 

@@ -14,6 +14,7 @@
 // (orphans, old mappers); a separate class would have to expose all of it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -32,6 +33,7 @@
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
 #include "server/segment_worker.h"
+#include "server/verifier.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
 #include "shm/layout.h"
@@ -56,6 +58,9 @@ struct StoreOptions {
   uint32_t max_datasets = 16384;   // index slots
   uint32_t mode = 0600;            // permissions of the segment
   bool verify_on_publish = false;  // recompute every buffer's XXH3 before publishing
+  // Threads that check the checksums of what a restart found, in the
+  // background (server/verifier.h); 0: one per core.
+  unsigned verify_threads = 0;
   // An existing segment of this name is re-attached (its datasets served
   // again) unless `discard` is set: then it is removed and a fresh one made.
   bool discard = false;
@@ -77,10 +82,13 @@ struct StoreOptions {
 struct RecoveryReport {
   bool attached = false;  // false: a new, empty segment was made
   uint64_t generation = 0;
-  uint32_t datasets = 0;        // served again
-  uint32_t quarantined = 0;     // kept but not served: damaged
-  uint32_t dropped = 0;         // index entries that were torn or unreadable
-  uint64_t verified_bytes = 0;  // buffer bytes whose XXH3 was checked
+  uint32_t datasets = 0;     // served again
+  uint32_t quarantined = 0;  // kept but not served: damaged
+  uint32_t dropped = 0;      // index entries that were torn or unreadable
+  // Served again whose checksums the Verifier checks in the background,
+  // and the bytes of their buffers (a get of one waits for its own).
+  uint32_t unverified = 0;
+  uint64_t unverified_bytes = 0;
   uint64_t freed_bytes = 0;     // resident bytes given back (unsealed, unreferenced)
   uint64_t orphaned_bytes = 0;  // unsealed extents held until their live owner exits
   uint32_t old_mappers = 0;     // other processes that had the segment mapped
@@ -210,6 +218,19 @@ class Store {
   // rows (shelf status --clients); the metrics go without them.
   protocol::StatusResponse status(bool who_holds = true) const;
 
+  // ---- Checksums after a restart (server/verifier.h) ----
+  // Readable (for the daemon's epoll) when the verifier has finished
+  // datasets: collect_background() takes them. -1 when none runs.
+  int verifier_ready_fd() const { return verifier_ ? verifier_->ready_fd() : -1; }
+  // A Get of `name` must wait while the dataset's checksums are checked:
+  // the ticket take_finished_checks() gives back once they are (and the
+  // verifier takes it next). nullopt: get() answers now.
+  std::optional<uint64_t> await_verification(std::string_view name);
+  // What the verifier quarantined since the last call: the daemon's events.
+  std::vector<protocol::QuarantinedDataset> take_new_quarantines() {
+    return std::exchange(new_quarantines_, {});
+  }
+
   const std::string& segment_name() const { return segment_.name(); }
   uint64_t segment_bytes() const { return segment_bytes_; }
   uint64_t generation() const { return generation_; }
@@ -244,6 +265,13 @@ class Store {
     // (table_holds_).
     bool table_held = false;
     uint64_t retired_seq = 0;  // index_seq once it left the index
+    // Found at restart; its checksums are not checked yet (its entry says
+    // kUnverified). `verifying`: the Verifier has it, so its memory stays
+    // until the Outcome comes, published or not; gets wait for
+    // `verify_ticket`.
+    bool unverified = false;
+    bool verifying = false;
+    uint64_t verify_ticket = 0;
     protocol::DatasetSummary summary;
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
@@ -293,6 +321,8 @@ class Store {
   // The index entry of `dataset` (published or quarantined), or of a free
   // slot when null.
   static shm::IndexEntryLayout index_entry_of(const Dataset* dataset);
+  // What the entry of a dataset in the index says of it.
+  static shm::IndexEntryState entry_state(const Dataset& dataset);
   // Rewrites index slot `slot` under its seqlock: `dataset`'s entry, or a
   // free slot when null. Between index_.begin() and index_.end().
   void write_index_entry(uint32_t slot, const Dataset* dataset);
@@ -332,8 +362,11 @@ class Store {
   // The oldest index_seq a live lease table marks a list of; UINT64_MAX
   // when none does.
   uint64_t oldest_listing() const;
-  // A dataset nobody may be reading: no lease, no restart hold.
-  static bool unread(const Dataset& d) { return d.leases == 0 && !d.restart_hold && !d.table_held; }
+  // A dataset nobody may be reading: no lease, no restart hold, no
+  // verifier thread.
+  static bool unread(const Dataset& d) {
+    return d.leases == 0 && !d.restart_hold && !d.table_held && !d.verifying;
+  }
 
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
@@ -518,8 +551,21 @@ class Store {
   // entry is already written). Between index_.begin() and end().
   void rebuild_buckets();
   void log_recovery() const;
+  // Logs why `d` is quarantined (its quarantine_reason), and what to do.
+  static void log_quarantine(const Dataset& d);
+  // Hands the datasets recover() left unverified to a new Verifier.
+  Status start_verification();
+  // What the verifier finished: a dataset served as verified, quarantined,
+  // or (cancelled, unpublished meanwhile) let go.
+  void absorb_verified(std::vector<Verifier::Outcome> outcomes);
 
   RecoveryReport recovery_;
+  // Found by recover(), handed to the verifier by start_verification().
+  std::vector<std::pair<uint64_t, std::shared_ptr<const Verifier::Descriptor>>> to_verify_;
+  std::unique_ptr<Verifier> verifier_;  // until it has handed back every dataset
+  std::chrono::steady_clock::time_point verify_started_;
+  uint32_t verify_quarantined_ = 0;
+  std::vector<protocol::QuarantinedDataset> new_quarantines_;
   struct Orphan {
     uint64_t offset = 0;
     uint64_t length = 0;

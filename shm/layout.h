@@ -29,7 +29,9 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // 5: the intent record of a publish of several names (PendingPublishLayout
 // in page 0, kIntent extents). A version-4 segment is read as one with no
 // publish pending (it holds zeros there) and becomes version 5.
-inline constexpr uint32_t kLayoutVersion = 5;
+// 6: IndexEntryState::kUnverified. Older segments have no such entry and
+// become version 6.
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr uint32_t kOldestReadableLayoutVersion = 4;
 
 // An acquire load of a field that may lie in a read-only mapping.
@@ -96,7 +98,21 @@ static_assert(offsetof(SegmentHeaderLayout, magic) == 0 &&
 // the index makes them retry), and the entry's own `seq`, odd while the entry
 // is being changed, which tells a restarted daemon that it was torn.
 // kQuarantined: found damaged at restart; kept under its name, never served.
-enum class IndexEntryState : uint32_t { kFree = 0, kPublished = 1, kQuarantined = 2 };
+// kUnverified: published, but its checksums have not been checked since the
+// daemon restarted (that runs in the background): listed and counted as
+// published, and read only through the daemon, which answers a get once
+// they are (docs/design.md, "Restart").
+enum class IndexEntryState : uint32_t {
+  kFree = 0,
+  kPublished = 1,
+  kQuarantined = 2,
+  kUnverified = 3
+};
+// Published, verified or not: what lists, counts and contains report.
+inline bool is_listed(uint32_t state) {
+  return state == static_cast<uint32_t>(IndexEntryState::kPublished) ||
+         state == static_cast<uint32_t>(IndexEntryState::kUnverified);
+}
 struct alignas(64) IndexEntryLayout {
   uint64_t seq;
   uint32_t state;  // IndexEntryState

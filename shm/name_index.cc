@@ -103,8 +103,7 @@ bool NameIndexReader::try_find(std::string_view name, uint64_t hash, EntrySnapsh
       continue;
     }
     fill_snapshot(e, static_cast<uint32_t>(slot), out);
-    *found = e.state == static_cast<uint32_t>(IndexEntryState::kPublished) ||
-             e.state == static_cast<uint32_t>(IndexEntryState::kQuarantined);
+    *found = is_listed(e.state) || e.state == static_cast<uint32_t>(IndexEntryState::kQuarantined);
     break;
   }
   return read_end(header_->index_seq, begun);
@@ -167,7 +166,7 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   const IndexEntryLayout& entry = entries_[slot];
   IndexEntryLayout e;
   load_words(&e, &entry, offsetof(IndexEntryLayout, name));
-  if (e.state != static_cast<uint32_t>(IndexEntryState::kPublished)) return;
+  if (!is_listed(e.state)) return;
   const uint32_t length = std::min(e.name_length, kMaxNameBytes);
   // Straight into the packed buffer: its capacity is kept across calls.
   const size_t at = names->size();

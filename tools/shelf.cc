@@ -672,7 +672,22 @@ std::string status_json(const MemoryStats& m, ClientOrder order) {
            ",\"restart_hold\":" + (u.restart_hold ? "true" : "false") + "}";
   }
   return out + "],\"clients\":" + clients_json(m.clients, order) +
-         ",\"users\":" + users_json(m.users) + "}";
+         ",\"users\":" + users_json(m.users) +
+         ",\"verifying\":{\"datasets_left\":" + std::to_string(m.verifying.datasets_left) +
+         ",\"bytes_left\":" + std::to_string(m.verifying.bytes_left) +
+         ",\"bytes_done\":" + std::to_string(m.verifying.bytes_done) + "}}";
+}
+
+// What is left of the checks of a restart, for status.
+std::string verifying_line(const MemoryStats::Verification& v) {
+  const uint64_t total = v.bytes_done + v.bytes_left;
+  char pct[16];
+  std::snprintf(
+      pct, sizeof pct, "%.0f%%",
+      total ? 100.0 * static_cast<double>(v.bytes_done) / static_cast<double>(total) : 100.0);
+  return "checking: the checksums of " + std::to_string(v.datasets_left) +
+         " datasets found at restart, " + format_bytes(v.bytes_done) + " of " +
+         format_bytes(total) + " done (" + pct + "); a get of one waits for its own";
 }
 
 std::string status_text(const MemoryStats& m) {
@@ -692,6 +707,7 @@ std::string status_text(const MemoryStats& m) {
          ", freed but not yet back " + format_bytes(m.pending_free_bytes) + "\n";
   out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
          std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) + "\n";
+  if (m.verifying.datasets_left > 0) out += verifying_line(m.verifying) + "\n";
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {

@@ -801,6 +801,8 @@ Result<Dataset> Client::get_dataset(std::string_view name) {
     SHELF_RETURN_IF_ERROR(impl_->check_alive());
     return Status::not_found(not_found_message(name));
   }
+  // Quarantined, or not verified yet since a restart: shelfd answers (once
+  // its checksums are checked, for the latter).
   if (found == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished) {
     SHELF_ASSIGN_OR_RETURN(std::optional<uint32_t> slot, impl_->lease_in_table(entry));
     if (slot) {
@@ -898,6 +900,7 @@ Result<MemoryStats> Client::status() {
   m.clients = to_clients(r);
   for (const auto& u : r.users)
     m.users.push_back(UserUsageInfo{u.uid, u.used_bytes, u.quota_bytes});
+  m.verifying = {r.verify_datasets_left, r.verify_bytes_left, r.verify_bytes_done};
   return m;
 }
 
@@ -921,7 +924,7 @@ std::string unpublished_names(const shm::NameIndexReader& index,
   for (const std::string& name : names) {
     shm::EntrySnapshot entry;
     if (index.find(name, &entry) == shm::IndexRead::kFound &&
-        entry.state == shm::IndexEntryState::kPublished) {
+        shm::is_listed(static_cast<uint32_t>(entry.state))) {
       continue;
     }
     out += (out.empty() ? "'" : ", '") + name + "'";
@@ -1019,7 +1022,7 @@ Result<bool> DatasetMap::contains(std::string_view name) {
     return std::binary_search(names.begin(), names.end(), name);
   }
   SHELF_RETURN_IF_ERROR(impl.check_alive());
-  return read == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished;
+  return read == shm::IndexRead::kFound && shm::is_listed(static_cast<uint32_t>(entry.state));
 }
 
 Result<size_t> DatasetMap::size() {

@@ -80,6 +80,9 @@ def test_status_has_generation_start_time_and_quarantined_datasets():
         d._start()
 
         with d.client() as c:
+            # Checked while it serves: a get waits for the check and refuses.
+            with pytest.raises(shelf.CorruptionError):
+                c.get_dataset("victim")
             after = c.status()
             assert after["generation"] > first["generation"]
             assert after["started_ns"] >= first["started_ns"]

@@ -467,7 +467,9 @@ TEST_F(EventsTest, ShelfEventsOutlivesAKill9AndReportsTheRestartThenTheQuarantin
   damage(*daemon_, victim);
   CommandResult restarted = daemon_->restart();
   ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
-  ASSERT_TRUE(contains(restarted.out, "1 quarantined")) << restarted.out;
+  // Found by the checks the restarted daemon runs while it serves: the
+  // event comes after the restart's, whether the subscriber is back first
+  // or not.
   std::optional<std::string> line = cmd->out.read_line();
   ASSERT_TRUE(line.has_value());
   EXPECT_TRUE(contains(*line, "{\"kind\":\"restart\",")) << *line;

@@ -198,7 +198,7 @@ shm::IndexEntryLayout* find_entry(const RawSegment& seg, const std::string& name
   for (uint32_t slot = 0; slot < h.index_capacity; ++slot) {
     auto* e = reinterpret_cast<shm::IndexEntryLayout*>(
         seg.at(h.index_offset + uint64_t{slot} * h.index_entry_bytes));
-    if (e->state == 1 && std::string(e->name, e->name_length) == name) return e;
+    if (shm::is_listed(e->state) && std::string(e->name, e->name_length) == name) return e;
   }
   throw TestFailure(name + " is not in the index");
 }
@@ -632,26 +632,31 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
     *seg.at(b.offset + 999) ^= std::byte{0x01};
   }
 
+  // Its checksums are checked once shelfd serves again: it starts with
+  // every dataset served, and says that it checks them.
   CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 1 quarantined"));
-  EXPECT_THAT(r.err, HasSubstr("'victim' is quarantined"));
-  EXPECT_THAT(r.err, HasSubstr("partition 1"));
-  // The daemon's own log says it too, for whoever looks later.
-  std::ifstream log_file(daemon->socket() + ".log");
-  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
-  EXPECT_THAT(log, HasSubstr("'victim' is quarantined"));
-  EXPECT_THAT(log, HasSubstr("1 quarantined"));
+  EXPECT_THAT(r.out, HasSubstr("5 datasets served again, 0 quarantined"));
+  EXPECT_THAT(r.out, HasSubstr("checking the checksums of 5"));
   Client client = daemon->connect();
-  // Never served silently: not listed, and a get says why.
-  std::vector<std::string> served = before.names;
-  std::erase(served, "victim");
-  EXPECT_EQ(listed_names(client), served);
+  // Never served: a get right after the restart waits for the check, and
+  // says why it refuses.
   auto got = client.get_dataset("victim");
   EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
   EXPECT_THAT(got.status().message(), HasSubstr("quarantined"));
   EXPECT_THAT(got.status().message(), HasSubstr("checksum mismatch in partition 1 column 'v'"));
+  // Then no longer listed.
+  std::vector<std::string> served = before.names;
+  std::erase(served, "victim");
+  EXPECT_EQ(listed_names(client), served);
   expect_several(client);
+  // The daemon's log says it, for whoever looks later.
+  EXPECT_TRUE(eventually([&] { return status_of(client).verifying.datasets_left == 0; }));
+  std::ifstream log_file(daemon->socket() + ".log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
+  EXPECT_THAT(log,
+              HasSubstr("'victim' is quarantined, not served: checksum mismatch in partition 1"));
+  EXPECT_THAT(log, HasSubstr("1 datasets quarantined"));
   // Reported by status, its memory still accounted until it is unpublished.
   MemoryStats st = status_of(client);
   ASSERT_EQ(st.quarantined.size(), 1u);
@@ -840,13 +845,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "is not a shelf segment"},
         BadHeader{"NewerLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
-                  "has layout version 6, and this shelfd reads versions 4 to 5"},
+                  "has layout version 7, and this shelfd reads versions 4 to 6"},
         // A segment of the release before the index's room: refused untouched too.
         BadHeader{"OlderLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) {
                     h.layout_version = shm::kOldestReadableLayoutVersion - 1;
                   },
-                  "has layout version 3, and this shelfd reads versions 4 to 5"},
+                  "has layout version 3, and this shelfd reads versions 4 to 6"},
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},
@@ -1519,8 +1524,8 @@ TEST(RestartTest, AnIndexShrinkKeepsTheSlotsOfAPublishCutShort) {
 
 // A segment of layout version 4 (made before intent records: it holds
 // zeros where the pointer is, so no publish is pending) is served, and
-// becomes version 5.
-TEST(RestartTest, ASegmentOfLayoutVersion4IsServedAndBecomesVersion5) {
+// becomes the current version (5 and 6 add what older ones never hold).
+TEST(RestartTest, ASegmentOfLayoutVersion4IsServedAndBecomesTheCurrentOne) {
   auto daemon = TestDaemon::start();
   ASSERT_NE(daemon, nullptr);
   {
@@ -1533,7 +1538,134 @@ TEST(RestartTest, ASegmentOfLayoutVersion4IsServedAndBecomesVersion5) {
   ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
   Client client = daemon->connect();
   expect_int64_published(client, "kept", 5'000, 7);
-  EXPECT_EQ(open_raw(*daemon).header().layout_version, 5u);
+  EXPECT_EQ(open_raw(*daemon).header().layout_version, shm::kLayoutVersion);
+}
+
+// ---------------------------------------- checksums after the restart --
+// A restart serves first and hashes what it found afterwards, on threads of
+// its own (server/verifier.h); a get of a dataset waits for its own check.
+
+constexpr uint64_t kBigRows = 500'000;  // 4 MiB a partition: 32 MiB to hash in all
+
+// shelfd killed after it served the restarted segment and before it took
+// in any check: the entries say "not verified yet", and the next restart
+// checks everything again and serves it all.
+TEST(RestartTest, AShelfdKilledWhileCheckingChecksumsChecksThemAllAgain) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    publish_several(client);
+  }
+  daemon->kill9();
+  Pipe notify(/*cloexec=*/false);
+  {
+    ScopedFaultPoint armed("daemon.verify.before_outcome", notify);
+    const CommandResult r = daemon->restart();
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
+    EXPECT_THAT(r.out, HasSubstr("checking the checksums of 4"));
+  }
+  ASSERT_EQ(notify.read_line(), "daemon.verify.before_outcome");
+  for (const char* name : {"ints", "ints-3-partitions", "mixed", "blob"}) {
+    EXPECT_EQ(find_entry(open_raw(*daemon), name)->state,
+              static_cast<uint32_t>(shm::IndexEntryState::kUnverified))
+        << name;
+  }
+  daemon->kill9();
+  const CommandResult again = daemon->restart();
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("4 datasets served again, 0 quarantined"));
+  Client client = daemon->connect();
+  expect_several(client);
+  EXPECT_TRUE(eventually([&] { return status_of(client).verifying.datasets_left == 0; }));
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.verifying.bytes_left, 0u);
+  EXPECT_TRUE(st.quarantined.empty());
+  for (const char* name : {"ints", "ints-3-partitions", "mixed", "blob"}) {
+    EXPECT_EQ(find_entry(open_raw(*daemon), name)->state,
+              static_cast<uint32_t>(shm::IndexEntryState::kPublished))
+        << name;
+  }
+}
+
+// Readers in other processes get every dataset the moment the restarted
+// shelfd serves, on one checking thread: each get waits for its own
+// dataset (and only for it), and reads it whole.
+TEST(RestartTest, GetsRacingTheChecksOfARestartReadWholeDatasets) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    for (int i = 0; i < 4; ++i) {
+      TableBuilder t = make_int64_table(client, kBigRows, 100 + i, 2);
+      ASSERT_TRUE(client.publish_dataset("big-" + std::to_string(i), t).ok());
+    }
+  }
+  daemon->kill9();
+  const CommandResult r = daemon->restart({"--verify-threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<pid_t> readers;
+  for (int reader = 0; reader < 3; ++reader) {
+    readers.push_back(spawn_child([&, reader] {
+      Client c = daemon->connect();
+      // Each starts with another dataset: the last one first for one of them.
+      for (int k = 0; k < 4; ++k) {
+        const int i = (3 - reader + k) % 4;
+        auto ds = c.get_dataset("big-" + std::to_string(i));
+        ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+        expect_int64_dataset(*ds, kBigRows, 100 + i, 2);
+      }
+    }));
+  }
+  for (pid_t reader : readers) EXPECT_EQ(wait_child(reader), 0);
+  Client client = daemon->connect();
+  EXPECT_TRUE(eventually([&] { return status_of(client).verifying.datasets_left == 0; }));
+  const MemoryStats st = status_of(client);
+  EXPECT_EQ(st.verifying.bytes_done, 0u) << "all 0 once done";
+  EXPECT_EQ(st.datasets.size(), 4u);
+  std::ifstream log_file(daemon->socket() + ".log");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), {});
+  EXPECT_THAT(log, HasSubstr("restart: checked the checksums of 30.52 MiB in "));
+  EXPECT_THAT(log, HasSubstr("on 1 threads); 0 datasets quarantined"));
+}
+
+// A dataset unpublished, or replaced, while it waits to be checked (or is
+// being checked) is never served again, and its memory comes back once
+// the checking thread lets go of it.
+TEST(RestartTest, DatasetsUnpublishedWhileTheyAreCheckedAreFreed) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  uint64_t empty_used = 0;
+  {
+    Client client = daemon->connect();
+    empty_used = status_of(client).used_bytes;
+    for (int i = 0; i < 4; ++i) {
+      TableBuilder t = make_int64_table(client, kBigRows, 200 + i, 2);
+      ASSERT_TRUE(client.publish_dataset("big-" + std::to_string(i), t).ok());
+    }
+  }
+  daemon->kill9();
+  ASSERT_EQ(daemon->restart({"--verify-threads", "1"}).exit_code, 0);
+  Client client = daemon->connect();
+  ASSERT_TRUE(client.unpublish_dataset("big-0").ok());
+  ASSERT_TRUE(client.unpublish_dataset("big-3").ok());
+  TableBuilder small = make_int64_table(client, 1'000, 7);
+  ASSERT_TRUE(client.publish_dataset("big-1", small, PublishOptions{true}).ok());
+  EXPECT_EQ(client.get_dataset("big-0").status().code(), Status::Code::kNotFound);
+  expect_int64_published(client, "big-1", 1'000, 7);
+  {
+    auto kept = client.get_dataset("big-2");
+    ASSERT_TRUE(kept.ok()) << kept.status().to_string();
+    expect_int64_dataset(*kept, kBigRows, 202, 2);
+  }
+  EXPECT_TRUE(eventually([&] { return status_of(client).verifying.datasets_left == 0; }));
+  const MemoryStats st = status_once_freed(client);
+  uint64_t datasets = 0;
+  for (const DatasetInfo& d : st.datasets) datasets += d.memory_bytes;
+  EXPECT_EQ(st.used_bytes, empty_used + datasets);
+  EXPECT_EQ(daemon->resident_bytes(), st.used_bytes) << "memory was not given back";
+  EXPECT_EQ(listed_names(client), (std::vector<std::string>{"big-1", "big-2"}));
 }
 
 // A client whose daemon dies fails at once with a clear error, never hangs;

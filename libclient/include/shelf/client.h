@@ -163,6 +163,15 @@ struct MemoryStats {
   std::vector<ClientInfo> clients;                  // by pid
   // Every user using memory, and every user given a quota of its own, by uid.
   std::vector<UserUsageInfo> users;
+  // After a restart, shelfd serves at once and checks the checksums of the
+  // datasets it found in the background; a get of one of them waits for
+  // its own. What is left of that, all 0 once it is done.
+  struct Verification {
+    uint32_t datasets_left = 0;
+    uint64_t bytes_left = 0;
+    uint64_t bytes_done = 0;
+  };
+  Verification verifying;
   uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
 };
 

@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <poll.h>
+#include <set>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -615,6 +618,86 @@ std::vector<std::string> listed_names(const shm::Mapping& m) {
   std::vector<std::string> out;
   for (const auto& e : listed) out.push_back(names.substr(e.name_offset, e.name_length));
   return out;
+}
+
+// After a restart a dataset is served once its checksums are checked on
+// the verifier's threads. The loop takes in what they found only when it
+// collects: here, one step at a time.
+TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
+  StoreOptions options;
+  options.segment_name = name_;
+  options.memory_limit = 4 * kMiB;
+  options.max_datasets = 4;
+  store_.reset();
+  (void)shm::ShmObject::unlink(name_);
+  auto made = Store::create(options);
+  ASSERT_TRUE(made.ok()) << made.status().to_string();
+  store_ = std::move(made).value();
+  map_segment();
+  const Store::SessionId s = store_->open_session(100, 1000);
+  const Int64Partition b = written(s, 1000);
+  ASSERT_TRUE(
+      publish(s, {item("a", {written(s, 1000)}), item("b", {b}), item("c", {written(s, 1000)})})
+          .ok());
+  mapping_->data()[b.extent_offset + shm::kExtentHeaderBytes + 8] ^= std::byte{1};
+  store_.reset();
+
+  options.remove_on_exit = true;
+  options.verify_threads = 1;
+  auto attached = Store::create(options);
+  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
+  store_ = std::move(attached).value();
+  map_segment();
+  EXPECT_EQ(store_->recovery().unverified, 3u);
+  EXPECT_EQ(store_->recovery().quarantined, 0u);
+  const shm::NameIndexReader index = index_reader(*mapping_);
+  shm::EntrySnapshot e;
+  ASSERT_EQ(index.find("a", &e), shm::IndexRead::kFound);
+  EXPECT_EQ(e.state, shm::IndexEntryState::kUnverified) << "clients must ask the daemon";
+  EXPECT_EQ(listed_names(*mapping_).size(), 3u) << "listed as published";
+
+  // Gets wait for their own dataset's ticket; until it is collected, the
+  // store answers none of them.
+  const Store::SessionId reader = store_->open_session(101, 1000);
+  const std::optional<uint64_t> a_ticket = store_->await_verification("a");
+  const std::optional<uint64_t> b_ticket = store_->await_verification("b");
+  ASSERT_TRUE(a_ticket && b_ticket);
+  EXPECT_NE(*a_ticket, *b_ticket);
+  EXPECT_FALSE(store_->await_verification("none"));
+  EXPECT_EQ(store_->get(reader, "a").status().code(), Status::Code::kUnavailable);
+  // Unpublished while it is checked: gone at once, its memory kept until
+  // the verifier lets it go.
+  ASSERT_TRUE(store_->unpublish("c").ok());
+  EXPECT_GT(store_->status().pending_free_bytes, 0u);
+
+  std::set<uint64_t> finished;
+  for (int i = 0; i < 100 && finished.size() < 3; ++i) {
+    pollfd ready{store_->verifier_ready_fd(), POLLIN, 0};
+    ASSERT_GE(::poll(&ready, 1, 1000), 0);
+    store_->collect_background();
+    for (uint64_t ticket : store_->take_finished_checks()) finished.insert(ticket);
+  }
+  EXPECT_EQ(finished.size(), 3u);
+  EXPECT_TRUE(finished.count(*a_ticket) && finished.count(*b_ticket));
+  EXPECT_EQ(store_->verifier_ready_fd(), -1) << "the threads are gone once all is checked";
+  EXPECT_FALSE(store_->await_verification("a"));
+  EXPECT_TRUE(store_->get(reader, "a").ok());
+  auto damaged = store_->get(reader, "b");
+  EXPECT_EQ(damaged.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(damaged.status().message().find("checksum mismatch in partition 0 column"),
+            std::string::npos)
+      << damaged.status().to_string();
+  const std::vector<protocol::QuarantinedDataset> found = store_->take_new_quarantines();
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].name, "b");
+  ASSERT_EQ(index.find("a", &e), shm::IndexRead::kFound);
+  EXPECT_EQ(e.state, shm::IndexEntryState::kPublished);
+  ASSERT_EQ(index.find("b", &e), shm::IndexRead::kFound);
+  EXPECT_EQ(e.state, shm::IndexEntryState::kQuarantined);
+  EXPECT_EQ(listed_names(*mapping_), std::vector<std::string>{"a"});
+  const protocol::StatusResponse st = store_->status();
+  EXPECT_EQ(st.pending_free_bytes, 0u) << "c was freed once the verifier let go";
+  EXPECT_EQ(st.verify_datasets_left, 0u);
 }
 
 TEST_F(StoreTest, UsedSlotsEndFollowsPublishesAndTheLowestFreeSlotIsTakenFirst) {
