@@ -329,6 +329,8 @@ void progress(const char* fmt, ...) {
 
 // ---------------------------------------------------------------- shelfd --
 
+void launch_daemon(const std::vector<std::string>& extra);
+
 void start_daemon(uint64_t memory_limit) {
   char dir_template[] = "/tmp/shelf-bench-XXXXXX";
   if (::mkdtemp(dir_template) == nullptr) die("mkdtemp: %s", std::strerror(errno));
@@ -339,10 +341,15 @@ void start_daemon(uint64_t memory_limit) {
   const std::string segment = "shelf-bench-" + std::to_string(::getpid());
   std::snprintf(g_left.segment, sizeof g_left.segment, "/%s", segment.c_str());
 
-  const std::string limit = std::to_string(memory_limit);
-  std::vector<std::string> args = {SHELFD_PATH, "--socket",       g_left.socket_path,
-                                   "--segment", segment,          "--memory-limit",
-                                   limit,       "--max-datasets", "20000"};
+  launch_daemon({"--memory-limit", std::to_string(memory_limit), "--max-datasets", "20000"});
+}
+
+// Starts shelfd on g_left's socket and segment with `extra` options, and
+// returns once it serves (without --foreground shelfd returns then).
+void launch_daemon(const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {SHELFD_PATH, "--socket", g_left.socket_path, "--segment",
+                                   g_left.segment + 1};
+  args.insert(args.end(), extra.begin(), extra.end());
   std::fflush(nullptr);
   pid_t launcher = ::fork();
   if (launcher < 0) die("fork: %s", std::strerror(errno));
@@ -366,6 +373,7 @@ void start_daemon(uint64_t memory_limit) {
   std::ifstream(g_left.lock_path) >> pid;
   if (pid > 0) {
     g_left.daemon_pid = pid;
+    if (g_left.daemon_lock_fd >= 0) ::close(g_left.daemon_lock_fd);
     g_left.daemon_lock_fd = ::open(g_left.lock_path, O_RDONLY | O_CLOEXEC);
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("shelfd did not start (see above)");
@@ -1710,6 +1718,90 @@ void figure_loop(Bench& b) {
           worst(during.status_us) / worst(alone.status_us));
 }
 
+// ----------------------------------------------------------- figure 11 --
+
+// Publishes `rows` rows of `source` as `name` in `partitions` partitions.
+void publish_partitioned(shelf::Client& client, const std::string& name, const int64_t* source,
+                         uint64_t rows, uint64_t partitions) {
+  shelf::TableBuilder table = must(client.create_table({{"v", shelf::Type::kInt64}}), "create");
+  for (uint64_t p = 0; p < partitions; ++p) {
+    const uint64_t begin = rows * p / partitions, end = rows * (p + 1) / partitions;
+    shelf::PartitionBuilder part = must(table.add_partition(end - begin), "add_partition");
+    std::memcpy(part.values<int64_t>(0).data(), source + begin, (end - begin) * sizeof(int64_t));
+  }
+  must(client.publish_dataset(name, table), "publish_dataset");
+}
+
+// What one kill -9 and restart took, from the start of the new shelfd.
+struct RestartSample {
+  double serving_ms = 0;    // until it serves (the launcher returned)
+  double small_get_ms = 0;  // until a get of the dataset queued last returned
+  double checked_ms = 0;    // until status says every checksum is checked
+};
+
+RestartSample kill_and_restart(Bench& b, unsigned threads, const std::string& small) {
+  b.client.reset();
+  ::kill(g_left.daemon_pid, SIGKILL);
+  if (!wait_daemon_gone(10000)) die("shelfd did not die of SIGKILL");
+  RestartSample s;
+  const int64_t t0 = now_ns();
+  launch_daemon({"--verify-threads", std::to_string(threads)});
+  s.serving_ms = ms_between(t0, now_ns());
+  b.daemon_pid = g_left.daemon_pid;
+  b.client.emplace(must(shelf::Client::connect(b.client_options), "connect"));
+  { shelf::Dataset got = must(b.client->get_dataset(small), "get_dataset"); }
+  s.small_get_ms = ms_between(t0, now_ns());
+  while (must(b.client->status(), "status").verifying.datasets_left > 0) sleep_ms(1);
+  s.checked_ms = ms_between(t0, now_ns());
+  return s;
+}
+
+// kill -9 of shelfd with the big dataset published (in 16 partitions, so
+// that threads can share it), and a restart: when it serves, when a get of
+// a small dataset (queued last) returns, and when every checksum is
+// checked, against hashing the same bytes here on one thread.
+void figure_restart(Bench& b) {
+  progress("[11] kill -9 and restart with %s published, x%d per thread count", b.big_label.c_str(),
+           b.repeat);
+  const std::string big = "bench-restart", small = "bench-restart-small";
+  // Only these are checked at each restart: what other figures left goes.
+  for (const shelf::DatasetInfo& d : must(b.client->list_datasets(), "list_datasets")) {
+    must(b.client->unpublish_dataset(d.name), "unpublish");
+  }
+  publish_partitioned(*b.client, big, b.source.get(), b.rows, 16);
+  publish_partitioned(*b.client, small, b.source.get(), b.small_rows, 1);
+  std::vector<double> hash_ms;
+  for (int r = 0; r < b.repeat; ++r) {
+    const int64_t t0 = now_ns();
+    volatile uint64_t hash = XXH3_64bits(b.source.get(), b.bytes);
+    (void)hash;
+    hash_ms.push_back(ms_between(t0, now_ns()));
+  }
+  const double hash = median(hash_ms);
+  std::vector<RestartSample> one, two;
+  for (int r = 0; r < b.repeat; ++r) {
+    one.push_back(kill_and_restart(b, 1, small));
+    two.push_back(kill_and_restart(b, 2, small));
+  }
+  auto med = [](const std::vector<RestartSample>& v, double RestartSample::*field) {
+    return median(collect(v, [&](const RestartSample& x) { return x.*field; }));
+  };
+  const double serving = med(two, &RestartSample::serving_ms);
+  add_row("11", "restart after kill -9 with " + b.big_label + ": serving (vs XXH3 of it, 1 thread)",
+          serving, "ms", hash, "ms", serving / hash);
+  add_row("11a", "  a get of a " + b.small_label + " dataset queued last (vs the same XXH3)",
+          med(two, &RestartSample::small_get_ms), "ms", hash, "ms",
+          med(two, &RestartSample::small_get_ms) / hash);
+  const double checked1 = med(one, &RestartSample::checked_ms);
+  const double checked2 = med(two, &RestartSample::checked_ms);
+  add_row("11b", "  every checksum checked, --verify-threads 1 (vs the same XXH3)",
+          gbps(b.bytes, checked1), "GB/s", gbps(b.bytes, hash), "GB/s", hash / checked1);
+  add_row("11c", "  every checksum checked, --verify-threads 2 (vs 1 thread)",
+          gbps(b.bytes, checked2), "GB/s", gbps(b.bytes, checked1), "GB/s", checked1 / checked2);
+  must(b.client->unpublish_dataset(big), "unpublish");
+  must(b.client->unpublish_dataset(small), "unpublish");
+}
+
 // ------------------------------------------------------- the table of them --
 
 struct Figure {
@@ -1752,6 +1844,11 @@ constexpr Figure kFigures[] = {
      "requests of one client that need shelfd (a 1-row publish + unpublish, a status) while "
      "another process publishes and unpublishes the big dataset in a loop, vs the same alone",
      figure_loop},
+    {"11", "restart", "",
+     "kill -9 of shelfd with the big dataset published, and a restart: when it serves, when a "
+     "get of a small dataset returns, when every checksum is checked (1 and 2 threads), vs "
+     "XXH3 of the same bytes on one thread",
+     figure_restart},
 };
 
 // --------------------------------------------------------------- options --

