@@ -797,6 +797,10 @@ void Store::absorb_verified(std::vector<Verifier::Outcome> outcomes) {
     log_quarantine(d);
     new_quarantines_.push_back({d.name, d.memory_bytes, d.quarantine_reason});
   }
+  end_verification_if_done();
+}
+
+void Store::end_verification_if_done() {
   if (verifier_->progress().datasets_left > 0) return;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - verify_started_).count();

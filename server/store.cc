@@ -307,9 +307,14 @@ std::unordered_map<uint64_t, uint32_t> Store::table_leases() const {
 void Store::retire(uint64_t dataset_id) {
   Dataset& dataset = datasets_.at(dataset_id);
   uncharge(dataset.summary.publisher_uid, dataset.memory_bytes);
-  // Nobody will read it through shelfd: its checksums need not be checked,
-  // but its memory stays until the verifier hands it back.
-  if (dataset.verifying) verifier_->cancel(dataset_id);
+  // Nobody will read it through shelfd: its checksums need not be checked.
+  // Its memory stays while a verifier thread hashes it; the Gets that waited
+  // for it are answered (NotFound) in both cases.
+  if (dataset.verifying && verifier_->cancel(dataset_id)) {
+    dataset.verifying = false;
+    finished_checks_.push_back(dataset.verify_ticket);
+    end_verification_if_done();
+  }
   // The daemon's half of docs/leases.md: the index no longer names the
   // dataset (index_.end() is behind us); this fence orders that before the
   // scan, as the reader's fence orders its slot before its re-check. So a

@@ -558,6 +558,8 @@ class Store {
   // What the verifier finished: a dataset served as verified, quarantined,
   // or (cancelled, unpublished meanwhile) let go.
   void absorb_verified(std::vector<Verifier::Outcome> outcomes);
+  // Once the verifier has nothing left: logs what it did, and stops it.
+  void end_verification_if_done();
 
   RecoveryReport recovery_;
   // Found by recover(), handed to the verifier by start_verification().

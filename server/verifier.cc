@@ -96,14 +96,19 @@ void Verifier::prioritise(uint64_t dataset) {
   order_.push_front(dataset);
 }
 
-void Verifier::cancel(uint64_t dataset) {
+bool Verifier::cancel(uint64_t dataset) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto job = jobs_.find(dataset);
-  if (job == jobs_.end() || job->second.cancelled) return;
+  // Finished already: its Outcome waits in done_ for take_done().
+  if (job == jobs_.end() || job->second.cancelled) return false;
+  std::erase(order_, dataset);
+  if (job->second.running == 0) {
+    jobs_.erase(job);
+    return true;
+  }
   job->second.cancelled = true;
   job->second.bytes_left = 0;
-  std::erase(order_, dataset);
-  if (job->second.running == 0) finish(dataset);
+  return false;
 }
 
 std::vector<Verifier::Outcome> Verifier::take_done() {

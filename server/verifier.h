@@ -74,9 +74,10 @@ class Verifier {
   void add(uint64_t dataset, std::shared_ptr<const Descriptor> descriptor);
   // Its partitions not started yet go before everyone else's.
   void prioritise(uint64_t dataset);
-  // Its partitions not started yet are dropped; its Outcome (cancelled)
-  // comes once those being hashed are done, or at once.
-  void cancel(uint64_t dataset);
+  // Its partitions not started yet are dropped. True when none was being
+  // hashed: it is let go now, and no Outcome comes. Else its Outcome comes
+  // (cancelled, or what it found if it had finished already).
+  bool cancel(uint64_t dataset);
   // Readable (for epoll) while take_done() has something to give.
   int ready_fd() const { return event_fd_.get(); }
   std::vector<Outcome> take_done();

@@ -90,6 +90,7 @@ def test_status_has_generation_start_time_and_quarantined_datasets():
             assert "checksum mismatch" in after["quarantined"][0]["reason"]
             assert after["quarantined"][0]["memory_bytes"] > 0
             assert [ds["name"] for ds in after["datasets"]] == ["kept"]
+            assert set(after["verifying"]) == {"datasets_left", "bytes_left", "bytes_done"}
     finally:
         d.stop()
 

@@ -634,7 +634,7 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
 
   // Its checksums are checked once shelfd serves again: it starts with
   // every dataset served, and says that it checks them.
-  CommandResult r = daemon->restart();
+  CommandResult r = daemon->restart_serving();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("5 datasets served again, 0 quarantined"));
   EXPECT_THAT(r.out, HasSubstr("checking the checksums of 5"));
@@ -669,6 +669,11 @@ TEST(RestartTest, CorruptedPartitionIsQuarantinedAndOthersAreServed) {
   CommandResult cli = run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status"});
   EXPECT_THAT(cli.out, HasSubstr("quarantined: 1"));
   EXPECT_THAT(cli.out, HasSubstr("victim"));
+  EXPECT_THAT(cli.out, Not(HasSubstr("checking:"))) << "nothing left to check";
+  CommandResult json =
+      run_command({SHELF_CLI_PATH, "--socket", daemon->socket(), "status", "--json"});
+  EXPECT_THAT(json.out,
+              HasSubstr("\"verifying\":{\"datasets_left\":0,\"bytes_left\":0,\"bytes_done\":0}"));
   // A publish without override does not silently replace it.
   TableBuilder again = make_int64_table(client, 10, 1);
   EXPECT_EQ(client.publish_dataset("victim", again).code(), Status::Code::kAlreadyExists);
@@ -1561,7 +1566,7 @@ TEST(RestartTest, AShelfdKilledWhileCheckingChecksumsChecksThemAllAgain) {
   Pipe notify(/*cloexec=*/false);
   {
     ScopedFaultPoint armed("daemon.verify.before_outcome", notify);
-    const CommandResult r = daemon->restart();
+    const CommandResult r = daemon->restart_serving();
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_THAT(r.out, HasSubstr("4 datasets served again, 0 quarantined"));
     EXPECT_THAT(r.out, HasSubstr("checking the checksums of 4"));
@@ -1603,7 +1608,7 @@ TEST(RestartTest, GetsRacingTheChecksOfARestartReadWholeDatasets) {
     }
   }
   daemon->kill9();
-  const CommandResult r = daemon->restart({"--verify-threads", "1"});
+  const CommandResult r = daemon->restart_serving({"--verify-threads", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<pid_t> readers;
   for (int reader = 0; reader < 3; ++reader) {
@@ -1646,7 +1651,7 @@ TEST(RestartTest, DatasetsUnpublishedWhileTheyAreCheckedAreFreed) {
     }
   }
   daemon->kill9();
-  ASSERT_EQ(daemon->restart({"--verify-threads", "1"}).exit_code, 0);
+  ASSERT_EQ(daemon->restart_serving({"--verify-threads", "1"}).exit_code, 0);
   Client client = daemon->connect();
   ASSERT_TRUE(client.unpublish_dataset("big-0").ok());
   ASSERT_TRUE(client.unpublish_dataset("big-3").ok());

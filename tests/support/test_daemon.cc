@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -207,6 +209,20 @@ void TestDaemon::stop() {
 }
 
 CommandResult TestDaemon::restart(const std::vector<std::string>& extra_args) {
+  CommandResult r = restart_serving(extra_args);
+  if (r.exit_code != 0) return r;
+  Client client = connect();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    auto st = client.status();
+    if (!st.ok()) fail_test("status after the restart: " + st.status().to_string());
+    if (st->verifying.datasets_left == 0) return r;
+    if (std::chrono::steady_clock::now() > deadline) fail_test("the restart's checks never ended");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+CommandResult TestDaemon::restart_serving(const std::vector<std::string>& extra_args) {
   std::vector<std::string> argv = argv_;
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   CommandResult r = run_command(argv);

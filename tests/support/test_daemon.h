@@ -90,8 +90,13 @@ class TestDaemon {
   void stop();
   // Starts shelfd again on the same socket and segment, with the arguments
   // of the first start plus `extra_args` (flags not given at first). Returns what it
-  // printed and its exit code; on success pid() is the new daemon's.
+  // printed and its exit code; on success pid() is the new daemon's. A
+  // restarted shelfd serves at once and checks the checksums of what it
+  // found in the background; restart() returns once they are checked, so
+  // that a test sees what the restart found (a quarantine, memory freed at
+  // once), and restart_serving() as soon as it serves.
   CommandResult restart(const std::vector<std::string>& extra_args = {});
+  CommandResult restart_serving(const std::vector<std::string>& extra_args = {});
   // restart() with `--memory-limit limit` instead of the first start's value;
   // once one succeeds, later restarts use its limit too.
   CommandResult restart_with_memory_limit(const std::string& limit);
