@@ -328,6 +328,12 @@ TEST(LeaseTest, AFullTableFallsBackToRoundTrips) {
     held.push_back(std::move(ds).value());
   }
   EXPECT_EQ(status_of(client).num_leases, n);
+  // No slot left to mark a list with (docs/leases.md, "Lists"): the daemon
+  // answers it.
+  auto listed = client.list_datasets();
+  ASSERT_TRUE(listed.ok()) << listed.status().to_string();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().num_rows, 100u);
   ASSERT_TRUE(client.unpublish_dataset("a").ok());
   for (const Dataset& ds : held) ASSERT_EQ(ds.column(0, 0).values<int64_t>()[99], 9 + 99);
   held.clear();
