@@ -52,16 +52,31 @@ class StoreTest : public ::testing::Test {
     store_.reset();
     static int counter = 0;
     name_ = "shelf-test-" + std::to_string(::getpid()) + "-store-" + std::to_string(counter++);
-    StoreOptions options;
-    options.segment_name = name_;
+    StoreOptions options = lasting_options();
     options.memory_limit = limit;
-    options.max_datasets = 4;
     options.remove_on_exit = true;
     options.verify_on_publish = verify_on_publish;
     options.user_quota = user_quota;
-    auto created = Store::create(options);
-    ASSERT_TRUE(created.ok()) << created.status().to_string();
-    store_ = std::move(created).value();
+    reopen(options);
+  }
+
+  // What a store whose segment outlives it (as a daemon's does) is made
+  // with, so that a test can re-attach it as a restart would.
+  StoreOptions lasting_options() const {
+    StoreOptions options;
+    options.segment_name = name_;
+    options.memory_limit = 4 * kMiB;
+    options.max_datasets = 4;
+    return options;
+  }
+  // Replaces the store with one made, or re-attached, with `options`.
+  void reopen(const StoreOptions& options) {
+    mapping_.reset();
+    object_.reset();
+    store_.reset();
+    auto made = Store::create(options);
+    ASSERT_TRUE(made.ok()) << made.status().to_string();
+    store_ = std::move(made).value();
     map_segment();
   }
 
@@ -571,16 +586,10 @@ TEST_F(StoreTest, PublishOverrideAndUnpublishKeepTheNameIndexReadersSee) {
 }
 
 TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
-  StoreOptions options;
-  options.segment_name = name_;
-  options.memory_limit = 4 * kMiB;
-  options.max_datasets = 4;
+  StoreOptions options = lasting_options();
   store_.reset();  // the fixture's store removes its segment: make one that stays
   (void)shm::ShmObject::unlink(name_);
-  auto made = Store::create(options);
-  ASSERT_TRUE(made.ok()) << made.status().to_string();
-  store_ = std::move(made).value();
-  map_segment();
+  reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   ASSERT_TRUE(publish(s, {item("kept", {written(s, 10)}), item("gone", {written(s, 10)})}).ok());
   ASSERT_TRUE(store_->unpublish("gone").ok());
@@ -593,9 +602,7 @@ TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
   store_.reset();
 
   options.remove_on_exit = true;
-  auto attached = Store::create(options);
-  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
-  store_ = std::move(attached).value();
+  reopen(options);
   ASSERT_EQ(store_->recovery().datasets, 1u);
   const shm::NameIndexReader r = index_reader(*mapping_);
   shm::EntrySnapshot again;
@@ -624,16 +631,10 @@ std::vector<std::string> listed_names(const shm::Mapping& m) {
 // the verifier's threads. The loop takes in what they found only when it
 // collects: here, one step at a time.
 TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
-  StoreOptions options;
-  options.segment_name = name_;
-  options.memory_limit = 4 * kMiB;
-  options.max_datasets = 4;
-  store_.reset();
+  StoreOptions options = lasting_options();
+  store_.reset();  // the fixture's store removes its segment: make one that stays
   (void)shm::ShmObject::unlink(name_);
-  auto made = Store::create(options);
-  ASSERT_TRUE(made.ok()) << made.status().to_string();
-  store_ = std::move(made).value();
-  map_segment();
+  reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   const Int64Partition b = written(s, 1000);
   ASSERT_TRUE(
@@ -644,10 +645,7 @@ TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
 
   options.remove_on_exit = true;
   options.verify_threads = 1;
-  auto attached = Store::create(options);
-  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
-  store_ = std::move(attached).value();
-  map_segment();
+  reopen(options);
   EXPECT_EQ(store_->recovery().unverified, 3u);
   EXPECT_EQ(store_->recovery().quarantined, 0u);
   const shm::NameIndexReader index = index_reader(*mapping_);
@@ -724,16 +722,11 @@ TEST_F(StoreTest, UsedSlotsEndFollowsPublishesAndTheLowestFreeSlotIsTakenFirst) 
 }
 
 TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
-  StoreOptions options;
-  options.segment_name = name_;
-  options.memory_limit = 4 * kMiB;
+  StoreOptions options = lasting_options();
   options.max_datasets = 8;
   store_.reset();  // the fixture's store removes its segment: make one that stays
   (void)shm::ShmObject::unlink(name_);
-  auto made = Store::create(options);
-  ASSERT_TRUE(made.ok()) << made.status().to_string();
-  store_ = std::move(made).value();
-  map_segment();
+  reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)}),
                           item("c", {written(s, 10)}), item("d", {written(s, 10)})})
@@ -749,9 +742,7 @@ TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
   store_.reset();
 
   options.remove_on_exit = true;
-  auto attached = Store::create(options);
-  ASSERT_TRUE(attached.ok()) << attached.status().to_string();
-  store_ = std::move(attached).value();
+  reopen(options);
   EXPECT_EQ(store_->recovery().datasets, 2u);
   EXPECT_EQ(store_->recovery().dropped, 1u);
   EXPECT_EQ(header->used_slots_end, 3u) << "one past c's slot, the highest kept";
