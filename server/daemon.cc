@@ -332,7 +332,6 @@ Status Daemon::run() {
       }
       if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd()) {
         store_->collect_background();
-        emit_new_quarantines();
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -359,6 +358,8 @@ Status Daemon::run() {
       if (events[i].events & EPOLLOUT) on_writable(c);
       if (connections_.count(fd) && (events[i].events & EPOLLIN)) on_readable(c);
     }
+    // After every turn: a request that waited for the worker collected too.
+    emit_new_quarantines();
     wake_checked();
     flush_woken();
     if (std::exchange(lease_released_, false)) store_->recheck_table_holds();
