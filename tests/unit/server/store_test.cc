@@ -743,6 +743,7 @@ TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
 
   options.remove_on_exit = true;
   reopen(options);
+  header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_->data());  // the new mapping's
   EXPECT_EQ(store_->recovery().datasets, 2u);
   EXPECT_EQ(store_->recovery().dropped, 1u);
   EXPECT_EQ(header->used_slots_end, 3u) << "one past c's slot, the highest kept";
