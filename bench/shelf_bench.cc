@@ -1787,11 +1787,11 @@ void figure_restart(Bench& b) {
     return median(collect(v, [&](const RestartSample& x) { return x.*field; }));
   };
   const double serving = med(two, &RestartSample::serving_ms);
+  const double small_get = med(two, &RestartSample::small_get_ms);
   add_row("11", "restart after kill -9 with " + b.big_label + ": serving (vs XXH3 of it, 1 thread)",
           serving, "ms", hash, "ms", serving / hash);
   add_row("11a", "  a get of a " + b.small_label + " dataset queued last (vs the same XXH3)",
-          med(two, &RestartSample::small_get_ms), "ms", hash, "ms",
-          med(two, &RestartSample::small_get_ms) / hash);
+          small_get, "ms", hash, "ms", small_get / hash);
   const double checked1 = med(one, &RestartSample::checked_ms);
   const double checked2 = med(two, &RestartSample::checked_ms);
   add_row("11b", "  every checksum checked, --verify-threads 1 (vs the same XXH3)",

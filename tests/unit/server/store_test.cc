@@ -47,9 +47,7 @@ class StoreTest : public ::testing::Test {
   // A fresh Store with `limit` bytes on a segment no other test uses, and
   // the publisher's read-write mapping of it.
   void make_store(uint64_t limit, bool verify_on_publish = false, uint64_t user_quota = 0) {
-    mapping_.reset();
-    object_.reset();
-    store_.reset();
+    store_.reset();  // removes its segment before the name changes
     static int counter = 0;
     name_ = "shelf-test-" + std::to_string(::getpid()) + "-store-" + std::to_string(counter++);
     StoreOptions options = lasting_options();
