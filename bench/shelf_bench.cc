@@ -8,7 +8,7 @@
 // stops it (SIGTERM) at the end, on error and on SIGINT/SIGTERM/SIGHUP.
 //
 // Figures (kFigures below; --list prints them, --figure NAME runs a subset):
-//   1. publish bandwidth of an int64 dataset vs memcpy into fresh /dev/shm pages
+//   1. publish bandwidth of an int64 dataset vs memcpy into fresh tmpfs pages
 //   2. get_dataset latency (1 MiB and the big dataset) vs a bare 64-byte
 //      Unix-socket round trip
 //   3. a reader process scanning the published column (first scan with
@@ -215,8 +215,10 @@ struct Leftovers {
   pid_t daemon_pid = -1;
   int daemon_lock_fd = -1;  // open on <socket>.lock: flock succeeds once the daemon is gone
   pid_t children[2] = {-1, -1};
-  char segment[96] = "";  // "/shelf-bench-<pid>"
-  char scratch[96] = "";  // "/shelf-bench-<pid>-copy": the baselines' private shm file
+  char shm_dir[160] = "/dev/shm";  // --shm-dir: shelfd's and the baselines' tmpfs
+  char segment[96] = "";           // "shelf-bench-<pid>"
+  char segment_path[256] = "";     // <shm_dir>/<segment>
+  char scratch[256] = "";  // "<shm_dir>/shelf-bench-<pid>-copy": the baselines' private file
   char dir[200] = "";
   char socket_path[240] = "";
   char lock_path[256] = "";
@@ -265,8 +267,8 @@ void cleanup() {
   }
   if (g_left.daemon_lock_fd >= 0) ::close(g_left.daemon_lock_fd);
   // The daemon unlinks its segment when it stops; after a SIGKILL it cannot.
-  if (g_left.segment[0] != '\0') ::shm_unlink(g_left.segment);
-  if (g_left.scratch[0] != '\0') ::shm_unlink(g_left.scratch);
+  if (g_left.segment_path[0] != '\0') ::unlink(g_left.segment_path);
+  if (g_left.scratch[0] != '\0') ::unlink(g_left.scratch);
   for (const char* path : {g_left.socket_path, g_left.lock_path, g_left.log_path}) {
     if (path[0] != '\0') ::unlink(path);
   }
@@ -339,7 +341,9 @@ void start_daemon(uint64_t memory_limit) {
   std::snprintf(g_left.lock_path, sizeof g_left.lock_path, "%s.lock", g_left.socket_path);
   std::snprintf(g_left.log_path, sizeof g_left.log_path, "%s.log", g_left.socket_path);
   const std::string segment = "shelf-bench-" + std::to_string(::getpid());
-  std::snprintf(g_left.segment, sizeof g_left.segment, "/%s", segment.c_str());
+  std::snprintf(g_left.segment, sizeof g_left.segment, "%s", segment.c_str());
+  std::snprintf(g_left.segment_path, sizeof g_left.segment_path, "%s/%s", g_left.shm_dir,
+                segment.c_str());
 
   launch_daemon({"--memory-limit", std::to_string(memory_limit), "--max-datasets", "20000"});
 }
@@ -347,8 +351,8 @@ void start_daemon(uint64_t memory_limit) {
 // Starts shelfd on g_left's socket and segment with `extra` options, and
 // returns once it serves (without --foreground shelfd returns then).
 void launch_daemon(const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {SHELFD_PATH, "--socket", g_left.socket_path, "--segment",
-                                   g_left.segment + 1};
+  std::vector<std::string> args = {SHELFD_PATH,    "--socket",  g_left.socket_path, "--segment",
+                                   g_left.segment, "--shm-dir", g_left.shm_dir};
   args.insert(args.end(), extra.begin(), extra.end());
   std::fflush(nullptr);
   pid_t launcher = ::fork();
@@ -713,7 +717,7 @@ void print_json(uint64_t size_mib, int repeat, const std::string& kernel, double
 // ------------------------------------------------------------- baselines --
 
 struct CopyBaseline {
-  double copy_ms = 0;             // shm_open + ftruncate + mmap + memcpy into fresh pages
+  double copy_ms = 0;             // open + ftruncate + mmap + memcpy into fresh pages
   double unmap_ms = 0;            // munmap of the touched mapping
   double punch_ms = 0;            // fallocate(PUNCH_HOLE) of the whole file: figure 4's baseline
   double fallocate_ms = 0;        // shelf's path: posix_fallocate ...
@@ -726,14 +730,14 @@ struct CopyBaseline {
 };
 
 int open_scratch(uint64_t bytes) {
-  int fd = ::shm_open(g_left.scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) die("shm_open %s: %s", g_left.scratch, std::strerror(errno));
+  int fd = ::open(g_left.scratch, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) die("open %s: %s", g_left.scratch, std::strerror(errno));
   if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) die("ftruncate: %s", std::strerror(errno));
   return fd;
 }
 void close_scratch(int fd) {
   ::close(fd);
-  ::shm_unlink(g_left.scratch);
+  ::unlink(g_left.scratch);
 }
 uint64_t file_resident(int fd) {
   struct stat st;
@@ -929,8 +933,8 @@ void figure_publish(Bench& b) {
   const double p_fill = median(collect(publishes, [](auto& p) { return p.fill_ms; }));
   const double p_publish = median(collect(publishes, [](auto& p) { return p.publish_ms; }));
   const double p_teardown = median(collect(publishes, [](auto& p) { return p.teardown_ms; }));
-  add_row("1", "publish " + b.big_label + " int64 (vs memcpy into fresh /dev/shm pages)",
-          publish_gbps, "GB/s", copy_gbps, "GB/s", publish_gbps / copy_gbps, ">=", 0.70);
+  add_row("1", "publish " + b.big_label + " int64 (vs memcpy into fresh tmpfs pages)", publish_gbps,
+          "GB/s", copy_gbps, "GB/s", publish_gbps / copy_gbps, ">=", 0.70);
   add_row("1a", "  add_partition (vs private posix_fallocate + POPULATE_WRITE)", p_add, "ms",
           b_fallocate + b_populate, "ms", p_add / (b_fallocate + b_populate));
   const double b_fallocate_cpu =
@@ -1814,8 +1818,8 @@ struct Figure {
 
 // In the order they run: each needs only figures above it.
 constexpr Figure kFigures[] = {
-    {"1", "publish", "",
-     "publish bandwidth of an int64 dataset vs memcpy into fresh /dev/shm pages", figure_publish},
+    {"1", "publish", "", "publish bandwidth of an int64 dataset vs memcpy into fresh tmpfs pages",
+     figure_publish},
     {"2", "latency", "1",
      "get_dataset latency (1 MiB and the big dataset) vs a bare 64-byte Unix-socket round trip",
      figure_latency},
@@ -1878,12 +1882,15 @@ void select_figure(Options& o, int f) {
 
 void print_help() {
   std::printf(
-      "Usage: shelf_bench [--size-mib N] [--repeat N] [--figure NAME]... [--json] [--list]\n\n"
+      "Usage: shelf_bench [--size-mib N] [--repeat N] [--figure NAME]... [--shm-dir DIR] [--json]\n"
+      "                   [--list]\n\n"
       "Measures shelf against baselines of this machine, in one run:\n"
       "  --size-mib N    size of the big int64 dataset (default 1024)\n"
       "  --repeat N      runs of each bandwidth figure; the median is reported (default 5)\n"
       "  --figure NAME   run this figure (its number or name; repeatable), and the figures\n"
       "                  whose results it compares with; default: all\n"
+      "  --shm-dir DIR   the tmpfs for shelfd's segment and the baselines' files, e.g. one\n"
+      "                  mounted huge=within_size (default /dev/shm)\n"
       "  --list          list the figures and exit\n"
       "  --json          print the figures as JSON instead of a table\n"
       "It starts its own shelfd (%s) and stops it at the end.\n",
@@ -1926,6 +1933,13 @@ Options parse_options(int argc, char** argv) {
       if (f < 0) die("--figure: no figure '%s' (see --list)", argv[i]);
       select_figure(o, f);
       any_figure = true;
+    } else if (a == "--shm-dir") {
+      const std::string dir = value(i);
+      if (dir.empty() || dir.front() != '/' || dir.size() >= sizeof g_left.shm_dir) {
+        die("--shm-dir: '%s' is not an absolute path (of under %zu bytes)", dir.c_str(),
+            sizeof g_left.shm_dir);
+      }
+      std::snprintf(g_left.shm_dir, sizeof g_left.shm_dir, "%s", dir.c_str());
     } else if (a == "--json") {
       o.json = true;
     } else if (a == "--list") {
@@ -1944,16 +1958,18 @@ Options parse_options(int argc, char** argv) {
 
 // ------------------------------------------------------ start and finish --
 
-// Checks that /dev/shm and RAM can hold the run, then starts the echo and
-// reader children and shelfd, connects and fills the source.
+// Checks that the --shm-dir and RAM can hold the run, then starts the echo
+// and reader children and shelfd, connects and fills the source.
 void start(Bench& b, uint64_t memory_limit) {
   struct statvfs vfs;
-  if (::statvfs("/dev/shm", &vfs) != 0) die("statvfs /dev/shm: %s", std::strerror(errno));
+  if (::statvfs(g_left.shm_dir, &vfs) != 0) {
+    die("statvfs %s: %s", g_left.shm_dir, std::strerror(errno));
+  }
   const uint64_t shm_free = uint64_t{vfs.f_bavail} * vfs.f_frsize;
   if (shm_free < memory_limit + b.bytes + 256 * kMiB) {
-    die("/dev/shm has %llu MiB free; this run needs %llu MiB (--memory-limit %llu MiB for shelfd "
+    die("%s has %llu MiB free; this run needs %llu MiB (--memory-limit %llu MiB for shelfd "
         "plus a baseline file of the dataset's size): lower --size-mib",
-        static_cast<unsigned long long>(shm_free / kMiB),
+        g_left.shm_dir, static_cast<unsigned long long>(shm_free / kMiB),
         static_cast<unsigned long long>((memory_limit + b.bytes + 256 * kMiB) / kMiB),
         static_cast<unsigned long long>(memory_limit / kMiB));
   }
@@ -1966,7 +1982,7 @@ void start(Bench& b, uint64_t memory_limit) {
         static_cast<unsigned long long>((4 * b.bytes + 512 * kMiB) / kMiB));
   }
 
-  std::snprintf(g_left.scratch, sizeof g_left.scratch, "/shelf-bench-%d-copy",
+  std::snprintf(g_left.scratch, sizeof g_left.scratch, "%s/shelf-bench-%d-copy", g_left.shm_dir,
                 static_cast<int>(::getpid()));
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -1980,7 +1996,7 @@ void start(Bench& b, uint64_t memory_limit) {
   start_daemon(memory_limit);
   b.daemon_pid = g_left.daemon_pid;
   progress("shelfd pid %d on %s, segment %s, limit %llu MiB", static_cast<int>(b.daemon_pid),
-           g_left.socket_path, g_left.segment + 1,
+           g_left.socket_path, g_left.segment_path,
            static_cast<unsigned long long>(memory_limit / kMiB));
 
   b.client_options.socket = g_left.socket_path;
@@ -1992,7 +2008,7 @@ void start(Bench& b, uint64_t memory_limit) {
   for (uint64_t i = 0; i < b.rows; ++i) b.source[i] = static_cast<int64_t>(i);
 }
 
-// Stops the children and shelfd and checks that nothing is left in /dev/shm.
+// Stops the children and shelfd and checks that nothing is left in the --shm-dir.
 void stop(Bench& b) {
   b.client.reset();
   b.source.reset();
@@ -2008,8 +2024,7 @@ void stop(Bench& b) {
   }
   cleanup();
   struct stat st;
-  const std::string segment_path = std::string("/dev/shm") + g_left.segment;
-  if (::stat(segment_path.c_str(), &st) == 0) die("%s is still there", segment_path.c_str());
+  if (::stat(g_left.segment_path, &st) == 0) die("%s is still there", g_left.segment_path);
 }
 
 // Prints the rows, as a table or JSON, after a line about the run.
@@ -2059,7 +2074,7 @@ int main(int argc, char** argv) {
   }
   stop(b);
   const double seconds = static_cast<double>(now_ns() - started) / 1e9;
-  progress("done in %.1f s; shelfd stopped, /dev/shm clean", seconds);
+  progress("done in %.1f s; shelfd stopped, %s clean", seconds, g_left.shm_dir);
   report(opt, b, seconds, busy_before, cpu_busy_fraction(500));
   return 0;
 }

@@ -226,10 +226,10 @@ void run(Script& in) {
   Store& store = **created;
   // The publisher's view of the segment: any process of the user can map it
   // writable, and a hostile one may write anywhere.
-  auto object = shm::ShmObject::open(segment_name, /*writable=*/true);
+  auto object = shm::ShmObject::open(shm::kDefaultShmDir, segment_name, /*writable=*/true);
   SHELF_CHECK(object.ok());
   // Both hold it open now: without a name, a crash leaves nothing in /dev/shm.
-  SHELF_CHECK(shm::ShmObject::unlink(segment_name).ok());
+  SHELF_CHECK(shm::ShmObject::unlink(shm::kDefaultShmDir, segment_name).ok());
   auto mapped = shm::Mapping::map(*object, 0, store.segment_bytes(), /*writable=*/true);
   SHELF_CHECK(mapped.ok());
 

@@ -249,6 +249,7 @@ void encode_empty_response(std::vector<std::byte>& out, MessageType type) {
 void encode_response(std::vector<std::byte>& out, const HelloResponse& m) {
   frame(out, response_type(MessageType::kHello), [&](ByteWriter& w) {
     ok_status(w);
+    w.str(m.shm_dir);
     w.str(m.segment_name);
     w.u64(m.segment_bytes);
     w.u64(m.generation);
@@ -282,6 +283,7 @@ void encode_response(std::vector<std::byte>& out, const ListResponse& m) {
 void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
   frame(out, response_type(MessageType::kStatus), [&](ByteWriter& w) {
     ok_status(w);
+    w.str(m.shm_dir);
     w.str(m.segment_name);
     w.str(m.socket_path);
     w.u32(m.daemon_pid);
@@ -293,6 +295,8 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
     w.u64(m.unsealed_bytes);
     w.u64(m.pending_free_bytes);
     w.u64(m.resident_bytes);
+    w.u64(m.page_bytes);
+    w.u64(m.huge_page_bytes);
     w.u32(m.num_connections);
     w.u32(m.num_leases);
     w.u32(static_cast<uint32_t>(m.datasets.size()));
@@ -359,6 +363,7 @@ Status decode_response_status(ByteReader& r) {
 
 std::optional<HelloResponse> decode_hello_response(ByteReader& r) {
   HelloResponse m;
+  m.shm_dir = r.str();
   m.segment_name = r.str();
   m.segment_bytes = r.u64();
   m.generation = r.u64();
@@ -387,6 +392,7 @@ std::optional<ListResponse> decode_list_response(ByteReader& r) {
 }
 std::optional<StatusResponse> decode_status_response(ByteReader& r) {
   StatusResponse m;
+  m.shm_dir = r.str();
   m.segment_name = r.str();
   m.socket_path = r.str();
   m.daemon_pid = r.u32();
@@ -398,6 +404,8 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
   m.unsealed_bytes = r.u64();
   m.pending_free_bytes = r.u64();
   m.resident_bytes = r.u64();
+  m.page_bytes = r.u64();
+  m.huge_page_bytes = r.u64();
   m.num_connections = r.u32();
   m.num_leases = r.u32();
   m.datasets = get_summaries(r);

@@ -51,7 +51,8 @@ struct HelloRequest {
   std::string command;
 };
 struct HelloResponse {
-  std::string segment_name;  // /dev/shm/<segment_name>
+  std::string shm_dir;  // the segment is <shm_dir>/<segment_name>
+  std::string segment_name;
   uint64_t segment_bytes = 0;
   uint64_t generation = 0;  // must match the segment header's
   uint64_t memory_limit = 0;
@@ -178,6 +179,7 @@ struct UserUsage {
 };
 
 struct StatusResponse {
+  std::string shm_dir;
   std::string segment_name;
   std::string socket_path;
   uint32_t daemon_pid = 0;
@@ -188,7 +190,10 @@ struct StatusResponse {
   uint64_t index_bytes = 0;         // fixed cost of the header and index, part of used
   uint64_t unsealed_bytes = 0;      // extents being written, part of used
   uint64_t pending_free_bytes = 0;  // freed, not yet back (leased or being punched), part of used
-  uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
+  uint64_t resident_bytes = 0;      // what the tmpfs really holds for the segment
+  // As shelf::MemoryStats (shelf/client.h) says.
+  uint64_t page_bytes = 0;
+  uint64_t huge_page_bytes = 0;
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetSummary> datasets;

@@ -30,7 +30,9 @@ inline constexpr uint32_t kFrameMagic = 0x464C4853;
 // 7: Status says what each user uses, and its quota.
 // 8: lease tables of version 2 (a slot may mark a list in progress); a
 // client of 7 would refuse the table as corrupt.
-inline constexpr uint16_t kProtocolVersion = 8;
+// 9: Hello and Status carry the segment's directory (shelfd --shm-dir);
+// Status its page size and what lies in huge pages.
+inline constexpr uint16_t kProtocolVersion = 9;
 // Largest payload either side accepts. A list of 10,000 datasets is ~1.5 MiB,
 // a publish of 100,000 partitions of 10 columns ~80 MiB: 256 MiB bounds the
 // daemon's buffering per connection while leaving that room.

@@ -566,6 +566,7 @@ class PyClient {
     py::dict out;
     out["socket_path"] = s.socket_path;
     out["segment_name"] = s.segment_name;
+    out["shm_dir"] = s.shm_dir;
     out["daemon_pid"] = s.daemon_pid;
     out["generation"] = s.generation;
     out["started_ns"] = s.started_ns;
@@ -576,6 +577,8 @@ class PyClient {
     out["unsealed_bytes"] = s.unsealed_bytes;
     out["pending_free_bytes"] = s.pending_free_bytes;
     out["resident_bytes"] = s.resident_bytes;
+    out["page_bytes"] = s.page_bytes;
+    out["huge_page_bytes"] = s.huge_page_bytes;
     out["num_connections"] = s.num_connections;
     out["num_leases"] = s.num_leases;
     py::list datasets;

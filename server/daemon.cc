@@ -225,13 +225,12 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
     // publish). The lock and log files stay shelfd's own.
     SHELF_RETURN_IF_ERROR(share_with_group(options.socket_path, *d->group_, options.group));
     SHELF_RETURN_IF_ERROR(share_with_group(d->metrics_->unix_path(), *d->group_, options.group));
-    SHELF_RETURN_IF_ERROR(
-        share_with_group("/dev/shm/" + d->store_->segment_name(), *d->group_, options.group));
+    SHELF_RETURN_IF_ERROR(share_with_group(d->store_->segment_path(), *d->group_, options.group));
     log_info("sharing " + options.socket_path + " and the segment with group " + options.group);
   } else {
     // A segment re-attached from a daemon started with --group is still
     // 0660: this one shares it with nobody.
-    const std::string segment_path = "/dev/shm/" + d->store_->segment_name();
+    const std::string& segment_path = d->store_->segment_path();
     if (::chmod(segment_path.c_str(), 0600) != 0) {
       return Status::from_errno("chmod 0600 " + segment_path, errno);
     }
@@ -741,6 +740,7 @@ void Daemon::hello(Connection& c, std::span<const std::byte> payload) {
   const bool first = !c.greeted;
   c.greeted = true;
   protocol::HelloResponse r;
+  r.shm_dir = store_->shm_dir();
   r.segment_name = store_->segment_name();
   r.segment_bytes = store_->segment_bytes();
   r.generation = store_->generation();

@@ -33,7 +33,8 @@ Usage: shelfd [options]
 
 By default shelfd detaches and returns once it is ready to serve; with
 --foreground it stays attached and logs to stderr. Stop it with SIGTERM or
-SIGINT (Ctrl-C). Published datasets live in the segment in /dev/shm and
+SIGINT (Ctrl-C). Published datasets live in the segment in /dev/shm (or
+--shm-dir) and
 outlive the daemon: a shelfd started again on the same segment (after a stop
 or a crash) checks every dataset's checksums and serves them again. Start
 with --discard to drop them, or pass --remove-segment-on-exit to remove the
@@ -41,10 +42,10 @@ segment when shelfd stops.
 
 Options)";
 
-// Half of /dev/shm: leaves room for everything else that uses it.
-uint64_t default_memory_limit() {
+// Half of the segment's tmpfs: leaves room for everything else that uses it.
+uint64_t default_memory_limit(const std::string& shm_dir) {
   struct statvfs vfs;
-  if (::statvfs("/dev/shm", &vfs) != 0) return 1ull << 30;
+  if (::statvfs(shm_dir.c_str(), &vfs) != 0) return 1ull << 30;
   return uint64_t{vfs.f_blocks} * vfs.f_frsize / 2 / shm::kPageSize * shm::kPageSize;
 }
 
@@ -123,9 +124,14 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "Unix socket to serve (default: $SHELF_SOCKET, else $XDG_RUNTIME_DIR/shelf/shelf.sock, "
        "else /tmp/shelf-<uid>/shelf.sock)")
       ("segment", po::value(&segment),
-       "name of the shared-memory segment in /dev/shm (default: derived from the socket path)")
+       "name of the shared-memory segment in the --shm-dir (default: derived from the socket "
+       "path)")
+      ("shm-dir", po::value(&options.store.shm_dir),
+       "the tmpfs directory the segment lives in, e.g. one mounted with huge=within_size "
+       "for 2 MiB pages (an absolute path; default: /dev/shm). Clients learn it from shelfd")
       ("memory-limit", po::value(&limit_text),
-       "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of /dev/shm; "
+       "most memory the datasets may take, e.g. 512MiB or 8GiB (default: half of the "
+       "--shm-dir; "
        "on an existing segment, its own limit). A restart may raise it and keep every dataset, "
        "or lower it to no less than what the segment holds")
       ("max-datasets", po::value(&max_datasets_text)->default_value("16384"),
@@ -189,7 +195,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
                        (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
   }
   for (const char* name :
-       {"socket", "segment", "memory-limit", "group", "log-file", "verify-threads"}) {
+       {"socket", "segment", "shm-dir", "memory-limit", "group", "log-file", "verify-threads"}) {
     if (vm.count(name) && vm[name].as<std::string>().empty()) {
       return usage_error(std::string("--") + name + " must not be empty");
     }
@@ -218,6 +224,13 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return usage_error(s.message());
   }
 
+  std::string& shm_dir = options.store.shm_dir;
+  if (shm_dir.front() != '/') {
+    return usage_error("--shm-dir must be an absolute path, not '" + shm_dir +
+                       "': every client opens the segment by it");
+  }
+  while (shm_dir.size() > 1 && shm_dir.back() == '/') shm_dir.pop_back();
+
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {
     return usage_error("--log-level must be error, warn, info or debug, not '" + log_level_text +
@@ -228,7 +241,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
   options.store.segment_name =
       segment.empty() ? default_segment_name(options.daemon.socket_path) : segment;
   if (limit_text.empty()) {
-    options.store.memory_limit = default_memory_limit();
+    options.store.memory_limit = default_memory_limit(options.store.shm_dir);
   } else {
     auto limit = parse_size(limit_text);
     if (!limit.ok()) return usage_error("--memory-limit: " + limit.status().message());
@@ -312,12 +325,11 @@ std::string recovery_summary(const server::Store& store) {
   const server::RecoveryReport& r = store.recovery();
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%.2f s", r.seconds);
-  return "; re-attached /dev/shm/" + store.segment_name() + " (generation " +
-         std::to_string(r.generation) + "): " + std::to_string(r.datasets) +
-         " datasets served again, " + std::to_string(r.quarantined) +
-         " quarantined (see `shelf status`), in " + seconds + "; checking the checksums of " +
-         std::to_string(r.unverified) + " (" + format_bytes(r.unverified_bytes) +
-         ") in the background";
+  return "; re-attached " + store.segment_path() + " (generation " + std::to_string(r.generation) +
+         "): " + std::to_string(r.datasets) + " datasets served again, " +
+         std::to_string(r.quarantined) + " quarantined (see `shelf status`), in " + seconds +
+         "; checking the checksums of " + std::to_string(r.unverified) + " (" +
+         format_bytes(r.unverified_bytes) + ") in the background";
 }
 
 // The detached child is serving: its stdin and stdout go to /dev/null and
@@ -380,10 +392,9 @@ int main(int argc, char** argv) {
                                   ? std::string()
                                   : ", metrics http://" + (*daemon)->metrics_address() + "/metrics";
   if (!options.foreground) redirect_to_log(log_fd);
-  server::log_info("serving " + options.daemon.socket_path + " with segment /dev/shm/" +
-                   options.store.segment_name + ", memory limit " +
-                   format_bytes(store.memory_limit()) + metrics +
-                   (recovered.empty() ? " (new)" : recovered));
+  server::log_info("serving " + options.daemon.socket_path + " with segment " +
+                   store.segment_path() + ", memory limit " + format_bytes(store.memory_limit()) +
+                   metrics + (recovered.empty() ? " (new)" : recovered));
   // Only once the log says so: whoever started shelfd may read the log next.
   if (!options.foreground) {
     tell_parent(ready_fd, "shelfd: serving " + options.daemon.socket_path + " (pid " +

@@ -195,8 +195,12 @@ std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_dataset
         "Memory charged to the limit: datasets, extents being written, memory not yet given "
         "back, and the index.",
         s.used_bytes);
-  gauge(out, "shelf_memory_resident_bytes", "What /dev/shm really holds for the segment.",
+  gauge(out, "shelf_memory_resident_bytes", "What the segment's tmpfs really holds for it.",
         s.resident_bytes);
+  gauge(out, "shelf_memory_huge_page_bytes",
+        "With 2 MiB pages (shelfd --shm-dir on a huge= tmpfs), what of used lies in whole "
+        "2 MiB pages the segment uses entirely; 0 with 4 KiB pages.",
+        s.huge_page_bytes);
   gauge(out, "shelf_memory_pending_free_bytes",
         "Unpublished memory still read under leases, or being given back to the OS (part of "
         "used).",

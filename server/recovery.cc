@@ -18,6 +18,7 @@
 #include <set>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <thread>
 #include <unistd.h>
 #include <utility>
@@ -71,7 +72,11 @@ std::set<uint32_t> processes_mapping(int fd, const std::set<uint32_t>* among = n
   std::set<uint32_t> found;
   struct stat st;
   if (::fstat(fd, &st) != 0) return found;
-  const std::string inode = " " + std::to_string(st.st_ino) + " ";
+  // " MAJ:MIN INODE ": the device and inode columns, as the kernel prints them.
+  char id[64];
+  std::snprintf(id, sizeof id, " %02x:%02x %llu ", major(st.st_dev), minor(st.st_dev),
+                static_cast<unsigned long long>(st.st_ino));
+  const std::string inode = id;
   std::vector<uint32_t> pids;
   if (among != nullptr) {
     pids.assign(among->begin(), among->end());
@@ -88,8 +93,8 @@ std::set<uint32_t> processes_mapping(int fd, const std::set<uint32_t>* among = n
     if (pid == self) continue;
     std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
     for (std::string line; std::getline(maps, line);) {
-      // "start-end perms offset dev inode   /dev/shm/NAME"
-      if (line.find(inode) != std::string::npos && line.find(" /dev/shm/") != std::string::npos) {
+      // "start-end perms offset dev inode   DIR/NAME"
+      if (line.find(inode) != std::string::npos) {
         found.insert(pid);
         break;
       }
@@ -118,7 +123,7 @@ Result<uint64_t> held_end(const shm::ShmObject& segment, uint64_t from, uint64_t
   for (uint64_t at = from; at < file_bytes;) {
     const off_t data = ::lseek(segment.fd(), static_cast<off_t>(at), SEEK_DATA);
     if (data < 0 && errno == ENXIO) break;  // no data past `at`
-    if (data < 0) return Status::from_errno("look for data in /dev/shm/" + segment.name(), errno);
+    if (data < 0) return Status::from_errno("look for data in " + segment.path(), errno);
     const uint64_t page = static_cast<uint64_t>(data) / kPageSize * kPageSize;
     shm::ExtentHeaderLayout x{};
     const bool extent = ::pread(segment.fd(), &x, sizeof x, static_cast<off_t>(page)) == sizeof x &&
@@ -156,7 +161,7 @@ Status check_limit_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
       std::max({resident, kMinMemoryLimit, header_and_index_bytes(h.index_capacity) + kPageSize});
   least = std::max(least, align_up((data_end - h.data_offset + 1) / 2, kPageSize));
   least = align_up(least, kPageSize);
-  const std::string path = "/dev/shm/" + segment.name();
+  const std::string& path = segment.path();
   std::string why =
       over_limit ? "it holds " + format_bytes(resident) + " (" + std::to_string(resident) +
                        " bytes: its datasets, index and header, and any half-written partitions "
@@ -240,7 +245,7 @@ Status check_index_fits(const shm::ShmObject& segment, const shm::SegmentHeaderL
                         const StoreOptions& options) {
   const uint32_t from = h.index_capacity, to = options.max_datasets;
   if (to == from) return Status();
-  const std::string path = "/dev/shm/" + segment.name();
+  const std::string& path = segment.path();
   if (to < from) {
     // Slots [to, from) must all be free; any other state (a dataset, a
     // quarantined or torn entry) keeps its slot.
@@ -302,7 +307,7 @@ Status set_index_capacity(const shm::ShmObject& segment, shm::Mapping& mapping, 
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObject segment) {
-  const std::string path = "/dev/shm/" + options.segment_name;
+  const std::string path = options.segment_path();
   // A live daemon's segment is never touched, not even read; and what is
   // unlinked below by name is the object locked here.
   SHELF_RETURN_IF_ERROR(segment.lock_while_linked());
@@ -324,7 +329,7 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   if (owner == ::geteuid() && never_finished(segment, h, file_bytes)) {
     // A daemon died while making it, before it served anything: no data.
     log_warn(path + " was never finished by the shelfd that made it; replacing it");
-    SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
+    SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.shm_dir, options.segment_name));
     options.discard = true;
     return create(options);
   }
@@ -363,14 +368,13 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
       check_limit_fits(segment, h, file_bytes, options.memory_limit, options.memory_limit_given));
   SHELF_RETURN_IF_ERROR(check_index_fits(segment, h, options));
   SHELF_ASSIGN_OR_RETURN(uint64_t resident, segment.resident_bytes());
-  SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, resident));
+  SHELF_RETURN_IF_ERROR(check_shm_room(options.shm_dir, options.memory_limit, resident));
   const uint64_t segment_bytes = h.data_offset + data_area_bytes(options.memory_limit);
   SHELF_RETURN_IF_ERROR(resize_segment(segment, file_bytes, options.memory_limit));
   if (h.memory_limit != options.memory_limit) {
     log_info("restart: --memory-limit " + format_bytes(h.memory_limit) + " -> " +
-             format_bytes(options.memory_limit) + "; the extent area of /dev/shm/" +
-             options.segment_name + " now spans " +
-             format_bytes(data_area_bytes(options.memory_limit)) +
+             format_bytes(options.memory_limit) + "; the extent area of " + options.segment_path() +
+             " now spans " + format_bytes(data_area_bytes(options.memory_limit)) +
              " of address space; every dataset stays where it is");
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
@@ -384,6 +388,7 @@ Result<std::unique_ptr<Store>> Store::attach(StoreOptions options, shm::ShmObjec
   std::unique_ptr<Store> store(
       new Store(options, std::move(segment), std::move(mapping), std::move(worker)));
   store->recover();
+  store->probe_page_size();
   SHELF_RETURN_IF_ERROR(store->start_verification());
   return store;
 }
@@ -817,7 +822,7 @@ void Store::end_verification_if_done() {
 void Store::log_recovery() const {
   char rate[64];
   std::snprintf(rate, sizeof rate, "%.3f s", recovery_.seconds);
-  log_info("restart: re-attached /dev/shm/" + segment_.name() + " (generation " +
+  log_info("restart: re-attached " + segment_.path() + " (generation " +
            std::to_string(generation_) + "): " + std::to_string(recovery_.datasets) +
            " datasets served again, " + std::to_string(recovery_.quarantined) + " quarantined, " +
            std::to_string(recovery_.dropped) + " index entries dropped, in " + rate +

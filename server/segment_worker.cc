@@ -15,7 +15,7 @@ namespace shelf::server {
 
 Result<std::unique_ptr<SegmentWorker>> SegmentWorker::start(const shm::ShmObject& segment) {
   UniqueFd segment_fd(::fcntl(segment.fd(), F_DUPFD_CLOEXEC, 0));
-  if (!segment_fd.valid()) return Status::from_errno("dup /dev/shm/" + segment.name(), errno);
+  if (!segment_fd.valid()) return Status::from_errno("dup " + segment.path(), errno);
   UniqueFd event_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!event_fd.valid()) return Status::from_errno("eventfd", errno);
   return std::unique_ptr<SegmentWorker>(

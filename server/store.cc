@@ -9,11 +9,13 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <linux/magic.h>
 #include <map>
 #include <optional>
 #include <set>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,7 @@
 
 namespace shelf::server {
 
+using shm::kHugePageSize;
 using shm::kPageSize;
 
 namespace internal {
@@ -89,16 +92,43 @@ protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorH
   return s;
 }
 
-Status check_dev_shm(uint64_t memory_limit, uint64_t already_held) {
+Status check_shm_dir(const std::string& dir) {
+  struct stat st;
+  struct statfs fs;
+  if (::stat(dir.c_str(), &st) != 0 || ::statfs(dir.c_str(), &fs) != 0) {
+    return Status::from_errno("shared-memory directory " + dir, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::invalid_argument(dir + " is not a directory");
+  if (fs.f_type == HUGETLBFS_MAGIC) {
+    return Status::invalid_argument(
+        dir +
+        " is a hugetlbfs, which shelf does not use: mount a tmpfs with huge=within_size "
+        "instead (the README's \"Huge pages\" says how, and why)");
+  }
+  // /dev/shm is what shm_open(3) uses wherever it runs (a container's may
+  // be another filesystem): only a directory the user chose is held to it.
+  if (fs.f_type != TMPFS_MAGIC && dir != shm::kDefaultShmDir) {
+    return Status::invalid_argument(dir +
+                                    " is not a tmpfs: datasets there would be written to "
+                                    "disk; give --shm-dir a tmpfs (e.g. /dev/shm)");
+  }
+  if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    return Status::invalid_argument(dir + " is writable by every user and not sticky (chmod +t " +
+                                    dir + "): anyone could replace the segment");
+  }
+  return Status();
+}
+
+Status check_shm_room(const std::string& dir, uint64_t memory_limit, uint64_t already_held) {
   struct statvfs vfs;
-  if (::statvfs("/dev/shm", &vfs) != 0) return Status();
+  if (::statvfs(dir.c_str(), &vfs) != 0) return Status();
   const uint64_t available = uint64_t{vfs.f_bavail} * vfs.f_frsize + already_held;
   if (available >= memory_limit) return Status();
-  std::string msg =
-      "/dev/shm has " + format_bytes(available) + " available, less than --memory-limit " +
-      format_bytes(memory_limit) +
-      "; lower --memory-limit or enlarge /dev/shm (mount -o remount,size=... /dev/shm";
-  if (uint64_t{vfs.f_blocks} * vfs.f_frsize <= (64u << 20)) {
+  std::string msg = dir + " has " + format_bytes(available) +
+                    " available, less than --memory-limit " + format_bytes(memory_limit) +
+                    "; lower --memory-limit or enlarge " + dir + " (mount -o remount,size=... " +
+                    dir;
+  if (dir == shm::kDefaultShmDir && uint64_t{vfs.f_blocks} * vfs.f_frsize <= (64u << 20)) {
     msg += "; in Docker /dev/shm is 64 MiB unless you pass --shm-size";
   }
   return Status::resource_exhausted(msg + ")");
@@ -139,27 +169,29 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
                                     std::to_string(options.max_datasets) + " (" +
                                     format_bytes(index_bytes) + ")");
   }
+  SHELF_RETURN_IF_ERROR(check_shm_dir(options.shm_dir));
   if (options.discard) {
     // Starting fresh on purpose; a live daemon's segment is still refused.
-    auto old = shm::ShmObject::open(options.segment_name, true);
+    auto old = shm::ShmObject::open(options.shm_dir, options.segment_name, true);
     if (old.ok()) {
       SHELF_RETURN_IF_ERROR(old->lock_while_linked());
-      SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.segment_name));
-      log_warn("--discard: removed /dev/shm/" + options.segment_name + " and its datasets");
+      SHELF_RETURN_IF_ERROR(shm::ShmObject::unlink(options.shm_dir, options.segment_name));
+      log_warn("--discard: removed " + options.segment_path() + " and its datasets");
     }
   } else {
-    auto existing = shm::ShmObject::open(options.segment_name, true);
+    auto existing = shm::ShmObject::open(options.shm_dir, options.segment_name, true);
     if (existing.ok()) return attach(options, std::move(existing).value());
     if (existing.status().sys_errno() != ENOENT) return existing.status();
   }
-  SHELF_RETURN_IF_ERROR(check_dev_shm(options.memory_limit, 0));
+  SHELF_RETURN_IF_ERROR(check_shm_room(options.shm_dir, options.memory_limit, 0));
 
   const uint64_t segment_bytes = shm::index_area_bytes() + data_area_bytes(options.memory_limit);
-  auto created = shm::ShmObject::create(options.segment_name, segment_bytes, options.mode);
+  auto created =
+      shm::ShmObject::create(options.shm_dir, options.segment_name, segment_bytes, options.mode);
   if (!created.ok()) return created.status();
   shm::ShmObject segment = std::move(created).value();
   auto remove_on_error = [&](Status s) {
-    (void)shm::ShmObject::unlink(options.segment_name);
+    (void)shm::ShmObject::unlink(options.shm_dir, options.segment_name);
     return s;
   };
   // Until it is locked, another shelfd starting on this segment name may
@@ -168,7 +200,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   // serve the file it made nor remove the other's.
   SHELF_FAULT_POINT("daemon.create.before_lock");
   const Status lost = Status::already_exists(
-      "another shelfd took /dev/shm/" + options.segment_name +
+      "another shelfd took " + options.segment_path() +
       " while this one was making it; it serves that segment now (see its --socket)");
   if (Status locked = segment.lock_while_linked(); !locked.ok()) {
     return locked.code() == Status::Code::kAlreadyExists ? lost : locked;
@@ -181,6 +213,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
   std::unique_ptr<Store> store(new Store(options, std::move(segment), std::move(mapping).value(),
                                          std::move(worker).value()));
   if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
+  store->probe_page_size();
   return store;
 }
 
@@ -197,7 +230,7 @@ Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
 
 Store::~Store() {
   worker_.reset();  // finishes what it was handed
-  if (options_.remove_on_exit) (void)shm::ShmObject::unlink(segment_.name());
+  if (options_.remove_on_exit) (void)shm::ShmObject::unlink(options_.shm_dir, segment_.name());
 }
 
 Status Store::initialise() {
@@ -496,6 +529,32 @@ uint64_t Store::extent_length(uint64_t payload_bytes) {
   return align_up(shm::kExtentHeaderBytes + payload_bytes, kPageSize);
 }
 
+Store::Placement Store::placement(uint64_t payload_bytes, shm::ExtentKind kind) const {
+  const uint64_t length = extent_length(payload_bytes);
+  if (page_bytes_ == kHugePageSize && kind == shm::ExtentKind::kPartition &&
+      length >= kHugeExtentBytes) {
+    return Placement{align_up(length, kHugePageSize), kHugePageSize};
+  }
+  return Placement{length, kPageSize};
+}
+
+void Store::probe_page_size() {
+  page_bytes_ = kPageSize;
+  // A free, aligned range of the data area nobody else touches: the
+  // allocator's word for it (before the socket opens, or after a restart's
+  // recovery has marked every extent it keeps).
+  const std::optional<uint64_t> at = allocator_.allocate(kHugePageSize, kHugePageSize);
+  if (!at) return;
+  Result<uint64_t> probed = segment_.probe_page_size(*at);
+  allocator_.free(*at, kHugePageSize);
+  if (!probed.ok()) {
+    log_warn("could not tell the page size of " + options_.shm_dir + ": " +
+             probed.status().message() + "; placing extents for 4 KiB pages");
+    return;
+  }
+  page_bytes_ = *probed;
+}
+
 shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
   shm::MutableSegmentView view(mapping_.data(), segment_bytes_);
   auto* header = view.at<shm::ExtentHeaderLayout>(offset);
@@ -506,9 +565,9 @@ shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
 Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind,
                                             uint32_t pid) {
   if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
-  const uint64_t length = extent_length(payload_bytes);
+  const auto [length, alignment] = placement(payload_bytes, kind);
   if (!make_room(length)) return over_limit(length);
-  std::optional<uint64_t> offset = allocator_.allocate(length);
+  std::optional<uint64_t> offset = allocator_.allocate(length, alignment);
   // Cannot happen while the data area is twice the limit; say so if it does.
   if (!offset) return Status::internal("extent allocator is full below the memory limit");
   // A partition's pages are reserved by its publisher (TableState::
@@ -610,7 +669,8 @@ Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_
   // The limit first, as reserve_extent() does: it also keeps extent_length()
   // from overflowing.
   if (payload_bytes > options_.memory_limit) return over_limit(payload_bytes);
-  SHELF_RETURN_IF_ERROR(check_quota(session.uid, extent_length(payload_bytes)));
+  SHELF_RETURN_IF_ERROR(
+      check_quota(session.uid, placement(payload_bytes, shm::ExtentKind::kPartition).length));
   SHELF_ASSIGN_OR_RETURN(Extent extent,
                          reserve_extent(payload_bytes, shm::ExtentKind::kPartition, session.pid));
   session.unsealed[extent.offset] = extent.length;
@@ -1098,6 +1158,7 @@ protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>&
 
 protocol::StatusResponse Store::status(bool who_holds) const {
   protocol::StatusResponse s;
+  s.shm_dir = options_.shm_dir;
   s.segment_name = segment_.name();
   s.daemon_pid = static_cast<uint32_t>(::getpid());
   s.generation = generation_;
@@ -1109,6 +1170,9 @@ protocol::StatusResponse Store::status(bool who_holds) const {
   s.pending_free_bytes = pending_free_bytes_ + punching_bytes_;
   auto resident = segment_.resident_bytes();
   s.resident_bytes = resident.ok() ? *resident : 0;
+  s.page_bytes = page_bytes_;
+  s.huge_page_bytes =
+      page_bytes_ == kHugePageSize ? allocator_.allocated_in_whole_blocks(kHugePageSize) : 0;
   s.num_connections = static_cast<uint32_t>(sessions_.size());
   const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
   s.num_leases = num_leases_;

@@ -51,9 +51,16 @@ inline constexpr uint64_t kMinMemoryLimit = uint64_t{1} << 20;  // 1 MiB
 inline constexpr uint64_t kMaxMemoryLimit = uint64_t{1} << 50;
 // The layout's bound (shm/layout.h): 2^20 slots of 256 bytes.
 inline constexpr uint32_t kMaxIndexCapacity = shm::kMaxIndexCapacity;
+// Partition extents this large start and end on huge-page boundaries when
+// the segment's tmpfs gives huge pages (Store::placement).
+inline constexpr uint64_t kHugeExtentBytes = 8 * shm::kHugePageSize;
 
 struct StoreOptions {
+  // The segment is shm_dir/segment_name: /dev/shm, or a tmpfs of the user's
+  // choice (shelfd --shm-dir), e.g. one mounted with huge pages.
+  std::string shm_dir{shm::kDefaultShmDir};
   std::string segment_name;
+  std::string segment_path() const { return shm_dir + "/" + segment_name; }
   uint64_t memory_limit = 0;       // bytes; everything in the segment is charged to it
   uint32_t max_datasets = 16384;   // index slots
   uint32_t mode = 0600;            // permissions of the segment
@@ -101,7 +108,7 @@ struct RecoveryReport {
 
 class Store {
  public:
-  // Opens /dev/shm/<segment_name> and takes an exclusive lock on it. A
+  // Opens <shm_dir>/<segment_name> and takes an exclusive lock on it. A
   // segment left by an earlier daemon is re-attached: its header is checked
   // (magic, layout version, sizes), every published dataset is checked
   // (extents sealed, in bounds, not overlapping, every buffer's XXH3), and
@@ -115,7 +122,8 @@ class Store {
   // segment and what to do (--discard) when it is not a shelf segment of this
   // layout version, is inconsistent, or its limit / index size differ from
   // ones the user gave; the segment is then left untouched.
-  // ResourceExhausted (/dev/shm cannot hold the limit).
+  // InvalidArgument or ResourceExhausted from internal::check_shm_dir (the
+  // directory is not a usable tmpfs, or cannot hold the limit).
   static Result<std::unique_ptr<Store>> create(const StoreOptions& options);
   // Unmaps the segment. It stays in /dev/shm for the next daemon unless
   // options.remove_on_exit.
@@ -232,6 +240,8 @@ class Store {
   }
 
   const std::string& segment_name() const { return segment_.name(); }
+  const std::string& shm_dir() const { return options_.shm_dir; }
+  const std::string& segment_path() const { return segment_.path(); }
   uint64_t segment_bytes() const { return segment_bytes_; }
   uint64_t generation() const { return generation_; }
   uint64_t memory_limit() const { return options_.memory_limit; }
@@ -382,6 +392,20 @@ class Store {
   // ---- Accounting: the allocator and the bytes charged to the limit ---------
   // What an extent with room for `payload_bytes` takes: its header, whole pages.
   static uint64_t extent_length(uint64_t payload_bytes);
+  // Where an extent goes: its length and alignment. On a tmpfs that gives
+  // huge pages (page_bytes_), a partition extent of kHugeExtentBytes or more
+  // takes whole, aligned huge pages, which wastes at most an eighth of it;
+  // smaller ones, descriptors and intents are packed at 4 KiB, so they
+  // share huge pages instead of taking one each (docs/design.md, "Huge
+  // pages").
+  struct Placement {
+    uint64_t length;
+    uint64_t alignment;
+  };
+  Placement placement(uint64_t payload_bytes, shm::ExtentKind kind) const;
+  // Sets page_bytes_ from the segment's filesystem (ShmObject::
+  // probe_page_size on a free range of the data area). Before serving.
+  void probe_page_size();
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
   // True when `bytes` more fit under the limit, after finishing queued
   // punches if that is what it takes.
@@ -410,7 +434,10 @@ class Store {
   std::unordered_map<uint32_t, uint64_t> charged_;  // by uid; no entry while 0
 
   shm::ExtentAllocator allocator_;
-  uint64_t used_bytes_ = 0;          // everything charged, header and index included
+  uint64_t used_bytes_ = 0;  // everything charged, header and index included
+  // The page size the segment's tmpfs gives: kPageSize, or kHugePageSize on
+  // a huge= mount (probe_page_size()).
+  uint64_t page_bytes_ = shm::kPageSize;
   uint64_t unsealed_bytes_ = 0;      // allocated to publishers, not yet published
   uint64_t pending_free_bytes_ = 0;  // unpublished but still read (leases, restart holds)
 

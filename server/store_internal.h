@@ -46,10 +46,13 @@ std::string quoted(std::string_view name);  // 'name'
 protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
                                    uint64_t memory_bytes);
 
-// /dev/shm must be able to hold the limit (less what the segment already
-// holds), or a publish would fail later on a full tmpfs. (Docker gives
-// containers a 64 MiB /dev/shm by default.) Errors: ResourceExhausted saying
-// how to make room.
-Status check_dev_shm(uint64_t memory_limit, uint64_t already_held);
+// The directory of the segment (/dev/shm, or --shm-dir) must be a directory
+// others cannot write to without the sticky bit (another user could replace
+// the segment), and a --shm-dir a tmpfs. Errors: InvalidArgument saying why not.
+Status check_shm_dir(const std::string& dir);
+// It must be able to hold the limit (less what the segment already holds), or
+// a publish would fail later on a full tmpfs. (Docker gives containers a
+// 64 MiB /dev/shm by default.) Errors: ResourceExhausted saying how to make room.
+Status check_shm_room(const std::string& dir, uint64_t memory_limit, uint64_t already_held);
 
 }  // namespace shelf::server::internal

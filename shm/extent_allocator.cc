@@ -13,19 +13,40 @@ ExtentAllocator::ExtentAllocator(uint64_t base, uint64_t size)
   if (size > 0) free_.emplace(base, size);
 }
 
-std::optional<uint64_t> ExtentAllocator::allocate(uint64_t length) {
+std::optional<uint64_t> ExtentAllocator::allocate(uint64_t length, uint64_t alignment) {
+  SHELF_CHECK(alignment >= kPageSize && (alignment & (alignment - 1)) == 0);
   if (length == 0 || length > size_) return std::nullopt;
   length = align_up(length, kPageSize);
   for (auto it = free_.begin(); it != free_.end(); ++it) {
-    if (it->second < length) continue;
-    const uint64_t offset = it->first;
-    const uint64_t rest = it->second - length;
+    const uint64_t start = it->first, size = it->second;
+    const uint64_t skip = align_up(start, alignment) - start;
+    if (skip > size || size - skip < length) continue;
+    const uint64_t offset = start + skip;
+    const uint64_t rest = size - skip - length;
     free_.erase(it);
+    if (skip > 0) free_.emplace(start, skip);
     if (rest > 0) free_.emplace(offset + length, rest);
     free_bytes_ -= length;
     return offset;
   }
   return std::nullopt;
+}
+
+uint64_t ExtentAllocator::allocated_in_whole_blocks(uint64_t block) const {
+  SHELF_CHECK(block >= kPageSize && (block & (block - 1)) == 0);
+  uint64_t total = 0;
+  // The allocated ranges are the gaps between free ones, and the area's ends.
+  auto count = [&](uint64_t from, uint64_t to) {
+    const uint64_t first = align_up(from, block), last = to / block * block;
+    if (last > first) total += last - first;
+  };
+  uint64_t at = base_;
+  for (const auto& [offset, length] : free_) {
+    count(at, offset);
+    at = offset + length;
+  }
+  count(at, base_ + size_);
+  return total;
 }
 
 bool ExtentAllocator::in_area(uint64_t offset, uint64_t length) const {

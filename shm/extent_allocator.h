@@ -2,7 +2,9 @@
 //
 // Pure bookkeeping in the owner's private memory (only the daemon has one);
 // it never touches the segment. First fit over an address-ordered free list,
-// with neighbours coalesced on free. Not thread-safe.
+// with neighbours coalesced on free; an allocation may ask for a larger
+// alignment (the store puts large extents on huge-page boundaries). Not
+// thread-safe.
 //
 // Memory is limited by byte accounting in the daemon, not by this area: the
 // data area is made larger than the memory limit (address space is free in a
@@ -14,6 +16,8 @@
 #include <map>
 #include <optional>
 
+#include "shm/layout.h"
+
 namespace shelf::shm {
 
 class ExtentAllocator {
@@ -21,9 +25,10 @@ class ExtentAllocator {
   // Manages [base, base + size); both must be page multiples.
   ExtentAllocator(uint64_t base, uint64_t size);
 
-  // Returns the offset of `length` bytes (rounded up to a page), or nullopt
-  // when no free range is large enough. length 0 is refused (nullopt).
-  std::optional<uint64_t> allocate(uint64_t length);
+  // Returns the offset of `length` bytes (rounded up to a page), a multiple
+  // of `alignment` (a power of two, at least a page), or nullopt when no free
+  // range holds that. length 0 is refused (nullopt).
+  std::optional<uint64_t> allocate(uint64_t length, uint64_t alignment = kPageSize);
   // Returns [offset, offset + length) to the free list; length is rounded up
   // to a page as in allocate(). The range must be allocated, page aligned and
   // inside the area (checked: a bad free aborts).
@@ -37,6 +42,10 @@ class ExtentAllocator {
   // Largest single allocation that would succeed now.
   uint64_t largest_free() const;
   size_t free_ranges() const { return free_.size(); }
+  // The allocated bytes that lie in whole, wholly allocated blocks of
+  // `block` bytes (a power of two; blocks start at multiples of it). Walks
+  // the free list.
+  uint64_t allocated_in_whole_blocks(uint64_t block) const;
 
  private:
   // True when [offset, offset + align_up(length)) is a non-empty, page-aligned

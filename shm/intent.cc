@@ -18,8 +18,8 @@ Status read_exactly(const ShmObject& segment, uint64_t offset, void* out, uint64
   while (length > 0) {
     const ssize_t n = ::pread(segment.fd(), at, length, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::from_errno("read /dev/shm/" + segment.name(), errno);
-    if (n == 0) return Status::corruption("/dev/shm/" + segment.name() + " ends early");
+    if (n < 0) return Status::from_errno("read " + segment.path(), errno);
+    if (n == 0) return Status::corruption(segment.path() + " ends early");
     at += n;
     offset += static_cast<uint64_t>(n);
     length -= static_cast<uint64_t>(n);

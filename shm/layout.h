@@ -17,6 +17,10 @@
 namespace shelf::shm {
 
 inline constexpr uint64_t kPageSize = 4096;
+// The x86-64 and arm64 (4 KiB granule) PMD page: a tmpfs mounted huge= hands
+// out pages of this size where a file's range allows (docs/design.md, "Huge
+// pages"), and the store places large extents on its boundaries.
+inline constexpr uint64_t kHugePageSize = uint64_t{2} << 20;
 // "SHELFSEG" in little-endian ASCII: identifies a shelf segment.
 inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // Bump on any change to a *Layout struct or to the meaning of a field.

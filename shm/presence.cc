@@ -26,7 +26,7 @@ struct flock byte_range(short type, uint64_t start, uint64_t length) {
 
 Status announce_presence(const ShmObject& segment, uint64_t generation) {
   if (generation > kMaxLockOffset) {
-    return Status::invalid_argument("generation " + std::to_string(generation) + " of /dev/shm/" +
+    return Status::invalid_argument("generation " + std::to_string(generation) + " of " +
                                     segment.name() + " is out of range");
   }
   struct flock range = byte_range(F_RDLCK, generation, 1);
@@ -34,7 +34,7 @@ Status announce_presence(const ShmObject& segment, uint64_t generation) {
   do {
     r = ::fcntl(segment.fd(), F_OFD_SETLK, &range);
   } while (r != 0 && errno == EINTR);
-  if (r != 0) return Status::from_errno("lock a byte of /dev/shm/" + segment.name(), errno);
+  if (r != 0) return Status::from_errno("lock a byte of " + segment.path(), errno);
   return Status();
 }
 
@@ -44,7 +44,7 @@ Result<bool> present_before(const ShmObject& segment, uint64_t generation) {
   // i.e. any read lock of another open file on the range, or F_UNLCK.
   struct flock range = byte_range(F_WRLCK, 0, std::min(generation, kMaxLockOffset));
   if (::fcntl(segment.fd(), F_OFD_GETLK, &range) != 0) {
-    return Status::from_errno("look for locks on /dev/shm/" + segment.name(), errno);
+    return Status::from_errno("look for locks on " + segment.path(), errno);
   }
   return range.l_type != F_UNLCK;
 }

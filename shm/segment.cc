@@ -12,8 +12,8 @@
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 
+#include "base/unique_fd.h"
 #include "shm/layout.h"
 
 namespace bip = boost::interprocess;
@@ -32,8 +32,10 @@ Status from_boost(std::string_view what, const bip::interprocess_exception& e) {
 
 class ShmObject::Impl {
  public:
-  bip::shared_memory_object object;
+  UniqueFd fd;
+  std::string dir;
   std::string name;
+  std::string path;  // dir/name
   bool writable = false;
 };
 
@@ -53,86 +55,99 @@ bool ShmObject::is_valid_name(std::string_view name) {
   return true;
 }
 
-Result<ShmObject> ShmObject::create(std::string_view name, uint64_t size, uint32_t mode) {
+namespace {
+
+std::string object_path(std::string_view dir, std::string_view name) {
+  std::string path(dir);
+  if (path.empty() || path.back() != '/') path += '/';
+  return path + std::string(name);
+}
+
+}  // namespace
+
+Result<ShmObject> ShmObject::create(std::string_view dir, std::string_view name, uint64_t size,
+                                    uint32_t mode) {
   if (!is_valid_name(name)) {
     return Status::invalid_argument("'" + std::string(name) +
                                     "' is not a valid segment name (use letters, digits, . _ -)");
   }
   auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
   impl->name = name;
+  impl->path = object_path(dir, name);
   impl->writable = true;
-  std::string what = "create /dev/shm/" + impl->name;
-  try {
-    bip::permissions permissions(static_cast<int>(mode));
-    impl->object = bip::shared_memory_object(bip::create_only, impl->name.c_str(), bip::read_write,
-                                             permissions);
-  } catch (const bip::interprocess_exception& e) {
-    return from_boost(what, e);
-  }
-  int fd = impl->object.get_mapping_handle().handle;
+  const std::string what = "create " + impl->path;
+  // O_NOFOLLOW | O_EXCL, as shm_open(3) opens: a name that exists, even as
+  // a symlink, is refused.
+  impl->fd.reset(::open(impl->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        static_cast<mode_t>(mode)));
+  if (!impl->fd.valid()) return Status::from_errno(what, errno);
   // The umask may have narrowed `mode`; set it exactly (never wider than asked).
-  if (::fchmod(fd, mode) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+  if (::fchmod(impl->fd.get(), mode) != 0 ||
+      ::ftruncate(impl->fd.get(), static_cast<off_t>(size)) != 0) {
     int err = errno;
-    bip::shared_memory_object::remove(impl->name.c_str());
+    ::unlink(impl->path.c_str());
     return Status::from_errno(what, err);
   }
   return ShmObject(std::move(impl));
 }
 
-Result<ShmObject> ShmObject::open(std::string_view name, bool writable) {
+Result<ShmObject> ShmObject::open(std::string_view dir, std::string_view name, bool writable) {
   if (!is_valid_name(name)) {
     return Status::invalid_argument("'" + std::string(name) + "' is not a valid segment name");
   }
   auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
   impl->name = name;
+  impl->path = object_path(dir, name);
   impl->writable = writable;
-  try {
-    impl->object = bip::shared_memory_object(bip::open_only, impl->name.c_str(),
-                                             writable ? bip::read_write : bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    return from_boost("open /dev/shm/" + impl->name, e);
-  }
+  impl->fd.reset(
+      ::open(impl->path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC));
+  if (!impl->fd.valid()) return Status::from_errno("open " + impl->path, errno);
   return ShmObject(std::move(impl));
 }
 
-Status ShmObject::unlink(std::string_view name) {
-  std::string path = "/" + std::string(name);
-  if (::shm_unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Status::from_errno("remove /dev/shm/" + std::string(name), errno);
+Status ShmObject::unlink(std::string_view dir, std::string_view name) {
+  if (!is_valid_name(name)) {
+    return Status::invalid_argument("'" + std::string(name) + "' is not a valid segment name");
+  }
+  const std::string path = object_path(dir, name);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::from_errno("remove " + path, errno);
   }
   return Status();
 }
 
 const std::string& ShmObject::name() const { return impl_->name; }
-int ShmObject::fd() const { return impl_->object.get_mapping_handle().handle; }
+const std::string& ShmObject::path() const { return impl_->path; }
+int ShmObject::fd() const { return impl_->fd.get(); }
 bool ShmObject::writable() const { return impl_->writable; }
 
 Result<uint64_t> ShmObject::size() const {
   struct stat st;
-  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat " + path(), errno);
   return static_cast<uint64_t>(st.st_size);
 }
 
 Result<uint64_t> ShmObject::resident_bytes() const {
   struct stat st;
-  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat " + path(), errno);
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 Status ShmObject::resize(uint64_t size) const {
   if (::ftruncate(fd(), static_cast<off_t>(size)) != 0) {
-    return Status::from_errno(
-        "resize /dev/shm/" + name() + " to " + std::to_string(size) + " bytes", errno);
+    return Status::from_errno("resize " + path() + " to " + std::to_string(size) + " bytes", errno);
   }
   return Status();
 }
 
 namespace {
 
-Status dev_shm_full(uint64_t length) {
-  return Status::resource_exhausted(
-      "/dev/shm is full: could not reserve " + std::to_string(length) +
-      " bytes; free space in /dev/shm (df -h /dev/shm) or lower --memory-limit");
+Status dir_full(const std::string& dir, uint64_t length) {
+  return Status::resource_exhausted(dir + " is full: could not reserve " + std::to_string(length) +
+                                    " bytes; free space in " + dir + " (df -h " + dir +
+                                    ") or lower --memory-limit");
 }
 
 }  // namespace
@@ -146,9 +161,9 @@ Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   // posix_fallocate may have allocated part of the range: give it back.
   (void)punch(offset, length);
   if (err == ENOSPC) {
-    return dev_shm_full(length);
+    return dir_full(impl_->dir, length);
   }
-  return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
+  return Status::from_errno("reserve memory in " + path(), err);
 }
 
 Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t length) const {
@@ -173,41 +188,62 @@ Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t l
   // A fault tmpfs cannot back is EFAULT (it would have been SIGBUS), an
   // allocation the kernel refuses ENOMEM.
   if (err == EFAULT || err == ENOMEM) {
-    return dev_shm_full(length);
+    return dir_full(impl_->dir, length);
   }
-  return Status::from_errno("reserve memory in /dev/shm/" + name(), err);
+  return Status::from_errno("reserve memory in " + path(), err);
 }
 
 Result<bool> ShmObject::is_reserved(uint64_t offset, uint64_t length) const {
   const off_t hole = ::lseek(fd(), static_cast<off_t>(offset), SEEK_HOLE);
-  if (hole < 0) return Status::from_errno("look for holes in /dev/shm/" + name(), errno);
+  if (hole < 0) return Status::from_errno("look for holes in " + path(), errno);
   return static_cast<uint64_t>(hole) >= offset + length;
 }
 
 Status ShmObject::punch(uint64_t offset, uint64_t length) const {
   if (::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                   static_cast<off_t>(length)) != 0) {
-    return Status::from_errno("punch a hole in /dev/shm/" + name(), errno);
+    return Status::from_errno("punch a hole in " + path(), errno);
   }
   return Status();
+}
+
+Result<uint64_t> ShmObject::probe_page_size(uint64_t offset) const {
+  if (offset % kHugePageSize != 0) {
+    return Status::internal("ShmObject::probe_page_size: an unaligned offset");
+  }
+  // A write, not a fault through a mapping: tmpfs decides the page size of
+  // both the same way (its huge= option and the file's size), and a write
+  // needs no mapping of the range.
+  const char zero = 0;
+  ssize_t n;
+  do {
+    n = ::pwrite(fd(), &zero, 1, static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) return Status::from_errno("write a byte of " + path(), n < 0 ? errno : EIO);
+  // The data the write made ends at the end of the page it allocated.
+  const off_t hole = ::lseek(fd(), static_cast<off_t>(offset), SEEK_HOLE);
+  const int err = errno;
+  SHELF_RETURN_IF_ERROR(punch(offset, kHugePageSize));
+  if (hole < 0) return Status::from_errno("look for holes in " + path(), err);
+  return static_cast<uint64_t>(hole) - offset >= kHugePageSize ? kHugePageSize : kPageSize;
 }
 
 Status ShmObject::try_lock() const {
   if (::flock(fd(), LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
-      return Status::already_exists("/dev/shm/" + name() + " is in use by another shelfd");
+      return Status::already_exists(path() + " is in use by another shelfd");
     }
-    return Status::from_errno("lock /dev/shm/" + name(), errno);
+    return Status::from_errno("lock " + path(), errno);
   }
   return Status();
 }
 
 Result<bool> ShmObject::is_linked() const {
   struct stat by_fd, by_name;
-  if (::fstat(fd(), &by_fd) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
-  if (::stat(("/dev/shm/" + name()).c_str(), &by_name) != 0) {
+  if (::fstat(fd(), &by_fd) != 0) return Status::from_errno("stat " + path(), errno);
+  if (::stat(path().c_str(), &by_name) != 0) {
     if (errno == ENOENT) return false;
-    return Status::from_errno("stat /dev/shm/" + name(), errno);
+    return Status::from_errno("stat " + path(), errno);
   }
   return by_fd.st_dev == by_name.st_dev && by_fd.st_ino == by_name.st_ino;
 }
@@ -216,7 +252,7 @@ Status ShmObject::lock_while_linked() const {
   SHELF_RETURN_IF_ERROR(try_lock());
   SHELF_ASSIGN_OR_RETURN(bool linked, is_linked());
   if (!linked) {
-    return Status::already_exists("/dev/shm/" + name() +
+    return Status::already_exists(path() +
                                   " was replaced by another shelfd while this one opened it");
   }
   return Status();
@@ -224,7 +260,7 @@ Status ShmObject::lock_while_linked() const {
 
 Result<uint32_t> ShmObject::owner() const {
   struct stat st;
-  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat /dev/shm/" + name(), errno);
+  if (::fstat(fd(), &st) != 0) return Status::from_errno("stat " + path(), errno);
   return st.st_uid;
 }
 
@@ -247,7 +283,7 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
   // mapped_region maps with the object's own handle; the object's open mode
   // must allow `writable`.
   if (writable && !object.writable()) {
-    return Status::permission_denied("/dev/shm/" + object.name() + " is open read-only");
+    return Status::permission_denied(object.path() + " is open read-only");
   }
   try {
     bip::mapping_handle_t handle;
@@ -261,7 +297,7 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
         bip::mapped_region(holder, writable ? bip::read_write : bip::read_only,
                            static_cast<bip::offset_t>(offset), static_cast<std::size_t>(length));
   } catch (const bip::interprocess_exception& e) {
-    return from_boost("map /dev/shm/" + object.name(), e);
+    return from_boost("map " + object.path(), e);
   }
   if (populate) {
     // MADV_POPULATE_* (Linux 5.14) maps every page in one call instead of
@@ -270,7 +306,7 @@ Result<Mapping> Mapping::map(const ShmObject& object, uint64_t offset, uint64_t 
     const size_t size = impl->region.get_size();
     const int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
     if (::madvise(const_cast<std::byte*>(base), size, advice) != 0) {
-      if (errno != EINVAL) return Status::from_errno("populate /dev/shm/" + object.name(), errno);
+      if (errno != EINVAL) return Status::from_errno("populate " + object.path(), errno);
       // An older kernel: touch each page instead (a write keeps the byte).
       for (size_t at = 0; at < size; at += kPageSize) {
         const std::byte b = base[at];

@@ -1,9 +1,13 @@
-// RAII owners of a POSIX shared-memory object and of mappings of it.
+// RAII owners of a shared-memory object and of mappings of it.
 //
-// These are thin wrappers over Boost.Interprocess's shared_memory_object and
-// mapped_region (not managed_shared_memory: docs/design.md, "Memory", says why). Every
-// Boost call is made here and its exceptions become Status values; nothing
-// above shm/ sees Boost.
+// A shared-memory object is a file in a memory filesystem: /dev/shm (tmpfs)
+// by default, or a directory the user mounted for the purpose, e.g. a tmpfs
+// with huge pages (shelfd --shm-dir; docs/design.md, "Huge pages"). It is
+// opened with open(2) on its path, as shm_open(3) does for /dev/shm:
+// Boost.Interprocess's shared_memory_object knows only /dev/shm. Mappings are
+// Boost.Interprocess mapped_regions (not managed_shared_memory:
+// docs/design.md, "Memory", says why). Every Boost call is made here and its
+// exceptions become Status values; nothing above shm/ sees Boost.
 #pragma once
 
 #include <cstddef>
@@ -17,18 +21,26 @@
 
 namespace shelf::shm {
 
-// A named POSIX shared-memory object (/dev/shm/NAME), open in this process.
-// Move-only. It does not unlink the name when destroyed: unlink() does that.
+// Where shared-memory objects live unless shelfd is given --shm-dir.
+inline constexpr std::string_view kDefaultShmDir = "/dev/shm";
+
+// A shared-memory object DIR/NAME, open in this process. DIR is an absolute
+// path (checking that it is a memory filesystem is the caller's: see
+// shm/memory_fs.h). Move-only. It does not unlink the name when destroyed:
+// unlink() does that.
 class ShmObject {
  public:
-  // Creates NAME with `mode` permissions and `size` bytes (sparse: no memory is
-  // used until reserve()). Fails with AlreadyExists if NAME exists.
-  static Result<ShmObject> create(std::string_view name, uint64_t size, uint32_t mode);
-  // Opens an existing NAME read-only, or read-write. IoError with sys_errno()
-  // == ENOENT if there is none (NotFound is kept for "no dataset of that name").
-  static Result<ShmObject> open(std::string_view name, bool writable);
-  // Removes NAME from /dev/shm; mappings stay valid. OK if it did not exist.
-  static Status unlink(std::string_view name);
+  // Creates DIR/NAME with `mode` permissions and `size` bytes (sparse: no
+  // memory is used until reserve()). Never follows a symlink. Fails with
+  // AlreadyExists if NAME exists.
+  static Result<ShmObject> create(std::string_view dir, std::string_view name, uint64_t size,
+                                  uint32_t mode);
+  // Opens an existing DIR/NAME read-only, or read-write. IoError with
+  // sys_errno() == ENOENT if there is none (NotFound is kept for "no dataset
+  // of that name").
+  static Result<ShmObject> open(std::string_view dir, std::string_view name, bool writable);
+  // Removes DIR/NAME; mappings stay valid. OK if it did not exist.
+  static Status unlink(std::string_view dir, std::string_view name);
   // The longest shm object name accepted, well under NAME_MAX (255) of /dev/shm.
   static constexpr size_t kMaxObjectNameBytes = 200;
   // True when NAME is a valid shm object name ([A-Za-z0-9._-], 1..kMaxObjectNameBytes bytes).
@@ -39,11 +51,13 @@ class ShmObject {
   ~ShmObject();
 
   const std::string& name() const;
+  // DIR/NAME, for messages and for is_linked().
+  const std::string& path() const;
   int fd() const;
   bool writable() const;
   // Size of the object (fstat).
   Result<uint64_t> size() const;
-  // Memory the object really holds in /dev/shm (fstat st_blocks).
+  // Memory the object really holds (fstat st_blocks).
   Result<uint64_t> resident_bytes() const;
   // Sets the object's size (ftruncate). Growing adds a hole (no memory);
   // shrinking drops the pages past the new end, and a mapping that touches
@@ -51,7 +65,7 @@ class ShmObject {
   Status resize(uint64_t size) const;
   // Allocates backing pages for [offset, offset+length) with posix_fallocate,
   // so that a full /dev/shm is an error now instead of a SIGBUS later.
-  // Errors: ResourceExhausted naming /dev/shm when it is full.
+  // Errors: ResourceExhausted naming the directory when it is full.
   Status reserve(uint64_t offset, uint64_t length) const;
   // reserve(), but by faulting the pages in through `mapped`, which points at
   // `offset` of a writable shared mapping of this object (MADV_POPULATE_WRITE,
@@ -69,10 +83,17 @@ class ShmObject {
   // Gives the pages of [offset, offset+length) back to the OS (punches a
   // hole); reads of the range return zeros afterwards.
   Status punch(uint64_t offset, uint64_t length) const;
+  // The size of the page the filesystem gives this object when a byte at
+  // `offset` is first written: kHugePageSize on a tmpfs mounted with
+  // huge=within_size or huge=always (where the kernel had a huge page to
+  // give), kPageSize otherwise. It writes a zero byte at `offset` and
+  // punches [offset, offset + kHugePageSize) afterwards, so that range must
+  // be kHugePageSize-aligned, inside the object, and unused by anyone.
+  Result<uint64_t> probe_page_size(uint64_t offset) const;
   // Takes an exclusive flock on the object without waiting; the kernel drops
   // it when this process dies. Errors: AlreadyExists when another process holds it.
   Status try_lock() const;
-  // True when /dev/shm/NAME is still this object: another process may have
+  // True when DIR/NAME is still this object: another process may have
   // removed it, or put another one in its place, since it was opened.
   Result<bool> is_linked() const;
   // try_lock(), then is_linked(): the lock is on the object NAME names, so

@@ -641,20 +641,22 @@ int cmd_unpublish(const Command& cmd) {
 }
 
 std::string status_json(const MemoryStats& m, ClientOrder order) {
-  std::string out = "{\"socket\":" + json_string(m.socket_path) +
-                    ",\"segment\":" + json_string(m.segment_name) +
-                    ",\"daemon_pid\":" + std::to_string(m.daemon_pid) +
-                    ",\"started\":" + json_string(format_time(m.started_ns)) +
-                    ",\"memory_limit\":" + std::to_string(m.memory_limit) +
-                    ",\"used_bytes\":" + std::to_string(m.used_bytes) +
-                    ",\"free_bytes\":" + std::to_string(m.free_bytes()) +
-                    ",\"resident_bytes\":" + std::to_string(m.resident_bytes) +
-                    ",\"index_bytes\":" + std::to_string(m.index_bytes) +
-                    ",\"unsealed_bytes\":" + std::to_string(m.unsealed_bytes) +
-                    ",\"pending_free_bytes\":" + std::to_string(m.pending_free_bytes) +
-                    ",\"connections\":" + std::to_string(m.num_connections) +
-                    ",\"leases\":" + std::to_string(m.num_leases) +
-                    ",\"num_datasets\":" + std::to_string(m.datasets.size()) + ",\"datasets\":[";
+  std::string out =
+      "{\"socket\":" + json_string(m.socket_path) + ",\"segment\":" + json_string(m.segment_name) +
+      ",\"shm_dir\":" + json_string(m.shm_dir) + ",\"page_bytes\":" + std::to_string(m.page_bytes) +
+      ",\"huge_page_bytes\":" + std::to_string(m.huge_page_bytes) +
+      ",\"daemon_pid\":" + std::to_string(m.daemon_pid) +
+      ",\"started\":" + json_string(format_time(m.started_ns)) +
+      ",\"memory_limit\":" + std::to_string(m.memory_limit) +
+      ",\"used_bytes\":" + std::to_string(m.used_bytes) +
+      ",\"free_bytes\":" + std::to_string(m.free_bytes()) +
+      ",\"resident_bytes\":" + std::to_string(m.resident_bytes) +
+      ",\"index_bytes\":" + std::to_string(m.index_bytes) +
+      ",\"unsealed_bytes\":" + std::to_string(m.unsealed_bytes) +
+      ",\"pending_free_bytes\":" + std::to_string(m.pending_free_bytes) +
+      ",\"connections\":" + std::to_string(m.num_connections) +
+      ",\"leases\":" + std::to_string(m.num_leases) +
+      ",\"num_datasets\":" + std::to_string(m.datasets.size()) + ",\"datasets\":[";
   for (size_t i = 0; i < m.datasets.size(); ++i) out += (i ? "," : "") + info_json(m.datasets[i]);
   out += "],\"generation\":" + std::to_string(m.generation) + ",\"quarantined\":[";
   for (size_t i = 0; i < m.quarantined.size(); ++i) {
@@ -678,6 +680,21 @@ std::string status_json(const MemoryStats& m, ClientOrder order) {
          ",\"bytes_done\":" + std::to_string(m.verifying.bytes_done) + "}}";
 }
 
+// The segment's page size, and with huge pages what lies in them, for status.
+std::string pages_line(const MemoryStats& m) {
+  if (m.page_bytes <= 4096) {
+    return "pages:    4 KiB (a tmpfs mounted huge=within_size, given as shelfd --shm-dir, "
+           "has 2 MiB pages)";
+  }
+  const uint64_t data = m.used_bytes - m.index_bytes;
+  char pct[16];
+  std::snprintf(
+      pct, sizeof pct, "%.0f%%",
+      data ? 100.0 * static_cast<double>(m.huge_page_bytes) / static_cast<double>(data) : 100.0);
+  return "pages:    " + format_bytes(m.page_bytes) + " (huge): " + format_bytes(m.huge_page_bytes) +
+         " of the " + format_bytes(data) + " of data can be in huge pages (" + pct + ")";
+}
+
 // What is left of the checks of a restart, for status.
 std::string verifying_line(const MemoryStats::Verification& v) {
   const uint64_t total = v.bytes_done + v.bytes_left;
@@ -697,14 +714,15 @@ std::string status_text(const MemoryStats& m) {
   char pct[16];
   std::snprintf(pct, sizeof pct, "%.1f%%", percent);
   std::string out = "shelfd pid " + std::to_string(m.daemon_pid) + " at " + m.socket_path +
-                    ", segment /dev/shm/" + m.segment_name + " (generation " +
+                    ", segment " + m.shm_dir + "/" + m.segment_name + " (generation " +
                     std::to_string(m.generation) + "), up since " +
                     format_time(m.started_ns - m.started_ns % 1000000000) + "\n";
   out += "memory:   " + format_bytes(m.used_bytes) + " used of " + format_bytes(m.memory_limit) +
          " (" + pct + "), " + format_bytes(m.free_bytes()) + " free\n";
-  out += "          resident in /dev/shm " + format_bytes(m.resident_bytes) + "; index " +
+  out += "          resident in " + m.shm_dir + " " + format_bytes(m.resident_bytes) + "; index " +
          format_bytes(m.index_bytes) + ", being written " + format_bytes(m.unsealed_bytes) +
          ", freed but not yet back " + format_bytes(m.pending_free_bytes) + "\n";
+  out += pages_line(m) + "\n";
   out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
          std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) + "\n";
   if (m.verifying.datasets_left > 0) out += verifying_line(m.verifying) + "\n";

@@ -326,23 +326,22 @@ Status Client::Impl::check_peer() const {
 }
 
 Status Client::Impl::segment_unavailable(const Status& cause) const {
-  return Status::unavailable("shelfd at " + socket_path_ + " serves /dev/shm/" +
-                             hello_.segment_name + ", which this process cannot open (" +
-                             cause.message() +
-                             "): it was removed, or this process sees another /dev/shm than "
-                             "shelfd (a container?); restart shelfd (shelfd --socket " +
+  return Status::unavailable("shelfd at " + socket_path_ + " serves " + segment_path() +
+                             ", which this process cannot open (" + cause.message() +
+                             "): it was removed, or this process sees another " + hello_.shm_dir +
+                             " than shelfd (a container?); restart shelfd (shelfd --socket " +
                              socket_path_ + ") to serve a segment again");
 }
 
 Status Client::Impl::map_segment() {
   // Map the whole segment read-only, once: readers then get pointers with no
   // further system call (unmapping and remapping a touched GiB costs ~50 ms).
-  auto opened = shm::ShmObject::open(hello_.segment_name, /*writable=*/false);
+  auto opened = shm::ShmObject::open(hello_.shm_dir, hello_.segment_name, /*writable=*/false);
   if (!opened.ok()) return segment_unavailable(opened.status());
   shm::ShmObject segment = std::move(opened).value();
   SHELF_ASSIGN_OR_RETURN(uint64_t size, segment.size());
   if (size < hello_.segment_bytes || hello_.segment_bytes < shm::kPageSize) {
-    return Status::corruption("/dev/shm/" + hello_.segment_name + " is smaller than shelfd says");
+    return Status::corruption(segment_path() + " is smaller than shelfd says");
   }
   SHELF_ASSIGN_OR_RETURN(shm::Mapping mapping,
                          shm::Mapping::map(segment, 0, hello_.segment_bytes, false));
@@ -361,13 +360,13 @@ Status Client::Impl::map_segment() {
   const uint64_t magic = shm::load_acquire(header->magic);
   if (magic != shm::kSegmentMagic || header->layout_version != shm::kLayoutVersion ||
       header->generation != hello_.generation) {
-    return Status::corruption("/dev/shm/" + hello_.segment_name +
+    return Status::corruption(segment_path() +
                               " is not the segment shelfd announced (magic, version or "
                               "generation differ); is another program using that name?");
   }
   auto index = shm::NameIndexReader::open({mapping.data(), mapping.size()});
   if (!index) {
-    return Status::corruption("/dev/shm/" + hello_.segment_name +
+    return Status::corruption(segment_path() +
                               " has a name index this client cannot read (its header's "
                               "geometry is not that of layout version " +
                               std::to_string(shm::kLayoutVersion) + ")");
@@ -635,7 +634,7 @@ Result<std::optional<protocol::Event>> Client::Impl::next_event(
 Result<const shm::ShmObject*> Client::Impl::writable_segment() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!segment_rw_) {
-    auto rw = shm::ShmObject::open(hello_.segment_name, /*writable=*/true);
+    auto rw = shm::ShmObject::open(hello_.shm_dir, hello_.segment_name, /*writable=*/true);
     if (!rw.ok()) return segment_unavailable(rw.status());
     segment_rw_.emplace(std::move(rw).value());
   }
@@ -877,6 +876,7 @@ Result<MemoryStats> Client::status() {
       impl_->call_and_decode(frame, MessageType::kStatus, protocol::decode_status_response));
   MemoryStats m;
   m.socket_path = r.socket_path;
+  m.shm_dir = r.shm_dir;
   m.segment_name = r.segment_name;
   m.daemon_pid = r.daemon_pid;
   m.generation = r.generation;
@@ -887,6 +887,8 @@ Result<MemoryStats> Client::status() {
   m.unsealed_bytes = r.unsealed_bytes;
   m.pending_free_bytes = r.pending_free_bytes;
   m.resident_bytes = r.resident_bytes;
+  m.page_bytes = r.page_bytes;
+  m.huge_page_bytes = r.huge_page_bytes;
   m.num_connections = r.num_connections;
   m.num_leases = r.num_leases;
   for (const auto& s : r.datasets) m.datasets.push_back(to_info(s));

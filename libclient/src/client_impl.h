@@ -144,6 +144,8 @@ class Client::Impl {
   Status map_segment();
   // Unavailable: the daemon's segment cannot be opened by this process.
   Status segment_unavailable(const Status& cause) const;
+  // Where the daemon's Hello says the segment is.
+  std::string segment_path() const { return hello_.shm_dir + "/" + hello_.segment_name; }
   // call() and post() with mu_ held.
   Result<std::vector<std::byte>> call_locked(const std::vector<std::byte>& request,
                                              protocol::MessageType type);

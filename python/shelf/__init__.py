@@ -224,10 +224,12 @@ class Client:
     def status(self):
         """The daemon's memory and datasets, as a dict (what `shelf status` shows).
 
-        Keys: socket_path, segment_name, daemon_pid, generation (bumped each
-        time a shelfd attaches the segment), started_ns, memory_limit,
-        used_bytes, free_bytes, index_bytes, unsealed_bytes,
-        pending_free_bytes, resident_bytes, num_connections, num_leases,
+        Keys: socket_path, segment_name, shm_dir (the segment's directory),
+        daemon_pid, generation (bumped each time a shelfd attaches the
+        segment), started_ns, memory_limit, used_bytes, free_bytes,
+        index_bytes, unsealed_bytes, pending_free_bytes, resident_bytes,
+        page_bytes (4096, or 2 MiB on a huge-page tmpfs), huge_page_bytes
+        (what of used_bytes can be in huge pages), num_connections, num_leases,
         datasets (a dict per published dataset, as in `shelf list`),
         quarantined (name, memory_bytes and reason of each dataset found
         damaged at a restart: kept, never served, until unpublished),

@@ -80,7 +80,8 @@ void expect_segment_closed(const TestDaemon& daemon) {
   errno = 0;
   EXPECT_EQ(::open(path.c_str(), O_RDONLY | O_CLOEXEC), -1);
   EXPECT_EQ(errno, EACCES) << std::strerror(errno);
-  EXPECT_FALSE(shm::ShmObject::open(daemon.segment(), /*writable=*/false).ok());
+  EXPECT_FALSE(
+      shm::ShmObject::open(shm::kDefaultShmDir, daemon.segment(), /*writable=*/false).ok());
 }
 
 struct FileMode {

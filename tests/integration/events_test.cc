@@ -423,7 +423,7 @@ struct RawSegment {
   std::byte* at(uint64_t offset) const { return mapping.data() + offset; }
 };
 RawSegment open_raw(const TestDaemon& daemon) {
-  auto object = shm::ShmObject::open(daemon.segment(), /*writable=*/true);
+  auto object = shm::ShmObject::open(shm::kDefaultShmDir, daemon.segment(), /*writable=*/true);
   if (!object.ok()) fail_test("open segment: " + object.status().to_string());
   auto size = object->size();
   auto mapping = shm::Mapping::map(*object, 0, *size, /*writable=*/true);

@@ -160,10 +160,13 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 }
 
 bool use_private_dev_shm(const char* size) {
-  const std::string options = std::string("size=") + size + ",mode=1777";
+  return use_private_tmpfs("/dev/shm", std::string("size=") + size + ",mode=1777");
+}
+
+bool use_private_tmpfs(const std::string& dir, const std::string& options) {
   return ::unshare(CLONE_NEWNS) == 0 &&
          ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
-         ::mount("tmpfs", "/dev/shm", "tmpfs", 0, options.c_str()) == 0;
+         ::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0;
 }
 
 MemoryStats status_of(Client& client) {

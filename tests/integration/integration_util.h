@@ -98,6 +98,10 @@ bool eventually(const std::function<bool()>& condition,
 // /dev/shm without touching the machine's. False where that is not allowed
 // (not root, no namespaces): the test should skip.
 bool use_private_dev_shm(const char* size);
+// As use_private_dev_shm, with a tmpfs mounted at `dir` (an existing
+// directory) with mount `options` ("size=256m,huge=within_size"): the mount
+// goes with the namespace, when the child exits.
+bool use_private_tmpfs(const std::string& dir, const std::string& options);
 
 // status(); throws TestFailure on error.
 MemoryStats status_of(Client& client);

@@ -473,7 +473,7 @@ TEST_F(ProtocolAbuseTest, PublishedExtentsCannotBeTakenOver) {
   ASSERT_TRUE(lease.has_value());
 
   // Where "resident"'s partition lies, read from the segment as a reader would.
-  auto segment = shm::ShmObject::open(daemon_->segment(), /*writable=*/false);
+  auto segment = shm::ShmObject::open(shm::kDefaultShmDir, daemon_->segment(), /*writable=*/false);
   ASSERT_TRUE(segment.ok()) << segment.status().to_string();
   const uint64_t first_page = lease->descriptor_offset / shm::kPageSize * shm::kPageSize;
   auto mapping = shm::Mapping::map(
@@ -521,7 +521,7 @@ void expect_unreserved_extent_refused(const TestDaemon& daemon, uint64_t payload
   expect_invalid(owner.get(), publish, MessageType::kPublish, "not reserved and mapped");
 
   // Reserved but never touched: tmpfs still calls those pages holes.
-  auto segment = shm::ShmObject::open(daemon.segment(), /*writable=*/true);
+  auto segment = shm::ShmObject::open(shm::kDefaultShmDir, daemon.segment(), /*writable=*/true);
   ASSERT_TRUE(segment.ok()) << segment.status().to_string();
   ASSERT_TRUE(segment->reserve(extent->offset, extent->length).ok());
   EXPECT_EQ(daemon.resident_bytes(), resident_before + payload);

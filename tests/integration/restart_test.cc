@@ -184,7 +184,7 @@ struct RawSegment {
 };
 
 RawSegment open_raw(const TestDaemon& daemon) {
-  auto object = shm::ShmObject::open(daemon.segment(), /*writable=*/true);
+  auto object = shm::ShmObject::open(shm::kDefaultShmDir, daemon.segment(), /*writable=*/true);
   if (!object.ok()) throw TestFailure("open segment: " + object.status().to_string());
   auto size = object->size();
   auto mapping = shm::Mapping::map(*object, 0, *size, /*writable=*/true);

@@ -126,11 +126,13 @@ std::unique_ptr<TestDaemon> TestDaemon::unstarted(const Options& options) {
   std::filesystem::create_directories(d->dir_);
   d->socket_ = d->dir_ + "/shelf.sock";
   d->segment_ = name;
+  d->shm_dir_ = options.shm_dir.empty() ? "/dev/shm" : options.shm_dir;
   std::vector<std::string> argv = {
       SHELFD_PATH,          "--socket",       d->socket_,
       "--segment",          d->segment_,      "--memory-limit",
       options.memory_limit, "--max-datasets", std::to_string(options.max_datasets),
       "--log-level",        "debug"};
+  if (!options.shm_dir.empty()) argv.insert(argv.end(), {"--shm-dir", options.shm_dir});
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   d->argv_ = argv;
   return d;
@@ -166,8 +168,7 @@ TestDaemon::~TestDaemon() {
     wait_until_gone();
   }
   // After a crash the daemon could not clean up: do it here.
-  std::string path = "/dev/shm/" + segment_;
-  ::unlink(path.c_str());
+  ::unlink(segment_path().c_str());
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }
@@ -259,7 +260,7 @@ Client TestDaemon::connect() const {
 
 uint64_t TestDaemon::resident_bytes() const {
   struct stat st;
-  if (::stat(("/dev/shm/" + segment_).c_str(), &st) != 0) return 0;
+  if (::stat(segment_path().c_str(), &st) != 0) return 0;
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 

@@ -61,7 +61,9 @@ class TestDaemon {
   struct Options {
     std::string memory_limit = "64MiB";
     uint32_t max_datasets = 256;
-    std::vector<std::string> extra_args;
+    std::vector<std::string> extra_args = {};
+    // --shm-dir; empty: shelfd's default, /dev/shm.
+    std::string shm_dir = {};
   };
   // Starts shelfd (detached; it returns once it serves) and waits for it.
   // On failure records a gtest failure and returns nullptr.
@@ -77,6 +79,9 @@ class TestDaemon {
 
   const std::string& socket() const { return socket_; }
   const std::string& segment() const { return segment_; }
+  // The segment's directory (Options::shm_dir, or /dev/shm) and its path.
+  const std::string& shm_dir() const { return shm_dir_; }
+  std::string segment_path() const { return shm_dir_ + "/" + segment_; }
   const std::string& dir() const { return dir_; }
   pid_t pid() const { return pid_; }
   ClientOptions client_options() const;
@@ -104,13 +109,13 @@ class TestDaemon {
   const CommandResult& start_result() const { return start_result_; }
   // True while the daemon process exists.
   bool alive() const;
-  // Bytes /dev/shm holds for the segment (0 if it is gone).
+  // Bytes the segment's tmpfs holds for it (0 if it is gone).
   uint64_t resident_bytes() const;
 
  private:
   TestDaemon() = default;
   void wait_until_gone();
-  std::string dir_, socket_, segment_;
+  std::string dir_, socket_, segment_, shm_dir_;
   std::vector<std::string> argv_;
   CommandResult start_result_;
   pid_t pid_ = -1;

@@ -145,6 +145,7 @@ struct UserUsageInfo {
 // The daemon's memory at a glance (shelf status).
 struct MemoryStats {
   std::string socket_path;
+  std::string shm_dir;  // the segment is shm_dir/segment_name (shelfd --shm-dir)
   std::string segment_name;
   uint32_t daemon_pid = 0;
   uint64_t generation = 0;  // of the segment: bumped each time a shelfd (re)attaches it
@@ -154,7 +155,14 @@ struct MemoryStats {
   uint64_t index_bytes = 0;         // the segment header and the dataset index
   uint64_t unsealed_bytes = 0;      // partitions being written
   uint64_t pending_free_bytes = 0;  // freed but not yet back: still leased, or being released
-  uint64_t resident_bytes = 0;      // what /dev/shm really holds for the segment
+  uint64_t resident_bytes = 0;      // what the shm_dir's tmpfs really holds for the segment
+  // The page size the segment's tmpfs gives: 4096, or 2 MiB on a tmpfs
+  // mounted huge=within_size or huge=always. With 2 MiB pages,
+  // huge_page_bytes is what of used_bytes lies in whole 2 MiB pages the
+  // segment uses entirely: what the kernel can hold in huge pages (it may
+  // hold less, when it has no free huge page to give). 0 with 4 KiB pages.
+  uint64_t page_bytes = 0;
+  uint64_t huge_page_bytes = 0;
   uint32_t num_connections = 0;
   uint32_t num_leases = 0;
   std::vector<DatasetInfo> datasets;

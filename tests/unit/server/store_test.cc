@@ -41,7 +41,8 @@ class StoreTest : public ::testing::Test {
     mapping_.reset();
     object_.reset();
     store_.reset();
-    (void)shm::ShmObject::unlink(name_);  // gone already unless a test failed midway
+    (void)shm::ShmObject::unlink(shm::kDefaultShmDir,
+                                 name_);  // gone already unless a test failed midway
   }
 
   // A fresh Store with `limit` bytes on a segment no other test uses, and
@@ -82,7 +83,7 @@ class StoreTest : public ::testing::Test {
   void map_segment() {
     mapping_.reset();
     object_.reset();
-    auto object = shm::ShmObject::open(name_, /*writable=*/true);
+    auto object = shm::ShmObject::open(shm::kDefaultShmDir, name_, /*writable=*/true);
     ASSERT_TRUE(object.ok()) << object.status().to_string();
     object_ = std::make_unique<shm::ShmObject>(std::move(object).value());
     auto mapped = shm::Mapping::map(*object_, 0, store_->segment_bytes(), /*writable=*/true);
@@ -586,7 +587,7 @@ TEST_F(StoreTest, PublishOverrideAndUnpublishKeepTheNameIndexReadersSee) {
 TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
   StoreOptions options = lasting_options();
   store_.reset();  // the fixture's store removes its segment: make one that stays
-  (void)shm::ShmObject::unlink(name_);
+  (void)shm::ShmObject::unlink(shm::kDefaultShmDir, name_);
   reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   ASSERT_TRUE(publish(s, {item("kept", {written(s, 10)}), item("gone", {written(s, 10)})}).ok());
@@ -631,7 +632,7 @@ std::vector<std::string> listed_names(const shm::Mapping& m) {
 TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
   StoreOptions options = lasting_options();
   store_.reset();  // the fixture's store removes its segment: make one that stays
-  (void)shm::ShmObject::unlink(name_);
+  (void)shm::ShmObject::unlink(shm::kDefaultShmDir, name_);
   reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   const Int64Partition b = written(s, 1000);
@@ -723,7 +724,7 @@ TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
   StoreOptions options = lasting_options();
   options.max_datasets = 8;
   store_.reset();  // the fixture's store removes its segment: make one that stays
-  (void)shm::ShmObject::unlink(name_);
+  (void)shm::ShmObject::unlink(shm::kDefaultShmDir, name_);
   reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)}),

@@ -32,7 +32,7 @@ class ScopedShmName {
  public:
   ScopedShmName() : name_(test_prefix() + std::to_string(next_++)) {}
   ~ScopedShmName() {
-    Status s = ShmObject::unlink(name_);
+    Status s = ShmObject::unlink(kDefaultShmDir, name_);
     EXPECT_TRUE(s.ok()) << s.to_string();
   }
   ScopedShmName(const ScopedShmName&) = delete;
@@ -83,7 +83,8 @@ class SegmentTest : public ::testing::Test {
 
 TEST_F(SegmentTest, CreateOpenUnlink) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject created, ShmObject::create(name.get(), 3 * kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject created,
+                     ShmObject::create(kDefaultShmDir, name.get(), 3 * kPageSize, 0600));
   EXPECT_EQ(created.name(), name.get());
   EXPECT_TRUE(created.writable());
   EXPECT_GE(created.fd(), 0);
@@ -92,30 +93,35 @@ TEST_F(SegmentTest, CreateOpenUnlink) {
   ASSERT_TRUE(size.ok());
   EXPECT_EQ(*size, 3 * kPageSize);
 
-  ASSERT_OK_AND_MOVE(ShmObject opened, ShmObject::open(name.get(), /*writable=*/false));
+  ASSERT_OK_AND_MOVE(ShmObject opened,
+                     ShmObject::open(kDefaultShmDir, name.get(), /*writable=*/false));
   EXPECT_FALSE(opened.writable());
   EXPECT_NE(opened.fd(), created.fd());
   Result<uint64_t> opened_size = opened.size();
   ASSERT_TRUE(opened_size.ok());
   EXPECT_EQ(*opened_size, 3 * kPageSize);
 
-  ASSERT_TRUE(ShmObject::unlink(name.get()).ok());
+  ASSERT_TRUE(ShmObject::unlink(kDefaultShmDir, name.get()).ok());
   EXPECT_FALSE(exists(name.path()));
-  EXPECT_EQ(ShmObject::open(name.get(), false).status().sys_errno(), ENOENT);
+  EXPECT_EQ(ShmObject::open(kDefaultShmDir, name.get(), false).status().sys_errno(), ENOENT);
   // Unlinking what does not exist is fine.
-  EXPECT_TRUE(ShmObject::unlink(name.get()).ok());
+  EXPECT_TRUE(ShmObject::unlink(kDefaultShmDir, name.get()).ok());
 }
 
 TEST_F(SegmentTest, DestroyingAnObjectDoesNotUnlinkIt) {
   ScopedShmName name;
-  { ASSERT_OK_AND_MOVE(ShmObject created, ShmObject::create(name.get(), kPageSize, 0600)); }
+  {
+    ASSERT_OK_AND_MOVE(ShmObject created,
+                       ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600));
+  }
   EXPECT_TRUE(exists(name.path()));
-  EXPECT_TRUE(ShmObject::open(name.get(), true).ok());
+  EXPECT_TRUE(ShmObject::open(kDefaultShmDir, name.get(), true).ok());
 }
 
 TEST_F(SegmentTest, ModeIsExactly0600) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject created, ShmObject::create(name.get(), kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject created,
+                     ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600));
   struct stat st;
   ASSERT_EQ(::stat(name.path().c_str(), &st), 0) << std::strerror(errno);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -125,7 +131,7 @@ TEST_F(SegmentTest, ModeIsExactly0600) {
 TEST_F(SegmentTest, ModeIsNotNarrowedByTheUmask) {
   ScopedShmName name;
   const mode_t old_umask = ::umask(077);
-  Result<ShmObject> created = ShmObject::create(name.get(), kPageSize, 0640);
+  Result<ShmObject> created = ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0640);
   ::umask(old_umask);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
   struct stat st;
@@ -135,8 +141,9 @@ TEST_F(SegmentTest, ModeIsNotNarrowedByTheUmask) {
 
 TEST_F(SegmentTest, CreateTwiceIsAlreadyExists) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject first, ShmObject::create(name.get(), 2 * kPageSize, 0600));
-  Result<ShmObject> second = ShmObject::create(name.get(), kPageSize, 0600);
+  ASSERT_OK_AND_MOVE(ShmObject first,
+                     ShmObject::create(kDefaultShmDir, name.get(), 2 * kPageSize, 0600));
+  Result<ShmObject> second = ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), Status::Code::kAlreadyExists) << second.status().to_string();
   EXPECT_NE(second.status().message().find(name.get()), std::string::npos);
@@ -150,7 +157,7 @@ TEST_F(SegmentTest, CreateTwiceIsAlreadyExists) {
 TEST_F(SegmentTest, OpenMissingIsNotFound) {
   ScopedShmName name;  // never created
   for (bool writable : {false, true}) {
-    Result<ShmObject> opened = ShmObject::open(name.get(), writable);
+    Result<ShmObject> opened = ShmObject::open(kDefaultShmDir, name.get(), writable);
     ASSERT_FALSE(opened.ok());
     EXPECT_EQ(opened.status().sys_errno(), ENOENT) << opened.status().to_string();
   }
@@ -176,10 +183,10 @@ TEST_F(SegmentTest, InvalidNamesAreRefused) {
   for (const std::string& bad : {std::string(""), std::string(".."), std::string("a/b"),
                                  std::string("../../tmp/x"), std::string(201, 'x')}) {
     SCOPED_TRACE("'" + bad + "'");
-    Result<ShmObject> created = ShmObject::create(bad, kPageSize, 0600);
+    Result<ShmObject> created = ShmObject::create(kDefaultShmDir, bad, kPageSize, 0600);
     ASSERT_FALSE(created.ok());
     EXPECT_EQ(created.status().code(), Status::Code::kInvalidArgument);
-    Result<ShmObject> opened = ShmObject::open(bad, true);
+    Result<ShmObject> opened = ShmObject::open(kDefaultShmDir, bad, true);
     ASSERT_FALSE(opened.ok());
     EXPECT_EQ(opened.status().code(), Status::Code::kInvalidArgument);
   }
@@ -187,7 +194,8 @@ TEST_F(SegmentTest, InvalidNamesAreRefused) {
 
 TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndPunchShrinksThemBack) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(name.get(), 8 * kMiB, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject object,
+                     ShmObject::create(kDefaultShmDir, name.get(), 8 * kMiB, 0600));
   Result<uint64_t> sparse = object.resident_bytes();
   ASSERT_TRUE(sparse.ok());
   EXPECT_LT(*sparse, kMiB);  // created sparse
@@ -217,7 +225,8 @@ TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndPunchShrinksThemBack) {
 
 TEST_F(SegmentTest, PunchedPagesReadAsZeros) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(name.get(), 4 * kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject object,
+                     ShmObject::create(kDefaultShmDir, name.get(), 4 * kPageSize, 0600));
   ASSERT_OK_AND_MOVE(Mapping map, Mapping::map(object, 0, 4 * kPageSize, /*writable=*/true));
   std::memset(map.data(), 0xAB, 4 * kPageSize);
   ASSERT_TRUE(object.punch(kPageSize, 2 * kPageSize).ok());
@@ -230,14 +239,15 @@ TEST_F(SegmentTest, PunchedPagesReadAsZeros) {
 
 TEST_F(SegmentTest, TryLockFromASecondOpenIsAlreadyExists) {
   ScopedShmName name;
-  Result<ShmObject> first = ShmObject::create(name.get(), kPageSize, 0600);
+  Result<ShmObject> first = ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600);
   ASSERT_TRUE(first.ok()) << first.status().to_string();
   ASSERT_TRUE(first->try_lock().ok());
   EXPECT_TRUE(first->try_lock().ok());  // the holder may take it again
 
   // flock belongs to the open file description, so a second open in this
   // same process conflicts as another process would.
-  ASSERT_OK_AND_MOVE(ShmObject second, ShmObject::open(name.get(), /*writable=*/false));
+  ASSERT_OK_AND_MOVE(ShmObject second,
+                     ShmObject::open(kDefaultShmDir, name.get(), /*writable=*/false));
   Status locked = second.try_lock();
   EXPECT_EQ(locked.code(), Status::Code::kAlreadyExists) << locked.to_string();
   EXPECT_NE(locked.message().find(name.get()), std::string::npos);
@@ -249,7 +259,7 @@ TEST_F(SegmentTest, TryLockFromASecondOpenIsAlreadyExists) {
 
 TEST_F(SegmentTest, MovedObjectKeepsItsState) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject a, ShmObject::create(name.get(), kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject a, ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600));
   const int fd = a.fd();
   ShmObject b = std::move(a);
   EXPECT_EQ(b.fd(), fd);
@@ -260,8 +270,10 @@ TEST_F(SegmentTest, MovedObjectKeepsItsState) {
 
 TEST_F(SegmentTest, WritesAreVisibleThroughASecondReadOnlyMapping) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject writer, ShmObject::create(name.get(), 4 * kPageSize, 0600));
-  ASSERT_OK_AND_MOVE(ShmObject reader, ShmObject::open(name.get(), /*writable=*/false));
+  ASSERT_OK_AND_MOVE(ShmObject writer,
+                     ShmObject::create(kDefaultShmDir, name.get(), 4 * kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject reader,
+                     ShmObject::open(kDefaultShmDir, name.get(), /*writable=*/false));
   ASSERT_OK_AND_MOVE(Mapping w, Mapping::map(writer, 0, 4 * kPageSize, /*writable=*/true));
   ASSERT_OK_AND_MOVE(Mapping r, Mapping::map(reader, 0, 4 * kPageSize, /*writable=*/false));
   // A mapping of the last two pages only: offsets are relative to it.
@@ -290,17 +302,20 @@ TEST_F(SegmentTest, WritesAreVisibleThroughASecondReadOnlyMapping) {
 
 TEST_F(SegmentTest, MappingsOutliveTheName) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(name.get(), kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject object,
+                     ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600));
   ASSERT_OK_AND_MOVE(Mapping map, Mapping::map(object, 0, kPageSize, true));
-  ASSERT_TRUE(ShmObject::unlink(name.get()).ok());
+  ASSERT_TRUE(ShmObject::unlink(kDefaultShmDir, name.get()).ok());
   map.data()[0] = std::byte{42};
   EXPECT_EQ(map.data()[0], std::byte{42});
 }
 
 TEST_F(SegmentTest, MapRefusesWhatItCannotMap) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject writer, ShmObject::create(name.get(), 4 * kPageSize, 0600));
-  ASSERT_OK_AND_MOVE(ShmObject reader, ShmObject::open(name.get(), /*writable=*/false));
+  ASSERT_OK_AND_MOVE(ShmObject writer,
+                     ShmObject::create(kDefaultShmDir, name.get(), 4 * kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject reader,
+                     ShmObject::open(kDefaultShmDir, name.get(), /*writable=*/false));
 
   Result<Mapping> writable_from_read_only = Mapping::map(reader, 0, kPageSize, true);
   ASSERT_FALSE(writable_from_read_only.ok());
@@ -316,14 +331,16 @@ using SegmentDeathTest = SegmentTest;
 
 TEST_F(SegmentDeathTest, WritingThroughAReadOnlyMappingIsSigsegv) {
   ScopedShmName name;
-  ASSERT_OK_AND_MOVE(ShmObject writer, ShmObject::create(name.get(), kPageSize, 0600));
-  ASSERT_OK_AND_MOVE(ShmObject reader, ShmObject::open(name.get(), /*writable=*/false));
+  ASSERT_OK_AND_MOVE(ShmObject writer,
+                     ShmObject::create(kDefaultShmDir, name.get(), kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(ShmObject reader,
+                     ShmObject::open(kDefaultShmDir, name.get(), /*writable=*/false));
   ASSERT_OK_AND_MOVE(Mapping ro, Mapping::map(reader, 0, kPageSize, /*writable=*/false));
   // A read-only mapping of a read-write object is read-only too.
   ASSERT_OK_AND_MOVE(Mapping ro_of_rw, Mapping::map(writer, 0, kPageSize, /*writable=*/false));
   // Unlink before the child dies, so that no death-test style can leave the
   // object behind; the mappings stay valid.
-  ASSERT_TRUE(ShmObject::unlink(name.get()).ok());
+  ASSERT_TRUE(ShmObject::unlink(kDefaultShmDir, name.get()).ok());
   auto* ro_byte = reinterpret_cast<volatile uint8_t*>(ro.data());
   auto* ro_of_rw_byte = reinterpret_cast<volatile uint8_t*>(ro_of_rw.data() + 100);
   EXPECT_EQ(*ro_byte, 0);  // reading is fine
