@@ -379,6 +379,45 @@ TEST_F(ExtentAllocatorDeathTest, DoubleFreeAborts) {
   EXPECT_DEATH(alloc_.free(a, kPage), "check failed");
 }
 
+// Huge-page alignment: the area starts a page past a 2 MiB boundary, as a
+// real segment's does (its index room ends a page past one).
+TEST(ExtentAllocatorAlignmentTest, AlignedAllocationsSkipToABoundaryAndLeaveTheGapFree) {
+  constexpr uint64_t kHuge = kHugePageSize;
+  constexpr uint64_t kBase = 4 * kHuge + kPage;
+  ExtentAllocator alloc(kBase, 16 * kHuge);
+  const std::optional<uint64_t> small = alloc.allocate(kPage);
+  ASSERT_EQ(small, kBase);
+  const std::optional<uint64_t> big = alloc.allocate(2 * kHuge, kHuge);
+  ASSERT_EQ(big, 5 * kHuge);  // the next boundary
+  // The gap before it stays free, and small allocations fill it first.
+  EXPECT_EQ(alloc.allocate(kPage), kBase + kPage);
+  EXPECT_EQ(alloc.free_bytes(), 16 * kHuge - 2 * kHuge - 2 * kPage);
+  // Freed, the gap and the aligned range merge again.
+  alloc.free(*big, 2 * kHuge);
+  EXPECT_EQ(alloc.allocate(2 * kHuge, kHuge), 5 * kHuge);
+  // No aligned room: refused, and nothing changes.
+  const uint64_t before = alloc.free_bytes();
+  EXPECT_FALSE(alloc.allocate(14 * kHuge, kHuge).has_value());
+  EXPECT_EQ(alloc.free_bytes(), before);
+}
+
+TEST(ExtentAllocatorAlignmentTest, AllocatedInWholeBlocksCountsOnlyBlocksNothingFreeSharesWith) {
+  constexpr uint64_t kHuge = kHugePageSize;
+  constexpr uint64_t kBase = 4 * kHuge + kPage;
+  ExtentAllocator alloc(kBase, 16 * kHuge);
+  EXPECT_EQ(alloc.allocated_in_whole_blocks(kHuge), 0u);
+  // Packed small extents that fill a block make it whole.
+  ASSERT_EQ(alloc.allocate(kHuge - kPage), kBase);  // the rest of block 4
+  EXPECT_EQ(alloc.allocated_in_whole_blocks(kHuge), 0u);
+  ASSERT_EQ(alloc.allocate(kHuge), 5 * kHuge);  // block 5, whole
+  EXPECT_EQ(alloc.allocated_in_whole_blocks(kHuge), kHuge);
+  ASSERT_EQ(alloc.allocate(kHuge / 2), 6 * kHuge);  // half of block 6
+  EXPECT_EQ(alloc.allocated_in_whole_blocks(kHuge), kHuge);
+  // The area's end bounds the last range.
+  ASSERT_TRUE(alloc.mark_allocated(19 * kHuge, kHuge + kPage));
+  EXPECT_EQ(alloc.allocated_in_whole_blocks(kHuge), 2 * kHuge);
+}
+
 TEST_F(ExtentAllocatorDeathTest, FreeOverlappingAFreeRangeAborts) {
   const uint64_t a = must_allocate(2 * kPage);
   must_allocate(kPage);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <dirent.h>
+#include <fstream>
 #include <signal.h>
 #include <string>
 #include <sys/stat.h>
@@ -190,6 +191,33 @@ TEST_F(SegmentTest, InvalidNamesAreRefused) {
     ASSERT_FALSE(opened.ok());
     EXPECT_EQ(opened.status().code(), Status::Code::kInvalidArgument);
   }
+}
+
+// The huge-page case is ShmDirTest's (a tmpfs mounted huge=, as root).
+TEST_F(SegmentTest, ProbePageSizeSaysFourKiBOnThisDevShmAndLeavesAHole) {
+  // /dev/shm's page size is its mount's huge= option.
+  std::ifstream mounts("/proc/self/mounts");
+  bool huge = false;
+  for (std::string line; std::getline(mounts, line);) {
+    if (line.find(" /dev/shm ") != std::string::npos)
+      huge = line.find("huge=") != std::string::npos;
+  }
+  ScopedShmName name;
+  ASSERT_OK_AND_MOVE(ShmObject object,
+                     ShmObject::create(kDefaultShmDir, name.get(), 8 * kMiB, 0600));
+  Result<uint64_t> page = object.probe_page_size(2 * kMiB);
+  ASSERT_TRUE(page.ok()) << page.status().to_string();
+  if (!huge) {
+    EXPECT_EQ(*page, kPageSize);
+  }
+  // Nothing stays of the byte it wrote.
+  Result<uint64_t> resident = object.resident_bytes();
+  ASSERT_TRUE(resident.ok());
+  EXPECT_EQ(*resident, 0u);
+  // Only whole huge pages: the range it punches must be one.
+  Result<uint64_t> unaligned = object.probe_page_size(kPageSize);
+  ASSERT_FALSE(unaligned.ok());
+  EXPECT_EQ(unaligned.status().code(), Status::Code::kInternal);
 }
 
 TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndPunchShrinksThemBack) {
