@@ -166,8 +166,8 @@ void write_protocol_seeds(const fs::path& root,
   seed("empty_response",
        one([](Bytes& o) { protocol::encode_empty_response(o, protocol::MessageType::kRelease); }));
   seed("hello_response", one([](Bytes& o) {
-         protocol::encode_response(o,
-                                   protocol::HelloResponse{"shelf-0-abc", 1 << 30, 3, 1 << 29, 9});
+         protocol::encode_response(
+             o, protocol::HelloResponse{"/dev/shm", "shelf-0-abc", 1 << 30, 3, 1 << 29, 9});
        }));
   seed("allocate_response", one([](Bytes& o) {
          protocol::encode_response(o, protocol::AllocateResponse{8192, 1 << 20});
@@ -180,7 +180,10 @@ void write_protocol_seeds(const fs::path& root,
        }));
   seed("status_response", one([](Bytes& o) {
          protocol::StatusResponse s;
+         s.shm_dir = "/mnt/shelf";
          s.segment_name = "shelf-0-abc";
+         s.page_bytes = 2 << 20;
+         s.huge_page_bytes = 64 << 20;
          s.socket_path = "/tmp/shelf-0/shelf.sock";
          s.datasets = {summary("a")};
          s.unpublished = {{"old", 4096, 1, false}};
