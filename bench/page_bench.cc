@@ -14,7 +14,8 @@
 //   unmap    munmap of the writer's touched mapping (ms)
 //   punch    fallocate(PUNCH_HOLE) of the whole file until the memory is
 //            back (ms)
-// and, once, the baseline: the same sum over a warm private buffer (GB/s).
+// and, once, the baselines: the same sum over a warm private buffer, of
+// 4 KiB pages and of huge pages (MADV_HUGEPAGE) (GB/s).
 // The file is removed afterwards; a hugetlbfs needs enough huge pages
 // reserved (/proc/sys/vm/nr_hugepages) for N MiB.
 #include <algorithm>
@@ -162,23 +163,37 @@ int main(int argc, char** argv) {
   }
   if (dirs.empty()) die("give one or more directories (try --help)");
   const uint64_t bytes = size_mib * kMiB;
-  std::vector<int64_t> source(bytes / 8);
-  for (uint64_t i = 0; i < source.size(); ++i) source[i] = static_cast<int64_t>(i);
-  const int64_t want = sum(source.data(), bytes);
-  std::vector<double> private_scan;
-  for (int i = 0; i < repeat; ++i) {
-    const double t0 = now_s();
-    if (sum(source.data(), bytes) != want) die("the private scan is wrong");
-    private_scan.push_back(static_cast<double>(bytes) / 1e9 / (now_s() - t0));
+  // The source every write copies from, and the private baselines: the
+  // same values in 4 KiB pages (NOHUGEPAGE) and in huge pages.
+  int64_t* buffers[2];
+  for (int huge = 0; huge < 2; ++huge) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) die("mmap a private buffer: " + std::string(std::strerror(errno)));
+    (void)::madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    buffers[huge] = static_cast<int64_t*>(p);
+    for (uint64_t i = 0; i < bytes / 8; ++i) buffers[huge][i] = static_cast<int64_t>(i);
   }
-  std::printf("page_bench: %llu MiB, median of %d runs; a warm private scan: %.2f GB/s\n",
-              static_cast<unsigned long long>(size_mib), repeat, median(private_scan));
+  const int64_t* source = buffers[1];
+  const int64_t want = sum(source, bytes);
+  std::vector<double> private_scan[2];
+  for (int i = 0; i < repeat; ++i) {
+    for (int huge = 0; huge < 2; ++huge) {
+      const double t0 = now_s();
+      if (sum(buffers[huge], bytes) != want) die("the private scan is wrong");
+      private_scan[huge].push_back(static_cast<double>(bytes) / 1e9 / (now_s() - t0));
+    }
+  }
+  std::printf(
+      "page_bench: %llu MiB, median of %d runs; a warm private scan: %.2f GB/s in 4 KiB pages, "
+      "%.2f GB/s in huge pages\n",
+      static_cast<unsigned long long>(size_mib), repeat, median(private_scan[0]),
+      median(private_scan[1]));
   std::printf("%-28s %10s %12s %11s %9s %9s\n", "directory", "write GB/s", "first scan",
               "warm scan", "unmap ms", "punch ms");
   for (const std::string& dir : dirs) {
     std::vector<double> w, f, s, u, p;
     for (int i = 0; i < repeat; ++i) {
-      const Run r = run_once(dir, source.data(), bytes, want);
+      const Run r = run_once(dir, source, bytes, want);
       w.push_back(r.write_gbs);
       f.push_back(r.first_scan_gbs);
       s.push_back(r.warm_scan_gbs);

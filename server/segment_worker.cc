@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "base/check.h"
+#include "shm/layout.h"
 
 namespace shelf::server {
 
@@ -40,6 +41,11 @@ SegmentWorker::~SegmentWorker() {
   }
   work_.notify_one();
   thread_.join();
+}
+
+void SegmentWorker::set_page_bytes(uint64_t page_bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  step_bytes_ = page_bytes > shm::kPageSize ? kHugePunchStepBytes : kPunchStepBytes;
 }
 
 void SegmentWorker::punch(Range range) {
@@ -88,7 +94,7 @@ void SegmentWorker::run() {
       // One step at a time, so that a check handed over meanwhile goes next.
       Punch& front = punches_.front();
       const Range step{front.range.offset + front.done,
-                       std::min(kPunchStepBytes, front.range.length - front.done)};
+                       std::min(step_bytes_, front.range.length - front.done)};
       lock.unlock();
       punch_step(step);
       lock.lock();

@@ -60,6 +60,9 @@ class SegmentWorker {
   SegmentWorker(const SegmentWorker&) = delete;
   SegmentWorker& operator=(const SegmentWorker&) = delete;
 
+  // The page size of the segment's tmpfs (Store::probe_page_size), which
+  // sets how much one step punches; kPageSize until told.
+  void set_page_bytes(uint64_t page_bytes);
   // Hands `range` over to be punched.
   void punch(Range range);
   // Hands `check` over to run, before any punch still waiting; `ticket`
@@ -83,6 +86,10 @@ class SegmentWorker {
   // but a running thread that takes it again at once wins it over a waiter
   // the kernel has woken (for up to ~4 ms, until rwsem hands it over).
   static constexpr uint64_t kPunchStepBytes = 8ull << 20;
+  // Huge pages punch ~50 times faster (page_bench: 2.2 ms per GiB against
+  // 121 ms): a step of them punches 16 times more for the same wait. With
+  // 8 MiB steps the pauses alone held 1 GiB's memory back for 28 ms.
+  static constexpr uint64_t kHugePunchStepBytes = 128ull << 20;
   static constexpr std::chrono::microseconds kPauseBetweenSteps{100};
 
   const UniqueFd segment_fd_;
@@ -96,7 +103,8 @@ class SegmentWorker {
     uint64_t done = 0;  // bytes punched so far
   };
   std::deque<Punch> punches_;
-  bool busy_ = false;  // the thread is running a check or a punch step
+  uint64_t step_bytes_ = kPunchStepBytes;  // set_page_bytes()
+  bool busy_ = false;                      // the thread is running a check or a punch step
   Done done_;
   bool stop_ = false;
   std::thread thread_;  // started by the constructor, with every signal blocked

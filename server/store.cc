@@ -553,6 +553,7 @@ void Store::probe_page_size() {
     return;
   }
   page_bytes_ = *probed;
+  worker_->set_page_bytes(page_bytes_);
 }
 
 shm::ExtentHeaderLayout* Store::extent_header(uint64_t offset) {
