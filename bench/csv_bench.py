@@ -3,6 +3,7 @@
 on the same generated file, measured in the same run.
 
     /usr/bin/python3 bench/csv_bench.py [--size-mib 1024] [--repeat 3] [--build build-bench]
+                                        [--shm-dir DIR]
 
 Needs a build with the bench targets (shelf, shelfd, csv_tokenize_baseline):
     cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release
@@ -90,6 +91,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--no-gzip", action="store_true")
+    ap.add_argument("--shm-dir", help="shelfd's --shm-dir, e.g. a tmpfs mounted huge=within_size "
+                                      "(default: shelfd's, /dev/shm)")
     ap.add_argument("--before", metavar="SHELF",
                     help="another shelf binary (e.g. one built from main) timed on the plain "
                          "file in the same run, as the before figure")
@@ -112,7 +115,8 @@ def main():
                 subprocess.run(["gzip", "-1", "-c", csv], stdout=out, check=True)
         os.chmod(work, 0o700)
         run([shelfd, "--socket", sock, "--segment", "shelf-csvbench-%d" % os.getpid(),
-             "--memory-limit", "%dMiB" % (4 * (size >> 20) + 1024), "--remove-segment-on-exit"])
+             "--memory-limit", "%dMiB" % (4 * (size >> 20) + 1024), "--remove-segment-on-exit"] +
+            (["--shm-dir", args.shm_dir] if args.shm_dir else []))
         env = dict(os.environ, SHELF_SOCKET=sock)
 
         def publish(path, threads):
@@ -147,8 +151,9 @@ def main():
                 min(float(run(["/usr/bin/python3", "-c", PANDAS, gz]).split()[0])
                     for _ in range(args.repeat)))
         libcsv_s = rows[0][1]
-        print("CSV: %.0f MiB, %s records; %d cores; best of %d" %
-              (size / 2**20, out.split()[2], os.cpu_count(), args.repeat))
+        print("CSV: %.0f MiB, %s records; %d cores; best of %d; segment in %s" %
+              (size / 2**20, out.split()[2], os.cpu_count(), args.repeat,
+               args.shm_dir or "/dev/shm"))
         print("%-36s %9s %8s %10s %10s" % ("", "seconds", "GB/s", "x pandas", "x libcsv"))
         for label, s in rows:
             print("%-36s %9.3f %8.3f %10.2f %10.2f" %
