@@ -96,11 +96,6 @@ void encode_request(std::vector<std::byte>& out, const PublishRequest& m) {
     for (const PublishItem& item : m.items) {
       w.str(item.name);
       w.bytes(item.descriptor);
-      w.u32(static_cast<uint32_t>(item.inline_partitions.size()));
-      for (const InlinePartition& p : item.inline_partitions) {
-        w.u64(p.partition);
-        w.bytes(p.payload);
-      }
     }
   });
 }
@@ -185,14 +180,6 @@ std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> 
     item.name = r.str();
     std::span<const std::byte> d = r.bytes();
     item.descriptor.assign(d.begin(), d.end());
-    const uint32_t inlined = r.count(8 + 4);  // the smallest InlinePartition
-    for (uint32_t j = 0; j < inlined && !r.failed(); ++j) {
-      InlinePartition p;
-      p.partition = r.u64();
-      std::span<const std::byte> bytes = r.bytes();
-      p.payload.assign(bytes.begin(), bytes.end());
-      item.inline_partitions.push_back(std::move(p));
-    }
     m.items.push_back(std::move(item));
   }
   return finish(r, std::move(m));

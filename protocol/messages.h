@@ -75,22 +75,9 @@ struct AbortRequest {
   uint64_t offset = 0;  // an unsealed extent of this connection
 };
 
-// A partition small enough to travel inside the Publish message: the
-// daemon allocates its extent, copies `payload` in after the extent header
-// and places the partition in the descriptor (shm::place_partition), where
-// the publisher left it unplaced. A small publish is then one round trip,
-// with no Allocate and no mapping in the publisher (docs/design.md,
-// "Publishing").
-inline constexpr uint64_t kMaxInlinePartitionBytes = 64 << 10;
-struct InlinePartition {
-  uint64_t partition = 0;  // its index in the item's descriptor
-  std::vector<std::byte>
-      payload;  // the extent's bytes after its header: 1..kMaxInlinePartitionBytes
-};
 struct PublishItem {
   std::string name;
-  std::vector<std::byte> descriptor;                    // shm::DescriptorBuilder output
-  std::vector<InlinePartition> inline_partitions = {};  // none: every partition has its extent
+  std::vector<std::byte> descriptor;  // shm::DescriptorBuilder output
 };
 struct PublishRequest {
   bool override_existing = false;

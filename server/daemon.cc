@@ -802,20 +802,12 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (auto ticket = store_->start_publish_checks(c.session, *m)) {
         return park_until_checked(c, *ticket);
       }
-      // After the checks: a parked request runs again from its frame, and
-      // its inline partitions are placed then, once.
-      auto placed = store_->place_inline_partitions(c.session, *m);
-      if (!placed.ok()) return reply_status(placed.status());
       // Which names this publish replaces: only worth asking when someone listens.
       std::vector<bool> replaces;
       for (size_t i = 0; !subscribers_.empty() && i < m->items.size(); ++i) {
         replaces.push_back(store_->summary(m->items[i].name).has_value());
       }
       Status s = store_->publish(c.session, *m);
-      // The publisher does not know these extents: a refused publish frees them.
-      for (size_t i = 0; !s.ok() && i < placed->size(); ++i) {
-        (void)store_->abort(c.session, (*placed)[i]);
-      }
       if (s.ok()) counters_.publishes += m->items.size();
       if (s.ok()) wake_waiters(m->items);
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {

@@ -665,11 +665,6 @@ bool Store::make_room(uint64_t bytes) {
 }
 
 Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {
-  return allocate(session_id, payload_bytes, sessions_.at(session_id).pid);
-}
-
-Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes,
-                                                   uint32_t owner_pid) {
   Session& session = sessions_.at(session_id);
   if (payload_bytes == 0) return Status::invalid_argument("cannot allocate 0 bytes");
   // The limit first, as reserve_extent() does: it also keeps extent_length()
@@ -678,52 +673,11 @@ Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_
   SHELF_RETURN_IF_ERROR(
       check_quota(session.uid, placement(payload_bytes, shm::ExtentKind::kPartition).length));
   SHELF_ASSIGN_OR_RETURN(Extent extent,
-                         reserve_extent(payload_bytes, shm::ExtentKind::kPartition, owner_pid));
+                         reserve_extent(payload_bytes, shm::ExtentKind::kPartition, session.pid));
   session.unsealed[extent.offset] = extent.length;
   unsealed_bytes_ += extent.length;
   charge(session.uid, extent.length);
   return protocol::AllocateResponse{extent.offset, extent.length};
-}
-
-Result<std::vector<uint64_t>> Store::place_inline_partitions(SessionId session_id,
-                                                             protocol::PublishRequest& request) {
-  std::vector<uint64_t> placed;
-  auto undo = [&](Status s) {
-    for (uint64_t offset : placed) (void)abort(session_id, offset);
-    return s;
-  };
-  for (protocol::PublishItem& item : request.items) {
-    for (const protocol::InlinePartition& part : item.inline_partitions) {
-      const uint64_t bytes = part.payload.size();
-      if (bytes == 0 || bytes > protocol::kMaxInlinePartitionBytes) {
-        return undo(Status::invalid_argument(
-            "dataset '" + item.name + "': an inline partition of " + std::to_string(bytes) +
-            " bytes (1 to " + std::to_string(protocol::kMaxInlinePartitionBytes) + ")"));
-      }
-      // The daemon is the extent's owner: the publisher never maps it, so a
-      // restart frees it at once if the publish never committed.
-      auto extent = allocate(session_id, bytes, static_cast<uint32_t>(::getpid()));
-      if (!extent.ok()) return undo(extent.status());
-      placed.push_back(extent->offset);
-      if (extent->length > kPageSize) {  // allocate() reserved the header page only
-        Status s = segment_.reserve_through(mapping_.data() + extent->offset + kPageSize,
-                                            extent->offset + kPageSize, extent->length - kPageSize);
-        if (!s.ok()) return undo(s);
-      }
-      if (!shm::place_partition(item.descriptor, part.partition, extent->offset, extent->length)) {
-        return undo(Status::invalid_argument("dataset '" + item.name + "': inline partition " +
-                                             std::to_string(part.partition) +
-                                             " is not an unplaced partition of its descriptor"));
-      }
-      std::memcpy(mapping_.data() + extent->offset + shm::kExtentHeaderBytes, part.payload.data(),
-                  bytes);
-      // Release, as the publisher's own seal: the bytes before the state.
-      std::atomic_ref<uint32_t>(extent_header(extent->offset)->state)
-          .store(static_cast<uint32_t>(shm::ExtentState::kWritten), std::memory_order_release);
-      SHELF_FAULT_POINT("daemon.publish.inline_placed");
-    }
-  }
-  return placed;
 }
 
 Status Store::abort(SessionId session_id, uint64_t extent_offset) {

@@ -170,16 +170,6 @@ class Store {
   Result<protocol::AllocateResponse> allocate(SessionId session, uint64_t payload_bytes);
   // Gives back one of the session's unsealed extents.
   Status abort(SessionId session, uint64_t extent_offset);
-  // Puts the inline partitions of `request` (protocol::InlinePartition)
-  // into extents of their own: allocated and charged as allocate() does,
-  // filled with their payloads, marked written, and placed in their items'
-  // descriptors, so that publish() takes them as the session's written
-  // partitions. Returns their offsets, to abort() if the publish fails. On
-  // error nothing stays allocated. Errors: InvalidArgument (a partition
-  // index past the descriptor, named twice or placed already, an empty or
-  // too large payload), and those of allocate().
-  Result<std::vector<uint64_t>> place_inline_partitions(SessionId session,
-                                                        protocol::PublishRequest& request);
   // Seals the extents the descriptors name and publishes every name, all or
   // nothing. Errors: InvalidArgument (bad name or descriptor, extent not the
   // session's or not written), AlreadyExists (name taken, no override),
@@ -400,9 +390,6 @@ class Store {
   shm::NameIndexWriter index_;
 
   // ---- Accounting: the allocator and the bytes charged to the limit ---------
-  // allocate(), with `owner_pid` in the extent's header: whoever writes it.
-  Result<protocol::AllocateResponse> allocate(SessionId session, uint64_t payload_bytes,
-                                              uint32_t owner_pid);
   // What an extent with room for `payload_bytes` takes: its header, whole pages.
   static uint64_t extent_length(uint64_t payload_bytes);
   // Where an extent goes: its length and alignment. On a tmpfs that gives

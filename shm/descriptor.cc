@@ -94,41 +94,6 @@ Result<DescriptorView> DescriptorView::parse(std::span<const std::byte> bytes, b
   return from_client ? Status::invalid_argument(msg) : Status::corruption(msg);
 }
 
-bool place_partition(std::span<std::byte> bytes, uint64_t partition, uint64_t extent_offset,
-                     uint64_t extent_length) {
-  DescriptorHeaderLayout h;
-  if (bytes.size() < sizeof h) return false;
-  std::memcpy(&h, bytes.data(), sizeof h);
-  if (h.magic != kDescriptorMagic || h.num_columns == 0 || h.num_columns > kMaxColumns ||
-      h.num_partitions > kMaxPartitions || partition >= h.num_partitions ||
-      h.names_length > uint64_t{kMaxColumns} * kMaxColumnNameBytes ||
-      DescriptorView::encoded_size(h.num_columns, h.num_partitions, h.names_length) !=
-          bytes.size()) {
-    return false;
-  }
-  const uint64_t partitions_at = sizeof h + h.num_columns * sizeof(ColumnLayout);
-  const uint64_t part_at = partitions_at + partition * sizeof(PartitionLayout);
-  PartitionLayout part;
-  std::memcpy(&part, bytes.data() + part_at, sizeof part);
-  if (part.extent_offset != 0 || part.extent_length != 0) return false;
-  part.extent_offset = extent_offset;
-  part.extent_length = extent_length;
-  std::memcpy(bytes.data() + part_at, &part, sizeof part);
-  const uint64_t chunks_at = partitions_at + h.num_partitions * sizeof(PartitionLayout) +
-                             partition * h.num_columns * sizeof(ChunkLayout);
-  for (uint32_t c = 0; c < h.num_columns; ++c) {
-    std::byte* at = bytes.data() + chunks_at + c * sizeof(ChunkLayout);
-    ChunkLayout chunk;
-    std::memcpy(&chunk, at, sizeof chunk);
-    // A wrapped sum is left to parse() to refuse: it lies outside the extent.
-    for (BufferLayout* b : {&chunk.validity, &chunk.offsets, &chunk.data}) {
-      b->offset += extent_offset;
-    }
-    std::memcpy(at, &chunk, sizeof chunk);
-  }
-  return true;
-}
-
 std::string DescriptorView::locate(std::span<const std::byte> bytes) {
   bytes_ = bytes;
   if (bytes.size() < sizeof(DescriptorHeaderLayout) ||

@@ -38,18 +38,6 @@ class DescriptorBuilder {
   std::vector<ChunkLayout> chunks_;
 };
 
-// Places partition `partition` of the descriptor `bytes` in the extent at
-// [extent_offset, extent_offset + extent_length): sets the partition's
-// extent fields and adds extent_offset to each of its buffers' offsets. For
-// a partition its publisher sent inside the Publish message (an inline
-// partition, protocol/messages.h), which it left unplaced: extent 0, 0, and
-// buffer offsets relative to the extent's start. Runs before
-// DescriptorView::parse, which then checks the result like any descriptor.
-// False, changing nothing, when `bytes` is not laid out for its counts, the
-// partition does not exist, or it is not unplaced.
-bool place_partition(std::span<std::byte> bytes, uint64_t partition, uint64_t extent_offset,
-                     uint64_t extent_length);
-
 // A validated, read-only view of descriptor bytes; it does not own them.
 class DescriptorView {
  public:

@@ -678,29 +678,8 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
       return Status::invalid_argument("dataset '" + t.name +
                                       "': the table was created by another Client");
     }
-  }
-  // Inline partitions (table_state.h) go in the message, up to
-  // kMaxInlinePublishBytes in all; a table that also has extents puts its
-  // small partitions in extents too, so that the daemon can check the large
-  // ones off its loop (it parses a descriptor only once every partition is
-  // placed).
-  uint64_t inline_bytes = 0;
-  for (const NamedTable& t : tables) {
-    internal::TableState& state = *t.table->state_;
-    const uint64_t bytes = state.inline_bytes();
-    if (bytes == 0) continue;
-    const bool mixed = std::any_of(state.partitions.begin(), state.partitions.end(),
-                                   [](const auto& p) { return !p->is_inline(); });
-    if (mixed || inline_bytes + bytes > internal::kMaxInlinePublishBytes) {
-      SHELF_RETURN_IF_ERROR(state.place_inline_partitions_in_extents());
-    } else {
-      inline_bytes += bytes;
-    }
-  }
-  for (const NamedTable& t : tables) {
     SHELF_ASSIGN_OR_RETURN(std::vector<std::byte> descriptor, t.table->state_->seal());
-    request.items.push_back(
-        protocol::PublishItem{t.name, std::move(descriptor), t.table->state_->inline_partitions()});
+    request.items.push_back(protocol::PublishItem{t.name, std::move(descriptor)});
   }
   std::vector<std::byte> frame;
   protocol::encode_request(frame, request);

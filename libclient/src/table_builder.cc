@@ -1,6 +1,5 @@
 #include <atomic>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <set>
 #include <string>
@@ -59,7 +58,6 @@ Result<std::unique_ptr<TableState>> TableState::create(std::shared_ptr<Client::I
 TableState::~TableState() {
   if (published || client->broken()) return;  // a lost connection frees them anyway
   for (const auto& p : partitions) {
-    if (p->is_inline()) continue;  // no extent: nothing to give back
     std::vector<std::byte> frame;
     protocol::encode_request(frame, protocol::AbortRequest{p->extent_offset});
     client->post(frame);
@@ -111,34 +109,13 @@ Result<PartitionState*> TableState::add_partition(uint64_t rows,
     pos += c.data_capacity;
     p->columns.push_back(c);
   }
-  // One byte more than the buffers, so that an empty partition has a payload too.
-  const uint64_t payload = pos - shm::kExtentHeaderBytes + 1;
-  if (payload <= protocol::kMaxInlinePartitionBytes &&
-      inline_bytes() + shm::kExtentHeaderBytes + payload <= kMaxInlinePublishBytes) {
-    p->inline_length = shm::kExtentHeaderBytes + payload;
-    void* pages = ::mmap(nullptr, p->inline_length, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (pages == MAP_FAILED) return Status::from_errno("map a partition's private pages", errno);
-    p->inline_extent = std::unique_ptr<std::byte, UnmapPages>(static_cast<std::byte*>(pages),
-                                                              UnmapPages{p->inline_length});
-  } else {
-    SHELF_RETURN_IF_ERROR(map_extent(*p, payload));
-  }
-  // Fresh extents read as zeros, but say what the string writers rely on.
-  for (size_t c = 0; c < schema.size(); ++c) {
-    if (schema[c].type == Type::kString)
-      reinterpret_cast<int64_t*>(p->at(p->columns[c].offsets))[0] = 0;
-  }
-  partitions.push_back(std::move(p));
-  return partitions.back().get();
-}
-
-Status TableState::map_extent(PartitionState& p, uint64_t payload) {
   std::vector<std::byte> frame;
-  protocol::encode_request(frame, protocol::AllocateRequest{payload});
+  protocol::encode_request(frame, protocol::AllocateRequest{pos - shm::kExtentHeaderBytes + 1});
   SHELF_ASSIGN_OR_RETURN(protocol::AllocateResponse r,
                          client->call_and_decode(frame, protocol::MessageType::kAllocate,
                                                  protocol::decode_allocate_response));
+  p->extent_offset = r.offset;
+  p->extent_length = r.length;
   auto abort_extent = [&](Status s) {
     std::vector<std::byte> f;
     protocol::encode_request(f, protocol::AbortRequest{r.offset});
@@ -158,53 +135,19 @@ Status TableState::map_extent(PartitionState& p, uint64_t payload) {
         mapping->data() + shm::kPageSize, r.offset + shm::kPageSize, r.length - shm::kPageSize);
     if (!reserved.ok()) return abort_extent(reserved);
   }
-  p.extent_offset = r.offset;
-  p.extent_length = r.length;
-  p.mapping.emplace(std::move(mapping).value());
-  return Status();
-}
-
-std::vector<protocol::InlinePartition> TableState::inline_partitions() const {
-  std::vector<protocol::InlinePartition> out;
-  for (size_t i = 0; i < partitions.size(); ++i) {
-    const PartitionState& p = *partitions[i];
-    if (!p.is_inline()) continue;
-    const std::byte* payload = p.inline_extent.get() + shm::kExtentHeaderBytes;
-    out.push_back(
-        {i, std::vector<std::byte>(payload, payload + p.inline_length - shm::kExtentHeaderBytes)});
+  p->mapping.emplace(std::move(mapping).value());
+  // Fresh extents read as zeros, but say what the string writers rely on.
+  for (size_t c = 0; c < schema.size(); ++c) {
+    if (schema[c].type == Type::kString)
+      reinterpret_cast<int64_t*>(p->at(p->columns[c].offsets))[0] = 0;
   }
-  return out;
-}
-
-uint64_t TableState::inline_bytes() const {
-  uint64_t total = 0;
-  for (const auto& p : partitions) total += p->is_inline() ? p->inline_length : 0;
-  return total;
-}
-
-Status TableState::place_inline_partitions_in_extents() {
-  for (auto& p : partitions) {
-    if (!p->is_inline()) continue;
-    std::unique_ptr<std::byte, UnmapPages> bytes = std::move(p->inline_extent);
-    if (Status s = map_extent(*p, p->inline_length - shm::kExtentHeaderBytes); !s.ok()) {
-      p->inline_extent = std::move(bytes);
-      return s;
-    }
-    std::memcpy(p->mapping->data() + shm::kExtentHeaderBytes, bytes.get() + shm::kExtentHeaderBytes,
-                p->inline_length - shm::kExtentHeaderBytes);
-  }
-  // The descriptor names the extents now.
-  sealed = false;
-  descriptor.clear();
-  return Status();
+  partitions.push_back(std::move(p));
+  return partitions.back().get();
 }
 
 void TableState::mark_published() {
   published = true;
-  for (auto& p : partitions) {
-    p->mapping.reset();
-    p->inline_extent.reset();
-  }
+  for (auto& p : partitions) p->mapping.reset();
 }
 
 void PartitionState::set_null(size_t column, uint64_t row) {
@@ -276,7 +219,6 @@ Result<std::vector<std::byte>> TableState::seal() {
   }
   SHELF_FAULT_POINT("client.seal.before_written");
   for (const auto& p : partitions) {
-    if (p->is_inline()) continue;  // the daemon writes its extent, and marks it
     auto* header = reinterpret_cast<shm::ExtentHeaderLayout*>(p->mapping->data());
     // Release: makes every byte written into the partition visible before the
     // state; pairs with the daemon's acquire load in Store::publish().

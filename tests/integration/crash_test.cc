@@ -1,7 +1,6 @@
 // Crash tests: SIGKILL a publisher or a reader at chosen points (pipes, and
 // SHELF_FAULT_POINT in test builds) and check that nothing leaks, nothing
 // half-made becomes visible, and the daemon goes on serving.
-#include <optional>
 #include <signal.h>
 #include <stdlib.h>
 #include <string>
@@ -197,71 +196,6 @@ TEST(CrashTest, DaemonKilledBeforePublishCommitsFailsThePublisherWithoutHanging)
   EXPECT_EQ(wait_child(publisher), 0);
   EXPECT_EQ(Client::connect(daemon->client_options()).status().code(), Status::Code::kUnavailable);
 }
-
-// A small publish (its partitions inline in the Publish message) killed at
-// each of its steps: the publisher inside its seal (nothing has reached
-// shelfd), or shelfd once it placed the partitions in extents of its own,
-// or just before it commits. Nothing becomes visible, and every byte comes
-// back: at once for a dead publisher, at the restart for a dead shelfd.
-struct SmallPublishStep {
-  const char* name;
-  const char* point;
-  bool in_daemon;
-};
-class SmallPublishKillTest : public ::testing::TestWithParam<SmallPublishStep> {};
-
-TEST_P(SmallPublishKillTest, NothingIsPublishedAndNothingLeaks) {
-  const SmallPublishStep& step = GetParam();
-  Pipe notify(/*cloexec=*/false);
-  auto daemon = step.in_daemon ? start_daemon_stopping_at(step.point, notify) : TestDaemon::start();
-  ASSERT_NE(daemon, nullptr);
-  Client client = daemon->connect();
-  const Baseline before = baseline_of(client, *daemon);
-  // A publisher that lives on through the restart: a partition it wrote
-  // itself would be held for it (it might still write), but shelfd wrote
-  // these, and frees them.
-  Pipe failed, go;
-  pid_t publisher = spawn_child([&] {
-    Client c = daemon->connect();
-    TableBuilder t = make_int64_table(c, 1000, 0, 3);  // 8 KB partitions: inline
-    std::optional<ScopedFaultPoint> armed;
-    if (!step.in_daemon) armed.emplace(step.point, notify);
-    Status s = c.publish_dataset("half-made", t);
-    if (!step.in_daemon) ADD_FAILURE() << "publish returned past the fault point";
-    EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.to_string();
-    ASSERT_TRUE(failed.signal());
-    ASSERT_TRUE(go.wait());
-  });
-  auto reached = notify.read_line();
-  ASSERT_TRUE(reached.has_value()) << "never reached " << step.point;
-  EXPECT_EQ(*reached, step.point);
-  if (!step.in_daemon) {
-    EXPECT_EQ(status_of(client).used_bytes, before.used) << "inline: nothing in shelfd yet";
-    EXPECT_EQ(kill_child(publisher), 128 + SIGKILL);
-    expect_back_to(client, *daemon, before);
-    return;
-  }
-  daemon->kill9();
-  ASSERT_TRUE(failed.wait()) << "the publisher hung on a dead daemon";
-  const CommandResult restarted = daemon->restart();
-  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
-  Client again = daemon->connect();
-  EXPECT_EQ(listed_names(again), before.names);
-  EXPECT_EQ(status_of(again).used_bytes, before.used);
-  EXPECT_EQ(daemon->resident_bytes(), before.resident) << "the placed extents were not freed";
-  expect_daemon_serves(*daemon);
-  ASSERT_TRUE(go.signal());
-  EXPECT_EQ(wait_child(publisher), 0);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Steps, SmallPublishKillTest,
-    ::testing::Values(SmallPublishStep{"PublisherBeforeWritten", "client.seal.before_written",
-                                       false},
-                      SmallPublishStep{"PublisherAfterWritten", "client.seal.after_written", false},
-                      SmallPublishStep{"DaemonOncePlaced", "daemon.publish.inline_placed", true},
-                      SmallPublishStep{"DaemonBeforeCommit", "daemon.publish.before_commit", true}),
-    [](const ::testing::TestParamInfo<SmallPublishStep>& step) { return step.param.name; });
 
 }  // namespace
 }  // namespace shelf::test

@@ -84,12 +84,7 @@ TEST(DaemonTest, KilledDaemonFailsClientsFastAndANewOneTakesOverItsSocket) {
     EXPECT_EQ(c.unpublish_dataset("before-crash").code(), Status::Code::kUnavailable);
     auto table = c.create_table({{"v", Type::kInt64}});
     if (table.ok()) {
-      // A large partition asks shelfd at once; a small one at the publish.
-      EXPECT_EQ(table->add_partition(100'000).status().code(), Status::Code::kUnavailable);
-      auto small = c.create_table({{"v", Type::kInt64}});
-      ASSERT_TRUE(small.ok());
-      ASSERT_TRUE(small->add_partition(10).ok());
-      EXPECT_EQ(c.publish_dataset("after-crash", *small).code(), Status::Code::kUnavailable);
+      EXPECT_EQ(table->add_partition(10).status().code(), Status::Code::kUnavailable);
     }
     // The mapping this process already holds stays readable.
     expect_int64_dataset(*ds, 10'000, 4);

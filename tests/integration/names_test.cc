@@ -172,10 +172,9 @@ TEST(NamesTest, PublishDatasetsIsAllOrNothing) {
   publish_int64(client, "b", 100, 100);
   const MemoryStats before_tables = status_of(client);
 
-  // Past kMaxInlinePartitionBytes: each partition has its extent already.
-  TableBuilder a = make_int64_table(client, 10'000, 1);
-  TableBuilder b = make_int64_table(client, 10'000, 2);
-  TableBuilder c = make_int64_table(client, 10'000, 3);
+  TableBuilder a = make_int64_table(client, 1000, 1);
+  TableBuilder b = make_int64_table(client, 1000, 2);
+  TableBuilder c = make_int64_table(client, 1000, 3);
   const MemoryStats before = status_of(client);
   EXPECT_GT(before.unsealed_bytes, 0u);
 
@@ -214,9 +213,9 @@ TEST(NamesTest, PublishDatasetsIsAllOrNothing) {
   s = client.publish_datasets(good);
   ASSERT_TRUE(s.ok()) << s.to_string();
   EXPECT_EQ(listed_names(client), (std::vector<std::string>{longest, "a", "b", "c-données-π"}));
-  expect_int64_published(client, "a", 10'000, 1);
-  expect_int64_published(client, longest, 10'000, 2);
-  expect_int64_published(client, "c-données-π", 10'000, 3);
+  expect_int64_published(client, "a", 1000, 1);
+  expect_int64_published(client, longest, 1000, 2);
+  expect_int64_published(client, "c-données-π", 1000, 3);
   after = status_of(client);
   EXPECT_EQ(after.unsealed_bytes, before_tables.unsealed_bytes);
   EXPECT_GT(after.used_bytes, before.used_bytes) << "three descriptors were added";
@@ -239,38 +238,6 @@ TEST(NamesTest, FailedPublishLeavesNothingBehindWhenTheTableIsDropped) {
   EXPECT_EQ(after.used_bytes, baseline.used_bytes);
   EXPECT_EQ(after.unsealed_bytes, 0u);
   EXPECT_EQ(daemon->resident_bytes(), baseline.resident_bytes);
-}
-
-// Small partitions travel inside the Publish message (inline): shelfd
-// allocates their extents only then, and gives them back when it refuses
-// the publish.
-TEST(NamesTest, ARefusedPublishOfSmallPartitionsLeavesNothing) {
-  auto daemon = TestDaemon::start();
-  ASSERT_NE(daemon, nullptr);
-  Client client = daemon->connect();
-  publish_int64(client, "taken", 10, 0);
-  const MemoryStats baseline = status_of(client);
-  TableBuilder a = make_int64_table(client, 1000, 1, 3);
-  TableBuilder b = make_int64_table(client, 1000, 2);
-  EXPECT_EQ(status_of(client).used_bytes, baseline.used_bytes) << "nothing in shelfd yet";
-  const NamedTable colliding[] = {{"a", &a}, {"taken", &b}};
-  ASSERT_EQ(client.publish_datasets(colliding).code(), Status::Code::kAlreadyExists);
-  MemoryStats after = status_of(client);
-  EXPECT_EQ(after.used_bytes, baseline.used_bytes);
-  EXPECT_EQ(after.unsealed_bytes, 0u);
-  EXPECT_EQ(daemon->resident_bytes(), baseline.resident_bytes);
-  EXPECT_EQ(listed_names(client), std::vector<std::string>{"taken"});
-  // The same tables publish once the names are free, from every process.
-  const NamedTable fine[] = {{"a", &a}, {"b", &b}};
-  ASSERT_TRUE(client.publish_datasets(fine).ok());
-  EXPECT_EQ(run_in_child([&] {
-              Client reader = daemon->connect();
-              auto ds = reader.get_dataset("a");
-              ASSERT_TRUE(ds.ok()) << ds.status().to_string();
-              expect_int64_dataset(*ds, 1000, 1, 3);
-              expect_int64_published(reader, "b", 1000, 2);
-            }),
-            0);
 }
 
 TEST(NamesTest, FullIndexRefusesNewNamesButNotOverride) {

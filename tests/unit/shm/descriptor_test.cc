@@ -216,37 +216,6 @@ TEST(DescriptorTest, RoundTripsATable) {
   }
 }
 
-// An inline partition: its publisher leaves it unplaced (extent 0, 0) with
-// buffer offsets from the extent's start, and the daemon places it.
-TEST(DescriptorTest, PlacePartitionMovesAnUnplacedPartitionIntoItsExtent) {
-  DescriptorBuilder builder(kSchema);
-  const PartitionLayout unplaced{10, 0, 0, 0};
-  const std::vector<ChunkLayout> relative = table_chunks(unplaced);
-  builder.add_partition(unplaced, relative);
-  const PartitionLayout second = partition_layout(1);
-  builder.add_partition(second, table_chunks(second));
-  std::vector<std::byte> bytes = builder.finish();
-  EXPECT_FALSE(DescriptorView::parse(bytes, /*from_client=*/true).ok()) << "unplaced";
-
-  EXPECT_FALSE(place_partition(bytes, 1, 64 * kPageSize, 2 * kPageSize)) << "placed already";
-  EXPECT_FALSE(place_partition(bytes, 2, 64 * kPageSize, 2 * kPageSize)) << "no such partition";
-  EXPECT_FALSE(
-      place_partition(std::span(bytes).first(bytes.size() - 1), 0, 64 * kPageSize, 2 * kPageSize))
-      << "short";
-  ASSERT_TRUE(place_partition(bytes, 0, 64 * kPageSize, 2 * kPageSize));
-  Result<DescriptorView> view = DescriptorView::parse(bytes, /*from_client=*/true);
-  ASSERT_TRUE(view.ok()) << view.status().to_string();
-  EXPECT_EQ(view->partition(0).extent_offset, 64 * kPageSize);
-  EXPECT_EQ(view->partition(0).extent_length, 2 * kPageSize);
-  for (uint32_t c = 0; c < 4; ++c) {
-    EXPECT_EQ(view->chunk(0, c).data.offset, relative[c].data.offset + 64 * kPageSize);
-    EXPECT_EQ(view->chunk(0, c).data.xxh3, relative[c].data.xxh3);
-  }
-  EXPECT_TRUE(same_buffer(view->chunk(1, kId).data, table_chunks(second)[kId].data))
-      << "the other partition is untouched";
-  EXPECT_FALSE(place_partition(bytes, 0, 96 * kPageSize, 2 * kPageSize)) << "only once";
-}
-
 TEST(DescriptorTest, EncodedSizeCountsEveryPart) {
   EXPECT_EQ(DescriptorView::encoded_size(1, 0, 0), sizeof(DescriptorHeaderLayout) + 16);
   EXPECT_EQ(DescriptorView::encoded_size(3, 2, 10), 64u + 3 * 16 + 2 * 32 + 6 * 80 + 10);
