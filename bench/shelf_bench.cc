@@ -26,6 +26,9 @@
 //      waiter's return, vs the round trip
 //  10. requests that need shelfd (a 1-row publish + unpublish, a status) while
 //      another process publishes and unpublishes the big dataset in a loop
+//  11. a restart after kill -9 with the big dataset published
+//  12. publishes of 1 KiB, 64 KiB and 1 MiB datasets one after another vs the
+//      round trip
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -1764,6 +1767,46 @@ RestartSample kill_and_restart(Bench& b, unsigned threads, const std::string& sm
 // that threads can share it), and a restart: when it serves, when a get of
 // a small dataset (queued last) returns, and when every checksum is
 // checked, against hashing the same bytes here on one thread.
+// Small publishes: a dataset of one int64 partition of 1 KiB, 64 KiB or
+// 1 MiB, built and published (create_table, add_partition, fill, publish),
+// one after another, then unpublished outside the timing. Up to 64 KiB a
+// partition travels inside the Publish message: one round trip.
+void figure_small(Bench& b) {
+  constexpr int kSamples = 2000;
+  progress("[12] small publishes: %d each of 1 KiB, 64 KiB and 1 MiB", kSamples);
+  std::vector<double> pings;
+  for (int i = 0; i < kSamples; ++i) pings.push_back(ping_us(b.echo_fd));
+  const double rtt = median(pings);
+  const std::pair<uint64_t, const char*> sizes[] = {
+      {uint64_t{1} << 10, "1 KiB"}, {uint64_t{64} << 10, "64 KiB"}, {uint64_t{1} << 20, "1 MiB"}};
+  for (const auto& [bytes, label] : sizes) {
+    // The extent's layout takes a few bytes past the values: 64 KiB of
+    // values is the largest partition that goes inline.
+    const uint64_t rows = (bytes == (64 << 10) ? bytes - 64 : bytes) / 8;
+    std::vector<double> took;
+    for (int i = 0; i < kSamples; ++i) {
+      const std::string name = "small-" + std::to_string(i);
+      const int64_t t0 = now_ns();
+      shelf::TableBuilder t = must(b.client->create_table({{"v", shelf::Type::kInt64}}), "table");
+      shelf::PartitionBuilder p = must(t.add_partition(rows), "add_partition");
+      std::memcpy(p.values<int64_t>(0).data(), b.source.get(), rows * 8);
+      must(b.client->publish_dataset(name, t), "publish");
+      took.push_back(us_between(t0, now_ns()));
+      if (i + 1 < kSamples) continue;
+      for (int j = 0; j < kSamples; ++j) {
+        must(b.client->unpublish_dataset("small-" + std::to_string(j)), "unpublish");
+      }
+    }
+    const double med = median(took);
+    add_row("12", std::string("publish of ") + label + ", median (vs round trip)", med, "us", rtt,
+            "us", med / rtt);
+    double total_us = 0;
+    for (double us : took) total_us += us;
+    add_row("12", "  publishes per second, one after another", 1e6 * kSamples / total_us, "/s");
+    add_row("12", "  p99", percentile(took, 0.99), "us");
+  }
+}
+
 void figure_restart(Bench& b) {
   progress("[11] kill -9 and restart with %s published, x%d per thread count", b.big_label.c_str(),
            b.repeat);
@@ -1853,6 +1896,9 @@ constexpr Figure kFigures[] = {
      "get of a small dataset returns, when every checksum is checked (1 and 2 threads), vs "
      "XXH3 of the same bytes on one thread",
      figure_restart},
+    {"12", "small", "",
+     "publishes of 1 KiB, 64 KiB and 1 MiB datasets one after another vs the round trip",
+     figure_small},
 };
 
 // --------------------------------------------------------------- options --
