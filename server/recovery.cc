@@ -777,8 +777,19 @@ Status Store::start_verification() {
 std::optional<uint64_t> Store::await_verification(std::string_view name) {
   auto it = names_.find(name);
   if (it == names_.end() || !datasets_.at(it->second).unverified) return std::nullopt;
+  Dataset& d = datasets_.at(it->second);
+  // Small: checked here and now (XXH3 of 1 MiB is ~0.1 ms of the loop),
+  // rather than after whatever large partitions the threads are inside
+  // (a get waited 321 ms with 16 GiB to check).
+  if (d.summary.data_bytes <= kCheckOnLoopBytes) {
+    if (std::optional<Verifier::Outcome> outcome = verifier_->check_now(it->second)) {
+      // Gets of it parked before run again too: its ticket is finished.
+      absorb_verified({std::move(*outcome)});
+      return std::nullopt;
+    }
+  }
   verifier_->prioritise(it->second);
-  return datasets_.at(it->second).verify_ticket;
+  return d.verify_ticket;
 }
 
 void Store::absorb_verified(std::vector<Verifier::Outcome> outcomes) {

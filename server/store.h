@@ -232,7 +232,8 @@ class Store {
   int verifier_ready_fd() const { return verifier_ ? verifier_->ready_fd() : -1; }
   // A Get of `name` must wait while the dataset's checksums are checked:
   // the ticket take_finished_checks() gives back once they are (and the
-  // verifier takes it next). nullopt: get() answers now.
+  // verifier takes it next). nullopt: get() answers now; a small dataset
+  // (kCheckOnLoopBytes) no thread has started on is checked here first.
   std::optional<uint64_t> await_verification(std::string_view name);
   // What the verifier quarantined since the last call: the daemon's events.
   std::vector<protocol::QuarantinedDataset> take_new_quarantines() {
@@ -473,6 +474,9 @@ class Store {
   // checked on the loop (the checks walk ~7 ms per GiB: 16 MiB is ~0.1 ms),
   // larger ones by the worker first (start_publish_checks).
   static constexpr uint64_t kCheckAtOnceBytes = 16ull << 20;
+  // A dataset a restart found, of at most this many buffer bytes, is
+  // checked on the loop when a get asks for it (await_verification).
+  static constexpr uint64_t kCheckOnLoopBytes = 1ull << 20;
   // What each check handed to the worker is for: its session and extents.
   struct PendingCheck {
     SessionId session = 0;

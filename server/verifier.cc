@@ -111,6 +111,37 @@ bool Verifier::cancel(uint64_t dataset) {
   return false;
 }
 
+std::optional<Verifier::Outcome> Verifier::check_now(uint64_t dataset) {
+  std::shared_ptr<const Descriptor> descriptor;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto job = jobs_.find(dataset);
+    if (job == jobs_.end() || job->second.cancelled || job->second.next_partition != 0) {
+      return std::nullopt;
+    }
+    descriptor = std::move(job->second.descriptor);
+    std::erase(order_, dataset);
+    jobs_.erase(job);
+  }
+  const shm::DescriptorView& view = descriptor->view;
+  std::vector<std::pair<uint64_t, uint32_t>> mismatches;
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < view.num_partitions(); ++p) {
+    if (const auto m = shm::first_checksum_mismatch(view, base_, p)) {
+      mismatches.emplace_back(p, m->column);
+    }
+    bytes += partition_bytes(view, p);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_done_ += bytes;
+  }
+  Outcome outcome;
+  outcome.dataset = dataset;
+  if (!mismatches.empty()) outcome.problem = mismatch_problem(view, std::move(mismatches));
+  return outcome;
+}
+
 std::vector<Verifier::Outcome> Verifier::take_done() {
   uint64_t count = 0;
   (void)::read(event_fd_.get(), &count, sizeof count);  // EAGAIN when nothing was signalled

@@ -24,6 +24,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -78,6 +79,13 @@ class Verifier {
   // hashed: it is let go now, and no Outcome comes. Else its Outcome comes
   // (cancelled, or what it found if it had finished already).
   bool cancel(uint64_t dataset);
+  // Checks `dataset` on the caller's thread, now, if no thread has started
+  // on it: for a small dataset a get waits for, which would otherwise wait
+  // until a thread is done with the large partition it is hashing. Returns
+  // its Outcome (take_done() will not give it), or nullopt when a thread has
+  // started on it or it is finished already: its Outcome comes from
+  // take_done() then.
+  std::optional<Outcome> check_now(uint64_t dataset);
   // Readable (for epoll) while take_done() has something to give.
   int ready_fd() const { return event_fd_.get(); }
   std::vector<Outcome> take_done();

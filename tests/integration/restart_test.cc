@@ -1635,6 +1635,37 @@ TEST(RestartTest, GetsRacingTheChecksOfARestartReadWholeDatasets) {
   EXPECT_THAT(log, HasSubstr("on 1 threads); 0 datasets quarantined"));
 }
 
+// A small dataset a get asks for is checked on shelfd's loop at once,
+// rather than after the large partition the one thread is hashing: its get
+// returns while the large dataset is still being checked. (Waiting, it
+// returned only once both were checked.) The thread may win the race on a
+// loaded machine, so a few restarts are tried.
+TEST(RestartTest, ASmallDatasetIsServedWithoutWaitingForTheChecksOfALargeOne) {
+  auto daemon = TestDaemon::start();
+  ASSERT_NE(daemon, nullptr);
+  constexpr uint64_t kLargeRows = 6'000'000;  // 48 MB in one partition
+  {
+    Client client = daemon->connect();
+    publish_int64(client, "large", kLargeRows, 5);
+    publish_int64(client, "small", 1000, 7);
+  }
+  bool served_first = false;
+  for (int attempt = 0; attempt < 5 && !served_first; ++attempt) {
+    daemon->kill9();
+    const CommandResult r = daemon->restart_serving({"--verify-threads", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    Client client = daemon->connect();
+    auto small = client.get_dataset("small");
+    ASSERT_TRUE(small.ok()) << small.status().to_string();
+    served_first = status_of(client).verifying.datasets_left == 1;
+    expect_int64_dataset(*small, 1000, 7);
+    ASSERT_TRUE(eventually([&] { return status_of(client).verifying.datasets_left == 0; }));
+  }
+  EXPECT_TRUE(served_first) << "the small dataset's get waited for the large one's check";
+  Client client = daemon->connect();
+  expect_int64_published(client, "large", kLargeRows, 5);
+}
+
 // A dataset unpublished, or replaced, while it waits to be checked (or is
 // being checked) is never served again, and its memory comes back once
 // the checking thread lets go of it.

@@ -633,11 +633,14 @@ TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
   StoreOptions options = lasting_options();
   store_.reset();  // the fixture's store removes its segment: make one that stays
   (void)shm::ShmObject::unlink(shm::kDefaultShmDir, name_);
+  // Past kCheckOnLoopBytes: their gets wait for the verifier's thread.
+  options.memory_limit = 16 * kMiB;
   reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
-  const Int64Partition b = written(s, 1000);
+  constexpr uint64_t kRows = 150'000;  // 1.2 MB
+  const Int64Partition b = written(s, kRows);
   ASSERT_TRUE(
-      publish(s, {item("a", {written(s, 1000)}), item("b", {b}), item("c", {written(s, 1000)})})
+      publish(s, {item("a", {written(s, kRows)}), item("b", {b}), item("c", {written(s, kRows)})})
           .ok());
   mapping_->data()[b.extent_offset + shm::kExtentHeaderBytes + 8] ^= std::byte{1};
   store_.reset();
