@@ -181,9 +181,14 @@ void Verifier::verify_partition(std::unique_lock<std::mutex>& lock, uint64_t dat
   // The daemon's mapping of the segment is fresh after a restart: mapped
   // in one call rather than a fault per 4 KiB page (~2x here). A kernel
   // without MADV_POPULATE_READ (EINVAL) faults them in as the hash reads.
+  // In steps: a populate holds the process's mmap lock for reading while
+  // it runs, and the loop's mmap of a new client's lease table waited
+  // behind a whole 1 GiB partition's (a connect took ~100 ms).
   const shm::PartitionLayout& extent = view.partition(partition);
-  (void)::madvise(const_cast<std::byte*>(base_) + extent.extent_offset, extent.extent_length,
-                  MADV_POPULATE_READ);
+  for (uint64_t at = 0; at < extent.extent_length; at += kPopulateStepBytes) {
+    (void)::madvise(const_cast<std::byte*>(base_) + extent.extent_offset + at,
+                    std::min(kPopulateStepBytes, extent.extent_length - at), MADV_POPULATE_READ);
+  }
   const auto mismatch = shm::first_checksum_mismatch(view, base_, partition);
   const uint64_t bytes = partition_bytes(view, partition);
   lock.lock();

@@ -110,6 +110,8 @@ class Verifier {
     std::vector<std::pair<uint64_t, uint32_t>> mismatches;
   };
 
+  // What one MADV_POPULATE_READ of a partition maps (verify_partition).
+  static constexpr uint64_t kPopulateStepBytes = 32ull << 20;
   const std::byte* const base_;
   const UniqueFd event_fd_;
   mutable std::mutex mutex_;
