@@ -99,15 +99,17 @@ Status check_shm_dir(const std::string& dir) {
     return Status::from_errno("shared-memory directory " + dir, errno);
   }
   if (!S_ISDIR(st.st_mode)) return Status::invalid_argument(dir + " is not a directory");
+  // /dev/shm is what shm_open(3) uses wherever it runs (a container's may
+  // be another filesystem, or not sticky): only a directory the user chose
+  // is held to the rules below.
+  if (dir == shm::kDefaultShmDir) return Status();
   if (fs.f_type == HUGETLBFS_MAGIC) {
     return Status::invalid_argument(
         dir +
         " is a hugetlbfs, which shelf does not use: mount a tmpfs with huge=within_size "
         "instead (the README's \"Huge pages\" says how, and why)");
   }
-  // /dev/shm is what shm_open(3) uses wherever it runs (a container's may
-  // be another filesystem): only a directory the user chose is held to it.
-  if (fs.f_type != TMPFS_MAGIC && dir != shm::kDefaultShmDir) {
+  if (fs.f_type != TMPFS_MAGIC) {
     return Status::invalid_argument(dir +
                                     " is not a tmpfs: datasets there would be written to "
                                     "disk; give --shm-dir a tmpfs (e.g. /dev/shm)");

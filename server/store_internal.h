@@ -46,9 +46,10 @@ std::string quoted(std::string_view name);  // 'name'
 protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
                                    uint64_t memory_bytes);
 
-// The directory of the segment (/dev/shm, or --shm-dir) must be a directory
-// others cannot write to without the sticky bit (another user could replace
-// the segment), and a --shm-dir a tmpfs. Errors: InvalidArgument saying why not.
+// The directory of the segment (/dev/shm, or --shm-dir) must be a directory;
+// a --shm-dir also a tmpfs that others cannot write to without the sticky
+// bit (another user could replace the segment). Errors: InvalidArgument
+// saying why not.
 Status check_shm_dir(const std::string& dir);
 // It must be able to hold the limit (less what the segment already holds), or
 // a publish would fail later on a full tmpfs. (Docker gives containers a
