@@ -60,7 +60,7 @@ struct StoreOptions {
   // choice (shelfd --shm-dir), e.g. one mounted with huge pages.
   std::string shm_dir{shm::kDefaultShmDir};
   std::string segment_name;
-  std::string segment_path() const { return shm_dir + "/" + segment_name; }
+  std::string segment_path() const { return shm::object_path(shm_dir, segment_name); }
   uint64_t memory_limit = 0;       // bytes; everything in the segment is charged to it
   uint32_t max_datasets = 16384;   // index slots
   uint32_t mode = 0600;            // permissions of the segment

@@ -55,15 +55,11 @@ bool ShmObject::is_valid_name(std::string_view name) {
   return true;
 }
 
-namespace {
-
 std::string object_path(std::string_view dir, std::string_view name) {
   std::string path(dir);
   if (path.empty() || path.back() != '/') path += '/';
   return path + std::string(name);
 }
-
-}  // namespace
 
 Result<ShmObject> ShmObject::create(std::string_view dir, std::string_view name, uint64_t size,
                                     uint32_t mode) {

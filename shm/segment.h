@@ -24,6 +24,9 @@ namespace shelf::shm {
 // Where shared-memory objects live unless shelfd is given --shm-dir.
 inline constexpr std::string_view kDefaultShmDir = "/dev/shm";
 
+// DIR/NAME: the one rule for where a shared-memory object lives.
+std::string object_path(std::string_view dir, std::string_view name);
+
 // A shared-memory object DIR/NAME, open in this process. DIR is an absolute
 // path (checking that it is a memory filesystem is the caller's: see
 // shm/memory_fs.h). Move-only. It does not unlink the name when destroyed:

@@ -145,7 +145,7 @@ class Client::Impl {
   // Unavailable: the daemon's segment cannot be opened by this process.
   Status segment_unavailable(const Status& cause) const;
   // Where the daemon's Hello says the segment is.
-  std::string segment_path() const { return hello_.shm_dir + "/" + hello_.segment_name; }
+  std::string segment_path() const { return shm::object_path(hello_.shm_dir, hello_.segment_name); }
   // call() and post() with mu_ held.
   Result<std::vector<std::byte>> call_locked(const std::vector<std::byte>& request,
                                              protocol::MessageType type);
