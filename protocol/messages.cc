@@ -41,6 +41,7 @@ void put_summary(ByteWriter& w, const DatasetSummary& d) {
   w.u32(d.publisher_uid);
   w.u32(d.publisher_pid);
   w.u32(d.leases);
+  w.boolean(d.spilled);
 }
 
 DatasetSummary get_summary(ByteReader& r) {
@@ -55,10 +56,11 @@ DatasetSummary get_summary(ByteReader& r) {
   d.publisher_uid = r.u32();
   d.publisher_pid = r.u32();
   d.leases = r.u32();
+  d.spilled = r.boolean();
   return d;
 }
 // Smallest encoding of a summary: an empty name and the fixed fields.
-constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3;  // 60
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 1;  // 61
 
 std::vector<DatasetSummary> get_summaries(ByteReader& r) {
   std::vector<DatasetSummary> out;

@@ -112,6 +112,8 @@ struct DatasetSummary {
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
   uint32_t leases = 0;
+  bool spilled =
+      false;  // its buffers are in shelfd's spill directory (memory_bytes: its descriptor)
 };
 struct ListResponse {
   std::vector<DatasetSummary> datasets;  // sorted by name

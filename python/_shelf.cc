@@ -398,6 +398,7 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
   out["created_ns"] = d.created_ns;
   out["publisher_uid"] = d.publisher_uid;
   out["publisher_pid"] = d.publisher_pid;
+  out["spilled"] = d.spilled;
   out["leases"] = d.leases;
   return out;
 }

@@ -251,8 +251,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& options,
   d->epoll_fd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!d->epoll_fd_.valid()) return Status::from_errno("epoll_create1", errno);
   for (int fd : {d->listen_fd_.get(), d->signal_fd_.get(), d->metrics_->refresh_fd(),
-                 d->store_->background_ready_fd(), d->store_->verifier_ready_fd()}) {
-    if (fd < 0) continue;  // no verifier: nothing to check after the restart
+                 d->store_->background_ready_fd(), d->store_->verifier_ready_fd(),
+                 d->store_->spiller_ready_fd()}) {
+    if (fd < 0) continue;  // no verifier (nothing to check after the restart), no spiller
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
@@ -329,7 +330,8 @@ Status Daemon::run() {
         refresh_metrics();
         continue;
       }
-      if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd()) {
+      if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd() ||
+          fd == store_->spiller_ready_fd()) {
         store_->collect_background();
         continue;
       }
@@ -786,6 +788,8 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kAllocate: {
       auto m = protocol::decode_allocate_request(payload);
       if (!m) return malformed();
+      // Over the limit with --spill-dir: answered once datasets are spilled.
+      if (auto ticket = store_->await_room(m->bytes)) return park_until_checked(c, *ticket);
       auto r = store_->allocate(c.session, m->bytes);
       if (!r.ok()) return reply_status(r.status());
       return protocol::encode_response(c.out, *r);
@@ -823,6 +827,8 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (auto ticket = store_->await_verification(m->name)) {
         return park_until_checked(c, *ticket);
       }
+      // Spilled: answered once it is restored.
+      if (auto ticket = store_->await_resident(m->name)) return park_until_checked(c, *ticket);
       auto r = store_->get(c.session, m->name);
       if (!r.ok()) return reply_status(r.status());
       return protocol::encode_response(c.out, *r);

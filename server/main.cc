@@ -147,6 +147,11 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "the most memory one user's datasets (and the partitions it is writing) may take: "
        "SIZE for every user, USER=SIZE (a name or a uid) for one, e.g. --user-quota 64GiB "
        "--user-quota alice=256GiB; repeat it for more users (default: none)")
+      ("spill-dir", po::value(&options.store.spill_dir),
+       "when a publish needs memory the limit does not leave, write datasets nobody reads "
+       "(least recently used first) to files here and free their memory instead of refusing; "
+       "a get reads them back. An absolute path of a directory of shelfd's own, made 0700 when "
+       "missing; refused if others may write it (default: off)")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
@@ -194,8 +199,8 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return usage_error("unexpected argument '" + stray.front() + "': shelfd takes options only" +
                        (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
   }
-  for (const char* name :
-       {"socket", "segment", "shm-dir", "memory-limit", "group", "log-file", "verify-threads"}) {
+  for (const char* name : {"socket", "segment", "shm-dir", "memory-limit", "group", "log-file",
+                           "verify-threads", "spill-dir"}) {
     if (vm.count(name) && vm[name].as<std::string>().empty()) {
       return usage_error(std::string("--") + name + " must not be empty");
     }
@@ -230,6 +235,11 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
                        "': every client opens the segment by it");
   }
   while (shm_dir.size() > 1 && shm_dir.back() == '/') shm_dir.pop_back();
+  std::string& spill_dir = options.store.spill_dir;
+  if (!spill_dir.empty() && spill_dir.front() != '/') {
+    return usage_error("--spill-dir must be an absolute path, not '" + spill_dir + "'");
+  }
+  while (spill_dir.size() > 1 && spill_dir.back() == '/') spill_dir.pop_back();
 
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {

@@ -471,7 +471,11 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   std::string problem;  // the first thing found wrong: the quarantine reason
   std::vector<std::byte> descriptor_bytes;
   std::shared_ptr<const Verifier::Descriptor> to_verify;
-  if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes)) {
+  const bool spilled = entry->state == static_cast<uint32_t>(shm::IndexEntryState::kSpilled);
+  if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes); spilled) {
+    // Its partitions are in its spill file; their old offsets name nothing.
+    if (descriptor) recover_spilled(*descriptor, d, problem);
+  } else if (descriptor) {
     recover_partitions(*descriptor, d, problem);
     if (problem.empty() && entry->data_bytes != d.memory_bytes) {
       problem = "its index entry and its extents disagree on its size";
@@ -503,6 +507,44 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   seen.insert(std::move(name));
   if (to_verify) to_verify_.emplace_back(id, std::move(to_verify));
   return true;
+}
+
+void Store::recover_spilled(const shm::DescriptorView& v, Dataset& d, std::string& problem) {
+  d.residence = Dataset::Residence::kSpilled;
+  d.summary = summarise(d.name, v.header(), 0);
+  for (uint64_t p = 0; p < v.num_partitions(); ++p) {
+    const uint64_t length = v.partition(p).extent_length;
+    if (length < shm::kExtentHeaderBytes) {
+      if (problem.empty()) problem = "partition " + std::to_string(p) + ": its length is bad";
+      return;
+    }
+    d.spilled_payloads.push_back(length - shm::kExtentHeaderBytes);
+  }
+  if (options_.spill_dir.empty()) {
+    if (problem.empty()) {
+      problem =
+          "its buffers were spilled to a file, but this shelfd has no --spill-dir: "
+          "restart it with the --spill-dir of the shelfd that spilled it";
+    }
+    return;
+  }
+  const std::string path = spill_path(d.publish_id);
+  const uint64_t want = Spiller::file_bytes(d.descriptor_length, d.spilled_payloads);
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (problem.empty()) problem = "its spill file " + path + " is missing";
+    return;
+  }
+  if (static_cast<uint64_t>(st.st_size) != want) {
+    if (problem.empty()) {
+      problem = "its spill file " + path + " is " + std::to_string(st.st_size) + " bytes, not " +
+                std::to_string(want);
+    }
+    return;
+  }
+  d.spill_file_bytes = want;
+  spilled_bytes_ += want;
+  ++spilled_datasets_;
 }
 
 bool Store::claim(Dataset& d, uint64_t offset, uint64_t length) {

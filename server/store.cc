@@ -121,6 +121,36 @@ Status check_shm_dir(const std::string& dir) {
   return Status();
 }
 
+Status prepare_spill_dir(const std::string& dir) {
+  if (dir.empty() || dir[0] != '/') {
+    return Status::invalid_argument("--spill-dir must be an absolute path, not '" + dir + "'");
+  }
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    log_info("spill: made the spill directory " + dir + " (mode 0700)");
+  } else if (errno != EEXIST) {
+    return Status::from_errno("cannot make the spill directory " + dir, errno);
+  }
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return Status::from_errno("spill directory " + dir, errno);
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::invalid_argument("--spill-dir " + dir +
+                                    " is not a directory (a symlink is refused too)");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return Status::permission_denied("--spill-dir " + dir + " belongs to uid " +
+                                     std::to_string(st.st_uid) +
+                                     ", not to shelfd's user: give a directory of its own");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::permission_denied(
+        "--spill-dir " + dir + " may be written by others (mode " + mode +
+        "), who could replace the datasets spilled there: " + "chmod 700 " + dir);
+  }
+  return Status();
+}
+
 Status check_shm_room(const std::string& dir, uint64_t memory_limit, uint64_t already_held) {
   struct statvfs vfs;
   if (::statvfs(dir.c_str(), &vfs) != 0) return Status();
@@ -172,6 +202,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
                                     format_bytes(index_bytes) + ")");
   }
   SHELF_RETURN_IF_ERROR(check_shm_dir(options.shm_dir));
+  if (!options.spill_dir.empty()) SHELF_RETURN_IF_ERROR(prepare_spill_dir(options.spill_dir));
   if (options.discard) {
     // Starting fresh on purpose; a live daemon's segment is still refused.
     auto old = shm::ShmObject::open(options.shm_dir, options.segment_name, true);
@@ -182,7 +213,12 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
     }
   } else {
     auto existing = shm::ShmObject::open(options.shm_dir, options.segment_name, true);
-    if (existing.ok()) return attach(options, std::move(existing).value());
+    if (existing.ok()) {
+      SHELF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store,
+                             attach(options, std::move(existing).value()));
+      SHELF_RETURN_IF_ERROR(store->start_spilling());
+      return store;
+    }
     if (existing.status().sys_errno() != ENOENT) return existing.status();
   }
   SHELF_RETURN_IF_ERROR(check_shm_room(options.shm_dir, options.memory_limit, 0));
@@ -216,6 +252,7 @@ Result<std::unique_ptr<Store>> Store::create(const StoreOptions& options) {
                                          std::move(worker).value()));
   if (Status s = store->initialise(); !s.ok()) return remove_on_error(s);
   store->probe_page_size();
+  if (Status s = store->start_spilling(); !s.ok()) return remove_on_error(s);
   return store;
 }
 
@@ -231,7 +268,8 @@ Store::Store(StoreOptions options, shm::ShmObject segment, shm::Mapping mapping,
       worker_(std::move(worker)) {}
 
 Store::~Store() {
-  worker_.reset();  // finishes what it was handed
+  spiller_.reset();  // before the mapping it reads and writes goes
+  worker_.reset();   // finishes what it was handed
   if (options_.remove_on_exit) (void)shm::ShmObject::unlink(options_.shm_dir, segment_.name());
 }
 
@@ -630,6 +668,7 @@ void Store::finish_punch(const Extent& extent) {
 void Store::collect_background() {
   absorb(worker_->take_done());
   if (verifier_) absorb_verified(verifier_->take_done());
+  if (spiller_) absorb_spilled(spiller_->take_done());
 }
 
 void Store::wait_for_background() {
@@ -940,6 +979,7 @@ Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& i
   dataset.descriptor = desc_extent;
   dataset.descriptor_length = item.descriptor.size();
   dataset.memory_bytes = desc_extent.length;
+  dataset.last_used_ns = created_ns;
   for (uint64_t p = 0; p < view.num_partitions(); ++p) {
     const shm::PartitionLayout& part = view.partition(p);
     Extent e{part.extent_offset, part.extent_length};
@@ -1010,7 +1050,7 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
   shm::IndexEntryLayout e{};
   if (dataset != nullptr) {
     e.state = static_cast<uint32_t>(entry_state(*dataset));
-    e.name_length = static_cast<uint32_t>(dataset->name.size());
+    e.name_length = static_cast<uint16_t>(dataset->name.size());
     std::memcpy(e.name, dataset->name.data(), dataset->name.size());
     e.descriptor_offset = dataset->descriptor.offset + shm::kExtentHeaderBytes;
     e.descriptor_length = dataset->descriptor_length;
@@ -1023,6 +1063,10 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
 
 shm::IndexEntryState Store::entry_state(const Dataset& dataset) {
   if (!dataset.quarantine_reason.empty()) return shm::IndexEntryState::kQuarantined;
+  if (dataset.residence == Dataset::Residence::kSpilled ||
+      dataset.residence == Dataset::Residence::kRestoring) {
+    return shm::IndexEntryState::kSpilled;
+  }
   return dataset.unverified ? shm::IndexEntryState::kUnverified : shm::IndexEntryState::kPublished;
 }
 
@@ -1082,6 +1126,19 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
     return Status::unavailable("dataset " + quoted(name) +
                                " is being checked after shelfd restarted; try again");
   }
+  // The daemon holds a Get back while it is restored (await_resident()):
+  // here it could not be, as its memory is not free.
+  if (dataset.residence != Dataset::Residence::kResident) {
+    uint64_t need = 0;
+    for (uint64_t p : dataset.spilled_payloads) {
+      need += placement(p, shm::ExtentKind::kPartition).length;
+    }
+    Status full = over_limit(need);
+    return Status::resource_exhausted(
+        "dataset " + quoted(name) +
+        " is spilled to disk and cannot be restored now: " + full.message());
+  }
+  dataset.last_used_ns = now_ns();
   if (session.leases.size() >= kMaxLeasesPerConnection) {
     return Status::resource_exhausted(
         "this connection holds " + std::to_string(session.leases.size()) +
@@ -1140,6 +1197,14 @@ void Store::free_dataset(uint64_t dataset_id) {
   // A quarantined dataset may own no descriptor extent (it was damaged).
   if (it->second.descriptor.length > 0) extents.push_back(it->second.descriptor);
   free_extents(extents);
+  // Its spill file (a quarantined one's too: the name is ours alone).
+  if (it->second.residence == Dataset::Residence::kSpilled && !options_.spill_dir.empty()) {
+    ::unlink(spill_path(it->second.publish_id).c_str());
+  }
+  if (it->second.spill_file_bytes > 0) {
+    spilled_bytes_ -= it->second.spill_file_bytes;
+    --spilled_datasets_;
+  }
   datasets_.erase(it);
 }
 
@@ -1152,6 +1217,8 @@ protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>&
     const Dataset& d = datasets_.at(id);
     if (!d.quarantine_reason.empty()) continue;  // not served: status() reports it
     protocol::DatasetSummary s = d.summary;
+    s.spilled = d.residence == Dataset::Residence::kSpilled ||
+                d.residence == Dataset::Residence::kRestoring;
     auto t = in_tables.find(d.publish_id);
     s.leases = d.leases + (t == in_tables.end() ? 0 : t->second);
     response.datasets.push_back(std::move(s));

@@ -6,9 +6,10 @@
 // client. Every operation either succeeds or changes nothing ("On error, no
 // operation is performed"), so one client's mistake never harms another's data.
 //
-// Two units define it: store.cc, the live store (sessions, publish, leases,
-// accounting, hole punching), and recovery.cc, re-attaching a segment an
-// earlier shelfd left (its section below, "Restart", states the contract).
+// Three units define it: store.cc, the live store (sessions, publish, leases,
+// accounting, hole punching), recovery.cc, re-attaching a segment an
+// earlier shelfd left (its section below, "Restart", states the contract),
+// and spill.cc, moving datasets to the spill directory and back ("Spilling").
 // They share one class because recovery rebuilds exactly the state the live
 // store keeps (index, allocator, accounting), and keeps it honest afterwards
 // (orphans, old mappers); a separate class would have to expose all of it.
@@ -33,6 +34,7 @@
 #include "base/unique_fd.h"
 #include "protocol/messages.h"
 #include "server/segment_worker.h"
+#include "server/spiller.h"
 #include "server/verifier.h"
 #include "shm/descriptor.h"
 #include "shm/extent_allocator.h"
@@ -83,6 +85,13 @@ struct StoreOptions {
   // none; `user_quotas` gives uids a quota of their own instead.
   uint64_t user_quota = 0;
   std::map<uint32_t, uint64_t> user_quotas;
+  // Spilling (--spill-dir; docs/design.md, "Spilling"): when a request
+  // needs memory the limit does not leave, datasets nobody reads are
+  // written to files here and their memory freed; a get restores them.
+  // Empty: off, and such a request is refused as before. An absolute path
+  // of a directory of our own that no one else may write
+  // (internal::prepare_spill_dir).
+  std::string spill_dir;
 };
 
 // What re-attaching an existing segment found (Store::recovery()).
@@ -235,6 +244,20 @@ class Store {
   // verifier takes it next). nullopt: get() answers now; a small dataset
   // (kCheckOnLoopBytes) no thread has started on is checked here first.
   std::optional<uint64_t> await_verification(std::string_view name);
+  // ---- Spilling (spill.cc; docs/design.md, "Spilling") ----
+  // Readable (for the daemon's epoll) when the spiller has finished a job:
+  // collect_background() takes it. -1 without --spill-dir.
+  int spiller_ready_fd() const { return spiller_ ? spiller_->ready_fd() : -1; }
+  // An Allocate of `payload_bytes` that the limit does not leave room for
+  // waits while datasets are spilled: the ticket take_finished_checks()
+  // gives back once a spill it waits for has ended (then ask again).
+  // nullopt: allocate() answers now (there is room, or nothing to spill).
+  std::optional<uint64_t> await_room(uint64_t payload_bytes);
+  // A Get of a spilled dataset waits while it is restored (and, if its
+  // memory is not free, while others are spilled first): the ticket as
+  // above. nullopt: get() answers now.
+  std::optional<uint64_t> await_resident(std::string_view name);
+
   // What the verifier quarantined since the last call: the daemon's events.
   std::vector<protocol::QuarantinedDataset> take_new_quarantines() {
     return std::exchange(new_quarantines_, {});
@@ -284,6 +307,18 @@ class Store {
     bool verifying = false;
     uint64_t verify_ticket = 0;
     protocol::DatasetSummary summary;
+    // Spilling (spill.cc). kSpilling: its file is being written, it is
+    // still served; kSpilled: its partitions are in the file only (the
+    // entry says kSpilled, `partitions` is empty); kRestoring: being read
+    // back into `restoring`, and gets wait for `spill_ticket`.
+    enum class Residence { kResident, kSpilling, kSpilled, kRestoring };
+    Residence residence = Residence::kResident;
+    uint64_t spill_ticket = 0;
+    std::vector<uint64_t> spilled_payloads;  // each partition's bytes after its extent header
+    std::vector<Extent> restoring;
+    uint64_t spill_file_bytes = 0;
+    bool spill_failed = false;  // not tried again: its last spill failed
+    int64_t last_used_ns = 0;   // published, or got through the daemon: spill order
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
     // Existed when the segment was re-attached while other processes mapped
@@ -376,7 +411,9 @@ class Store {
   // A dataset nobody may be reading: no lease, no restart hold, no
   // verifier thread.
   static bool unread(const Dataset& d) {
-    return d.leases == 0 && !d.restart_hold && !d.table_held && !d.verifying;
+    return d.leases == 0 && !d.restart_hold && !d.table_held && !d.verifying &&
+           (d.residence == Dataset::Residence::kResident ||
+            d.residence == Dataset::Residence::kSpilled);
   }
 
   std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
@@ -551,6 +588,9 @@ class Store {
                                                         Dataset& d, std::string& problem,
                                                         std::vector<std::byte>& copy);
   void recover_partitions(const shm::DescriptorView& view, Dataset& d, std::string& problem);
+  // A spilled entry's: its partitions' sizes from the descriptor, and its
+  // spill file, which must be there with the size they make.
+  void recover_spilled(const shm::DescriptorView& view, Dataset& d, std::string& problem);
   // Claims [offset, offset+length) for `d` in the allocator; false if it
   // overlaps memory already claimed.
   bool claim(Dataset& d, uint64_t offset, uint64_t length);
@@ -591,6 +631,40 @@ class Store {
   void absorb_verified(std::vector<Verifier::Outcome> outcomes);
   // Once the verifier has nothing left: logs what it did, and stops it.
   void end_verification_if_done();
+
+  // ---- Spilling (server/spill.cc) ------------------------------------------
+  // Starts the spiller (with --spill-dir) and removes the files of this
+  // segment in the spill directory that no index entry names (a spill or a
+  // restore a killed shelfd left). After create() or attach().
+  Status start_spilling();
+  std::string spill_path(uint64_t publish_id) const {
+    return spill_file_path(options_.spill_dir, segment_.name(), publish_id);
+  }
+  // Hands datasets to the spiller, least recently used first, until the
+  // ones being spilled add up to `bytes` more than used_bytes_ leaves under
+  // the limit: the ticket of the last one, nullopt if none could go.
+  std::optional<uint64_t> spill_for(uint64_t bytes, uint64_t keep_dataset);
+  // A dataset the spiller may take now: published, resident, nobody reads
+  // it, not pinned, its last spill did not fail. `in_tables`: table_leases().
+  bool spillable(const Dataset& d, const std::unordered_map<uint64_t, uint32_t>& in_tables) const;
+  void start_spill(uint64_t dataset_id);
+  Status start_restore(uint64_t dataset_id);
+  // What the spiller finished (collect_background()).
+  void absorb_spilled(std::vector<Spiller::Outcome> outcomes);
+  void finish_spill(uint64_t dataset_id, const Spiller::Outcome& outcome);
+  void finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome);
+  // Quarantines a published dataset with `reason` (its memory stays charged
+  // until it is unpublished), for the daemon's events too.
+  void quarantine(Dataset& d, const std::string& reason);
+  // The copy of `d`'s descriptor with its partitions moved to `to` (offsets
+  // of buffers kept relative to their extents).
+  std::vector<std::byte> relocated_descriptor(const Dataset& d,
+                                              const std::vector<Extent>& to) const;
+  std::unique_ptr<Spiller> spiller_;               // with --spill-dir
+  std::unordered_map<uint64_t, uint64_t> spills_;  // spiller ticket -> dataset id
+  uint64_t spilling_bytes_ = 0;                    // of the datasets being spilled
+  uint64_t spilled_bytes_ = 0;                     // in spill files: status()
+  uint32_t spilled_datasets_ = 0;
 
   RecoveryReport recovery_;
   // Found by recover(), handed to the verifier by start_verification().

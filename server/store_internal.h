@@ -55,5 +55,11 @@ Status check_shm_dir(const std::string& dir);
 // a publish would fail later on a full tmpfs. (Docker gives containers a
 // 64 MiB /dev/shm by default.) Errors: ResourceExhausted saying how to make room.
 Status check_shm_room(const std::string& dir, uint64_t memory_limit, uint64_t already_held);
+// The spill directory (--spill-dir): an absolute path, made 0700 when it is
+// missing (its parent must exist); else a directory (not a symlink) of our
+// user that neither group nor others may write, as the files in it hold
+// datasets' contents. Errors: InvalidArgument or PermissionDenied saying
+// what is wrong and what to do; from mkdir(2).
+Status prepare_spill_dir(const std::string& dir);
 
 }  // namespace shelf::server::internal

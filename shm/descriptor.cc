@@ -31,7 +31,7 @@ std::vector<std::byte> DescriptorBuilder::finish() const {
 
   DescriptorHeaderLayout header{};
   header.magic = kDescriptorMagic;
-  header.layout_version = kLayoutVersion;
+  header.layout_version = kDescriptorVersion;
   header.num_columns = num_columns;
   header.num_partitions = partitions_.size();
   for (const PartitionLayout& part : partitions_) header.num_rows += part.num_rows;
@@ -103,9 +103,9 @@ std::string DescriptorView::locate(std::span<const std::byte> bytes) {
   header_ = reinterpret_cast<const DescriptorHeaderLayout*>(bytes.data());
   const DescriptorHeaderLayout& h = *header_;
   if (h.magic != kDescriptorMagic) return "wrong magic number";
-  if (h.layout_version != kLayoutVersion) {
+  if (h.layout_version != kDescriptorVersion) {
     return "layout version " + std::to_string(h.layout_version) + ", this build reads " +
-           std::to_string(kLayoutVersion);
+           std::to_string(kDescriptorVersion);
   }
   if (h.num_columns == 0 || h.num_columns > kMaxColumns) {
     return "a dataset needs 1 to " + std::to_string(kMaxColumns) + " columns, not " +

@@ -35,7 +35,15 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // publish pending (it holds zeros there) and becomes version 5.
 // 6: IndexEntryState::kUnverified. Older segments have no such entry and
 // become version 6.
-inline constexpr uint32_t kLayoutVersion = 6;
+// 7: IndexEntryState::kSpilled, and IndexEntryLayout::flags in what were
+// the high bytes of name_length (zero in older segments, which
+// become version 7).
+inline constexpr uint32_t kLayoutVersion = 7;
+// DescriptorHeaderLayout::layout_version: the segment's layout version when
+// the descriptor format last changed. Kept apart since layout 7, so that a
+// segment whose descriptors did not change keeps its datasets across a
+// layout bump (before, every descriptor of an older segment was refused).
+inline constexpr uint32_t kDescriptorVersion = 6;
 inline constexpr uint32_t kOldestReadableLayoutVersion = 4;
 
 // An acquire load of a field that may lie in a read-only mapping.
@@ -106,21 +114,31 @@ static_assert(offsetof(SegmentHeaderLayout, magic) == 0 &&
 // daemon restarted (that runs in the background): listed and counted as
 // published, and read only through the daemon, which answers a get once
 // they are (docs/design.md, "Restart").
+// kSpilled: published, but its buffers are in a file of shelfd's spill
+// directory, not in the segment (docs/design.md, "Spilling"): listed and
+// counted as published; its descriptor stays in the segment, its partition
+// offsets name nothing. Read only through the daemon, which restores it.
 enum class IndexEntryState : uint32_t {
   kFree = 0,
   kPublished = 1,
   kQuarantined = 2,
-  kUnverified = 3
+  kUnverified = 3,
+  kSpilled = 4
 };
-// Published, verified or not: what lists, counts and contains report.
+// Published, verified or not, resident or spilled: what lists, counts and
+// contains report.
 inline bool is_listed(uint32_t state) {
   return state == static_cast<uint32_t>(IndexEntryState::kPublished) ||
-         state == static_cast<uint32_t>(IndexEntryState::kUnverified);
+         state == static_cast<uint32_t>(IndexEntryState::kUnverified) ||
+         state == static_cast<uint32_t>(IndexEntryState::kSpilled);
 }
+// IndexEntryLayout::flags: none is set yet; bit 0 is kept for pinning (a
+// dataset never spilled), so that it needs no layout bump of its own.
 struct alignas(64) IndexEntryLayout {
   uint64_t seq;
   uint32_t state;  // IndexEntryState
-  uint32_t name_length;
+  uint16_t name_length;
+  uint16_t flags;              // 0 (see above)
   uint64_t descriptor_offset;  // DescriptorHeaderLayout of the dataset
   uint64_t descriptor_length;
   uint64_t data_bytes;  // bytes the dataset holds, extents included
@@ -135,6 +153,7 @@ static_assert(std::is_trivially_copyable_v<IndexEntryLayout> &&
 static_assert(sizeof(IndexEntryLayout) == 256);
 static_assert(offsetof(IndexEntryLayout, seq) == 0 && offsetof(IndexEntryLayout, state) == 8 &&
               offsetof(IndexEntryLayout, name_length) == 12 &&
+              offsetof(IndexEntryLayout, flags) == 14 &&
               offsetof(IndexEntryLayout, descriptor_offset) == 16 &&
               offsetof(IndexEntryLayout, descriptor_length) == 24 &&
               offsetof(IndexEntryLayout, data_bytes) == 32 &&
@@ -246,8 +265,8 @@ static_assert(offsetof(IntentItemLayout, slot) == 0 && offsetof(IntentItemLayout
 // "SHELFDSC" in little-endian ASCII.
 inline constexpr uint64_t kDescriptorMagic = 0x4353444646454853ULL;
 struct DescriptorHeaderLayout {
-  uint64_t magic;  // kDescriptorMagic
-  uint32_t layout_version;
+  uint64_t magic;           // kDescriptorMagic
+  uint32_t layout_version;  // kDescriptorVersion
   uint32_t num_columns;
   uint64_t num_partitions;
   uint64_t num_rows;    // sum over partitions

@@ -24,7 +24,7 @@ uint64_t make_bucket(uint64_t hash, uint32_t slot) {
 void copy_entry(const IndexEntryLayout& e, IndexEntryLayout& out, bool with_name) {
   load_words(&out, &e, offsetof(IndexEntryLayout, name));
   if (with_name) {
-    const uint32_t length = std::min(out.name_length, kMaxNameBytes);
+    const uint32_t length = std::min<uint32_t>(out.name_length, kMaxNameBytes);
     load_words(out.name, e.name, align_up(length, 8));
   }
   out.publish_id = load_word(e.publish_id);
@@ -167,7 +167,7 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   IndexEntryLayout e;
   load_words(&e, &entry, offsetof(IndexEntryLayout, name));
   if (!is_listed(e.state)) return;
-  const uint32_t length = std::min(e.name_length, kMaxNameBytes);
+  const uint32_t length = std::min<uint32_t>(e.name_length, kMaxNameBytes);
   // Straight into the packed buffer: its capacity is kept across calls.
   const size_t at = names->size();
   names->resize(at + align_up(length, 8));
@@ -179,6 +179,7 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   s.name_offset = at;
   s.data_bytes = e.data_bytes;
   s.created_ns = e.created_ns;
+  s.spilled = e.state == static_cast<uint32_t>(IndexEntryState::kSpilled);
   if (!descriptors) return;
   // The descriptor is immutable while the dataset is published; if it was
   // freed meanwhile, index_seq changed and this read is thrown away.

@@ -168,7 +168,8 @@ std::string info_json(const DatasetInfo& d) {
          ",\"created\":" + json_string(format_time(d.created_ns)) +
          ",\"publisher_uid\":" + std::to_string(d.publisher_uid) +
          ",\"publisher_pid\":" + std::to_string(d.publisher_pid) +
-         ",\"leases\":" + std::to_string(d.leases) + "}";
+         ",\"leases\":" + std::to_string(d.leases) +
+         ",\"spilled\":" + (d.spilled ? "true" : "false") + "}";
 }
 
 // `name`'s entry in `stats`. NotFound when it is not published.
@@ -479,10 +480,10 @@ int cmd_list(const Command& cmd) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
-    rows.push_back({shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
-                    std::to_string(d.num_partitions), format_bytes(d.memory_bytes),
-                    format_time(d.created_ns - d.created_ns % 1000000000),
-                    std::to_string(d.leases)});
+    rows.push_back(
+        {shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
+         std::to_string(d.num_partitions), d.spilled ? "spilled" : format_bytes(d.memory_bytes),
+         format_time(d.created_ns - d.created_ns % 1000000000), std::to_string(d.leases)});
   }
   std::cout << render_table(
       {"NAME", "ROWS", "COLUMNS", "PARTITIONS", "MEMORY", "CREATED", "LEASES"}, rows,
@@ -729,8 +730,10 @@ std::string status_text(const MemoryStats& m) {
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
-      rows.push_back({shown(d.name), format_bytes(d.memory_bytes), std::to_string(d.num_rows),
-                      std::to_string(d.leases)});
+      rows.push_back({shown(d.name),
+                      d.spilled ? "spilled (" + format_bytes(d.data_bytes) + " on disk)"
+                                : format_bytes(d.memory_bytes),
+                      std::to_string(d.num_rows), std::to_string(d.leases)});
     }
     out +=
         "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows, {false, true, true, true});

@@ -134,6 +134,7 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
   d.publisher_uid = s.publisher_uid;
   d.publisher_pid = s.publisher_pid;
   d.leases = s.leases;
+  d.spilled = s.spilled;
   return d;
 }
 
@@ -705,6 +706,7 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name)
   d.name = name;
   d.memory_bytes = e.data_bytes;
   d.created_ns = e.created_ns;
+  d.spilled = e.spilled;
   if (e.has_descriptor) {
     d.num_columns = e.num_columns;
     d.num_partitions = e.num_partitions;

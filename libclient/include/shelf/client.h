@@ -74,6 +74,9 @@ struct DatasetInfo {
   // Readers holding it now: in status().datasets only. list_datasets()
   // reads the segment, not the daemon, and leaves it 0.
   uint32_t leases = 0;
+  // Its buffers are in shelfd's spill directory (shelfd --spill-dir), not in
+  // memory: memory_bytes is its descriptor's; a get reads it back first.
+  bool spilled = false;
 };
 
 // A dataset shelfd found damaged when it restarted (a checksum or its

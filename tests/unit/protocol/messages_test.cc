@@ -124,6 +124,7 @@ void expect_same(const DatasetSummary& a, const DatasetSummary& b) {
   EXPECT_EQ(a.publisher_uid, b.publisher_uid);
   EXPECT_EQ(a.publisher_pid, b.publisher_pid);
   EXPECT_EQ(a.leases, b.leases);
+  EXPECT_EQ(a.spilled, b.spilled);
 }
 
 // Summaries with names of at least 8 bytes (see ListResponseWithShortNamesRoundTrips).
@@ -150,6 +151,7 @@ std::vector<DatasetSummary> sample_summaries() {
   b.publisher_uid = 0xFFFFFFFF;
   b.publisher_pid = 1;
   b.leases = 0;
+  b.spilled = true;
   return {a, b};
 }
 

@@ -177,7 +177,7 @@ TEST(DescriptorTest, RoundTripsATable) {
     EXPECT_EQ(v.bytes().size(), DescriptorView::encoded_size(4, 2, 2 + 5 + 4 + 4));
     const DescriptorHeaderLayout& h = v.header();
     EXPECT_EQ(h.magic, kDescriptorMagic);
-    EXPECT_EQ(h.layout_version, kLayoutVersion);
+    EXPECT_EQ(h.layout_version, kDescriptorVersion);
     EXPECT_EQ(h.num_rows, 15u);
     EXPECT_EQ(h.names_length, 15u);
     EXPECT_EQ(h.created_ns, 0);  // the daemon fills these in

@@ -1,0 +1,322 @@
+// Spilling (shelfd --spill-dir): datasets past the memory limit go to files
+// and come back on a get, byte for byte, from other processes; leased
+// datasets stay; a kill -9 at each step of a spill or a restore loses
+// nothing; a restart finds the spilled datasets again and removes the
+// files of its own nobody names; a damaged file is caught at restore; a
+// spill directory others may write is refused.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <span>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <shelf/client.h>
+
+#include "tests/integration/integration_util.h"
+#include "tests/support/test_daemon.h"
+
+namespace shelf::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+// 120,000 int64 rows: a 960 KiB partition, about a quarter of a 4 MiB limit.
+constexpr uint64_t kRows = 120'000;
+
+// A spill directory of the test's own (shelfd makes it, 0700), removed
+// with what is in it.
+class SpillDir {
+ public:
+  SpillDir() {
+    char pattern[] = "/tmp/shelf-spill-test-XXXXXX";
+    parent_ = ::mkdtemp(pattern);
+    path_ = parent_ + "/spill";
+  }
+  ~SpillDir() { std::filesystem::remove_all(parent_); }
+  const std::string& path() const { return path_; }
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(path_, ec)) {
+      out.push_back(e.path().filename().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  std::string parent_;
+  std::string path_;
+};
+
+TestDaemon::Options spilling(const SpillDir& dir, const std::string& limit = "4MiB") {
+  TestDaemon::Options o;
+  o.memory_limit = limit;
+  o.max_datasets = 64;
+  o.extra_args = {"--spill-dir", dir.path()};
+  return o;
+}
+
+std::string name_of(int i) { return "d" + std::to_string(i); }
+
+bool is_spilled(Client& client, const std::string& name) {
+  auto list = client.list_datasets();
+  if (!list.ok()) return false;
+  for (const DatasetInfo& d : *list) {
+    if (d.name == name) return d.spilled;
+  }
+  return false;
+}
+
+int spilled_count(Client& client) {
+  auto list = client.list_datasets();
+  if (!list.ok()) return -1;
+  return static_cast<int>(
+      std::count_if(list->begin(), list->end(), [](const DatasetInfo& d) { return d.spilled; }));
+}
+
+// Three times the limit in all, published by one process and read back by
+// two others in orders of their own: every dataset, byte for byte.
+TEST(SpillTest, ThreeTimesTheLimitStaysPublishedAndReadsBackFromOtherProcesses) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  constexpr int kDatasets = 12;  // ~11.3 MiB under a 4 MiB limit
+  const pid_t publisher = spawn_child([&] {
+    Client client = daemon->connect();
+    for (int i = 0; i < kDatasets; ++i) publish_int64(client, name_of(i), kRows, i);
+  });
+  ASSERT_EQ(wait_child(publisher), 0);
+  Client client = daemon->connect();
+  EXPECT_EQ(listed_names(client).size(), static_cast<size_t>(kDatasets));
+  EXPECT_GE(spilled_count(client), kDatasets / 2);
+  EXPECT_TRUE(is_spilled(client, name_of(0))) << "least recently used first";
+  EXPECT_FALSE(is_spilled(client, name_of(kDatasets - 1)));
+  EXPECT_EQ(dir.files().size(), static_cast<size_t>(spilled_count(client)));
+  std::vector<pid_t> readers;
+  for (unsigned seed : {1u, 2u}) {
+    readers.push_back(spawn_child([&, seed] {
+      Client reader = daemon->connect();
+      std::vector<int> order(kDatasets);
+      for (int i = 0; i < kDatasets; ++i) order[i] = i;
+      std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+      for (int i : order) expect_int64_published(reader, name_of(i), kRows, i);
+    }));
+  }
+  for (pid_t r : readers) EXPECT_EQ(wait_child(r), 0);
+  const MemoryStats st = status_of(client);
+  EXPECT_LE(st.used_bytes, st.memory_limit);
+  EXPECT_EQ(listed_names(client).size(), static_cast<size_t>(kDatasets));
+}
+
+// A dataset someone holds stays in memory however full it gets: when only
+// held datasets are left, a publish is refused as without --spill-dir.
+TEST(SpillTest, ALeasedDatasetIsNeverSpilled) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  publish_int64(client, "held", kRows, 7);
+  auto held = client.get_dataset("held");
+  ASSERT_TRUE(held.ok()) << held.status().to_string();
+  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  EXPECT_FALSE(is_spilled(client, "held"));
+  EXPECT_TRUE(is_spilled(client, name_of(0)));
+  expect_int64_dataset(*held, kRows, 7);
+  // Hold everything resident: nothing is left to spill.
+  std::vector<Dataset> all;
+  for (int i = 3; i < 6; ++i) {
+    auto d = client.get_dataset(name_of(i));
+    ASSERT_TRUE(d.ok()) << d.status().to_string();
+    all.push_back(std::move(*d));
+  }
+  auto more = client.create_table({{"v", Type::kInt64}});
+  ASSERT_TRUE(more.ok()) << more.status().to_string();
+  auto refused = more->add_partition(kRows);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_FALSE(is_spilled(client, "held"));
+  expect_int64_dataset(*held, kRows, 7);
+}
+
+TEST(SpillTest, UnpublishingASpilledDatasetRemovesItsFile) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  const size_t before = dir.files().size();
+  ASSERT_GT(before, 0u);
+  ASSERT_TRUE(client.unpublish_dataset(name_of(0)).ok());
+  EXPECT_EQ(dir.files().size(), before - 1);
+  for (int i = 1; i < 6; ++i) ASSERT_TRUE(client.unpublish_dataset(name_of(i)).ok());
+  EXPECT_TRUE(dir.files().empty());
+}
+
+// kill -9, then a restart: the spilled datasets are found again; a file of
+// this segment's that no entry names is removed, anything else is left.
+TEST(SpillTest, ARestartFindsSpilledDatasetsAgainAndRemovesOnlyItsOwnStrayFiles) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+    ASSERT_TRUE(is_spilled(client, name_of(0)));
+  }
+  daemon->kill9();
+  const std::string stray = dir.path() + "/" + daemon->segment() + ".999999.spill.tmp";
+  const std::string other = dir.path() + "/not-shelf.txt";
+  std::ofstream(stray) << "left by a spill cut short";
+  std::ofstream(other) << "not ours";
+  const CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("6 datasets served again, 0 quarantined"));
+  EXPECT_FALSE(std::filesystem::exists(stray));
+  EXPECT_TRUE(std::filesystem::exists(other));
+  Client client = daemon->connect();
+  EXPECT_TRUE(is_spilled(client, name_of(0)));
+  for (int i = 5; i >= 0; --i) expect_int64_published(client, name_of(i), kRows, i);
+}
+
+// Without --spill-dir a restart cannot read them: quarantined, and said why.
+TEST(SpillTest, ARestartWithoutTheSpillDirectoryQuarantinesWhatWasSpilled) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  }
+  daemon->kill9();
+  // The files go; the restart makes an empty directory in their place.
+  std::filesystem::rename(dir.path(), dir.path() + ".moved");
+  const CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("quarantined"));
+  Client client = daemon->connect();
+  auto got = client.get_dataset(name_of(0));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
+  EXPECT_THAT(got.status().message(), HasSubstr("spill file"));
+  expect_int64_published(client, name_of(5), kRows, 5);
+}
+
+TEST(SpillTest, ADamagedSpillFileIsCaughtAtRestoreAndNothingWrongIsServed) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  // The first spilled is d0: the file with the lowest publish id. Its
+  // partition starts at 4 KiB (after the header and the descriptor); its
+  // values fill the next 937 KiB, after a few KiB of the table's own.
+  constexpr std::streamoff kByteInValues = 4096 + 100'000;
+  const std::vector<std::string> files = dir.files();
+  ASSERT_FALSE(files.empty());
+  const std::string path = dir.path() + "/" + files.front();
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(kByteInValues);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(kByteInValues);
+    f.write(&c, 1);
+  }
+  std::vector<std::string> corrupt;
+  for (int i = 0; i < 6; ++i) {
+    auto got = client.get_dataset(name_of(i));
+    if (got.ok()) {
+      expect_int64_dataset(*got, kRows, i);
+      continue;
+    }
+    EXPECT_EQ(got.status().code(), Status::Code::kCorruption) << got.status().to_string();
+    EXPECT_THAT(got.status().message(), HasSubstr("checksum mismatch"));
+    corrupt.push_back(name_of(i));
+  }
+  EXPECT_EQ(corrupt.size(), 1u);
+}
+
+// shelfd killed at each step of a spill and of a restore: after a restart
+// every dataset is resident or spilled, and reads back whole.
+class SpillKillTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SpillKillTest, ARestartServesEveryDatasetWhole) {
+  SpillDir dir;
+  Pipe notify(/*cloexec=*/false);
+  std::unique_ptr<TestDaemon> daemon;
+  {
+    ScopedFaultPoint armed(GetParam(), notify);
+    daemon = TestDaemon::start(spilling(dir));
+  }
+  ASSERT_NE(daemon, nullptr);
+  const bool at_restore = std::string(GetParam()).find("restore") != std::string::npos;
+  // The publishes (and, for a restore, a get) wait for the stopped daemon.
+  // They end with an error when shelfd is killed: not a failure here.
+  const pid_t client_process = spawn_child([&] {
+    auto client = Client::connect(daemon->client_options());
+    if (!client.ok()) return;
+    for (int i = 0; i < 6; ++i) {
+      auto t = client->create_table({{"v", Type::kInt64}});
+      if (!t.ok()) return;
+      auto part = t->add_partition(kRows);
+      if (!part.ok()) return;
+      std::span<int64_t> values = part->values<int64_t>(0);
+      for (uint64_t r = 0; r < kRows; ++r) values[r] = i + static_cast<int64_t>(r);
+      if (!client->publish_dataset(name_of(i), *t).ok()) return;
+    }
+    if (at_restore) (void)client->get_dataset(name_of(0));
+  });
+  ASSERT_EQ(notify.read_line(), GetParam());
+  daemon->kill9();
+  (void)wait_child(client_process);
+  const CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("0 quarantined"));
+  Client client = daemon->connect();
+  for (const std::string& name : listed_names(client)) {
+    const int i = std::stoi(name.substr(1));
+    expect_int64_published(client, name, kRows, i);
+  }
+  EXPECT_GE(listed_names(client).size(), 4u);
+  for (const std::string& f : dir.files()) {
+    EXPECT_THAT(f, ::testing::EndsWith(".spill")) << "a temporary file is left";
+  }
+  const MemoryStats st = status_once_freed(client);
+  EXPECT_EQ(st.used_bytes, st.resident_bytes) << "memory nobody owns is freed";
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, SpillKillTest,
+                         ::testing::Values("daemon.spill.before_rename", "daemon.spill.before_scan",
+                                           "daemon.restore.before_check",
+                                           "daemon.restore.before_unlink"));
+
+TEST(SpillTest, ASpillDirectoryOthersMayWriteIsRefusedAndARelativeOneIsAUsageError) {
+  SpillDir dir;
+  ASSERT_EQ(::mkdir(dir.path().c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  auto daemon = TestDaemon::unstarted(spilling(dir));
+  const CommandResult open = daemon->restart();
+  EXPECT_NE(open.exit_code, 0);
+  EXPECT_THAT(open.err, HasSubstr("may be written by others"));
+  EXPECT_THAT(open.err, HasSubstr("chmod 700"));
+  auto relative = TestDaemon::unstarted();
+  const CommandResult usage = relative->restart({"--spill-dir", "spill"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_THAT(usage.err, HasSubstr("--spill-dir must be an absolute path"));
+}
+
+}  // namespace
+}  // namespace shelf::test
