@@ -802,6 +802,8 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kPublish: {
       auto m = protocol::decode_publish_request(payload);
       if (!m) return malformed();
+      // Its descriptors over the limit with --spill-dir: once datasets are spilled.
+      if (auto ticket = store_->await_room(*m)) return park_until_checked(c, *ticket);
       // Large: its checks run off the loop first (Store::start_publish_checks).
       if (auto ticket = store_->start_publish_checks(c.session, *m)) {
         return park_until_checked(c, *ticket);

@@ -33,6 +33,7 @@
 #include "server/log.h"
 #include "server/store.h"
 #include "server/store_internal.h"
+#include "shm/intent.h"
 
 namespace shelf::server {
 
@@ -66,7 +67,25 @@ Status Store::start_spilling() {
 
 std::optional<uint64_t> Store::await_room(uint64_t payload_bytes) {
   if (!spiller_ || payload_bytes == 0 || payload_bytes > options_.memory_limit) return std::nullopt;
-  const uint64_t length = placement(payload_bytes, shm::ExtentKind::kPartition).length;
+  return await_extents(placement(payload_bytes, shm::ExtentKind::kPartition).length);
+}
+
+std::optional<uint64_t> Store::await_room(const protocol::PublishRequest& request) {
+  if (!spiller_) return std::nullopt;
+  uint64_t length = 0;
+  for (const protocol::PublishItem& item : request.items) {
+    if (item.descriptor.size() > options_.memory_limit)
+      return std::nullopt;  // publish() refuses it
+    length += placement(item.descriptor.size(), shm::ExtentKind::kDescriptor).length;
+  }
+  if (request.items.size() > 1) {
+    length +=
+        placement(shm::intent_payload_bytes(request.items.size()), shm::ExtentKind::kIntent).length;
+  }
+  return await_extents(length);
+}
+
+std::optional<uint64_t> Store::await_extents(uint64_t length) {
   if (make_room(length)) return std::nullopt;
   return spill_for(length, 0);
 }

@@ -475,8 +475,14 @@ Status Store::over_limit(uint64_t requested) const {
                   : what_uses_memory() +
                         "; unpublish datasets (shelf unpublish NAME), or stop shelfd and start "
                         "it again") +
-      " with a larger --memory-limit: the restart keeps every dataset (used=" +
-      std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
+      " with a larger --memory-limit: the restart keeps every dataset" +
+      (never_fits ? std::string()
+       : spiller_ ? std::string("; --spill-dir could not make room: every dataset left in "
+                                "memory is read by someone, or its spill failed (see shelfd's "
+                                "log)")
+                  : std::string("; or give shelfd --spill-dir DIR, to write datasets nobody "
+                                "reads to disk instead")) +
+      " (used=" + std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
       " requested=" + std::to_string(requested) + ")");
 }
 

@@ -253,6 +253,8 @@ class Store {
   // gives back once a spill it waits for has ended (then ask again).
   // nullopt: allocate() answers now (there is room, or nothing to spill).
   std::optional<uint64_t> await_room(uint64_t payload_bytes);
+  // The same for the descriptors (and intent record) a Publish reserves.
+  std::optional<uint64_t> await_room(const protocol::PublishRequest& request);
   // A Get of a spilled dataset waits while it is restored (and, if its
   // memory is not free, while others are spilled first): the ticket as
   // above. nullopt: get() answers now.
@@ -644,6 +646,8 @@ class Store {
   // ones being spilled add up to `bytes` more than used_bytes_ leaves under
   // the limit: the ticket of the last one, nullopt if none could go.
   std::optional<uint64_t> spill_for(uint64_t bytes, uint64_t keep_dataset);
+  // await_room()'s: extents of `length` bytes in all.
+  std::optional<uint64_t> await_extents(uint64_t length);
   // A dataset the spiller may take now: published, resident, nobody reads
   // it, not pinned, its last spill did not fail. `in_tables`: table_leases().
   bool spillable(const Dataset& d, const std::unordered_map<uint64_t, uint32_t>& in_tables) const;

@@ -12,6 +12,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -41,7 +42,10 @@ class SpillDir {
     parent_ = ::mkdtemp(pattern);
     path_ = parent_ + "/spill";
   }
-  ~SpillDir() { std::filesystem::remove_all(parent_); }
+  ~SpillDir() {
+    std::error_code ec;  // a tmpfs mounted on path() (a child's) is left to its namespace
+    std::filesystem::remove_all(parent_, ec);
+  }
   const std::string& path() const { return path_; }
   std::vector<std::string> files() const {
     std::vector<std::string> out;
@@ -144,6 +148,7 @@ TEST(SpillTest, ALeasedDatasetIsNeverSpilled) {
   auto refused = more->add_partition(kRows);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--spill-dir could not make room"));
   EXPECT_FALSE(is_spilled(client, "held"));
   expect_int64_dataset(*held, kRows, 7);
 }
@@ -247,6 +252,36 @@ TEST(SpillTest, ADamagedSpillFileIsCaughtAtRestoreAndNothingWrongIsServed) {
     corrupt.push_back(name_of(i));
   }
   EXPECT_EQ(corrupt.size(), 1u);
+}
+
+// A full disk: the spill fails and is cleaned up, the dataset stays in
+// memory and served, and the publish that needed the room is refused.
+TEST(SpillTest, AFullDiskFailsThePublishCleanlyAndLosesNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  constexpr int kSkip = 77;
+  const int code = run_in_child([] {
+    SpillDir dir;
+    ASSERT_EQ(::mkdir(dir.path().c_str(), 0700), 0);
+    // Room for no spill file of a 960 KiB dataset.
+    if (!use_private_tmpfs(dir.path(), "size=512k,mode=0700")) ::_exit(kSkip);
+    auto daemon = TestDaemon::start(spilling(dir));
+    ASSERT_NE(daemon, nullptr);
+    Client client = daemon->connect();
+    for (int i = 0; i < 4; ++i) publish_int64(client, name_of(i), kRows, i);
+    auto more = client.create_table({{"v", Type::kInt64}});
+    ASSERT_TRUE(more.ok()) << more.status().to_string();
+    auto refused = more->add_partition(kRows);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), Status::Code::kResourceExhausted);
+    EXPECT_THAT(refused.status().message(), HasSubstr("--spill-dir could not make room"));
+    EXPECT_TRUE(dir.files().empty()) << "a partial spill file is left";
+    EXPECT_EQ(spilled_count(client), 0);
+    for (int i = 0; i < 4; ++i) expect_int64_published(client, name_of(i), kRows, i);
+    daemon.reset();
+    EXPECT_EQ(::umount2(dir.path().c_str(), MNT_DETACH), 0);
+  });
+  if (code == kSkip) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(code, 0);
 }
 
 // shelfd killed at each step of a spill and of a restore: after a restart
