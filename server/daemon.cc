@@ -789,7 +789,9 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       auto m = protocol::decode_allocate_request(payload);
       if (!m) return malformed();
       // Over the limit with --spill-dir: answered once datasets are spilled.
-      if (auto ticket = store_->await_room(m->bytes)) return park_until_checked(c, *ticket);
+      if (auto ticket = store_->await_room(c.session, m->bytes)) {
+        return park_until_checked(c, *ticket);
+      }
       auto r = store_->allocate(c.session, m->bytes);
       if (!r.ok()) return reply_status(r.status());
       return protocol::encode_response(c.out, *r);

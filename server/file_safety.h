@@ -7,7 +7,7 @@
 // or appended to when it is a shelfd log), the socket's directory (created
 // when missing), the segment in /dev/shm (server/store.cc), and in the
 // --spill-dir (made 0700 when missing) only files named for its segment,
-// <segment>.<publish id>.spill and .spill.tmp (server/spiller.h). At exit it
+// <segment>.<created_ns>.<publish id>.spill and .spill.tmp (server/spiller.h). At exit it
 // removes the socket and the lock file only while they are still the files
 // it made (same device and inode). Everything here is for shelfd's main
 // thread during start and stop; nothing is thread-safe.

@@ -471,10 +471,15 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   std::string problem;  // the first thing found wrong: the quarantine reason
   std::vector<std::byte> descriptor_bytes;
   std::shared_ptr<const Verifier::Descriptor> to_verify;
-  const bool spilled = entry->state == static_cast<uint32_t>(shm::IndexEntryState::kSpilled);
+  const bool spilled = entry->state == static_cast<uint32_t>(shm::IndexEntryState::kSpilled) ||
+                       (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kQuarantined) &&
+                        (entry->flags & shm::kEntryInSpillFile) != 0);
   if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes); spilled) {
     // Its partitions are in its spill file; their old offsets name nothing.
-    if (descriptor) recover_spilled(*descriptor, d, problem);
+    if (descriptor) {
+      recover_spilled(*descriptor, d, problem);
+      d.spilled_descriptor = std::move(descriptor_bytes);  // parsed: what a restore relocates
+    }
   } else if (descriptor) {
     recover_partitions(*descriptor, d, problem);
     if (problem.empty() && entry->data_bytes != d.memory_bytes) {

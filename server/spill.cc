@@ -39,6 +39,11 @@ namespace shelf::server {
 
 using namespace internal;
 
+std::string Store::spill_prefix() const {
+  const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_.data());
+  return segment_.name() + "." + std::to_string(header->created_ns);
+}
+
 Status Store::start_spilling() {
   if (options_.spill_dir.empty()) return Status();
   SHELF_ASSIGN_OR_RETURN(spiller_, Spiller::start(segment_, mapping_.data()));
@@ -52,22 +57,25 @@ Status Store::start_spilling() {
   uint32_t removed = 0;
   while (const dirent* e = ::readdir(dir)) {
     bool temporary = false;
-    const uint64_t id = spill_file_publish_id(e->d_name, segment_.name(), &temporary);
+    const uint64_t id = spill_file_publish_id(e->d_name, spill_prefix(), &temporary);
     if (id == 0 || (!temporary && named.count(id) > 0)) continue;
     if (::unlinkat(::dirfd(dir), e->d_name, 0) == 0) ++removed;
   }
   ::closedir(dir);
   if (removed > 0) {
-    log_info("spill: removed " + std::to_string(removed) + " file(s) of " + segment_.name() +
+    log_info("spill: removed " + std::to_string(removed) + " file(s) of " + spill_prefix() +
              " in " + options_.spill_dir + " that no dataset names (left by a spill or a " +
              "restore cut short)");
   }
   return Status();
 }
 
-std::optional<uint64_t> Store::await_room(uint64_t payload_bytes) {
+std::optional<uint64_t> Store::await_room(SessionId session, uint64_t payload_bytes) {
   if (!spiller_ || payload_bytes == 0 || payload_bytes > options_.memory_limit) return std::nullopt;
-  return await_extents(placement(payload_bytes, shm::ExtentKind::kPartition).length);
+  const uint64_t length = placement(payload_bytes, shm::ExtentKind::kPartition).length;
+  // Nobody's datasets go to disk for a request allocate() refuses anyway.
+  if (!check_quota(sessions_.at(session).uid, length).ok()) return std::nullopt;
+  return await_extents(length);
 }
 
 std::optional<uint64_t> Store::await_room(const protocol::PublishRequest& request) {
@@ -96,7 +104,11 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
   Dataset& d = datasets_.at(it->second);
   if (!d.quarantine_reason.empty()) return std::nullopt;
   if (d.residence == Dataset::Residence::kRestoring) return d.spill_ticket;
-  if (d.residence != Dataset::Residence::kSpilled) return std::nullopt;
+  // get() says why: its last restore failed, or an old reader may read the
+  // descriptor a restore rewrites in place.
+  if (d.residence != Dataset::Residence::kSpilled || !d.restore_error.ok() || d.restart_hold) {
+    return std::nullopt;
+  }
   uint64_t need = 0;
   for (uint64_t p : d.spilled_payloads) need += placement(p, shm::ExtentKind::kPartition).length;
   if (!make_room(need)) return spill_for(need, it->second);
@@ -148,8 +160,17 @@ void Store::start_spill(uint64_t dataset_id) {
     job.ranges.push_back({e.offset + shm::kExtentHeaderBytes, e.length - shm::kExtentHeaderBytes});
     bytes += e.length;
   }
+  // Copied out once and checked: a process that maps the segment
+  // read-write could change it, and the restore relocates this copy.
   const std::byte* desc = mapping_.data() + d.descriptor.offset + shm::kExtentHeaderBytes;
   job.descriptor.assign(desc, desc + d.descriptor_length);
+  if (!shm::DescriptorView::parse(job.descriptor, /*from_client=*/false).ok()) {
+    log_warn("spill: the descriptor of " + quoted(d.name) +
+             " was changed in the segment from outside shelfd; it stays in memory");
+    d.spill_failed = true;
+    return;
+  }
+  d.spilled_descriptor = job.descriptor;
   d.residence = Dataset::Residence::kSpilling;
   d.spill_ticket = job.ticket;
   spills_.emplace(job.ticket, dataset_id);
@@ -194,9 +215,8 @@ Status Store::start_restore(uint64_t dataset_id) {
 
 std::vector<std::byte> Store::relocated_descriptor(const Dataset& d,
                                                    const std::vector<Extent>& to) const {
-  const std::byte* desc = mapping_.data() + d.descriptor.offset + shm::kExtentHeaderBytes;
-  std::vector<std::byte> bytes(desc, desc + d.descriptor_length);
-  // Laid out as DescriptorView::parse checked it at publish (shm/layout.h):
+  std::vector<std::byte> bytes = d.spilled_descriptor;
+  // Laid out as DescriptorView::parse checked it (start_spill(), recovery):
   // header, columns, partitions, chunks (partition-major).
   shm::DescriptorHeaderLayout h;
   std::memcpy(&h, bytes.data(), sizeof h);
@@ -304,9 +324,15 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
     free_if_unread(dataset_id);
     return;
   }
-  if (!outcome.status.ok()) {
+  if (outcome.status.code() == Status::Code::kCorruption) {
     free_extents(to);
     quarantine(d, outcome.status.message());
+    return;
+  }
+  if (!outcome.status.ok()) {  // the file could not be read now: it may be later
+    free_extents(to);
+    log_warn("spill: " + outcome.status.message());
+    d.restore_error = outcome.status;
     return;
   }
   // The commit (see the top of this file).
@@ -329,6 +355,7 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
   --spilled_datasets_;
   d.spill_file_bytes = 0;
   d.spilled_payloads.clear();
+  d.spilled_descriptor.clear();
   d.residence = Dataset::Residence::kResident;
   d.last_used_ns = now_ns();
   index_.begin();

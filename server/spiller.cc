@@ -78,16 +78,16 @@ std::string directory_of(const std::string& path) {
 
 }  // namespace
 
-std::string spill_file_path(const std::string& dir, const std::string& segment_name,
+std::string spill_file_path(const std::string& dir, const std::string& prefix,
                             uint64_t publish_id) {
-  return dir + "/" + segment_name + "." + std::to_string(publish_id) + ".spill";
+  return dir + "/" + prefix + "." + std::to_string(publish_id) + ".spill";
 }
 
-uint64_t spill_file_publish_id(const std::string& file, const std::string& segment_name,
+uint64_t spill_file_publish_id(const std::string& file, const std::string& prefix,
                                bool* temporary) {
   std::string_view rest(file);
-  if (!rest.starts_with(segment_name + ".")) return 0;
-  rest.remove_prefix(segment_name.size() + 1);
+  if (!rest.starts_with(prefix + ".")) return 0;
+  rest.remove_prefix(prefix.size() + 1);
   *temporary = rest.ends_with(".spill.tmp");
   if (!*temporary && !rest.ends_with(".spill")) return 0;
   rest.remove_suffix(*temporary ? 10 : 6);

@@ -60,15 +60,15 @@ struct SpillFileHeader {
 };
 static_assert(sizeof(SpillFileHeader) == 64);
 
-// `dir`/<segment name>.<publish id>.spill: the one rule for a spill file's
-// name; a restart removes the files of its segment no entry names.
-std::string spill_file_path(const std::string& dir, const std::string& segment_name,
-                            uint64_t publish_id);
-// The publish id in the name of one of `segment_name`'s spill files (or of
-// the temporary file a spill writes first: `temporary` says which), or 0
-// when `file` is not one.
-uint64_t spill_file_publish_id(const std::string& file, const std::string& segment_name,
-                               bool* temporary);
+// `dir`/<prefix>.<publish id>.spill, where the prefix names the segment
+// (Store::spill_prefix: its name and when it was made): the one rule for a
+// spill file's name; a restart removes the files of its segment no entry
+// names.
+std::string spill_file_path(const std::string& dir, const std::string& prefix, uint64_t publish_id);
+// The publish id in the name of one of `prefix`'s spill files (or of the
+// temporary file a spill writes first: `temporary` says which), or 0 when
+// `file` is not one.
+uint64_t spill_file_publish_id(const std::string& file, const std::string& prefix, bool* temporary);
 
 class Spiller {
  public:

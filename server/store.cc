@@ -1063,6 +1063,11 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
     e.data_bytes = dataset->memory_bytes;
     e.created_ns = dataset->summary.created_ns;
     e.publish_id = dataset->publish_id;
+    // Also when quarantined: a restart must know its buffers are in a file.
+    if (dataset->residence == Dataset::Residence::kSpilled ||
+        dataset->residence == Dataset::Residence::kRestoring) {
+      e.flags |= shm::kEntryInSpillFile;
+    }
   }
   return e;
 }
@@ -1133,8 +1138,24 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
                                " is being checked after shelfd restarted; try again");
   }
   // The daemon holds a Get back while it is restored (await_resident()):
-  // here it could not be, as its memory is not free.
-  if (dataset.residence != Dataset::Residence::kResident) {
+  // here it could not be, as its memory is not free, or its restore failed.
+  // (kSpilling is served: it is still in memory, and a lease taken now
+  // keeps it there, finish_spill().)
+  if (dataset.residence == Dataset::Residence::kSpilled ||
+      dataset.residence == Dataset::Residence::kRestoring) {
+    if (!dataset.restore_error.ok()) {
+      Status failed = std::exchange(dataset.restore_error, Status());
+      return Status::from_code(
+          static_cast<uint8_t>(failed.code()),
+          "dataset " + quoted(name) +
+              " is spilled to disk and could not be read back: " + failed.message());
+    }
+    if (dataset.restart_hold) {
+      return Status::unavailable(
+          "dataset " + quoted(name) +
+          " is spilled to disk, and a process that mapped the segment before shelfd restarted "
+          "may still read its old copy; it is restored once that process exits: try again");
+    }
     uint64_t need = 0;
     for (uint64_t p : dataset.spilled_payloads) {
       need += placement(p, shm::ExtentKind::kPartition).length;

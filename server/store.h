@@ -252,7 +252,7 @@ class Store {
   // waits while datasets are spilled: the ticket take_finished_checks()
   // gives back once a spill it waits for has ended (then ask again).
   // nullopt: allocate() answers now (there is room, or nothing to spill).
-  std::optional<uint64_t> await_room(uint64_t payload_bytes);
+  std::optional<uint64_t> await_room(SessionId session, uint64_t payload_bytes);
   // The same for the descriptors (and intent record) a Publish reserves.
   std::optional<uint64_t> await_room(const protocol::PublishRequest& request);
   // A Get of a spilled dataset waits while it is restored (and, if its
@@ -320,7 +320,13 @@ class Store {
     std::vector<Extent> restoring;
     uint64_t spill_file_bytes = 0;
     bool spill_failed = false;  // not tried again: its last spill failed
-    int64_t last_used_ns = 0;   // published, or got through the daemon: spill order
+    // Why its last restore could not read its file (not a damage: that
+    // quarantines it); the next get says so, and the one after tries again.
+    Status restore_error;
+    // A private copy of its descriptor, parsed, taken when it was spilled
+    // (or found spilled at a restart): what its restore relocates.
+    std::vector<std::byte> spilled_descriptor;
+    int64_t last_used_ns = 0;  // published, or got through the daemon: spill order
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
     // Existed when the segment was re-attached while other processes mapped
@@ -639,8 +645,13 @@ class Store {
   // segment in the spill directory that no index entry names (a spill or a
   // restore a killed shelfd left). After create() or attach().
   Status start_spilling();
+  // Its files are named for the segment's name and the time it was made
+  // (its header's created_ns, kept across restarts), so that two segments of
+  // one name (in two --shm-dirs) sharing a spill directory never take each
+  // other's files.
+  std::string spill_prefix() const;
   std::string spill_path(uint64_t publish_id) const {
-    return spill_file_path(options_.spill_dir, segment_.name(), publish_id);
+    return spill_file_path(options_.spill_dir, spill_prefix(), publish_id);
   }
   // Hands datasets to the spiller, least recently used first, until the
   // ones being spilled add up to `bytes` more than used_bytes_ leaves under
@@ -660,8 +671,8 @@ class Store {
   // Quarantines a published dataset with `reason` (its memory stays charged
   // until it is unpublished), for the daemon's events too.
   void quarantine(Dataset& d, const std::string& reason);
-  // The copy of `d`'s descriptor with its partitions moved to `to` (offsets
-  // of buffers kept relative to their extents).
+  // The copy of `d`'s spilled_descriptor with its partitions moved to `to`
+  // (offsets of buffers kept relative to their extents).
   std::vector<std::byte> relocated_descriptor(const Dataset& d,
                                               const std::vector<Extent>& to) const;
   std::unique_ptr<Spiller> spiller_;               // with --spill-dir

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -180,22 +181,30 @@ TEST(SpillTest, ARestartFindsSpilledDatasetsAgainAndRemovesOnlyItsOwnStrayFiles)
     ASSERT_TRUE(is_spilled(client, name_of(0)));
   }
   daemon->kill9();
-  const std::string stray = dir.path() + "/" + daemon->segment() + ".999999.spill.tmp";
+  // <segment>.<created_ns>.<publish id>.spill: a file of this segment's.
+  const std::string spilled = dir.files().front();
+  const std::string prefix = spilled.substr(0, spilled.rfind('.', spilled.rfind('.') - 1));
+  ASSERT_TRUE(prefix.starts_with(daemon->segment() + ".")) << spilled;
+  const std::string stray = dir.path() + "/" + prefix + ".999999.spill.tmp";
+  const std::string other_segment = dir.path() + "/" + prefix + "1.5.spill";
   const std::string other = dir.path() + "/not-shelf.txt";
   std::ofstream(stray) << "left by a spill cut short";
   std::ofstream(other) << "not ours";
+  std::ofstream(other_segment) << "another segment's";
   const CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("6 datasets served again, 0 quarantined"));
   EXPECT_FALSE(std::filesystem::exists(stray));
   EXPECT_TRUE(std::filesystem::exists(other));
+  EXPECT_TRUE(std::filesystem::exists(other_segment)) << "a segment of the same name, made later";
   Client client = daemon->connect();
   EXPECT_TRUE(is_spilled(client, name_of(0)));
   for (int i = 5; i >= 0; --i) expect_int64_published(client, name_of(i), kRows, i);
 }
 
-// Without --spill-dir a restart cannot read them: quarantined, and said why.
-TEST(SpillTest, ARestartWithoutTheSpillDirectoryQuarantinesWhatWasSpilled) {
+// Without its files a restart cannot read a spilled dataset: quarantined,
+// and said why; a restart that finds them again serves it.
+TEST(SpillTest, ARestartWithoutTheSpillFilesQuarantinesWhatWasSpilledUntilTheyAreBack) {
   SpillDir dir;
   auto daemon = TestDaemon::start(spilling(dir));
   ASSERT_NE(daemon, nullptr);
@@ -209,12 +218,34 @@ TEST(SpillTest, ARestartWithoutTheSpillDirectoryQuarantinesWhatWasSpilled) {
   const CommandResult r = daemon->restart();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("quarantined"));
-  Client client = daemon->connect();
-  auto got = client.get_dataset(name_of(0));
+  auto client = std::make_unique<Client>(daemon->connect());
+  auto got = client->get_dataset(name_of(0));
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), Status::Code::kCorruption);
   EXPECT_THAT(got.status().message(), HasSubstr("spill file"));
-  expect_int64_published(client, name_of(5), kRows, 5);
+  expect_int64_published(*client, name_of(5), kRows, 5);
+  // The files back, and another restart: served again, and its files kept.
+  daemon->kill9();
+  std::filesystem::remove_all(dir.path());
+  std::filesystem::rename(dir.path() + ".moved", dir.path());
+  const CommandResult again = daemon->restart();
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("6 datasets served again, 0 quarantined"));
+  {
+    // This process mapped the segment before the restart: a restore
+    // rewrites the descriptor in place, so it waits until no such process
+    // is left.
+    Client after = daemon->connect();
+    auto waiting = after.get_dataset(name_of(0));
+    ASSERT_FALSE(waiting.ok());
+    EXPECT_EQ(waiting.status().code(), Status::Code::kUnavailable);
+    EXPECT_THAT(waiting.status().message(), HasSubstr("before shelfd restarted"));
+  }
+  client.reset();
+  daemon->kill9();
+  ASSERT_EQ(daemon->restart().exit_code, 0);
+  Client after = daemon->connect();
+  for (int i = 0; i < 6; ++i) expect_int64_published(after, name_of(i), kRows, i);
 }
 
 TEST(SpillTest, ADamagedSpillFileIsCaughtAtRestoreAndNothingWrongIsServed) {
