@@ -147,14 +147,19 @@ std::optional<uint64_t> Store::spill_for(uint64_t bytes, uint64_t keep_dataset) 
   return last;
 }
 
-void Store::start_spill(uint64_t dataset_id) {
-  Dataset& d = datasets_.at(dataset_id);
+Spiller::Job Store::spill_job(Spiller::Job::Kind kind, const Dataset& d) {
   Spiller::Job job;
-  job.kind = Spiller::Job::Kind::kSpill;
+  job.kind = kind;
   job.ticket = next_check_ticket_++;
   job.path = spill_path(d.publish_id);
   job.what = "dataset " + quoted(d.name);
   job.publish_id = d.publish_id;
+  return job;
+}
+
+void Store::start_spill(uint64_t dataset_id) {
+  Dataset& d = datasets_.at(dataset_id);
+  Spiller::Job job = spill_job(Spiller::Job::Kind::kSpill, d);
   uint64_t bytes = 0;
   for (const Extent& e : d.partitions) {
     job.ranges.push_back({e.offset + shm::kExtentHeaderBytes, e.length - shm::kExtentHeaderBytes});
@@ -194,12 +199,7 @@ Status Store::start_restore(uint64_t dataset_id) {
   std::vector<std::byte> relocated = relocated_descriptor(d, to);
   auto view = shm::DescriptorView::parse(relocated, /*from_client=*/false);
   SHELF_CHECK(view.ok());  // the same descriptor, published before, moved whole
-  Spiller::Job job;
-  job.kind = Spiller::Job::Kind::kRestore;
-  job.ticket = next_check_ticket_++;
-  job.path = spill_path(d.publish_id);
-  job.what = "dataset " + quoted(d.name);
-  job.publish_id = d.publish_id;
+  Spiller::Job job = spill_job(Spiller::Job::Kind::kRestore, d);
   for (size_t i = 0; i < to.size(); ++i) {
     job.ranges.push_back({to[i].offset + shm::kExtentHeaderBytes, d.spilled_payloads[i]});
   }

@@ -662,6 +662,8 @@ class Store {
   // A dataset the spiller may take now: published, resident, nobody reads
   // it, not pinned, its last spill did not fail. `in_tables`: table_leases().
   bool spillable(const Dataset& d, const std::unordered_map<uint64_t, uint32_t>& in_tables) const;
+  // A job of `kind` for `d`'s file, with a new ticket.
+  Spiller::Job spill_job(Spiller::Job::Kind kind, const Dataset& d);
   void start_spill(uint64_t dataset_id);
   Status start_restore(uint64_t dataset_id);
   // What the spiller finished (collect_background()).
