@@ -547,9 +547,6 @@ void Store::recover_spilled(const shm::DescriptorView& v, Dataset& d, std::strin
     }
     return;
   }
-  d.spill_file_bytes = want;
-  spilled_bytes_ += want;
-  ++spilled_datasets_;
 }
 
 bool Store::claim(Dataset& d, uint64_t offset, uint64_t length) {

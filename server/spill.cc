@@ -39,6 +39,12 @@ namespace shelf::server {
 
 using namespace internal;
 
+uint64_t Store::restore_bytes(const Dataset& d) const {
+  uint64_t bytes = 0;
+  for (uint64_t p : d.spilled_payloads) bytes += placement(p, shm::ExtentKind::kPartition).length;
+  return bytes;
+}
+
 std::string Store::spill_prefix() const {
   const auto* header = reinterpret_cast<const shm::SegmentHeaderLayout*>(mapping_.data());
   return segment_.name() + "." + std::to_string(header->created_ns);
@@ -109,8 +115,7 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
   if (d.residence != Dataset::Residence::kSpilled || !d.restore_error.ok() || d.restart_hold) {
     return std::nullopt;
   }
-  uint64_t need = 0;
-  for (uint64_t p : d.spilled_payloads) need += placement(p, shm::ExtentKind::kPartition).length;
+  const uint64_t need = restore_bytes(d);
   if (!make_room(need)) return spill_for(need, it->second);
   if (Status s = start_restore(it->second); !s.ok()) {
     log_warn("cannot restore " + quoted(d.name) + " now: " + s.message());
@@ -304,9 +309,6 @@ void Store::finish_spill(uint64_t dataset_id, const Spiller::Outcome& outcome) {
     d.spilled_payloads.push_back(e.length - shm::kExtentHeaderBytes);
   d.summary.memory_bytes = d.memory_bytes;
   uncharge(d.summary.publisher_uid, bytes);
-  d.spill_file_bytes = outcome.file_bytes;
-  spilled_bytes_ += outcome.file_bytes;
-  ++spilled_datasets_;
   free_extents(partitions);
   char took[32];
   std::snprintf(took, sizeof took, "%.3f s", outcome.seconds);
@@ -351,9 +353,6 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
   d.memory_bytes += bytes;
   d.summary.memory_bytes = d.memory_bytes;
   charge(d.summary.publisher_uid, bytes);
-  spilled_bytes_ -= d.spill_file_bytes;
-  --spilled_datasets_;
-  d.spill_file_bytes = 0;
   d.spilled_payloads.clear();
   d.spilled_descriptor.clear();
   d.residence = Dataset::Residence::kResident;

@@ -230,7 +230,6 @@ Spiller::Outcome Spiller::spill(const Job& job) const {
         io_error("spilling " + job.what + ": cannot fsync the directory of", job.path, err);
     return out;
   }
-  out.file_bytes = at;
   return out;
 }
 
@@ -282,7 +281,6 @@ Spiller::Outcome Spiller::restore(const Job& job) const {
                      " column '" + std::string(job.check->view.column_name(m->column)) + "'");
     }
   }
-  out.file_bytes = at;
   return out;
 }
 

@@ -98,7 +98,6 @@ class Spiller {
     // wrong; else Status::from_errno's (the path and the reason: a full
     // disk is ResourceExhausted) when a file could not be written or read.
     Status status;
-    uint64_t file_bytes = 0;  // of the spill file
     double seconds = 0;
   };
 

@@ -1064,20 +1064,14 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
     e.created_ns = dataset->summary.created_ns;
     e.publish_id = dataset->publish_id;
     // Also when quarantined: a restart must know its buffers are in a file.
-    if (dataset->residence == Dataset::Residence::kSpilled ||
-        dataset->residence == Dataset::Residence::kRestoring) {
-      e.flags |= shm::kEntryInSpillFile;
-    }
+    if (on_disk(*dataset)) e.flags |= shm::kEntryInSpillFile;
   }
   return e;
 }
 
 shm::IndexEntryState Store::entry_state(const Dataset& dataset) {
   if (!dataset.quarantine_reason.empty()) return shm::IndexEntryState::kQuarantined;
-  if (dataset.residence == Dataset::Residence::kSpilled ||
-      dataset.residence == Dataset::Residence::kRestoring) {
-    return shm::IndexEntryState::kSpilled;
-  }
+  if (on_disk(dataset)) return shm::IndexEntryState::kSpilled;
   return dataset.unverified ? shm::IndexEntryState::kUnverified : shm::IndexEntryState::kPublished;
 }
 
@@ -1141,8 +1135,7 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
   // here it could not be, as its memory is not free, or its restore failed.
   // (kSpilling is served: it is still in memory, and a lease taken now
   // keeps it there, finish_spill().)
-  if (dataset.residence == Dataset::Residence::kSpilled ||
-      dataset.residence == Dataset::Residence::kRestoring) {
+  if (on_disk(dataset)) {
     if (!dataset.restore_error.ok()) {
       Status failed = std::exchange(dataset.restore_error, Status());
       return Status::from_code(
@@ -1156,11 +1149,7 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
           " is spilled to disk, and a process that mapped the segment before shelfd restarted "
           "may still read its old copy; it is restored once that process exits: try again");
     }
-    uint64_t need = 0;
-    for (uint64_t p : dataset.spilled_payloads) {
-      need += placement(p, shm::ExtentKind::kPartition).length;
-    }
-    Status full = over_limit(need);
+    Status full = over_limit(restore_bytes(dataset));
     return Status::resource_exhausted(
         "dataset " + quoted(name) +
         " is spilled to disk and cannot be restored now: " + full.message());
@@ -1228,10 +1217,6 @@ void Store::free_dataset(uint64_t dataset_id) {
   if (it->second.residence == Dataset::Residence::kSpilled && !options_.spill_dir.empty()) {
     ::unlink(spill_path(it->second.publish_id).c_str());
   }
-  if (it->second.spill_file_bytes > 0) {
-    spilled_bytes_ -= it->second.spill_file_bytes;
-    --spilled_datasets_;
-  }
   datasets_.erase(it);
 }
 
@@ -1244,8 +1229,7 @@ protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>&
     const Dataset& d = datasets_.at(id);
     if (!d.quarantine_reason.empty()) continue;  // not served: status() reports it
     protocol::DatasetSummary s = d.summary;
-    s.spilled = d.residence == Dataset::Residence::kSpilled ||
-                d.residence == Dataset::Residence::kRestoring;
+    s.spilled = on_disk(d);
     auto t = in_tables.find(d.publish_id);
     s.leases = d.leases + (t == in_tables.end() ? 0 : t->second);
     response.datasets.push_back(std::move(s));

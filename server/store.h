@@ -318,7 +318,6 @@ class Store {
     uint64_t spill_ticket = 0;
     std::vector<uint64_t> spilled_payloads;  // each partition's bytes after its extent header
     std::vector<Extent> restoring;
-    uint64_t spill_file_bytes = 0;
     bool spill_failed = false;  // not tried again: its last spill failed
     // Why its last restore could not read its file (not a damage: that
     // quarantines it); the next get says so, and the one after tries again.
@@ -650,6 +649,14 @@ class Store {
   // one name (in two --shm-dirs) sharing a spill directory never take each
   // other's files.
   std::string spill_prefix() const;
+  // Its buffers are in its spill file (the entry says kSpilled, or
+  // kQuarantined with kEntryInSpillFile).
+  static bool on_disk(const Dataset& d) {
+    return d.residence == Dataset::Residence::kSpilled ||
+           d.residence == Dataset::Residence::kRestoring;
+  }
+  // What restoring `d` takes from the limit: its partitions' extents.
+  uint64_t restore_bytes(const Dataset& d) const;
   std::string spill_path(uint64_t publish_id) const {
     return spill_file_path(options_.spill_dir, spill_prefix(), publish_id);
   }
@@ -680,8 +687,6 @@ class Store {
   std::unique_ptr<Spiller> spiller_;               // with --spill-dir
   std::unordered_map<uint64_t, uint64_t> spills_;  // spiller ticket -> dataset id
   uint64_t spilling_bytes_ = 0;                    // of the datasets being spilled
-  uint64_t spilled_bytes_ = 0;                     // in spill files: status()
-  uint32_t spilled_datasets_ = 0;
 
   RecoveryReport recovery_;
   // Found by recover(), handed to the verifier by start_verification().
