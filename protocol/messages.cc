@@ -42,6 +42,7 @@ void put_summary(ByteWriter& w, const DatasetSummary& d) {
   w.u32(d.publisher_pid);
   w.u32(d.leases);
   w.boolean(d.spilled);
+  w.boolean(d.pinned);
 }
 
 DatasetSummary get_summary(ByteReader& r) {
@@ -57,10 +58,11 @@ DatasetSummary get_summary(ByteReader& r) {
   d.publisher_pid = r.u32();
   d.leases = r.u32();
   d.spilled = r.boolean();
+  d.pinned = r.boolean();
   return d;
 }
 // Smallest encoding of a summary: an empty name and the fixed fields.
-constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 1;  // 61
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 2;  // 62
 
 std::vector<DatasetSummary> get_summaries(ByteReader& r) {
   std::vector<DatasetSummary> out;
@@ -75,7 +77,8 @@ std::vector<DatasetSummary> get_summaries(ByteReader& r) {
 bool is_request_type(uint16_t type) {
   return (type >= static_cast<uint16_t>(MessageType::kHello) &&
           type <= static_cast<uint16_t>(MessageType::kLeaseReleased)) ||
-         type == static_cast<uint16_t>(MessageType::kSubscribe);  // kEvent is not one
+         type == static_cast<uint16_t>(MessageType::kSubscribe) ||
+         type == static_cast<uint16_t>(MessageType::kPin);  // kEvent is not one
 }
 
 void encode_request(std::vector<std::byte>& out, const HelloRequest& m) {
@@ -94,6 +97,7 @@ void encode_request(std::vector<std::byte>& out, const AbortRequest& m) {
 void encode_request(std::vector<std::byte>& out, const PublishRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kPublish), [&](ByteWriter& w) {
     w.boolean(m.override_existing);
+    w.boolean(m.pin);
     w.u32(static_cast<uint32_t>(m.items.size()));
     for (const PublishItem& item : m.items) {
       w.str(item.name);
@@ -110,6 +114,12 @@ void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m) {
 }
 void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kUnpublish), [&](ByteWriter& w) { w.str(m.name); });
+}
+void encode_request(std::vector<std::byte>& out, const PinRequest& m) {
+  frame(out, static_cast<uint16_t>(MessageType::kPin), [&](ByteWriter& w) {
+    w.str(m.name);
+    w.boolean(m.pinned);
+  });
 }
 void encode_list_request(std::vector<std::byte>& out) {
   frame(out, static_cast<uint16_t>(MessageType::kList), [](ByteWriter&) {});
@@ -172,6 +182,7 @@ std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> 
   ByteReader r(payload);
   PublishRequest m;
   m.override_existing = r.boolean();
+  m.pin = r.boolean();
   // Each item: two length prefixes at least. The cap keeps a forged count
   // from making the daemon build millions of items (gigabytes) before it
   // finds the first one wrong.
@@ -202,6 +213,13 @@ std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::by
   ByteReader r(payload);
   UnpublishRequest m;
   m.name = r.str();
+  return finish(r, std::move(m));
+}
+std::optional<PinRequest> decode_pin_request(std::span<const std::byte> payload) {
+  ByteReader r(payload);
+  PinRequest m;
+  m.name = r.str();
+  m.pinned = r.boolean();
   return finish(r, std::move(m));
 }
 std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte> payload) {
@@ -345,6 +363,10 @@ void encode_response(std::vector<std::byte>& out, const StatusResponse& m) {
     w.u32(m.verify_datasets_left);
     w.u64(m.verify_bytes_left);
     w.u64(m.verify_bytes_done);
+    w.str(m.spill_dir);
+    w.u64(m.spill_above_bytes);
+    w.u32(m.spilled_datasets);
+    w.u64(m.spilled_file_bytes);
   });
 }
 
@@ -466,6 +488,10 @@ std::optional<StatusResponse> decode_status_response(ByteReader& r) {
   m.verify_datasets_left = r.u32();
   m.verify_bytes_left = r.u64();
   m.verify_bytes_done = r.u64();
+  m.spill_dir = r.str();
+  m.spill_above_bytes = r.u64();
+  m.spilled_datasets = r.u32();
+  m.spilled_file_bytes = r.u64();
   return finish(r, std::move(m));
 }
 

@@ -36,6 +36,7 @@ enum class MessageType : uint16_t {
   // (docs/protocol.md, "Events").
   kSubscribe = 12,
   kEvent = 13,  // daemon to client only, never a request; no status, no response bit
+  kPin = 14,    // pin or unpin a name (never spilled while pinned)
 };
 inline constexpr uint16_t kResponseBit = 0x8000;
 bool is_request_type(uint16_t type);
@@ -81,6 +82,7 @@ struct PublishItem {
 };
 struct PublishRequest {
   bool override_existing = false;
+  bool pin = false;  // every item is pinned: never spilled (shelfd --spill-dir)
   std::vector<PublishItem> items;
 };
 
@@ -101,6 +103,13 @@ struct UnpublishRequest {
   std::string name;
 };
 
+// Answered (empty, OK) once the dataset is pinned, or unpinned; pinning a
+// spilled dataset restores it first, as a Get does.
+struct PinRequest {
+  std::string name;
+  bool pinned = true;  // false: unpin
+};
+
 struct DatasetSummary {
   std::string name;
   uint32_t num_columns = 0;
@@ -112,8 +121,9 @@ struct DatasetSummary {
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
   uint32_t leases = 0;
-  bool spilled =
-      false;  // its buffers are in shelfd's spill directory (memory_bytes: its descriptor)
+  // Its buffers are in shelfd's spill directory (memory_bytes: its descriptor).
+  bool spilled = false;
+  bool pinned = false;  // never spilled (PinRequest, PublishRequest::pin)
 };
 struct ListResponse {
   std::vector<DatasetSummary> datasets;  // sorted by name
@@ -208,6 +218,13 @@ struct StatusResponse {
   uint32_t verify_datasets_left = 0;
   uint64_t verify_bytes_left = 0;
   uint64_t verify_bytes_done = 0;
+  // Spilling (shelfd --spill-dir; all empty or 0 without): the directory,
+  // the use past which shelfd spills before a request must wait for it
+  // (--spill-above), and what the spilled datasets' files take.
+  std::string spill_dir;
+  uint64_t spill_above_bytes = 0;
+  uint32_t spilled_datasets = 0;
+  uint64_t spilled_file_bytes = 0;
 };
 
 // Answered (empty, OK) when every name is published; until then the
@@ -261,6 +278,7 @@ void encode_request(std::vector<std::byte>& out, const PublishRequest& m);
 void encode_request(std::vector<std::byte>& out, const GetRequest& m);
 void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m);
 void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m);
+void encode_request(std::vector<std::byte>& out, const PinRequest& m);
 void encode_list_request(std::vector<std::byte>& out);
 void encode_status_request(std::vector<std::byte>& out);
 void encode_lease_released_request(std::vector<std::byte>& out);
@@ -277,6 +295,7 @@ std::optional<PublishRequest> decode_publish_request(std::span<const std::byte> 
 std::optional<GetRequest> decode_get_request(std::span<const std::byte> payload);
 std::optional<ReleaseRequest> decode_release_request(std::span<const std::byte> payload);
 std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::byte> payload);
+std::optional<PinRequest> decode_pin_request(std::span<const std::byte> payload);
 // Also nullopt for no names or more than kMaxWaitNames.
 std::optional<WaitForRequest> decode_wait_for_request(std::span<const std::byte> payload);
 std::optional<SubscribeRequest> decode_subscribe_request(std::span<const std::byte> payload);

@@ -33,7 +33,9 @@ inline constexpr uint32_t kFrameMagic = 0x464C4853;
 // 9: Hello and Status carry the segment's directory (shelfd --shm-dir);
 // Status its page size and what lies in huge pages.
 // 10: a dataset's summary says whether it is spilled (shelfd --spill-dir).
-inline constexpr uint16_t kProtocolVersion = 10;
+// 11: pinning (Pin, PublishRequest::pin, DatasetSummary::pinned); Status
+// says where and how much shelfd spills.
+inline constexpr uint16_t kProtocolVersion = 11;
 // Largest payload either side accepts. A list of 10,000 datasets is ~1.5 MiB,
 // a publish of 100,000 partitions of 10 columns ~80 MiB: 256 MiB bounds the
 // daemon's buffering per connection while leaving that room.

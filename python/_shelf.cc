@@ -399,6 +399,7 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
   out["publisher_uid"] = d.publisher_uid;
   out["publisher_pid"] = d.publisher_pid;
   out["spilled"] = d.spilled;
+  out["pinned"] = d.pinned;
   out["leases"] = d.leases;
   return out;
 }
@@ -504,11 +505,13 @@ class PyClient {
   }
 
   // Publishes (name, table) pairs in one step: all of them or none.
-  void publish(const std::vector<std::pair<std::string, PyTable*>>& items, bool override_existing) {
+  void publish(const std::vector<std::pair<std::string, PyTable*>>& items, bool override_existing,
+               bool pin) {
     std::vector<shelf::NamedTable> tables;
     for (const auto& [name, table] : items) tables.push_back({name, &table->get()});
     shelf::PublishOptions options;
     options.override_existing = override_existing;
+    options.pin = pin;
     check(get().publish_datasets(tables, options));
   }
 
@@ -529,6 +532,8 @@ class PyClient {
   }
 
   void unpublish(const std::string& name) { check(get().unpublish_dataset(name)); }
+  // With the GIL, as get_dataset (a Client is used by one thread at a time).
+  void pin(const std::string& name, bool pinned) { check(get().pin_dataset(name, pinned)); }
 
   // Waits without the GIL: other Python threads run meanwhile. A timeout
   // (TimedOut, naming what is missing) raises TimeoutError. Every
@@ -624,6 +629,13 @@ class PyClient {
     verifying["bytes_left"] = s.verifying.bytes_left;
     verifying["bytes_done"] = s.verifying.bytes_done;
     out["verifying"] = verifying;
+    // The keys of `shelf status --json`'s spill.
+    py::dict spill;
+    spill["dir"] = s.spilling.dir;
+    spill["above_bytes"] = s.spilling.above_bytes;
+    spill["datasets"] = s.spilling.datasets;
+    spill["file_bytes"] = s.spilling.file_bytes;
+    out["spill"] = spill;
     return out;
   }
 
@@ -673,7 +685,7 @@ class PyClient {
   // column list, with its position), MemoryError (over the daemon's limit).
   void publish_filtered(const std::string& name, const std::string& base, const std::string& where,
                         const std::vector<std::string>& columns, std::optional<uint64_t> limit,
-                        bool override_existing) {
+                        bool override_existing, bool pin) {
     shelf::Client& client = get();
     shelf::Dataset dataset = take(client.get_dataset(base));
     shelf::Filter filter = take(shelf::Filter::parse(dataset.schema(), where, columns, limit));
@@ -681,6 +693,7 @@ class PyClient {
     check(shelf::write_filtered(dataset, filter, table));
     shelf::PublishOptions options;
     options.override_existing = override_existing;
+    options.pin = pin;
     check(client.publish_dataset(name, table, options));
   }
 
@@ -831,18 +844,20 @@ PYBIND11_MODULE(_shelf, m) {
       .def(py::init<const std::string&>(), py::arg("socket") = "")
       .def("close", &PyClient::close)
       .def("create_table", &PyClient::create_table, py::arg("columns"))
-      .def("publish", &PyClient::publish, py::arg("items"), py::arg("override"))
+      .def("publish", &PyClient::publish, py::arg("items"), py::arg("override"),
+           py::arg("pin") = false)
       .def("list", &PyClient::list)
       .def("names", &PyClient::names)
       .def("contains", &PyClient::contains, py::arg("name"))
       .def("count", &PyClient::count)
       .def("get", &PyClient::get_dataset, py::arg("name"))
       .def("unpublish", &PyClient::unpublish, py::arg("name"))
+      .def("pin", &PyClient::pin, py::arg("name"), py::arg("pinned"))
       .def("wait", &PyClient::wait, py::arg("names"), py::arg("timeout") = py::none())
       .def("subscribe", &PyClient::subscribe, py::arg("last_generation") = 0)
       .def("status", &PyClient::status)
       .def("publish_filtered", &PyClient::publish_filtered, py::arg("name"), py::arg("base"),
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
-           py::arg("limit") = py::none(), py::arg("override") = false)
+           py::arg("limit") = py::none(), py::arg("override") = false, py::arg("pin") = false)
       .def_property_readonly("socket_path", &PyClient::socket_path);
 }

@@ -333,6 +333,7 @@ Status Daemon::run() {
       if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd() ||
           fd == store_->spiller_ready_fd()) {
         store_->collect_background();
+        store_->spill_above_threshold();  // a restore may have taken memory past it
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -794,6 +795,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       }
       auto r = store_->allocate(c.session, m->bytes);
       if (!r.ok()) return reply_status(r.status());
+      store_->spill_above_threshold();
       return protocol::encode_response(c.out, *r);
     }
     case MessageType::kAbort: {
@@ -816,6 +818,7 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
         replaces.push_back(store_->summary(m->items[i].name).has_value());
       }
       Status s = store_->publish(c.session, *m);
+      if (s.ok()) store_->spill_above_threshold();
       if (s.ok()) counters_.publishes += m->items.size();
       if (s.ok()) wake_waiters(m->items);
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {
@@ -827,12 +830,9 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kGet: {
       auto m = protocol::decode_get_request(payload);
       if (!m) return malformed();
-      // Found at a restart and not verified yet: answered once it is.
-      if (auto ticket = store_->await_verification(m->name)) {
-        return park_until_checked(c, *ticket);
-      }
-      // Spilled: answered once it is restored.
-      if (auto ticket = store_->await_resident(m->name)) return park_until_checked(c, *ticket);
+      // Found at a restart and not verified yet, or spilled: answered once
+      // it is verified, or restored.
+      if (auto ticket = store_->await_served(m->name)) return park_until_checked(c, *ticket);
       auto r = store_->get(c.session, m->name);
       if (!r.ok()) return reply_status(r.status());
       return protocol::encode_response(c.out, *r);
@@ -851,6 +851,20 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       if (s.ok() && removed) emit_unpublished(c, *removed);
       if (s.ok()) ++counters_.unpublishes;
       if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
+      return reply_status(s);
+    }
+    case MessageType::kPin: {
+      auto m = protocol::decode_pin_request(payload);
+      if (!m) return malformed();
+      // Pinned means in memory: answered, as a Get, once checked or restored.
+      if (m->pinned) {
+        if (auto ticket = store_->await_served(m->name)) return park_until_checked(c, *ticket);
+      }
+      Status s = store_->pin(m->name, m->pinned);
+      if (s.ok()) {
+        log_info((m->pinned ? "pinned '" : "unpinned '") + m->name + "' (pid " +
+                 std::to_string(c.pid) + ")");
+      }
       return reply_status(s);
     }
     case MessageType::kList:

@@ -115,6 +115,7 @@ struct Options {
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string socket_path, segment, limit_text, log_level_text;
   std::string max_datasets_text, max_connections_text, per_user_text, verify_threads_text;
+  std::string spill_above_text;
   std::vector<std::string> stray, user_quotas;
   po::options_description desc(kUsage);
   // clang-format off
@@ -152,6 +153,10 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
        "(least recently used first) to files here and free their memory instead of refusing; "
        "a get reads them back. An absolute path of a directory of shelfd's own, made 0700 when "
        "missing; refused if others may write it (default: off)")
+      ("spill-above", po::value(&spill_above_text),
+       "with --spill-dir: spill as soon as the datasets take more than this percentage of "
+       "the memory limit, e.g. 90%, so that publishes seldom wait for a spill (default: 100%, "
+       "only when a request needs the memory)")
       ("group", po::value(&options.daemon.group),
        "also serve the members of this Unix group: the socket and the segment become 0660 "
        "and theirs (default: only shelfd's own user, and root)")
@@ -200,7 +205,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
                        (a_size ? " (did you mean --memory-limit " + stray.front() + "?)" : ""));
   }
   for (const char* name : {"socket", "segment", "shm-dir", "memory-limit", "group", "log-file",
-                           "verify-threads", "spill-dir"}) {
+                           "verify-threads", "spill-dir", "spill-above"}) {
     if (vm.count(name) && vm[name].as<std::string>().empty()) {
       return usage_error(std::string("--") + name + " must not be empty");
     }
@@ -240,6 +245,14 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
     return usage_error("--spill-dir must be an absolute path, not '" + spill_dir + "'");
   }
   while (spill_dir.size() > 1 && spill_dir.back() == '/') spill_dir.pop_back();
+  if (vm.count("spill-above")) {
+    if (spill_dir.empty()) return usage_error("--spill-above needs --spill-dir");
+    std::string_view number(spill_above_text);
+    if (number.ends_with('%')) number.remove_suffix(1);
+    auto percent = parse_count(std::string(number), "--spill-above", 1, 100);
+    if (!percent.ok()) return usage_error(percent.status().message() + " (a percentage, e.g. 90%)");
+    options.store.spill_above_percent = static_cast<uint32_t>(*percent);
+  }
 
   server::LogLevel level;
   if (!server::parse_log_level(log_level_text, &level)) {

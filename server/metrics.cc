@@ -10,8 +10,8 @@ namespace shelf::server {
 namespace {
 
 constexpr std::array<std::string_view, DaemonCounters::kRequests> kRequestLabels = {
-    "connect", "bad_frame", "hello", "allocate", "abort",    "publish",        "get",
-    "release", "unpublish", "list",  "status",   "wait_for", "lease_released", "subscribe"};
+    "connect",   "bad_frame", "hello",  "allocate", "abort",          "publish",   "get", "release",
+    "unpublish", "list",      "status", "wait_for", "lease_released", "subscribe", "pin"};
 
 // Prometheus label values in snake_case, as metric names are.
 constexpr std::array<std::string_view, DaemonCounters::kCodes> kReasonLabels = {
@@ -155,6 +155,8 @@ DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
       return Request::kLeaseReleased;
     case MessageType::kSubscribe:
       return Request::kSubscribe;
+    case MessageType::kPin:
+      return Request::kPin;
     case MessageType::kEvent:  // not a request
       break;
   }
@@ -218,6 +220,15 @@ std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_dataset
   gauge(out, "shelf_verify_bytes_left",
         "Bytes of those datasets' buffers not hashed yet (0 once the restart's checks are done).",
         s.verify_bytes_left);
+  gauge(out, "shelf_datasets_pinned", "Published datasets pinned: never spilled (shelf pin).",
+        static_cast<uint64_t>(
+            std::count_if(s.datasets.begin(), s.datasets.end(),
+                          [](const protocol::DatasetSummary& d) { return d.pinned; })));
+  gauge(out, "shelf_spilled_datasets",
+        "Published datasets whose buffers are in the spill directory (shelfd --spill-dir).",
+        s.spilled_datasets);
+  gauge(out, "shelf_spilled_file_bytes", "What their files take in the spill directory.",
+        s.spilled_file_bytes);
   gauge(out, "shelf_leases", "Leases held by readers.", s.num_leases);
   gauge(out, "shelf_connections", "Clients connected.", s.num_connections);
   counter(out, "shelf_publishes_total", "Dataset names published since shelfd started.",

@@ -38,8 +38,9 @@ struct DaemonCounters {
     kWaitFor,
     kLeaseReleased,
     kSubscribe,
+    kPin,
   };
-  static constexpr size_t kRequests = 14;
+  static constexpr size_t kRequests = 15;
   // Status::Code, kOk included (never counted): each code, the newest too.
   static constexpr size_t kCodes = static_cast<size_t>(Status::kLastCode) + 1;
 

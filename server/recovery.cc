@@ -468,6 +468,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   d.publish_id = entry->publish_id;
   d.summary.name = name;
   d.summary.created_ns = entry->created_ns;
+  d.pinned = (entry->flags & shm::kEntryPinned) != 0;
   std::string problem;  // the first thing found wrong: the quarantine reason
   std::vector<std::byte> descriptor_bytes;
   std::shared_ptr<const Verifier::Descriptor> to_verify;

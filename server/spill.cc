@@ -119,37 +119,45 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
   if (!make_room(need)) return spill_for(need, it->second);
   if (Status s = start_restore(it->second); !s.ok()) {
     log_warn("cannot restore " + quoted(d.name) + " now: " + s.message());
-    return std::nullopt;  // get() says why it is not served
+    d.restore_error = std::move(s);  // get() says it
+    return std::nullopt;
   }
   return d.spill_ticket;
 }
 
 bool Store::spillable(const Dataset& d,
                       const std::unordered_map<uint64_t, uint32_t>& in_tables) const {
-  return d.published && d.quarantine_reason.empty() && !d.unverified &&
+  return d.published && !d.pinned && d.quarantine_reason.empty() && !d.unverified &&
          d.residence == Dataset::Residence::kResident && !d.spill_failed && !d.partitions.empty() &&
          unread(d) && in_tables.count(d.publish_id) == 0;
 }
 
 std::optional<uint64_t> Store::spill_for(uint64_t bytes, uint64_t keep_dataset) {
-  const uint64_t need = used_bytes_ + bytes - options_.memory_limit;  // > 0: make_room said so
-  if (spilling_bytes_ < need) {
-    const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
-    std::vector<std::pair<int64_t, uint64_t>> candidates;  // last used, dataset id
-    for (const auto& [id, d] : datasets_) {
-      if (id != keep_dataset && spillable(d, in_tables))
-        candidates.emplace_back(d.last_used_ns, id);
-    }
-    std::sort(candidates.begin(), candidates.end());
-    for (size_t i = 0; i < candidates.size() && spilling_bytes_ < need; ++i) {
-      start_spill(candidates[i].second);
-    }
-  }
+  if (bytes > options_.memory_limit) return std::nullopt;  // no spill makes room for it
+  spill_down_to(options_.memory_limit - bytes, keep_dataset);
   if (spills_.empty()) return std::nullopt;
   // The spiller runs its jobs in order: the newest ticket ends last.
   uint64_t last = 0;
   for (const auto& [ticket, id] : spills_) last = std::max(last, ticket);
   return last;
+}
+
+void Store::spill_above_threshold() {
+  if (spiller_ && options_.spill_above_percent < 100) spill_down_to(spill_above_bytes(), 0);
+}
+
+void Store::spill_down_to(uint64_t target, uint64_t keep_dataset) {
+  if (used_bytes_ <= target || used_bytes_ - target <= spilling_bytes_) return;
+  const uint64_t need = used_bytes_ - target;
+  const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
+  std::vector<std::pair<int64_t, uint64_t>> candidates;  // last used, dataset id
+  for (const auto& [id, d] : datasets_) {
+    if (id != keep_dataset && spillable(d, in_tables)) candidates.emplace_back(d.last_used_ns, id);
+  }
+  std::sort(candidates.begin(), candidates.end());
+  for (size_t i = 0; i < candidates.size() && spilling_bytes_ < need; ++i) {
+    start_spill(candidates[i].second);
+  }
 }
 
 Spiller::Job Store::spill_job(Spiller::Job::Kind kind, const Dataset& d) {
@@ -280,6 +288,10 @@ void Store::finish_spill(uint64_t dataset_id, const Spiller::Outcome& outcome) {
   if (!d.published) {  // unpublished or replaced while it was written
     ::unlink(path.c_str());
     free_if_unread(dataset_id);
+    return;
+  }
+  if (d.pinned) {  // pinned while it was written: it stays
+    ::unlink(path.c_str());
     return;
   }
   // The commit (see the top of this file): the entry says kSpilled, with

@@ -271,6 +271,17 @@ Spiller::Outcome Spiller::restore(const Job& job) const {
     uint64_t length = 0;
     std::memcpy(&length, head.data() + sizeof header + i * sizeof(uint64_t), sizeof length);
     if (length != job.ranges[i].length) return damaged("a partition's length");
+    // Pages first: read(2) into a hole of a full tmpfs fails with EFAULT,
+    // which would say nothing of why.
+    if (const int err =
+            ::posix_fallocate(segment_fd_.get(), static_cast<off_t>(job.ranges[i].offset),
+                              static_cast<off_t>(length));
+        err != 0) {
+      out.status = Status::from_errno("restoring " + job.what + ": cannot reserve its pages in " +
+                                          "the segment (its tmpfs, --shm-dir, may be full)",
+                                      err);
+      return out;
+    }
     if (!read_all(fd.get(), base_ + job.ranges[i].offset, length, at)) return read_failed(errno);
     at += align_up(length, kSpillAlignment);
   }

@@ -478,8 +478,8 @@ Status Store::over_limit(uint64_t requested) const {
       " with a larger --memory-limit: the restart keeps every dataset" +
       (never_fits ? std::string()
        : spiller_ ? std::string("; --spill-dir could not make room: every dataset left in "
-                                "memory is read by someone, or its spill failed (see shelfd's "
-                                "log)")
+                                "memory is read by someone, pinned (shelf unpin NAME), or its "
+                                "spill failed (see shelfd's log)")
                   : std::string("; or give shelfd --spill-dir DIR, to write datasets nobody "
                                 "reads to disk instead")) +
       " (used=" + std::to_string(used_bytes_) + " limit=" + std::to_string(options_.memory_limit) +
@@ -769,6 +769,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   std::vector<Dataset> sealed;
   for (size_t i = 0; i < request.items.size(); ++i) {
     sealed.push_back(seal_item(session, request.items[i], plan.views[i], descriptors[i], created));
+    sealed.back().pinned = request.pin;
   }
   // Several names: the commit point is the intent record (shm/intent.h), so
   // a kill while the entries are written below loses none of them.
@@ -1065,6 +1066,7 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
     e.publish_id = dataset->publish_id;
     // Also when quarantined: a restart must know its buffers are in a file.
     if (on_disk(*dataset)) e.flags |= shm::kEntryInSpillFile;
+    if (dataset->pinned) e.flags |= shm::kEntryPinned;
   }
   return e;
 }
@@ -1110,14 +1112,8 @@ std::vector<protocol::QuarantinedDataset> Store::quarantined() const {
   return out;
 }
 
-Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
-  Session& session = sessions_.at(session_id);
-  auto it = names_.find(name);
-  if (it == names_.end()) {
-    return Status::not_found("dataset " + quoted(name) +
-                             " not found; `shelf list` shows the published datasets");
-  }
-  Dataset& dataset = datasets_.at(it->second);
+Status Store::check_served(Dataset& dataset) {
+  const std::string& name = dataset.name;
   if (!dataset.quarantine_reason.empty()) {
     return Status::corruption("dataset " + quoted(name) +
                               " is quarantined: shelfd found it damaged when it restarted (" +
@@ -1154,6 +1150,36 @@ Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string
         "dataset " + quoted(name) +
         " is spilled to disk and cannot be restored now: " + full.message());
   }
+  return Status();
+}
+
+Status Store::pin(const std::string& name, bool pinned) {
+  auto it = names_.find(name);
+  if (it == names_.end()) {
+    return Status::not_found("dataset " + quoted(name) +
+                             " not found; `shelf list` shows the published datasets");
+  }
+  Dataset& dataset = datasets_.at(it->second);
+  // Pinned means in memory: the daemon held the request back while it was
+  // restored (await_resident()), as a Get.
+  if (pinned) SHELF_RETURN_IF_ERROR(check_served(dataset));
+  if (dataset.pinned == pinned) return Status();
+  dataset.pinned = pinned;
+  index_.begin();
+  write_index_entry(dataset.slot, &dataset);
+  index_.end();
+  return Status();
+}
+
+Result<protocol::GetResponse> Store::get(SessionId session_id, const std::string& name) {
+  Session& session = sessions_.at(session_id);
+  auto it = names_.find(name);
+  if (it == names_.end()) {
+    return Status::not_found("dataset " + quoted(name) +
+                             " not found; `shelf list` shows the published datasets");
+  }
+  Dataset& dataset = datasets_.at(it->second);
+  SHELF_RETURN_IF_ERROR(check_served(dataset));
   dataset.last_used_ns = now_ns();
   if (session.leases.size() >= kMaxLeasesPerConnection) {
     return Status::resource_exhausted(
@@ -1230,6 +1256,7 @@ protocol::ListResponse Store::list(const std::unordered_map<uint64_t, uint32_t>&
     if (!d.quarantine_reason.empty()) continue;  // not served: status() reports it
     protocol::DatasetSummary s = d.summary;
     s.spilled = on_disk(d);
+    s.pinned = d.pinned;
     auto t = in_tables.find(d.publish_id);
     s.leases = d.leases + (t == in_tables.end() ? 0 : t->second);
     response.datasets.push_back(std::move(s));
@@ -1271,6 +1298,15 @@ protocol::StatusResponse Store::status(bool who_holds) const {
     s.verify_datasets_left = static_cast<uint32_t>(p.datasets_left);
     s.verify_bytes_left = p.bytes_left;
     s.verify_bytes_done = p.bytes_done;
+  }
+  if (spiller_) {
+    s.spill_dir = options_.spill_dir;
+    s.spill_above_bytes = spill_above_bytes();
+    for (const auto& [id, d] : datasets_) {
+      if (!d.published || !on_disk(d)) continue;
+      ++s.spilled_datasets;
+      s.spilled_file_bytes += Spiller::file_bytes(d.spilled_descriptor.size(), d.spilled_payloads);
+    }
   }
   return s;
 }

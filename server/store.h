@@ -92,6 +92,10 @@ struct StoreOptions {
   // of a directory of our own that no one else may write
   // (internal::prepare_spill_dir).
   std::string spill_dir;
+  // --spill-above: past this percentage of the memory limit, datasets are
+  // spilled after each Allocate and Publish, before a request must wait for
+  // it (Store::spill_above_threshold()). 100: only when a request needs it.
+  uint32_t spill_above_percent = 100;
 };
 
 // What re-attaching an existing segment found (Store::recovery()).
@@ -193,6 +197,11 @@ class Store {
   Status release(SessionId session, uint64_t lease_id);
   // Removes the name; memory returns when the last lease ends.
   Status unpublish(const std::string& name);
+  // Pins the dataset (never spilled, also after a restart: its entry's
+  // kEntryPinned) or unpins it. Pinning needs it served, as get() does: the
+  // daemon restores a spilled one first (await_resident()); get()'s errors
+  // otherwise. NotFound names it.
+  Status pin(const std::string& name, bool pinned);
   // True when `name` is published and served (not quarantined): what a
   // WaitFor waits for.
   bool serves(std::string_view name) const;
@@ -259,6 +268,21 @@ class Store {
   // memory is not free, while others are spilled first): the ticket as
   // above. nullopt: get() answers now.
   std::optional<uint64_t> await_resident(std::string_view name);
+  // With --spill-above under 100%: starts spilling the least recently used
+  // datasets nobody holds while the use, less what is being spilled, is
+  // above it. Returns at once; the daemon calls it after each Allocate and
+  // Publish, and collect_background() after a restore.
+  void spill_above_threshold();
+  // Where spill_above_threshold() starts: --spill-above of the limit.
+  uint64_t spill_above_bytes() const {
+    return options_.memory_limit / 100 * options_.spill_above_percent;
+  }
+  // What a Get (or a Pin) of `name` waits for: await_verification(), then
+  // await_resident().
+  std::optional<uint64_t> await_served(std::string_view name) {
+    if (auto ticket = await_verification(name)) return ticket;
+    return await_resident(name);
+  }
 
   // What the verifier quarantined since the last call: the daemon's events.
   std::vector<protocol::QuarantinedDataset> take_new_quarantines() {
@@ -326,6 +350,7 @@ class Store {
     // (or found spilled at a restart): what its restore relocates.
     std::vector<std::byte> spilled_descriptor;
     int64_t last_used_ns = 0;  // published, or got through the daemon: spill order
+    bool pinned = false;       // never spilled (pin(), PublishRequest::pin)
     // Non-empty: found damaged at restart; kept and reported, never served.
     std::string quarantine_reason;
     // Existed when the segment was re-attached while other processes mapped
@@ -462,6 +487,10 @@ class Store {
   // unpublished memory and those writing, each with its bytes.
   std::string what_uses_memory() const;
   shm::ExtentHeaderLayout* extent_header(uint64_t offset);
+  // OK when a published dataset may be read now; else why not, as get()
+  // says it (quarantined, unchecked, spilled and not restored). A restore
+  // error is said once: the next call tries again.
+  Status check_served(Dataset& dataset);
 
   // ---- Quotas: what each user's datasets and unsealed extents take --------
   // What a user is charged: its unsealed extents (allocate(), until they are
@@ -664,6 +693,10 @@ class Store {
   // ones being spilled add up to `bytes` more than used_bytes_ leaves under
   // the limit: the ticket of the last one, nullopt if none could go.
   std::optional<uint64_t> spill_for(uint64_t bytes, uint64_t keep_dataset);
+  // spill_for()'s and spill_above_threshold()'s: hands datasets (other than
+  // `keep_dataset`) to the spiller, least recently used first, until
+  // used_bytes_ less what is being spilled is no more than `target`.
+  void spill_down_to(uint64_t target, uint64_t keep_dataset);
   // await_room()'s: extents of `length` bytes in all.
   std::optional<uint64_t> await_extents(uint64_t length);
   // A dataset the spiller may take now: published, resident, nobody reads

@@ -132,17 +132,18 @@ inline bool is_listed(uint32_t state) {
          state == static_cast<uint32_t>(IndexEntryState::kUnverified) ||
          state == static_cast<uint32_t>(IndexEntryState::kSpilled);
 }
-// IndexEntryLayout::flags. Bit 0 is kept for pinning (a dataset never
-// spilled), so that it needs no layout bump of its own.
+// IndexEntryLayout::flags.
+// kEntryPinned: never spilled (shelf pin); kept across restarts.
 // kEntryInSpillFile: the dataset's buffers are in its spill file, with
 // state kSpilled, or kQuarantined when a restart or a restore could not
 // read the file (a later restart with the file checks it again).
+inline constexpr uint16_t kEntryPinned = 1;
 inline constexpr uint16_t kEntryInSpillFile = 2;
 struct alignas(64) IndexEntryLayout {
   uint64_t seq;
   uint32_t state;  // IndexEntryState
   uint16_t name_length;
-  uint16_t flags;              // kEntryInSpillFile
+  uint16_t flags;              // kEntryPinned, kEntryInSpillFile
   uint64_t descriptor_offset;  // DescriptorHeaderLayout of the dataset
   uint64_t descriptor_length;
   uint64_t data_bytes;  // bytes the dataset holds, extents included

@@ -180,6 +180,7 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   s.data_bytes = e.data_bytes;
   s.created_ns = e.created_ns;
   s.spilled = e.state == static_cast<uint32_t>(IndexEntryState::kSpilled);
+  s.pinned = (e.flags & kEntryPinned) != 0;
   if (!descriptors) return;
   // The descriptor is immutable while the dataset is published; if it was
   // freed meanwhile, index_seq changed and this read is thrown away.

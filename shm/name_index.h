@@ -73,6 +73,7 @@ struct EntrySummary {
   uint64_t data_bytes = 0;  // the entry's: what it takes from the memory limit
   int64_t created_ns = 0;
   bool spilled = false;  // state kSpilled: its buffers are in shelfd's spill directory
+  bool pinned = false;   // kEntryPinned: never spilled
   // From the dataset's descriptor header (has_descriptor: it lay inside the
   // segment).
   bool has_descriptor = false;

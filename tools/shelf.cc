@@ -44,6 +44,7 @@ Commands:
   head NAME [-n N]          show the first rows of a dataset
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
+  pin NAME / unpin NAME     keep a dataset in memory: never spilled (shelfd --spill-dir)
   status                    memory and datasets at a glance
   wait NAME... [--timeout S]  return once every NAME is published (exit 1 at the timeout)
   events [--json]           print publishes, overrides, unpublishes as they happen
@@ -169,7 +170,16 @@ std::string info_json(const DatasetInfo& d) {
          ",\"publisher_uid\":" + std::to_string(d.publisher_uid) +
          ",\"publisher_pid\":" + std::to_string(d.publisher_pid) +
          ",\"leases\":" + std::to_string(d.leases) +
-         ",\"spilled\":" + (d.spilled ? "true" : "false") + "}";
+         ",\"spilled\":" + (d.spilled ? "true" : "false") +
+         ",\"pinned\":" + (d.pinned ? "true" : "false") + "}";
+}
+
+// What a dataset takes, for list and status: its memory, or, spilled, its
+// bytes on disk; and whether it is pinned.
+std::string memory_cell(const DatasetInfo& d) {
+  return (d.spilled ? "spilled (" + format_bytes(d.data_bytes) + " on disk)"
+                    : format_bytes(d.memory_bytes)) +
+         (d.pinned ? ", pinned" : "");
 }
 
 // `name`'s entry in `stats`. NotFound when it is not published.
@@ -238,15 +248,16 @@ Progress::Mode progress_mode(bool forced, bool quiet) {
 // picks the form by whether --from was given.
 
 constexpr const char* kCsvSynopsis =
-    "publish NAME FILE.csv... [--override] [--partition-rows N] [--schema SPEC]";
+    "publish NAME FILE.csv... [--override] [--pin] [--partition-rows N] [--schema SPEC]";
 constexpr const char* kFromSynopsis =
-    "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] [--override]";
+    "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] [--override] [--pin]";
 
 // What `shelf publish` was given, for either form.
 struct PublishArgs {
   std::string name;
   std::vector<std::string> files;
   bool override_existing = false;
+  bool pin = false;
   // CSV inputs only.
   std::string schema_text, delimiter = ",", names_text, partition_rows_text, threads_text;
   std::vector<std::string> null_values;
@@ -275,7 +286,9 @@ void add_publish_options(PublishArgs* a, po::options_description* options) {
       ("name", po::value(&a->name), "dataset name")
       ("files", po::value(&a->files)->multitoken(),
        "CSV files (also .gz/.zst, by their first bytes); - for standard input")
-      ("override", po::bool_switch(&a->override_existing), "replace a dataset of the same name");
+      ("override", po::bool_switch(&a->override_existing), "replace a dataset of the same name")
+      ("pin", po::bool_switch(&a->pin),
+       "keep it in memory: never spilled to disk (shelfd --spill-dir); shelf unpin NAME undoes it");
   csv.add_options()
       ("partition-rows", po::value(&a->partition_rows_text),
        "cut each file into partitions of N rows (default: one partition per file)")
@@ -352,6 +365,7 @@ int publish_csv(const Command& cmd, const PublishArgs& a, const po::variables_ma
   if (Status s = write_csv(*plan, *table, &progress_line); !s.ok()) return failed(s);
   PublishOptions publish_options;
   publish_options.override_existing = a.override_existing;
+  publish_options.pin = a.pin;
   if (Status s = client->publish_dataset(a.name, *table, publish_options); !s.ok()) {
     return failed(s);
   }
@@ -405,6 +419,7 @@ int publish_from(const Command& cmd, const PublishArgs& a, const po::variables_m
   if (Status s = write_filtered(*base, *filter, *table); !s.ok()) return fail(s);
   PublishOptions publish_options;
   publish_options.override_existing = a.override_existing;
+  publish_options.pin = a.pin;
   if (Status s = client->publish_dataset(a.name, *table, publish_options); !s.ok()) return fail(s);
   auto info = find_info(*client, a.name);
   if (!info.ok()) return fail(info.status());
@@ -480,10 +495,10 @@ int cmd_list(const Command& cmd) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
-    rows.push_back(
-        {shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
-         std::to_string(d.num_partitions), d.spilled ? "spilled" : format_bytes(d.memory_bytes),
-         format_time(d.created_ns - d.created_ns % 1000000000), std::to_string(d.leases)});
+    rows.push_back({shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
+                    std::to_string(d.num_partitions), memory_cell(d),
+                    format_time(d.created_ns - d.created_ns % 1000000000),
+                    std::to_string(d.leases)});
   }
   std::cout << render_table(
       {"NAME", "ROWS", "COLUMNS", "PARTITIONS", "MEMORY", "CREATED", "LEASES"}, rows,
@@ -607,6 +622,8 @@ int cmd_info(const Command& cmd) {
             << "created:     " << format_time(info->created_ns) << " by uid " << info->publisher_uid
             << ", pid " << info->publisher_pid << "\n"
             << "leases:      " << info->leases << " (besides this command's)\n"
+            << "pinned:      " << (info->pinned ? "yes: never spilled (shelf unpin NAME)" : "no")
+            << "\n"
             << holders_text(*stats, name) << "\n";
   std::vector<std::vector<std::string>> columns;
   for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
@@ -638,6 +655,25 @@ int cmd_unpublish(const Command& cmd) {
   if (!client.ok()) return fail(client.status());
   if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
   std::cout << "unpublished '" << shown(name) << "'\n";
+  return 0;
+}
+
+// shelf pin NAME, shelf unpin NAME.
+int cmd_pin(const Command& cmd, bool pinned) {
+  std::string name;
+  po::options_description options("Options");
+  options.add_options()("name", po::value(&name)->required(), "dataset name");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  int code;
+  if (!parse_args(cmd, options, positional, &vm, &code, cmd.name + " NAME")) return code;
+  auto client = connect(cmd, cmd.name);
+  if (!client.ok()) return fail(client.status());
+  if (Status s = client->pin_dataset(name, pinned); !s.ok()) return fail(s);
+  std::cout << (pinned ? "pinned '" : "unpinned '") << shown(name) << "'"
+            << (pinned ? ": it stays in memory until unpinned or unpublished\n"
+                       : ": shelfd may spill it again\n");
   return 0;
 }
 
@@ -678,7 +714,11 @@ std::string status_json(const MemoryStats& m, ClientOrder order) {
          ",\"users\":" + users_json(m.users) +
          ",\"verifying\":{\"datasets_left\":" + std::to_string(m.verifying.datasets_left) +
          ",\"bytes_left\":" + std::to_string(m.verifying.bytes_left) +
-         ",\"bytes_done\":" + std::to_string(m.verifying.bytes_done) + "}}";
+         ",\"bytes_done\":" + std::to_string(m.verifying.bytes_done) + "}" +
+         ",\"spill\":{\"dir\":" + json_string(m.spilling.dir) +
+         ",\"above_bytes\":" + std::to_string(m.spilling.above_bytes) +
+         ",\"datasets\":" + std::to_string(m.spilling.datasets) +
+         ",\"file_bytes\":" + std::to_string(m.spilling.file_bytes) + "}}";
 }
 
 // The segment's page size, and with huge pages what lies in them, for status.
@@ -694,6 +734,21 @@ std::string pages_line(const MemoryStats& m) {
       data ? 100.0 * static_cast<double>(m.huge_page_bytes) / static_cast<double>(data) : 100.0);
   return "pages:    " + format_bytes(m.page_bytes) + " (huge): " + format_bytes(m.huge_page_bytes) +
          " of the " + format_bytes(data) + " of data can be in huge pages (" + pct + ")";
+}
+
+// Where shelfd spills and what lies there, for status (shelfd --spill-dir).
+std::string spill_line(const MemoryStats& m) {
+  const MemoryStats::Spilling& s = m.spilling;
+  std::string when = "when a request needs the memory";
+  if (s.above_bytes < m.memory_limit) {
+    char pct[16];
+    std::snprintf(pct, sizeof pct, "%.0f%%",
+                  100.0 * static_cast<double>(s.above_bytes) /
+                      static_cast<double>(std::max<uint64_t>(m.memory_limit, 1)));
+    when = "past " + format_bytes(s.above_bytes) + " (" + pct + " of the limit)";
+  }
+  return "spill:    " + std::to_string(s.datasets) + " datasets on disk, " +
+         format_bytes(s.file_bytes) + " in " + shown(s.dir) + "; spills " + when;
 }
 
 // What is left of the checks of a restart, for status.
@@ -727,13 +782,12 @@ std::string status_text(const MemoryStats& m) {
   out += "datasets: " + std::to_string(m.datasets.size()) + ", leases held " +
          std::to_string(m.num_leases) + ", connections " + std::to_string(m.num_connections) + "\n";
   if (m.verifying.datasets_left > 0) out += verifying_line(m.verifying) + "\n";
+  if (!m.spilling.dir.empty()) out += spill_line(m) + "\n";
   if (!m.datasets.empty()) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
-      rows.push_back({shown(d.name),
-                      d.spilled ? "spilled (" + format_bytes(d.data_bytes) + " on disk)"
-                                : format_bytes(d.memory_bytes),
-                      std::to_string(d.num_rows), std::to_string(d.leases)});
+      rows.push_back(
+          {shown(d.name), memory_cell(d), std::to_string(d.num_rows), std::to_string(d.leases)});
     }
     out +=
         "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows, {false, true, true, true});
@@ -1219,6 +1273,7 @@ int main(int argc, char** argv) {
   if (cmd.name == "head") return cmd_head(cmd);
   if (cmd.name == "info") return cmd_info(cmd);
   if (cmd.name == "unpublish") return cmd_unpublish(cmd);
+  if (cmd.name == "pin" || cmd.name == "unpin") return cmd_pin(cmd, cmd.name == "pin");
   if (cmd.name == "status") return cmd_status(cmd);
   if (cmd.name == "metrics") return cmd_metrics(cmd);
   if (cmd.name == "save") return cmd_save(cmd);

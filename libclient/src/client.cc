@@ -135,6 +135,7 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
   d.publisher_pid = s.publisher_pid;
   d.leases = s.leases;
   d.spilled = s.spilled;
+  d.pinned = s.pinned;
   return d;
 }
 
@@ -671,6 +672,7 @@ Status Client::publish_dataset(std::string_view name, TableBuilder& table,
 Status Client::publish_datasets(std::span<const NamedTable> tables, const PublishOptions& options) {
   protocol::PublishRequest request;
   request.override_existing = options.override_existing;
+  request.pin = options.pin;
   for (const NamedTable& t : tables) {
     if (t.table == nullptr || !t.table->state_) {
       return Status::invalid_argument("dataset '" + t.name + "': no table (moved from?)");
@@ -707,6 +709,7 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name)
   d.memory_bytes = e.data_bytes;
   d.created_ns = e.created_ns;
   d.spilled = e.spilled;
+  d.pinned = e.pinned;
   if (e.has_descriptor) {
     d.num_columns = e.num_columns;
     d.num_partitions = e.num_partitions;
@@ -829,6 +832,12 @@ Status Client::unpublish_dataset(std::string_view name) {
   return impl_->call(frame, MessageType::kUnpublish).status();
 }
 
+Status Client::pin_dataset(std::string_view name, bool pinned) {
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, protocol::PinRequest{std::string(name), pinned});
+  return impl_->call(frame, MessageType::kPin).status();
+}
+
 namespace {
 
 // status().clients from the daemon's rows, whose holdings index its
@@ -905,6 +914,7 @@ Result<MemoryStats> Client::status() {
   for (const auto& u : r.users)
     m.users.push_back(UserUsageInfo{u.uid, u.used_bytes, u.quota_bytes});
   m.verifying = {r.verify_datasets_left, r.verify_bytes_left, r.verify_bytes_done};
+  m.spilling = {r.spill_dir, r.spill_above_bytes, r.spilled_datasets, r.spilled_file_bytes};
   return m;
 }
 

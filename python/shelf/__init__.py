@@ -48,7 +48,7 @@ class Client:
         """The path of the daemon's socket."""
         return self._client.socket_path
 
-    def publish_dataset(self, *args, override=False, **kwargs):
+    def publish_dataset(self, *args, override=False, pin=False, **kwargs):
         """Publishes datasets, all or nothing: publish_dataset(name=value, ...).
 
         Positional values are published under their `.name` (as Dask does),
@@ -60,10 +60,12 @@ class Client:
         computed in turn), a dict of 1-D numpy arrays (the columns), bytes or
         a memoryview (raw bytes), or any other picklable object (pickle
         protocol 5: the arrays inside it go to shared memory).
+        pin=True keeps them in memory: shelfd never spills them to disk
+        (shelfd --spill-dir) until unpin_dataset(name).
 
         Raises KeyError if a name exists and not override, TypeError for a
         column shelf cannot store, a name that is not a str or an override
-        that is not a bool, ValueError for a dict of 1-D arrays of several
+        or pin that is not a bool, ValueError for a dict of 1-D arrays of several
         lengths or a string UTF-8 cannot hold (naming its column and row),
         MemoryError over the daemon's memory limit. Nothing is published
         then, and what was written gives its memory back at once.
@@ -94,15 +96,12 @@ class Client:
             items[name] = value
         if not items:
             raise TypeError("publish_dataset: nothing to publish; use publish_dataset(name=value)")
-        self._publish(items, override)
+        self._publish(items, override, pin)
 
-    def _publish(self, items, override, function="publish_dataset"):
+    def _publish(self, items, override, pin=False, function="publish_dataset"):
         # Names and flags are checked before any memory is taken.
-        if not isinstance(override, bool):
-            raise TypeError(
-                f"{function}: override is a flag (override=True replaces datasets of the same "
-                f"names), not a {type(override).__name__}; to publish a dataset named "
-                "'override' use client.datasets['override'] = value")
+        _check_flag(override, "override", "replaces datasets of the same names", function)
+        _check_flag(pin, "pin", "keeps them in memory, never spilled", function)
         for name in items:
             _check_name(name, function)
         # Every table is written (and checked) before anything is published;
@@ -112,7 +111,7 @@ class Client:
         try:
             for name, value in items.items():
                 tables.append((name, _convert.build_table(self._client, value)))
-            self._client.publish(tables, override)
+            self._client.publish(tables, override, pin)
         except BaseException:
             for _, table in tables:
                 table.abort()
@@ -147,12 +146,14 @@ class Client:
             return _convert.load_object(handle)
         return Dataset(handle, self.socket)
 
-    def publish_filtered(self, name, base, where="", columns=(), limit=None, override=False):
+    def publish_filtered(self, name, base, where="", columns=(), limit=None, override=False,
+                         pin=False):
         """Publishes the rows of the published dataset `base` where `where`
         holds (the filter language of docs/filter.md, e.g. "balance < 0";
         empty: every row), the columns `columns` (default all), at most
-        `limit` rows, as the new dataset `name`. `base` is read in place and
-        the kept rows are written once into shared memory.
+        `limit` rows, as the new dataset `name` (pinned with pin=True).
+        `base` is read in place and the kept rows are written once into
+        shared memory.
 
         Errors: KeyError (no `base`, or `name` taken without override),
         ValueError (a bad expression or column list, with its position),
@@ -161,9 +162,10 @@ class Client:
         """
         _check_name(name, "publish_filtered")
         _check_name(base, "publish_filtered")
-        if not isinstance(override, bool):
-            raise TypeError("publish_filtered: override is a flag (True or False)")
-        self._client.publish_filtered(name, base, where, list(columns), limit, override)
+        _check_flag(override, "override", "replaces a dataset of the same name",
+                    "publish_filtered")
+        _check_flag(pin, "pin", "keeps it in memory, never spilled", "publish_filtered")
+        self._client.publish_filtered(name, base, where, list(columns), limit, override, pin)
 
     def wait_for_dataset(self, name, timeout=None):
         """Waits until `name` is published, then returns what get_dataset
@@ -215,6 +217,19 @@ class Client:
         """Removes `name`; readers holding it keep reading until they let go."""
         _check_name(name, "unpublish_dataset")
         self._client.unpublish(name)
+
+    def pin_dataset(self, name):
+        """Keeps `name` in memory: shelfd never spills it to disk (shelfd
+        --spill-dir), also after a restart, until unpin_dataset(name). A
+        spilled dataset is read back first, as get_dataset does. Any client
+        may pin or unpin. Raises KeyError if there is no such dataset."""
+        _check_name(name, "pin_dataset")
+        self._client.pin(name, True)
+
+    def unpin_dataset(self, name):
+        """Lets shelfd spill `name` again (see pin_dataset)."""
+        _check_name(name, "unpin_dataset")
+        self._client.pin(name, False)
 
     @property
     def datasets(self):
@@ -331,6 +346,16 @@ class Events:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_flag(value, flag, meaning, function):
+    """TypeError naming the flag when it is not a bool: publish_dataset(pin=df)
+    most likely meant a dataset named "pin"."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{function}: {flag} is a flag ({flag}=True {meaning}), not a "
+            f"{type(value).__name__}; to publish a dataset named '{flag}' use "
+            f"client.datasets['{flag}'] = value")
 
 
 def _check_name(name, function):

@@ -48,6 +48,16 @@ def test_override_is_a_flag(client):
     assert client.list_datasets() == ["override"]
 
 
+def test_pin_is_a_flag(client):
+    df = pd.DataFrame({"a": [1]})
+    with pytest.raises(TypeError, match="pin is a flag .* not a DataFrame") as error:
+        client.publish_dataset(x=df, pin=df)
+    no_signature_dump(error)
+    assert client.list_datasets() == []
+    client.datasets["pin"] = df
+    assert client.list_datasets() == ["pin"]
+
+
 def test_a_dict_of_unequal_columns_is_an_error_naming_the_lengths(client):
     with pytest.raises(ValueError, match=r"columns need one length; got \{'a': 3, 'b': 5\}"):
         client.publish_dataset(u={"a": np.arange(3), "b": np.arange(5)})

@@ -184,6 +184,27 @@ TEST_F(CliTest, SchemaForcesTypesAndRefusesMisfits) {
   EXPECT_EQ(shelf({"publish", "bad", f, "--schema", "when:complex"}).exit_code, 2);
 }
 
+TEST_F(CliTest, PinAndUnpin) {
+  ASSERT_EQ(shelf({"publish", "accounts", write("a.csv", kAccounts1), "--pin"}).exit_code, 0);
+  CommandResult r = shelf({"list"});
+  EXPECT_TRUE(contains(r.out, ", pinned")) << r.out;
+  EXPECT_TRUE(contains(shelf({"info", "accounts"}).out, "pinned:      yes")) << r.out;
+  EXPECT_TRUE(contains(shelf({"list", "--json"}).out, "\"pinned\":true"));
+  r = shelf({"unpin", "accounts"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "unpinned 'accounts': shelfd may spill it again\n");
+  EXPECT_FALSE(contains(shelf({"list"}).out, "pinned"));
+  r = shelf({"pin", "accounts"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "pinned 'accounts'")) << r.out;
+  EXPECT_TRUE(contains(shelf({"status"}).out, ", pinned"));
+  r = shelf({"pin", "nobody"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "'nobody' not found")) << r.err;
+  EXPECT_EQ(shelf({"pin"}).exit_code, 2);
+  EXPECT_EQ(shelf({"unpin", "a", "b"}).exit_code, 2);
+}
+
 TEST_F(CliTest, PartitionRowsCutsFiles) {
   auto f = write("p.csv", "x\n1\n2\n3\n4\n5\n");
   ASSERT_EQ(shelf({"publish", "parts", f, "--partition-rows", "2"}).exit_code, 0);
@@ -209,7 +230,7 @@ TEST_F(CliTest, UsageErrorsAndHelp) {
   EXPECT_TRUE(contains(r.out, "--partition-rows"));
   // Every command that `shelf --help` lists answers --help with its usage.
   for (const char* command :
-       {"publish", "list", "head", "info", "unpublish", "status", "save", "load"}) {
+       {"publish", "list", "head", "info", "unpublish", "pin", "unpin", "status", "save", "load"}) {
     r = shelf({command, "--help"});
     EXPECT_EQ(r.exit_code, 0) << command << ": " << r.err;
     EXPECT_TRUE(contains(r.out, std::string("Usage: shelf ") + command)) << r.out;

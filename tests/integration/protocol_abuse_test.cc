@@ -339,7 +339,8 @@ TEST_F(ProtocolAbuseTest, MalformedPayloadsAreAnsweredAndTheConnectionStaysUsabl
   }
   {
     protocol::ByteWriter w;
-    w.u8(0);
+    w.u8(0);            // override_existing
+    w.u8(0);            // pin
     w.u32(0xFFFFFFFF);  // four billion items in a few bytes
     expect_invalid(c, frame_with_payload(MessageType::kPublish, w.take()), MessageType::kPublish,
                    "malformed");
@@ -361,7 +362,7 @@ TEST_F(ProtocolAbuseTest, MalformedPayloadsAreAnsweredAndTheConnectionStaysUsabl
   ASSERT_TRUE(big.has_value());
   EXPECT_EQ(big->status.code(), Status::Code::kResourceExhausted) << big->status.to_string();
   req.clear();
-  protocol::encode_request(req, protocol::PublishRequest{false, {}});
+  protocol::encode_request(req, protocol::PublishRequest{false, false, {}});
   expect_invalid(c, req, MessageType::kPublish, "at least one");
   req.clear();
   std::mt19937 rng(7);
@@ -625,7 +626,7 @@ TEST_F(ProtocolAbuseTest, ManyProcessesSendingRandomMessagesAtOnce) {
         Bytes frame;
         MessageType type = MessageType::kList;
         const std::string& name = names[rng() % names.size()];
-        switch (rng() % 10) {
+        switch (rng() % 11) {
           case 0:
             type = MessageType::kAllocate;
             protocol::encode_request(frame, protocol::AllocateRequest{rng() % (256 * 1024)});
@@ -683,6 +684,10 @@ TEST_F(ProtocolAbuseTest, ManyProcessesSendingRandomMessagesAtOnce) {
             fd.reset();
             continue;
           }
+          case 9:
+            type = MessageType::kPin;
+            protocol::encode_request(frame, protocol::PinRequest{name, rng() % 2 == 0});
+            break;
           default:
             protocol::encode_list_request(frame);
             break;

@@ -1,9 +1,9 @@
 // Spilling (shelfd --spill-dir): datasets past the memory limit go to files
 // and come back on a get, byte for byte, from other processes; leased
-// datasets stay; a kill -9 at each step of a spill or a restore loses
-// nothing; a restart finds the spilled datasets again and removes the
-// files of its own nobody names; a damaged file is caught at restore; a
-// spill directory others may write is refused.
+// and pinned datasets stay; --spill-above spills ahead of need; a kill -9 at each step of a spill
+// or a restore loses nothing; a restart finds the spilled datasets again and removes the files of
+// its own nobody names; a damaged file is caught at restore; a spill directory others may write is
+// refused.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -82,6 +82,23 @@ bool is_spilled(Client& client, const std::string& name) {
   return false;
 }
 
+bool is_pinned(Client& client, const std::string& name) {
+  auto list = client.list_datasets();
+  if (!list.ok()) return false;
+  for (const DatasetInfo& d : *list) {
+    if (d.name == name) return d.pinned;
+  }
+  return false;
+}
+
+void publish_pinned(Client& client, const std::string& name, int64_t seed) {
+  TableBuilder table = make_int64_table(client, kRows, seed);
+  PublishOptions options;
+  options.pin = true;
+  Status s = client.publish_dataset(name, table, options);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+}
+
 int spilled_count(Client& client) {
   auto list = client.list_datasets();
   if (!list.ok()) return -1;
@@ -152,6 +169,112 @@ TEST(SpillTest, ALeasedDatasetIsNeverSpilled) {
   EXPECT_THAT(refused.status().message(), HasSubstr("--spill-dir could not make room"));
   EXPECT_FALSE(is_spilled(client, "held"));
   expect_int64_dataset(*held, kRows, 7);
+}
+
+// The oldest dataset, pinned, stays in memory however much is published
+// after it, also after a kill -9 and a restart; unpinned, it is the first
+// to go.
+TEST(SpillTest, APinnedDatasetIsNeverSpilledAlsoAfterARestart) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  {
+    Client client = daemon->connect();
+    publish_pinned(client, "pinned", 7);
+    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+    EXPECT_TRUE(is_pinned(client, "pinned"));
+    EXPECT_FALSE(is_spilled(client, "pinned"));
+    EXPECT_TRUE(is_spilled(client, name_of(0)));
+    EXPECT_FALSE(is_pinned(client, name_of(0)));
+  }
+  daemon->kill9();
+  const CommandResult r = daemon->restart();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Client client = daemon->connect();
+  EXPECT_TRUE(is_pinned(client, "pinned")) << "the pin is in the index entry";
+  // What a restart finds is spilled only once its checksums are checked.
+  for (int tries = 0; tries < 1000 && status_of(client).verifying.datasets_left > 0; ++tries) {
+    ::usleep(10'000);
+  }
+  for (int i = 6; i < 12; ++i) publish_int64(client, name_of(i), kRows, i);
+  EXPECT_FALSE(is_spilled(client, "pinned"));
+  expect_int64_published(client, "pinned", kRows, 7);
+  ASSERT_TRUE(client.pin_dataset("pinned", false).ok());
+  EXPECT_FALSE(is_pinned(client, "pinned"));
+  publish_int64(client, name_of(12), kRows, 12);
+  EXPECT_TRUE(is_spilled(client, "pinned")) << "unpinned, and the least recently used";
+  expect_int64_published(client, "pinned", kRows, 7);
+}
+
+// Pinning a spilled dataset reads it back first: pinned means in memory.
+TEST(SpillTest, PinningASpilledDatasetRestoresItAndKeepsIt) {
+  SpillDir dir;
+  auto daemon = TestDaemon::start(spilling(dir));
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  Status s = client.pin_dataset(name_of(0));
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_FALSE(is_spilled(client, name_of(0)));
+  EXPECT_TRUE(is_pinned(client, name_of(0)));
+  for (int i = 6; i < 12; ++i) publish_int64(client, name_of(i), kRows, i);
+  EXPECT_FALSE(is_spilled(client, name_of(0)));
+  expect_int64_published(client, name_of(0), kRows, 0);
+  // Pinning twice is no error; a name nobody published is.
+  EXPECT_TRUE(client.pin_dataset(name_of(0)).ok());
+  for (bool pinned : {true, false}) {
+    Status missing = client.pin_dataset("nobody", pinned);
+    EXPECT_EQ(missing.code(), Status::Code::kNotFound) << missing.to_string();
+    EXPECT_THAT(missing.message(), HasSubstr("'nobody' not found"));
+  }
+  // Everything left in memory pinned: a publish is refused, and says why.
+  for (int i = 7; i < 12; ++i) {
+    if (!is_spilled(client, name_of(i))) {
+      ASSERT_TRUE(client.pin_dataset(name_of(i)).ok());
+    }
+  }
+  auto more = client.create_table({{"v", Type::kInt64}});
+  ASSERT_TRUE(more.ok()) << more.status().to_string();
+  auto refused = more->add_partition(kRows);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("pinned (shelf unpin NAME)"));
+}
+
+// --spill-above 50%: past half the limit, datasets are spilled at once,
+// before any request needs the memory; status says where and how much.
+TEST(SpillTest, SpillAboveSpillsBeforeARequestNeedsTheMemory) {
+  SpillDir dir;
+  TestDaemon::Options options = spilling(dir);
+  options.extra_args.insert(options.extra_args.end(), {"--spill-above", "50%"});
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  for (int i = 0; i < 3; ++i) publish_int64(client, name_of(i), kRows, i);  // ~70% of 4 MiB
+  MemoryStats st = status_of(client);
+  for (int tries = 0; tries < 500 && st.used_bytes > st.spilling.above_bytes; ++tries) {
+    ::usleep(10'000);  // the spiller writes in the background
+    st = status_of(client);
+  }
+  EXPECT_EQ(st.spilling.above_bytes, st.memory_limit / 100 * 50);
+  EXPECT_LE(st.used_bytes, st.spilling.above_bytes);
+  EXPECT_TRUE(is_spilled(client, name_of(0)));
+  EXPECT_FALSE(is_spilled(client, name_of(2)));
+  EXPECT_EQ(st.spilling.dir, dir.path());
+  EXPECT_EQ(st.spilling.datasets, static_cast<uint32_t>(spilled_count(client)));
+  EXPECT_GE(st.spilling.file_bytes, st.spilling.datasets * kRows * sizeof(int64_t));
+  for (int i = 0; i < 3; ++i) expect_int64_published(client, name_of(i), kRows, i);
+  // Without --spill-dir, and out of range: usage errors.
+  auto bare = TestDaemon::unstarted();
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--spill-above", "90%"},
+                                             {"--spill-dir", dir.path(), "--spill-above", "0"},
+                                             {"--spill-dir", dir.path(), "--spill-above", "101%"},
+                                             {"--spill-dir", dir.path(), "--spill-above", "x"}}) {
+    const CommandResult usage = bare->restart(args);
+    EXPECT_EQ(usage.exit_code, 2) << args.back() << ": " << usage.err;
+    EXPECT_THAT(usage.err, HasSubstr("--spill-above")) << usage.err;
+  }
 }
 
 TEST(SpillTest, UnpublishingASpilledDatasetRemovesItsFile) {
@@ -310,6 +433,52 @@ TEST(SpillTest, AFullDiskFailsThePublishCleanlyAndLosesNothing) {
     for (int i = 0; i < 4; ++i) expect_int64_published(client, name_of(i), kRows, i);
     daemon.reset();
     EXPECT_EQ(::umount2(dir.path().c_str(), MNT_DETACH), 0);
+  });
+  if (code == kSkip) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(code, 0);
+}
+
+// A restore into a full tmpfs fails with a clear error and leaves the
+// dataset spilled; once there is room the next get restores it.
+TEST(SpillTest, ARestoreIntoAFullSegmentFilesystemFailsCleanlyAndWorksOnceThereIsRoom) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  constexpr int kSkip = 77;
+  const int code = run_in_child([] {
+    SpillDir dir;
+    char pattern[] = "/tmp/shelf-spill-shm-XXXXXX";
+    const std::string shm_dir = ::mkdtemp(pattern);
+    if (!use_private_tmpfs(shm_dir, "size=8m,mode=0700")) ::_exit(kSkip);
+    TestDaemon::Options options = spilling(dir);
+    options.shm_dir = shm_dir;
+    auto daemon = TestDaemon::start(options);
+    ASSERT_NE(daemon, nullptr);
+    Client client = daemon->connect();
+    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+    ASSERT_TRUE(is_spilled(client, name_of(0)));
+    ASSERT_TRUE(client.unpublish_dataset(name_of(5)).ok());  // room under the limit
+    // Fill the tmpfs, then give back a little: room for an extent's header
+    // page, not for its partition.
+    const std::string filler = shm_dir + "/filler";
+    {
+      std::ofstream out(filler, std::ios::binary);
+      const std::vector<char> block(64 << 10, 'x');
+      while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+      }
+    }
+    std::filesystem::resize_file(filler, std::filesystem::file_size(filler) - (64 << 10));
+    auto failed = client.get_dataset(name_of(0));
+    ASSERT_FALSE(failed.ok());
+    EXPECT_EQ(failed.status().code(), Status::Code::kResourceExhausted)
+        << failed.status().to_string();
+    EXPECT_THAT(failed.status().message(), HasSubstr("spilled to disk and could not be read back"));
+    EXPECT_THAT(failed.status().message(), HasSubstr("cannot reserve its pages"));
+    EXPECT_TRUE(is_spilled(client, name_of(0)));
+    std::filesystem::remove(filler);
+    expect_int64_published(client, name_of(0), kRows, 0);
+    EXPECT_FALSE(is_spilled(client, name_of(0)));
+    daemon.reset();
+    EXPECT_EQ(::umount2(shm_dir.c_str(), MNT_DETACH), 0);
+    ::rmdir(shm_dir.c_str());
   });
   if (code == kSkip) GTEST_SKIP() << "no private mount namespace here";
   EXPECT_EQ(code, 0);

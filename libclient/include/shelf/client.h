@@ -58,6 +58,9 @@ struct ClientOptions {
 
 struct PublishOptions {
   bool override_existing = false;  // replace a dataset of the same name (Dask's override=True)
+  // Never spilled to disk (shelfd --spill-dir) while published; unpin with
+  // Client::pin_dataset(name, false). A replaced dataset's pin goes with it.
+  bool pin = false;
 };
 
 // What list_datasets() reports of a published dataset.
@@ -77,6 +80,7 @@ struct DatasetInfo {
   // Its buffers are in shelfd's spill directory (shelfd --spill-dir), not in
   // memory: memory_bytes is its descriptor's; a get reads it back first.
   bool spilled = false;
+  bool pinned = false;  // never spilled (PublishOptions::pin, Client::pin_dataset)
 };
 
 // A dataset shelfd found damaged when it restarted (a checksum or its
@@ -183,6 +187,16 @@ struct MemoryStats {
     uint64_t bytes_done = 0;
   };
   Verification verifying;
+  // shelfd --spill-dir: where, past what use it spills before a request
+  // must wait (--spill-above; the limit when only then), and what the
+  // spilled datasets' files take. Empty and 0 without --spill-dir.
+  struct Spilling {
+    std::string dir;
+    uint64_t above_bytes = 0;
+    uint32_t datasets = 0;
+    uint64_t file_bytes = 0;
+  };
+  Spilling spilling;
   uint64_t free_bytes() const { return memory_limit > used_bytes ? memory_limit - used_bytes : 0; }
 };
 
@@ -241,6 +255,12 @@ class Client {
   // Removes the name at once; readers holding it keep reading, and its memory
   // comes back when the last of them lets go. NotFound names the dataset.
   Status unpublish_dataset(std::string_view name);
+  // Pins the dataset: shelfd never spills it to disk (shelfd --spill-dir),
+  // also after a restart; a spilled one is read back into memory first, so
+  // this may take as long as a get of it. `pinned` false unpins it. Any
+  // client may pin or unpin, as any may unpublish. Errors: NotFound, and
+  // what get_dataset() says of a dataset it cannot serve.
+  Status pin_dataset(std::string_view name, bool pinned = true);
   // The dict-like view (Dask's client.datasets). It shares this Client's
   // connection, so it stays valid when the Client is moved or destroyed.
   DatasetMap datasets();

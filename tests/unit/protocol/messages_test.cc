@@ -125,6 +125,7 @@ void expect_same(const DatasetSummary& a, const DatasetSummary& b) {
   EXPECT_EQ(a.publisher_pid, b.publisher_pid);
   EXPECT_EQ(a.leases, b.leases);
   EXPECT_EQ(a.spilled, b.spilled);
+  EXPECT_EQ(a.pinned, b.pinned);
 }
 
 // Summaries with names of at least 8 bytes (see ListResponseWithShortNamesRoundTrips).
@@ -140,6 +141,7 @@ std::vector<DatasetSummary> sample_summaries() {
   a.publisher_uid = 1000;
   a.publisher_pid = 4242;
   a.leases = 2;
+  a.pinned = true;
   DatasetSummary b;
   b.name = "events.daily.\xc3\xa9t\xc3\xa9";  // UTF-8
   b.num_columns = 1;
@@ -179,7 +181,8 @@ TEST(FrameTest, RequestTypes) {
   for (uint16_t t = 1; t <= 12; ++t) EXPECT_TRUE(is_request_type(t)) << t;
   EXPECT_FALSE(is_request_type(0));
   EXPECT_FALSE(is_request_type(13));  // Event: the daemon's, never a request
-  EXPECT_FALSE(is_request_type(14));
+  EXPECT_TRUE(is_request_type(14));   // Pin
+  EXPECT_FALSE(is_request_type(15));
   EXPECT_FALSE(is_request_type(response(MessageType::kHello)));
   EXPECT_FALSE(is_request_type(0xFFFF));
 }
@@ -245,6 +248,7 @@ TEST(RequestTest, Abort) {
 TEST(RequestTest, Publish) {
   PublishRequest m;
   m.override_existing = true;
+  m.pin = true;
   m.items.push_back(PublishItem{"trips", to_bytes(std::string("descriptor\0bytes", 16))});
   m.items.push_back(PublishItem{"", {}});  // empty fields encode too; the daemon judges them
   m.items.push_back(PublishItem{"zones", std::vector<std::byte>(1000, std::byte{0x42})});
@@ -254,6 +258,7 @@ TEST(RequestTest, Publish) {
   std::optional<PublishRequest> d = decode_publish_request(f.payload);
   ASSERT_TRUE(d.has_value());
   EXPECT_TRUE(d->override_existing);
+  EXPECT_TRUE(d->pin);
   ASSERT_EQ(d->items.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(d->items[i].name, m.items[i].name);
@@ -274,11 +279,14 @@ TEST(RequestTest, PublishWithoutItems) {
 
 TEST(RequestTest, PublishRefusesABooleanThatIsNotZeroOrOne) {
   std::vector<std::byte> out;
-  encode_request(out, PublishRequest{false, {PublishItem{"a", {}}}});
+  encode_request(out, PublishRequest{false, false, {PublishItem{"a", {}}}});
   Frame f = only_frame(out, request(MessageType::kPublish));
   ASSERT_TRUE(decode_publish_request(f.payload).has_value());
-  f.payload[0] = std::byte{2};
-  EXPECT_FALSE(decode_publish_request(f.payload).has_value());
+  for (size_t flag : {0u, 1u}) {  // override_existing, pin
+    std::vector<std::byte> payload = f.payload;
+    payload[flag] = std::byte{2};
+    EXPECT_FALSE(decode_publish_request(payload).has_value()) << flag;
+  }
 }
 
 TEST(RequestTest, PublishRefusesMoreItemsThanTheCap) {
@@ -297,32 +305,32 @@ TEST(RequestTest, PublishRefusesMoreItemsThanTheCap) {
 
 TEST(RequestTest, PublishRefusesACountTheBytesCannotHold) {
   std::vector<std::byte> out;
-  encode_request(out, PublishRequest{false, {PublishItem{"a", to_bytes("xyz")}}});
+  encode_request(out, PublishRequest{false, false, {PublishItem{"a", to_bytes("xyz")}}});
   Frame f = only_frame(out, request(MessageType::kPublish));
-  // The item count is the u32 after the 1-byte flag.
+  // The item count is the u32 after the two 1-byte flags.
   for (uint32_t count : {2u, 3u, 1000u, 0x7FFFFFFFu, 0xFFFFFFFFu}) {
     std::vector<std::byte> payload = f.payload;
-    put_u32(payload, 1, count);
+    put_u32(payload, 2, count);
     EXPECT_FALSE(decode_publish_request(payload).has_value()) << count;
   }
   // With no items at all: any count is more than nothing can hold.
   std::vector<std::byte> empty;
   encode_request(empty, PublishRequest{});
   Frame g = only_frame(empty, request(MessageType::kPublish));
-  put_u32(g.payload, 1, 0xFFFFFFFFu);
+  put_u32(g.payload, 2, 0xFFFFFFFFu);
   EXPECT_FALSE(decode_publish_request(g.payload).has_value());
   // 0 items followed by the bytes of one item is trailing garbage.
   std::vector<std::byte> zero = f.payload;
-  put_u32(zero, 1, 0);
+  put_u32(zero, 2, 0);
   EXPECT_FALSE(decode_publish_request(zero).has_value());
 }
 
 TEST(RequestTest, PublishRefusesAStringLengthPastTheEnd) {
   std::vector<std::byte> out;
-  encode_request(out, PublishRequest{false, {PublishItem{"abc", to_bytes("d")}}});
+  encode_request(out, PublishRequest{false, false, {PublishItem{"abc", to_bytes("d")}}});
   Frame f = only_frame(out, request(MessageType::kPublish));
   std::vector<std::byte> payload = f.payload;
-  put_u32(payload, 5, 0xFFFFFFF0u);  // the name's length prefix
+  put_u32(payload, 6, 0xFFFFFFF0u);  // the name's length prefix
   EXPECT_FALSE(decode_publish_request(payload).has_value());
 }
 
@@ -354,6 +362,21 @@ TEST(RequestTest, Unpublish) {
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->name, std::string("with\0nul", 8));
   expect_only_whole_payload_decodes<UnpublishRequest>(f.payload, decode_unpublish_request);
+}
+
+TEST(RequestTest, Pin) {
+  for (bool pinned : {true, false}) {
+    std::vector<std::byte> out;
+    encode_request(out, PinRequest{"trips/2024", pinned});
+    Frame f = only_frame(out, request(MessageType::kPin));
+    std::optional<PinRequest> d = decode_pin_request(f.payload);
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->name, "trips/2024");
+    EXPECT_EQ(d->pinned, pinned);
+    expect_only_whole_payload_decodes<PinRequest>(f.payload, decode_pin_request);
+    f.payload.back() = std::byte{2};  // a boolean is 0 or 1
+    EXPECT_FALSE(decode_pin_request(f.payload).has_value());
+  }
 }
 
 TEST(RequestTest, WaitFor) {
@@ -392,7 +415,8 @@ TEST(RequestTest, Subscribe) {
 TEST(RequestTest, SubscribeIsARequestAndEventIsNot) {
   EXPECT_TRUE(is_request_type(static_cast<uint16_t>(MessageType::kSubscribe)));
   EXPECT_FALSE(is_request_type(static_cast<uint16_t>(MessageType::kEvent)));
-  EXPECT_FALSE(is_request_type(14));
+  EXPECT_TRUE(is_request_type(static_cast<uint16_t>(MessageType::kPin)));
+  EXPECT_FALSE(is_request_type(15));
 }
 
 TEST(EventTest, EveryKindRoundTrips) {
@@ -620,6 +644,10 @@ TEST(ResponseTest, Status) {
                 8192,
                 {{0, 1, false}, {3, 0, true}}},
                {43, 0, "", "", 0, 0, 0, 0, 0, 0, 0, {}}};
+  m.spill_dir = "/var/lib/shelf/spill";
+  m.spill_above_bytes = 3ULL << 30;
+  m.spilled_datasets = 7;
+  m.spilled_file_bytes = 5ULL << 30;
   std::vector<std::byte> out;
   encode_response(out, m);
   Frame f = only_frame(out, response(MessageType::kStatus));
@@ -639,6 +667,10 @@ TEST(ResponseTest, Status) {
   EXPECT_EQ(d->resident_bytes, m.resident_bytes);
   EXPECT_EQ(d->num_connections, m.num_connections);
   EXPECT_EQ(d->num_leases, m.num_leases);
+  EXPECT_EQ(d->spill_dir, m.spill_dir);
+  EXPECT_EQ(d->spill_above_bytes, m.spill_above_bytes);
+  EXPECT_EQ(d->spilled_datasets, m.spilled_datasets);
+  EXPECT_EQ(d->spilled_file_bytes, m.spilled_file_bytes);
   ASSERT_EQ(d->datasets.size(), 2u);
   expect_same(d->datasets[0], m.datasets[0]);
   expect_same(d->datasets[1], m.datasets[1]);

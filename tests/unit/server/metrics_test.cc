@@ -62,6 +62,18 @@ TEST(MetricsTest, EveryCodeUpToTheLastIsCountedUnderItsOwnReason) {
   EXPECT_EQ(text.find("reason=\"\""), std::string::npos);  // no code without a label
 }
 
+TEST(MetricsTest, SpillingAndPinsAreCounted) {
+  MetricsSnapshot m;
+  m.status.datasets.resize(3);
+  m.status.datasets[1].pinned = true;
+  m.status.spilled_datasets = 2;
+  m.status.spilled_file_bytes = 123456;
+  const std::string text = render_metrics(m, 20);
+  EXPECT_NE(text.find("\nshelf_datasets_pinned 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nshelf_spilled_datasets 2\n"), std::string::npos);
+  EXPECT_NE(text.find("\nshelf_spilled_file_bytes 123456\n"), std::string::npos);
+}
+
 TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndStartTimeHasMilliseconds) {
   MetricsSnapshot m;
   m.status.started_ns = 1700000000123456789;
@@ -71,7 +83,8 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndStartTimeHasMilliseconds) {
        {"shelf_up", "shelf_memory_limit_bytes", "shelf_memory_used_bytes",
         "shelf_memory_resident_bytes", "shelf_memory_pending_free_bytes", "shelf_datasets",
         "shelf_leases", "shelf_connections", "shelf_publishes_total", "shelf_unpublishes_total",
-        "shelf_refused_total", "shelf_dataset_memory_bytes"}) {
+        "shelf_refused_total", "shelf_dataset_memory_bytes", "shelf_datasets_pinned",
+        "shelf_spilled_datasets", "shelf_spilled_file_bytes"}) {
     EXPECT_NE(text.find(std::string("# HELP ") + name + " "), std::string::npos) << name;
     EXPECT_NE(text.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
