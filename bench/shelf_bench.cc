@@ -44,6 +44,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string>
@@ -1746,16 +1747,25 @@ struct RestartSample {
   double checked_ms = 0;    // until status says every checksum is checked
 };
 
-RestartSample kill_and_restart(Bench& b, unsigned threads, const std::string& small) {
+// kill -9 of shelfd, and a new one on the same segment with `extra`
+// options; b.client connects to it. Returns the milliseconds from the
+// launch until it served (before the connect).
+double relaunch_daemon(Bench& b, const std::vector<std::string>& extra) {
   b.client.reset();
   ::kill(g_left.daemon_pid, SIGKILL);
   if (!wait_daemon_gone(10000)) die("shelfd did not die of SIGKILL");
-  RestartSample s;
   const int64_t t0 = now_ns();
-  launch_daemon({"--verify-threads", std::to_string(threads)});
-  s.serving_ms = ms_between(t0, now_ns());
+  launch_daemon(extra);
+  const double serving_ms = ms_between(t0, now_ns());
   b.daemon_pid = g_left.daemon_pid;
   b.client.emplace(must(shelf::Client::connect(b.client_options), "connect"));
+  return serving_ms;
+}
+
+RestartSample kill_and_restart(Bench& b, unsigned threads, const std::string& small) {
+  RestartSample s;
+  const int64_t t0 = now_ns();
+  s.serving_ms = relaunch_daemon(b, {"--verify-threads", std::to_string(threads)});
   { shelf::Dataset got = must(b.client->get_dataset(small), "get_dataset"); }
   s.small_get_ms = ms_between(t0, now_ns());
   while (must(b.client->status(), "status").verifying.datasets_left > 0) sleep_ms(1);
@@ -1849,6 +1859,218 @@ void figure_restart(Bench& b) {
   must(b.client->unpublish_dataset(small), "unpublish");
 }
 
+// ----------------------------------------------------------- figure 13 --
+
+// What one round of figure 13 measured, in milliseconds (the other
+// client's requests in microseconds).
+struct SpillRound {
+  double spill_ms = 0;           // from the publish's return until the list says spilled
+  double write_ms = 0;           // write + fsync of the same bytes from private memory
+  double restore_ms = 0;         // get_dataset of the spilled dataset (room for it under the limit)
+  double read_ms = 0;            // read() of the plain file (in the page cache) into private memory
+  std::vector<double> other_us;  // another client's requests during the spill
+};
+
+// Another process timing a 1-row publish + unpublish and a status every
+// millisecond, warm from its first requests: it keeps the samples taken
+// between the first byte on `control_fd` and the second, and writes them
+// (count, then values) to `reply_fd`.
+pid_t start_spill_watcher(Bench& b, int control_fd, int reply_fd) {
+  return fork_connected(b, [&](shelf::Client& c) {
+    LoopSamples warm, samples;
+    int bytes_seen = 0;
+    while (bytes_seen < 2) {
+      pollfd p{control_fd, POLLIN, 0};
+      if (::poll(&p, 1, 1) == 1) {
+        char byte;
+        if (::read(control_fd, &byte, 1) != 1) ::_exit(1);
+        ++bytes_seen;
+        continue;
+      }
+      time_daemon_requests(c, bytes_seen == 1 ? samples : warm);
+    }
+    std::vector<double> all = samples.publish_us;
+    all.insert(all.end(), samples.status_us.begin(), samples.status_us.end());
+    const uint64_t n = all.size();
+    if (!write_all(reply_fd, &n, sizeof n) ||
+        !write_all(reply_fd, all.data(), n * sizeof(double))) {
+      ::_exit(1);
+    }
+  });
+}
+
+// Starts and ends the watcher's samples; the end returns them.
+void tell_watcher(int control_fd) {
+  const char byte = 1;
+  if (!write_all(control_fd, &byte, 1)) die("the watcher process died");
+}
+std::vector<double> end_watcher(pid_t watcher, int control_fd, int reply_fd) {
+  tell_watcher(control_fd);
+  uint64_t n = 0;
+  if (!read_all(reply_fd, &n, sizeof n)) die("the watcher process failed");
+  std::vector<double> samples(n);
+  if (!read_all(reply_fd, samples.data(), n * sizeof(double))) die("watcher: short reply");
+  int status = 0;
+  ::waitpid(watcher, &status, 0);
+  return samples;
+}
+
+bool listed_as_spilled(shelf::Client& client, const std::string& name) {
+  for (const shelf::DatasetInfo& d : must(client.list_datasets(), "list_datasets")) {
+    if (d.name == name) return d.spilled;
+  }
+  return false;
+}
+
+// One round: publish the big dataset past --spill-above, so that shelfd
+// spills it at once (another process's requests timed meanwhile); then a
+// get restores it.
+SpillRound spill_round(Bench& b, int r, const std::string& plain_path, char* sink) {
+  SpillRound round;
+  auto write_plain = [&] {
+    const int64_t t0 = now_ns();
+    int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || !write_all(fd, b.source.get(), b.bytes) || ::fsync(fd) != 0) {
+      die("write %s: %s", plain_path.c_str(), std::strerror(errno));
+    }
+    ::close(fd);
+    round.write_ms = ms_between(t0, now_ns());
+  };
+  if (r % 2 == 0) write_plain();  // as figure 6: neither always writes first
+  int control[2], reply[2];
+  if (::pipe2(control, O_CLOEXEC) != 0 || ::pipe2(reply, O_CLOEXEC) != 0) {
+    die("pipe: %s", std::strerror(errno));
+  }
+  const pid_t watcher = start_spill_watcher(b, control[0], reply[1]);
+  ::close(reply[1]);
+  sleep_ms(20);  // its first requests (connecting, mapping) before it is timed
+  (void)publish_int64(*b.client, "spill-a", b.source.get(), b.rows, b.daemon_pid);
+  const int64_t t0 = now_ns();
+  tell_watcher(control[1]);
+  while (!listed_as_spilled(*b.client, "spill-a")) {
+    if (now_ns() - t0 > 600'000'000'000) die("'spill-a' was not spilled in 10 minutes");
+    sleep_ms(1);
+  }
+  round.spill_ms = ms_between(t0, now_ns());
+  round.other_us = end_watcher(watcher, control[1], reply[0]);
+  for (int fd : {control[0], control[1], reply[0]}) ::close(fd);
+  if (r % 2 == 1) write_plain();
+  // Its memory back, so that the restore needs no spill first.
+  while (must(b.client->status(), "status").pending_free_bytes > 0) sleep_ms(1);
+  int64_t t1 = now_ns();
+  {
+    shelf::Dataset a = must(b.client->get_dataset("spill-a"), "get_dataset");
+    round.restore_ms = ms_between(t1, now_ns());
+    if (a.column(0, 0).values<int64_t>()[b.rows - 1] != b.source[b.rows - 1]) {
+      die("'spill-a' came back wrong");
+    }
+  }
+  t1 = now_ns();
+  int fd = ::open(plain_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || !read_all(fd, sink, b.bytes)) die("read %s", plain_path.c_str());
+  ::close(fd);
+  round.read_ms = ms_between(t1, now_ns());
+  must(b.client->unpublish_dataset("spill-a"), "unpublish");
+  while (must(b.client->status(), "status").pending_free_bytes > 0) sleep_ms(1);
+  ::unlink(plain_path.c_str());
+  if (int dfd = ::open(g_left.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::syncfs(dfd);  // the deletes' discards, outside the next round's timing (figure 6)
+    ::close(dfd);
+  }
+  return round;
+}
+
+// get_dataset + release of `name`, kLatencySamples times: the median in us.
+double get_release_us(Bench& b, const std::string& name) {
+  std::vector<double> get, rel, both;
+  for (int i = 0; i < kLatencySamples; ++i) get_once(b, name, true, &get, &rel, &both);
+  return median(both);
+}
+
+// Spilling: shelfd again with --spill-dir, a limit of 1.5 times the big
+// dataset and --spill-above 50%, so that the big dataset is spilled as
+// soon as it is published.
+void figure_spill(Bench& b) {
+  progress("[13] spill %s to disk and restore it on a get, x%d", b.big_label.c_str(), b.repeat);
+  for (const shelf::DatasetInfo& d : must(b.client->list_datasets(), "list_datasets")) {
+    must(b.client->unpublish_dataset(d.name), "unpublish");
+  }
+  (void)publish_int64(*b.client, "spill-small", b.source.get(), b.small_rows, b.daemon_pid);
+  const double get_plain_us = get_release_us(b, "spill-small");
+  must(b.client->unpublish_dataset("spill-small"), "unpublish");
+  const std::string spill_dir = std::string(g_left.dir) + "/spill";
+  const std::string plain_path = std::string(g_left.dir) + "/spill-plain.bin";
+  const uint64_t limit = b.bytes + b.bytes / 2 + 16 * kMiB;  // the index: ~5 MiB
+  relaunch_daemon(b, {"--spill-dir", spill_dir, "--memory-limit", std::to_string(limit),
+                      "--spill-above", "50%"});
+  std::vector<double> alone;  // the watcher's requests with nothing spilled, for comparison
+  {
+    int control[2], reply[2];
+    if (::pipe2(control, O_CLOEXEC) != 0 || ::pipe2(reply, O_CLOEXEC) != 0) {
+      die("pipe: %s", std::strerror(errno));
+    }
+    const pid_t watcher = start_spill_watcher(b, control[0], reply[1]);
+    ::close(reply[1]);
+    sleep_ms(20);
+    tell_watcher(control[1]);
+    sleep_ms(500);
+    alone = end_watcher(watcher, control[1], reply[0]);
+    for (int fd : {control[0], control[1], reply[0]}) ::close(fd);
+  }
+  std::unique_ptr<char[]> sink(new char[b.bytes]);
+  std::memset(sink.get(), 1, b.bytes);
+  std::vector<SpillRound> rounds;
+  for (int r = 0; r < b.repeat; ++r) rounds.push_back(spill_round(b, r, plain_path, sink.get()));
+  sink.reset();
+  // A resident get with a dataset spilled, against the same before.
+  {
+    shelf::TableBuilder t = must(b.client->create_table({{"v", shelf::Type::kInt64}}), "table");
+    shelf::PartitionBuilder p = must(t.add_partition(b.small_rows), "add_partition");
+    std::memcpy(p.values<int64_t>(0).data(), b.source.get(), b.small_rows * sizeof(int64_t));
+    shelf::PublishOptions pinned;
+    pinned.pin = true;  // the big ones go, not this one
+    must(b.client->publish_dataset("spill-small", t, pinned), "publish_dataset");
+  }
+  (void)publish_int64(*b.client, "spill-a", b.source.get(), b.rows, b.daemon_pid);
+  while (!listed_as_spilled(*b.client, "spill-a")) sleep_ms(1);
+  const double get_spilling_us = get_release_us(b, "spill-small");
+  for (const char* name : {"spill-small", "spill-a"}) {
+    must(b.client->unpublish_dataset(name), "unpublish");
+  }
+  relaunch_daemon(b, {"--memory-limit", std::to_string(2 * b.bytes + kGiB)});
+  std::filesystem::remove_all(spill_dir);
+
+  auto med = [&](double SpillRound::*field) {
+    return median(collect(rounds, [&](const SpillRound& x) { return x.*field; }));
+  };
+  const double spill_ms = med(&SpillRound::spill_ms);
+  const double write_ms = med(&SpillRound::write_ms);
+  add_row("13", "spill " + b.big_label + " past --spill-above (vs write + fsync, private memory)",
+          gbps(b.bytes, spill_ms), "GB/s", gbps(b.bytes, write_ms), "GB/s", write_ms / spill_ms);
+  const double restore_ms = med(&SpillRound::restore_ms);
+  const double read_publish_ms = med(&SpillRound::read_ms) + b.publish_ms;
+  add_row("13a", "restore on get, file in the page cache (vs read() + publish of fig. 1)",
+          gbps(b.bytes, restore_ms), "GB/s", gbps(b.bytes, read_publish_ms), "GB/s",
+          read_publish_ms / restore_ms);
+  add_row("13b", "get_dataset + release, resident, with --spill-dir and one spilled (vs without)",
+          get_spilling_us, "us", get_plain_us, "us", get_spilling_us / get_plain_us, "<=", 1.25);
+  std::vector<double> other;
+  for (const SpillRound& round : rounds) {
+    other.insert(other.end(), round.other_us.begin(), round.other_us.end());
+  }
+  const double worst_ms = *std::max_element(other.begin(), other.end()) / 1e3;
+  add_row("13c",
+          "worst request of another client during the spills, of " + std::to_string(other.size()) +
+              " (vs the 10 ms target)",
+          worst_ms, "ms", 10.0, "ms", worst_ms / 10.0, "<=", 1.0);
+  const double alone_worst_ms = *std::max_element(alone.begin(), alone.end()) / 1e3;
+  add_row("13d", "  the same requests with no spill, worst", alone_worst_ms, "ms");
+  add_row("13e", "  its median during the spills (vs with no spill)", median(other), "us",
+          median(alone), "us", median(other) / median(alone));
+  add_row("13e", "  its p99 during the spills (vs with no spill)", percentile(other, 0.99), "us",
+          percentile(alone, 0.99), "us", percentile(other, 0.99) / percentile(alone, 0.99));
+}
+
 // ------------------------------------------------------- the table of them --
 
 struct Figure {
@@ -1899,6 +2121,11 @@ constexpr Figure kFigures[] = {
     {"12", "small", "",
      "publishes of 1 KiB, 64 KiB and 1 MiB datasets one after another vs the round trip",
      figure_small},
+    {"13", "spill", "1",
+     "shelfd --spill-dir: a spill of the big dataset vs write + fsync, its restore on a get "
+     "vs read() + publish, a resident get, and another client's worst request during the "
+     "spills",
+     figure_spill},
 };
 
 // --------------------------------------------------------------- options --

@@ -77,7 +77,7 @@ Status Store::start_spilling() {
 }
 
 std::optional<uint64_t> Store::await_room(SessionId session, uint64_t payload_bytes) {
-  if (!spiller_ || payload_bytes == 0 || payload_bytes > options_.memory_limit) return std::nullopt;
+  if (payload_bytes == 0 || payload_bytes > options_.memory_limit) return std::nullopt;
   const uint64_t length = placement(payload_bytes, shm::ExtentKind::kPartition).length;
   // Nobody's datasets go to disk for a request allocate() refuses anyway.
   if (!check_quota(sessions_.at(session).uid, length).ok()) return std::nullopt;
@@ -85,7 +85,6 @@ std::optional<uint64_t> Store::await_room(SessionId session, uint64_t payload_by
 }
 
 std::optional<uint64_t> Store::await_room(const protocol::PublishRequest& request) {
-  if (!spiller_) return std::nullopt;
   uint64_t length = 0;
   for (const protocol::PublishItem& item : request.items) {
     if (item.descriptor.size() > options_.memory_limit)
@@ -101,7 +100,11 @@ std::optional<uint64_t> Store::await_room(const protocol::PublishRequest& reques
 
 std::optional<uint64_t> Store::await_extents(uint64_t length) {
   if (make_room(length)) return std::nullopt;
-  return spill_for(length, 0);
+  // Spills first, for what the punches under way will not give back: they
+  // take longest. Then the punches.
+  if (auto ticket = spill_for(length, 0)) return ticket;
+  if (punching_bytes_ > 0) return punch_ticket();
+  return std::nullopt;
 }
 
 std::optional<uint64_t> Store::await_resident(std::string_view name) {
@@ -116,7 +119,10 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
     return std::nullopt;
   }
   const uint64_t need = restore_bytes(d);
-  if (!make_room(need)) return spill_for(need, it->second);
+  if (!make_room(need)) {
+    if (auto ticket = spill_for(need, it->second)) return ticket;
+    if (punching_bytes_ > 0) return punch_ticket();
+  }
   if (Status s = start_restore(it->second); !s.ok()) {
     log_warn("cannot restore " + quoted(d.name) + " now: " + s.message());
     d.restore_error = std::move(s);  // get() says it
@@ -133,7 +139,8 @@ bool Store::spillable(const Dataset& d,
 }
 
 std::optional<uint64_t> Store::spill_for(uint64_t bytes, uint64_t keep_dataset) {
-  if (bytes > options_.memory_limit) return std::nullopt;  // no spill makes room for it
+  // Without --spill-dir, or no spill makes room for it.
+  if (!spiller_ || bytes > options_.memory_limit) return std::nullopt;
   spill_down_to(options_.memory_limit - bytes, keep_dataset);
   if (spills_.empty()) return std::nullopt;
   // The spiller runs its jobs in order: the newest ticket ends last.
@@ -147,8 +154,10 @@ void Store::spill_above_threshold() {
 }
 
 void Store::spill_down_to(uint64_t target, uint64_t keep_dataset) {
-  if (used_bytes_ <= target || used_bytes_ - target <= spilling_bytes_) return;
-  const uint64_t need = used_bytes_ - target;
+  // Memory being punched is as good as back.
+  const uint64_t staying = used_bytes_ - punching_bytes_;
+  if (staying <= target || staying - target <= spilling_bytes_) return;
+  const uint64_t need = staying - target;
   const std::unordered_map<uint64_t, uint32_t> in_tables = table_leases();
   std::vector<std::pair<int64_t, uint64_t>> candidates;  // last used, dataset id
   for (const auto& [id, d] : datasets_) {

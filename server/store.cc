@@ -687,6 +687,10 @@ void Store::absorb(SegmentWorker::Done done) {
     punching_bytes_ -= r.length;
     finish_punch(Extent{r.offset, r.length});
   }
+  // The requests waiting for memory to come back run again.
+  if (!done.punched.empty() && punch_ticket_ != 0) {
+    finished_checks_.push_back(std::exchange(punch_ticket_, 0));
+  }
   for (uint64_t ticket : done.checked) {
     auto it = pending_checks_.find(ticket);
     SHELF_CHECK(it != pending_checks_.end());
@@ -704,11 +708,15 @@ void Store::absorb(SegmentWorker::Done done) {
   }
 }
 
-bool Store::make_room(uint64_t bytes) {
-  // Memory on its way back counts until it is back; when a request needs it
-  // now, wait for it (a stall of the loop, but only near the limit).
-  if (used_bytes_ + bytes > options_.memory_limit && punching_bytes_ > 0) wait_for_background();
+bool Store::make_room(uint64_t bytes) const {
+  // Memory on its way back counts until it is back: a request that needs
+  // it waits for it (await_extents()), the loop does not.
   return used_bytes_ + bytes <= options_.memory_limit;
+}
+
+uint64_t Store::punch_ticket() {
+  if (punch_ticket_ == 0) punch_ticket_ = next_check_ticket_++;
+  return punch_ticket_;
 }
 
 Result<protocol::AllocateResponse> Store::allocate(SessionId session_id, uint64_t payload_bytes) {

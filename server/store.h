@@ -223,8 +223,7 @@ class Store {
   // sessions, and their tickets kept for take_finished_checks().
   void collect_background();
   // Waits for the worker to finish everything handed to it, then
-  // collect_background(): what make_room() does for a request that needs
-  // the memory now, and what tests do to see it back.
+  // collect_background(): what tests do to see memory back.
   void wait_for_background();
   // The tickets of the publish checks collected since the last call (by
   // collect_background(), or by a request that had to wait for the worker).
@@ -258,9 +257,10 @@ class Store {
   // collect_background() takes it. -1 without --spill-dir.
   int spiller_ready_fd() const { return spiller_ ? spiller_->ready_fd() : -1; }
   // An Allocate of `payload_bytes` that the limit does not leave room for
-  // waits while datasets are spilled: the ticket take_finished_checks()
-  // gives back once a spill it waits for has ended (then ask again).
-  // nullopt: allocate() answers now (there is room, or nothing to spill).
+  // waits while memory being punched comes back, and (with --spill-dir)
+  // while datasets are spilled: the ticket take_finished_checks() gives
+  // back once what it waits for has ended (then ask again). nullopt:
+  // allocate() answers now (there is room, or nothing to wait for).
   std::optional<uint64_t> await_room(SessionId session, uint64_t payload_bytes);
   // The same for the descriptors (and intent record) a Publish reserves.
   std::optional<uint64_t> await_room(const protocol::PublishRequest& request);
@@ -477,9 +477,12 @@ class Store {
   // probe_page_size on a free range of the data area). Before serving.
   void probe_page_size();
   Result<Extent> reserve_extent(uint64_t payload_bytes, shm::ExtentKind kind, uint32_t pid);
-  // True when `bytes` more fit under the limit, after finishing queued
-  // punches if that is what it takes.
-  bool make_room(uint64_t bytes);
+  // True when `bytes` more fit under the limit now (memory being punched
+  // still counts: await_extents() waits for it).
+  bool make_room(uint64_t bytes) const;
+  // The ticket a request waiting for punches under way parks on:
+  // take_finished_checks() gives it back once one has ended.
+  uint64_t punch_ticket();
   // ResourceExhausted with used / limit / requested, what uses the memory
   // and what to do.
   Status over_limit(uint64_t requested) const;
@@ -591,6 +594,7 @@ class Store {
   static constexpr uint64_t kPunchAtOnceBytes = 16ull << 20;
   std::unique_ptr<SegmentWorker> worker_;
   uint64_t punching_bytes_ = 0;  // handed to the worker: still allocated and in used_bytes_
+  uint64_t punch_ticket_ = 0;    // punch_ticket(), 0 while no request waits for punches
   // What the worker finished: punched extents leave the accounting, checks
   // are noted in their sessions.
   void absorb(SegmentWorker::Done done);

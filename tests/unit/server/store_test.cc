@@ -504,7 +504,8 @@ TEST_F(StoreTest, SmallFreesAreBackBeforeTheCallReturns) {
   EXPECT_EQ(st.resident_bytes, resident - kMiB);
 }
 
-TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedWaitsForIt) {
+// The request parks (the daemon's loop goes on) until the punch has ended.
+TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedParksUntilItIsBack) {
   make_store(128 * kMiB);
   const Store::SessionId s = store_->open_session(100, 1000);
   const uint64_t room = store_->memory_limit() - index_bytes_;
@@ -514,7 +515,15 @@ TEST_F(StoreTest, ARequestThatNeedsMemoryBeingPunchedWaitsForIt) {
   ASSERT_TRUE(store_->abort(s, a->offset).ok());
   ASSERT_EQ(store_->used_bytes(), store_->memory_limit());
 
-  auto b = store_->allocate(s, kMiB);  // needs what is on its way back
+  const std::optional<uint64_t> ticket = store_->await_room(s, kMiB);  // needs what is coming back
+  ASSERT_TRUE(ticket.has_value());
+  EXPECT_EQ(store_->allocate(s, kMiB).status().code(), Status::Code::kResourceExhausted);
+  EXPECT_EQ(store_->await_room(s, kMiB), ticket) << "one ticket for every waiting request";
+  store_->wait_for_background();
+  const std::vector<uint64_t> finished = store_->take_finished_checks();
+  EXPECT_NE(std::find(finished.begin(), finished.end(), *ticket), finished.end());
+  EXPECT_FALSE(store_->await_room(s, kMiB).has_value());
+  auto b = store_->allocate(s, kMiB);
   ASSERT_TRUE(b.ok()) << b.status().to_string();
   EXPECT_EQ(store_->status().pending_free_bytes, 0u);
   EXPECT_EQ(store_->used_bytes(), index_bytes_ + kMiB + kPageSize);
