@@ -11,13 +11,15 @@
 // any step leaves either a published dataset (and a file the next restart
 // removes) or a spilled one whose partitions nobody owns (swept).
 //
-// A restore: extents are reserved (others spilled first if the limit says
-// so), the spiller reads the file into them and checks every buffer's XXH3
-// against the relocated descriptor; then, on the loop, the descriptor is
-// rewritten in place (no reader holds a spilled dataset's descriptor: gets
-// ask the daemon, lists read its header only, which does not change), the
-// extents are sealed and the entry is published again under a new publish
-// id. A damaged file quarantines the dataset.
+// A restore: extents are reserved for the partitions and a new descriptor
+// (others spilled first if the limit says so), the spiller reads the file
+// into them and checks every buffer's XXH3 against the relocated
+// descriptor; then, on the loop, the relocated descriptor is written into
+// its new extent, the extents are sealed and the entry is published again,
+// pointing at it, under a new publish id. The old descriptor is freed, or
+// kept while a process from before a restart may read it (a list reads
+// descriptor headers without a lease). A damaged file quarantines the
+// dataset.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -42,7 +44,7 @@ using namespace internal;
 uint64_t Store::restore_bytes(const Dataset& d) const {
   uint64_t bytes = 0;
   for (uint64_t p : d.spilled_payloads) bytes += placement(p, shm::ExtentKind::kPartition).length;
-  return bytes;
+  return bytes + placement(d.descriptor_length, shm::ExtentKind::kDescriptor).length;
 }
 
 std::string Store::spill_prefix() const {
@@ -113,9 +115,8 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
   Dataset& d = datasets_.at(it->second);
   if (!d.quarantine_reason.empty()) return std::nullopt;
   if (d.residence == Dataset::Residence::kRestoring) return d.spill_ticket;
-  // get() says why: its last restore failed, or an old reader may read the
-  // descriptor a restore rewrites in place.
-  if (d.residence != Dataset::Residence::kSpilled || !d.restore_error.ok() || d.restart_hold) {
+  // get() says why its last restore failed.
+  if (d.residence != Dataset::Residence::kSpilled || !d.restore_error.ok()) {
     return std::nullopt;
   }
   const uint64_t need = restore_bytes(d);
@@ -208,11 +209,15 @@ void Store::start_spill(uint64_t dataset_id) {
 
 Status Store::start_restore(uint64_t dataset_id) {
   Dataset& d = datasets_.at(dataset_id);
+  const auto pid = static_cast<uint32_t>(::getpid());
+  // A new descriptor extent too (see the top of this file).
+  auto descriptor = reserve_extent(d.descriptor_length, shm::ExtentKind::kDescriptor, pid);
+  if (!descriptor.ok()) return descriptor.status();
   std::vector<Extent> to;
   for (uint64_t payload : d.spilled_payloads) {
-    auto extent =
-        reserve_extent(payload, shm::ExtentKind::kPartition, static_cast<uint32_t>(::getpid()));
+    auto extent = reserve_extent(payload, shm::ExtentKind::kPartition, pid);
     if (!extent.ok()) {
+      to.push_back(*descriptor);
       free_extents(to);
       return extent.status();
     }
@@ -228,6 +233,7 @@ Status Store::start_restore(uint64_t dataset_id) {
   job.check =
       std::make_shared<const Verifier::Descriptor>(std::move(relocated), std::move(view).value());
   d.restoring = std::move(to);
+  d.restoring_descriptor = *descriptor;
   d.residence = Dataset::Residence::kRestoring;
   d.spill_ticket = job.ticket;
   spills_.emplace(job.ticket, dataset_id);
@@ -341,34 +347,43 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
   Dataset& d = datasets_.at(dataset_id);
   std::vector<Extent> to = std::move(d.restoring);
   d.restoring.clear();
+  const Extent descriptor = std::exchange(d.restoring_descriptor, Extent{});
   d.residence = Dataset::Residence::kSpilled;
+  auto give_back = [&] {
+    std::vector<Extent> all = to;
+    all.push_back(descriptor);
+    free_extents(all);
+  };
   if (!d.published) {  // unpublished meanwhile: free_dataset() removes the file
-    free_extents(to);
+    give_back();
     free_if_unread(dataset_id);
     return;
   }
   if (outcome.status.code() == Status::Code::kCorruption) {
-    free_extents(to);
+    give_back();
     quarantine(d, outcome.status.message());
     return;
   }
   if (!outcome.status.ok()) {  // the file could not be read now: it may be later
-    free_extents(to);
+    give_back();
     log_warn("spill: " + outcome.status.message());
     d.restore_error = outcome.status;
     return;
   }
   // The commit (see the top of this file).
   const std::vector<std::byte> relocated = relocated_descriptor(d, to);
-  std::memcpy(mapping_.data() + d.descriptor.offset + shm::kExtentHeaderBytes, relocated.data(),
+  std::memcpy(mapping_.data() + descriptor.offset + shm::kExtentHeaderBytes, relocated.data(),
               relocated.size());
   uint64_t bytes = 0;
-  for (const Extent& e : to) {
-    bytes += e.length;
+  std::vector<Extent> sealed = to;
+  sealed.push_back(descriptor);
+  for (const Extent& e : sealed) {
     // Release: pairs with the acquire of kSealed in Client::get_dataset().
     std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
         .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
   }
+  for (const Extent& e : to) bytes += e.length;
+  const Extent old_descriptor = std::exchange(d.descriptor, descriptor);
   const std::string path = spill_path(d.publish_id);
   d.partitions = std::move(to);
   d.memory_bytes += bytes;
@@ -382,12 +397,22 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
   d.publish_id = index_.take_publish_id();
   write_index_entry(d.slot, &d);
   index_.end();
+  release_old_descriptor(d, old_descriptor);
   SHELF_FAULT_POINT("daemon.restore.before_unlink");
   ::unlink(path.c_str());
   char took[32];
   std::snprintf(took, sizeof took, "%.3f s", outcome.seconds);
   log_info("spill: restored " + quoted(d.name) + " (" + format_bytes(bytes) + ") from " + path +
            " in " + took);
+}
+
+void Store::release_old_descriptor(const Dataset& d, const Extent& old) {
+  if (!d.restart_hold) return free_extents({old});
+  // A process from before the restart may read it: kept, as the restart's
+  // other unreferenced extents, until no such process is left.
+  held_extents_.push_back(old);
+  held_bytes_ += old.length;
+  pending_free_bytes_ += old.length;
 }
 
 void Store::quarantine(Dataset& d, const std::string& reason) {

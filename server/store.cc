@@ -1147,12 +1147,6 @@ Status Store::check_served(Dataset& dataset) {
           "dataset " + quoted(name) +
               " is spilled to disk and could not be read back: " + failed.message());
     }
-    if (dataset.restart_hold) {
-      return Status::unavailable(
-          "dataset " + quoted(name) +
-          " is spilled to disk, and a process that mapped the segment before shelfd restarted "
-          "may still read its old copy; it is restored once that process exits: try again");
-    }
     Status full = over_limit(restore_bytes(dataset));
     return Status::resource_exhausted(
         "dataset " + quoted(name) +

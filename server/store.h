@@ -342,7 +342,8 @@ class Store {
     uint64_t spill_ticket = 0;
     std::vector<uint64_t> spilled_payloads;  // each partition's bytes after its extent header
     std::vector<Extent> restoring;
-    bool spill_failed = false;  // not tried again: its last spill failed
+    Extent restoring_descriptor;  // the relocated descriptor's extent, while kRestoring
+    bool spill_failed = false;    // not tried again: its last spill failed
     // Why its last restore could not read its file (not a damage: that
     // quarantines it); the next get says so, and the one after tries again.
     Status restore_error;
@@ -688,7 +689,11 @@ class Store {
     return d.residence == Dataset::Residence::kSpilled ||
            d.residence == Dataset::Residence::kRestoring;
   }
-  // What restoring `d` takes from the limit: its partitions' extents.
+  // Frees the descriptor extent a restore replaced, or holds it while
+  // `d` is held for processes from before a restart (held_extents_).
+  void release_old_descriptor(const Dataset& d, const Extent& old);
+  // What restoring `d` takes from the limit: its partitions' extents and a
+  // new descriptor's.
   uint64_t restore_bytes(const Dataset& d) const;
   std::string spill_path(uint64_t publish_id) const {
     return spill_file_path(options_.spill_dir, spill_prefix(), publish_id);
