@@ -1304,6 +1304,27 @@ struct SnapshotTimes {
   std::vector<double> save, write, load_warm, read_warm, load_cold, read_cold;
 };
 
+// Writes `bytes` of `data` to a new file at `path` and fsyncs it: the
+// milliseconds it took.
+double write_new_file(const std::string& path, const void* data, uint64_t bytes) {
+  const int64_t t0 = now_ns();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || !write_all(fd, data, bytes) || ::fsync(fd) != 0) {
+    die("write %s: %s", path.c_str(), std::strerror(errno));
+  }
+  ::close(fd);
+  return ms_between(t0, now_ns());
+}
+
+// read()s `bytes` of the file at `path` into `sink`: the milliseconds it took.
+double read_file(const std::string& path, char* sink, uint64_t bytes) {
+  const int64_t t0 = now_ns();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || !read_all(fd, sink, bytes)) die("read %s", path.c_str());
+  ::close(fd);
+  return ms_between(t0, now_ns());
+}
+
 // Drops a file's pages from the page cache, so the next read comes from disk.
 void evict(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -1318,21 +1339,10 @@ void evict(const std::string& path) {
 // baseline file back each time into `sink`, then deletes both files.
 void snapshot_round(Bench& b, int r, const std::string& snap_dir, const std::string& snap_name,
                     const std::string& plain_path, char* sink, SnapshotTimes& times) {
-  auto read_plain = [&] {
-    int fd = ::open(plain_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || !read_all(fd, sink, b.bytes)) die("read %s", plain_path.c_str());
-    ::close(fd);
-  };
   // A new file each time, as save writes new files: allocating blocks is
   // part of the cost.
   auto write_plain = [&] {
-    const int64_t t0 = now_ns();
-    int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, b.source.get(), b.bytes) || ::fsync(fd) != 0) {
-      die("write %s: %s", plain_path.c_str(), std::strerror(errno));
-    }
-    ::close(fd);
-    times.write.push_back(ms_between(t0, now_ns()));
+    times.write.push_back(write_new_file(plain_path, b.source.get(), b.bytes));
   };
   auto save = [&] {
     const int64_t t0 = now_ns();
@@ -1354,9 +1364,7 @@ void snapshot_round(Bench& b, int r, const std::string& snap_dir, const std::str
   int64_t t0 = now_ns();
   must(shelf::tools::load_snapshot(*b.client, snap_dir, {snap_name}, false), "load_snapshot");
   times.load_warm.push_back(ms_between(t0, now_ns()));
-  t0 = now_ns();
-  read_plain();
-  times.read_warm.push_back(ms_between(t0, now_ns()));
+  times.read_warm.push_back(read_file(plain_path, sink, b.bytes));
 
   unpublish_until_freed(*b.client, snap_name, b.bytes);
   for (const auto& e : std::filesystem::directory_iterator(snap_dir + "/" + snap_name)) {
@@ -1366,9 +1374,7 @@ void snapshot_round(Bench& b, int r, const std::string& snap_dir, const std::str
   t0 = now_ns();
   must(shelf::tools::load_snapshot(*b.client, snap_dir, {snap_name}, false), "load_snapshot");
   times.load_cold.push_back(ms_between(t0, now_ns()));
-  t0 = now_ns();
-  read_plain();
-  times.read_cold.push_back(ms_between(t0, now_ns()));
+  times.read_cold.push_back(read_file(plain_path, sink, b.bytes));
   // Deleting 1 GiB costs a discard on file systems mounted with `discard`
   // (this machine's root is), paid at the next journal commit: delete both
   // here and commit now, outside every timed step, so that neither the
@@ -1927,15 +1933,7 @@ bool listed_as_spilled(shelf::Client& client, const std::string& name) {
 // get restores it.
 SpillRound spill_round(Bench& b, int r, const std::string& plain_path, char* sink) {
   SpillRound round;
-  auto write_plain = [&] {
-    const int64_t t0 = now_ns();
-    int fd = ::open(plain_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, b.source.get(), b.bytes) || ::fsync(fd) != 0) {
-      die("write %s: %s", plain_path.c_str(), std::strerror(errno));
-    }
-    ::close(fd);
-    round.write_ms = ms_between(t0, now_ns());
-  };
+  auto write_plain = [&] { round.write_ms = write_new_file(plain_path, b.source.get(), b.bytes); };
   if (r % 2 == 0) write_plain();  // as figure 6: neither always writes first
   int control[2], reply[2];
   if (::pipe2(control, O_CLOEXEC) != 0 || ::pipe2(reply, O_CLOEXEC) != 0) {
@@ -1965,11 +1963,7 @@ SpillRound spill_round(Bench& b, int r, const std::string& plain_path, char* sin
       die("'spill-a' came back wrong");
     }
   }
-  t1 = now_ns();
-  int fd = ::open(plain_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || !read_all(fd, sink, b.bytes)) die("read %s", plain_path.c_str());
-  ::close(fd);
-  round.read_ms = ms_between(t1, now_ns());
+  round.read_ms = read_file(plain_path, sink, b.bytes);
   must(b.client->unpublish_dataset("spill-a"), "unpublish");
   while (must(b.client->status(), "status").pending_free_bytes > 0) sleep_ms(1);
   ::unlink(plain_path.c_str());

@@ -642,15 +642,21 @@ int cmd_info(const Command& cmd) {
   return 0;
 }
 
-int cmd_unpublish(const Command& cmd) {
-  std::string name;
+// The one NAME of `shelf COMMAND NAME`; false (and *exit_code) on --help or
+// a usage error.
+bool parse_name(const Command& cmd, std::string* name, int* exit_code) {
   po::options_description options("Options");
-  options.add_options()("name", po::value(&name)->required(), "dataset name");
+  options.add_options()("name", po::value(name)->required(), "dataset name");
   po::positional_options_description positional;
   positional.add("name", 1);
   po::variables_map vm;
+  return parse_args(cmd, options, positional, &vm, exit_code, cmd.name + " NAME");
+}
+
+int cmd_unpublish(const Command& cmd) {
+  std::string name;
   int code;
-  if (!parse_args(cmd, options, positional, &vm, &code, "unpublish NAME")) return code;
+  if (!parse_name(cmd, &name, &code)) return code;
   auto client = connect(cmd, "unpublish");
   if (!client.ok()) return fail(client.status());
   if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
@@ -661,13 +667,8 @@ int cmd_unpublish(const Command& cmd) {
 // shelf pin NAME, shelf unpin NAME.
 int cmd_pin(const Command& cmd, bool pinned) {
   std::string name;
-  po::options_description options("Options");
-  options.add_options()("name", po::value(&name)->required(), "dataset name");
-  po::positional_options_description positional;
-  positional.add("name", 1);
-  po::variables_map vm;
   int code;
-  if (!parse_args(cmd, options, positional, &vm, &code, cmd.name + " NAME")) return code;
+  if (!parse_name(cmd, &name, &code)) return code;
   auto client = connect(cmd, cmd.name);
   if (!client.ok()) return fail(client.status());
   if (Status s = client->pin_dataset(name, pinned); !s.ok()) return fail(s);

@@ -73,23 +73,16 @@ TestDaemon::Options spilling(const SpillDir& dir, const std::string& limit = "4M
 
 std::string name_of(int i) { return "d" + std::to_string(i); }
 
-bool is_spilled(Client& client, const std::string& name) {
+// What list_datasets() says of `name` (an empty DatasetInfo when it does not list it).
+DatasetInfo listed(Client& client, const std::string& name) {
   auto list = client.list_datasets();
-  if (!list.ok()) return false;
-  for (const DatasetInfo& d : *list) {
-    if (d.name == name) return d.spilled;
+  for (const DatasetInfo& d : list.ok() ? *list : std::vector<DatasetInfo>{}) {
+    if (d.name == name) return d;
   }
-  return false;
+  return DatasetInfo{};
 }
-
-bool is_pinned(Client& client, const std::string& name) {
-  auto list = client.list_datasets();
-  if (!list.ok()) return false;
-  for (const DatasetInfo& d : *list) {
-    if (d.name == name) return d.pinned;
-  }
-  return false;
-}
+bool is_spilled(Client& client, const std::string& name) { return listed(client, name).spilled; }
+bool is_pinned(Client& client, const std::string& name) { return listed(client, name).pinned; }
 
 void publish_pinned(Client& client, const std::string& name, int64_t seed) {
   TableBuilder table = make_int64_table(client, kRows, seed);
@@ -97,6 +90,13 @@ void publish_pinned(Client& client, const std::string& name, int64_t seed) {
   options.pin = true;
   Status s = client.publish_dataset(name, table, options);
   ASSERT_TRUE(s.ok()) << s.to_string();
+}
+
+// d0..d5, ~1.4 times the 4 MiB limit: d0 (the least recently used) and
+// more are spilled.
+void publish_past_the_limit(Client& client) {
+  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
+  ASSERT_TRUE(is_spilled(client, name_of(0)));
 }
 
 int spilled_count(Client& client) {
@@ -215,8 +215,7 @@ TEST(SpillTest, ARestoreAfterARestartGoesAheadBesideProcessesFromBefore) {
   ASSERT_NE(daemon, nullptr);
   {
     Client client = daemon->connect();
-    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-    ASSERT_TRUE(is_spilled(client, name_of(0)));
+    publish_past_the_limit(client);
   }
   // Another process, mapping the segment across the restart until told.
   Pipe ready, go;
@@ -251,8 +250,7 @@ TEST(SpillTest, PinningASpilledDatasetRestoresItAndKeepsIt) {
   auto daemon = TestDaemon::start(spilling(dir));
   ASSERT_NE(daemon, nullptr);
   Client client = daemon->connect();
-  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  publish_past_the_limit(client);
   Status s = client.pin_dataset(name_of(0));
   ASSERT_TRUE(s.ok()) << s.to_string();
   EXPECT_FALSE(is_spilled(client, name_of(0)));
@@ -321,8 +319,7 @@ TEST(SpillTest, UnpublishingASpilledDatasetRemovesItsFile) {
   auto daemon = TestDaemon::start(spilling(dir));
   ASSERT_NE(daemon, nullptr);
   Client client = daemon->connect();
-  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  publish_past_the_limit(client);
   const size_t before = dir.files().size();
   ASSERT_GT(before, 0u);
   ASSERT_TRUE(client.unpublish_dataset(name_of(0)).ok());
@@ -339,8 +336,7 @@ TEST(SpillTest, ARestartFindsSpilledDatasetsAgainAndRemovesOnlyItsOwnStrayFiles)
   ASSERT_NE(daemon, nullptr);
   {
     Client client = daemon->connect();
-    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-    ASSERT_TRUE(is_spilled(client, name_of(0)));
+    publish_past_the_limit(client);
   }
   daemon->kill9();
   // <segment>.<created_ns>.<publish id>.spill: a file of this segment's.
@@ -405,8 +401,7 @@ TEST(SpillTest, ADamagedSpillFileIsCaughtAtRestoreAndNothingWrongIsServed) {
   auto daemon = TestDaemon::start(spilling(dir));
   ASSERT_NE(daemon, nullptr);
   Client client = daemon->connect();
-  for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-  ASSERT_TRUE(is_spilled(client, name_of(0)));
+  publish_past_the_limit(client);
   // The first spilled is d0: the file with the lowest publish id. Its
   // partition starts at 4 KiB (after the header and the descriptor); its
   // values fill the next 937 KiB, after a few KiB of the table's own.
@@ -482,8 +477,7 @@ TEST(SpillTest, ARestoreIntoAFullSegmentFilesystemFailsCleanlyAndWorksOnceThereI
     auto daemon = TestDaemon::start(options);
     ASSERT_NE(daemon, nullptr);
     Client client = daemon->connect();
-    for (int i = 0; i < 6; ++i) publish_int64(client, name_of(i), kRows, i);
-    ASSERT_TRUE(is_spilled(client, name_of(0)));
+    publish_past_the_limit(client);
     ASSERT_TRUE(client.unpublish_dataset(name_of(5)).ok());  // room under the limit
     // Fill the tmpfs, then give back a little: room for an extent's header
     // page, not for its partition.
