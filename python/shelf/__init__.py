@@ -255,7 +255,10 @@ class Client:
         (pid, uid, command, client_name, connected_ns, connections, leases, datasets_held,
         held_bytes, unpublished_bytes — the unpublished datasets only it
         holds, which come back when it lets go or exits —, writing_bytes, and
-        held: name, published, memory_bytes, leases, held_alone per dataset).
+        held: name, published, memory_bytes, leases, held_alone per dataset),
+        and spill: dir, above_bytes, datasets and file_bytes of shelfd
+        --spill-dir (empty and 0 without). Each dataset's dict says whether
+        it is spilled and whether it is pinned.
         """
         status = self._client.status()
         # The keys of `shelf status --json` too, with the same values, so
