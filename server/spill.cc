@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <dirent.h>
 #include <set>
@@ -151,7 +152,16 @@ std::optional<uint64_t> Store::spill_for(uint64_t bytes, uint64_t keep_dataset) 
 }
 
 void Store::spill_above_threshold() {
-  if (spiller_ && options_.spill_above_percent < 100) spill_down_to(spill_above_bytes(), 0);
+  if (!spiller_ || options_.spill_above_percent == 100) return;
+  // A scan that found nothing to spill (everything held or pinned) is not
+  // repeated for every request: it reads every lease table.
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_threshold_scan_) return;
+  const size_t spilling = spills_.size();
+  spill_down_to(spill_above_bytes(), 0);
+  if (spills_.size() == spilling && used_bytes_ - punching_bytes_ > spill_above_bytes()) {
+    next_threshold_scan_ = now + kThresholdRescan;
+  }
 }
 
 void Store::spill_down_to(uint64_t target, uint64_t keep_dataset) {

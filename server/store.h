@@ -729,6 +729,10 @@ class Store {
   std::unique_ptr<Spiller> spiller_;               // with --spill-dir
   std::unordered_map<uint64_t, uint64_t> spills_;  // spiller ticket -> dataset id
   uint64_t spilling_bytes_ = 0;                    // of the datasets being spilled
+  // spill_above_threshold() scans again no sooner than this after a scan
+  // that found nothing to spill.
+  static constexpr std::chrono::milliseconds kThresholdRescan{100};
+  std::chrono::steady_clock::time_point next_threshold_scan_;
 
   RecoveryReport recovery_;
   // Found by recover(), handed to the verifier by start_verification().
