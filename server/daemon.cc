@@ -333,7 +333,6 @@ Status Daemon::run() {
       if (fd == store_->background_ready_fd() || fd == store_->verifier_ready_fd() ||
           fd == store_->spiller_ready_fd()) {
         store_->collect_background();
-        store_->spill_above_threshold();  // a restore may have taken memory past it
         continue;
       }
       if (auto owner = owner_fds_.find(fd); owner != owner_fds_.end()) {
@@ -364,6 +363,8 @@ Status Daemon::run() {
     emit_new_quarantines();
     wake_checked();
     flush_woken();
+    // Once the requests a restore woke have their leases: it is not spilled again.
+    store_->spill_above_threshold();
     if (std::exchange(lease_released_, false)) store_->recheck_table_holds();
   }
 }
@@ -795,7 +796,6 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
       }
       auto r = store_->allocate(c.session, m->bytes);
       if (!r.ok()) return reply_status(r.status());
-      store_->spill_above_threshold();
       return protocol::encode_response(c.out, *r);
     }
     case MessageType::kAbort: {
@@ -818,7 +818,6 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
         replaces.push_back(store_->summary(m->items[i].name).has_value());
       }
       Status s = store_->publish(c.session, *m);
-      if (s.ok()) store_->spill_above_threshold();
       if (s.ok()) counters_.publishes += m->items.size();
       if (s.ok()) wake_waiters(m->items);
       for (size_t i = 0; s.ok() && i < m->items.size(); ++i) {

@@ -124,6 +124,7 @@ std::optional<uint64_t> Store::await_resident(std::string_view name) {
   if (!make_room(need)) {
     if (auto ticket = spill_for(need, it->second)) return ticket;
     if (punching_bytes_ > 0) return punch_ticket();
+    return std::nullopt;  // get() says it cannot be restored now, and why
   }
   if (Status s = start_restore(it->second); !s.ok()) {
     log_warn("cannot restore " + quoted(d.name) + " now: " + s.message());
@@ -154,14 +155,17 @@ std::optional<uint64_t> Store::spill_for(uint64_t bytes, uint64_t keep_dataset) 
 void Store::spill_above_threshold() {
   if (!spiller_ || options_.spill_above_percent == 100) return;
   // A scan that found nothing to spill (everything held or pinned) is not
-  // repeated for every request: it reads every lease table.
+  // repeated every turn: it reads every lease table. Again after a while
+  // (a lease-table release is silent), or once a dataset may have become
+  // spillable.
   const auto now = std::chrono::steady_clock::now();
-  if (now < next_threshold_scan_) return;
+  if (!spill_candidates_changed_ && now < next_threshold_scan_) return;
+  spill_candidates_changed_ = false;
   const size_t spilling = spills_.size();
   spill_down_to(spill_above_bytes(), 0);
-  if (spills_.size() == spilling && used_bytes_ - punching_bytes_ > spill_above_bytes()) {
-    next_threshold_scan_ = now + kThresholdRescan;
-  }
+  const bool fruitless = spills_.size() == spilling &&
+                         used_bytes_ - punching_bytes_ > spill_above_bytes() + spilling_bytes_;
+  next_threshold_scan_ = fruitless ? now + kThresholdRescan : now;
 }
 
 void Store::spill_down_to(uint64_t target, uint64_t keep_dataset) {
@@ -396,7 +400,8 @@ void Store::finish_restore(uint64_t dataset_id, const Spiller::Outcome& outcome)
   const Extent old_descriptor = std::exchange(d.descriptor, descriptor);
   const std::string path = spill_path(d.publish_id);
   d.partitions = std::move(to);
-  d.memory_bytes += bytes;
+  d.memory_bytes = d.descriptor.length + bytes;
+  spill_candidates_changed_ = true;
   d.summary.memory_bytes = d.memory_bytes;
   charge(d.summary.publisher_uid, bytes);
   d.spilled_payloads.clear();

@@ -28,6 +28,9 @@ constexpr uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a
 // mapping allocates no page for a hole it reads (docs/leases.md, "Lists").
 constexpr size_t kCopyBytes = 4u << 20;
 
+// A restore reserves its pages this much at a time (SegmentWorker's step).
+constexpr uint64_t kReserveStepBytes = 32u << 20;
+
 // The spiller thread's nice value (the loop's is 0).
 constexpr int kSpillerNice = 10;
 
@@ -115,11 +118,16 @@ Result<std::unique_ptr<Spiller>> Spiller::start(const shm::ShmObject& segment, s
   if (!segment_fd.valid()) return Status::from_errno("dup " + segment.path(), errno);
   UniqueFd event_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!event_fd.valid()) return Status::from_errno("eventfd", errno);
-  return std::unique_ptr<Spiller>(new Spiller(std::move(segment_fd), std::move(event_fd), base));
+  return std::unique_ptr<Spiller>(
+      new Spiller(segment, std::move(segment_fd), std::move(event_fd), base));
 }
 
-Spiller::Spiller(UniqueFd segment_fd, UniqueFd event_fd, std::byte* base)
-    : segment_fd_(std::move(segment_fd)), event_fd_(std::move(event_fd)), base_(base) {
+Spiller::Spiller(const shm::ShmObject& segment, UniqueFd segment_fd, UniqueFd event_fd,
+                 std::byte* base)
+    : segment_(segment),
+      segment_fd_(std::move(segment_fd)),
+      event_fd_(std::move(event_fd)),
+      base_(base) {
   // As SegmentWorker: signals are the event loop's.
   sigset_t all, old;
   sigfillset(&all);
@@ -281,15 +289,19 @@ Spiller::Outcome Spiller::restore(const Job& job) const {
     std::memcpy(&length, head.data() + sizeof header + i * sizeof(uint64_t), sizeof length);
     if (length != job.ranges[i].length) return damaged("a partition's length");
     // Pages first: read(2) into a hole of a full tmpfs fails with EFAULT,
-    // which would say nothing of why.
-    if (const int err =
-            ::posix_fallocate(segment_fd_.get(), static_cast<off_t>(job.ranges[i].offset),
-                              static_cast<off_t>(length));
-        err != 0) {
-      out.status = Status::from_errno("restoring " + job.what + ": cannot reserve its pages in " +
-                                          "the segment (its tmpfs, --shm-dir, may be full)",
-                                      err);
-      return out;
+    // which would say nothing of why. By faults, a step at a time: a
+    // posix_fallocate would hold the segment file's lock, which the loop's
+    // own punches wait for, and a populate holds this process's mmap lock.
+    for (uint64_t done = 0; done < length; done += kReserveStepBytes) {
+      const uint64_t offset = job.ranges[i].offset + done;
+      if (Status s = segment_.reserve_through(base_ + offset, offset,
+                                              std::min(kReserveStepBytes, length - done));
+          !s.ok()) {
+        out.status = Status::from_code(
+            static_cast<uint8_t>(s.code()),
+            "restoring " + job.what + ": cannot reserve its pages in the segment: " + s.message());
+        return out;
+      }
     }
     if (!read_all(fd.get(), base_ + job.ranges[i].offset, length, at)) return read_failed(errno);
     at += align_up(length, kSpillAlignment);

@@ -101,6 +101,7 @@ class Spiller {
     double seconds = 0;
   };
 
+  // `segment` (and the mapping at `base`) must outlive the Spiller.
   // Errors: from dup and eventfd (out of descriptors).
   static Result<std::unique_ptr<Spiller>> start(const shm::ShmObject& segment, std::byte* base);
   ~Spiller();
@@ -117,11 +118,12 @@ class Spiller {
   static uint64_t file_bytes(uint64_t descriptor_length, const std::vector<uint64_t>& payloads);
 
  private:
-  Spiller(UniqueFd segment_fd, UniqueFd event_fd, std::byte* base);
+  Spiller(const shm::ShmObject& segment, UniqueFd segment_fd, UniqueFd event_fd, std::byte* base);
   void run();
   Outcome spill(const Job& job) const;
   Outcome restore(const Job& job) const;
 
+  const shm::ShmObject& segment_;  // the Store's, which outlives this
   const UniqueFd segment_fd_;
   const UniqueFd event_fd_;
   std::byte* const base_;

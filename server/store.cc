@@ -797,6 +797,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
         .store(0, std::memory_order_release);
     free_extents({*intent});
   }
+  spill_candidates_changed_ = true;
   // Only now. Freed before the entry was rewritten, a crash in between left
   // the slot naming punched memory: a restart found neither version. Now it
   // finds the new one, and the old one's memory unowned, which it frees.
@@ -1167,6 +1168,7 @@ Status Store::pin(const std::string& name, bool pinned) {
   if (pinned) SHELF_RETURN_IF_ERROR(check_served(dataset));
   if (dataset.pinned == pinned) return Status();
   dataset.pinned = pinned;
+  if (!pinned) spill_candidates_changed_ = true;
   index_.begin();
   write_index_entry(dataset.slot, &dataset);
   index_.end();
@@ -1209,6 +1211,7 @@ Status Store::release(SessionId session_id, uint64_t lease_id) {
   Dataset& dataset = datasets_.at(dataset_id);
   SHELF_CHECK(dataset.leases > 0);
   --dataset.leases;
+  spill_candidates_changed_ = true;
   free_if_unread(dataset_id);
   return Status();
 }
@@ -1305,7 +1308,7 @@ protocol::StatusResponse Store::status(bool who_holds) const {
     s.spill_dir = options_.spill_dir;
     s.spill_above_bytes = spill_above_bytes();
     for (const auto& [id, d] : datasets_) {
-      if (!d.published || !on_disk(d)) continue;
+      if (!d.published || !on_disk(d) || !d.quarantine_reason.empty()) continue;
       ++s.spilled_datasets;
       s.spilled_file_bytes += Spiller::file_bytes(d.spilled_descriptor.size(), d.spilled_payloads);
     }

@@ -93,8 +93,8 @@ struct StoreOptions {
   // (internal::prepare_spill_dir).
   std::string spill_dir;
   // --spill-above: past this percentage of the memory limit, datasets are
-  // spilled after each Allocate and Publish, before a request must wait for
-  // it (Store::spill_above_threshold()). 100: only when a request needs it.
+  // spilled as soon as the loop sees it, before a request must wait for it
+  // (Store::spill_above_threshold()). 100: only when a request needs it.
   uint32_t spill_above_percent = 100;
 };
 
@@ -270,8 +270,8 @@ class Store {
   std::optional<uint64_t> await_resident(std::string_view name);
   // With --spill-above under 100%: starts spilling the least recently used
   // datasets nobody holds while the use, less what is being spilled, is
-  // above it. Returns at once; the daemon calls it after each Allocate and
-  // Publish, and collect_background() after a restore.
+  // above it. Returns at once; the daemon calls it at the end of each turn
+  // of its loop, after the requests a restore woke have taken their leases.
   void spill_above_threshold();
   // Where spill_above_threshold() starts: --spill-above of the limit.
   uint64_t spill_above_bytes() const {
@@ -732,6 +732,9 @@ class Store {
   // spill_above_threshold() scans again no sooner than this after a scan
   // that found nothing to spill.
   static constexpr std::chrono::milliseconds kThresholdRescan{100};
+  // A dataset may have become spillable since the last scan: published,
+  // restored, unpinned, or a lease given back by a round trip.
+  bool spill_candidates_changed_ = false;
   std::chrono::steady_clock::time_point next_threshold_scan_;
 
   RecoveryReport recovery_;
