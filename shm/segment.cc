@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -162,13 +163,48 @@ Status ShmObject::reserve(uint64_t offset, uint64_t length) const {
   return Status::from_errno("reserve memory in " + path(), err);
 }
 
-Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t length) const {
-  int err = 0;
-  while (::madvise(mapped, length, MADV_POPULATE_WRITE) != 0) {
-    err = errno;
-    if (err != EINTR) break;  // a signal: try again (done pages are skipped)
-    err = 0;
+int madvise_in_parallel(std::span<const MappedRange> ranges, int advice, unsigned threads) {
+  uint64_t total = 0;
+  for (const MappedRange& r : ranges) total += r.length;
+  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(total / kPageSize)));
+  const uint64_t share = (total / kPageSize + threads - 1) / threads * kPageSize;
+  // Thread t takes bytes [t * share, (t + 1) * share) of the ranges laid end to end.
+  std::vector<std::vector<MappedRange>> work(threads);
+  uint64_t assigned = 0;
+  for (const MappedRange& r : ranges) {
+    for (uint64_t done = 0; done < r.length;) {
+      const uint64_t t = assigned / share;
+      const uint64_t n = std::min(r.length - done, share * (t + 1) - assigned);
+      work[t].push_back({r.begin + done, n});
+      done += n;
+      assigned += n;
+    }
   }
+  std::vector<int> errors(threads, 0);
+  auto run = [&](unsigned t) {
+    for (const MappedRange& r : work[t]) {
+      while (::madvise(r.begin, r.length, advice) != 0) {
+        if (errno != EINTR) {  // a signal: try again (done pages are skipped)
+          errors[t] = errno;
+          return;
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+  run(0);
+  for (std::thread& th : pool) th.join();
+  for (int err : errors) {
+    if (err != 0) return err;
+  }
+  return 0;
+}
+
+Status ShmObject::reserve_through(std::byte* mapped, uint64_t offset, uint64_t length,
+                                  unsigned threads) const {
+  const MappedRange range{mapped, length};
+  const int err = madvise_in_parallel({&range, 1}, MADV_POPULATE_WRITE, threads);
   if (err == 0) return Status();
   if (err == EINVAL) {
     // A kernel without MADV_POPULATE_WRITE: reserve, then touch each page (a

@@ -78,7 +78,11 @@ class ShmObject {
   // held them all, shelfd's loop included, for ~80 ms); a fault takes no
   // such lock. The pages are mapped afterwards. Errors as reserve(); on one,
   // nothing of the range stays reserved.
-  Status reserve_through(std::byte* mapped, uint64_t offset, uint64_t length) const;
+  // `threads` > 1 faults equal runs of the range in on that many threads:
+  // a fault clears the page, and one core clears ~1.4 GB/s here, so a large
+  // range is reserved in half the time on two (docs/benchmarks.md).
+  Status reserve_through(std::byte* mapped, uint64_t offset, uint64_t length,
+                         unsigned threads = 1) const;
   // True when SEEK_HOLE finds no hole in [offset, offset+length). On tmpfs a
   // page that was reserved but never touched counts as a hole too: true means
   // every page was allocated and touched (see Mapping::map's `populate`).
@@ -112,6 +116,19 @@ class ShmObject {
   explicit ShmObject(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// A range of mapped memory, for madvise_in_parallel().
+struct MappedRange {
+  std::byte* begin = nullptr;  // page-aligned
+  uint64_t length = 0;         // a multiple of the page size
+};
+
+// Calls madvise(2) with `advice` over every range, cut into equal runs of
+// whole pages, one run per thread, on up to `threads` threads (this one
+// included); EINTR is retried. Returns 0, or the errno of a call that failed
+// (EINVAL: a kernel without `advice`). Meant for MADV_POPULATE_READ/WRITE,
+// whose cost is per page and scales with cores.
+int madvise_in_parallel(std::span<const MappedRange> ranges, int advice, unsigned threads);
 
 // A mapping of part of a ShmObject. Move-only; unmaps itself.
 class Mapping {

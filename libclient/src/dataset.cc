@@ -1,8 +1,8 @@
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <string>
 #include <sys/mman.h>
-#include <thread>
 #include <vector>
 
 #include <shelf/dataset.h>
@@ -11,6 +11,7 @@
 #include "libclient/src/dataset_impl.h"
 #include "shm/checksum.h"
 #include "shm/layout.h"
+#include "shm/segment.h"
 
 namespace shelf {
 
@@ -126,49 +127,17 @@ Status Dataset::verify() const {
 }
 
 Status Dataset::prefault(unsigned threads) const {
-  // The partitions' extents, cut into equal runs of whole pages, one per thread.
-  struct Range {
-    const std::byte* begin;
-    uint64_t length;
-  };
-  std::vector<Range> extents;
-  uint64_t total = 0;
-  const std::byte* base = impl_->client_->view().base();
+  std::vector<shm::MappedRange> extents;
+  // The mapping is read-only; madvise only reads through it.
+  auto* base = const_cast<std::byte*>(impl_->client_->view().base());
   for (uint64_t p = 0; p < num_partitions(); ++p) {
     const shm::PartitionLayout& part = impl_->descriptor_.partition(p);
     extents.push_back({base + part.extent_offset, part.extent_length});
-    total += part.extent_length;
   }
-  threads = std::max(1u, std::min(threads, 64u));
-  const uint64_t share = align_up((total + threads - 1) / threads, shm::kPageSize);
-  std::vector<std::vector<Range>> work(threads);
-  uint64_t assigned = 0;  // bytes handed out so far; thread t gets [t * share, (t + 1) * share)
-  for (const Range& e : extents) {
-    for (uint64_t done = 0; done < e.length;) {
-      const uint64_t t = assigned / share;
-      const uint64_t n = std::min(e.length - done, share * (t + 1) - assigned);
-      work[t].push_back({e.begin + done, n});
-      done += n;
-      assigned += n;
-    }
-  }
-  std::vector<int> errors(threads, 0);
-  auto populate = [&](unsigned t) {
-    for (const Range& r : work[t]) {
-      if (::madvise(const_cast<std::byte*>(r.begin), r.length, MADV_POPULATE_READ) != 0) {
-        errors[t] = errno;
-        return;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(populate, t);
-  populate(0);
-  for (std::thread& th : pool) th.join();
-  for (int err : errors) {
-    if (err == EINVAL) return Status();  // kernel without MADV_POPULATE_READ: nothing to gain
-    if (err != 0) return Status::from_errno("prefault dataset '" + name() + "'", err);
-  }
+  const int err =
+      shm::madvise_in_parallel(extents, MADV_POPULATE_READ, std::max(1u, std::min(threads, 64u)));
+  if (err == EINVAL) return Status();  // kernel without MADV_POPULATE_READ: nothing to gain
+  if (err != 0) return Status::from_errno("prefault dataset '" + name() + "'", err);
   return Status();
 }
 

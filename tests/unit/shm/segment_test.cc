@@ -10,9 +10,13 @@
 #include <cstring>
 #include <dirent.h>
 #include <fstream>
+#include <sched.h>
 #include <signal.h>
 #include <string>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -249,6 +253,76 @@ TEST_F(SegmentTest, ReserveMakesResidentBytesGrowAndPunchShrinksThemBack) {
   Result<uint64_t> size = object.size();
   ASSERT_TRUE(size.ok());
   EXPECT_EQ(*size, 8 * kMiB);
+}
+
+// Each thread reserves its own run of the range: together every page of it
+// once, and nothing outside it. An odd page count does not split evenly.
+TEST_F(SegmentTest, ReserveThroughOnSeveralThreadsReservesTheWholeRangeAndNothingElse) {
+  ScopedShmName name;
+  const uint64_t size = 8 * kMiB;
+  ASSERT_OK_AND_MOVE(ShmObject object, ShmObject::create(kDefaultShmDir, name.get(), size, 0600));
+  ASSERT_OK_AND_MOVE(Mapping map, Mapping::map(object, 0, size, /*writable=*/true));
+  ASSERT_OK_AND_MOVE(uint64_t sparse, object.resident_bytes());
+  const uint64_t offset = kPageSize, length = 1027 * kPageSize;  // 1027: a prime
+  Status s = object.reserve_through(map.data() + offset, offset, length, /*threads=*/4);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  ASSERT_OK_AND_MOVE(bool whole, object.is_reserved(offset, length));
+  EXPECT_TRUE(whole);
+  ASSERT_OK_AND_MOVE(bool before, object.is_reserved(0, kPageSize));
+  EXPECT_FALSE(before);
+  ASSERT_OK_AND_MOVE(bool after, object.is_reserved(offset + length, kPageSize));
+  EXPECT_FALSE(after);
+  ASSERT_OK_AND_MOVE(uint64_t reserved, object.resident_bytes());
+  EXPECT_EQ(reserved, sparse + length);
+}
+
+// More threads than pages: a thread per page at most, each page once.
+TEST_F(SegmentTest, MadviseInParallelWithMoreThreadsThanPagesCoversEveryRange) {
+  ScopedShmName name;
+  ASSERT_OK_AND_MOVE(ShmObject object,
+                     ShmObject::create(kDefaultShmDir, name.get(), 8 * kPageSize, 0600));
+  ASSERT_OK_AND_MOVE(Mapping map, Mapping::map(object, 0, 8 * kPageSize, /*writable=*/true));
+  const MappedRange ranges[] = {{map.data(), kPageSize},
+                                {map.data() + 4 * kPageSize, 2 * kPageSize}};
+  EXPECT_EQ(madvise_in_parallel(ranges, MADV_POPULATE_WRITE, /*threads=*/64), 0);
+  ASSERT_OK_AND_MOVE(bool first, object.is_reserved(0, kPageSize));
+  EXPECT_TRUE(first);
+  ASSERT_OK_AND_MOVE(bool second, object.is_reserved(4 * kPageSize, 2 * kPageSize));
+  EXPECT_TRUE(second);
+  ASSERT_OK_AND_MOVE(bool gap, object.is_reserved(kPageSize, kPageSize));
+  EXPECT_FALSE(gap);
+  EXPECT_EQ(madvise_in_parallel({}, MADV_POPULATE_WRITE, 4), 0);  // nothing to do
+}
+
+// A full tmpfs fails the reservation on whichever threads run out, and the
+// pages the others got are given back: nothing of the range stays.
+TEST_F(SegmentTest, ReserveThroughOnSeveralThreadsIntoAFullTmpfsFailsAndKeepsNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a private tmpfs needs root";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // In a private mount namespace: a 4 MiB /dev/shm, of which 16 MiB are asked.
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=4m,mode=1777") != 0) {
+      _exit(10);
+    }
+    auto object = ShmObject::create(kDefaultShmDir, "shelf-test-full", 32 * kMiB, 0600);
+    if (!object.ok()) _exit(11);
+    auto map = Mapping::map(*object, 0, 32 * kMiB, /*writable=*/true);
+    if (!map.ok()) _exit(12);
+    Status s = object->reserve_through(map->data(), 0, 16 * kMiB, /*threads=*/4);
+    if (!s.is_resource_exhausted()) _exit(13);
+    if (s.message().find("/dev/shm is full") == std::string::npos) _exit(14);
+    auto resident = object->resident_bytes();
+    if (!resident.ok() || *resident != 0) _exit(15);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: no private tmpfs, 13: not ResourceExhausted, "
+                                       "14: the message, 15: pages left reserved";
 }
 
 TEST_F(SegmentTest, PunchedPagesReadAsZeros) {
