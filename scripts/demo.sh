@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: build shelf, start shelfd, publish generated `accounts` CSV files
 # from one process, then list, show and sum them from others (C++ and
-# Python; the Python package is installed for /usr/bin/python3). Leaves nothing
+# Python; the Python package is installed for /usr/bin/python3), and publish
+# Dask's example, the negative accounts, filtered while loading. Leaves nothing
 # running and nothing in /dev/shm.
 #   scripts/demo.sh [ROWS_PER_FILE]      (default 200000, three files)
 set -euo pipefail
@@ -86,6 +87,19 @@ if [[ $(tail -1 <<<"$out") != "rows $((rows * 3)), partitions 3, sum $expected" 
   echo "demo: FAILED: Python read back something else (expected sum $expected)" >&2
   exit 1
 fi
+echo "== Dask's example (process 6): the accounts with a negative balance, filtered while loading"
+echo "   shelf publish negative_accounts accounts-*.csv --where 'balance < 0'"
+"$bin/tools/shelf" publish negative_accounts "$work"/accounts-*.csv --where 'balance < 0'
+"$bin/tools/shelf" head negative_accounts -n 3
+negative=$(awk -F, 'FNR > 1 && $2 < 0 { s += $2 } END { printf "%d", s }' "$work"/accounts-*.csv)
+out=$("$bin/examples/sum_column" negative_accounts balance)
+echo "$out"
+got=$(sed -E 's/^sum\(negative_accounts.balance\) = (-?[0-9]+) .*/\1/' <<<"$out")
+if [[ $got != "$negative" ]]; then
+  echo "demo: FAILED: negative_accounts sums to $got, the negative balances to $negative" >&2
+  exit 1
+fi
+echo "   matches the sum of the negative balances in the CSV files ($negative)"
 echo "== status"
 "$bin/tools/shelf" status
 echo "== demo OK"

@@ -776,8 +776,10 @@ struct Staged {
 
 class Writer {
  public:
-  Writer(const CsvPlan& plan, TableBuilder& table, Progress* progress)
-      : plan_(plan), table_(table), progress_(progress) {}
+  // `only_file`: write that input's partitions only.
+  Writer(const CsvPlan& plan, TableBuilder& table, Progress* progress,
+         std::optional<size_t> only_file)
+      : plan_(plan), table_(table), progress_(progress), only_file_(only_file) {}
 
   Status run() {
     SHELF_RETURN_IF_ERROR(check_headers());
@@ -787,20 +789,24 @@ class Writer {
       widths_.push_back(fixed_width(f.type));
       if (f.type == Type::kBytes) return Status::internal("bytes column in a CSV table");
     }
-    const size_t n = plan_.chunks.size();
+    std::vector<size_t> chunks;  // indices into plan_.chunks, in order
+    for (size_t i = 0; i < plan_.chunks.size(); ++i) {
+      if (wanted(plan_.chunks[i].file)) chunks.push_back(i);
+    }
+    const size_t n = chunks.size();
     std::vector<Status> errors(n);
     std::mutex mu;
     std::condition_variable turn;
     size_t next_commit = 0;
     std::atomic<bool> failed{false};
-    run_parallel(n, thread_count(plan_.options), [&](size_t i) {
+    run_parallel(n, thread_count(plan_.options), [&](size_t k) {
       Staged staged;
-      Status s = failed.load() ? Status() : write_chunk(i, staged);
+      Status s = failed.load() ? Status() : write_chunk(chunks[k], staged);
       std::unique_lock<std::mutex> lock(mu);
-      turn.wait(lock, [&] { return next_commit == i; });
-      if (s.ok() && !failed.load()) s = commit(i, staged);
+      turn.wait(lock, [&] { return next_commit == k; });
+      if (s.ok() && !failed.load()) s = commit(chunks[k], staged);
       if (!s.ok()) {
-        errors[i] = s;
+        errors[k] = s;
         failed = true;
       }
       ++next_commit;
@@ -841,9 +847,12 @@ class Writer {
     return Status();
   }
 
+  bool wanted(size_t file) const { return !only_file_ || *only_file_ == file; }
+
   Status add_partitions() {
     targets_.assign(plan_.files.size(), {});
     for (const CsvPartition& p : plan_.partitions) {
+      if (!wanted(p.file)) continue;
       SHELF_ASSIGN_OR_RETURN(PartitionBuilder builder,
                              table_.add_partition(p.rows, p.string_bytes));
       Target t{builder, {}};
@@ -877,6 +886,7 @@ class Writer {
   const CsvPlan& plan_;
   TableBuilder& table_;
   Progress* progress_;
+  std::optional<size_t> only_file_;
   std::vector<std::vector<Target>> targets_;  // per file, its partitions in order
   std::vector<StoreFn> stores_;               // per column; null for strings
   std::vector<uint32_t> widths_;              // per column: bytes per value
@@ -998,7 +1008,12 @@ Status Writer::commit(size_t i, Staged& st) {
 }  // namespace
 
 Status write_csv(const CsvPlan& plan, TableBuilder& table, Progress* progress) {
-  return Writer(plan, table, progress).run();
+  return Writer(plan, table, progress, std::nullopt).run();
+}
+
+Status write_csv_file(const CsvPlan& plan, size_t file, TableBuilder& table, Progress* progress) {
+  if (file >= plan.files.size()) return Status::internal("write_csv_file: no such input");
+  return Writer(plan, table, progress, file).run();
 }
 
 Status write_csv(const CsvPlan& plan, TableBuilder& table) {

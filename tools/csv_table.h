@@ -117,6 +117,9 @@ Result<CsvPlan> plan_csv(const std::vector<std::string>& files, const CsvOptions
 Status write_csv(const CsvPlan& plan, TableBuilder& table);
 // The same, counting bytes and rows into `progress` (may be null).
 Status write_csv(const CsvPlan& plan, TableBuilder& table, Progress* progress);
+// The same for input `file` of plan.files only: its partitions, in order
+// (publish --where loads one file at a time, to filter it).
+Status write_csv_file(const CsvPlan& plan, size_t file, TableBuilder& table, Progress* progress);
 
 // Parses one value as `type` ("2024-01-31", "2024-01-31T12:00:00.5Z" and
 // integer nanoseconds for timestamps). False when it does not fit. Floating

@@ -248,7 +248,8 @@ Progress::Mode progress_mode(bool forced, bool quiet) {
 // picks the form by whether --from was given.
 
 constexpr const char* kCsvSynopsis =
-    "publish NAME FILE.csv... [--override] [--pin] [--partition-rows N] [--schema SPEC]";
+    "publish NAME FILE.csv... [--where EXPR] [--columns a,b] [--limit N] [--override] [--pin] "
+    "[--partition-rows N] [--schema SPEC]";
 constexpr const char* kFromSynopsis =
     "publish NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] [--override] [--pin]";
 
@@ -263,7 +264,9 @@ struct PublishArgs {
   std::vector<std::string> null_values;
   bool no_header = false, progress = false, quiet = false;
   // --from only.
-  std::string base_name, where, columns_text, limit_text;
+  std::string base_name;
+  // Either form: what to keep.
+  std::string where, columns_text, limit_text;
 };
 
 // The options that belong to one form only: given with the other, they are
@@ -271,7 +274,6 @@ struct PublishArgs {
 constexpr const char* kCsvOnlyOptions[] = {"partition-rows", "schema",   "delimiter",
                                            "no-header",      "names",    "null",
                                            "threads",        "progress", "quiet"};
-constexpr const char* kFromOnlyOptions[] = {"where", "columns", "limit"};
 
 // True when the user wrote `option` (a bool_switch is always in `vm`, as defaulted).
 bool given(const po::variables_map& vm, const char* option) {
@@ -280,7 +282,8 @@ bool given(const po::variables_map& vm, const char* option) {
 
 void add_publish_options(PublishArgs* a, po::options_description* options) {
   po::options_description common("Options"), csv("Options for CSV inputs"),
-      from("Options for --from (a filtered copy of a published dataset; docs/filter.md)");
+      from("A filtered copy of a published dataset"),
+      filter("What to keep, of CSV inputs or of --from BASE (docs/filter.md)");
   // clang-format off
   common.add_options()
       ("name", po::value(&a->name), "dataset name")
@@ -306,15 +309,85 @@ void add_publish_options(PublishArgs* a, po::options_description* options) {
        "show progress even when stderr is not a terminal")
       ("quiet", po::bool_switch(&a->quiet), "no progress line");
   from.add_options()
-      ("from", po::value(&a->base_name), "the published dataset to read")
+      ("from", po::value(&a->base_name), "the published dataset to read");
+  filter.add_options()
       ("where", po::value(&a->where), "keep the rows where EXPR is true, e.g. 'balance < 0'")
       ("columns", po::value(&a->columns_text), "keep these columns, in this order: a,b")
       ("limit", po::value(&a->limit_text), "keep at most N rows (the first ones)");
   // clang-format on
-  options->add(common).add(csv).add(from);
+  options->add(common).add(csv).add(from).add(filter);
+}
+
+// "a,b" -> {"a", "b"}; an empty name is an error.
+Result<std::vector<std::string>> split_columns(const std::string& text) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    std::string name = text.substr(start, comma == std::string::npos ? comma : comma - start);
+    const size_t b = name.find_first_not_of(' '), e = name.find_last_not_of(' ');
+    if (b == std::string::npos) {
+      return Status::invalid_argument("--columns '" + text + "' has an empty column name");
+    }
+    names.push_back(name.substr(b, e - b + 1));
+    if (comma == std::string::npos) return names;
+    start = comma + 1;
+  }
+}
+
+// --columns and --limit as given (empty, nullopt: not given). False with a
+// usage error in `code`.
+bool parse_keep(const Command& cmd, const PublishArgs& a, const po::variables_map& vm,
+                std::vector<std::string>* columns, std::optional<uint64_t>* limit, int* code) {
+  if (vm.count("columns")) {
+    auto split = split_columns(a.columns_text);
+    if (!split.ok()) {
+      *code = usage_error(split.status().message(), cmd.name);
+      return false;
+    }
+    *columns = std::move(split).value();
+  }
+  if (vm.count("limit")) {
+    auto parsed = parse_count(a.limit_text, "--limit", 0, std::numeric_limits<uint64_t>::max());
+    if (!parsed.ok()) {
+      *code = usage_error(parsed.status().message(), cmd.name);
+      return false;
+    }
+    *limit = *parsed;
+  }
+  return true;
+}
+
+// Loads the CSV inputs one file at a time into a table that is never
+// published, and writes the rows `where` keeps into `out` (the columns
+// `columns`, at most `limit` rows in all): besides the output, memory holds
+// one file's table at a time.
+Status write_csv_filtered(Client& client, const CsvPlan& plan, const std::string& where,
+                          const std::vector<std::string>& columns, std::optional<uint64_t> limit,
+                          TableBuilder& out, Progress* progress) {
+  uint64_t kept = 0;
+  for (size_t file = 0; file < plan.files.size(); ++file) {
+    std::optional<uint64_t> left;
+    if (limit) {
+      if (kept >= *limit) break;
+      left = *limit - kept;
+    }
+    SHELF_ASSIGN_OR_RETURN(Filter filter, Filter::parse(plan.schema, where, columns, left));
+    SHELF_ASSIGN_OR_RETURN(TableBuilder staged, client.create_table(plan.schema));
+    SHELF_RETURN_IF_ERROR(write_csv_file(plan, file, staged, progress));
+    uint64_t rows = 0;
+    SHELF_RETURN_IF_ERROR(write_filtered(staged, filter, out, &rows));
+    kept += rows;
+  }
+  return Status();
 }
 
 int publish_csv(const Command& cmd, const PublishArgs& a, const po::variables_map& vm) {
+  std::vector<std::string> columns;
+  std::optional<uint64_t> limit;
+  int code;
+  if (!parse_keep(cmd, a, vm, &columns, &limit, &code)) return code;
+  const bool filtering = vm.count("where") || vm.count("columns") || vm.count("limit");
   uint64_t partition_rows = 0;  // one partition per file
   if (vm.count("partition-rows")) {
     auto rows = parse_count(a.partition_rows_text, "--partition-rows", 1, kMaxRowsPerPartition);
@@ -358,11 +431,23 @@ int publish_csv(const Command& cmd, const PublishArgs& a, const po::variables_ma
   // publishes nothing and costs nothing.
   auto plan = plan_csv(a.files, csv);
   if (!plan.ok()) return failed(plan.status());
+  Schema schema = plan->schema;
+  if (filtering) {  // a bad expression is a wrong command line: exit 2, nothing asked of shelfd
+    auto filter = Filter::parse(plan->schema, a.where, columns, limit);
+    if (!filter.ok()) {
+      progress_line.finish();
+      return usage_error(filter.status().message(), cmd.name);
+    }
+    schema = filter->output_schema();
+  }
   auto client = connect(cmd, "publish");
   if (!client.ok()) return failed(client.status());
-  auto table = client->create_table(plan->schema);
+  auto table = client->create_table(schema);
   if (!table.ok()) return failed(table.status());
-  if (Status s = write_csv(*plan, *table, &progress_line); !s.ok()) return failed(s);
+  Status written = filtering ? write_csv_filtered(*client, *plan, a.where, columns, limit, *table,
+                                                  &progress_line)
+                             : write_csv(*plan, *table, &progress_line);
+  if (!written.ok()) return failed(written);
   PublishOptions publish_options;
   publish_options.override_existing = a.override_existing;
   publish_options.pin = a.pin;
@@ -373,40 +458,17 @@ int publish_csv(const Command& cmd, const PublishArgs& a, const po::variables_ma
   for (const std::string& w : plan->warnings) std::cerr << "shelf: warning: " << w << "\n";
   auto info = find_info(*client, a.name);
   if (!info.ok()) return failed(info.status());
-  std::cout << "published '" << shown(a.name) << "': " << summary_line(*info) << "\n";
+  std::cout << "published '" << shown(a.name) << "': " << summary_line(*info);
+  if (filtering) std::cout << " (filtered from " << plan->total_rows << " CSV rows)";
+  std::cout << "\n";
   return 0;
-}
-
-// "a,b" -> {"a", "b"}; an empty name is an error.
-Result<std::vector<std::string>> split_columns(const std::string& text) {
-  std::vector<std::string> names;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = text.find(',', start);
-    std::string name = text.substr(start, comma == std::string::npos ? comma : comma - start);
-    const size_t b = name.find_first_not_of(' '), e = name.find_last_not_of(' ');
-    if (b == std::string::npos) {
-      return Status::invalid_argument("--columns '" + text + "' has an empty column name");
-    }
-    names.push_back(name.substr(b, e - b + 1));
-    if (comma == std::string::npos) return names;
-    start = comma + 1;
-  }
 }
 
 int publish_from(const Command& cmd, const PublishArgs& a, const po::variables_map& vm) {
   std::vector<std::string> columns;
-  if (vm.count("columns")) {
-    auto split = split_columns(a.columns_text);
-    if (!split.ok()) return usage_error(split.status().message(), cmd.name);
-    columns = std::move(split).value();
-  }
   std::optional<uint64_t> limit;
-  if (vm.count("limit")) {
-    auto parsed = parse_count(a.limit_text, "--limit", 0, std::numeric_limits<uint64_t>::max());
-    if (!parsed.ok()) return usage_error(parsed.status().message(), cmd.name);
-    limit = *parsed;
-  }
+  int code;
+  if (!parse_keep(cmd, a, vm, &columns, &limit, &code)) return code;
   auto client = connect(cmd, "publish");
   if (!client.ok()) return fail(client.status());
   auto base = client->get_dataset(a.base_name);
@@ -454,13 +516,6 @@ int cmd_publish(const Command& cmd) {
       return usage_error(std::string("missing NAME; usage: shelf ") + kFromSynopsis, cmd.name);
     }
     return publish_from(cmd, a, vm);
-  }
-  for (const char* option : kFromOnlyOptions) {
-    if (given(vm, option)) {
-      return usage_error(
-          "--" + std::string(option) + " filters a published dataset: it needs --from BASE",
-          cmd.name);
-    }
   }
   if (a.files.empty()) {
     return usage_error(std::string("missing FILE.csv; usage: shelf ") + kCsvSynopsis, cmd.name);

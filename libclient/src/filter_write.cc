@@ -1,12 +1,14 @@
-// write_filtered: the filtered scan of a Dataset into a TableBuilder. The
-// base is read in place; each kept value is written once, straight into the
-// new partition's shared buffers (no intermediate copy). Runs of 64 kept
-// rows are copied as one block.
+// write_filtered: the filtered scan of a Dataset (or of a table not yet
+// published) into a TableBuilder. The input is read in place; each kept
+// value is written once, straight into the new partition's shared buffers (no intermediate copy).
+// Runs of 64 kept rows are copied as one block.
 #include <bit>
 #include <cstring>
 #include <limits>
 
 #include <shelf/filter.h>
+
+#include "libclient/src/table_state.h"
 
 namespace shelf {
 namespace {
@@ -41,17 +43,29 @@ void gather_fixed(const std::byte* src, const Selection& sel, std::byte* dst) {
   }
 }
 
-void gather_column(const ColumnView& in, const Selection& sel, std::byte* dst) {
-  switch (fixed_width(in.type())) {
+void gather_column(const ColumnBuffers& in, const Selection& sel, std::byte* dst) {
+  switch (fixed_width(in.type)) {
     case 1:
-      return gather_fixed<1>(in.data().data(), sel, dst);
+      return gather_fixed<1>(in.data, sel, dst);
     case 2:
-      return gather_fixed<2>(in.data().data(), sel, dst);
+      return gather_fixed<2>(in.data, sel, dst);
     case 4:
-      return gather_fixed<4>(in.data().data(), sel, dst);
+      return gather_fixed<4>(in.data, sel, dst);
     default:
-      return gather_fixed<8>(in.data().data(), sel, dst);
+      return gather_fixed<8>(in.data, sel, dst);
   }
+}
+
+bool is_valid(const ColumnBuffers& in, uint64_t row) {
+  return in.validity == nullptr || ((in.validity[row / 8] >> (row % 8)) & 1) != 0;
+}
+
+// Row `row` of a string column. Bounds are checked against the data, as
+// ColumnView::string does: a damaged offset reads as empty, never wild.
+std::string_view string_at(const ColumnBuffers& in, uint64_t row) {
+  const int64_t begin = in.offsets[row], end = in.offsets[row + 1];
+  if (begin < 0 || end < begin || static_cast<uint64_t>(end) > in.data_bytes) return {};
+  return {reinterpret_cast<const char*>(in.data) + begin, static_cast<size_t>(end - begin)};
 }
 
 template <class V>
@@ -92,42 +106,67 @@ std::byte* column_bytes(PartitionBuilder& part, size_t column, Type type) {
   return nullptr;
 }
 
-Status write_partition(const Dataset& base, uint64_t p, const Filter& filter, const Selection& sel,
-                       TableBuilder& out) {
+// Adds one partition to `out`: the rows `sel` keeps of `in` (every input
+// column of one partition, schema order), output columns only.
+Status write_partition(std::span<const ColumnBuffers> in, const Filter& filter,
+                       const Selection& sel, TableBuilder& out) {
   const std::vector<size_t>& columns = filter.output_columns();
   std::vector<uint64_t> string_bytes;
   for (size_t in_col : columns) {
-    const ColumnView view = base.column(p, in_col);
-    if (view.type() != Type::kString) continue;
+    const ColumnBuffers& col = in[in_col];
+    if (col.type != Type::kString) continue;
     uint64_t bytes = 0;
-    for_each_kept(sel, [&](uint64_t row, uint64_t) { bytes += view.string(row).size(); });
+    for_each_kept(sel, [&](uint64_t row, uint64_t) { bytes += string_at(col, row).size(); });
     string_bytes.push_back(bytes);
   }
   SHELF_ASSIGN_OR_RETURN(PartitionBuilder part, out.add_partition(sel.count(), string_bytes));
   for (size_t oc = 0; oc < columns.size(); ++oc) {
-    const ColumnView view = base.column(p, columns[oc]);
-    const bool has_nulls = view.null_count() > 0;
-    if (view.type() == Type::kString) {
+    const ColumnBuffers& col = in[columns[oc]];
+    const bool has_nulls = col.validity != nullptr;
+    if (col.type == Type::kString) {
       StringColumnWriter writer = part.strings(oc);
       Status s;
       for_each_kept(sel, [&](uint64_t row, uint64_t) {
         if (!s.ok()) return;
-        s = has_nulls && !view.is_valid(row) ? writer.append_null()
-                                             : writer.append(view.string(row));
+        s = has_nulls && !is_valid(col, row) ? writer.append_null()
+                                             : writer.append(string_at(col, row));
       });
       SHELF_RETURN_IF_ERROR(s);
       continue;
     }
-    std::byte* dst = column_bytes(part, oc, view.type());
+    std::byte* dst = column_bytes(part, oc, col.type);
     if (dst == nullptr && sel.count() > 0) {
       return Status::internal("no writable buffer for column " + std::to_string(oc));
     }
-    if (sel.count() > 0) gather_column(view, sel, dst);
+    if (sel.count() > 0) gather_column(col, sel, dst);
     if (has_nulls) {
       for_each_kept(sel, [&](uint64_t row, uint64_t k) {
-        if (!view.is_valid(row)) part.set_null(oc, k);
+        if (!is_valid(col, row)) part.set_null(oc, k);
       });
     }
+  }
+  return Status();
+}
+
+// The filtered scan over `partitions` partitions, partition p's columns
+// given by buffers(p) (a Result<std::vector<ColumnBuffers>>).
+template <class BuffersOf>
+Status write_partitions(uint64_t partitions, BuffersOf&& buffers, const Filter& filter,
+                        TableBuilder& out, uint64_t* rows_written) {
+  *rows_written = 0;
+  if (out.schema() != filter.output_schema()) {
+    return Status::invalid_argument("write_filtered needs a table with the filter's output schema");
+  }
+  uint64_t remaining = filter.limit().value_or(std::numeric_limits<uint64_t>::max());
+  for (uint64_t p = 0; p < partitions && remaining > 0; ++p) {
+    SHELF_ASSIGN_OR_RETURN(std::vector<ColumnBuffers> in, buffers(p));
+    const uint64_t rows = in.empty() ? 0 : in.front().rows;
+    SHELF_ASSIGN_OR_RETURN(Selection sel, filter.evaluate(in, rows));
+    sel.truncate(remaining);
+    if (sel.count() == 0) continue;
+    SHELF_RETURN_IF_ERROR(write_partition(in, filter, sel, out));
+    remaining -= sel.count();
+    *rows_written += sel.count();
   }
   return Status();
 }
@@ -139,18 +178,55 @@ Status write_filtered(const Dataset& base, const Filter& filter, TableBuilder& o
     return Status::invalid_argument("dataset '" + base.name() +
                                     "' does not have the schema the filter was parsed against");
   }
-  if (out.schema() != filter.output_schema() || out.num_partitions() != 0) {
+  auto buffers = [&](uint64_t p) -> Result<std::vector<ColumnBuffers>> {
+    std::vector<ColumnBuffers> in;
+    for (size_t c = 0; c < base.schema().size(); ++c) {
+      in.push_back(ColumnBuffers::of(base.column(p, c)));
+    }
+    return in;
+  };
+  uint64_t rows_written;
+  return write_partitions(base.num_partitions(), buffers, filter, out, &rows_written);
+}
+
+Status write_filtered(const TableBuilder& staged, const Filter& filter, TableBuilder& out,
+                      uint64_t* rows_written) {
+  const internal::TableState& t = *staged.state_;
+  if (t.schema != filter.input_schema()) {
     return Status::invalid_argument(
-        "write_filtered needs an empty table with the filter's output schema");
+        "the staged table does not have the schema the filter was parsed against");
   }
-  uint64_t remaining = filter.limit().value_or(std::numeric_limits<uint64_t>::max());
-  for (uint64_t p = 0; p < base.num_partitions() && remaining > 0; ++p) {
-    SHELF_ASSIGN_OR_RETURN(Selection sel, filter.evaluate(base, p));
-    sel.truncate(remaining);
-    if (sel.count() == 0) continue;
-    SHELF_RETURN_IF_ERROR(write_partition(base, p, filter, sel, out));
-    remaining -= sel.count();
+  if (t.sealed || t.published) {
+    return Status::invalid_argument("write_filtered reads a table that is not yet published");
   }
+  auto buffers = [&](uint64_t p) -> Result<std::vector<ColumnBuffers>> {
+    const internal::PartitionState& part = *t.partitions[p];
+    std::vector<ColumnBuffers> in;
+    for (size_t c = 0; c < t.schema.size(); ++c) {
+      const internal::PartitionState::Column& col = part.columns[c];
+      ColumnBuffers b;
+      b.type = t.schema[c].type;
+      b.rows = part.rows;
+      b.validity =
+          col.has_validity ? reinterpret_cast<const uint8_t*>(part.at(col.validity)) : nullptr;
+      b.data = part.at(col.data);
+      b.data_bytes = col.data_capacity;
+      if (b.type == Type::kString) {
+        if (col.strings_written != part.rows) {
+          return Status::invalid_argument("partition " + std::to_string(p) + " column '" +
+                                          t.schema[c].name + "' has " +
+                                          std::to_string(col.strings_written) + " of its " +
+                                          std::to_string(part.rows) + " strings written");
+        }
+        b.offsets = reinterpret_cast<const int64_t*>(part.at(col.offsets));
+      }
+      in.push_back(b);
+    }
+    return in;
+  };
+  uint64_t rows;
+  SHELF_RETURN_IF_ERROR(write_partitions(t.partitions.size(), buffers, filter, out, &rows));
+  if (rows_written != nullptr) *rows_written = rows;
   return Status();
 }
 

@@ -134,10 +134,18 @@ class Filter {
 // included), written straight into `out`'s shared buffers: the base is read
 // in place, each kept value is written once. Stops once `filter.limit()`
 // rows are written. `out` must have been created with filter.output_schema()
-// and hold no partition yet; `filter` must have been parsed against
+// (partitions it holds already stay first); `filter` must have been parsed against
 // base.schema(). Errors: InvalidArgument (schemas), those of add_partition
 // (ResourceExhausted over the daemon's limit). On error `out` holds partial
 // partitions: drop it, do not publish it.
 Status write_filtered(const Dataset& base, const Filter& filter, TableBuilder& out);
+// The same over the partitions of `staged`, a table built but not published
+// (a CSV file loaded to be filtered: `shelf publish NAME FILE.csv --where`),
+// read in place; drop `staged` afterwards and its memory is given back.
+// Its schema must be filter.input_schema(), every string of it written.
+// Errors as above, and InvalidArgument for a table already published.
+// `rows_written`, if not null, gets the number of rows added to `out`.
+Status write_filtered(const TableBuilder& staged, const Filter& filter, TableBuilder& out,
+                      uint64_t* rows_written = nullptr);
 
 }  // namespace shelf

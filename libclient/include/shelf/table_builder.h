@@ -37,6 +37,7 @@
 namespace shelf {
 
 class Client;
+class Filter;
 namespace internal {
 struct PartitionState;
 struct TableState;
@@ -119,8 +120,10 @@ class TableBuilder {
   uint64_t num_partitions() const;
 
   // Reserves a partition of `num_rows` rows in shared memory and maps it
-  // writable into this process only. `string_bytes` gives the UTF-8 bytes to
-  // reserve for each string column, in schema order. Errors:
+  // writable into this process only, its pages reserved (a partition of
+  // 128 MiB or more on several threads, joined before it returns).
+  // `string_bytes` gives the UTF-8 bytes to reserve for each string column,
+  // in schema order. Errors:
   // ResourceExhausted (over the daemon's limit: says used/limit/requested),
   // InvalidArgument (wrong number of string sizes, table already published).
   Result<PartitionBuilder> add_partition(uint64_t num_rows,
@@ -132,6 +135,9 @@ class TableBuilder {
 
  private:
   friend class Client;
+  // Reads the partitions of a table not yet published (filter.h).
+  friend Status write_filtered(const TableBuilder& staged, const Filter& filter, TableBuilder& out,
+                               uint64_t* rows_written);
   explicit TableBuilder(std::unique_ptr<internal::TableState> state);
   std::unique_ptr<internal::TableState> state_;
 };
