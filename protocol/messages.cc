@@ -43,6 +43,8 @@ void put_summary(ByteWriter& w, const DatasetSummary& d) {
   w.u32(d.leases);
   w.boolean(d.spilled);
   w.boolean(d.pinned);
+  w.boolean(d.view);
+  w.str(d.view_base);
 }
 
 DatasetSummary get_summary(ByteReader& r) {
@@ -59,10 +61,12 @@ DatasetSummary get_summary(ByteReader& r) {
   d.leases = r.u32();
   d.spilled = r.boolean();
   d.pinned = r.boolean();
+  d.view = r.boolean();
+  d.view_base = r.str();
   return d;
 }
-// Smallest encoding of a summary: an empty name and the fixed fields.
-constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 2;  // 62
+// Smallest encoding of a summary: empty names and the fixed fields.
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 3 + 4;  // 67
 
 std::vector<DatasetSummary> get_summaries(ByteReader& r) {
   std::vector<DatasetSummary> out;
@@ -113,7 +117,10 @@ void encode_request(std::vector<std::byte>& out, const ReleaseRequest& m) {
         [&](ByteWriter& w) { w.u64(m.lease_id); });
 }
 void encode_request(std::vector<std::byte>& out, const UnpublishRequest& m) {
-  frame(out, static_cast<uint16_t>(MessageType::kUnpublish), [&](ByteWriter& w) { w.str(m.name); });
+  frame(out, static_cast<uint16_t>(MessageType::kUnpublish), [&](ByteWriter& w) {
+    w.str(m.name);
+    w.boolean(m.cascade);
+  });
 }
 void encode_request(std::vector<std::byte>& out, const PinRequest& m) {
   frame(out, static_cast<uint16_t>(MessageType::kPin), [&](ByteWriter& w) {
@@ -213,6 +220,7 @@ std::optional<UnpublishRequest> decode_unpublish_request(std::span<const std::by
   ByteReader r(payload);
   UnpublishRequest m;
   m.name = r.str();
+  m.cascade = r.boolean();
   return finish(r, std::move(m));
 }
 std::optional<PinRequest> decode_pin_request(std::span<const std::byte> payload) {

@@ -78,7 +78,8 @@ struct AbortRequest {
 
 struct PublishItem {
   std::string name;
-  std::vector<std::byte> descriptor;  // shm::DescriptorBuilder output
+  // shm::DescriptorBuilder output, or for a view shm::encode_view's.
+  std::vector<std::byte> descriptor;
 };
 struct PublishRequest {
   bool override_existing = false;
@@ -101,6 +102,9 @@ struct ReleaseRequest {
 
 struct UnpublishRequest {
   std::string name;
+  // Also every view that reads it, directly or through other views;
+  // without it a dataset views read is not unpublished (FailedPrecondition).
+  bool cascade = false;
 };
 
 // Answered (empty, OK) once the dataset is pinned, or unpinned; pinning a
@@ -124,6 +128,10 @@ struct DatasetSummary {
   // Its buffers are in shelfd's spill directory (memory_bytes: its descriptor).
   bool spilled = false;
   bool pinned = false;  // never spilled (PinRequest, PublishRequest::pin)
+  // A view (docs/views.md): no buffers (data_bytes 0, memory_bytes its
+  // definition's extent), evaluated by readers against view_base.
+  bool view = false;
+  std::string view_base;
 };
 struct ListResponse {
   std::vector<DatasetSummary> datasets;  // sorted by name

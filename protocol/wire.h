@@ -35,7 +35,9 @@ inline constexpr uint32_t kFrameMagic = 0x464C4853;
 // 10: a dataset's summary says whether it is spilled (shelfd --spill-dir).
 // 11: pinning (Pin, PublishRequest::pin, DatasetSummary::pinned); Status
 // says where and how much shelfd spills.
-inline constexpr uint16_t kProtocolVersion = 11;
+// 12: views (a PublishItem's descriptor may be a view's definition,
+// DatasetSummary::view and view_base, UnpublishRequest::cascade).
+inline constexpr uint16_t kProtocolVersion = 12;
 // Largest payload either side accepts. A list of 10,000 datasets is ~1.5 MiB,
 // a publish of 100,000 partitions of 10 columns ~80 MiB: 256 MiB bounds the
 // daemon's buffering per connection while leaving that room.

@@ -401,6 +401,20 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
   out["spilled"] = d.spilled;
   out["pinned"] = d.pinned;
   out["leases"] = d.leases;
+  out["view"] = d.view;
+  out["view_base"] = d.view ? py::object(py::str(d.view_base)) : py::none();
+  return out;
+}
+
+// A view's definition as Python sees it (Dataset.view), or None.
+py::object view_dict(const shelf::Dataset& d) {
+  if (!d.view_definition()) return py::none();
+  const shelf::ViewDefinition& v = *d.view_definition();
+  py::dict out;
+  out["base"] = v.base;
+  out["where"] = v.where;
+  out["columns"] = v.columns;
+  out["limit"] = v.limit ? py::object(py::int_(*v.limit)) : py::none();
   return out;
 }
 
@@ -531,7 +545,9 @@ class PyClient {
     return std::make_unique<PyDataset>(take(get().get_dataset(name)));
   }
 
-  void unpublish(const std::string& name) { check(get().unpublish_dataset(name)); }
+  void unpublish(const std::string& name, bool cascade) {
+    check(get().unpublish_dataset(name, shelf::UnpublishOptions{cascade}));
+  }
   // With the GIL, as get_dataset (a Client is used by one thread at a time).
   void pin(const std::string& name, bool pinned) { check(get().pin_dataset(name, pinned)); }
 
@@ -697,6 +713,24 @@ class PyClient {
     check(client.publish_dataset(name, table, options));
   }
 
+  // A view: its definition only, evaluated by each reader (shelf/view.h).
+  // Errors: KeyError (no base, name taken), ValueError (bad expression or
+  // column list, a view that would read itself), MemoryError.
+  void publish_view(const std::string& name, const std::string& base, const std::string& where,
+                    const std::vector<std::string>& columns, std::optional<uint64_t> limit,
+                    bool override_existing) {
+    shelf::PublishOptions options;
+    options.override_existing = override_existing;
+    check(get().publish_view(name, {base, where, columns, limit}, options));
+  }
+  void persist_view(const std::string& view, const std::string& name, bool override_existing,
+                    bool pin) {
+    shelf::PublishOptions options;
+    options.override_existing = override_existing;
+    options.pin = pin;
+    check(get().persist_view(view, name, options));
+  }
+
   std::string socket_path() { return get().socket_path(); }
 
  private:
@@ -794,6 +828,7 @@ PYBIND11_MODULE(_shelf, m) {
       .def_property_readonly("data_bytes", [](const PyDataset& d) { return d.get().data_bytes(); })
       .def_property_readonly("created_ns", [](const PyDataset& d) { return d.get().created_ns(); })
       .def_property_readonly("is_bytes", [](const PyDataset& d) { return d.get().is_bytes(); })
+      .def_property_readonly("view", [](const PyDataset& d) { return view_dict(d.get()); })
       .def("null_count",
            [](const PyDataset& d, uint64_t p, size_t c) { return d.column(p, c).null_count(); })
       .def("partition_rows",
@@ -851,7 +886,7 @@ PYBIND11_MODULE(_shelf, m) {
       .def("contains", &PyClient::contains, py::arg("name"))
       .def("count", &PyClient::count)
       .def("get", &PyClient::get_dataset, py::arg("name"))
-      .def("unpublish", &PyClient::unpublish, py::arg("name"))
+      .def("unpublish", &PyClient::unpublish, py::arg("name"), py::arg("cascade") = false)
       .def("pin", &PyClient::pin, py::arg("name"), py::arg("pinned"))
       .def("wait", &PyClient::wait, py::arg("names"), py::arg("timeout") = py::none())
       .def("subscribe", &PyClient::subscribe, py::arg("last_generation") = 0)
@@ -859,5 +894,10 @@ PYBIND11_MODULE(_shelf, m) {
       .def("publish_filtered", &PyClient::publish_filtered, py::arg("name"), py::arg("base"),
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
            py::arg("limit") = py::none(), py::arg("override") = false, py::arg("pin") = false)
+      .def("publish_view", &PyClient::publish_view, py::arg("name"), py::arg("base"),
+           py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
+           py::arg("limit") = py::none(), py::arg("override") = false)
+      .def("persist_view", &PyClient::persist_view, py::arg("view"), py::arg("name"),
+           py::arg("override") = false, py::arg("pin") = false)
       .def_property_readonly("socket_path", &PyClient::socket_path);
 }

@@ -844,13 +844,14 @@ void Daemon::dispatch(Connection& c, uint16_t raw_type, std::span<const std::byt
     case MessageType::kUnpublish: {
       auto m = protocol::decode_unpublish_request(payload);
       if (!m) return malformed();
-      const std::optional<protocol::DatasetSummary> removed =
-          subscribers_.empty() ? std::nullopt : store_->summary(m->name);
-      Status s = store_->unpublish(m->name);
-      if (s.ok() && removed) emit_unpublished(c, *removed);
-      if (s.ok()) ++counters_.unpublishes;
-      if (s.ok()) log_info("unpublished '" + m->name + "' (pid " + std::to_string(c.pid) + ")");
-      return reply_status(s);
+      auto removed = store_->unpublish(m->name, m->cascade);
+      if (!removed.ok()) return reply_status(removed.status());
+      for (const protocol::DatasetSummary& d : *removed) {
+        emit_unpublished(c, d);
+        ++counters_.unpublishes;
+        log_info("unpublished '" + d.name + "' (pid " + std::to_string(c.pid) + ")");
+      }
+      return reply_status(Status());
     }
     case MessageType::kPin: {
       auto m = protocol::decode_pin_request(payload);

@@ -475,7 +475,9 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
   const bool spilled = entry->state == static_cast<uint32_t>(shm::IndexEntryState::kSpilled) ||
                        (entry->state == static_cast<uint32_t>(shm::IndexEntryState::kQuarantined) &&
                         (entry->flags & shm::kEntryInSpillFile) != 0);
-  if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes); spilled) {
+  if ((entry->flags & shm::kEntryView) != 0) {
+    recover_view(*entry, d, problem);
+  } else if (auto descriptor = recover_descriptor(*entry, d, problem, descriptor_bytes); spilled) {
     // Its partitions are in its spill file; their old offsets name nothing.
     if (descriptor) {
       recover_spilled(*descriptor, d, problem);
@@ -507,6 +509,7 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
     d.quarantine_reason = problem;
     log_quarantine(d);
   }
+  if (d.view && problem.empty()) views_by_base_.emplace(d.view_base, name);
   const uint64_t id = next_dataset_id_++;
   datasets_.emplace(id, std::move(d));
   names_.emplace(name, id);
@@ -559,37 +562,59 @@ bool Store::claim(Dataset& d, uint64_t offset, uint64_t length) {
 std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEntryLayout& entry,
                                                              Dataset& d, std::string& problem,
                                                              std::vector<std::byte>& copy) {
-  const uint64_t desc_offset = entry.descriptor_offset;
-  if (desc_offset < shm::kExtentHeaderBytes) {
-    problem = "its descriptor offset is bad";
-    return std::nullopt;
-  }
-  const uint64_t extent = desc_offset - shm::kExtentHeaderBytes;
-  uint64_t length = 0;
-  if (std::string p = extent_problem(extent, 0, shm::ExtentKind::kDescriptor, &length);
-      !p.empty()) {
-    problem = "descriptor: " + p;
-    return std::nullopt;
-  }
-  if (!claim(d, extent, length)) {
-    problem = "its descriptor overlaps another dataset's memory";
-    return std::nullopt;
-  }
-  d.descriptor = Extent{extent, length};
-  if (entry.descriptor_length > length - shm::kExtentHeaderBytes) {
-    problem = "its descriptor is longer than its extent";
-    return std::nullopt;
-  }
-  d.descriptor_length = entry.descriptor_length;
-  // Parsed from a private copy: a process that maps the segment read-write
-  // could change the bytes between a check and a use.
-  copy.assign(mapping_.data() + desc_offset, mapping_.data() + desc_offset + d.descriptor_length);
+  if (!copy_descriptor(entry, d, problem, copy)) return std::nullopt;
   auto parsed = shm::DescriptorView::parse(copy, /*from_client=*/false);
   if (!parsed.ok()) {
     problem = parsed.status().message();
     return std::nullopt;
   }
   return std::move(parsed).value();
+}
+
+void Store::recover_view(const shm::IndexEntryLayout& entry, Dataset& d, std::string& problem) {
+  std::vector<std::byte> copy;
+  if (!copy_descriptor(entry, d, problem, copy)) return;
+  auto parsed = shm::parse_view(copy, /*from_client=*/false);
+  if (!parsed.ok()) {
+    problem = parsed.status().message();
+    return;
+  }
+  if (entry.data_bytes != d.memory_bytes) {
+    problem = "its index entry and its extent disagree on its size";
+  }
+  d.view = true;
+  d.view_base = parsed->base;
+  d.summary = summarise_view(d.name, *parsed, 0);
+}
+
+bool Store::copy_descriptor(const shm::IndexEntryLayout& entry, Dataset& d, std::string& problem,
+                            std::vector<std::byte>& copy) {
+  const uint64_t desc_offset = entry.descriptor_offset;
+  if (desc_offset < shm::kExtentHeaderBytes) {
+    problem = "its descriptor offset is bad";
+    return false;
+  }
+  const uint64_t extent = desc_offset - shm::kExtentHeaderBytes;
+  uint64_t length = 0;
+  if (std::string p = extent_problem(extent, 0, shm::ExtentKind::kDescriptor, &length);
+      !p.empty()) {
+    problem = "descriptor: " + p;
+    return false;
+  }
+  if (!claim(d, extent, length)) {
+    problem = "its descriptor overlaps another dataset's memory";
+    return false;
+  }
+  d.descriptor = Extent{extent, length};
+  if (entry.descriptor_length > length - shm::kExtentHeaderBytes) {
+    problem = "its descriptor is longer than its extent";
+    return false;
+  }
+  d.descriptor_length = entry.descriptor_length;
+  // Parsed from a private copy: a process that maps the segment read-write
+  // could change the bytes between a check and a use.
+  copy.assign(mapping_.data() + desc_offset, mapping_.data() + desc_offset + d.descriptor_length);
+  return true;
 }
 
 void Store::recover_partitions(const shm::DescriptorView& v, Dataset& d, std::string& problem) {

@@ -92,6 +92,20 @@ protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorH
   return s;
 }
 
+protocol::DatasetSummary summarise_view(std::string_view name, const shm::ViewDefinition& v,
+                                        uint64_t memory_bytes) {
+  protocol::DatasetSummary s;
+  s.name = std::string(name);
+  s.num_columns = static_cast<uint32_t>(v.columns.size());
+  s.memory_bytes = memory_bytes;
+  s.created_ns = v.created_ns;
+  s.publisher_uid = v.publisher_uid;
+  s.publisher_pid = v.publisher_pid;
+  s.view = true;
+  s.view_base = v.base;
+  return s;
+}
+
 Status check_shm_dir(const std::string& dir) {
   struct stat st;
   struct statfs fs;
@@ -776,7 +790,7 @@ Status Store::publish(SessionId session_id, const protocol::PublishRequest& requ
   const int64_t created = now_ns();
   std::vector<Dataset> sealed;
   for (size_t i = 0; i < request.items.size(); ++i) {
-    sealed.push_back(seal_item(session, request.items[i], plan.views[i], descriptors[i], created));
+    sealed.push_back(seal_item(session, request.items[i], plan.items[i], descriptors[i], created));
     sealed.back().pinned = request.pin;
   }
   // Several names: the commit point is the intent record (shm/intent.h), so
@@ -828,6 +842,12 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
                                     "override (override=True in Python, --override in the CLI)");
     }
     new_names += exists ? 0 : 1;
+    if (shm::is_view(item.descriptor)) {
+      SHELF_ASSIGN_OR_RETURN(shm::ViewDefinition definition, check_view(item));
+      plan.charged_bytes += extent_length(item.descriptor.size());
+      plan.items.push_back({std::nullopt, std::move(definition)});
+      continue;
+    }
     auto view = shm::DescriptorView::parse(item.descriptor, /*from_client=*/true);
     if (!view.ok()) {
       return Status::invalid_argument("dataset " + quoted(item.name) + ": " +
@@ -838,7 +858,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
           check_publish_partition(session, item, *view, p, checked, extents_in_request));
     }
     plan.charged_bytes += extent_length(item.descriptor.size());
-    plan.views.push_back(std::move(view).value());
+    plan.items.push_back({std::move(view).value(), std::nullopt});
   }
   plan.new_bytes = plan.charged_bytes;
   if (request.items.size() > 1) {
@@ -854,6 +874,39 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
   SHELF_RETURN_IF_ERROR(check_quota(session.uid, plan.charged_bytes));
   if (!make_room(plan.new_bytes)) return over_limit(plan.new_bytes);
   return plan;
+}
+
+Result<shm::ViewDefinition> Store::check_view(const protocol::PublishItem& item) const {
+  auto parsed = shm::parse_view(item.descriptor, /*from_client=*/true);
+  if (!parsed.ok()) {
+    return Status::invalid_argument("view " + quoted(item.name) + ": " + parsed.status().message());
+  }
+  const std::string& base = parsed->base;
+  SHELF_RETURN_IF_ERROR(check_name(base));
+  if (names_.count(base) == 0) {
+    return Status::not_found("view " + quoted(item.name) + ": its base " + quoted(base) +
+                             " is not published; `shelf list` shows the published datasets");
+  }
+  // Down the chain of bases: every base of a published view is published
+  // (unpublish() sees to it), so the walk ends at a dataset, or at this
+  // name when the view would read itself.
+  std::string chain = item.name + " -> " + base;
+  std::string at = base;
+  for (uint32_t depth = 1;; ++depth) {
+    if (at == item.name) {
+      return Status::invalid_argument("view " + quoted(item.name) + " would read itself (" + chain +
+                                      ")");
+    }
+    auto it = names_.find(at);
+    if (it == names_.end() || !datasets_.at(it->second).view) break;
+    if (depth >= kMaxViewDepth) {
+      return Status::invalid_argument("view " + quoted(item.name) + ": views nest at most " +
+                                      std::to_string(kMaxViewDepth) + " deep (" + chain + ")");
+    }
+    at = datasets_.at(it->second).view_base;
+    chain += " -> " + at;
+  }
+  return std::move(parsed).value();
 }
 
 Status Store::check_publish_partition(const Session& session, const protocol::PublishItem& item,
@@ -980,14 +1033,10 @@ Result<std::vector<Store::Extent>> Store::reserve_descriptors(
 }
 
 Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& item,
-                                const shm::DescriptorView& view, const Extent& desc_extent,
+                                const PublishPlan::Item& planned, const Extent& desc_extent,
                                 int64_t created_ns) {
   std::byte* desc = mapping_.data() + desc_extent.offset + shm::kExtentHeaderBytes;
   std::memcpy(desc, item.descriptor.data(), item.descriptor.size());
-  auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
-  dh->created_ns = created_ns;
-  dh->publisher_uid = session.uid;
-  dh->publisher_pid = session.pid;
 
   Dataset dataset;
   dataset.name = item.name;
@@ -996,20 +1045,25 @@ Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& i
   dataset.descriptor_length = item.descriptor.size();
   dataset.memory_bytes = desc_extent.length;
   dataset.last_used_ns = created_ns;
-  for (uint64_t p = 0; p < view.num_partitions(); ++p) {
-    const shm::PartitionLayout& part = view.partition(p);
-    Extent e{part.extent_offset, part.extent_length};
-    session.unsealed.erase(e.offset);
-    unsealed_bytes_ -= e.length;
-    dataset.partitions.push_back(e);
-    dataset.memory_bytes += e.length;
-    // Release: pairs with the acquire of kSealed in Client::get_dataset().
-    std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
-        .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+  if (planned.view) {
+    shm::stamp_view(desc, created_ns, session.uid, session.pid);
+    shm::ViewDefinition definition = *planned.view;
+    definition.created_ns = created_ns;
+    definition.publisher_uid = session.uid;
+    definition.publisher_pid = session.pid;
+    dataset.view = true;
+    dataset.view_base = definition.base;
+    dataset.summary = summarise_view(item.name, definition, dataset.memory_bytes);
+  } else {
+    auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
+    dh->created_ns = created_ns;
+    dh->publisher_uid = session.uid;
+    dh->publisher_pid = session.pid;
+    seal_partitions(session, *planned.descriptor, dataset);
+    dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
   }
   std::atomic_ref<uint32_t>(extent_header(desc_extent.offset)->state)
       .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
-  dataset.summary = summarise(item.name, *dh, dataset.memory_bytes);
   charge(session.uid, desc_extent.length);  // its partitions are charged already
   // An override takes the old version's slot (and its bucket: the same name
   // hashes the same); a new name the lowest free one.
@@ -1021,6 +1075,20 @@ Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& i
   }
   dataset.publish_id = index_.take_publish_id();
   return dataset;
+}
+
+void Store::seal_partitions(Session& session, const shm::DescriptorView& view, Dataset& dataset) {
+  for (uint64_t p = 0; p < view.num_partitions(); ++p) {
+    const shm::PartitionLayout& part = view.partition(p);
+    Extent e{part.extent_offset, part.extent_length};
+    session.unsealed.erase(e.offset);
+    unsealed_bytes_ -= e.length;
+    dataset.partitions.push_back(e);
+    dataset.memory_bytes += e.length;
+    // Release: pairs with the acquire of kSealed in Client::get_dataset().
+    std::atomic_ref<uint32_t>(extent_header(e.offset)->state)
+        .store(static_cast<uint32_t>(shm::ExtentState::kSealed), std::memory_order_release);
+  }
 }
 
 void Store::write_intent(const Extent& intent, const std::vector<Dataset>& sealed) {
@@ -1041,6 +1109,7 @@ std::optional<uint64_t> Store::enter_item(Dataset dataset) {
   if (auto existing = names_.find(dataset.name); existing != names_.end()) {
     Dataset& old = datasets_.at(existing->second);
     old.published = false;
+    if (old.view) forget_view(old);
     if (!old.quarantine_reason.empty()) index_.add_published(1);
     replaced = existing->second;
     names_.erase(existing);
@@ -1058,8 +1127,19 @@ std::optional<uint64_t> Store::enter_item(Dataset dataset) {
   auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
   SHELF_CHECK(inserted);
   names_.emplace(it->second.name, id);
+  if (it->second.view) views_by_base_.emplace(it->second.view_base, it->second.name);
   write_index_entry(it->second.slot, &it->second);
   return replaced;
+}
+
+void Store::forget_view(const Dataset& view) {
+  auto [begin, end] = views_by_base_.equal_range(view.view_base);
+  for (auto it = begin; it != end; ++it) {
+    if (it->second == view.name) {
+      views_by_base_.erase(it);
+      return;
+    }
+  }
 }
 
 shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
@@ -1076,6 +1156,7 @@ shm::IndexEntryLayout Store::index_entry_of(const Dataset* dataset) {
     // Also when quarantined: a restart must know its buffers are in a file.
     if (on_disk(*dataset)) e.flags |= shm::kEntryInSpillFile;
     if (dataset->pinned) e.flags |= shm::kEntryPinned;
+    if (dataset->view) e.flags |= shm::kEntryView;
   }
   return e;
 }
@@ -1216,16 +1297,53 @@ Status Store::release(SessionId session_id, uint64_t lease_id) {
   return Status();
 }
 
-Status Store::unpublish(const std::string& name) {
+Result<std::vector<protocol::DatasetSummary>> Store::unpublish(const std::string& name,
+                                                               bool cascade) {
   recheck_old_mappers();
-  auto it = names_.find(name);
-  if (it == names_.end()) {
+  if (names_.count(name) == 0) {
     return Status::not_found("dataset " + quoted(name) +
                              " not found; `shelf list` shows the published datasets");
   }
+  const std::vector<std::string> views = views_reading(name);
+  if (!views.empty() && !cascade) {
+    std::string list;
+    for (const std::string& v : views) list += (list.empty() ? "" : ", ") + quoted(v);
+    return Status::invalid_argument(
+        "dataset " + quoted(name) + " is read by views: " + list +
+        "; unpublish them first, or unpublish with cascade (--cascade in the CLI, "
+        "cascade=True in Python) to remove them too");
+  }
+  std::vector<protocol::DatasetSummary> removed;
+  // The views that read others last first: at every step each remaining
+  // view's base is still published, also if shelfd is killed midway.
+  for (auto v = views.rbegin(); v != views.rend(); ++v) {
+    removed.push_back(datasets_.at(names_.at(*v)).summary);
+    unpublish_one(*v);
+  }
+  removed.push_back(datasets_.at(names_.at(name)).summary);
+  unpublish_one(name);
+  return removed;
+}
+
+std::vector<std::string> Store::views_reading(const std::string& name) const {
+  std::vector<std::string> out;
+  auto add_readers_of = [&](const std::string& base) {
+    auto [begin, end] = views_by_base_.equal_range(base);
+    for (auto it = begin; it != end; ++it) out.push_back(it->second);
+  };
+  add_readers_of(name);
+  // Breadth first: `out` grows as it is walked. A published view's chain of
+  // bases has no cycle (check_view()), so this ends.
+  for (size_t i = 0; i < out.size(); ++i) add_readers_of(std::string(out[i]));
+  return out;
+}
+
+void Store::unpublish_one(const std::string& name) {
+  auto it = names_.find(name);
   const uint64_t id = it->second;
   Dataset& dataset = datasets_.at(id);
   names_.erase(it);
+  if (dataset.view) forget_view(dataset);
   index_.begin();
   write_index_entry(dataset.slot, nullptr);
   index_.erase(name, dataset.slot);
@@ -1234,7 +1352,6 @@ Status Store::unpublish(const std::string& name) {
   free_slots_.push(dataset.slot);
   dataset.published = false;
   retire(id);
-  return Status();
 }
 
 void Store::free_dataset(uint64_t dataset_id) {

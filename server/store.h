@@ -42,6 +42,7 @@
 #include "shm/lease_table.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
+#include "shm/view.h"
 
 namespace shelf::server {
 
@@ -187,7 +188,11 @@ class Store {
   // nothing. Errors: InvalidArgument (bad name or descriptor, extent not the
   // session's or not written), AlreadyExists (name taken, no override),
   // ResourceExhausted (descriptor memory over the limit, index full),
-  // Corruption (checksum mismatch with verify_on_publish).
+  // Corruption (checksum mismatch with verify_on_publish). An item whose
+  // descriptor is a view's definition (shm/view.h) publishes a view: its
+  // base must be published, and it may not read itself through other views
+  // nor nest deeper than kMaxViewDepth (InvalidArgument; NotFound for the
+  // base).
   Status publish(SessionId session, const protocol::PublishRequest& request);
   // Takes a lease on a published dataset. NotFound names the dataset;
   // ResourceExhausted past kMaxLeasesPerConnection.
@@ -195,8 +200,11 @@ class Store {
   // Ends a lease of the session. InvalidArgument when it holds no such
   // lease. The last lease of an unpublished dataset frees it.
   Status release(SessionId session, uint64_t lease_id);
-  // Removes the name; memory returns when the last lease ends.
-  Status unpublish(const std::string& name);
+  // Removes the name; memory returns when the last lease ends. A dataset
+  // that views read (directly or through other views) is removed only with
+  // `cascade`, and then those views first; else InvalidArgument names them.
+  // Returns the summaries of every name removed, in the order removed.
+  Result<std::vector<protocol::DatasetSummary>> unpublish(const std::string& name, bool cascade);
   // Pins the dataset (never spilled, also after a restart: its entry's
   // kEntryPinned) or unpins it. Pinning needs it served, as get() does: the
   // daemon restores a spilled one first (await_resident()); get()'s errors
@@ -358,6 +366,10 @@ class Store {
     // it: they may still read it through a Dataset of the old daemon, so it
     // counts as leased until they are gone (old_mappers_).
     bool restart_hold = false;
+    // A view (docs/views.md): `descriptor` holds its definition
+    // (shm/view.h), it has no partitions; view_base is what it reads.
+    bool view = false;
+    std::string view_base;
   };
   struct Session {
     uint32_t pid = 0;
@@ -376,7 +388,13 @@ class Store {
   // A publish request once validated: the parsed descriptor of each item
   // and the memory their copies in the segment will take.
   struct PublishPlan {
-    std::vector<shm::DescriptorView> views;  // one per item, in request order
+    // One per item, in request order: a dataset's parsed descriptor, or a
+    // view's definition.
+    struct Item {
+      std::optional<shm::DescriptorView> descriptor;
+      std::optional<shm::ViewDefinition> view;
+    };
+    std::vector<Item> items;
     uint64_t charged_bytes = 0;  // the descriptors' extents: what the publisher is charged
     uint64_t new_bytes = 0;      // those and the intent record's
   };
@@ -449,7 +467,10 @@ class Store {
             d.residence == Dataset::Residence::kSpilled);
   }
 
-  std::unordered_map<uint64_t, Dataset> datasets_;      // published and unpublished-but-leased
+  std::unordered_map<uint64_t, Dataset> datasets_;  // published and unpublished-but-leased
+  // Every published view, by the name of its base: who must go first when a
+  // base is unpublished (views_reading()).
+  std::multimap<std::string, std::string> views_by_base_;
   std::map<std::string, uint64_t, std::less<>> names_;  // published name -> dataset id
   // Index slots no entry uses, lowest first: handing out the lowest keeps
   // the used slots packed at the front, below the header's used_slots_end
@@ -540,6 +561,15 @@ class Store {
                                  const shm::DescriptorView& view, uint64_t p,
                                  const std::map<uint64_t, Status>& checked,
                                  std::set<uint64_t>& extents_in_request);
+  // The checks of a view's definition (publish()'s rules for views).
+  Result<shm::ViewDefinition> check_view(const protocol::PublishItem& item) const;
+  // The published views that read `name`, then those that read them, and
+  // so on: the order a cascade removes them in is the reverse.
+  std::vector<std::string> views_reading(const std::string& name) const;
+  // unpublish() of one name that no view reads.
+  void unpublish_one(const std::string& name);
+  // Takes a view that leaves the index out of views_by_base_.
+  void forget_view(const Dataset& view);
   // "dataset 'x' partition 3": how errors name a partition.
   static std::string partition_name(std::string_view dataset, uint64_t p);
   // The checks of one partition that read a lot: no hole, written, and
@@ -575,7 +605,10 @@ class Store {
   //    makes one item published (between index_.begin() and end()) and
   //    returns the dataset it replaced, for the caller to retire.
   Dataset seal_item(Session& session, const protocol::PublishItem& item,
-                    const shm::DescriptorView& view, const Extent& descriptor, int64_t created_ns);
+                    const PublishPlan::Item& planned, const Extent& descriptor, int64_t created_ns);
+  // seal_item()'s part for a dataset: seals its partitions' extents and
+  // moves them from the session's unsealed ones into `dataset`.
+  void seal_partitions(Session& session, const shm::DescriptorView& view, Dataset& dataset);
   void write_intent(const Extent& intent, const std::vector<Dataset>& sealed);
   std::optional<uint64_t> enter_item(Dataset dataset);
 
@@ -629,6 +662,13 @@ class Store {
                                                         Dataset& d, std::string& problem,
                                                         std::vector<std::byte>& copy);
   void recover_partitions(const shm::DescriptorView& view, Dataset& d, std::string& problem);
+  // A view's entry: its definition, checked (shm::parse_view).
+  void recover_view(const shm::IndexEntryLayout& entry, Dataset& d, std::string& problem);
+  // The descriptor (or view definition) extent of `entry`: checked,
+  // claimed for `d`, its bytes copied into `copy`. False (and `problem`
+  // set) when it cannot be used.
+  bool copy_descriptor(const shm::IndexEntryLayout& entry, Dataset& d, std::string& problem,
+                       std::vector<std::byte>& copy);
   // A spilled entry's: its partitions' sizes from the descriptor, and its
   // spill file, which must be there with the size they make.
   void recover_spilled(const shm::DescriptorView& view, Dataset& d, std::string& problem);

@@ -11,6 +11,7 @@
 #include "protocol/messages.h"
 #include "shm/layout.h"
 #include "shm/segment.h"
+#include "shm/view.h"
 
 namespace shelf::server::internal {
 
@@ -45,6 +46,9 @@ std::string quoted(std::string_view name);  // 'name'
 // it lies in the segment (created_ns and the publisher set by publish()).
 protocol::DatasetSummary summarise(std::string_view name, const shm::DescriptorHeaderLayout& h,
                                    uint64_t memory_bytes);
+// The same of a view, from its definition (no buffers: rows and bytes 0).
+protocol::DatasetSummary summarise_view(std::string_view name, const shm::ViewDefinition& v,
+                                        uint64_t memory_bytes);
 
 // The directory of the segment (/dev/shm, or --shm-dir) must be a directory;
 // a --shm-dir also a tmpfs that others cannot write to without the sticky

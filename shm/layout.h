@@ -38,7 +38,9 @@ inline constexpr uint64_t kSegmentMagic = 0x4745534646454853ULL;
 // 7: IndexEntryState::kSpilled, and IndexEntryLayout::flags in what were
 // the high bytes of name_length (zero in older segments, which
 // become version 7).
-inline constexpr uint32_t kLayoutVersion = 7;
+// 8: views (kEntryView, ViewHeaderLayout in a kDescriptor extent). Older
+// segments have none and become version 8.
+inline constexpr uint32_t kLayoutVersion = 8;
 // DescriptorHeaderLayout::layout_version: the segment's layout version when
 // the descriptor format last changed. Kept apart since layout 7, so that a
 // segment whose descriptors did not change keeps its datasets across a
@@ -137,8 +139,11 @@ inline bool is_listed(uint32_t state) {
 // kEntryInSpillFile: the dataset's buffers are in its spill file, with
 // state kSpilled, or kQuarantined when a restart or a restore could not
 // read the file (a later restart with the file checks it again).
+// kEntryView: the dataset is a view, its descriptor a ViewHeaderLayout
+// (a definition evaluated by readers; no partitions).
 inline constexpr uint16_t kEntryPinned = 1;
 inline constexpr uint16_t kEntryInSpillFile = 2;
+inline constexpr uint16_t kEntryView = 4;
 struct alignas(64) IndexEntryLayout {
   uint64_t seq;
   uint32_t state;  // IndexEntryState
@@ -345,5 +350,44 @@ static_assert(std::is_trivially_copyable_v<ChunkLayout> && std::is_standard_layo
 static_assert(sizeof(ChunkLayout) == 80);
 static_assert(offsetof(ChunkLayout, validity) == 0 && offsetof(ChunkLayout, offsets) == 24 &&
               offsetof(ChunkLayout, data) == 48 && offsetof(ChunkLayout, null_count) == 72);
+
+// A view's definition (docs/views.md): the name of its base and the
+// filter, column list and row limit a reader applies to it. Written once
+// by the daemon into a kDescriptor extent at publish (the entry says
+// kEntryView), immutable afterwards. Byte layout, from the header's start:
+//   ViewHeaderLayout
+//   base name      (base_length bytes)
+//   where          (where_length bytes: the expression, UTF-8)
+//   columns        (num_columns times: u32 length, then the name)
+// "SHELFVEW" in little-endian ASCII.
+inline constexpr uint64_t kViewMagic = 0x5745564646454853ULL;
+inline constexpr uint32_t kViewVersion = 1;
+inline constexpr uint64_t kViewNoLimit = ~uint64_t{0};
+struct ViewHeaderLayout {
+  uint64_t magic;        // kViewMagic
+  uint32_t version;      // kViewVersion
+  uint32_t num_columns;  // 0: every column of the base
+  uint64_t limit;        // rows kept at most; kViewNoLimit: no limit
+  int64_t created_ns;    // CLOCK_REALTIME at publish
+  uint32_t publisher_uid;
+  uint32_t publisher_pid;
+  uint32_t base_length;
+  uint32_t where_length;
+  uint64_t body_length;  // bytes after this header
+  uint64_t body_xxh3;    // XXH3-64 of them: a restart checks it
+};
+static_assert(std::is_trivially_copyable_v<ViewHeaderLayout> &&
+              std::is_standard_layout_v<ViewHeaderLayout>);
+static_assert(sizeof(ViewHeaderLayout) == 64);
+static_assert(offsetof(ViewHeaderLayout, magic) == 0 && offsetof(ViewHeaderLayout, version) == 8 &&
+              offsetof(ViewHeaderLayout, num_columns) == 12 &&
+              offsetof(ViewHeaderLayout, limit) == 16 &&
+              offsetof(ViewHeaderLayout, created_ns) == 24 &&
+              offsetof(ViewHeaderLayout, publisher_uid) == 32 &&
+              offsetof(ViewHeaderLayout, publisher_pid) == 36 &&
+              offsetof(ViewHeaderLayout, base_length) == 40 &&
+              offsetof(ViewHeaderLayout, where_length) == 44 &&
+              offsetof(ViewHeaderLayout, body_length) == 48 &&
+              offsetof(ViewHeaderLayout, body_xxh3) == 56);
 
 }  // namespace shelf::shm

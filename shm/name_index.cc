@@ -181,10 +181,13 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
   s.created_ns = e.created_ns;
   s.spilled = e.state == static_cast<uint32_t>(IndexEntryState::kSpilled);
   s.pinned = (e.flags & kEntryPinned) != 0;
+  s.view = (e.flags & kEntryView) != 0;
   if (!descriptors) return;
   // The descriptor is immutable while the dataset is published; if it was
   // freed meanwhile, index_seq changed and this read is thrown away.
-  if (const auto* d = view_.at<DescriptorHeaderLayout>(e.descriptor_offset)) {
+  if (s.view) {
+    append_view_summary(e, s, names);
+  } else if (const auto* d = view_.at<DescriptorHeaderLayout>(e.descriptor_offset)) {
     DescriptorHeaderLayout h;
     load_words(&h, d, sizeof h);
     s.has_descriptor = true;
@@ -195,6 +198,26 @@ void NameIndexReader::append_summary(uint32_t slot, bool descriptors,
     s.publisher_uid = h.publisher_uid;
     s.publisher_pid = h.publisher_pid;
   }
+}
+
+void NameIndexReader::append_view_summary(const IndexEntryLayout& e, EntrySummary& s,
+                                          std::string* names) const {
+  const auto* v = view_.at<ViewHeaderLayout>(e.descriptor_offset);
+  if (v == nullptr) return;
+  ViewHeaderLayout h;
+  load_words(&h, v, sizeof h);
+  const uint32_t length = std::min<uint32_t>(h.base_length, kMaxNameBytes);
+  const auto* base = view_.at<char>(e.descriptor_offset + sizeof h, align_up(length, 8));
+  if (base == nullptr) return;
+  s.has_descriptor = true;
+  s.num_columns = h.num_columns;
+  s.publisher_uid = h.publisher_uid;
+  s.publisher_pid = h.publisher_pid;
+  s.view_base_offset = names->size();
+  s.view_base_length = length;
+  names->resize(s.view_base_offset + align_up(length, 8));
+  load_words(names->data() + s.view_base_offset, base, align_up(length, 8));
+  names->resize(s.view_base_offset + length);
 }
 
 IndexRead NameIndexReader::list_summaries(std::vector<EntrySummary>* out, std::string* names,

@@ -74,6 +74,7 @@ struct EntrySummary {
   int64_t created_ns = 0;
   bool spilled = false;  // state kSpilled: its buffers are in shelfd's spill directory
   bool pinned = false;   // kEntryPinned: never spilled
+  bool view = false;     // kEntryView: a view, whose definition is its descriptor
   // From the dataset's descriptor header (has_descriptor: it lay inside the
   // segment).
   bool has_descriptor = false;
@@ -83,6 +84,9 @@ struct EntrySummary {
   uint64_t buffer_bytes = 0;  // the descriptor's data_bytes: the sum of the buffers
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
+  // A view's base: its name in the names buffer (has_descriptor only).
+  uint64_t view_base_offset = 0;
+  uint32_t view_base_length = 0;
 };
 
 enum class IndexRead { kFound, kNotFound, kBusy };
@@ -146,6 +150,8 @@ class NameIndexReader {
   // of try_list_summaries(), which decides whether the copy holds).
   void append_summary(uint32_t slot, bool descriptors, std::vector<EntrySummary>* out,
                       std::string* names) const;
+  // append_summary()'s part for a view: its header and base name.
+  void append_view_summary(const IndexEntryLayout& e, EntrySummary& s, std::string* names) const;
 
   SegmentView view_;
   const SegmentHeaderLayout* header_ = nullptr;

@@ -42,6 +42,9 @@ Commands:
   publish NAME FILE.csv...  publish CSV files as dataset NAME (one partition per file)
   list                      list the published datasets
   head NAME [-n N]          show the first rows of a dataset
+  publish-view NAME --from BASE [--where EXPR] [--columns a,b] [--limit N]
+                            publish a view: a definition each reader evaluates, no data
+  persist VIEW NAME         publish the rows of a view as dataset NAME (materialise it)
   info NAME                 schema, partitions, sizes, checksums of a dataset
   unpublish NAME            remove a dataset (readers holding it keep it until they let go)
   pin NAME / unpin NAME     keep a dataset in memory: never spilled (shelfd --spill-dir)
@@ -155,6 +158,7 @@ Result<Client> connect(const Command& cmd, const std::string& who) {
 }
 
 std::string summary_line(const DatasetInfo& d) {
+  if (d.view) return "a view of '" + shown(d.view_base) + "', " + format_bytes(d.memory_bytes);
   return std::to_string(d.num_rows) + " rows in " + std::to_string(d.num_partitions) +
          " partition" + (d.num_partitions == 1 ? "" : "s") + ", " + std::to_string(d.num_columns) +
          " column" + (d.num_columns == 1 ? "" : "s") + ", " + format_bytes(d.memory_bytes);
@@ -171,12 +175,20 @@ std::string info_json(const DatasetInfo& d) {
          ",\"publisher_pid\":" + std::to_string(d.publisher_pid) +
          ",\"leases\":" + std::to_string(d.leases) +
          ",\"spilled\":" + (d.spilled ? "true" : "false") +
-         ",\"pinned\":" + (d.pinned ? "true" : "false") + "}";
+         ",\"pinned\":" + (d.pinned ? "true" : "false") +
+         ",\"view\":" + (d.view ? "true" : "false") +
+         ",\"view_base\":" + (d.view ? json_string(d.view_base) : "null") + "}";
+}
+
+// "-" for what a view does not know without being evaluated.
+std::string count_cell(const DatasetInfo& d, uint64_t count) {
+  return d.view ? "-" : std::to_string(count);
 }
 
 // What a dataset takes, for list and status: its memory, or, spilled, its
 // bytes on disk; and whether it is pinned.
 std::string memory_cell(const DatasetInfo& d) {
+  if (d.view) return "view of '" + shown(d.view_base) + "' (" + format_bytes(d.memory_bytes) + ")";
   return (d.spilled ? "spilled (" + format_bytes(d.data_bytes) + " on disk)"
                     : format_bytes(d.memory_bytes)) +
          (d.pinned ? ", pinned" : "");
@@ -550,8 +562,9 @@ int cmd_list(const Command& cmd) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
-    rows.push_back({shown(d.name), std::to_string(d.num_rows), std::to_string(d.num_columns),
-                    std::to_string(d.num_partitions), memory_cell(d),
+    rows.push_back({shown(d.name), count_cell(d, d.num_rows),
+                    d.view && d.num_columns == 0 ? "all" : std::to_string(d.num_columns),
+                    count_cell(d, d.num_partitions), memory_cell(d),
                     format_time(d.created_ns - d.created_ns % 1000000000),
                     std::to_string(d.leases)});
   }
@@ -577,7 +590,9 @@ int cmd_head(const Command& cmd) {
   const uint64_t n = *rows_wanted;
   auto client = connect(cmd, "head");
   if (!client.ok()) return fail(client.status());
-  auto ds = client->get_dataset(name);
+  // A view is evaluated only as far as the rows shown (and one more, to
+  // know whether there are more).
+  auto ds = client->get_dataset(name, GetOptions{n + 1});
   if (!ds.ok()) return fail(ds.status());
   if (ds->is_bytes()) {
     std::cout << "'" << shown(name) << "' is a raw-bytes dataset of " << ds->num_partitions()
@@ -609,10 +624,53 @@ int cmd_head(const Command& cmd) {
   // pandas right-aligns everything; we left-align strings, which reads better
   // for names and keeps numbers lined up on their last digit.
   std::cout << render_table(header, rows, right);
-  if (ds->num_rows() > index) {
+  if (ds->view_definition()) {
+    if (ds->num_rows() > index) std::cout << "... more rows (a view: not counted)\n";
+  } else if (ds->num_rows() > index) {
     const uint64_t more = ds->num_rows() - index;
     std::cout << "... " << more << " more row" << (more == 1 ? "" : "s") << "\n";
   }
+  return 0;
+}
+
+std::string join_columns(const std::vector<std::string>& columns) {
+  std::string out;
+  for (const std::string& c : columns) out += (out.empty() ? "" : ",") + c;
+  return out;
+}
+
+// shelf info of a view: its definition and what it gives, without
+// evaluating it (`head` and `persist` do).
+int print_view_info(const Dataset& ds, const DatasetInfo& info, bool json) {
+  const ViewDefinition& v = *ds.view_definition();
+  const Schema& schema = ds.schema();
+  if (json) {
+    std::string out = info_json(info);
+    out.pop_back();
+    std::string columns;
+    for (const std::string& c : v.columns) columns += (columns.empty() ? "" : ",") + json_string(c);
+    out += ",\"definition\":{\"base\":" + json_string(v.base) +
+           ",\"where\":" + json_string(v.where) + ",\"columns\":[" + columns +
+           "],\"limit\":" + (v.limit ? std::to_string(*v.limit) : "null") + "},\"schema\":[";
+    for (size_t c = 0; c < schema.size(); ++c) {
+      out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
+             ",\"type\":" + json_string(type_name(schema[c].type)) + "}";
+    }
+    std::cout << out << "]}\n";
+    return 0;
+  }
+  std::cout << "name:        " << shown(info.name) << "\n"
+            << "view of:     '" << shown(v.base) << "' (evaluated by each reader; no data)\n"
+            << "where:       " << (v.where.empty() ? "(every row)" : shown(v.where)) << "\n"
+            << "columns:     " << (v.columns.empty() ? "(all)" : shown(join_columns(v.columns)))
+            << "\n"
+            << "limit:       " << (v.limit ? std::to_string(*v.limit) : "(none)") << "\n"
+            << "memory:      " << format_bytes(info.memory_bytes) << " (its definition)\n"
+            << "created:     " << format_time(info.created_ns) << " by uid " << info.publisher_uid
+            << ", pid " << info.publisher_pid << "\n\n";
+  std::vector<std::vector<std::string>> columns;
+  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
+  std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false});
   return 0;
 }
 
@@ -641,6 +699,7 @@ int cmd_info(const Command& cmd) {
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
     return std::string(buf);
   };
+  if (ds->view_definition()) return print_view_info(*ds, *info, json);
   // This command's own lease is not one of the dataset's readers.
   if (info->leases > 0) info->leases -= 1;
   if (json) {
@@ -708,14 +767,128 @@ bool parse_name(const Command& cmd, std::string* name, int* exit_code) {
   return parse_args(cmd, options, positional, &vm, exit_code, cmd.name + " NAME");
 }
 
+// The published views that read `name`, directly or through other views.
+std::vector<std::string> views_reading(const std::vector<DatasetInfo>& list,
+                                       const std::string& name) {
+  std::vector<std::string> out;
+  std::vector<std::string> bases = {name};
+  for (size_t i = 0; i < bases.size(); ++i) {
+    for (const DatasetInfo& d : list) {
+      if (d.view && d.view_base == bases[i]) {
+        out.push_back(d.name);
+        bases.push_back(d.name);
+      }
+    }
+  }
+  return out;
+}
+
 int cmd_unpublish(const Command& cmd) {
   std::string name;
+  bool cascade = false;
+  po::options_description options("Options");
+  options.add_options()("name", po::value(&name)->required(), "dataset name")(
+      "cascade", po::bool_switch(&cascade), "also remove the views that read it");
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
   int code;
-  if (!parse_name(cmd, &name, &code)) return code;
+  if (!parse_args(cmd, options, positional, &vm, &code, "unpublish NAME [--cascade]")) return code;
   auto client = connect(cmd, "unpublish");
   if (!client.ok()) return fail(client.status());
-  if (Status s = client->unpublish_dataset(name); !s.ok()) return fail(s);
-  std::cout << "unpublished '" << shown(name) << "'\n";
+  std::vector<std::string> views;
+  if (cascade) {
+    auto list = client->list_datasets();
+    if (!list.ok()) return fail(list.status());
+    views = views_reading(*list, name);
+  }
+  if (Status s = client->unpublish_dataset(name, UnpublishOptions{cascade}); !s.ok()) {
+    return fail(s);
+  }
+  std::cout << "unpublished '" << shown(name) << "'";
+  if (!views.empty()) {
+    std::cout << " and the views that read it:";
+    for (size_t i = 0; i < views.size(); ++i)
+      std::cout << (i ? ", '" : " '") << shown(views[i]) << "'";
+  }
+  std::cout << "\n";
+  return 0;
+}
+
+// ---------------------------------------------------------------- views --
+
+int cmd_publish_view(const Command& cmd) {
+  PublishArgs a;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("name", po::value(&a.name), "view name")
+      ("from", po::value(&a.base_name), "the dataset (or view) it reads")
+      ("where", po::value(&a.where), "keep the rows where EXPR is true, e.g. 'balance < 0'")
+      ("columns", po::value(&a.columns_text), "keep these columns, in this order: a,b")
+      ("limit", po::value(&a.limit_text), "keep at most N rows (the first ones)")
+      ("override", po::bool_switch(&a.override_existing), "replace a dataset of the same name");
+  // clang-format on
+  po::positional_options_description positional;
+  positional.add("name", 1);
+  po::variables_map vm;
+  int code;
+  const std::string synopsis =
+      "publish-view NAME --from BASE [--where EXPR] [--columns a,b] [--limit N] [--override]";
+  if (!parse_args(cmd, options, positional, &vm, &code, synopsis)) return code;
+  // In the order the synopsis names them (Boost would name --from first).
+  if (!vm.count("name")) return usage_error("missing NAME; usage: shelf " + synopsis, cmd.name);
+  if (!vm.count("from")) return usage_error("missing --from; usage: shelf " + synopsis, cmd.name);
+  ViewDefinition view{a.base_name, a.where, {}, std::nullopt};
+  if (!parse_keep(cmd, a, vm, &view.columns, &view.limit, &code)) return code;
+  auto client = connect(cmd, "publish-view");
+  if (!client.ok()) return fail(client.status());
+  // A bad expression or column list is a wrong command line: exit 2, as
+  // for publish --from. The base is not evaluated: its schema is enough.
+  auto base = client->get_dataset(a.base_name, GetOptions{0});
+  if (!base.ok()) return fail(base.status());
+  auto filter = Filter::parse(base->schema(), view.where, view.columns, view.limit);
+  if (!filter.ok()) return usage_error(filter.status().message(), cmd.name);
+  base->release();
+  PublishOptions publish_options;
+  publish_options.override_existing = a.override_existing;
+  if (Status s = client->publish_view(a.name, view, publish_options); !s.ok()) return fail(s);
+  std::cout << "published view '" << shown(a.name) << "' of '" << shown(a.base_name) << "'"
+            << (view.where.empty() ? "" : " where " + shown(view.where))
+            << ": no data, each reader evaluates it\n";
+  return 0;
+}
+
+int cmd_persist(const Command& cmd) {
+  std::string view_name, name;
+  bool override_existing = false, pin = false;
+  po::options_description options("Options");
+  // clang-format off
+  options.add_options()
+      ("view", po::value(&view_name), "the view to materialise")
+      ("name", po::value(&name), "the dataset to publish its rows as")
+      ("override", po::bool_switch(&override_existing), "replace a dataset of the same name")
+      ("pin", po::bool_switch(&pin), "keep it in memory: never spilled (shelfd --spill-dir)");
+  // clang-format on
+  po::positional_options_description positional;
+  positional.add("view", 1).add("name", 1);
+  po::variables_map vm;
+  int code;
+  const std::string synopsis = "persist VIEW NAME [--override] [--pin]";
+  if (!parse_args(cmd, options, positional, &vm, &code, synopsis)) return code;
+  // In the order the synopsis names them (Boost would name NAME first).
+  if (!vm.count("view")) return usage_error("missing VIEW; usage: shelf " + synopsis, cmd.name);
+  if (!vm.count("name")) return usage_error("missing NAME; usage: shelf " + synopsis, cmd.name);
+  auto client = connect(cmd, "persist");
+  if (!client.ok()) return fail(client.status());
+  if (Status s = client->persist_view(view_name, name, PublishOptions{override_existing, pin});
+      !s.ok()) {
+    return fail(s);
+  }
+  auto info = find_info(*client, name);
+  if (!info.ok()) return fail(info.status());
+  std::cout << "persisted view '" << shown(view_name) << "' as '" << shown(name)
+            << "': " << summary_line(*info) << "\n";
   return 0;
 }
 
@@ -843,7 +1016,7 @@ std::string status_text(const MemoryStats& m) {
     std::vector<std::vector<std::string>> rows;
     for (const DatasetInfo& d : m.datasets) {
       rows.push_back(
-          {shown(d.name), memory_cell(d), std::to_string(d.num_rows), std::to_string(d.leases)});
+          {shown(d.name), memory_cell(d), count_cell(d, d.num_rows), std::to_string(d.leases)});
     }
     out +=
         "\n" + render_table({"NAME", "MEMORY", "ROWS", "LEASES"}, rows, {false, true, true, true});
@@ -906,6 +1079,9 @@ int cmd_save(const Command& cmd) {
   auto report = save_snapshot(*client, dir, names, &progress_line);
   progress_line.finish();
   if (!report.ok()) return fail(report.status());
+  for (const std::string& name : report->views) {
+    std::cout << "skipped view '" << shown(name) << "': views hold no data and are not saved\n";
+  }
   for (const std::string& name : report->skipped) {
     std::cout << "skipped '" << shown(name) << "': unpublished while saving\n";
   }
@@ -1328,6 +1504,8 @@ int main(int argc, char** argv) {
   if (cmd.name == "list") return cmd_list(cmd);
   if (cmd.name == "head") return cmd_head(cmd);
   if (cmd.name == "info") return cmd_info(cmd);
+  if (cmd.name == "publish-view") return cmd_publish_view(cmd);
+  if (cmd.name == "persist") return cmd_persist(cmd);
   if (cmd.name == "unpublish") return cmd_unpublish(cmd);
   if (cmd.name == "pin" || cmd.name == "unpin") return cmd_pin(cmd, cmd.name == "pin");
   if (cmd.name == "status") return cmd_status(cmd);

@@ -787,6 +787,10 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
   if (names.empty()) {
     SHELF_ASSIGN_OR_RETURN(std::vector<DatasetInfo> all, client.list_datasets());
     for (const DatasetInfo& info : all) {
+      if (info.view) {
+        report.views.push_back(info.name);
+        continue;
+      }
       auto ds = client.get_dataset(info.name);
       if (ds.ok()) {
         datasets.push_back(std::move(ds).value());
@@ -801,6 +805,13 @@ Result<SnapshotReport> save_snapshot(Client& client, const std::string& dir_arg,
     for (const std::string& name : names) {
       if (!seen.insert(name).second) continue;
       SHELF_ASSIGN_OR_RETURN(Dataset ds, client.get_dataset(name));
+      if (ds.view_definition()) {
+        return Status::invalid_argument(
+            "'" + name +
+            "' is a view: it holds no data, and a snapshot saves data; save its base, or "
+            "`shelf persist " +
+            name + " NEW_NAME` and save that");
+      }
       datasets.push_back(std::move(ds));
     }
   }

@@ -71,6 +71,8 @@ struct SnapshotReport {
   std::vector<SnapshotEntry> datasets;
   // Datasets that were listed but unpublished before this save could read them.
   std::vector<std::string> skipped;
+  // Views, which hold no data and are not saved (docs/views.md).
+  std::vector<std::string> views;
   uint64_t bytes = 0;
   double seconds = 0;
 };

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <shelf/client.h>
+#include <shelf/filter.h>
 #include <shelf/limits.h>
 
 #include "base/fault_point.h"
@@ -24,6 +25,7 @@
 #include "shm/descriptor.h"
 #include "shm/layout.h"
 #include "shm/presence.h"
+#include "shm/view.h"
 
 namespace shelf {
 
@@ -136,6 +138,8 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
   d.leases = s.leases;
   d.spilled = s.spilled;
   d.pinned = s.pinned;
+  d.view = s.view;
+  d.view_base = s.view_base;
   return d;
 }
 
@@ -703,13 +707,14 @@ Status Client::publish_datasets(std::span<const NamedTable> tables, const Publis
 namespace {
 
 // What list_datasets() says of an entry read from the index.
-DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name) {
+DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view names) {
   DatasetInfo d;
-  d.name = name;
+  d.name = names.substr(e.name_offset, e.name_length);
   d.memory_bytes = e.data_bytes;
   d.created_ns = e.created_ns;
   d.spilled = e.spilled;
   d.pinned = e.pinned;
+  d.view = e.view;
   if (e.has_descriptor) {
     d.num_columns = e.num_columns;
     d.num_partitions = e.num_partitions;
@@ -717,6 +722,7 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view name)
     d.data_bytes = e.buffer_bytes;
     d.publisher_uid = e.publisher_uid;
     d.publisher_pid = e.publisher_pid;
+    if (e.view) d.view_base = names.substr(e.view_base_offset, e.view_base_length);
   }
   return d;
 }
@@ -772,8 +778,7 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
     out.reserve(b.entries.size());
     for (const auto& key : b.order) {
       const shm::EntrySummary& e = b.entries[key.index];
-      out.push_back(
-          info_from_summary(e, std::string_view(b.names).substr(e.name_offset, e.name_length)));
+      out.push_back(info_from_summary(e, b.names));
     }
     return out;
   }
@@ -789,46 +794,159 @@ Result<std::vector<DatasetInfo>> Client::list_datasets() {
   return out;
 }
 
-Result<Dataset> Client::get_dataset(std::string_view name) {
+namespace {
+
+// A lease on `name`'s descriptor (or view definition), not yet checked.
+struct Leased {
+  std::unique_ptr<Dataset::Impl> impl;
+  uint64_t descriptor_offset = 0;
+  uint64_t descriptor_length = 0;
+};
+
+Result<Leased> lease(const std::shared_ptr<Client::Impl>& client, std::string_view name) {
   // A name the index does not hold is answered without a message, and so is
   // one it does, while the lease table has room (docs/leases.md).
-  auto finish_get = [this](std::unique_ptr<Dataset::Impl> dataset, uint64_t descriptor_offset,
-                           uint64_t descriptor_length) -> Result<Dataset> {
-    SHELF_RETURN_IF_ERROR(dataset->open(descriptor_offset, descriptor_length));
-    Dataset result(std::move(dataset));
-    if (impl_->options().verify_checksums) SHELF_RETURN_IF_ERROR(result.verify());
-    return result;
-  };
   shm::EntrySnapshot entry;
-  const shm::IndexRead found = impl_->index().find(name, &entry);
+  const shm::IndexRead found = client->index().find(name, &entry);
   if (found == shm::IndexRead::kNotFound) {
-    SHELF_RETURN_IF_ERROR(impl_->check_alive());
+    SHELF_RETURN_IF_ERROR(client->check_alive());
     return Status::not_found(not_found_message(name));
   }
   // Quarantined, or not verified yet since a restart: shelfd answers (once
   // its checksums are checked, for the latter).
   if (found == shm::IndexRead::kFound && entry.state == shm::IndexEntryState::kPublished) {
-    SHELF_ASSIGN_OR_RETURN(std::optional<uint32_t> slot, impl_->lease_in_table(entry));
+    SHELF_ASSIGN_OR_RETURN(std::optional<uint32_t> slot, client->lease_in_table(entry));
     if (slot) {
-      auto dataset = std::make_unique<Dataset::Impl>(
-          impl_, std::string(name), Dataset::Impl::TableLease{*slot, entry.slot, entry.publish_id});
-      return finish_get(std::move(dataset), entry.descriptor_offset, entry.descriptor_length);
+      return Leased{std::make_unique<Dataset::Impl>(
+                        client, std::string(name),
+                        Dataset::Impl::TableLease{*slot, entry.slot, entry.publish_id}),
+                    entry.descriptor_offset, entry.descriptor_length};
     }
   }
   std::vector<std::byte> frame;
   protocol::encode_request(frame, protocol::GetRequest{std::string(name)});
   SHELF_ASSIGN_OR_RETURN(
       protocol::GetResponse r,
-      impl_->call_and_decode(frame, MessageType::kGet, protocol::decode_get_response));
+      client->call_and_decode(frame, MessageType::kGet, protocol::decode_get_response));
   // From here the lease is ours: Dataset::Impl's destructor gives it back,
-  // also when open() below fails.
-  auto dataset = std::make_unique<Dataset::Impl>(impl_, std::string(name), r.lease_id);
-  return finish_get(std::move(dataset), r.descriptor_offset, r.descriptor_length);
+  // also when open() fails.
+  return Leased{std::make_unique<Dataset::Impl>(client, std::string(name), r.lease_id),
+                r.descriptor_offset, r.descriptor_length};
 }
 
-Status Client::unpublish_dataset(std::string_view name) {
+// The view definition a leased descriptor holds, or nullopt for a dataset.
+Result<std::optional<shm::ViewDefinition>> definition_of(const Client::Impl& client,
+                                                         const Leased& leased) {
+  const auto* bytes =
+      client.view().at<std::byte>(leased.descriptor_offset, leased.descriptor_length);
+  if (bytes == nullptr || !shm::is_view({bytes, leased.descriptor_length})) {
+    return std::optional<shm::ViewDefinition>();
+  }
+  // A private copy: the checks below hold for what is used.
+  std::vector<std::byte> copy(bytes, bytes + leased.descriptor_length);
+  auto parsed = shm::parse_view(copy, /*from_client=*/false);
+  if (!parsed.ok()) {
+    return Status::corruption("view '" + leased.impl->name_ + "': " + parsed.status().message());
+  }
+  return std::optional<shm::ViewDefinition>(std::move(parsed).value());
+}
+
+Result<Dataset> get_view(const std::shared_ptr<Client::Impl>& client, std::string_view name,
+                         const shm::ViewDefinition& view, const GetOptions& options,
+                         uint32_t depth);
+
+// Client::get_dataset, `depth` views down.
+Result<Dataset> get(const std::shared_ptr<Client::Impl>& client, std::string_view name,
+                    const GetOptions& options, uint32_t depth) {
+  SHELF_ASSIGN_OR_RETURN(Leased leased, lease(client, name));
+  SHELF_ASSIGN_OR_RETURN(std::optional<shm::ViewDefinition> view, definition_of(*client, leased));
+  if (view) {
+    leased.impl.reset();  // the definition is copied: the base's lease is what counts
+    return get_view(client, name, *view, options, depth);
+  }
+  SHELF_RETURN_IF_ERROR(leased.impl->open(leased.descriptor_offset, leased.descriptor_length));
+  Dataset dataset(std::move(leased.impl));
+  if (client->options().verify_checksums) SHELF_RETURN_IF_ERROR(dataset.verify());
+  return dataset;
+}
+
+Result<Dataset> get_view(const std::shared_ptr<Client::Impl>& client, std::string_view name,
+                         const shm::ViewDefinition& view, const GetOptions& options,
+                         uint32_t depth) {
+  // shelfd refuses a view that would read itself or nest deeper; this
+  // bounds the recursion whatever the segment says.
+  if (depth >= kMaxViewDepth) {
+    return Status::invalid_argument("view '" + std::string(name) + "': views nest deeper than " +
+                                    std::to_string(kMaxViewDepth));
+  }
+  std::optional<uint64_t> limit = view.limit;
+  if (options.max_rows) limit = std::min(limit.value_or(UINT64_MAX), *options.max_rows);
+  // Without a predicate the first `limit` rows of the base are all it needs.
+  GetOptions of_base;
+  if (view.where.find_first_not_of(" \t\r\n") == std::string::npos) of_base.max_rows = limit;
+  auto base = get(client, view.base, of_base, depth + 1);
+  if (!base.ok()) {
+    return Status::from_code(
+        static_cast<uint8_t>(base.status().code()),
+        "view '" + std::string(name) + "' reads '" + view.base + "': " + base.status().message());
+  }
+  auto filter = Filter::parse(base->schema(), view.where, view.columns, limit);
+  if (!filter.ok()) {
+    return Status::invalid_argument("view '" + std::string(name) + "' no longer fits its base '" +
+                                    view.base + "': " + filter.status().message());
+  }
+  const Dataset::Impl::Origin origin{view.created_ns, view.publisher_uid, view.publisher_pid};
+  return Dataset(std::make_unique<Dataset::Impl>(
+      client, std::string(name),
+      std::make_unique<internal::Derived>(std::move(base).value(), std::move(filter).value()),
+      origin, ViewDefinition{view.base, view.where, view.columns, view.limit}));
+}
+
+}  // namespace
+
+Result<Dataset> Client::get_dataset(std::string_view name, const GetOptions& options) {
+  return get(impl_, name, options, 0);
+}
+
+Status Client::publish_view(std::string_view name, const ViewDefinition& view,
+                            const PublishOptions& options) {
+  // Parsed against the base here, so that a bad filter fails now, with the
+  // parser's position; shelfd checks the rest (the base, cycles, depth).
+  {
+    SHELF_ASSIGN_OR_RETURN(Dataset base, get_dataset(view.base, GetOptions{0}));
+    auto filter = Filter::parse(base.schema(), view.where, view.columns, view.limit);
+    if (!filter.ok()) {
+      return Status::invalid_argument("view '" + std::string(name) +
+                                      "': " + filter.status().message());
+    }
+  }
+  shm::ViewDefinition definition{view.base, view.where, view.columns, view.limit};
+  protocol::PublishRequest request;
+  request.override_existing = options.override_existing;
+  request.pin = options.pin;
+  request.items.push_back(protocol::PublishItem{std::string(name), shm::encode_view(definition)});
   std::vector<std::byte> frame;
-  protocol::encode_request(frame, protocol::UnpublishRequest{std::string(name)});
+  protocol::encode_request(frame, request);
+  return impl_->call(frame, MessageType::kPublish).status();
+}
+
+Status Client::persist_view(std::string_view view, std::string_view name,
+                            const PublishOptions& options) {
+  SHELF_ASSIGN_OR_RETURN(Dataset rows, get_dataset(view));
+  if (!rows.view_definition()) {
+    return Status::invalid_argument("'" + std::string(view) + "' is a dataset, not a view; " +
+                                    "`shelf publish " + std::string(name) + " --from " +
+                                    std::string(view) + "` copies it");
+  }
+  SHELF_ASSIGN_OR_RETURN(Filter every_row, Filter::parse(rows.schema(), ""));
+  SHELF_ASSIGN_OR_RETURN(TableBuilder table, create_table(rows.schema()));
+  SHELF_RETURN_IF_ERROR(write_filtered(rows, every_row, table));
+  return publish_dataset(name, table, options);
+}
+
+Status Client::unpublish_dataset(std::string_view name, const UnpublishOptions& options) {
+  std::vector<std::byte> frame;
+  protocol::encode_request(frame, protocol::UnpublishRequest{std::string(name), options.cascade});
   return impl_->call(frame, MessageType::kUnpublish).status();
 }
 

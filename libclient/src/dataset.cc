@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <shelf/dataset.h>
+#include <shelf/filter.h>
 
 #include "base/check.h"
 #include "libclient/src/dataset_impl.h"
@@ -44,6 +45,7 @@ Status Dataset::Impl::open(uint64_t descriptor_offset, uint64_t descriptor_lengt
 }
 
 void Dataset::Impl::release() {
+  if (derived_) derived_->base().release();
   if (!leased_) return;
   leased_ = false;
   if (table_lease_) {
@@ -71,20 +73,52 @@ int Dataset::column_index(std::string_view name) const {
   }
   return -1;
 }
-uint64_t Dataset::num_partitions() const { return impl_->descriptor_.num_partitions(); }
-uint64_t Dataset::num_rows() const { return impl_->descriptor_.header().num_rows; }
+uint64_t Dataset::num_partitions() const {
+  if (impl_->derived_) return impl_->derived_->num_partitions();
+  return impl_->descriptor_.num_partitions();
+}
+uint64_t Dataset::num_rows() const {
+  if (impl_->derived_) return impl_->derived_->num_rows();
+  return impl_->descriptor_.header().num_rows;
+}
 uint64_t Dataset::num_rows(uint64_t partition) const {
   SHELF_CHECK(partition < num_partitions());
+  if (impl_->derived_) return impl_->derived_->num_rows(partition);
   return impl_->descriptor_.partition(partition).num_rows;
 }
-uint64_t Dataset::data_bytes() const { return impl_->descriptor_.header().data_bytes; }
-int64_t Dataset::created_ns() const { return impl_->descriptor_.header().created_ns; }
-uint32_t Dataset::publisher_uid() const { return impl_->descriptor_.header().publisher_uid; }
-uint32_t Dataset::publisher_pid() const { return impl_->descriptor_.header().publisher_pid; }
+uint64_t Dataset::data_bytes() const {
+  if (impl_->derived_) return impl_->derived_->data_bytes();
+  return impl_->descriptor_.header().data_bytes;
+}
+int64_t Dataset::created_ns() const {
+  if (impl_->derived_) return impl_->origin_.created_ns;
+  return impl_->descriptor_.header().created_ns;
+}
+uint32_t Dataset::publisher_uid() const {
+  if (impl_->derived_) return impl_->origin_.publisher_uid;
+  return impl_->descriptor_.header().publisher_uid;
+}
+uint32_t Dataset::publisher_pid() const {
+  if (impl_->derived_) return impl_->origin_.publisher_pid;
+  return impl_->descriptor_.header().publisher_pid;
+}
 bool Dataset::is_bytes() const { return is_bytes_schema(impl_->schema_); }
+const std::optional<ViewDefinition>& Dataset::view_definition() const { return impl_->definition_; }
 
 ColumnView Dataset::column(uint64_t partition, size_t column) const {
   SHELF_CHECK(partition < num_partitions() && column < impl_->schema_.size());
+  if (impl_->derived_) {
+    const internal::Derived::Column& c = impl_->derived_->column(partition, column);
+    ColumnView v;
+    v.type_ = c.buffers.type;
+    v.rows_ = c.buffers.rows;
+    v.null_count_ = c.null_count;
+    v.validity_ = c.buffers.validity;
+    v.offsets_ = c.buffers.offsets;
+    v.data_ = c.buffers.data;
+    v.data_bytes_ = c.buffers.data_bytes;
+    return v;
+  }
   const shm::ChunkLayout& chunk =
       impl_->descriptor_.chunk(partition, static_cast<uint32_t>(column));
   const std::byte* base = impl_->client_->view().base();
@@ -111,11 +145,13 @@ std::span<const std::byte> Dataset::bytes(uint64_t partition) const {
 
 uint64_t Dataset::checksum(uint64_t partition, size_t column, int buffer) const {
   SHELF_CHECK(partition < num_partitions() && column < impl_->schema_.size());
+  if (impl_->derived_) return 0;  // computed, not published: no checksum recorded
   const shm::ChunkLayout& c = impl_->descriptor_.chunk(partition, static_cast<uint32_t>(column));
   return buffer == 0 ? c.validity.xxh3 : buffer == 1 ? c.offsets.xxh3 : c.data.xxh3;
 }
 
 Status Dataset::verify() const {
+  if (impl_->derived_) return impl_->derived_->base().verify();
   const std::byte* base = impl_->client_->view().base();
   if (auto bad = shm::first_checksum_mismatch(impl_->descriptor_, base)) {
     return Status::corruption("dataset '" + name() + "' partition " +
@@ -127,6 +163,7 @@ Status Dataset::verify() const {
 }
 
 Status Dataset::prefault(unsigned threads) const {
+  if (impl_->derived_) return impl_->derived_->base().prefault(threads);
   std::vector<shm::MappedRange> extents;
   // The mapping is read-only; madvise only reads through it.
   auto* base = const_cast<std::byte*>(impl_->client_->view().base());

@@ -1,4 +1,6 @@
-// Dataset::Impl: a lease and a validated descriptor in the read-only mapping.
+// Dataset::Impl: a lease and a validated descriptor in the read-only mapping,
+// or, for a view, the Derived data computed from a base Dataset, which holds
+// the lease.
 #pragma once
 
 #include <memory>
@@ -8,6 +10,7 @@
 #include <shelf/dataset.h>
 
 #include "libclient/src/client_impl.h"
+#include "libclient/src/derived.h"
 #include "shm/descriptor.h"
 
 namespace shelf {
@@ -25,6 +28,23 @@ class Dataset::Impl {
       : client_(std::move(client)), name_(std::move(name)), lease_id_(lease_id) {}
   Impl(std::shared_ptr<Client::Impl> client, std::string name, TableLease lease)
       : client_(std::move(client)), name_(std::move(name)), table_lease_(lease) {}
+  // A view: derived data, no lease of its own.
+  struct Origin {
+    int64_t created_ns = 0;
+    uint32_t publisher_uid = 0;
+    uint32_t publisher_pid = 0;
+  };
+  Impl(std::shared_ptr<Client::Impl> client, std::string name,
+       std::unique_ptr<internal::Derived> derived, Origin origin,
+       std::optional<ViewDefinition> definition)
+      : client_(std::move(client)),
+        name_(std::move(name)),
+        leased_(false),
+        derived_(std::move(derived)),
+        origin_(origin),
+        definition_(std::move(definition)) {
+    schema_ = derived_->schema();
+  }
   ~Impl() { release(); }
 
   // Validates the descriptor at [offset, offset+length) of the segment and
@@ -39,6 +59,9 @@ class Dataset::Impl {
   bool leased_ = true;
   shm::DescriptorView descriptor_;
   Schema schema_;
+  std::unique_ptr<internal::Derived> derived_;  // set: the data is computed, not the segment's
+  Origin origin_;                               // with derived_
+  std::optional<ViewDefinition> definition_;
 };
 
 }  // namespace shelf

@@ -345,7 +345,8 @@ void Selection::truncate(uint64_t n) {
   count_ = n;
 }
 
-Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint64_t rows) const {
+Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint64_t rows,
+                                   uint64_t max_kept) const {
   SHELF_RETURN_IF_ERROR(check_columns(impl_->input, columns, rows));
   Selection sel;
   sel.rows_ = rows;
@@ -358,10 +359,16 @@ Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint6
   }
   std::vector<uint8_t> scratch(2 * static_cast<size_t>(impl_->levels) * kChunkRows);
   Evaluator evaluator(columns, scratch.data());
+  uint64_t kept = 0;
   for (uint64_t begin = 0; begin < rows; begin += kChunkRows) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunkRows, rows - begin));
     const Truth r = evaluator.eval(*impl_->root, begin, n, 0);
-    pack_bits(r.t, n, sel.words_.data() + begin / 64);
+    uint64_t* words = sel.words_.data() + begin / 64;
+    pack_bits(r.t, n, words);
+    if (max_kept == UINT64_MAX) continue;
+    for (size_t w = 0; w < (n + 63) / 64; ++w)
+      kept += static_cast<uint64_t>(std::popcount(words[w]));
+    if (kept >= max_kept) break;
   }
   uint64_t count = 0;
   for (uint64_t w : sel.words_) count += static_cast<uint64_t>(std::popcount(w));

@@ -8,65 +8,16 @@
 
 #include <shelf/filter.h>
 
+#include "libclient/src/gather.h"
 #include "libclient/src/table_state.h"
 
 namespace shelf {
 namespace {
 
-// Calls fn(row, output_index) for each kept row, in order.
-template <class Fn>
-void for_each_kept(const Selection& sel, Fn&& fn) {
-  uint64_t out = 0;
-  const std::span<const uint64_t> words = sel.words();
-  for (size_t k = 0; k < words.size(); ++k) {
-    for (uint64_t w = words[k]; w != 0; w &= w - 1) {
-      fn(k * 64 + static_cast<uint64_t>(std::countr_zero(w)), out++);
-    }
-  }
-}
-
-template <size_t kWidth>
-void gather_fixed(const std::byte* src, const Selection& sel, std::byte* dst) {
-  const std::span<const uint64_t> words = sel.words();
-  for (size_t k = 0; k < words.size(); ++k) {
-    uint64_t w = words[k];
-    const std::byte* block = src + k * 64 * kWidth;
-    if (w == ~uint64_t{0}) {  // 64 kept rows in a row: one block copy
-      std::memcpy(dst, block, 64 * kWidth);
-      dst += 64 * kWidth;
-      continue;
-    }
-    for (; w != 0; w &= w - 1) {
-      std::memcpy(dst, block + static_cast<size_t>(std::countr_zero(w)) * kWidth, kWidth);
-      dst += kWidth;
-    }
-  }
-}
-
-void gather_column(const ColumnBuffers& in, const Selection& sel, std::byte* dst) {
-  switch (fixed_width(in.type)) {
-    case 1:
-      return gather_fixed<1>(in.data, sel, dst);
-    case 2:
-      return gather_fixed<2>(in.data, sel, dst);
-    case 4:
-      return gather_fixed<4>(in.data, sel, dst);
-    default:
-      return gather_fixed<8>(in.data, sel, dst);
-  }
-}
-
-bool is_valid(const ColumnBuffers& in, uint64_t row) {
-  return in.validity == nullptr || ((in.validity[row / 8] >> (row % 8)) & 1) != 0;
-}
-
-// Row `row` of a string column. Bounds are checked against the data, as
-// ColumnView::string does: a damaged offset reads as empty, never wild.
-std::string_view string_at(const ColumnBuffers& in, uint64_t row) {
-  const int64_t begin = in.offsets[row], end = in.offsets[row + 1];
-  if (begin < 0 || end < begin || static_cast<uint64_t>(end) > in.data_bytes) return {};
-  return {reinterpret_cast<const char*>(in.data) + begin, static_cast<size_t>(end - begin)};
-}
+using internal::for_each_kept;
+using internal::gather_column;
+using internal::is_valid;
+using internal::string_at;
 
 template <class V>
 std::byte* bytes_of(PartitionBuilder& part, size_t column) {
@@ -161,7 +112,9 @@ Status write_partitions(uint64_t partitions, BuffersOf&& buffers, const Filter& 
   for (uint64_t p = 0; p < partitions && remaining > 0; ++p) {
     SHELF_ASSIGN_OR_RETURN(std::vector<ColumnBuffers> in, buffers(p));
     const uint64_t rows = in.empty() ? 0 : in.front().rows;
-    SHELF_ASSIGN_OR_RETURN(Selection sel, filter.evaluate(in, rows));
+    // With a limit, the evaluation stops where it is reached.
+    SHELF_ASSIGN_OR_RETURN(Selection sel,
+                           filter.evaluate(in, rows, filter.limit() ? remaining : UINT64_MAX));
     sel.truncate(remaining);
     if (sel.count() == 0) continue;
     SHELF_RETURN_IF_ERROR(write_partition(in, filter, sel, out));

@@ -167,6 +167,32 @@ class Client:
         _check_flag(pin, "pin", "keeps it in memory, never spilled", "publish_filtered")
         self._client.publish_filtered(name, base, where, list(columns), limit, override, pin)
 
+    def publish_view(self, name, base, where="", columns=(), limit=None, override=False):
+        """Publishes a view: `name` holds only the definition (the rows of
+        `base` where `where` holds, the columns `columns`, at most `limit`
+        rows), which costs no shared memory beyond a page, and every
+        get_dataset of it evaluates against `base` as published then
+        (docs/views.md). `base` may be a view too.
+
+        Errors: KeyError (no `base`, or `name` taken without override),
+        ValueError (a bad expression or column list, with its position; a
+        view that would read itself), MemoryError.
+        """
+        _check_name(name, "publish_view")
+        _check_name(base, "publish_view")
+        _check_flag(override, "override", "replaces a dataset of the same name", "publish_view")
+        self._client.publish_view(name, base, where, list(columns), limit, override)
+
+    def persist_view(self, view, name, override=False, pin=False):
+        """Materialises the view `view`: evaluates it and publishes its rows
+        as the dataset `name` (`shelf persist`). ValueError when `view` is a
+        dataset; otherwise the errors of publish_filtered."""
+        _check_name(view, "persist_view")
+        _check_name(name, "persist_view")
+        _check_flag(override, "override", "replaces a dataset of the same name", "persist_view")
+        _check_flag(pin, "pin", "keeps it in memory, never spilled", "persist_view")
+        self._client.persist_view(view, name, override, pin)
+
     def wait_for_dataset(self, name, timeout=None):
         """Waits until `name` is published, then returns what get_dataset
         returns. The daemon says when (no polling); `timeout` is in seconds
@@ -213,10 +239,17 @@ class Client:
         """
         return Events(self._client, timeout, last_generation)
 
-    def unpublish_dataset(self, name):
-        """Removes `name`; readers holding it keep reading until they let go."""
+    def unpublish_dataset(self, name, cascade=False):
+        """Removes `name`; readers holding it keep reading until they let go.
+
+        A dataset that views read (publish_view) is removed only with
+        cascade=True, which removes those views too; otherwise ValueError
+        names them.
+        """
         _check_name(name, "unpublish_dataset")
-        self._client.unpublish(name)
+        _check_flag(cascade, "cascade", "also removes the views that read it",
+                    "unpublish_dataset")
+        self._client.unpublish(name, cascade)
 
     def pin_dataset(self, name):
         """Keeps `name` in memory: shelfd never spills it to disk (shelfd
@@ -444,6 +477,13 @@ class Dataset:
     @property
     def name(self):
         return self._handle.name
+
+    @property
+    def view(self):
+        """For a view (publish_view), its definition: a dict of base, where,
+        columns and limit; None for a dataset. A view's rows are computed
+        in this process from its base, a partition when first used."""
+        return self._handle.view
 
     @property
     def columns(self):

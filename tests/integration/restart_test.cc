@@ -850,13 +850,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "is not a shelf segment"},
         BadHeader{"NewerLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) { h.layout_version = shm::kLayoutVersion + 1; },
-                  "has layout version 8, and this shelfd reads versions 4 to 7"},
+                  "has layout version 9, and this shelfd reads versions 4 to 8"},
         // A segment of the release before the index's room: refused untouched too.
         BadHeader{"OlderLayoutVersion",
                   [](shm::SegmentHeaderLayout& h) {
                     h.layout_version = shm::kOldestReadableLayoutVersion - 1;
                   },
-                  "has layout version 3, and this shelfd reads versions 4 to 7"},
+                  "has layout version 3, and this shelfd reads versions 4 to 8"},
         BadHeader{"SizeDisagreesWithFile",
                   [](shm::SegmentHeaderLayout& h) { h.segment_bytes += shm::kPageSize; },
                   "inconsistent header"},

@@ -93,6 +93,11 @@ inline constexpr size_t kMaxFilterBytes = 64 * 1024;
 // bounds its stack.
 inline constexpr int kMaxFilterNesting = 64;
 
+// ---- Views (docs/views.md), checked by shelfd at publish.
+// How deep views may read other views: a reader resolves each level with a
+// get of its own, and a chain this long is far past any sensible design.
+inline constexpr uint32_t kMaxViewDepth = 16;
+
 // ---- The CSV reader (tools/csv_*.h, `shelf publish`); docs/csv.md and
 // docs/cli.md quote them.
 // How long a named FIFO may stay without a writer (no data and no end)

@@ -37,6 +37,7 @@
 #include <shelf/result.h>
 #include <shelf/table_builder.h>
 #include <shelf/types.h>
+#include <shelf/view.h>
 
 namespace shelf {
 
@@ -81,6 +82,24 @@ struct DatasetInfo {
   // memory: memory_bytes is its descriptor's; a get reads it back first.
   bool spilled = false;
   bool pinned = false;  // never spilled (PublishOptions::pin, Client::pin_dataset)
+  // A view (shelf/view.h): no buffers (rows, partitions and data_bytes 0;
+  // memory_bytes its definition's page; num_columns those it names, 0 for
+  // all), evaluated by readers against view_base.
+  bool view = false;
+  std::string view_base;
+};
+
+struct GetOptions {
+  // At most the first max_rows rows are wanted (`shelf head`): a view is
+  // evaluated only that far, and has at most that many rows. A stored
+  // dataset is returned whole: its rows are in memory already.
+  std::optional<uint64_t> max_rows;
+};
+
+struct UnpublishOptions {
+  // Also remove every view that reads the dataset, directly or through
+  // other views; without it such a dataset is not unpublished.
+  bool cascade = false;
 };
 
 // A dataset shelfd found damaged when it restarted (a checksum or its
@@ -250,11 +269,29 @@ class Client {
   Result<std::vector<DatasetInfo>> list_datasets();
   // Takes a lease and maps the dataset (one round trip, whatever its size).
   // A name the segment's index does not hold is NotFound with no message.
-  // Errors: NotFound ("dataset 'x' not found"), Corruption.
-  Result<Dataset> get_dataset(std::string_view name);
+  // A view is evaluated against its base as published now (shelf/view.h):
+  // the lease is then the base's. Errors: NotFound ("dataset 'x' not
+  // found"; for a view, its base), Corruption, InvalidArgument (a view whose
+  // filter no longer fits its base's schema: the base was replaced).
+  Result<Dataset> get_dataset(std::string_view name, const GetOptions& options = {});
+  // Publishes a view: a name that holds only `view`'s definition, which
+  // readers evaluate (shelf/view.h). The filter is parsed against the base
+  // now, so a bad one fails here. Errors: NotFound (the base), AlreadyExists,
+  // InvalidArgument (the filter or columns, a view that would read itself,
+  // deeper than kMaxViewDepth), ResourceExhausted (the definition's page
+  // over the limit, the index full).
+  Status publish_view(std::string_view name, const ViewDefinition& view,
+                      const PublishOptions& options = {});
+  // Materialises view `view`: evaluates it and publishes its rows as the
+  // dataset `name`, written once into shared memory (`shelf persist`).
+  // Errors: get_dataset()'s, InvalidArgument when `view` is a dataset, and
+  // publish_dataset()'s.
+  Status persist_view(std::string_view view, std::string_view name,
+                      const PublishOptions& options = {});
   // Removes the name at once; readers holding it keep reading, and its memory
-  // comes back when the last of them lets go. NotFound names the dataset.
-  Status unpublish_dataset(std::string_view name);
+  // comes back when the last of them lets go. NotFound names the dataset;
+  // InvalidArgument names the views that read it, unless options.cascade.
+  Status unpublish_dataset(std::string_view name, const UnpublishOptions& options = {});
   // Pins the dataset: shelfd never spills it to disk (shelfd --spill-dir),
   // also after a restart; a spilled one is read back into memory first, so
   // this may take as long as a get of it. `pinned` false unpins it. Any

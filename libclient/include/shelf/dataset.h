@@ -4,12 +4,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include <shelf/result.h>
 #include <shelf/types.h>
+#include <shelf/view.h>
 
 namespace shelf {
 
@@ -88,6 +90,11 @@ class Dataset {
   uint32_t publisher_pid() const;
   // True for a raw-bytes dataset (schema is bytes_schema()).
   bool is_bytes() const;
+  // Set when this is a view (shelf/view.h): its definition. Its data is
+  // then computed from the base it names (docs/views.md): created_ns() and
+  // the publisher are the view's; checksum() is 0; verify() and prefault()
+  // act on the base.
+  const std::optional<ViewDefinition>& view_definition() const;
 
   // Column `column` of partition `partition`; both must be in range (checked: aborts).
   ColumnView column(uint64_t partition, size_t column) const;
@@ -111,10 +118,12 @@ class Dataset {
   // be used afterwards. Sends a Release without waiting for its reply.
   void release();
 
- private:
-  friend class Client;
+  // The library's own (libclient/src/dataset_impl.h); users get Datasets
+  // from a Client.
   class Impl;
   explicit Dataset(std::unique_ptr<Impl> impl);
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 

@@ -116,9 +116,13 @@ class Filter {
   // Evaluates the predicate over one partition: `columns` holds every input
   // column, in schema order, each of `rows` rows. Ignores the limit. Cost:
   // one pass over the columns the predicate names, in cache-sized chunks;
-  // no allocation but the result's bitmap. Errors: InvalidArgument when
-  // `columns` does not match the input schema (count, types or rows).
-  Result<Selection> evaluate(std::span<const ColumnBuffers> columns, uint64_t rows) const;
+  // no allocation but the result's bitmap. With `max_kept`, it stops after
+  // the chunk (4096 rows) in which that many rows are kept: later rows are
+  // left out unevaluated (what `shelf head` of a view needs). Errors:
+  // InvalidArgument when `columns` does not match the input schema (count,
+  // types or rows).
+  Result<Selection> evaluate(std::span<const ColumnBuffers> columns, uint64_t rows,
+                             uint64_t max_kept = UINT64_MAX) const;
   // The same over partition `partition` of `dataset` (its schema must equal
   // input_schema()).
   Result<Selection> evaluate(const Dataset& dataset, uint64_t partition) const;

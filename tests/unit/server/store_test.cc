@@ -329,7 +329,7 @@ TEST_F(StoreTest, ALeaseKeepsTheMemoryOfAnUnpublishedDataset) {
   ASSERT_TRUE(lease.ok());
   EXPECT_EQ(store_->status().num_leases, 1u);
 
-  ASSERT_TRUE(store_->unpublish("x").ok());
+  ASSERT_TRUE(store_->unpublish("x", false).ok());
   EXPECT_EQ(store_->get(reader, "x").status().code(), Status::Code::kNotFound);
   EXPECT_TRUE(store_->list().datasets.empty());
   protocol::StatusResponse st = store_->status();
@@ -355,7 +355,7 @@ TEST_F(StoreTest, CloseSessionFreesItsUnsealedExtentsAndEndsItsLeases) {
   (void)written(writer, 10);
   ASSERT_TRUE(store_->get(reader, "x").ok());
   ASSERT_TRUE(store_->get(reader, "x").ok());  // two leases on one dataset
-  ASSERT_TRUE(store_->unpublish("x").ok());
+  ASSERT_TRUE(store_->unpublish("x", false).ok());
   EXPECT_EQ(store_->status().num_connections, 2u);
 
   store_->close_session(writer);
@@ -579,7 +579,7 @@ TEST_F(StoreTest, PublishOverrideAndUnpublishKeepTheNameIndexReadersSee) {
   EXPECT_GT(a2.publish_id, b.publish_id) << "a new publish id, never an old one";
   EXPECT_EQ(r.still_published(a.slot, a.publish_id), shm::IndexRead::kNotFound);
 
-  ASSERT_TRUE(store_->unpublish("b").ok());
+  ASSERT_TRUE(store_->unpublish("b", false).ok());
   EXPECT_EQ(r.find("b", &b), shm::IndexRead::kNotFound);
   std::vector<shm::EntrySummary> listed;
   std::string names;
@@ -600,7 +600,7 @@ TEST_F(StoreTest, ARestartRebuildsTheNameIndexAndNeverReusesAPublishId) {
   reopen(options);
   const Store::SessionId s = store_->open_session(100, 1000);
   ASSERT_TRUE(publish(s, {item("kept", {written(s, 10)}), item("gone", {written(s, 10)})}).ok());
-  ASSERT_TRUE(store_->unpublish("gone").ok());
+  ASSERT_TRUE(store_->unpublish("gone", false).ok());
   shm::EntrySnapshot kept;
   ASSERT_EQ(index_reader(*mapping_).find("kept", &kept), shm::IndexRead::kFound);
   // A daemon that dies mid-change leaves index_seq odd and a bucket missing.
@@ -677,7 +677,7 @@ TEST_F(StoreTest, ARestartServesADatasetOnlyOnceItsChecksumsAreChecked) {
   EXPECT_EQ(store_->get(reader, "a").status().code(), Status::Code::kUnavailable);
   // Unpublished while it waits to be checked (or is): gone at once, its
   // memory back once no thread hashes it, and its Gets answered.
-  ASSERT_TRUE(store_->unpublish("c").ok());
+  ASSERT_TRUE(store_->unpublish("c", false).ok());
   EXPECT_FALSE(store_->await_verification("c"));
 
   std::set<uint64_t> finished;
@@ -718,9 +718,9 @@ TEST_F(StoreTest, UsedSlotsEndFollowsPublishesAndTheLowestFreeSlotIsTakenFirst) 
                           item("c", {written(s, 10)})})
                   .ok());
   EXPECT_EQ(header->used_slots_end, 3u);
-  ASSERT_TRUE(store_->unpublish("a").ok());  // slot 0: a hole, the mark stays
+  ASSERT_TRUE(store_->unpublish("a", false).ok());  // slot 0: a hole, the mark stays
   EXPECT_EQ(header->used_slots_end, 3u);
-  ASSERT_TRUE(store_->unpublish("c").ok());  // the highest: down to b's
+  ASSERT_TRUE(store_->unpublish("c", false).ok());  // the highest: down to b's
   EXPECT_EQ(header->used_slots_end, 2u);
   EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"b"}));
   // The lowest free slot (a's) first, not the one freed last (c's).
@@ -742,7 +742,7 @@ TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
   ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)}),
                           item("c", {written(s, 10)}), item("d", {written(s, 10)})})
                   .ok());
-  ASSERT_TRUE(store_->unpublish("b").ok());
+  ASSERT_TRUE(store_->unpublish("b", false).ok());
   // The daemon dies while rewriting d's entry (slot 3: the restart drops it)
   // and leaves a mark that would hide every entry.
   auto* header = reinterpret_cast<shm::SegmentHeaderLayout*>(mapping_->data());
@@ -760,7 +760,7 @@ TEST_F(StoreTest, ARestartRecomputesUsedSlotsEnd) {
   EXPECT_EQ(header->used_slots_end, 3u) << "one past c's slot, the highest kept";
   EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"a", "c"}));
   // Unpublishing the highest lowers it past b's free slot, to a's.
-  ASSERT_TRUE(store_->unpublish("c").ok());
+  ASSERT_TRUE(store_->unpublish("c", false).ok());
   EXPECT_EQ(header->used_slots_end, 1u);
   EXPECT_EQ(listed_names(*mapping_), (std::vector<std::string>{"a"}));
   // And b's slot is the first handed out again.
