@@ -11,6 +11,10 @@
 //   pandas             df[df.balance < 0] in /usr/bin/python3 on the same
 //                      number of rows (and the mask alone), against the shelf
 //                      figures above. Target: shelf >= 2x faster.
+//   view head          get_dataset of a view `balance < 0` of the base with
+//                      max_rows 11 and a read of its first 10 rows (what
+//                      `shelf head -n 10` does), against the same of the
+//                      stored base. Target: <= 1 ms (it must not scan the base).
 //
 //   cmake --build build-bench -j2 --target filter_bench shelfd
 //   ./build-bench/bench/filter_bench [--size-mib N] [--repeat N] [--no-pandas]
@@ -27,6 +31,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <optional>
+#include <span>
 #include <string>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -176,6 +182,22 @@ double publish_filtered(shelf::Client& client, const shelf::Dataset& d, const sh
   return t;
 }
 
+// What `shelf head NAME -n 10` does once connected: a get with max_rows 11
+// (a view evaluates no further) and a read of the first 10 rows.
+double head_of(shelf::Client& client, const std::string& name) {
+  const double t0 = now_s();
+  shelf::Dataset d = must(client.get_dataset(name, shelf::GetOptions{11}), "get for head");
+  int64_t sum = 0;
+  uint64_t shown = 0;
+  for (uint64_t p = 0; p < d.num_partitions() && shown < 10; ++p) {
+    const std::span<const int64_t> v = d.column(p, 0).values<int64_t>();
+    for (size_t i = 0; i < v.size() && shown < 10; ++i, ++shown) sum += v[i];
+  }
+  const double t = now_s() - t0;
+  if (shown != 10 || sum == 1) die("head read " + std::to_string(shown) + " rows");
+  return t;
+}
+
 double publish_ready(shelf::Client& client, const std::vector<std::vector<int64_t>>& ready) {
   const double t0 = now_s();
   shelf::TableBuilder out = must(client.create_table({{"balance", shelf::Type::kInt64}}), "table");
@@ -221,6 +243,7 @@ struct Figures {
   uint64_t rows, partitions, kept;
   int repeat;
   double gib, sum_s, filter_s, filtered_s, ready_s, write_s;
+  double view_head_s, base_head_s;
 };
 
 void report(const Figures& f, bool pandas) {
@@ -236,6 +259,8 @@ void report(const Figures& f, bool pandas) {
   std::printf("publish --where     %8.1f ms              publish_vs_ready %.2fx (target >= 0.7)\n",
               f.filtered_s * 1e3, f.ready_s / f.filtered_s);
   std::printf("  of which write_filtered (no publish) %8.1f ms\n", f.write_s * 1e3);
+  std::printf("head -n 10 of a view %8.3f ms (target <= 1 ms); of the stored base %.3f ms\n",
+              f.view_head_s * 1e3, f.base_head_s * 1e3);
   double mask_s = 0, pandas_s = 0;
   if (pandas && run_pandas(f.rows, f.repeat, &mask_s, &pandas_s)) {
     std::printf("pandas df.balance < 0    %8.1f ms   shelf filter is %.2fx faster\n", mask_s * 1e3,
@@ -291,8 +316,10 @@ int main(int argc, char** argv) {
       if (v < 0) ready[p].push_back(v);
     }
   }
+  must(client.publish_view("negative_view", {"accounts", "balance < 0", {}, std::nullopt}),
+       "publish view");
   volatile int64_t sink = sum_scan(d);  // warm
-  std::vector<double> sum_t, filter_t, filtered_t, ready_t, write_t;
+  std::vector<double> sum_t, filter_t, filtered_t, ready_t, write_t, view_head_t, base_head_t;
   uint64_t kept = 0;
   for (int r = 0; r < repeat; ++r) {
     double t0 = now_s();
@@ -305,6 +332,10 @@ int main(int argc, char** argv) {
     double write_s = 0;
     filtered_t.push_back(publish_filtered(client, d, f, &write_s));
     write_t.push_back(write_s);
+    for (int k = 0; k < 10; ++k) {
+      view_head_t.push_back(head_of(client, "negative_view"));
+      base_head_t.push_back(head_of(client, "accounts"));
+    }
   }
   Figures fig{rows,
               partitions,
@@ -315,7 +346,9 @@ int main(int argc, char** argv) {
               median(filter_t),
               median(filtered_t),
               median(ready_t),
-              median(write_t)};
+              median(write_t),
+              median(view_head_t),
+              median(base_head_t)};
   report(fig, pandas);
   d.release();
   cleanup();

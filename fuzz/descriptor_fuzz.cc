@@ -1,6 +1,7 @@
 // Fuzzes DescriptorView::parse, the validator every client descriptor goes
 // through before shelfd trusts its offsets, and every reader before it
-// follows them.
+// follows them; and parse_view, its counterpart for a view's definition
+// (shm/view.h), whose accepted input must encode back to the same bytes.
 //
 // Beyond "no crash, no undefined behaviour" it checks what parse promises:
 // every buffer of an accepted descriptor lies inside its partition's extent,
@@ -12,9 +13,12 @@
 #include <span>
 #include <vector>
 
+#include <shelf/limits.h>
+
 #include "base/check.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
+#include "shm/view.h"
 
 namespace shelf::shm {
 namespace {
@@ -84,6 +88,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       continue;
     }
     check_view(*view);
+  }
+  for (bool from_client : {true, false}) {
+    auto definition = parse_view(bytes, from_client);
+    if (!definition.ok()) {
+      SHELF_CHECK(definition.status().code() == (from_client ? shelf::Status::Code::kInvalidArgument
+                                                             : shelf::Status::Code::kCorruption));
+      continue;
+    }
+    SHELF_CHECK(is_view(bytes));
+    SHELF_CHECK(!definition->base.empty() && definition->base.size() <= shelf::kMaxNameBytes);
+    // The publisher fields are the daemon's: set them as it does, then the
+    // encoding is the input, byte for byte.
+    std::vector<std::byte> again = encode_view(*definition);
+    stamp_view(again.data(), definition->created_ns, definition->publisher_uid,
+               definition->publisher_pid);
+    SHELF_CHECK(again.size() == bytes.size() &&
+                std::memcmp(again.data(), bytes.data(), bytes.size()) == 0);
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "protocol/messages.h"
 #include "shm/descriptor.h"
 #include "shm/layout.h"
+#include "shm/view.h"
 
 #include "fuzz/seeds.h"
 
@@ -106,6 +107,10 @@ std::vector<std::pair<std::string, Bytes>> write_descriptor_seeds(const fs::path
       {"empty_partition", descriptor({{"s", Type::kString}}, 1, 0, false)},
   };
   for (const auto& [name, bytes] : descriptors) write_seed(root / "descriptor", name, bytes);
+  // View definitions go through the same target (descriptor_fuzz.cc).
+  write_seed(root / "descriptor", "view",
+             shm::encode_view({"accounts", "balance < 0 and name is not null", {"name"}, 10}));
+  write_seed(root / "descriptor", "view_all", shm::encode_view({"a", "", {}, std::nullopt}));
   return descriptors;
 }
 

@@ -100,6 +100,24 @@ if [[ $got != "$negative" ]]; then
   exit 1
 fi
 echo "   matches the sum of the negative balances in the CSV files ($negative)"
-echo "== status"
+echo "== a view of it (process 7): a definition only, evaluated by each reader"
+echo "   shelf publish-view big_debts --from negative_accounts --where 'balance < -900' --columns name,balance"
+"$bin/tools/shelf" publish-view big_debts --from negative_accounts --where 'balance < -900' \
+  --columns name,balance
+"$bin/tools/shelf" head big_debts -n 3
+big=$(awk -F, 'FNR > 1 && $2 < -900 { n += 1 } END { printf "%d", n }' "$work"/accounts-*.csv)
+out=$("$bin/examples/sum_column" big_debts balance)
+echo "$out"
+rows=$(sed -E 's/.* over ([0-9]+) rows .*/\1/' <<<"$out")
+if [[ $rows != "$big" ]]; then
+  echo "demo: FAILED: big_debts has $rows rows, the CSV files $big below -900" >&2
+  exit 1
+fi
+echo "   matches the rows of the CSV files below -900 ($big)"
+echo "== status: the view takes a page for its definition, no data"
 "$bin/tools/shelf" status
+if ! "$bin/tools/shelf" list | grep -q "view of 'negative_accounts'"; then
+  echo "demo: FAILED: shelf list does not mark big_debts as a view" >&2
+  exit 1
+fi
 echo "== demo OK"

@@ -350,7 +350,9 @@ Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint6
   SHELF_RETURN_IF_ERROR(check_columns(impl_->input, columns, rows));
   Selection sel;
   sel.rows_ = rows;
-  sel.words_.assign((rows + 63) / 64, 0);
+  // With max_kept the bitmap grows a chunk at a time: a stop after the first
+  // chunk allocates 64 words, not rows / 64 (2 MiB for 16M rows).
+  sel.words_.assign(max_kept == UINT64_MAX || !impl_->root ? (rows + 63) / 64 : 0, 0);
   if (!impl_->root) {
     for (uint64_t i = 0; i < rows / 64; ++i) sel.words_[i] = ~uint64_t{0};
     if (rows % 64 != 0) sel.words_.back() = (uint64_t{1} << (rows % 64)) - 1;
@@ -363,6 +365,7 @@ Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint6
   for (uint64_t begin = 0; begin < rows; begin += kChunkRows) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunkRows, rows - begin));
     const Truth r = evaluator.eval(*impl_->root, begin, n, 0);
+    if (max_kept != UINT64_MAX) sel.words_.resize(begin / 64 + (n + 63) / 64);
     uint64_t* words = sel.words_.data() + begin / 64;
     pack_bits(r.t, n, words);
     if (max_kept == UINT64_MAX) continue;

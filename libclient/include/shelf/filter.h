@@ -71,12 +71,16 @@ struct ColumnBuffers {
 };
 
 // The rows of one partition a filter keeps: an LSB-first bitmap of rows()
-// bits (1 = kept), as Arrow lays out validity.
+// bits (1 = kept), as Arrow lays out validity. words() may end before
+// rows() / 64 when an evaluation stopped early (max_kept): the rows past
+// it are not kept.
 class Selection {
  public:
   uint64_t rows() const { return rows_; }
   uint64_t count() const { return count_; }
-  bool contains(uint64_t row) const { return ((words_[row / 64] >> (row % 64)) & 1) != 0; }
+  bool contains(uint64_t row) const {
+    return row / 64 < words_.size() && ((words_[row / 64] >> (row % 64)) & 1) != 0;
+  }
   std::span<const uint64_t> words() const { return words_; }
   // Keeps only the first `n` kept rows (no-op when count() <= n).
   void truncate(uint64_t n);

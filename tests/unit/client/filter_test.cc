@@ -425,6 +425,36 @@ TEST(FilterTest, SelectionTruncateKeepsTheFirstRows) {
   for (uint64_t w : sel->words()) EXPECT_EQ(w, 0u);
 }
 
+// max_kept (what `shelf head` of a view asks for): the evaluation stops in
+// the 4096-row chunk where the count is reached, and what it keeps there is
+// what the whole evaluation keeps, up to that count.
+TEST(FilterTest, EvaluateWithMaxKeptStopsInTheChunkThatReachesIt) {
+  HeapColumn c{Type::kInt64, {}, {0}, {}, 0, false};
+  const uint64_t rows = 3 * 4096 + 10;
+  for (uint64_t i = 0; i < rows; ++i) {
+    c.push(std::optional<int64_t>(i < 5000 ? 1 : static_cast<int64_t>(i % 2)));
+  }
+  Result<Filter> f = Filter::parse({{"x", Type::kInt64}}, "x == 0");
+  ASSERT_TRUE(f.ok());
+  const ColumnBuffers b = c.buffers();
+  Result<Selection> all = f->evaluate(std::span(&b, 1), rows);
+  ASSERT_TRUE(all.ok());
+  // No row of the first chunk is kept: the stop is in the second (4096..8191).
+  Result<Selection> some = f->evaluate(std::span(&b, 1), rows, 10);
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(some->rows(), rows);
+  EXPECT_EQ(some->count(), (8192 - 5000) / 2);  // the second chunk, whole
+  EXPECT_EQ(some->words().size(), 8192u / 64);  // nothing past it evaluated
+  EXPECT_FALSE(some->contains(rows - 1));
+  some->truncate(10);
+  all->truncate(10);
+  for (uint64_t r = 0; r < rows; ++r) ASSERT_EQ(some->contains(r), all->contains(r)) << r;
+  // More than there are: the whole partition, as without max_kept.
+  Result<Selection> every = f->evaluate(std::span(&b, 1), rows, rows);
+  ASSERT_TRUE(every.ok());
+  EXPECT_EQ(every->count(), f->evaluate(std::span(&b, 1), rows)->count());
+}
+
 TEST_F(FilterTypesTest, LongChainsDoNotNestAndDeepNestingStopsAtTheLimit) {
   std::string chain = "i64 > -5";
   for (int i = 0; i < 2000; ++i) chain += " and i64 < 100 or i64 == 1";  // 52 KB
