@@ -44,6 +44,7 @@ void put_summary(ByteWriter& w, const DatasetSummary& d) {
   w.boolean(d.spilled);
   w.boolean(d.pinned);
   w.boolean(d.view);
+  w.boolean(d.view_of_graph);
   w.str(d.view_base);
 }
 
@@ -62,11 +63,12 @@ DatasetSummary get_summary(ByteReader& r) {
   d.spilled = r.boolean();
   d.pinned = r.boolean();
   d.view = r.boolean();
+  d.view_of_graph = r.boolean();
   d.view_base = r.str();
   return d;
 }
 // Smallest encoding of a summary: empty names and the fixed fields.
-constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 3 + 4;  // 67
+constexpr size_t kMinSummaryBytes = 4 + 4 + 8 * 5 + 4 * 3 + 4 + 4;  // 68
 
 std::vector<DatasetSummary> get_summaries(ByteReader& r) {
   std::vector<DatasetSummary> out;

@@ -129,8 +129,10 @@ struct DatasetSummary {
   bool spilled = false;
   bool pinned = false;  // never spilled (PinRequest, PublishRequest::pin)
   // A view (docs/views.md): no buffers (data_bytes 0, memory_bytes its
-  // definition's extent), evaluated by readers against view_base.
+  // definition's extent), evaluated by readers: against view_base, or, a
+  // view of a Dask graph (view_of_graph, view_base empty), by Python.
   bool view = false;
+  bool view_of_graph = false;
   std::string view_base;
 };
 struct ListResponse {

@@ -402,7 +402,8 @@ py::dict info_dict(const shelf::DatasetInfo& d) {
   out["pinned"] = d.pinned;
   out["leases"] = d.leases;
   out["view"] = d.view;
-  out["view_base"] = d.view ? py::object(py::str(d.view_base)) : py::none();
+  out["view_of_graph"] = d.view_of_graph;
+  out["view_base"] = d.view && !d.view_of_graph ? py::object(py::str(d.view_base)) : py::none();
   return out;
 }
 
@@ -411,6 +412,12 @@ py::object view_dict(const shelf::Dataset& d) {
   if (!d.view_definition()) return py::none();
   const shelf::ViewDefinition& v = *d.view_definition();
   py::dict out;
+  if (!v.graph.empty()) {
+    out["kind"] = "graph";
+    out["bases"] = v.graph_bases;
+    return out;
+  }
+  out["kind"] = "filter";
   out["base"] = v.base;
   out["where"] = v.where;
   out["columns"] = v.columns;
@@ -723,6 +730,17 @@ class PyClient {
     options.override_existing = override_existing;
     check(get().publish_view(name, {base, where, columns, limit}, options));
   }
+  // A view of a pickled Dask collection that reads `bases` (Python's
+  // publish_dataset of an un-persisted one).
+  void publish_graph_view(const std::string& name, const py::bytes& graph,
+                          const std::vector<std::string>& bases, bool override_existing) {
+    shelf::ViewDefinition view;
+    view.graph = graph;
+    view.graph_bases = bases;
+    shelf::PublishOptions options;
+    options.override_existing = override_existing;
+    check(get().publish_view(name, view, options));
+  }
   void persist_view(const std::string& view, const std::string& name, bool override_existing,
                     bool pin) {
     shelf::PublishOptions options;
@@ -897,6 +915,8 @@ PYBIND11_MODULE(_shelf, m) {
       .def("publish_view", &PyClient::publish_view, py::arg("name"), py::arg("base"),
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
            py::arg("limit") = py::none(), py::arg("override") = false)
+      .def("publish_graph_view", &PyClient::publish_graph_view, py::arg("name"), py::arg("graph"),
+           py::arg("bases"), py::arg("override") = false)
       .def("persist_view", &PyClient::persist_view, py::arg("view"), py::arg("name"),
            py::arg("override") = false, py::arg("pin") = false)
       .def_property_readonly("socket_path", &PyClient::socket_path);

@@ -509,7 +509,9 @@ bool Store::recover_entry(uint32_t slot, std::set<std::string, std::less<>>& see
     d.quarantine_reason = problem;
     log_quarantine(d);
   }
-  if (d.view && problem.empty()) views_by_base_.emplace(d.view_base, name);
+  if (d.view && problem.empty()) {
+    for (const std::string& base : d.view_bases) views_by_base_.emplace(base, name);
+  }
   const uint64_t id = next_dataset_id_++;
   datasets_.emplace(id, std::move(d));
   names_.emplace(name, id);
@@ -583,7 +585,7 @@ void Store::recover_view(const shm::IndexEntryLayout& entry, Dataset& d, std::st
     problem = "its index entry and its extent disagree on its size";
   }
   d.view = true;
-  d.view_base = parsed->base;
+  d.view_bases = parsed->bases;
   d.summary = summarise_view(d.name, *parsed, 0);
 }
 

@@ -102,7 +102,8 @@ protocol::DatasetSummary summarise_view(std::string_view name, const shm::ViewDe
   s.publisher_uid = v.publisher_uid;
   s.publisher_pid = v.publisher_pid;
   s.view = true;
-  s.view_base = v.base;
+  s.view_of_graph = v.kind == shm::ViewKind::kGraph;
+  if (!s.view_of_graph) s.view_base = v.bases.front();
   return s;
 }
 
@@ -879,34 +880,36 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
 Result<shm::ViewDefinition> Store::check_view(const protocol::PublishItem& item) const {
   auto parsed = shm::parse_view(item.descriptor, /*from_client=*/true);
   if (!parsed.ok()) {
-    return Status::invalid_argument("view " + quoted(item.name) + ": " + parsed.status().message());
+    return Status::invalid_argument("view " + quoted(item.name) + ": " +
+                                    parsed.status().message());
   }
-  const std::string& base = parsed->base;
-  SHELF_RETURN_IF_ERROR(check_name(base));
-  if (names_.count(base) == 0) {
-    return Status::not_found("view " + quoted(item.name) + ": its base " + quoted(base) +
-                             " is not published; `shelf list` shows the published datasets");
-  }
-  // Down the chain of bases: every base of a published view is published
-  // (unpublish() sees to it), so the walk ends at a dataset, or at this
-  // name when the view would read itself.
-  std::string chain = item.name + " -> " + base;
-  std::string at = base;
-  for (uint32_t depth = 1;; ++depth) {
-    if (at == item.name) {
-      return Status::invalid_argument("view " + quoted(item.name) + " would read itself (" + chain +
-                                      ")");
+  for (const std::string& base : parsed->bases) {
+    SHELF_RETURN_IF_ERROR(check_name(base));
+    if (names_.count(base) == 0) {
+      return Status::not_found("view " + quoted(item.name) + ": its base " + quoted(base) +
+                               " is not published; `shelf list` shows the published datasets");
     }
-    auto it = names_.find(at);
-    if (it == names_.end() || !datasets_.at(it->second).view) break;
-    if (depth >= kMaxViewDepth) {
-      return Status::invalid_argument("view " + quoted(item.name) + ": views nest at most " +
-                                      std::to_string(kMaxViewDepth) + " deep (" + chain + ")");
-    }
-    at = datasets_.at(it->second).view_base;
-    chain += " -> " + at;
+    SHELF_RETURN_IF_ERROR(check_chain(item.name, item.name + " -> " + base, base, 1));
   }
   return std::move(parsed).value();
+}
+
+Status Store::check_chain(const std::string& view, const std::string& chain,
+                          const std::string& at, uint32_t depth) const {
+  if (at == view) {
+    return Status::invalid_argument("view " + quoted(view) + " would read itself (" + chain + ")");
+  }
+  // Every base of a published view is published (unpublish() sees to it).
+  auto it = names_.find(at);
+  if (it == names_.end() || !datasets_.at(it->second).view) return Status();
+  if (depth >= kMaxViewDepth) {
+    return Status::invalid_argument("view " + quoted(view) + ": views nest at most " +
+                                    std::to_string(kMaxViewDepth) + " deep (" + chain + ")");
+  }
+  for (const std::string& base : datasets_.at(it->second).view_bases) {
+    SHELF_RETURN_IF_ERROR(check_chain(view, chain + " -> " + base, base, depth + 1));
+  }
+  return Status();
 }
 
 Status Store::check_publish_partition(const Session& session, const protocol::PublishItem& item,
@@ -1052,7 +1055,7 @@ Store::Dataset Store::seal_item(Session& session, const protocol::PublishItem& i
     definition.publisher_uid = session.uid;
     definition.publisher_pid = session.pid;
     dataset.view = true;
-    dataset.view_base = definition.base;
+    dataset.view_bases = definition.bases;
     dataset.summary = summarise_view(item.name, definition, dataset.memory_bytes);
   } else {
     auto* dh = reinterpret_cast<shm::DescriptorHeaderLayout*>(desc);
@@ -1127,17 +1130,23 @@ std::optional<uint64_t> Store::enter_item(Dataset dataset) {
   auto [it, inserted] = datasets_.emplace(id, std::move(dataset));
   SHELF_CHECK(inserted);
   names_.emplace(it->second.name, id);
-  if (it->second.view) views_by_base_.emplace(it->second.view_base, it->second.name);
+  if (it->second.view) {
+    for (const std::string& base : it->second.view_bases) {
+      views_by_base_.emplace(base, it->second.name);
+    }
+  }
   write_index_entry(it->second.slot, &it->second);
   return replaced;
 }
 
 void Store::forget_view(const Dataset& view) {
-  auto [begin, end] = views_by_base_.equal_range(view.view_base);
-  for (auto it = begin; it != end; ++it) {
-    if (it->second == view.name) {
-      views_by_base_.erase(it);
-      return;
+  for (const std::string& base : view.view_bases) {
+    auto [begin, end] = views_by_base_.equal_range(base);
+    for (auto it = begin; it != end; ++it) {
+      if (it->second == view.name) {
+        views_by_base_.erase(it);
+        break;
+      }
     }
   }
 }

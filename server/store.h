@@ -367,9 +367,9 @@ class Store {
     // counts as leased until they are gone (old_mappers_).
     bool restart_hold = false;
     // A view (docs/views.md): `descriptor` holds its definition
-    // (shm/view.h), it has no partitions; view_base is what it reads.
+    // (shm/view.h), it has no partitions; view_bases is what it reads.
     bool view = false;
-    std::string view_base;
+    std::vector<std::string> view_bases;
   };
   struct Session {
     uint32_t pid = 0;
@@ -563,6 +563,11 @@ class Store {
                                  std::set<uint64_t>& extents_in_request);
   // The checks of a view's definition (publish()'s rules for views).
   Result<shm::ViewDefinition> check_view(const protocol::PublishItem& item) const;
+  // That `view` is not reached from `at`, a base `depth` views down, through
+  // the published views' bases (no cycle), nor deeper than kMaxViewDepth.
+  // `chain` names the way so far, for the error.
+  Status check_chain(const std::string& view, const std::string& chain, const std::string& at,
+                     uint32_t depth) const;
   // The published views that read `name`, then those that read them, and
   // so on: the order a cascade removes them in is the reverse.
   std::vector<std::string> views_reading(const std::string& name) const;

@@ -351,28 +351,33 @@ static_assert(sizeof(ChunkLayout) == 80);
 static_assert(offsetof(ChunkLayout, validity) == 0 && offsetof(ChunkLayout, offsets) == 24 &&
               offsetof(ChunkLayout, data) == 48 && offsetof(ChunkLayout, null_count) == 72);
 
-// A view's definition (docs/views.md): the name of its base and the
-// filter, column list and row limit a reader applies to it. Written once
-// by the daemon into a kDescriptor extent at publish (the entry says
-// kEntryView), immutable afterwards. Byte layout, from the header's start:
+// A view's definition (docs/views.md): what a reader evaluates instead of
+// reading buffers. Written once by the daemon into a kDescriptor extent at
+// publish (the entry says kEntryView), immutable afterwards. Two kinds:
+//   kViewFilter: one base, a filter, a column list and a row limit;
+//   kViewGraph:  a pickled Dask collection only Python evaluates (a reader
+//                gets the pickle), and the shelf datasets its graph reads.
+// Byte layout, from the header's start (u32/u64 little-endian, unaligned):
 //   ViewHeaderLayout
-//   base name      (base_length bytes)
-//   where          (where_length bytes: the expression, UTF-8)
-//   columns        (num_columns times: u32 length, then the name)
+//   bases      num_bases times: u32 length, then the name
+//   where      u32 length, then the expression (UTF-8)
+//   columns    num_columns times: u32 length, then the name
+//   graph      u64 length, then the bytes
 // "SHELFVEW" in little-endian ASCII.
 inline constexpr uint64_t kViewMagic = 0x5745564646454853ULL;
 inline constexpr uint32_t kViewVersion = 1;
 inline constexpr uint64_t kViewNoLimit = ~uint64_t{0};
+enum class ViewKind : uint32_t { kFilter = 1, kGraph = 2 };
 struct ViewHeaderLayout {
-  uint64_t magic;        // kViewMagic
-  uint32_t version;      // kViewVersion
-  uint32_t num_columns;  // 0: every column of the base
-  uint64_t limit;        // rows kept at most; kViewNoLimit: no limit
-  int64_t created_ns;    // CLOCK_REALTIME at publish
+  uint64_t magic;      // kViewMagic
+  uint32_t version;    // kViewVersion
+  uint32_t kind;       // ViewKind
+  uint64_t limit;      // rows kept at most; kViewNoLimit: no limit
+  int64_t created_ns;  // CLOCK_REALTIME at publish
   uint32_t publisher_uid;
   uint32_t publisher_pid;
-  uint32_t base_length;
-  uint32_t where_length;
+  uint32_t num_bases;    // kFilter: 1
+  uint32_t num_columns;  // 0: every column of the base
   uint64_t body_length;  // bytes after this header
   uint64_t body_xxh3;    // XXH3-64 of them: a restart checks it
 };
@@ -380,13 +385,12 @@ static_assert(std::is_trivially_copyable_v<ViewHeaderLayout> &&
               std::is_standard_layout_v<ViewHeaderLayout>);
 static_assert(sizeof(ViewHeaderLayout) == 64);
 static_assert(offsetof(ViewHeaderLayout, magic) == 0 && offsetof(ViewHeaderLayout, version) == 8 &&
-              offsetof(ViewHeaderLayout, num_columns) == 12 &&
-              offsetof(ViewHeaderLayout, limit) == 16 &&
+              offsetof(ViewHeaderLayout, kind) == 12 && offsetof(ViewHeaderLayout, limit) == 16 &&
               offsetof(ViewHeaderLayout, created_ns) == 24 &&
               offsetof(ViewHeaderLayout, publisher_uid) == 32 &&
               offsetof(ViewHeaderLayout, publisher_pid) == 36 &&
-              offsetof(ViewHeaderLayout, base_length) == 40 &&
-              offsetof(ViewHeaderLayout, where_length) == 44 &&
+              offsetof(ViewHeaderLayout, num_bases) == 40 &&
+              offsetof(ViewHeaderLayout, num_columns) == 44 &&
               offsetof(ViewHeaderLayout, body_length) == 48 &&
               offsetof(ViewHeaderLayout, body_xxh3) == 56);
 

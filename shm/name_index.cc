@@ -206,18 +206,25 @@ void NameIndexReader::append_view_summary(const IndexEntryLayout& e, EntrySummar
   if (v == nullptr) return;
   ViewHeaderLayout h;
   load_words(&h, v, sizeof h);
-  const uint32_t length = std::min<uint32_t>(h.base_length, kMaxNameBytes);
-  const auto* base = view_.at<char>(e.descriptor_offset + sizeof h, align_up(length, 8));
-  if (base == nullptr) return;
   s.has_descriptor = true;
   s.num_columns = h.num_columns;
   s.publisher_uid = h.publisher_uid;
   s.publisher_pid = h.publisher_pid;
+  s.view_of_graph = h.kind == static_cast<uint32_t>(ViewKind::kGraph);
+  if (s.view_of_graph || h.num_bases == 0) return;
+  // A filter view's base: the body's first field, a u32 length and the
+  // name; read as whole words (the body starts 8-aligned, after the header).
+  alignas(8) char first[align_up(sizeof(uint32_t) + kMaxNameBytes, 8)];
+  const uint64_t words = std::min<uint64_t>(sizeof first, align_up(h.body_length, 8));
+  const auto* body = view_.at<char>(e.descriptor_offset + sizeof h, words);
+  if (body == nullptr) return;
+  load_words(first, body, words);
+  uint32_t length;
+  std::memcpy(&length, first, sizeof length);
+  if (length > kMaxNameBytes || sizeof length + length > words) return;
   s.view_base_offset = names->size();
   s.view_base_length = length;
-  names->resize(s.view_base_offset + align_up(length, 8));
-  load_words(names->data() + s.view_base_offset, base, align_up(length, 8));
-  names->resize(s.view_base_offset + length);
+  names->append(first + sizeof length, length);
 }
 
 IndexRead NameIndexReader::list_summaries(std::vector<EntrySummary>* out, std::string* names,

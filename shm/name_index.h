@@ -75,6 +75,7 @@ struct EntrySummary {
   bool spilled = false;  // state kSpilled: its buffers are in shelfd's spill directory
   bool pinned = false;   // kEntryPinned: never spilled
   bool view = false;     // kEntryView: a view, whose definition is its descriptor
+  bool view_of_graph = false;  // a view of a Dask graph (ViewKind::kGraph)
   // From the dataset's descriptor header (has_descriptor: it lay inside the
   // segment).
   bool has_descriptor = false;
@@ -84,7 +85,7 @@ struct EntrySummary {
   uint64_t buffer_bytes = 0;  // the descriptor's data_bytes: the sum of the buffers
   uint32_t publisher_uid = 0;
   uint32_t publisher_pid = 0;
-  // A view's base: its name in the names buffer (has_descriptor only).
+  // A filter view's base: its name in the names buffer (has_descriptor only).
   uint64_t view_base_offset = 0;
   uint32_t view_base_length = 0;
 };

@@ -17,6 +17,37 @@ void append(std::vector<std::byte>& out, const void* data, size_t n) {
   out.insert(out.end(), p, p + n);
 }
 
+template <class Length>
+void append_sized(std::vector<std::byte>& out, const std::string& text) {
+  const auto length = static_cast<Length>(text.size());
+  append(out, &length, sizeof length);
+  append(out, text.data(), text.size());
+}
+
+// Reads the body's length-prefixed fields; a read past the end fails (and
+// every later one with it).
+class BodyReader {
+ public:
+  explicit BodyReader(std::span<const std::byte> body) : body_(body) {}
+  template <class Length>
+  bool text(uint64_t max, std::string* out) {
+    Length length;
+    if (!ok_ || body_.size() - at_ < sizeof length) return ok_ = false;
+    std::memcpy(&length, body_.data() + at_, sizeof length);
+    at_ += sizeof length;
+    if (length > max || length > body_.size() - at_) return ok_ = false;
+    out->assign(reinterpret_cast<const char*>(body_.data() + at_), static_cast<size_t>(length));
+    at_ += length;
+    return true;
+  }
+  bool done() const { return ok_ && at_ == body_.size(); }
+
+ private:
+  std::span<const std::byte> body_;
+  size_t at_ = 0;
+  bool ok_ = true;
+};
+
 }  // namespace
 
 bool is_view(std::span<const std::byte> bytes) {
@@ -28,20 +59,17 @@ bool is_view(std::span<const std::byte> bytes) {
 
 std::vector<std::byte> encode_view(const ViewDefinition& view) {
   std::vector<std::byte> out(sizeof(ViewHeaderLayout));
-  append(out, view.base.data(), view.base.size());
-  append(out, view.where.data(), view.where.size());
-  for (const std::string& column : view.columns) {
-    const auto length = static_cast<uint32_t>(column.size());
-    append(out, &length, sizeof length);
-    append(out, column.data(), column.size());
-  }
+  for (const std::string& base : view.bases) append_sized<uint32_t>(out, base);
+  append_sized<uint32_t>(out, view.where);
+  for (const std::string& column : view.columns) append_sized<uint32_t>(out, column);
+  append_sized<uint64_t>(out, view.graph);
   ViewHeaderLayout h{};
   h.magic = kViewMagic;
   h.version = kViewVersion;
-  h.num_columns = static_cast<uint32_t>(view.columns.size());
+  h.kind = static_cast<uint32_t>(view.kind);
   h.limit = view.limit.value_or(kViewNoLimit);
-  h.base_length = static_cast<uint32_t>(view.base.size());
-  h.where_length = static_cast<uint32_t>(view.where.size());
+  h.num_bases = static_cast<uint32_t>(view.bases.size());
+  h.num_columns = static_cast<uint32_t>(view.columns.size());
   h.body_length = out.size() - sizeof h;
   h.body_xxh3 = xxh3(out.data() + sizeof h, h.body_length);
   std::memcpy(out.data(), &h, sizeof h);
@@ -62,35 +90,37 @@ Result<ViewDefinition> parse_view(std::span<const std::byte> bytes, bool from_cl
                std::to_string(kViewVersion));
   }
   if (h.body_length != bytes.size() - sizeof h) return bad("its length does not match");
-  const std::byte* body = bytes.data() + sizeof h;
-  if (xxh3(body, h.body_length) != h.body_xxh3) return bad("checksum mismatch");
-  if (h.base_length == 0 || h.base_length > kMaxNameBytes) return bad("bad base name length");
-  if (h.where_length > kMaxFilterBytes) return bad("the expression is too long");
-  if (h.num_columns > kMaxColumns) return bad("too many columns");
-  if (uint64_t{h.base_length} + h.where_length > h.body_length) return bad("truncated");
-
+  const std::span<const std::byte> body = bytes.subspan(sizeof h);
+  if (xxh3(body.data(), body.size()) != h.body_xxh3) return bad("checksum mismatch");
   ViewDefinition v;
-  const auto* chars = reinterpret_cast<const char*>(body);
-  v.base.assign(chars, h.base_length);
-  v.where.assign(chars + h.base_length, h.where_length);
-  uint64_t at = uint64_t{h.base_length} + h.where_length;
-  std::set<std::string_view> seen;
-  for (uint32_t i = 0; i < h.num_columns; ++i) {
-    uint32_t length = 0;
-    if (h.body_length - at < sizeof length) return bad("truncated column list");
-    std::memcpy(&length, body + at, sizeof length);
-    at += sizeof length;
-    if (length == 0 || length > kMaxColumnNameBytes || length > h.body_length - at) {
-      return bad("bad column name length");
-    }
-    v.columns.emplace_back(chars + at, length);
-    at += length;
-    if (!seen.insert(v.columns.back()).second) {
-      return bad("column '" + v.columns.back() + "' is named twice");
-    }
+  v.kind = static_cast<ViewKind>(h.kind);
+  const bool filter = v.kind == ViewKind::kFilter;
+  if (!filter && v.kind != ViewKind::kGraph) return bad("unknown kind " + std::to_string(h.kind));
+  if (filter ? h.num_bases != 1 : h.num_bases > kMaxViewBases) return bad("bad number of bases");
+  if (filter ? h.num_columns > kMaxColumns : h.num_columns != 0) {
+    return bad("bad number of columns");
   }
-  if (at != h.body_length) return bad("bytes after the column list");
+  BodyReader r(body);
+  v.bases.resize(h.num_bases);
+  for (std::string& base : v.bases) {
+    if (!r.text<uint32_t>(kMaxNameBytes, &base) || base.empty()) return bad("bad base name");
+  }
+  if (!r.text<uint32_t>(kMaxFilterBytes, &v.where)) return bad("bad expression length");
+  std::set<std::string_view> seen;
+  v.columns.resize(h.num_columns);
+  for (std::string& column : v.columns) {
+    if (!r.text<uint32_t>(kMaxColumnNameBytes, &column) || column.empty()) {
+      return bad("bad column name");
+    }
+    if (!seen.insert(column).second) return bad("column '" + column + "' is named twice");
+  }
+  if (!r.text<uint64_t>(kMaxViewGraphBytes, &v.graph)) return bad("bad graph length");
+  if (!r.done()) return bad("bytes after the graph");
   if (h.limit != kViewNoLimit) v.limit = h.limit;
+  if (!filter && (!v.where.empty() || v.limit || v.graph.empty())) {
+    return bad("a graph view has a graph and no filter");
+  }
+  if (filter && !v.graph.empty()) return bad("a filter view has no graph");
   v.created_ns = h.created_ns;
   v.publisher_uid = h.publisher_uid;
   v.publisher_pid = h.publisher_pid;

@@ -1,9 +1,8 @@
-// Views: a dataset defined as a base name, a filter, a column list and a
-// row limit, which readers evaluate against the base as published when they
-// read it (docs/views.md). This header is the definition's encoding only
-// (layout.h, ViewHeaderLayout): the client builds it, the daemon checks it
-// and copies it into the segment, readers decode it. Evaluating a view is
-// libclient's (libclient/src/view.cc).
+// Views: a published name that holds a definition instead of data, which
+// readers evaluate when they read it (docs/views.md). This header is the
+// definition's encoding only (layout.h, ViewHeaderLayout): the client
+// builds it, the daemon checks it and copies it into the segment, readers
+// decode it. Evaluating a view is libclient's (libclient/src/derived.h).
 //
 // Threads: free functions over the bytes they are given; no state.
 #pragma once
@@ -22,10 +21,16 @@
 namespace shelf::shm {
 
 struct ViewDefinition {
-  std::string base;                  // the dataset (or view) it reads
+  ViewKind kind = ViewKind::kFilter;
+  // The datasets (or views) it reads: one for kFilter; those a kGraph's
+  // graph reads (none, for a graph that reads no shelf dataset).
+  std::vector<std::string> bases;
+  // kFilter only.
   std::string where;                 // a filter expression; empty: every row
   std::vector<std::string> columns;  // in output order; empty: every column of the base
   std::optional<uint64_t> limit;     // rows kept at most
+  // kGraph only: the pickled collection, opaque here.
+  std::string graph;
   // Set by the daemon at publish (stamp_view), read back by parse_view.
   int64_t created_ns = 0;
   uint32_t publisher_uid = 0;
@@ -40,12 +45,14 @@ bool is_view(std::span<const std::byte> bytes);
 // here: parse_view is the one validator.
 std::vector<std::byte> encode_view(const ViewDefinition& view);
 
-// Checks and decodes: magic, version, body length and XXH3, the base name
-// (1..kMaxNameBytes), the expression (at most kMaxFilterBytes), the columns
-// (at most kMaxColumns, each 1..kMaxColumnNameBytes, none twice). Whether
-// the expression parses against the base is the reader's concern: the base
-// may be replaced by one of another schema. Errors: Corruption (from the
-// segment) or InvalidArgument (from a client), as `from_client` says.
+// Checks and decodes: magic, version, kind, body length and XXH3; every
+// base a name of 1..kMaxNameBytes; kFilter: one base, an expression of at
+// most kMaxFilterBytes, at most kMaxColumns columns of 1..kMaxColumnNameBytes
+// each and none twice, no graph; kGraph: at most kMaxViewBases bases, a
+// graph of 1..kMaxViewGraphBytes, no filter. Whether the expression parses
+// against the base is the reader's concern: the base may be replaced by one
+// of another schema. Errors: Corruption (from the segment) or
+// InvalidArgument (from a client), as `from_client` says.
 Result<ViewDefinition> parse_view(std::span<const std::byte> bytes, bool from_client);
 
 // Writes the publisher fields into encoded bytes (the daemon's copy in the

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <signal.h>
@@ -157,8 +158,14 @@ Result<Client> connect(const Command& cmd, const std::string& who) {
   return Client::connect(options);
 }
 
+// What list, status and publish say a view is.
+std::string view_cell(const DatasetInfo& d) {
+  return (d.view_of_graph ? std::string("Dask view") : "view of '" + shown(d.view_base) + "'") +
+         " (" + format_bytes(d.memory_bytes) + ")";
+}
+
 std::string summary_line(const DatasetInfo& d) {
-  if (d.view) return "a view of '" + shown(d.view_base) + "', " + format_bytes(d.memory_bytes);
+  if (d.view) return view_cell(d);
   return std::to_string(d.num_rows) + " rows in " + std::to_string(d.num_partitions) +
          " partition" + (d.num_partitions == 1 ? "" : "s") + ", " + std::to_string(d.num_columns) +
          " column" + (d.num_columns == 1 ? "" : "s") + ", " + format_bytes(d.memory_bytes);
@@ -177,7 +184,9 @@ std::string info_json(const DatasetInfo& d) {
          ",\"spilled\":" + (d.spilled ? "true" : "false") +
          ",\"pinned\":" + (d.pinned ? "true" : "false") +
          ",\"view\":" + (d.view ? "true" : "false") +
-         ",\"view_base\":" + (d.view ? json_string(d.view_base) : "null") + "}";
+         ",\"view_of_graph\":" + (d.view_of_graph ? "true" : "false") +
+         ",\"view_base\":" + (d.view && !d.view_of_graph ? json_string(d.view_base) : "null") +
+         "}";
 }
 
 // "-" for what a view does not know without being evaluated.
@@ -188,7 +197,7 @@ std::string count_cell(const DatasetInfo& d, uint64_t count) {
 // What a dataset takes, for list and status: its memory, or, spilled, its
 // bytes on disk; and whether it is pinned.
 std::string memory_cell(const DatasetInfo& d) {
-  if (d.view) return "view of '" + shown(d.view_base) + "' (" + format_bytes(d.memory_bytes) + ")";
+  if (d.view) return view_cell(d);
   return (d.spilled ? "spilled (" + format_bytes(d.data_bytes) + " on disk)"
                     : format_bytes(d.memory_bytes)) +
          (d.pinned ? ", pinned" : "");
@@ -594,6 +603,12 @@ int cmd_head(const Command& cmd) {
   // know whether there are more).
   auto ds = client->get_dataset(name, GetOptions{n + 1});
   if (!ds.ok()) return fail(ds.status());
+  if (ds->view_definition() && !ds->view_definition()->graph.empty()) {
+    std::cout << "'" << shown(name) << "' is a view of a Dask graph (" << ds->data_bytes()
+              << " bytes pickled), which only Python evaluates: "
+                 "shelf.Client().get_dataset(name) gives the collection\n";
+    return 0;
+  }
   if (ds->is_bytes()) {
     std::cout << "'" << shown(name) << "' is a raw-bytes dataset of " << ds->num_partitions()
               << " partitions, " << ds->data_bytes() << " bytes\n";
@@ -639,10 +654,35 @@ std::string join_columns(const std::vector<std::string>& columns) {
   return out;
 }
 
+// shelf info of a view of a Dask graph: what it reads; only Python evaluates it.
+int print_graph_view_info(const ViewDefinition& v, const DatasetInfo& info, bool json) {
+  std::string bases, bases_json;
+  for (const std::string& b : v.graph_bases) {
+    bases += (bases.empty() ? "'" : ", '") + shown(b) + "'";
+    bases_json += (bases_json.empty() ? "" : ",") + json_string(b);
+  }
+  if (json) {
+    std::string out = info_json(info);
+    out.pop_back();
+    std::cout << out << ",\"definition\":{\"graph_bytes\":" << v.graph.size()
+              << ",\"graph_bases\":[" << bases_json << "]}}\n";
+    return 0;
+  }
+  std::cout << "name:        " << shown(info.name) << "\n"
+            << "view of:     a Dask graph, " << v.graph.size()
+            << " bytes pickled (evaluated by Python, from scratch, by each reader)\n"
+            << "reads:       " << (bases.empty() ? "no shelf dataset" : bases) << "\n"
+            << "memory:      " << format_bytes(info.memory_bytes) << " (its definition)\n"
+            << "created:     " << format_time(info.created_ns) << " by uid " << info.publisher_uid
+            << ", pid " << info.publisher_pid << "\n";
+  return 0;
+}
+
 // shelf info of a view: its definition and what it gives, without
 // evaluating it (`head` and `persist` do).
 int print_view_info(const Dataset& ds, const DatasetInfo& info, bool json) {
   const ViewDefinition& v = *ds.view_definition();
+  if (!v.graph.empty()) return print_graph_view_info(v, info, json);
   const Schema& schema = ds.schema();
   if (json) {
     std::string out = info_json(info);
@@ -767,22 +807,6 @@ bool parse_name(const Command& cmd, std::string* name, int* exit_code) {
   return parse_args(cmd, options, positional, &vm, exit_code, cmd.name + " NAME");
 }
 
-// The published views that read `name`, directly or through other views.
-std::vector<std::string> views_reading(const std::vector<DatasetInfo>& list,
-                                       const std::string& name) {
-  std::vector<std::string> out;
-  std::vector<std::string> bases = {name};
-  for (size_t i = 0; i < bases.size(); ++i) {
-    for (const DatasetInfo& d : list) {
-      if (d.view && d.view_base == bases[i]) {
-        out.push_back(d.name);
-        bases.push_back(d.name);
-      }
-    }
-  }
-  return out;
-}
-
 int cmd_unpublish(const Command& cmd) {
   std::string name;
   bool cascade = false;
@@ -796,14 +820,24 @@ int cmd_unpublish(const Command& cmd) {
   if (!parse_args(cmd, options, positional, &vm, &code, "unpublish NAME [--cascade]")) return code;
   auto client = connect(cmd, "unpublish");
   if (!client.ok()) return fail(client.status());
-  std::vector<std::string> views;
+  // What a cascade removed: the views listed before it and not after.
+  std::vector<std::string> before, views;
   if (cascade) {
-    auto list = client->list_datasets();
+    auto list = client->datasets().keys();
     if (!list.ok()) return fail(list.status());
-    views = views_reading(*list, name);
+    before = std::move(list).value();
   }
   if (Status s = client->unpublish_dataset(name, UnpublishOptions{cascade}); !s.ok()) {
     return fail(s);
+  }
+  if (cascade) {
+    auto after = client->datasets().keys();
+    if (!after.ok()) return fail(after.status());
+    std::sort(before.begin(), before.end());
+    std::sort(after->begin(), after->end());
+    std::set_difference(before.begin(), before.end(), after->begin(), after->end(),
+                        std::back_inserter(views));
+    std::erase(views, name);
   }
   std::cout << "unpublished '" << shown(name) << "'";
   if (!views.empty()) {

@@ -139,6 +139,7 @@ DatasetInfo to_info(const protocol::DatasetSummary& s) {
   d.spilled = s.spilled;
   d.pinned = s.pinned;
   d.view = s.view;
+  d.view_of_graph = s.view_of_graph;
   d.view_base = s.view_base;
   return d;
 }
@@ -715,6 +716,7 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view names
   d.spilled = e.spilled;
   d.pinned = e.pinned;
   d.view = e.view;
+  d.view_of_graph = e.view_of_graph;
   if (e.has_descriptor) {
     d.num_columns = e.num_columns;
     d.num_partitions = e.num_partitions;
@@ -722,7 +724,9 @@ DatasetInfo info_from_summary(const shm::EntrySummary& e, std::string_view names
     d.data_bytes = e.buffer_bytes;
     d.publisher_uid = e.publisher_uid;
     d.publisher_pid = e.publisher_pid;
-    if (e.view) d.view_base = names.substr(e.view_base_offset, e.view_base_length);
+    if (e.view && !e.view_of_graph) {
+      d.view_base = names.substr(e.view_base_offset, e.view_base_length);
+    }
   }
   return d;
 }
@@ -862,6 +866,13 @@ Result<Dataset> get(const std::shared_ptr<Client::Impl>& client, std::string_vie
   SHELF_ASSIGN_OR_RETURN(std::optional<shm::ViewDefinition> view, definition_of(*client, leased));
   if (view) {
     leased.impl.reset();  // the definition is copied: the base's lease is what counts
+    if (view->kind == shm::ViewKind::kGraph) {
+      const Dataset::Impl::Origin origin{view->created_ns, view->publisher_uid,
+                                         view->publisher_pid};
+      return Dataset(std::make_unique<Dataset::Impl>(
+          client, std::string(name), origin,
+          ViewDefinition{"", "", {}, std::nullopt, std::move(view->graph), view->bases}));
+    }
     return get_view(client, name, *view, options, depth);
   }
   SHELF_RETURN_IF_ERROR(leased.impl->open(leased.descriptor_offset, leased.descriptor_length));
@@ -884,22 +895,27 @@ Result<Dataset> get_view(const std::shared_ptr<Client::Impl>& client, std::strin
   // Without a predicate the first `limit` rows of the base are all it needs.
   GetOptions of_base;
   if (view.where.find_first_not_of(" \t\r\n") == std::string::npos) of_base.max_rows = limit;
-  auto base = get(client, view.base, of_base, depth + 1);
+  const std::string& base_name = view.bases.front();
+  auto base = get(client, base_name, of_base, depth + 1);
   if (!base.ok()) {
     return Status::from_code(
         static_cast<uint8_t>(base.status().code()),
-        "view '" + std::string(name) + "' reads '" + view.base + "': " + base.status().message());
+        "view '" + std::string(name) + "' reads '" + base_name + "': " + base.status().message());
+  }
+  if (base->view_definition() && !base->view_definition()->graph.empty()) {
+    return Status::invalid_argument("view '" + std::string(name) + "' reads '" + base_name +
+                                    "', a view of a Dask graph, which only Python evaluates");
   }
   auto filter = Filter::parse(base->schema(), view.where, view.columns, limit);
   if (!filter.ok()) {
     return Status::invalid_argument("view '" + std::string(name) + "' no longer fits its base '" +
-                                    view.base + "': " + filter.status().message());
+                                    base_name + "': " + filter.status().message());
   }
   const Dataset::Impl::Origin origin{view.created_ns, view.publisher_uid, view.publisher_pid};
   return Dataset(std::make_unique<Dataset::Impl>(
       client, std::string(name),
       std::make_unique<internal::Derived>(std::move(base).value(), std::move(filter).value()),
-      origin, ViewDefinition{view.base, view.where, view.columns, view.limit}));
+      origin, ViewDefinition{base_name, view.where, view.columns, view.limit, "", {}}));
 }
 
 }  // namespace
@@ -910,17 +926,26 @@ Result<Dataset> Client::get_dataset(std::string_view name, const GetOptions& opt
 
 Status Client::publish_view(std::string_view name, const ViewDefinition& view,
                             const PublishOptions& options) {
-  // Parsed against the base here, so that a bad filter fails now, with the
-  // parser's position; shelfd checks the rest (the base, cycles, depth).
-  {
+  shm::ViewDefinition definition;
+  if (!view.graph.empty()) {
+    // Only Python evaluates it; shelfd checks its bases (published, no cycle).
+    definition.kind = shm::ViewKind::kGraph;
+    definition.bases = view.graph_bases;
+    definition.graph = view.graph;
+  } else {
+    // Parsed against the base here, so that a bad filter fails now, with the
+    // parser's position; shelfd checks the rest (the base, cycles, depth).
     SHELF_ASSIGN_OR_RETURN(Dataset base, get_dataset(view.base, GetOptions{0}));
     auto filter = Filter::parse(base.schema(), view.where, view.columns, view.limit);
     if (!filter.ok()) {
       return Status::invalid_argument("view '" + std::string(name) +
                                       "': " + filter.status().message());
     }
+    definition.bases = {view.base};
+    definition.where = view.where;
+    definition.columns = view.columns;
+    definition.limit = view.limit;
   }
-  shm::ViewDefinition definition{view.base, view.where, view.columns, view.limit};
   protocol::PublishRequest request;
   request.override_existing = options.override_existing;
   request.pin = options.pin;
@@ -937,6 +962,11 @@ Status Client::persist_view(std::string_view view, std::string_view name,
     return Status::invalid_argument("'" + std::string(view) + "' is a dataset, not a view; " +
                                     "`shelf publish " + std::string(name) + " --from " +
                                     std::string(view) + "` copies it");
+  }
+  if (!rows.view_definition()->graph.empty()) {
+    return Status::invalid_argument("'" + std::string(view) +
+                                    "' is a view of a Dask graph, which only Python evaluates: "
+                                    "client.persist_view() there computes and publishes it");
   }
   SHELF_ASSIGN_OR_RETURN(Filter every_row, Filter::parse(rows.schema(), ""));
   SHELF_ASSIGN_OR_RETURN(TableBuilder table, create_table(rows.schema()));

@@ -45,6 +45,18 @@ class Dataset::Impl {
         definition_(std::move(definition)) {
     schema_ = derived_->schema();
   }
+  // A view of a Dask graph: its pickle, copied from the definition, as one
+  // raw-bytes partition; no lease.
+  Impl(std::shared_ptr<Client::Impl> client, std::string name, Origin origin,
+       ViewDefinition definition)
+      : client_(std::move(client)),
+        name_(std::move(name)),
+        leased_(false),
+        origin_(origin),
+        definition_(std::move(definition)),
+        graph_(true) {
+    schema_ = bytes_schema();
+  }
   ~Impl() { release(); }
 
   // Validates the descriptor at [offset, offset+length) of the segment and
@@ -62,6 +74,7 @@ class Dataset::Impl {
   std::unique_ptr<internal::Derived> derived_;  // set: the data is computed, not the segment's
   Origin origin_;                               // with derived_
   std::optional<ViewDefinition> definition_;
+  bool graph_ = false;  // a view of a Dask graph: definition_->graph is the data
 };
 
 }  // namespace shelf

@@ -56,10 +56,17 @@ class Client:
         Unpickling runs code the publisher chose: publish and read only
         among people you trust (all the users of one shelfd are).
         A value can be a pandas DataFrame (one partition), a list of
-        DataFrames (one partition each), a Dask DataFrame (its partitions are
-        computed in turn), a dict of 1-D numpy arrays (the columns), bytes or
-        a memoryview (raw bytes), or any other picklable object (pickle
-        protocol 5: the arrays inside it go to shared memory).
+        DataFrames (one partition each), a persisted Dask DataFrame
+        (client.persist(df), or dd.from_pandas: its partitions are copied in
+        turn), a dict of 1-D numpy arrays (the columns), bytes or a
+        memoryview (raw bytes), or any other picklable object (pickle
+        protocol 5: the arrays inside it go to shared memory). As in Dask,
+        an un-persisted Dask collection (tasks still to run) is published as
+        a view: its graph, pickled, which whoever gets it computes from
+        scratch; it takes no shared memory beyond the pickle, and the shelf
+        datasets its graph reads (to_dask()) cannot be unpublished without
+        cascade=True (docs/views.md). Views are published after the data,
+        each on its own.
         pin=True keeps them in memory: shelfd never spills them to disk
         (shelfd --spill-dir) until unpin_dataset(name).
 
@@ -107,20 +114,29 @@ class Client:
         # Every table is written (and checked) before anything is published;
         # on any error the tables written so far give their memory back at
         # once (not when the garbage collector finds them).
+        # An un-persisted Dask collection is published as a view of its graph,
+        # as Dask does (docs/views.md); after the data, each on its own.
+        views = {name: value for name, value in items.items() if _convert.is_unpersisted(value)}
         tables = []
         try:
             for name, value in items.items():
-                tables.append((name, _convert.build_table(self._client, value)))
-            self._client.publish(tables, override, pin)
+                if name not in views:
+                    tables.append((name, _convert.build_table(self._client, value)))
+            if tables:
+                self._client.publish(tables, override, pin)
         except BaseException:
             for _, table in tables:
                 table.abort()
             raise
+        for name, value in views.items():
+            graph, bases = _convert.graph_view(value)
+            self._client.publish_graph_view(name, graph, bases, override)
 
     def persist(self, collection):
         """collection.persist() on the local Dask scheduler, so that code
-        written for distributed.Client runs unchanged (shelf publishes
-        computed data either way: publish_dataset computes what it is given)."""
+        written for distributed.Client runs unchanged: as in Dask,
+        publish_dataset of the result stores its data, while an un-persisted
+        collection is published as a view of its graph."""
         return collection.persist()
 
     def list_datasets(self):
@@ -130,10 +146,12 @@ class Client:
     def get_dataset(self, name, default=_NO_DEFAULT):
         """The dataset published as `name`.
 
-        A table comes back as a shelf.Dataset; raw bytes as a read-only
-        memoryview (a list of them for several partitions); any other object
-        unpickled, its arrays viewing shared memory. Raises KeyError if
-        there is no such dataset, unless `default` is given.
+        A table comes back as a shelf.Dataset (a view's computed here from
+        its base); raw bytes as a read-only memoryview (a list of them for
+        several partitions); any other object unpickled, its arrays viewing
+        shared memory; a view of a Dask graph as the Dask collection, to be
+        computed from scratch. Raises KeyError if there is no such dataset,
+        unless `default` is given.
         """
         _check_name(name, "get_dataset")
         try:
@@ -143,6 +161,9 @@ class Client:
                 raise
             return default
         if handle.is_bytes:
+            view = handle.view
+            if view is not None and view["kind"] == "graph":
+                return _convert.load_graph(handle)
             return _convert.load_object(handle)
         return Dataset(handle, self.socket)
 
@@ -191,6 +212,11 @@ class Client:
         _check_name(name, "persist_view")
         _check_flag(override, "override", "replaces a dataset of the same name", "persist_view")
         _check_flag(pin, "pin", "keeps it in memory, never spilled", "persist_view")
+        handle = self._client.get(view)
+        if handle.view is not None and handle.view["kind"] == "graph":  # computed here
+            collection = _convert.load_graph(handle)
+            self._publish({name: self.persist(collection)}, override, pin, "persist_view")
+            return
         self._client.persist_view(view, name, override, pin)
 
     def wait_for_dataset(self, name, timeout=None):

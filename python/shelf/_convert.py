@@ -12,6 +12,7 @@ partition of its own, so it comes back as a view on shared memory.
 """
 
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -316,6 +317,44 @@ def _pickle_table(client, value):
     for buffer in buffers:
         table.append_bytes(buffer)
     return table
+
+
+# The layers to_dask() makes are named "shelf-<dataset>-<token>" (dd.from_map's
+# label and its 32-hex token): how a graph tells which shelf datasets it reads.
+_SHELF_LAYER = re.compile(r"^shelf-(.+)-[0-9a-f]{32}$", re.DOTALL)
+
+
+def is_unpersisted(value):
+    """True for a Dask collection with tasks still to run in its graph: as in
+    Dask, publishing it publishes a view (its graph), not data. A persisted
+    collection (client.persist) or dd.from_pandas holds its partitions."""
+    dask = sys.modules.get("dask")
+    if dask is None or not dask.is_dask_collection(value):
+        return False
+    from dask.core import istask
+
+    return any(istask(task) for task in value.__dask_graph__().values())
+
+
+def graph_view(value):
+    """An un-persisted collection as a view: its pickle (cloudpickle, as
+    Dask's distributed does: graphs hold lambdas), and the shelf datasets
+    its graph reads, which the view's rules (cascade) then cover."""
+    try:
+        import cloudpickle
+
+        graph = cloudpickle.dumps(value, protocol=5)
+    except ImportError:
+        graph = pickle.dumps(value, protocol=5)
+    layers = getattr(value.__dask_graph__(), "layers", {})
+    bases = sorted({m.group(1) for name in layers if (m := _SHELF_LAYER.match(str(name)))})
+    return graph, bases
+
+
+def load_graph(handle):
+    """The Dask collection of a view of a graph: unpickled, to be computed
+    from scratch by whoever got it."""
+    return pickle.loads(memoryview(handle.payload(0)))
 
 
 def load_object(handle):

@@ -1,5 +1,6 @@
-"""Dask DataFrames in and out: publish computes the partitions; to_dask()
-loads each partition from shelf in whatever process computes it."""
+"""Dask DataFrames in and out: publish stores a persisted one's partitions
+(an un-persisted one is a view: test_views.py); to_dask() loads each
+partition from shelf in whatever process computes it."""
 
 import dask
 import dask.dataframe as dd
@@ -17,7 +18,7 @@ def frame():
 
 def test_a_dask_dataframe_publishes_one_partition_per_partition(client, frame):
     ddf = dd.from_pandas(frame, npartitions=4)
-    client.publish_dataset(accounts=ddf[ddf.x < 0])
+    client.publish_dataset(accounts=client.persist(ddf[ddf.x < 0]))
     ds = client.get_dataset("accounts")
     assert ds.npartitions == 4
     expected = frame[frame.x < 0]
@@ -38,7 +39,7 @@ def test_to_dask_reads_back_the_same_frame(client, frame, scheduler):
 
 def test_positional_dask_series_uses_its_name(client, frame):
     ddf = dd.from_pandas(frame, npartitions=2)
-    client.publish_dataset(ddf.x)
+    client.publish_dataset(client.persist(ddf.x))
     assert client.list_datasets() == ["x"]
     pd.testing.assert_frame_equal(client.get_dataset("x").to_pandas(), frame[["x"]])
 

@@ -75,3 +75,47 @@ def test_cascade_and_errors(client):
         client.unpublish_dataset("accounts", cascade="yes")
     client.unpublish_dataset("accounts", cascade=True)
     assert client.list_datasets() == []
+
+
+def test_an_unpersisted_dask_collection_is_a_view_computed_in_another_process(daemon, client):
+    """Dask's rule: publishing an un-persisted collection publishes a view
+    (its graph, pickled), which whoever gets it computes from scratch; it
+    takes no shared memory beyond the pickle. client.persist() first stores
+    the data, as in Dask's example."""
+    from conftest import shelf_cli
+
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"name": [f"n{i % 7}" for i in range(4000)],
+                       "balance": rng.integers(-1000, 1000, 4000)})
+    client.publish_dataset(accounts=[df[:2000], df[2000:]])
+    lazy = client.get_dataset("accounts").to_dask()
+    client.publish_dataset(negative=lazy[lazy.balance < 0])
+    expected = df[df.balance < 0]
+    listed = {d["name"]: d for d in client.status()["datasets"]}
+    assert listed["negative"]["view"] is True and listed["negative"]["view_of_graph"] is True
+    assert listed["negative"]["data_bytes"] == 0
+    assert listed["negative"]["memory_bytes"] < 64 * 1024  # the pickle's pages
+    done = daemon.run("""
+        import shelf
+        collection = shelf.Client().get_dataset("negative")
+        print(type(collection).__module__.split(".")[0])
+        frame = collection.compute()
+        print(len(frame), frame.balance.sum())
+    """)
+    module, computed = done.stdout.splitlines()
+    assert module == "dask"
+    assert computed == f"{len(expected)} {expected.balance.sum()}"
+    # The graph reads 'accounts': the cascade rule holds for it.
+    with pytest.raises(ValueError, match="is read by views: 'negative'"):
+        client.unpublish_dataset("accounts")
+    info = shelf_cli(daemon, "info", "negative", check=True).stdout
+    assert "view of:     a Dask graph" in info and "reads:       'accounts'" in info
+    assert "view of a Dask graph" in shelf_cli(daemon, "head", "negative", check=True).stdout
+    # Persisted first, as in Dask's example: data, not a view.
+    client.publish_dataset(negative_data=client.persist(lazy[lazy.balance < 0]))
+    stored = client.get_dataset("negative_data")
+    assert stored.view is None and len(stored) == len(expected)
+    client.persist_view("negative", "negative_now")  # computed here, stored
+    assert client.get_dataset("negative_now").to_pandas().balance.sum() == expected.balance.sum()
+    client.unpublish_dataset("accounts", cascade=True)
+    assert client.list_datasets() == ["negative_data", "negative_now"]

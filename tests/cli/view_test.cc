@@ -247,6 +247,48 @@ TEST_F(ViewTest, ARestartKeepsViewsAndTheirRules) {
   EXPECT_TRUE(again.status().value().quarantined.empty());
 }
 
+// A view of a Dask graph, as Python publishes an un-persisted collection:
+// opaque bytes the C++ side hands back as one raw-bytes partition, and
+// bases that the cascade rule covers (python.test_views computes one).
+TEST_F(ViewTest, AViewOfAGraphGivesItsBytesAndItsBasesFollowTheRules) {
+  const Accounts a = make_accounts(20, {10});
+  Client client = daemon_->connect();
+  publish_accounts(client, "accounts", a);
+  publish_accounts(client, "other", a);
+  ViewDefinition graph;
+  graph.graph = std::string("\x80\x05pickled graph\0with a NUL", 25);
+  graph.graph_bases = {"accounts", "other"};
+  publish_view_elsewhere("lazy", graph);
+  Dataset d = client.get_dataset("lazy").value();
+  ASSERT_TRUE(d.view_definition().has_value());
+  EXPECT_EQ(d.view_definition()->graph, graph.graph);
+  EXPECT_EQ(d.view_definition()->graph_bases, graph.graph_bases);
+  ASSERT_TRUE(d.is_bytes());
+  ASSERT_EQ(d.num_partitions(), 1u);
+  const std::span<const std::byte> bytes = d.bytes(0);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()), graph.graph);
+  const DatasetInfo info = info_of(client, "lazy");
+  EXPECT_TRUE(info.view);
+  EXPECT_TRUE(info.view_of_graph);
+  EXPECT_EQ(info.view_base, "");
+  EXPECT_EQ(info.data_bytes, 0u);
+  // Either base is held by it; a filter view of it is refused at its get.
+  EXPECT_NE(client.unpublish_dataset("other").message().find("is read by views: 'lazy'"),
+            std::string::npos);
+  Status s = client.publish_view("bad", {"nosuch_base", "", {}, std::nullopt});
+  EXPECT_TRUE(s.is_not_found());
+  graph.graph_bases = {"nosuch"};
+  EXPECT_TRUE(client.publish_view("lazy2", graph).is_not_found());
+  EXPECT_EQ(client.persist_view("lazy", "copy").code(), Status::Code::kInvalidArgument);
+  CommandResult r = shelf({"list"});
+  EXPECT_TRUE(contains(r.out, "Dask view (4.00 KiB)")) << r.out;
+  r = shelf({"info", "lazy"});
+  EXPECT_TRUE(contains(r.out, "reads:       'accounts', 'other'")) << r.out;
+  ASSERT_TRUE(client.unpublish_dataset("accounts", {.cascade = true}).ok());
+  EXPECT_TRUE(client.get_dataset("lazy").status().is_not_found());
+  ASSERT_TRUE(client.unpublish_dataset("other").ok());
+}
+
 TEST_F(ViewTest, CliPublishViewListInfoHeadStatusPersistAndCascade) {
   const Accounts a = make_accounts(19, {300, 200});
   Client client = daemon_->connect();
@@ -260,7 +302,8 @@ TEST_F(ViewTest, CliPublishViewListInfoHeadStatusPersistAndCascade) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "view of 'accounts' (4.00 KiB)")) << r.out;
   r = shelf({"list", "--json"});
-  EXPECT_TRUE(contains(r.out, "\"view\":true,\"view_base\":\"accounts\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"view\":true,\"view_of_graph\":false,\"view_base\":\"accounts\""))
+      << r.out;
   r = shelf({"info", "negative"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "view of:     'accounts'")) << r.out;

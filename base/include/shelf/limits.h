@@ -97,6 +97,11 @@ inline constexpr int kMaxFilterNesting = 64;
 // How deep views may read other views: a reader resolves each level with a
 // get of its own, and a chain this long is far past any sensible design.
 inline constexpr uint32_t kMaxViewDepth = 16;
+// The datasets a view of a Dask graph may read, and the bytes of its pickle
+// (it lies in one extent of the segment, charged as any: a graph that
+// embeds data should be persisted and published as data instead).
+inline constexpr uint32_t kMaxViewBases = 1024;
+inline constexpr uint64_t kMaxViewGraphBytes = uint64_t{64} << 20;
 
 // ---- The CSV reader (tools/csv_*.h, `shelf publish`); docs/csv.md and
 // docs/cli.md quote them.

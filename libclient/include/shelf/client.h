@@ -83,9 +83,11 @@ struct DatasetInfo {
   bool spilled = false;
   bool pinned = false;  // never spilled (PublishOptions::pin, Client::pin_dataset)
   // A view (shelf/view.h): no buffers (rows, partitions and data_bytes 0;
-  // memory_bytes its definition's page; num_columns those it names, 0 for
-  // all), evaluated by readers against view_base.
+  // memory_bytes its definition's pages; num_columns those it names, 0 for
+  // all), evaluated by readers against view_base; or, view_of_graph, a
+  // view of a Dask graph (view_base empty), which Python evaluates.
   bool view = false;
+  bool view_of_graph = false;
   std::string view_base;
 };
 

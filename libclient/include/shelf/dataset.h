@@ -93,7 +93,8 @@ class Dataset {
   // Set when this is a view (shelf/view.h): its definition. Its data is
   // then computed from the base it names (docs/views.md): created_ns() and
   // the publisher are the view's; checksum() is 0; verify() and prefault()
-  // act on the base.
+  // act on the base. A view of a Dask graph is a raw-bytes dataset of one
+  // partition, the pickle (ViewDefinition::graph).
   const std::optional<ViewDefinition>& view_definition() const;
 
   // Column `column` of partition `partition`; both must be in range (checked: aborts).

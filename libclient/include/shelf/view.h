@@ -33,6 +33,13 @@ struct ViewDefinition {
   std::string where;                 // a filter (shelf/filter.h); empty: every row
   std::vector<std::string> columns;  // the output columns, in order; empty: all
   std::optional<uint64_t> limit;     // the first rows kept, at most
+  // A view of a Dask collection instead (what Python's publish_dataset of
+  // an un-persisted one publishes): its pickle, which only Python
+  // evaluates, and the shelf datasets its graph reads (the cascade rule
+  // holds for them). `base` and the filter are then empty, and a get of it
+  // gives the pickle as a raw-bytes Dataset of one partition.
+  std::string graph = {};
+  std::vector<std::string> graph_bases = {};
 };
 
 }  // namespace shelf
