@@ -71,6 +71,48 @@ SHELF_FILTER_CLONES void compare_values(const V* v, size_t n, CompareOp op, L li
   }
 }
 
+// A lone comparison of an int64 (or timestamp) column, the commonest
+// filter (`balance < 0`), straight into the bitmap, 64 rows per word, with
+// no byte mask in between: the byte mask and its packing were ~40% of the
+// time of compare_values() + pack_bits() (docs/filter.md). `n` is a
+// multiple of 64, or the last chunk's tail.
+template <CompareOp kOp>
+SHELF_FILTER_CLONES void compare_to_bits(const int64_t* v, size_t n, int64_t lit, uint64_t* words) {
+  for (size_t w = 0; w * 64 < n; ++w) {
+    const int64_t* x = v + w * 64;
+    const size_t rows = std::min<size_t>(64, n - w * 64);
+    uint64_t bits = 0;
+    for (size_t j = 0; j < rows; ++j) {
+      bool hit;
+      if constexpr (kOp == CompareOp::kLt) hit = x[j] < lit;
+      if constexpr (kOp == CompareOp::kLe) hit = x[j] <= lit;
+      if constexpr (kOp == CompareOp::kEq) hit = x[j] == lit;
+      if constexpr (kOp == CompareOp::kNe) hit = x[j] != lit;
+      if constexpr (kOp == CompareOp::kGt) hit = x[j] > lit;
+      if constexpr (kOp == CompareOp::kGe) hit = x[j] >= lit;
+      bits |= static_cast<uint64_t>(hit) << j;
+    }
+    words[w] = bits;
+  }
+}
+
+void compare_int64_to_bits(const int64_t* v, size_t n, CompareOp op, int64_t lit, uint64_t* words) {
+  switch (op) {
+    case CompareOp::kLt:
+      return compare_to_bits<CompareOp::kLt>(v, n, lit, words);
+    case CompareOp::kLe:
+      return compare_to_bits<CompareOp::kLe>(v, n, lit, words);
+    case CompareOp::kEq:
+      return compare_to_bits<CompareOp::kEq>(v, n, lit, words);
+    case CompareOp::kNe:
+      return compare_to_bits<CompareOp::kNe>(v, n, lit, words);
+    case CompareOp::kGt:
+      return compare_to_bits<CompareOp::kGt>(v, n, lit, words);
+    case CompareOp::kGe:
+      return compare_to_bits<CompareOp::kGe>(v, n, lit, words);
+  }
+}
+
 template <class V, class L>
 void in_values(const V* v, size_t n, const std::vector<Literal>& values, L Literal::*member,
                uint8_t* t) {
@@ -359,15 +401,35 @@ Result<Selection> Filter::evaluate(std::span<const ColumnBuffers> columns, uint6
     sel.count_ = rows;
     return sel;
   }
-  std::vector<uint8_t> scratch(2 * static_cast<size_t>(impl_->levels) * kChunkRows);
+  const internal::ExprNode& root = *impl_->root;
+  const bool int64_compare =
+      root.kind == internal::ExprNode::Kind::kCompare &&
+      (columns[root.column].type == Type::kInt64 || columns[root.column].type == Type::kTimestamp);
+  std::vector<uint8_t> scratch(int64_compare ? 0
+                                             : 2 * static_cast<size_t>(impl_->levels) * kChunkRows);
   Evaluator evaluator(columns, scratch.data());
   uint64_t kept = 0;
   for (uint64_t begin = 0; begin < rows; begin += kChunkRows) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunkRows, rows - begin));
-    const Truth r = evaluator.eval(*impl_->root, begin, n, 0);
     if (max_kept != UINT64_MAX) sel.words_.resize(begin / 64 + (n + 63) / 64);
     uint64_t* words = sel.words_.data() + begin / 64;
-    pack_bits(r.t, n, words);
+    if (int64_compare) {
+      const ColumnBuffers& c = columns[root.column];
+      compare_int64_to_bits(reinterpret_cast<const int64_t*>(c.data) + begin, n, root.op,
+                            root.values[0].i, words);
+      // A null row is unknown, so not kept: the validity bitmap, word for word.
+      if (c.validity != nullptr) {
+        for (size_t w = 0; w < (n + 63) / 64; ++w) {
+          uint64_t valid = 0;
+          std::memcpy(&valid, c.validity + begin / 8 + 8 * w,
+                      std::min<size_t>(8, (n - 64 * w + 7) / 8));
+          words[w] &= valid;
+        }
+      }
+    } else {
+      const Truth r = evaluator.eval(root, begin, n, 0);
+      pack_bits(r.t, n, words);
+    }
     if (max_kept == UINT64_MAX) continue;
     for (size_t w = 0; w < (n + 63) / 64; ++w)
       kept += static_cast<uint64_t>(std::popcount(words[w]));

@@ -13,6 +13,8 @@
 
 #include <shelf/client.h>
 
+#include "tests/support/test_daemon.h"
+
 namespace shelf::test {
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
@@ -173,5 +175,21 @@ inline std::vector<Case> cases() {
       {"balance < 0", {}, 0, [](const Accounts&, size_t) { return true; }, all},
   };
 }
+
+// A real shelfd of its own (256 MiB) per test, and the CLI against it.
+class AccountsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TestDaemon::Options options;
+    options.memory_limit = "256MiB";
+    daemon_ = TestDaemon::start(options);
+    ASSERT_NE(daemon_, nullptr);
+  }
+  CommandResult shelf(std::vector<std::string> args) {
+    args.insert(args.begin(), {SHELF_CLI_PATH, "--socket", daemon_->socket()});
+    return run_command(args);
+  }
+  std::unique_ptr<TestDaemon> daemon_;
+};
 
 }  // namespace shelf::test

@@ -21,20 +21,7 @@
 namespace shelf::test {
 namespace {
 
-class FilterPublishTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    TestDaemon::Options options;
-    options.memory_limit = "256MiB";
-    daemon_ = TestDaemon::start(options);
-    ASSERT_NE(daemon_, nullptr);
-  }
-  CommandResult shelf(std::vector<std::string> args) {
-    args.insert(args.begin(), {SHELF_CLI_PATH, "--socket", daemon_->socket()});
-    return run_command(args);
-  }
-  std::unique_ptr<TestDaemon> daemon_;
-};
+class FilterPublishTest : public AccountsTest {};
 
 TEST_F(FilterPublishTest, WriteFilteredInAnotherProcessMatchesTheReference) {
   // Several partitions, one of a single row, others across the 4096-row chunks.

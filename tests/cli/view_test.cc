@@ -16,18 +16,8 @@
 namespace shelf::test {
 namespace {
 
-class ViewTest : public ::testing::Test {
+class ViewTest : public AccountsTest {
  protected:
-  void SetUp() override {
-    TestDaemon::Options options;
-    options.memory_limit = "256MiB";
-    daemon_ = TestDaemon::start(options);
-    ASSERT_NE(daemon_, nullptr);
-  }
-  CommandResult shelf(std::vector<std::string> args) {
-    args.insert(args.begin(), {SHELF_CLI_PATH, "--socket", daemon_->socket()});
-    return run_command(args);
-  }
   // Publishes view `name` from a child process of its own.
   void publish_view_elsewhere(const std::string& name, const ViewDefinition& view) {
     const int code = run_in_child([&] {
@@ -37,7 +27,6 @@ class ViewTest : public ::testing::Test {
     });
     ASSERT_EQ(code, 0) << name;
   }
-  std::unique_ptr<TestDaemon> daemon_;
 };
 
 DatasetInfo info_of(Client& client, const std::string& name) {

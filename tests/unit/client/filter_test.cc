@@ -455,6 +455,39 @@ TEST(FilterTest, EvaluateWithMaxKeptStopsInTheChunkThatReachesIt) {
   EXPECT_EQ(every->count(), f->evaluate(std::span(&b, 1), rows)->count());
 }
 
+// A lone int64 comparison takes its own path (straight into the bitmap,
+// nulls masked by the validity words): every operator, over chunks and a
+// tail that is not a multiple of 64, against a row-at-a-time reference.
+TEST(FilterTest, ALoneInt64ComparisonMatchesTheReferenceAcrossChunksAndNulls) {
+  HeapColumn c{Type::kInt64, {}, {0}, {}, 0, false};
+  const uint64_t rows = 2 * 4096 + 77;
+  std::vector<std::optional<int64_t>> values;
+  for (uint64_t i = 0; i < rows; ++i) {
+    values.push_back(i % 13 == 5 ? std::nullopt
+                                 : std::optional<int64_t>(static_cast<int64_t>(i % 7) - 3));
+    c.push(values.back());
+  }
+  const ColumnBuffers b = c.buffers();
+  const std::pair<const char*, bool (*)(int64_t)> ops[] = {
+      {"x < 0", [](int64_t v) { return v < 0; }},   {"x <= 0", [](int64_t v) { return v <= 0; }},
+      {"x == 0", [](int64_t v) { return v == 0; }}, {"x != 0", [](int64_t v) { return v != 0; }},
+      {"x > 0", [](int64_t v) { return v > 0; }},   {"x >= 0", [](int64_t v) { return v >= 0; }},
+  };
+  for (const auto& [text, keep] : ops) {
+    Result<Filter> f = Filter::parse({{"x", Type::kInt64}}, text);
+    ASSERT_TRUE(f.ok()) << text;
+    Result<Selection> sel = f->evaluate(std::span(&b, 1), rows);
+    ASSERT_TRUE(sel.ok()) << text;
+    uint64_t count = 0;
+    for (uint64_t r = 0; r < rows; ++r) {
+      const bool expected = values[r] && keep(*values[r]);
+      ASSERT_EQ(sel->contains(r), expected) << text << " row " << r;
+      count += expected ? 1 : 0;
+    }
+    EXPECT_EQ(sel->count(), count) << text;
+  }
+}
+
 TEST_F(FilterTypesTest, LongChainsDoNotNestAndDeepNestingStopsAtTheLimit) {
   std::string chain = "i64 > -5";
   for (int i = 0; i < 2000; ++i) chain += " and i64 < 100 or i64 == 1";  // 52 KB
