@@ -140,6 +140,42 @@ TEST(SpillTest, ThreeTimesTheLimitStaysPublishedAndReadsBackFromOtherProcesses) 
   EXPECT_EQ(listed_names(client).size(), static_cast<size_t>(kDatasets));
 }
 
+// Four processes get the same spilled dataset at the same moment: each
+// reads it whole, and shelfd restores it once (its log says so once).
+TEST(SpillTest, ConcurrentGetsOfASpilledDatasetRestoreItOnce) {
+  SpillDir dir;
+  TestDaemon::Options options = spilling(dir);
+  // Beside the spill directory: removed with it.
+  const std::string log = std::filesystem::path(dir.path()).parent_path() / "shelfd.log";
+  options.extra_args.insert(options.extra_args.end(), {"--log-file", log});
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  Client client = daemon->connect();
+  publish_past_the_limit(client);
+  int gate[2];
+  ASSERT_EQ(::pipe(gate), 0);
+  std::vector<pid_t> readers;
+  for (int r = 0; r < 4; ++r) {
+    readers.push_back(spawn_child([&] {
+      ::close(gate[1]);
+      Client reader = daemon->connect();
+      char byte;
+      (void)::read(gate[0], &byte, 1);  // returns once the parent closes its end: all at once
+      expect_int64_published(reader, name_of(0), kRows, 0);
+    }));
+  }
+  ::close(gate[0]);
+  ::close(gate[1]);
+  for (pid_t r : readers) EXPECT_EQ(wait_child(r), 0);
+  EXPECT_FALSE(is_spilled(client, name_of(0)));
+  std::ifstream in(log);
+  int restores = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("spill: restored '" + name_of(0) + "'") != std::string::npos) ++restores;
+  }
+  EXPECT_EQ(restores, 1);
+}
+
 // A dataset someone holds stays in memory however full it gets: when only
 // held datasets are left, a publish is refused as without --spill-dir.
 TEST(SpillTest, ALeasedDatasetIsNeverSpilled) {
