@@ -880,8 +880,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
 Result<shm::ViewDefinition> Store::check_view(const protocol::PublishItem& item) const {
   auto parsed = shm::parse_view(item.descriptor, /*from_client=*/true);
   if (!parsed.ok()) {
-    return Status::invalid_argument("view " + quoted(item.name) + ": " +
-                                    parsed.status().message());
+    return Status::invalid_argument("view " + quoted(item.name) + ": " + parsed.status().message());
   }
   for (const std::string& base : parsed->bases) {
     SHELF_RETURN_IF_ERROR(check_name(base));
@@ -894,8 +893,8 @@ Result<shm::ViewDefinition> Store::check_view(const protocol::PublishItem& item)
   return std::move(parsed).value();
 }
 
-Status Store::check_chain(const std::string& view, const std::string& chain,
-                          const std::string& at, uint32_t depth) const {
+Status Store::check_chain(const std::string& view, const std::string& chain, const std::string& at,
+                          uint32_t depth) const {
   if (at == view) {
     return Status::invalid_argument("view " + quoted(view) + " would read itself (" + chain + ")");
   }
@@ -1315,19 +1314,21 @@ Result<std::vector<protocol::DatasetSummary>> Store::unpublish(const std::string
   }
   const std::vector<std::string> views = views_reading(name);
   if (!views.empty() && !cascade) {
-    std::string list;
-    for (const std::string& v : views) list += (list.empty() ? "" : ", ") + quoted(v);
+    std::string list;  // those reading it first
+    for (auto v = views.rbegin(); v != views.rend(); ++v) {
+      list += (list.empty() ? "" : ", ") + quoted(*v);
+    }
     return Status::invalid_argument(
         "dataset " + quoted(name) + " is read by views: " + list +
         "; unpublish them first, or unpublish with cascade (--cascade in the CLI, "
         "cascade=True in Python) to remove them too");
   }
   std::vector<protocol::DatasetSummary> removed;
-  // The views that read others last first: at every step each remaining
-  // view's base is still published, also if shelfd is killed midway.
-  for (auto v = views.rbegin(); v != views.rend(); ++v) {
-    removed.push_back(datasets_.at(names_.at(*v)).summary);
-    unpublish_one(*v);
+  // Each view after those that read it: at every step each remaining view's
+  // bases are still published, also if shelfd is killed midway.
+  for (const std::string& v : views) {
+    removed.push_back(datasets_.at(names_.at(v)).summary);
+    unpublish_one(v);
   }
   removed.push_back(datasets_.at(names_.at(name)).summary);
   unpublish_one(name);
@@ -1335,15 +1336,21 @@ Result<std::vector<protocol::DatasetSummary>> Store::unpublish(const std::string
 }
 
 std::vector<std::string> Store::views_reading(const std::string& name) const {
+  // Depth first, each view after every view that reads it (post-order): the
+  // order they can go in. A view reached twice (it reads two of them) is
+  // listed once. The published views' bases have no cycle (check_view()),
+  // and chains are at most kMaxViewDepth long, which bounds the recursion.
   std::vector<std::string> out;
-  auto add_readers_of = [&](const std::string& base) {
+  std::set<std::string> seen;
+  std::function<void(const std::string&)> visit = [&](const std::string& base) {
     auto [begin, end] = views_by_base_.equal_range(base);
-    for (auto it = begin; it != end; ++it) out.push_back(it->second);
+    for (auto it = begin; it != end; ++it) {
+      if (!seen.insert(it->second).second) continue;
+      visit(it->second);
+      out.push_back(it->second);
+    }
   };
-  add_readers_of(name);
-  // Breadth first: `out` grows as it is walked. A published view's chain of
-  // bases has no cycle (check_view()), so this ends.
-  for (size_t i = 0; i < out.size(); ++i) add_readers_of(std::string(out[i]));
+  visit(name);
   return out;
 }
 

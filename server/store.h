@@ -568,8 +568,9 @@ class Store {
   // `chain` names the way so far, for the error.
   Status check_chain(const std::string& view, const std::string& chain, const std::string& at,
                      uint32_t depth) const;
-  // The published views that read `name`, then those that read them, and
-  // so on: the order a cascade removes them in is the reverse.
+  // The published views that read `name`, directly or through others, each
+  // once, each after every view that reads it: the order a cascade removes
+  // them in.
   std::vector<std::string> views_reading(const std::string& name) const;
   // unpublish() of one name that no view reads.
   void unpublish_one(const std::string& name);
