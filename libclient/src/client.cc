@@ -928,6 +928,13 @@ Status Client::publish_view(std::string_view name, const ViewDefinition& view,
                             const PublishOptions& options) {
   shm::ViewDefinition definition;
   if (!view.graph.empty()) {
+    if (view.graph.size() > kMaxViewGraphBytes) {
+      return Status::invalid_argument(
+          "view '" + std::string(name) + "': its graph pickles to " +
+          std::to_string(view.graph.size()) + " bytes, more than a view holds (" +
+          std::to_string(kMaxViewGraphBytes) +
+          "); a graph that big carries data: persist it and publish the data instead");
+    }
     // Only Python evaluates it; shelfd checks its bases (published, no cycle).
     definition.kind = shm::ViewKind::kGraph;
     definition.bases = view.graph_bases;
