@@ -72,9 +72,9 @@ struct EntrySummary {
   uint64_t name_offset = 0;
   uint64_t data_bytes = 0;  // the entry's: what it takes from the memory limit
   int64_t created_ns = 0;
-  bool spilled = false;  // state kSpilled: its buffers are in shelfd's spill directory
-  bool pinned = false;   // kEntryPinned: never spilled
-  bool view = false;     // kEntryView: a view, whose definition is its descriptor
+  bool spilled = false;        // state kSpilled: its buffers are in shelfd's spill directory
+  bool pinned = false;         // kEntryPinned: never spilled
+  bool view = false;           // kEntryView: a view, whose definition is its descriptor
   bool view_of_graph = false;  // a view of a Dask graph (ViewKind::kGraph)
   // From the dataset's descriptor header (has_descriptor: it lay inside the
   // segment).
