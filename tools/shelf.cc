@@ -185,8 +185,7 @@ std::string info_json(const DatasetInfo& d) {
          ",\"pinned\":" + (d.pinned ? "true" : "false") +
          ",\"view\":" + (d.view ? "true" : "false") +
          ",\"view_of_graph\":" + (d.view_of_graph ? "true" : "false") +
-         ",\"view_base\":" + (d.view && !d.view_of_graph ? json_string(d.view_base) : "null") +
-         "}";
+         ",\"view_base\":" + (d.view && !d.view_of_graph ? json_string(d.view_base) : "null") + "}";
 }
 
 // "-" for what a view does not know without being evaluated.
