@@ -108,9 +108,20 @@ std::vector<std::pair<std::string, Bytes>> write_descriptor_seeds(const fs::path
   };
   for (const auto& [name, bytes] : descriptors) write_seed(root / "descriptor", name, bytes);
   // View definitions go through the same target (descriptor_fuzz.cc).
-  write_seed(root / "descriptor", "view",
-             shm::encode_view({"accounts", "balance < 0 and name is not null", {"name"}, 10}));
-  write_seed(root / "descriptor", "view_all", shm::encode_view({"a", "", {}, std::nullopt}));
+  shm::ViewDefinition filter;
+  filter.bases = {"accounts"};
+  filter.where = "balance < 0 and name is not null";
+  filter.columns = {"name"};
+  filter.limit = 10;
+  write_seed(root / "descriptor", "view", shm::encode_view(filter));
+  shm::ViewDefinition all;
+  all.bases = {"a"};
+  write_seed(root / "descriptor", "view_all", shm::encode_view(all));
+  shm::ViewDefinition graph;
+  graph.kind = shm::ViewKind::kGraph;
+  graph.bases = {"accounts", "other"};
+  graph.graph = "\x80\x05 a pickle";
+  write_seed(root / "descriptor", "view_graph", shm::encode_view(graph));
   return descriptors;
 }
 
