@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <shelf/limits.h>
@@ -97,7 +98,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       continue;
     }
     SHELF_CHECK(is_view(bytes));
-    SHELF_CHECK(!definition->base.empty() && definition->base.size() <= shelf::kMaxNameBytes);
+    for (const std::string& base : definition->bases) {
+      SHELF_CHECK(!base.empty() && base.size() <= shelf::kMaxNameBytes);
+    }
+    SHELF_CHECK(definition->kind == ViewKind::kFilter ? definition->bases.size() == 1
+                                                      : !definition->graph.empty());
     // The publisher fields are the daemon's: set them as it does, then the
     // encoding is the input, byte for byte.
     std::vector<std::byte> again = encode_view(*definition);
