@@ -129,7 +129,7 @@ class Harness {
         break;
       }
       case 6:
-        (void)store_.unpublish(*in.pick(names_));
+        (void)store_.unpublish(*in.pick(names_), /*cascade=*/(in.u8() & 1) != 0);
         break;
       case 7:
         store_.close_session(session);
@@ -148,7 +148,8 @@ class Harness {
   // Everyone leaves: all memory but the index comes back.
   void finish() {
     for (Store::SessionId s : sessions_) store_.close_session(s);
-    for (const std::string& name : names_) (void)store_.unpublish(name);
+    // With cascade: a view goes with its base (and is then NotFound itself).
+    for (const std::string& name : names_) (void)store_.unpublish(name, /*cascade=*/true);
     store_.wait_for_background();
     protocol::StatusResponse s = store_.status();
     SHELF_CHECK(s.datasets.empty());
