@@ -128,9 +128,11 @@ class Harness {
         (void)store_.release(session, lease ? *lease : in.u8());
         break;
       }
-      case 6:
-        (void)store_.unpublish(*in.pick(names_), /*cascade=*/(in.u8() & 1) != 0);
+      case 6: {
+        const std::string& name = *in.pick(names_);
+        (void)store_.unpublish(name, /*cascade=*/(in.u8() & 1) != 0);
         break;
+      }
       case 7:
         store_.close_session(session);
         sessions_.erase(sessions_.begin() + static_cast<std::ptrdiff_t>(si));
