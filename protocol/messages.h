@@ -103,7 +103,7 @@ struct ReleaseRequest {
 struct UnpublishRequest {
   std::string name;
   // Also every view that reads it, directly or through other views;
-  // without it a dataset views read is not unpublished (FailedPrecondition).
+  // without it a dataset views read is not unpublished (InvalidArgument).
   bool cascade = false;
 };
 

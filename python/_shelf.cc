@@ -733,12 +733,13 @@ class PyClient {
   // A view of a pickled Dask collection that reads `bases` (Python's
   // publish_dataset of an un-persisted one).
   void publish_graph_view(const std::string& name, const py::bytes& graph,
-                          const std::vector<std::string>& bases, bool override_existing) {
+                          const std::vector<std::string>& bases, bool override_existing, bool pin) {
     shelf::ViewDefinition view;
     view.graph = graph;
     view.graph_bases = bases;
     shelf::PublishOptions options;
     options.override_existing = override_existing;
+    options.pin = pin;
     check(get().publish_view(name, view, options));
   }
   void persist_view(const std::string& view, const std::string& name, bool override_existing,
@@ -916,7 +917,7 @@ PYBIND11_MODULE(_shelf, m) {
            py::arg("where") = "", py::arg("columns") = std::vector<std::string>{},
            py::arg("limit") = py::none(), py::arg("override") = false)
       .def("publish_graph_view", &PyClient::publish_graph_view, py::arg("name"), py::arg("graph"),
-           py::arg("bases"), py::arg("override") = false)
+           py::arg("bases"), py::arg("override") = false, py::arg("pin") = false)
       .def("persist_view", &PyClient::persist_view, py::arg("view"), py::arg("name"),
            py::arg("override") = false, py::arg("pin") = false)
       .def_property_readonly("socket_path", &PyClient::socket_path);

@@ -574,6 +574,7 @@ std::optional<shm::DescriptorView> Store::recover_descriptor(const shm::IndexEnt
 }
 
 void Store::recover_view(const shm::IndexEntryLayout& entry, Dataset& d, std::string& problem) {
+  d.view = true;  // also when damaged: a rewrite of its entry keeps kEntryView
   std::vector<std::byte> copy;
   if (!copy_descriptor(entry, d, problem, copy)) return;
   auto parsed = shm::parse_view(copy, /*from_client=*/false);
@@ -584,7 +585,6 @@ void Store::recover_view(const shm::IndexEntryLayout& entry, Dataset& d, std::st
   if (entry.data_bytes != d.memory_bytes) {
     problem = "its index entry and its extent disagree on its size";
   }
-  d.view = true;
   d.view_bases = parsed->bases;
   d.summary = summarise_view(d.name, *parsed, 0);
 }

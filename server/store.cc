@@ -865,6 +865,7 @@ Result<Store::PublishPlan> Store::validate_publish(const Session& session,
   if (request.items.size() > 1) {
     plan.new_bytes += extent_length(shm::intent_payload_bytes(request.items.size()));
   }
+  SHELF_RETURN_IF_ERROR(check_view_graph(request, plan.items));
   if (new_names > free_slots_.size()) {
     return Status::resource_exhausted(
         "the index is full (" + std::to_string(options_.max_datasets) +
@@ -888,25 +889,93 @@ Result<shm::ViewDefinition> Store::check_view(const protocol::PublishItem& item)
       return Status::not_found("view " + quoted(item.name) + ": its base " + quoted(base) +
                                " is not published; `shelf list` shows the published datasets");
     }
-    SHELF_RETURN_IF_ERROR(check_chain(item.name, item.name + " -> " + base, base, 1));
   }
   return std::move(parsed).value();
 }
 
-Status Store::check_chain(const std::string& view, const std::string& chain, const std::string& at,
-                          uint32_t depth) const {
-  if (at == view) {
-    return Status::invalid_argument("view " + quoted(view) + " would read itself (" + chain + ")");
+Status Store::check_view_graph(const protocol::PublishRequest& request,
+                               const std::vector<PublishPlan::Item>& planned) const {
+  // The graph as it will be once the request is published: its items
+  // replace their names (a dataset item has no bases), over the published
+  // views'. Only views can lengthen a chain or close a cycle.
+  std::map<std::string, const std::vector<std::string>*> items;
+  std::map<std::string, std::vector<std::string>> items_reading;  // base -> view items
+  for (size_t i = 0; i < planned.size(); ++i) {
+    const shm::ViewDefinition* view = planned[i].view ? &*planned[i].view : nullptr;
+    items[request.items[i].name] = view ? &view->bases : nullptr;
+    if (view == nullptr) continue;
+    for (const std::string& base : view->bases)
+      items_reading[base].push_back(request.items[i].name);
   }
-  // Every base of a published view is published (unpublish() sees to it).
-  auto it = names_.find(at);
-  if (it == names_.end() || !datasets_.at(it->second).view) return Status();
-  if (depth >= kMaxViewDepth) {
+  if (items_reading.empty()) return Status();
+  auto bases_of = [&](const std::string& name) -> const std::vector<std::string>* {
+    if (auto it = items.find(name); it != items.end()) return it->second;
+    auto it = names_.find(name);
+    if (it == names_.end() || !datasets_.at(it->second).view) return nullptr;
+    return &datasets_.at(it->second).view_bases;
+  };
+  auto readers_of = [&](const std::string& name) {
+    std::vector<std::string> out;
+    auto [begin, end] = views_by_base_.equal_range(name);
+    for (auto it = begin; it != end; ++it) {
+      if (items.count(it->second) == 0) out.push_back(it->second);  // an item replaces it
+    }
+    if (auto it = items_reading.find(name); it != items_reading.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+    }
+    return out;
+  };
+  auto too_deep = [&](const std::string& view) {
     return Status::invalid_argument("view " + quoted(view) + ": views nest at most " +
-                                    std::to_string(kMaxViewDepth) + " deep (" + chain + ")");
-  }
-  for (const std::string& base : datasets_.at(it->second).view_bases) {
-    SHELF_RETURN_IF_ERROR(check_chain(view, chain + " -> " + base, base, depth + 1));
+                                    std::to_string(kMaxViewDepth) +
+                                    " deep, and this publish would make a longer chain");
+  };
+  // Longest chain down from a name (in views, itself included), and up from
+  // it (the views above it), each memoised: every name is walked once,
+  // whatever the fan-out. A walk deeper than kMaxViewDepth stops at once,
+  // which also bounds the recursion.
+  std::map<std::string, uint32_t> down, up;
+  std::vector<std::string> path;
+  std::function<Result<uint32_t>(const std::string&)> height_down =
+      [&](const std::string& name) -> Result<uint32_t> {
+    if (auto found = std::find(path.begin(), path.end(), name); found != path.end()) {
+      std::string chain;
+      for (auto it = found; it != path.end(); ++it) chain += *it + " -> ";
+      return Status::invalid_argument("view " + quoted(name) + " would read itself (" + chain +
+                                      name + ")");
+    }
+    if (auto memo = down.find(name); memo != down.end()) return memo->second;
+    const std::vector<std::string>* bases = bases_of(name);
+    uint32_t height = 0;
+    if (bases != nullptr) {
+      if (path.size() >= kMaxViewDepth) return too_deep(path.front());
+      path.push_back(name);
+      for (const std::string& base : *bases) {
+        SHELF_ASSIGN_OR_RETURN(uint32_t below, height_down(base));
+        height = std::max(height, below + 1);
+      }
+      path.pop_back();
+    }
+    down[name] = height;
+    return height;
+  };
+  std::function<uint32_t(const std::string&, uint32_t)> height_up = [&](const std::string& name,
+                                                                        uint32_t depth) {
+    if (auto memo = up.find(name); memo != up.end()) return memo->second;
+    uint32_t height = 0;
+    if (depth <= kMaxViewDepth) {  // no cycle once height_down passed, but stay bounded
+      for (const std::string& reader : readers_of(name)) {
+        height = std::max(height, height_up(reader, depth + 1) + 1);
+      }
+    }
+    up[name] = height;
+    return height;
+  };
+  for (size_t i = 0; i < planned.size(); ++i) {
+    if (!planned[i].view) continue;
+    const std::string& name = request.items[i].name;
+    SHELF_ASSIGN_OR_RETURN(uint32_t below, height_down(name));
+    if (below + height_up(name, 0) > kMaxViewDepth) return too_deep(name);
   }
   return Status();
 }
@@ -987,6 +1056,7 @@ std::optional<uint64_t> Store::start_publish_checks(SessionId session_id,
   std::vector<ToCheck> partitions;
   uint64_t bytes = 0;
   for (const protocol::PublishItem& item : request.items) {
+    if (shm::is_view(item.descriptor)) continue;  // no partitions to check
     auto view = shm::DescriptorView::parse(item.descriptor, /*from_client=*/true);
     if (!view.ok()) return std::nullopt;  // publish() says what is wrong
     bool any = false;
@@ -1213,12 +1283,12 @@ std::vector<protocol::QuarantinedDataset> Store::quarantined() const {
 Status Store::check_served(Dataset& dataset) {
   const std::string& name = dataset.name;
   if (!dataset.quarantine_reason.empty()) {
-    return Status::corruption("dataset " + quoted(name) +
-                              " is quarantined: shelfd found it damaged when it restarted (" +
-                              dataset.quarantine_reason +
-                              "), so it is not served; publish it again with --override, or "
-                              "`shelf unpublish " +
-                              name + "` to free its memory");
+    return Status::corruption(
+        "dataset " + quoted(name) + " is quarantined: shelfd found it damaged when it restarted (" +
+        dataset.quarantine_reason +
+        "), so it is not served; publish it again with --override, or "
+        "`shelf unpublish " +
+        name + (views_by_base_.count(name) > 0 ? " --cascade" : "") + "` to free its memory");
   }
   // The daemon holds a Get back until then (await_verification()).
   if (dataset.unverified) {
@@ -1327,7 +1397,9 @@ Result<std::vector<protocol::DatasetSummary>> Store::unpublish(const std::string
   // Each view after those that read it: at every step each remaining view's
   // bases are still published, also if shelfd is killed midway.
   for (const std::string& v : views) {
-    removed.push_back(datasets_.at(names_.at(v)).summary);
+    auto it = names_.find(v);
+    if (it == names_.end()) continue;
+    removed.push_back(datasets_.at(it->second).summary);
     unpublish_one(v);
   }
   removed.push_back(datasets_.at(names_.at(name)).summary);
@@ -1338,10 +1410,13 @@ Result<std::vector<protocol::DatasetSummary>> Store::unpublish(const std::string
 std::vector<std::string> Store::views_reading(const std::string& name) const {
   // Depth first, each view after every view that reads it (post-order): the
   // order they can go in. A view reached twice (it reads two of them) is
-  // listed once. The published views' bases have no cycle (check_view()),
-  // and chains are at most kMaxViewDepth long, which bounds the recursion.
+  // listed once, so the walk ends whatever the graph; publish() keeps
+  // chains at most kMaxViewDepth long (check_view_graph()), which bounds
+  // the recursion.
   std::vector<std::string> out;
-  std::set<std::string> seen;
+  // `name` itself is never listed: publish() admits no cycle, and a segment
+  // a writer changed under shelfd must not make an unpublish take it twice.
+  std::set<std::string> seen = {name};
   std::function<void(const std::string&)> visit = [&](const std::string& base) {
     auto [begin, end] = views_by_base_.equal_range(base);
     for (auto it = begin; it != end; ++it) {

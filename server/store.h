@@ -561,13 +561,14 @@ class Store {
                                  const shm::DescriptorView& view, uint64_t p,
                                  const std::map<uint64_t, Status>& checked,
                                  std::set<uint64_t>& extents_in_request);
-  // The checks of a view's definition (publish()'s rules for views).
+  // The checks of one view's definition: it parses, its bases are published.
   Result<shm::ViewDefinition> check_view(const protocol::PublishItem& item) const;
-  // That `view` is not reached from `at`, a base `depth` views down, through
-  // the published views' bases (no cycle), nor deeper than kMaxViewDepth.
-  // `chain` names the way so far, for the error.
-  Status check_chain(const std::string& view, const std::string& chain, const std::string& at,
-                     uint32_t depth) const;
+  // The checks of the graph of views as it will be once `request` (parsed
+  // into `planned`) is published, every item at once: no view reads
+  // itself, and no chain of views is longer than kMaxViewDepth, counting
+  // the views above a replaced name too. Linear in the views it reaches.
+  Status check_view_graph(const protocol::PublishRequest& request,
+                          const std::vector<PublishPlan::Item>& planned) const;
   // The published views that read `name`, directly or through others, each
   // once, each after every view that reads it: the order a cascade removes
   // them in.

@@ -102,8 +102,10 @@ Result<ViewDefinition> parse_view(std::span<const std::byte> bytes, bool from_cl
   }
   BodyReader r(body);
   v.bases.resize(h.num_bases);
+  std::set<std::string_view> bases;
   for (std::string& base : v.bases) {
     if (!r.text<uint32_t>(kMaxNameBytes, &base) || base.empty()) return bad("bad base name");
+    if (!bases.insert(base).second) return bad("base '" + base + "' is named twice");
   }
   if (!r.text<uint32_t>(kMaxFilterBytes, &v.where)) return bad("bad expression length");
   std::set<std::string_view> seen;

@@ -571,7 +571,9 @@ int cmd_list(const Command& cmd) {
   std::vector<std::vector<std::string>> rows;
   for (const DatasetInfo& d : *datasets) {
     rows.push_back({shown(d.name), count_cell(d, d.num_rows),
-                    d.view && d.num_columns == 0 ? "all" : std::to_string(d.num_columns),
+                    d.view_of_graph                ? "-"
+                    : d.view && d.num_columns == 0 ? "all"
+                                                   : std::to_string(d.num_columns),
                     count_cell(d, d.num_partitions), memory_cell(d),
                     format_time(d.created_ns - d.created_ns % 1000000000),
                     std::to_string(d.leases)});
@@ -822,9 +824,11 @@ int cmd_unpublish(const Command& cmd) {
   // What a cascade removed: the views listed before it and not after.
   std::vector<std::string> before, views;
   if (cascade) {
-    auto list = client->datasets().keys();
+    auto list = client->list_datasets();
     if (!list.ok()) return fail(list.status());
-    before = std::move(list).value();
+    for (const DatasetInfo& d : *list) {
+      if (d.view) before.push_back(d.name);
+    }
   }
   if (Status s = client->unpublish_dataset(name, UnpublishOptions{cascade}); !s.ok()) {
     return fail(s);

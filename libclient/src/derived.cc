@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "base/check.h"
 #include "libclient/src/gather.h"
@@ -76,30 +77,53 @@ const Derived::Partition& Derived::evaluated(uint64_t p) const {
 }
 
 void Derived::evaluate(uint64_t p, uint64_t remaining) const {
+  // Built apart and committed at the end: an allocation that throws leaves
+  // the partition unevaluated, for a later call to start again.
   Partition& part = parts_[p];
   const std::vector<size_t>& out = filter_.output_columns();
-  const uint64_t rows = base_.num_rows(p);
-  // Kept whole, or cut at its end: the base's buffers as they are.
-  auto in_place_rows = [&](uint64_t n) {
-    part.rows = n;
-    for (size_t c : out) part.columns.push_back(in_place(p, c, n));
-    part.evaluated = true;
-  };
-  if (!filter_.has_predicate() || remaining == 0 || rows == 0) {
-    return in_place_rows(std::min(rows, remaining));
+  std::vector<Column> columns;
+  std::vector<std::unique_ptr<std::byte, Buffer>> owned;
+  uint64_t kept = 0;
+  if (remaining == 0) {
+    // Past the limit: the base is not read (a base that is a view is not
+    // evaluated for it).
+    for (size_t c : out) columns.push_back(empty(filter_.input_schema()[c].type));
+  } else {
+    const uint64_t rows = base_.num_rows(p);
+    std::optional<Selection> sel;
+    std::vector<ColumnBuffers> in;
+    if (filter_.has_predicate() && rows > 0) {
+      for (size_t c = 0; c < base_.schema().size(); ++c) {
+        in.push_back(ColumnBuffers::of(base_.column(p, c)));
+      }
+      // The buffers match the schema the filter was parsed against: no error.
+      Result<Selection> evaluated = filter_.evaluate(in, rows, remaining);
+      SHELF_CHECK(evaluated.ok());
+      sel = std::move(evaluated).value();
+      sel->truncate(remaining);
+    }
+    if (!sel || sel->count() == rows) {
+      // Kept whole, or cut at its end: the base's buffers as they are.
+      kept = std::min(rows, remaining);
+      for (size_t c : out) columns.push_back(in_place(p, c, kept));
+    } else {
+      kept = sel->count();
+      for (size_t c : out) columns.push_back(copied(in[c], *sel, owned));
+    }
   }
-  std::vector<ColumnBuffers> in;
-  for (size_t c = 0; c < base_.schema().size(); ++c) {
-    in.push_back(ColumnBuffers::of(base_.column(p, c)));
-  }
-  // The buffers match the schema the filter was parsed against: no error.
-  Result<Selection> sel = filter_.evaluate(in, rows, remaining);
-  SHELF_CHECK(sel.ok());
-  sel->truncate(remaining);
-  if (sel->count() == rows) return in_place_rows(rows);
-  part.rows = sel->count();
-  for (size_t c : out) part.columns.push_back(copied(in[c], *sel, part));
+  part.columns = std::move(columns);
+  part.owned = std::move(owned);
+  part.rows = kept;
   part.evaluated = true;
+}
+
+Derived::Column Derived::empty(Type type) {
+  // A string column's one offset, 0, as every string column has rows + 1.
+  static constexpr int64_t kNoOffsets[1] = {0};
+  Column col;
+  col.buffers.type = type;
+  if (type == Type::kString) col.buffers.offsets = kNoOffsets;
+  return col;
 }
 
 Derived::Column Derived::in_place(uint64_t p, size_t c, uint64_t rows) const {
@@ -120,24 +144,26 @@ Derived::Column Derived::in_place(uint64_t p, size_t c, uint64_t rows) const {
   return col;
 }
 
-std::byte* Derived::allocate(Partition& part, uint64_t bytes) {
+std::byte* Derived::allocate(std::vector<std::unique_ptr<std::byte, Buffer>>& owned,
+                             uint64_t bytes) {
   // 64-byte aligned, as the segment's buffers are (kBufferAlignment), so
   // that numpy and Arrow see the same alignment either way.
   const uint64_t size = std::max<uint64_t>(64, (bytes + 63) / 64 * 64);
   auto* p = static_cast<std::byte*>(std::aligned_alloc(64, size));
   if (p == nullptr) throw std::bad_alloc();
-  part.owned.emplace_back(p);
+  owned.emplace_back(p);
   return p;
 }
 
-Derived::Column Derived::copied(const ColumnBuffers& in, const Selection& sel, Partition& part) {
+Derived::Column Derived::copied(const ColumnBuffers& in, const Selection& sel,
+                                std::vector<std::unique_ptr<std::byte, Buffer>>& owned) {
   const uint64_t n = sel.count();
   Column col;
   ColumnBuffers& b = col.buffers;
   b.type = in.type;
   b.rows = n;
   if (in.validity != nullptr) {
-    auto* validity = reinterpret_cast<uint8_t*>(allocate(part, (n + 7) / 8));
+    auto* validity = reinterpret_cast<uint8_t*>(allocate(owned, (n + 7) / 8));
     std::memset(validity, 0, (n + 7) / 8);
     uint64_t valid = 0;
     for_each_kept(sel, [&](uint64_t row, uint64_t k) {
@@ -151,17 +177,17 @@ Derived::Column Derived::copied(const ColumnBuffers& in, const Selection& sel, P
   }
   if (in.type != Type::kString) {
     b.data_bytes = n * fixed_width(in.type);
-    std::byte* data = allocate(part, b.data_bytes);
+    std::byte* data = allocate(owned, b.data_bytes);
     if (n > 0) gather_column(in, sel, data);
     b.data = data;
     return col;
   }
-  auto* offsets = reinterpret_cast<int64_t*>(allocate(part, (n + 1) * sizeof(int64_t)));
+  auto* offsets = reinterpret_cast<int64_t*>(allocate(owned, (n + 1) * sizeof(int64_t)));
   uint64_t bytes = 0;
   for_each_kept(sel, [&](uint64_t row, uint64_t) {
     if (is_valid(in, row)) bytes += string_at(in, row).size();
   });
-  std::byte* data = allocate(part, bytes);
+  std::byte* data = allocate(owned, bytes);
   offsets[0] = 0;
   uint64_t at = 0;
   for_each_kept(sel, [&](uint64_t row, uint64_t k) {

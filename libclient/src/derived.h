@@ -56,9 +56,13 @@ class Derived {
   void evaluate(uint64_t p, uint64_t remaining) const;
   // Output column `c` of base partition `p`, its first `rows` rows, in place.
   Column in_place(uint64_t p, size_t c, uint64_t rows) const;
-  // The rows `sel` keeps of input column `in`, copied into `part.owned`.
-  static Column copied(const ColumnBuffers& in, const Selection& sel, Partition& part);
-  static std::byte* allocate(Partition& part, uint64_t bytes);
+  // A column of no rows, of `type`, that reads nothing.
+  static Column empty(Type type);
+  // The rows `sel` keeps of input column `in`, copied into memory `owned` keeps.
+  static Column copied(const ColumnBuffers& in, const Selection& sel,
+                       std::vector<std::unique_ptr<std::byte, Buffer>>& owned);
+  static std::byte* allocate(std::vector<std::unique_ptr<std::byte, Buffer>>& owned,
+                             uint64_t bytes);
 
   Dataset base_;
   Filter filter_;

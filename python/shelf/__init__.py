@@ -130,7 +130,7 @@ class Client:
             raise
         for name, value in views.items():
             graph, bases = _convert.graph_view(value)
-            self._client.publish_graph_view(name, graph, bases, override)
+            self._client.publish_graph_view(name, graph, bases, override, pin)
 
     def persist(self, collection):
         """collection.persist() on the local Dask scheduler, so that code

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <poll.h>
@@ -24,6 +25,7 @@
 #include "shm/layout.h"
 #include "shm/name_index.h"
 #include "shm/segment.h"
+#include "shm/view.h"
 
 namespace shelf::server {
 namespace {
@@ -370,6 +372,71 @@ TEST_F(StoreTest, CloseSessionFreesItsUnsealedExtentsAndEndsItsLeases) {
   EXPECT_EQ(st.num_leases, 0u);
   EXPECT_EQ(st.pending_free_bytes, 0u);
   EXPECT_EQ(st.num_connections, 0u);
+}
+
+// A view's definition as a client sends it.
+protocol::PublishItem view_item(const std::string& name, std::vector<std::string> bases,
+                                bool graph = false) {
+  shm::ViewDefinition v;
+  v.kind = graph ? shm::ViewKind::kGraph : shm::ViewKind::kFilter;
+  v.bases = std::move(bases);
+  if (graph) v.graph = "a pickle";
+  return {name, shm::encode_view(v)};
+}
+
+// The rules for views hold for a publish of several names at once, and
+// for the views above a name a publish replaces (shelfd checks the graph
+// as it will be, not item by item against the graph as it is).
+TEST_F(StoreTest, ViewsThatWouldReadThemselvesOrNestTooDeepAreRefusedWhateverTheRequest) {
+  StoreOptions options = lasting_options();
+  options.max_datasets = 64;
+  options.remove_on_exit = true;
+  reopen(options);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  ASSERT_TRUE(publish(s, {item("a", {written(s, 10)}), item("b", {written(s, 10)})}).ok());
+  // a = view of b and b = view of a, in one request: each alone looks fine.
+  Status cycle = publish(s, {view_item("a", {"b"}), view_item("b", {"a"})}, true);
+  EXPECT_EQ(cycle.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(cycle.message().find("would read itself (a -> b -> a)"), std::string::npos)
+      << cycle.message();
+  EXPECT_EQ(store_->list().datasets.size(), 2u);
+  // A chain of kMaxViewDepth views over b, then b replaced by a view of a:
+  // the chain above b would grow past the limit.
+  std::string base = "b";
+  for (uint32_t i = 0; i < kMaxViewDepth; ++i) {
+    const std::string name = "v" + std::to_string(i);
+    ASSERT_TRUE(publish(s, {view_item(name, {base})}).ok()) << name;
+    base = name;
+  }
+  Status deep = publish(s, {view_item("b", {"a"})}, true);
+  EXPECT_EQ(deep.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(deep.message().find("views nest at most 16 deep"), std::string::npos) << deep.message();
+  // Replacing b by a dataset shortens chains: allowed.
+  ASSERT_TRUE(publish(s, {item("b", {written(s, 10)})}, true).ok());
+  // A graph view may name a base once only, and reads many views at once
+  // without the check walking every path (each name once).
+  Status twice = publish(s, {view_item("g", {"a", "a"}, true)});
+  EXPECT_NE(twice.message().find("base 'a' is named twice"), std::string::npos) << twice.message();
+  std::vector<std::string> every;  // v0..v14: g makes a chain of 16 over v14
+  for (uint32_t i = 0; i + 1 < kMaxViewDepth; ++i) every.push_back("v" + std::to_string(i));
+  ASSERT_TRUE(publish(s, {view_item("g", every, true)}).ok());
+  every.push_back("v" + std::to_string(kMaxViewDepth - 1));
+  EXPECT_EQ(publish(s, {view_item("g", every, true)}, true).code(),
+            Status::Code::kInvalidArgument);  // over v15: 17
+  // A cascade from b takes every view once, each after those that read it.
+  auto removed = store_->unpublish("b", /*cascade=*/true);
+  ASSERT_TRUE(removed.ok()) << removed.status().to_string();
+  ASSERT_EQ(removed->size(), kMaxViewDepth + 2);
+  std::map<std::string, size_t> at;
+  for (size_t i = 0; i < removed->size(); ++i) at[(*removed)[i].name] = i;
+  EXPECT_EQ(at.size(), removed->size());  // each once
+  EXPECT_EQ(removed->back().name, "b");
+  for (uint32_t i = 0; i + 1 < kMaxViewDepth; ++i) {
+    const std::string v = "v" + std::to_string(i);
+    EXPECT_LT(at["v" + std::to_string(i + 1)], at[v]) << v;
+    EXPECT_LT(at["g"], at[v]) << v;
+  }
+  EXPECT_EQ(store_->list().datasets.size(), 1u);  // a
 }
 
 TEST_F(StoreTest, OverrideReplacesADatasetAndFreesTheOldOne) {
