@@ -681,10 +681,11 @@ int print_graph_view_info(const ViewDefinition& v, const DatasetInfo& info, bool
 
 // shelf info of a view: its definition and what it gives, without
 // evaluating it (`head` and `persist` do).
-int print_view_info(const Dataset& ds, const DatasetInfo& info, bool json) {
-  const ViewDefinition& v = *ds.view_definition();
+// `schema`: what it gives, when it can be read now (null: it cannot).
+int print_view_info(const ViewDefinition& v, const Schema* schema, const DatasetInfo& info,
+                    bool json) {
   if (!v.graph.empty()) return print_graph_view_info(v, info, json);
-  const Schema& schema = ds.schema();
+  const Schema no_columns;
   if (json) {
     std::string out = info_json(info);
     out.pop_back();
@@ -693,9 +694,10 @@ int print_view_info(const Dataset& ds, const DatasetInfo& info, bool json) {
     out += ",\"definition\":{\"base\":" + json_string(v.base) +
            ",\"where\":" + json_string(v.where) + ",\"columns\":[" + columns +
            "],\"limit\":" + (v.limit ? std::to_string(*v.limit) : "null") + "},\"schema\":[";
-    for (size_t c = 0; c < schema.size(); ++c) {
-      out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
-             ",\"type\":" + json_string(type_name(schema[c].type)) + "}";
+    const Schema& fields = schema ? *schema : no_columns;
+    for (size_t c = 0; c < fields.size(); ++c) {
+      out += std::string(c ? "," : "") + "{\"name\":" + json_string(fields[c].name) +
+             ",\"type\":" + json_string(type_name(fields[c].type)) + "}";
     }
     std::cout << out << "]}\n";
     return 0;
@@ -708,10 +710,11 @@ int print_view_info(const Dataset& ds, const DatasetInfo& info, bool json) {
             << "limit:       " << (v.limit ? std::to_string(*v.limit) : "(none)") << "\n"
             << "memory:      " << format_bytes(info.memory_bytes) << " (its definition)\n"
             << "created:     " << format_time(info.created_ns) << " by uid " << info.publisher_uid
-            << ", pid " << info.publisher_pid << "\n\n";
+            << ", pid " << info.publisher_pid << "\n";
+  if (schema == nullptr) return 0;
   std::vector<std::vector<std::string>> columns;
-  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
-  std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false});
+  for (const Field& f : *schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
+  std::cout << "\n" << render_table({"COLUMN", "TYPE"}, columns, {false, false});
   return 0;
 }
 
@@ -729,7 +732,17 @@ int cmd_info(const Command& cmd) {
   auto client = connect(cmd, "info");
   if (!client.ok()) return fail(client.status());
   auto ds = client->get_dataset(name);
-  if (!ds.ok()) return fail(ds.status());
+  if (!ds.ok()) {
+    // A view that cannot be read now (its base gone, or replaced by one it
+    // does not fit) still has a definition to show, for mending it.
+    auto definition = client->view_definition(name);
+    auto stats = client->status();
+    if (!definition.ok() || !stats.ok()) return fail(ds.status());
+    auto info = find_info(*stats, name);
+    if (!info.ok()) return fail(ds.status());
+    print_view_info(*definition, nullptr, *info, json);
+    return fail(ds.status());
+  }
   auto stats = client->status();
   if (!stats.ok()) return fail(stats.status());
   auto info = find_info(*stats, name);
@@ -740,7 +753,7 @@ int cmd_info(const Command& cmd) {
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
     return std::string(buf);
   };
-  if (ds->view_definition()) return print_view_info(*ds, *info, json);
+  if (ds->view_definition()) return print_view_info(*ds->view_definition(), &schema, *info, json);
   // This command's own lease is not one of the dataset's readers.
   if (info->leases > 0) info->leases -= 1;
   if (json) {

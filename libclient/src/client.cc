@@ -962,6 +962,17 @@ Status Client::publish_view(std::string_view name, const ViewDefinition& view,
   return impl_->call(frame, MessageType::kPublish).status();
 }
 
+Result<ViewDefinition> Client::view_definition(std::string_view name) {
+  SHELF_ASSIGN_OR_RETURN(Leased leased, lease(impl_, name));
+  SHELF_ASSIGN_OR_RETURN(std::optional<shm::ViewDefinition> view, definition_of(*impl_, leased));
+  if (!view)
+    return Status::invalid_argument("'" + std::string(name) + "' is a dataset, not a view");
+  if (view->kind == shm::ViewKind::kGraph) {
+    return ViewDefinition{"", "", {}, std::nullopt, std::move(view->graph), view->bases};
+  }
+  return ViewDefinition{view->bases.front(), view->where, view->columns, view->limit, "", {}};
+}
+
 Status Client::persist_view(std::string_view view, std::string_view name,
                             const PublishOptions& options) {
   SHELF_ASSIGN_OR_RETURN(Dataset rows, get_dataset(view));

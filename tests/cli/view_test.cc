@@ -180,6 +180,15 @@ TEST_F(ViewTest, OverridingTheBaseKeepsItsViewsWhichReadTheNewData) {
             std::string::npos)
       << broken.status().message();
   EXPECT_NE(broken.status().message().find("unknown column 'balance'"), std::string::npos);
+  // Its definition is still there to read, for mending it.
+  Result<ViewDefinition> definition = client.view_definition("negative");
+  ASSERT_TRUE(definition.ok()) << definition.status().to_string();
+  EXPECT_EQ(definition->where, "balance < 0");
+  EXPECT_EQ(client.view_definition("accounts").status().code(), Status::Code::kInvalidArgument);
+  CommandResult r = shelf({"info", "negative"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "where:       balance < 0")) << r.out;
+  EXPECT_TRUE(contains(r.err, "no longer fits its base 'accounts'")) << r.err;
 }
 
 TEST_F(ViewTest, AReaderKeepsItsBaseWhileAnotherProcessUnpublishesIt) {

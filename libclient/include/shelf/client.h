@@ -284,6 +284,10 @@ class Client {
   // over the limit, the index full).
   Status publish_view(std::string_view name, const ViewDefinition& view,
                       const PublishOptions& options = {});
+  // The definition of view `name`, read without evaluating it (so also of a
+  // view that cannot be read now: its base gone or replaced by one it does
+  // not fit). Errors: NotFound, InvalidArgument when `name` is a dataset.
+  Result<ViewDefinition> view_definition(std::string_view name);
   // Materialises view `view`: evaluates it and publishes its rows as the
   // dataset `name`, written once into shared memory (`shelf persist`).
   // Errors: get_dataset()'s, InvalidArgument when `view` is a dataset, and
