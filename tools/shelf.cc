@@ -649,6 +649,21 @@ int cmd_head(const Command& cmd) {
   return 0;
 }
 
+// shelf info's schema: a JSON array of {name, type}, and a COLUMN/TYPE table.
+std::string schema_json(const Schema& schema) {
+  std::string out = "[";
+  for (size_t c = 0; c < schema.size(); ++c) {
+    out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
+           ",\"type\":" + json_string(type_name(schema[c].type)) + "}";
+  }
+  return out + "]";
+}
+std::string schema_table(const Schema& schema) {
+  std::vector<std::vector<std::string>> columns;
+  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
+  return render_table({"COLUMN", "TYPE"}, columns, {false, false});
+}
+
 std::string join_columns(const std::vector<std::string>& columns) {
   std::string out;
   for (const std::string& c : columns) out += (out.empty() ? "" : ",") + c;
@@ -685,7 +700,6 @@ int print_graph_view_info(const ViewDefinition& v, const DatasetInfo& info, bool
 int print_view_info(const ViewDefinition& v, const Schema* schema, const DatasetInfo& info,
                     bool json) {
   if (!v.graph.empty()) return print_graph_view_info(v, info, json);
-  const Schema no_columns;
   if (json) {
     std::string out = info_json(info);
     out.pop_back();
@@ -693,13 +707,9 @@ int print_view_info(const ViewDefinition& v, const Schema* schema, const Dataset
     for (const std::string& c : v.columns) columns += (columns.empty() ? "" : ",") + json_string(c);
     out += ",\"definition\":{\"base\":" + json_string(v.base) +
            ",\"where\":" + json_string(v.where) + ",\"columns\":[" + columns +
-           "],\"limit\":" + (v.limit ? std::to_string(*v.limit) : "null") + "},\"schema\":[";
-    const Schema& fields = schema ? *schema : no_columns;
-    for (size_t c = 0; c < fields.size(); ++c) {
-      out += std::string(c ? "," : "") + "{\"name\":" + json_string(fields[c].name) +
-             ",\"type\":" + json_string(type_name(fields[c].type)) + "}";
-    }
-    std::cout << out << "]}\n";
+           "],\"limit\":" + (v.limit ? std::to_string(*v.limit) : "null") +
+           "},\"schema\":" + schema_json(schema ? *schema : Schema{});
+    std::cout << out << "}\n";
     return 0;
   }
   std::cout << "name:        " << shown(info.name) << "\n"
@@ -711,10 +721,7 @@ int print_view_info(const ViewDefinition& v, const Schema* schema, const Dataset
             << "memory:      " << format_bytes(info.memory_bytes) << " (its definition)\n"
             << "created:     " << format_time(info.created_ns) << " by uid " << info.publisher_uid
             << ", pid " << info.publisher_pid << "\n";
-  if (schema == nullptr) return 0;
-  std::vector<std::vector<std::string>> columns;
-  for (const Field& f : *schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
-  std::cout << "\n" << render_table({"COLUMN", "TYPE"}, columns, {false, false});
+  if (schema != nullptr) std::cout << "\n" << schema_table(*schema);
   return 0;
 }
 
@@ -762,12 +769,7 @@ int cmd_info(const Command& cmd) {
     const Holders holders = holders_of(*stats, name, static_cast<uint32_t>(::getpid()));
     out += ",\"holders\":" + holders_json(holders.current, name, true) +
            ",\"earlier_version_holders\":" + holders_json(holders.earlier, name, false);
-    out += ",\"schema\":[";
-    for (size_t c = 0; c < schema.size(); ++c) {
-      out += std::string(c ? "," : "") + "{\"name\":" + json_string(schema[c].name) +
-             ",\"type\":" + json_string(type_name(schema[c].type)) + "}";
-    }
-    out += "],\"partition_list\":[";
+    out += ",\"schema\":" + schema_json(schema) + ",\"partition_list\":[";
     for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
       out += std::string(p ? "," : "") + "{\"rows\":" + std::to_string(ds->num_rows(p)) +
              ",\"columns\":[";
@@ -793,9 +795,7 @@ int cmd_info(const Command& cmd) {
             << "pinned:      " << (info->pinned ? "yes: never spilled (shelf unpin NAME)" : "no")
             << "\n"
             << holders_text(*stats, name) << "\n";
-  std::vector<std::vector<std::string>> columns;
-  for (const Field& f : schema) columns.push_back({shown(f.name), std::string(type_name(f.type))});
-  std::cout << render_table({"COLUMN", "TYPE"}, columns, {false, false}) << "\n";
+  std::cout << schema_table(schema) << "\n";
   std::vector<std::vector<std::string>> parts;
   for (uint64_t p = 0; p < ds->num_partitions(); ++p) {
     for (size_t c = 0; c < schema.size(); ++c) {

@@ -838,6 +838,15 @@ Result<Leased> lease(const std::shared_ptr<Client::Impl>& client, std::string_vi
                 r.descriptor_offset, r.descriptor_length};
 }
 
+// A view's definition as the API gives it.
+ViewDefinition public_definition(shm::ViewDefinition view) {
+  if (view.kind == shm::ViewKind::kGraph) {
+    return ViewDefinition{"", "", {}, std::nullopt, std::move(view.graph), std::move(view.bases)};
+  }
+  return ViewDefinition{std::move(view.bases.front()), std::move(view.where),
+                        std::move(view.columns), view.limit};
+}
+
 // The view definition a leased descriptor holds, or nullopt for a dataset.
 Result<std::optional<shm::ViewDefinition>> definition_of(const Client::Impl& client,
                                                          const Leased& leased) {
@@ -869,9 +878,8 @@ Result<Dataset> get(const std::shared_ptr<Client::Impl>& client, std::string_vie
     if (view->kind == shm::ViewKind::kGraph) {
       const Dataset::Impl::Origin origin{view->created_ns, view->publisher_uid,
                                          view->publisher_pid};
-      return Dataset(std::make_unique<Dataset::Impl>(
-          client, std::string(name), origin,
-          ViewDefinition{"", "", {}, std::nullopt, std::move(view->graph), view->bases}));
+      return Dataset(std::make_unique<Dataset::Impl>(client, std::string(name), origin,
+                                                     public_definition(std::move(*view))));
     }
     return get_view(client, name, *view, options, depth);
   }
@@ -915,7 +923,7 @@ Result<Dataset> get_view(const std::shared_ptr<Client::Impl>& client, std::strin
   return Dataset(std::make_unique<Dataset::Impl>(
       client, std::string(name),
       std::make_unique<internal::Derived>(std::move(base).value(), std::move(filter).value()),
-      origin, ViewDefinition{base_name, view.where, view.columns, view.limit, "", {}}));
+      origin, public_definition(view)));
 }
 
 }  // namespace
@@ -965,12 +973,10 @@ Status Client::publish_view(std::string_view name, const ViewDefinition& view,
 Result<ViewDefinition> Client::view_definition(std::string_view name) {
   SHELF_ASSIGN_OR_RETURN(Leased leased, lease(impl_, name));
   SHELF_ASSIGN_OR_RETURN(std::optional<shm::ViewDefinition> view, definition_of(*impl_, leased));
-  if (!view)
+  if (!view) {
     return Status::invalid_argument("'" + std::string(name) + "' is a dataset, not a view");
-  if (view->kind == shm::ViewKind::kGraph) {
-    return ViewDefinition{"", "", {}, std::nullopt, std::move(view->graph), view->bases};
   }
-  return ViewDefinition{view->bases.front(), view->where, view->columns, view->limit, "", {}};
+  return public_definition(std::move(*view));
 }
 
 Status Client::persist_view(std::string_view view, std::string_view name,

@@ -74,36 +74,36 @@ int Dataset::column_index(std::string_view name) const {
   return -1;
 }
 uint64_t Dataset::num_partitions() const {
-  if (impl_->graph_) return 1;
+  if (impl_->is_graph()) return 1;
   if (impl_->derived_) return impl_->derived_->num_partitions();
   return impl_->descriptor_.num_partitions();
 }
 uint64_t Dataset::num_rows() const {
-  if (impl_->graph_) return impl_->definition_->graph.size();
+  if (impl_->is_graph()) return impl_->definition_->graph.size();
   if (impl_->derived_) return impl_->derived_->num_rows();
   return impl_->descriptor_.header().num_rows;
 }
 uint64_t Dataset::num_rows(uint64_t partition) const {
   SHELF_CHECK(partition < num_partitions());
-  if (impl_->graph_) return num_rows();
+  if (impl_->is_graph()) return num_rows();
   if (impl_->derived_) return impl_->derived_->num_rows(partition);
   return impl_->descriptor_.partition(partition).num_rows;
 }
 uint64_t Dataset::data_bytes() const {
-  if (impl_->graph_) return num_rows();
+  if (impl_->is_graph()) return num_rows();
   if (impl_->derived_) return impl_->derived_->data_bytes();
   return impl_->descriptor_.header().data_bytes;
 }
 int64_t Dataset::created_ns() const {
-  if (impl_->derived_ || impl_->graph_) return impl_->origin_.created_ns;
+  if (impl_->definition_) return impl_->origin_.created_ns;
   return impl_->descriptor_.header().created_ns;
 }
 uint32_t Dataset::publisher_uid() const {
-  if (impl_->derived_ || impl_->graph_) return impl_->origin_.publisher_uid;
+  if (impl_->definition_) return impl_->origin_.publisher_uid;
   return impl_->descriptor_.header().publisher_uid;
 }
 uint32_t Dataset::publisher_pid() const {
-  if (impl_->derived_ || impl_->graph_) return impl_->origin_.publisher_pid;
+  if (impl_->definition_) return impl_->origin_.publisher_pid;
   return impl_->descriptor_.header().publisher_pid;
 }
 bool Dataset::is_bytes() const { return is_bytes_schema(impl_->schema_); }
@@ -111,7 +111,7 @@ const std::optional<ViewDefinition>& Dataset::view_definition() const { return i
 
 ColumnView Dataset::column(uint64_t partition, size_t column) const {
   SHELF_CHECK(partition < num_partitions() && column < impl_->schema_.size());
-  if (impl_->graph_) {
+  if (impl_->is_graph()) {
     const std::string& graph = impl_->definition_->graph;
     ColumnView v;
     v.type_ = Type::kBytes;
@@ -158,13 +158,13 @@ std::span<const std::byte> Dataset::bytes(uint64_t partition) const {
 
 uint64_t Dataset::checksum(uint64_t partition, size_t column, int buffer) const {
   SHELF_CHECK(partition < num_partitions() && column < impl_->schema_.size());
-  if (impl_->derived_ || impl_->graph_) return 0;  // a view's: no checksum recorded
+  if (impl_->definition_) return 0;  // a view's: no checksum recorded
   const shm::ChunkLayout& c = impl_->descriptor_.chunk(partition, static_cast<uint32_t>(column));
   return buffer == 0 ? c.validity.xxh3 : buffer == 1 ? c.offsets.xxh3 : c.data.xxh3;
 }
 
 Status Dataset::verify() const {
-  if (impl_->graph_) return Status();  // parse_view checked the definition's XXH3
+  if (impl_->is_graph()) return Status();  // parse_view checked the definition's XXH3
   if (impl_->derived_) return impl_->derived_->base().verify();
   const std::byte* base = impl_->client_->view().base();
   if (auto bad = shm::first_checksum_mismatch(impl_->descriptor_, base)) {
@@ -177,7 +177,7 @@ Status Dataset::verify() const {
 }
 
 Status Dataset::prefault(unsigned threads) const {
-  if (impl_->graph_) return Status();  // in this process's memory already
+  if (impl_->is_graph()) return Status();  // in this process's memory already
   if (impl_->derived_) return impl_->derived_->base().prefault(threads);
   std::vector<shm::MappedRange> extents;
   // The mapping is read-only; madvise only reads through it.

@@ -53,8 +53,7 @@ class Dataset::Impl {
         name_(std::move(name)),
         leased_(false),
         origin_(origin),
-        definition_(std::move(definition)),
-        graph_(true) {
+        definition_(std::move(definition)) {
     schema_ = bytes_schema();
   }
   ~Impl() { release(); }
@@ -74,7 +73,9 @@ class Dataset::Impl {
   std::unique_ptr<internal::Derived> derived_;  // set: the data is computed, not the segment's
   Origin origin_;                               // with derived_
   std::optional<ViewDefinition> definition_;
-  bool graph_ = false;  // a view of a Dask graph: definition_->graph is the data
+
+  // A view of a Dask graph: definition_->graph is the data.
+  bool is_graph() const { return definition_ && !definition_->graph.empty(); }
 };
 
 }  // namespace shelf

@@ -315,6 +315,11 @@ TEST_F(ViewTest, CliPublishViewListInfoHeadStatusPersistAndCascade) {
   EXPECT_TRUE(contains(r.out, "view of:     'accounts'")) << r.out;
   EXPECT_TRUE(contains(r.out, "where:       balance < 0")) << r.out;
   EXPECT_TRUE(contains(r.out, "columns:     name,balance")) << r.out;
+  r = shelf({"info", "negative", "--json"});
+  EXPECT_TRUE(contains(r.out,
+                       "\"definition\":{\"base\":\"accounts\",\"where\":\"balance < 0\","
+                       "\"columns\":[\"name\",\"balance\"],\"limit\":null},\"schema\":[{"))
+      << r.out;
   r = shelf({"head", "negative", "-n", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "... more rows (a view: not counted)")) << r.out;
