@@ -11,6 +11,9 @@
 //   pandas             df[df.balance < 0] in /usr/bin/python3 on the same
 //                      number of rows (and the mask alone), against the shelf
 //                      figures above. Target: shelf >= 2x faster.
+//   view read          get_dataset of that view and a read of every
+//                      partition, which evaluates it into this process's
+//                      memory (to_pandas() of a view): against pandas too.
 //   view head          get_dataset of a view `balance < 0` of the base with
 //                      max_rows 11 and a read of its first 10 rows (what
 //                      `shelf head -n 10` does), against the same of the
@@ -18,6 +21,10 @@
 //
 //   cmake --build build-bench -j2 --target filter_bench shelfd
 //   ./build-bench/bench/filter_bench [--size-mib N] [--repeat N] [--no-pandas]
+//                                    [--shm-dir DIR]
+//
+// --shm-dir puts shelfd's segment in DIR (default /dev/shm), e.g. a tmpfs
+// mounted huge=within_size (README, "Huge pages").
 //
 // It starts its own shelfd (SHELFD_PATH) on a private socket and segment and
 // stops it at the end (also on SIGINT/SIGTERM). Every figure is the median of
@@ -50,7 +57,8 @@ char g_dir[128] = "";
 char g_socket[192] = "";
 char g_lock[200] = "";
 char g_log[200] = "";
-char g_segment[96] = "";
+char g_shm_dir[160] = "/dev/shm";  // --shm-dir: shelfd's tmpfs
+char g_segment_path[256] = "";     // <shm_dir>/<segment>
 pid_t g_daemon = -1;
 
 void cleanup() {
@@ -64,8 +72,7 @@ void cleanup() {
     if (fd >= 0) ::close(fd);
     g_daemon = -1;
   }
-  if (g_segment[0] != '\0') ::shm_unlink(g_segment);
-  for (const char* path : {g_socket, g_lock, g_log}) {
+  for (const char* path : {g_segment_path, g_socket, g_lock, g_log}) {
     if (path[0] != '\0') ::unlink(path);
   }
   if (g_dir[0] != '\0') ::rmdir(g_dir);
@@ -97,14 +104,16 @@ void start_daemon(uint64_t memory_limit) {
   std::snprintf(g_lock, sizeof g_lock, "%s.lock", g_socket);
   std::snprintf(g_log, sizeof g_log, "%s.log", g_socket);
   const std::string segment = "shelf-filter-bench-" + std::to_string(::getpid());
-  std::snprintf(g_segment, sizeof g_segment, "/%s", segment.c_str());
+  std::snprintf(g_segment_path, sizeof g_segment_path, "%s/%s", g_shm_dir, segment.c_str());
   std::vector<std::string> args = {SHELFD_PATH,
                                    "--socket",
                                    g_socket,
                                    "--segment",
                                    segment,
                                    "--memory-limit",
-                                   std::to_string(memory_limit)};
+                                   std::to_string(memory_limit),
+                                   "--shm-dir",
+                                   g_shm_dir};
   std::fflush(nullptr);
   const pid_t launcher = ::fork();
   if (launcher < 0) die(std::string("fork: ") + std::strerror(errno));
@@ -198,6 +207,18 @@ double head_of(shelf::Client& client, const std::string& name) {
   return t;
 }
 
+// A view read whole: a get, then every partition's column, which evaluates
+// the view into this process's memory (what to_pandas() of a view does).
+double view_read(shelf::Client& client, const std::string& name, uint64_t expected_rows) {
+  const double t0 = now_s();
+  shelf::Dataset d = must(client.get_dataset(name), "get view");
+  uint64_t rows = 0;
+  for (uint64_t p = 0; p < d.num_partitions(); ++p) rows += d.column(p, 0).values<int64_t>().size();
+  const double t = now_s() - t0;
+  if (rows != expected_rows) die("the view read " + std::to_string(rows) + " rows");
+  return t;
+}
+
 double publish_ready(shelf::Client& client, const std::vector<std::vector<int64_t>>& ready) {
   const double t0 = now_s();
   shelf::TableBuilder out = must(client.create_table({{"balance", shelf::Type::kInt64}}), "table");
@@ -243,7 +264,7 @@ struct Figures {
   uint64_t rows, partitions, kept;
   int repeat;
   double gib, sum_s, filter_s, filtered_s, ready_s, write_s;
-  double view_head_s, base_head_s;
+  double view_head_s, base_head_s, view_read_s;
 };
 
 void report(const Figures& f, bool pandas) {
@@ -259,6 +280,7 @@ void report(const Figures& f, bool pandas) {
   std::printf("publish --where     %8.1f ms              publish_vs_ready %.2fx (target >= 0.7)\n",
               f.filtered_s * 1e3, f.ready_s / f.filtered_s);
   std::printf("  of which write_filtered (no publish) %8.1f ms\n", f.write_s * 1e3);
+  std::printf("view read whole     %8.1f ms\n", f.view_read_s * 1e3);
   std::printf("head -n 10 of a view %8.3f ms (target <= 1 ms); of the stored base %.3f ms\n",
               f.view_head_s * 1e3, f.base_head_s * 1e3);
   double mask_s = 0, pandas_s = 0;
@@ -271,6 +293,8 @@ void report(const Figures& f, bool pandas) {
         pandas_s * 1e3, pandas_s / f.filtered_s);
     std::printf("                                        write_filtered alone is %.2fx faster\n",
                 pandas_s / f.write_s);
+    std::printf("                                        a view read whole is %.2fx faster\n",
+                pandas_s / f.view_read_s);
   } else if (pandas) {
     std::printf("pandas: /usr/bin/python3 with numpy and pandas did not run\n");
   }
@@ -290,8 +314,13 @@ int main(int argc, char** argv) {
       repeat = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--no-pandas") {
       pandas = false;
+    } else if (a == "--shm-dir" && i + 1 < argc && argv[i + 1][0] == '/' &&
+               std::strlen(argv[i + 1]) < sizeof g_shm_dir) {
+      std::snprintf(g_shm_dir, sizeof g_shm_dir, "%s", argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: filter_bench [--size-mib N] [--repeat N] [--no-pandas]\n");
+      std::fprintf(stderr,
+                   "usage: filter_bench [--size-mib N] [--repeat N] [--no-pandas] "
+                   "[--shm-dir DIR]\n");
       return 2;
     }
   }
@@ -319,7 +348,8 @@ int main(int argc, char** argv) {
   must(client.publish_view("negative_view", {"accounts", "balance < 0", {}, std::nullopt}),
        "publish view");
   volatile int64_t sink = sum_scan(d);  // warm
-  std::vector<double> sum_t, filter_t, filtered_t, ready_t, write_t, view_head_t, base_head_t;
+  std::vector<double> sum_t, filter_t, filtered_t, ready_t, write_t, view_head_t, base_head_t,
+      view_read_t;
   uint64_t kept = 0;
   for (int r = 0; r < repeat; ++r) {
     double t0 = now_s();
@@ -332,6 +362,7 @@ int main(int argc, char** argv) {
     double write_s = 0;
     filtered_t.push_back(publish_filtered(client, d, f, &write_s));
     write_t.push_back(write_s);
+    view_read_t.push_back(view_read(client, "negative_view", kept));
     for (int k = 0; k < 10; ++k) {
       view_head_t.push_back(head_of(client, "negative_view"));
       base_head_t.push_back(head_of(client, "accounts"));
@@ -348,7 +379,8 @@ int main(int argc, char** argv) {
               median(ready_t),
               median(write_t),
               median(view_head_t),
-              median(base_head_t)};
+              median(base_head_t),
+              median(view_read_t)};
   report(fig, pandas);
   d.release();
   cleanup();

@@ -10,6 +10,7 @@
 
 #include "base/check.h"
 #include "base/fault_point.h"
+#include "base/parallel.h"
 #include "base/utf8.h"
 #include "libclient/src/table_state.h"
 #include "shm/checksum.h"
@@ -27,12 +28,11 @@ namespace {
 // was most of a 1 GiB publish (docs/benchmarks.md, figure 1). 32, not 64:
 // a 64 MiB partition on two threads made publishing 512 MiB of them from
 // ready buffers 393 -> 257 ms (filter_bench, same run).
-unsigned reserve_threads(uint64_t length) {
-  constexpr uint64_t kBytesPerThread = uint64_t{32} << 20;
-  const uint64_t wanted = std::max<uint64_t>(1, length / kBytesPerThread);
-  return static_cast<unsigned>(
-      std::min<uint64_t>(wanted, std::max(1u, std::thread::hardware_concurrency())));
-}
+unsigned reserve_threads(uint64_t length) { return threads_for(length, uint64_t{32} << 20); }
+
+// A thread hashes at least this much at seal (a thread costs ~50 us to
+// start; XXH3 does 32 MiB in ~3 ms).
+constexpr uint64_t kHashBytesPerThread = uint64_t{32} << 20;
 
 }  // namespace
 
@@ -200,25 +200,34 @@ uint64_t count_valid(const uint8_t* bitmap, uint64_t rows) {
 
 Result<std::vector<std::byte>> TableState::seal() {
   if (sealed) return descriptor;
-  shm::DescriptorBuilder builder(schema);
-  std::vector<shm::ChunkLayout> chunks(schema.size());
+  // Lay out every buffer first, then hash them on threads: XXH3 on one core
+  // was a tenth of publishing 512 MiB from ready buffers (docs/filter.md).
+  std::vector<std::vector<shm::ChunkLayout>> chunks(partitions.size());
+  struct Hash {
+    const std::byte* data;
+    uint64_t length;
+    uint64_t* xxh3;
+  };
+  std::vector<Hash> hashes;
+  uint64_t hashed_bytes = 0;
   for (size_t pi = 0; pi < partitions.size(); ++pi) {
     PartitionState& p = *partitions[pi];
+    chunks[pi].resize(schema.size());
     for (size_t ci = 0; ci < schema.size(); ++ci) {
       const PartitionState::Column& c = p.columns[ci];
       const Type type = schema[ci].type;
-      shm::ChunkLayout& chunk = chunks[ci];
-      chunk = shm::ChunkLayout{};
-      auto buffer = [&](uint64_t offset_in_extent, uint64_t length) {
-        shm::BufferLayout b{p.extent_offset + offset_in_extent, length, 0};
-        if (length > 0) b.xxh3 = shm::xxh3(p.at(offset_in_extent), length);
-        return b;
+      shm::ChunkLayout& chunk = chunks[pi][ci];
+      auto buffer = [&](shm::BufferLayout& b, uint64_t offset_in_extent, uint64_t length) {
+        b = shm::BufferLayout{p.extent_offset + offset_in_extent, length, 0};
+        if (length == 0) return;
+        hashes.push_back({p.at(offset_in_extent), length, &b.xxh3});
+        hashed_bytes += length;
       };
       if (c.has_validity) {
         const auto* bitmap = reinterpret_cast<const uint8_t*>(p.at(c.validity));
         chunk.null_count = p.rows - count_valid(bitmap, p.rows);
       }
-      chunk.validity = buffer(c.validity, chunk.null_count > 0 ? (p.rows + 7) / 8 : 0);
+      buffer(chunk.validity, c.validity, chunk.null_count > 0 ? (p.rows + 7) / 8 : 0);
       uint64_t data_length = c.data_capacity;
       if (type == Type::kString) {
         if (c.strings_written != p.rows) {
@@ -227,16 +236,25 @@ Result<std::vector<std::byte>> TableState::seal() {
                                           std::to_string(c.strings_written) + " of its " +
                                           std::to_string(p.rows) + " strings written");
         }
-        chunk.offsets = buffer(c.offsets, (p.rows + 1) * 8);
+        buffer(chunk.offsets, c.offsets, (p.rows + 1) * 8);
         data_length =
             static_cast<uint64_t>(reinterpret_cast<const int64_t*>(p.at(c.offsets))[p.rows]);
       } else {
-        chunk.offsets = buffer(c.offsets, 0);
+        buffer(chunk.offsets, c.offsets, 0);
       }
-      chunk.data = buffer(c.data, data_length);
+      buffer(chunk.data, c.data, data_length);
     }
+  }
+  // The longest first, so that no thread is left with a long one at the end.
+  std::sort(hashes.begin(), hashes.end(),
+            [](const Hash& a, const Hash& b) { return a.length > b.length; });
+  parallel_for(hashes.size(), threads_for(hashed_bytes, kHashBytesPerThread),
+               [&](size_t i) { *hashes[i].xxh3 = shm::xxh3(hashes[i].data, hashes[i].length); });
+  shm::DescriptorBuilder builder(schema);
+  for (size_t pi = 0; pi < partitions.size(); ++pi) {
+    const PartitionState& p = *partitions[pi];
     builder.add_partition(shm::PartitionLayout{p.rows, p.extent_offset, p.extent_length, 0},
-                          chunks);
+                          chunks[pi]);
   }
   SHELF_FAULT_POINT("client.seal.before_written");
   for (const auto& p : partitions) {

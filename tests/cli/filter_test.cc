@@ -21,39 +21,53 @@
 namespace shelf::test {
 namespace {
 
-class FilterPublishTest : public AccountsTest {};
+class FilterPublishTest : public AccountsTest {
+ protected:
+  // Publishes `a` as "accounts", then, for each case, the filtered publish
+  // run in its own client process, and checks the result against the
+  // reference.
+  void expect_every_case_matches(const Accounts& a) {
+    Client client = daemon_->connect();
+    publish_accounts(client, "accounts", a);
+    const std::vector<Case> all = cases();
+    for (size_t k = 0; k < all.size(); ++k) {
+      const Case& c = all[k];
+      const std::string out = "out" + std::to_string(k);
+      const int code = run_in_child([&] {
+        Client writer = daemon_->connect();
+        Dataset base = writer.get_dataset("accounts").value();
+        Result<Filter> filter = Filter::parse(base.schema(), c.where, c.columns, c.limit);
+        ASSERT_TRUE(filter.ok()) << filter.status().to_string();
+        TableBuilder table = writer.create_table(filter->output_schema()).value();
+        ASSERT_TRUE(write_filtered(base, *filter, table).ok());
+        Status s = writer.publish_dataset(out, table);
+        ASSERT_TRUE(s.ok()) << s.to_string();
+      });
+      ASSERT_EQ(code, 0) << c.where;
+      Dataset d = client.get_dataset(out).value();
+      const std::vector<Row> expected =
+          reference(a, [&](size_t r) { return c.keep(a, r); }, c.column_indices,
+                    c.limit.value_or(UINT64_MAX));
+      EXPECT_EQ(read_rows(d), expected) << c.where;
+      EXPECT_EQ(d.num_rows(), expected.size()) << c.where;
+      EXPECT_TRUE(d.verify().ok()) << c.where;
+      Schema expected_schema;
+      for (size_t i : c.column_indices) expected_schema.push_back(kSchema[i]);
+      EXPECT_EQ(d.schema(), expected_schema) << c.where;
+      ASSERT_TRUE(client.unpublish_dataset(out).ok());
+    }
+  }
+};
 
 TEST_F(FilterPublishTest, WriteFilteredInAnotherProcessMatchesTheReference) {
   // Several partitions, one of a single row, others across the 4096-row chunks.
-  const Accounts a = make_accounts(7, {1000, 1, 4103, 64, 2500});
-  Client client = daemon_->connect();
-  publish_accounts(client, "accounts", a);
-  const std::vector<Case> all = cases();
-  for (size_t k = 0; k < all.size(); ++k) {
-    const Case& c = all[k];
-    const std::string out = "out" + std::to_string(k);
-    // The filtered publish runs in its own client process.
-    const int code = run_in_child([&] {
-      Client writer = daemon_->connect();
-      Dataset base = writer.get_dataset("accounts").value();
-      Result<Filter> filter = Filter::parse(base.schema(), c.where, c.columns, c.limit);
-      ASSERT_TRUE(filter.ok()) << filter.status().to_string();
-      TableBuilder table = writer.create_table(filter->output_schema()).value();
-      ASSERT_TRUE(write_filtered(base, *filter, table).ok());
-      Status s = writer.publish_dataset(out, table);
-      ASSERT_TRUE(s.ok()) << s.to_string();
-    });
-    ASSERT_EQ(code, 0) << c.where;
-    Dataset d = client.get_dataset(out).value();
-    const std::vector<Row> expected = reference(
-        a, [&](size_t r) { return c.keep(a, r); }, c.column_indices, c.limit.value_or(UINT64_MAX));
-    EXPECT_EQ(read_rows(d), expected) << c.where;
-    EXPECT_EQ(d.num_rows(), expected.size()) << c.where;
-    EXPECT_TRUE(d.verify().ok()) << c.where;
-    Schema expected_schema;
-    for (size_t i : c.column_indices) expected_schema.push_back(kSchema[i]);
-    EXPECT_EQ(d.schema(), expected_schema) << c.where;
-  }
+  expect_every_case_matches(make_accounts(7, {1000, 1, 4103, 64, 2500}));
+}
+
+// Past 2^18 rows a batch of partitions is evaluated and copied on several
+// threads (filter_write.cc): the same rows must come out, in order.
+TEST_F(FilterPublishTest, AScanOnSeveralThreadsMatchesTheReference) {
+  expect_every_case_matches(make_accounts(17, {300000, 1, 262144, 0, 4097, 200001}));
 }
 
 TEST_F(FilterPublishTest, WriteFilteredRefusesAMismatchedTable) {

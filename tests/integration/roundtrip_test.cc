@@ -7,6 +7,7 @@
 #include <optional>
 #include <random>
 #include <signal.h>
+#include <span>
 #include <string>
 #include <string_view>
 #include <sys/resource.h>
@@ -389,6 +390,44 @@ TEST(RoundtripTest, CorruptedBytesAreCaughtByVerify) {
   EXPECT_EQ(vc->get_dataset("victim").status().code(), Status::Code::kCorruption);
   // Its refused get gave its lease back.
   EXPECT_TRUE(eventually([&] { return status_of(client).num_leases == 1; }));
+}
+
+// Past 64 MiB a publisher hashes its buffers on several threads (one per
+// 32 MiB, up to one per core): each checksum must land in its own buffer's
+// slot of the descriptor, or the reader's verify() fails.
+TEST(RoundtripTest, ATableHashedOnSeveralThreadsVerifiesInAnotherProcess) {
+  TestDaemon::Options options;
+  options.memory_limit = "160MiB";
+  auto daemon = TestDaemon::start(options);
+  ASSERT_NE(daemon, nullptr);
+  // Partitions of different lengths and values, so that no two checksums match.
+  const std::vector<uint64_t> rows = {4u << 20, 3u << 20, (2u << 20) + 17, 1};
+  ASSERT_EQ(run_in_child([&] {
+              Client c = daemon->connect();
+              TableBuilder table = c.create_table({{"v", Type::kInt64}}).value();
+              int64_t next = 0;
+              for (uint64_t n : rows) {
+                PartitionBuilder part = table.add_partition(n).value();
+                for (int64_t& v : part.values<int64_t>(0)) v = next++ * 3 + 1;
+              }
+              Status s = c.publish_dataset("large", table);
+              ASSERT_TRUE(s.ok()) << s.to_string();
+            }),
+            0);
+  ClientOptions verifying = daemon->client_options();
+  verifying.verify_checksums = true;
+  Client client = Client::connect(verifying).value();
+  Result<Dataset> ds = client.get_dataset("large");
+  ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+  ASSERT_EQ(ds->num_partitions(), rows.size());
+  int64_t next = 0;
+  for (uint64_t p = 0; p < rows.size(); ++p) {
+    std::span<const int64_t> v = ds->column(p, 0).values<int64_t>();
+    ASSERT_EQ(v.size(), rows[p]);
+    EXPECT_EQ(v.front(), next * 3 + 1) << p;
+    next += static_cast<int64_t>(rows[p]);
+    EXPECT_EQ(v.back(), (next - 1) * 3 + 1) << p;
+  }
 }
 
 TEST(RoundtripTest, UnfinishedStringColumnIsRefused) {

@@ -254,7 +254,8 @@ class Client {
   // columns; bytes_schema() makes a raw-bytes dataset.
   Result<TableBuilder> create_table(Schema schema);
 
-  // Seals `table` (checksums every buffer) and publishes it under `name` in
+  // Seals `table` (checksums every buffer: past 64 MiB on up to one thread
+  // per core, joined before it returns) and publishes it under `name` in
   // one step: readers see all of it or nothing. Errors: AlreadyExists (name
   // taken and no override), InvalidArgument (bad name, unfinished string
   // column), ResourceExhausted. On error nothing is published and `table`

@@ -143,7 +143,10 @@ class Filter {
 // in place, each kept value is written once. Stops once `filter.limit()`
 // rows are written. `out` must have been created with filter.output_schema()
 // (partitions it holds already stay first); `filter` must have been parsed against
-// base.schema(). Errors: InvalidArgument (schemas), those of add_partition
+// base.schema(). Without a limit, partitions are evaluated and copied on up
+// to one thread per core, started and joined inside the call; the requests
+// to shelfd stay on the calling thread, which must be out's Client's.
+// Errors: InvalidArgument (schemas), those of add_partition
 // (ResourceExhausted over the daemon's limit). On error `out` holds partial
 // partitions: drop it, do not publish it.
 Status write_filtered(const Dataset& base, const Filter& filter, TableBuilder& out);
