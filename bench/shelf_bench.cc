@@ -67,6 +67,7 @@
 #include <shelf/limits.h>
 
 #include "tools/format.h"
+#include "tools/metrics_fetch.h"
 #include "tools/snapshot.h"
 
 namespace {
@@ -1662,10 +1663,23 @@ void figure_wait(Bench& b) {
 // unpublish, and a status()), against the same requests with nothing else
 // running.
 struct LoopSamples {
-  std::vector<double> publish_us, status_us;
+  std::vector<double> publish_us, status_us, get_us;
 };
 
+// A get takes no message (docs/leases.md): nothing of shelfd's loop is in
+// its time, only this process's own scheduling and the segment's mapping.
+void time_get(shelf::Client& client, LoopSamples& out) {
+  const int64_t t0 = now_ns();
+  {
+    shelf::Dataset d = must(client.get_dataset("loop-get"), "get");
+    if (d.num_rows() != 1)
+      die("loop-get has %llu rows", static_cast<unsigned long long>(d.num_rows()));
+  }
+  out.get_us.push_back(us_between(t0, now_ns()));
+}
+
 void time_daemon_requests(shelf::Client& client, LoopSamples& out) {
+  for (int i = 0; i < 10; ++i) time_get(client, out);
   const int64_t t0 = now_ns();
   shelf::TableBuilder t = must(client.create_table({{"v", shelf::Type::kInt64}}), "table");
   (void)must(t.add_partition(1), "add_partition");
@@ -1677,11 +1691,61 @@ void time_daemon_requests(shelf::Client& client, LoopSamples& out) {
   out.status_us.push_back(us_between(t1, now_ns()));
 }
 
+// shelfd's own count of its event loop's turns (shelf_loop_turn_seconds):
+// the turns of at most 1 ms and 10 ms, all of them, and the longest.
+struct LoopTurns {
+  double within_1ms = 0, within_10ms = 0, all = 0, max_s = 0;
+};
+
+LoopTurns loop_turns() {
+  const std::string text =
+      must(shelf::tools::fetch_metrics(g_left.socket_path, std::chrono::milliseconds(5000)),
+           "shelf metrics");
+  LoopTurns t;
+  auto value = [&](const std::string& series) {
+    const size_t at = text.find("\n" + series + " ");
+    if (at == std::string::npos) die("shelfd's metrics have no %s", series.c_str());
+    return std::strtod(text.c_str() + at + series.size() + 2, nullptr);
+  };
+  t.within_1ms = value("shelf_loop_turn_seconds_bucket{le=\"0.001\"}");
+  t.within_10ms = value("shelf_loop_turn_seconds_bucket{le=\"0.01\"}");
+  t.all = value("shelf_loop_turn_seconds_count");
+  t.max_s = value("shelf_loop_turn_max_seconds");
+  return t;
+}
+
 void figure_loop(Bench& b) {
   progress("[10] requests of one client while another publishes and unpublishes %s x%d",
            b.big_label.c_str(), b.repeat);
   LoopSamples alone, during;
+  {
+    shelf::TableBuilder t = must(b.client->create_table({{"v", shelf::Type::kInt64}}), "table");
+    (void)must(t.add_partition(1), "add_partition");
+    must(b.client->publish_dataset("loop-get", t), "publish loop-get");
+  }
   for (int i = 0; i < 2000; ++i) time_daemon_requests(*b.client, alone);
+  // The baseline of the gets: the same gets while two processes only spin,
+  // as busy as the publisher's two reserving threads but touching no shelf:
+  // how long this process waits for a core on this machine.
+  LoopSamples spinning;
+  {
+    std::vector<pid_t> spinners;
+    for (int k = 0; k < 2; ++k) {
+      const pid_t pid = ::fork();
+      if (pid < 0) die("fork: %s", std::strerror(errno));
+      if (pid == 0) {
+        for (;;) __asm__ __volatile__("" ::: "memory");  // spin until killed
+      }
+      spinners.push_back(pid);
+    }
+    for (const int64_t until = now_ns() + 3'000'000'000; now_ns() < until;) {
+      time_get(*b.client, spinning);
+    }
+    for (pid_t pid : spinners) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
   int calls[2];  // the publishing process's unpublish_dataset() times, in us
   if (::pipe2(calls, O_CLOEXEC) != 0) die("pipe: %s", std::strerror(errno));
   const pid_t pid = fork_connected(b, [&](shelf::Client& c) {
@@ -1694,6 +1758,7 @@ void figure_loop(Bench& b) {
     }
   });
   ::close(calls[1]);
+  const LoopTurns turns_before = loop_turns();
   int status = 0;
   const int64_t t0 = now_ns();
   while (::waitpid(pid, &status, WNOHANG) == 0) time_daemon_requests(*b.client, during);
@@ -1704,6 +1769,7 @@ void figure_loop(Bench& b) {
     die("the publishing process did not say how long its unpublishes took");
   }
   ::close(calls[0]);
+  const LoopTurns turns_after = loop_turns();
   // Its last unpublish may still be giving memory back: wait, so that the
   // figures after this one start from a quiet daemon.
   while (must(b.client->status(), "status").pending_free_bytes > 0) sleep_ms(5);
@@ -1725,6 +1791,29 @@ void figure_loop(Bench& b) {
           "  of " + std::to_string(during.publish_us.size()) + " in " +
               std::to_string(static_cast<int>(loop_s * 1000)) + " ms, how many took > 10 ms",
           over(during.publish_us, 10'000), "");
+  add_row("10",
+          "worst get_dataset + release of a 1-row dataset during the loop (vs the same while "
+          "two processes spin)",
+          worst(during.get_us), "us", worst(spinning.get_us), "us",
+          worst(during.get_us) / worst(spinning.get_us));
+  add_row("10", "  its p99.9 (vs the same while two spin)", percentile(during.get_us, 0.999), "us",
+          percentile(spinning.get_us, 0.999), "us",
+          percentile(during.get_us, 0.999) / percentile(spinning.get_us, 0.999));
+  add_row("10", "  the same alone: worst, p99.9", worst(alone.get_us), "us",
+          percentile(alone.get_us, 0.999), "us");
+  add_row("10",
+          "  of " + std::to_string(during.get_us.size()) + ", how many took > 1 ms (of " +
+              std::to_string(spinning.get_us.size()) + " while two spin)",
+          over(during.get_us, 1'000), "", over(spinning.get_us, 1'000), "");
+  must(b.client->unpublish_dataset("loop-get"), "unpublish loop-get");
+  const double turns = turns_after.all - turns_before.all;
+  add_row("10",
+          "shelfd's loop meanwhile: of " + std::to_string(static_cast<uint64_t>(turns)) +
+              " turns, how many took > 1 ms",
+          turns - (turns_after.within_1ms - turns_before.within_1ms), "");
+  add_row("10", "  how many took > 10 ms",
+          turns - (turns_after.within_10ms - turns_before.within_10ms), "");
+  add_row("10", "  its longest turn since it started", turns_after.max_s * 1e3, "ms");
   add_row("10", "the loop's unpublish_dataset() of " + b.big_label + ", the worst call",
           worst(unpublish_us) / 1e3, "ms");
   add_row("10", "worst status() during the loop (vs the same alone, worst)",

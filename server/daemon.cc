@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <grp.h>
+#include <optional>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -302,11 +304,19 @@ Daemon::~Daemon() {
 
 Status Daemon::run() {
   std::vector<epoll_event> events(64);
+  // A turn runs from epoll_wait's return to its next call (metrics.h).
+  std::optional<std::chrono::steady_clock::time_point> turn_began;
   for (;;) {
     const int silent_timeout = close_silent_connections();
     const int recheck_timeout = recheck_holds();
     const int timeout = sooner_timeout(silent_timeout, recheck_timeout);
+    if (turn_began) {
+      counters_.count_turn(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now() - *turn_began)
+                               .count());
+    }
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
+    turn_began = std::chrono::steady_clock::now();
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::from_errno("epoll_wait", errno);

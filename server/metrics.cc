@@ -97,6 +97,34 @@ void dataset_memory(std::string& out, const protocol::StatusResponse& s, uint32_
         "Memory of the published datasets not listed in shelf_dataset_memory_bytes.", other);
 }
 
+std::string seconds(int64_t ns) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", static_cast<double>(ns) / 1e9);
+  return text;
+}
+
+// A Prometheus histogram: cumulative buckets, then _sum and _count.
+void loop_turns(std::string& out, const DaemonCounters& c) {
+  family(out, "shelf_loop_turn_seconds", "histogram",
+         "How long each turn of shelfd's event loop took (the requests that were ready, and "
+         "what they finished): while one runs, every other client waits.");
+  uint64_t count = 0;
+  for (size_t i = 0; i < c.turns.size(); ++i) {
+    count += c.turns[i];
+    const std::string le = i < c.kTurnBucketNs.size() ? seconds(c.kTurnBucketNs[i]) : "+Inf";
+    out.append("shelf_loop_turn_seconds_bucket{le=\"")
+        .append(le)
+        .append("\"} ")
+        .append(std::to_string(count))
+        .append("\n");
+  }
+  out.append("shelf_loop_turn_seconds_sum ").append(seconds(c.turn_ns_sum)).append("\n");
+  out.append("shelf_loop_turn_seconds_count ").append(std::to_string(count)).append("\n");
+  family(out, "shelf_loop_turn_max_seconds", "gauge",
+         "The longest turn of the event loop since shelfd started.");
+  out.append("shelf_loop_turn_max_seconds ").append(seconds(c.turn_ns_max)).append("\n");
+}
+
 // Per uid (a uid is a label of few values: the users of one machine).
 void user_memory(std::string& out, const protocol::StatusResponse& s) {
   family(out, "shelf_user_memory_bytes", "gauge",
@@ -126,6 +154,14 @@ void DaemonCounters::count_refused(Request request, Status::Code code) {
   const auto c = static_cast<size_t>(code);
   if (c == 0 || c >= kCodes) return;
   ++refused[static_cast<size_t>(request)][c];
+}
+
+void DaemonCounters::count_turn(int64_t ns) {
+  size_t bucket = 0;
+  while (bucket < kTurnBucketNs.size() && ns > kTurnBucketNs[bucket]) ++bucket;
+  ++turns[bucket];
+  turn_ns_sum += ns;
+  turn_ns_max = std::max(turn_ns_max, ns);
 }
 
 DaemonCounters::Request DaemonCounters::request_of(protocol::MessageType type) {
@@ -236,6 +272,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, uint32_t top_dataset
   counter(out, "shelf_unpublishes_total", "Dataset names unpublished since shelfd started.",
           snapshot.counters.unpublishes);
   refused(out, snapshot.counters);
+  loop_turns(out, snapshot.counters);
   dataset_memory(out, s, top_datasets);
   user_memory(out, s);
   return out;

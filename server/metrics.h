@@ -49,7 +49,18 @@ struct DaemonCounters {
   // Requests answered with an error, by request and status code.
   std::array<std::array<uint64_t, kCodes>, kRequests> refused{};
 
+  // How long the turns of the event loop took, from epoll_wait's return to
+  // its next call: while a turn runs, every other client waits, so a long
+  // one is a stall of everyone. Counts per bucket (not cumulative): turn i
+  // of at most kTurnBucketNs[i], the last bucket those longer than all.
+  static constexpr std::array<int64_t, 5> kTurnBucketNs = {100'000, 1'000'000, 10'000'000,
+                                                           100'000'000, 1'000'000'000};
+  std::array<uint64_t, kTurnBucketNs.size() + 1> turns{};
+  int64_t turn_ns_sum = 0;
+  int64_t turn_ns_max = 0;
+
   void count_refused(Request request, Status::Code code);
+  void count_turn(int64_t ns);
   // The Request of a message type (one is_request_type() accepts).
   static Request request_of(protocol::MessageType type);
 };

@@ -76,6 +76,11 @@ void SegmentWorker::wait_until_idle() {
   idle_.wait(lock, [this] { return checks_.empty() && punches_.empty() && !busy_; });
 }
 
+bool SegmentWorker::idle() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return checks_.empty() && punches_.empty() && !busy_;
+}
+
 void SegmentWorker::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {

@@ -74,6 +74,9 @@ class SegmentWorker {
   // Blocks until everything handed over is done (take_done() then has it):
   // for a request that needs the memory now.
   void wait_until_idle();
+  // True when nothing handed over is waiting or running: the thread holds no
+  // lock of the file now, nor will until it is handed something.
+  bool idle();
 
  private:
   SegmentWorker(UniqueFd segment_fd, UniqueFd event_fd);

@@ -90,5 +90,26 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndStartTimeHasMilliseconds) {
   }
 }
 
+TEST(MetricsTest, LoopTurnsAreAHistogramWithCumulativeBucketsAndTheirMaximum) {
+  MetricsSnapshot m;
+  m.counters.count_turn(50'000);         // 50 us: le 0.0001
+  m.counters.count_turn(100'000);        // on a bound: in that bucket
+  m.counters.count_turn(3'000'000);      // 3 ms: le 0.01
+  m.counters.count_turn(250'000'000);    // 250 ms: le 1
+  m.counters.count_turn(4'000'000'000);  // 4 s: only +Inf
+  const std::string text = render_metrics(m, 20);
+  EXPECT_NE(text.find("# TYPE shelf_loop_turn_seconds histogram\n"), std::string::npos);
+  for (const char* line :
+       {"shelf_loop_turn_seconds_bucket{le=\"0.0001\"} 2\n",
+        "shelf_loop_turn_seconds_bucket{le=\"0.001\"} 2\n",
+        "shelf_loop_turn_seconds_bucket{le=\"0.01\"} 3\n",
+        "shelf_loop_turn_seconds_bucket{le=\"0.1\"} 3\n",
+        "shelf_loop_turn_seconds_bucket{le=\"1\"} 4\n",
+        "shelf_loop_turn_seconds_bucket{le=\"+Inf\"} 5\n", "shelf_loop_turn_seconds_count 5\n",
+        "shelf_loop_turn_seconds_sum 4.25315\n", "shelf_loop_turn_max_seconds 4\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
+  }
+}
+
 }  // namespace
 }  // namespace shelf::server
