@@ -1,6 +1,7 @@
-// parallel_for: a loop whose iterations run on several threads, for the
-// client library's bulk work (hashing a table's buffers, gathering a
-// filter's kept rows) on the cores of the machine it runs on.
+// parallel_for: a loop whose iterations run on several threads, for bulk
+// work on the cores of the machine (hashing a table's buffers, a filter's
+// partitions, faulting pages in, parsing CSV chunks): the one thread pool
+// rule of the tree.
 //
 // Threads: the calling thread runs iterations too; the others are started
 // for the call and joined before it returns, so nothing outlives it.

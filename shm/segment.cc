@@ -7,13 +7,13 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <thread>
 #include <unistd.h>
 #include <vector>
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 
+#include "base/parallel.h"
 #include "base/unique_fd.h"
 #include "shm/layout.h"
 
@@ -191,10 +191,7 @@ int madvise_in_parallel(std::span<const MappedRange> ranges, int advice, unsigne
       }
     }
   };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
-  run(0);
-  for (std::thread& th : pool) th.join();
+  parallel_for(threads, threads, [&](size_t t) { run(static_cast<unsigned>(t)); });
   for (int err : errors) {
     if (err != 0) return err;
   }

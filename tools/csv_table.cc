@@ -18,6 +18,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "base/parallel.h"
 #include "base/utf8.h"
 #include "tools/csv_source.h"
 #include "tools/csv_tokenizer.h"
@@ -40,24 +41,6 @@ constexpr size_t kMinReadBytes = 64 << 10;
 
 std::string at(const std::string& path, uint64_t line) {
   return path + ":" + std::to_string(line) + ": ";
-}
-
-// Runs fn(0..n-1) on up to `threads` threads; each index once.
-template <class Fn>
-void run_parallel(size_t n, unsigned threads, Fn&& fn) {
-  const size_t workers = std::min<size_t>(std::max(1u, threads), n);
-  if (workers <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < workers; ++w) {
-    pool.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
-    });
-  }
-  for (std::thread& t : pool) t.join();
 }
 
 unsigned thread_count(const CsvOptions& o) {
@@ -549,7 +532,7 @@ class Planner {
       } while (off < size);
     }
     std::vector<ChunkScan> scans(plan_.chunks.size());
-    run_parallel(scans.size(), thread_count(plan_.options), [&](size_t i) {
+    parallel_for(scans.size(), thread_count(plan_.options), [&](size_t i) {
       const CsvChunk& c = plan_.chunks[i];
       ScanRequest req;
       req.start = c.begin;
@@ -651,7 +634,7 @@ Status Planner::plan_partitions() {
     if (!cuts[i].empty() && !string_cols.empty()) to_scan.push_back(i);
   }
   std::vector<ChunkScan> rescans(to_scan.size());
-  run_parallel(to_scan.size(), thread_count(plan_.options), [&](size_t k) {
+  parallel_for(to_scan.size(), thread_count(plan_.options), [&](size_t k) {
     const CsvChunk& c = plan_.chunks[to_scan[k]];
     ScanRequest req;
     req.start = c.begin;
@@ -799,7 +782,7 @@ class Writer {
     std::condition_variable turn;
     size_t next_commit = 0;
     std::atomic<bool> failed{false};
-    run_parallel(n, thread_count(plan_.options), [&](size_t k) {
+    parallel_for(n, thread_count(plan_.options), [&](size_t k) {
       Staged staged;
       Status s = failed.load() ? Status() : write_chunk(chunks[k], staged);
       std::unique_lock<std::mutex> lock(mu);
