@@ -316,11 +316,12 @@ Status Daemon::run() {
                                .count());
     }
     int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout);
-    turn_began = std::chrono::steady_clock::now();
     if (n < 0) {
+      turn_began.reset();
       if (errno == EINTR) continue;
       return Status::from_errno("epoll_wait", errno);
     }
+    turn_began = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == signal_fd_.get()) {

@@ -97,10 +97,15 @@ void dataset_memory(std::string& out, const protocol::StatusResponse& s, uint32_
         "Memory of the published datasets not listed in shelf_dataset_memory_bytes.", other);
 }
 
+// Nanoseconds as seconds, exactly, without trailing zeros ("0.0001", "4").
 std::string seconds(int64_t ns) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.9g", static_cast<double>(ns) / 1e9);
-  return text;
+  char text[48];
+  std::snprintf(text, sizeof text, "%" PRId64 ".%09" PRId64, ns / 1'000'000'000,
+                ns % 1'000'000'000);
+  std::string out = text;
+  while (out.back() == '0') out.pop_back();
+  if (out.back() == '.') out.pop_back();
+  return out;
 }
 
 // A Prometheus histogram: cumulative buckets, then _sum and _count.

@@ -96,14 +96,23 @@ void SegmentWorker::run() {
       lock.lock();
       done_.checked.push_back(ticket);
     } else if (!punches_.empty()) {
-      // One step at a time, so that a check handed over meanwhile goes next.
-      Punch& front = punches_.front();
-      const Range step{front.range.offset + front.done,
-                       std::min(step_bytes_, front.range.length - front.done)};
+      // One step at a time, so that a check handed over meanwhile goes next,
+      // and a range of one step or less goes before the rest of a large one.
+      size_t next = 0;
+      for (size_t i = 0; i < punches_.size(); ++i) {
+        if (punches_[i].range.length - punches_[i].done <= step_bytes_) {
+          next = i;
+          break;
+        }
+      }
+      const Punch& chosen = punches_[next];
+      const Range step{chosen.range.offset + chosen.done,
+                       std::min(step_bytes_, chosen.range.length - chosen.done)};
       lock.unlock();
       punch_step(step);
       lock.lock();
-      Punch& same = punches_.front();  // only this thread pops
+      // The same element: the loop only appends, and only this thread erases.
+      Punch& same = punches_[next];
       same.done += step.length;
       if (same.done < same.range.length) {
         busy_ = false;
@@ -113,7 +122,7 @@ void SegmentWorker::run() {
         continue;
       }
       done_.punched.push_back(same.range);
-      punches_.pop_front();
+      punches_.erase(punches_.begin() + static_cast<std::ptrdiff_t>(next));
     } else {
       return;  // stop_, and nothing left
     }

@@ -13,6 +13,8 @@
 //
 // Checks go before punches: a publisher waits for its check, nobody waits
 // for memory coming back (but a request next to the limit: wait_until_idle).
+// A range of one step or less goes before the rest of a larger one, so a
+// small free handed over during a 1 GiB punch is back within a step.
 //
 // Thread contract: every member function is the owner's (the daemon's loop);
 // the thread only runs what it was handed and hands back what it finished.

@@ -659,7 +659,7 @@ Result<Store::Extent> Store::reserve_extent(uint64_t payload_bytes, shm::ExtentK
 void Store::free_extents(const std::vector<Extent>& extents) {
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  if (total <= kPunchAtOnceBytes && worker_->idle()) {
+  if (total <= kPunchAtOnceBytes && worker_->idle() && spills_.empty()) {
     for (const Extent& e : extents) {
       punch_range(e.offset, e.length);
       finish_punch(e);

@@ -632,9 +632,12 @@ class Store {
   // Frees of up to this many bytes are punched on the loop, at once (~0.6 ms
   // here), so that a small or middling unpublish has given its memory back
   // when it answers; larger ones go to the segment worker, and so does any
-  // free while the worker is busy: tmpfs punches under the file's lock, and
-  // a 1-row unpublish on the loop waited for the worker's step of a 1 GiB
-  // one (spinning on the lock for ~1 ms, or asleep for up to 10 ms).
+  // free while a thread of ours may hold the file's lock (the worker busy, a
+  // spill or restore in flight: a restore reserves with posix_fallocate).
+  // tmpfs punches under that lock, and a 1-row unpublish on the loop waited
+  // for the worker's step of a 1 GiB one (spinning on the lock for ~1 ms, or
+  // asleep for up to 10 ms). The worker punches a small free between the
+  // steps of a large one, so it is not held back for long.
   static constexpr uint64_t kPunchAtOnceBytes = 16ull << 20;
   std::unique_ptr<SegmentWorker> worker_;
   uint64_t punching_bytes_ = 0;  // handed to the worker: still allocated and in used_bytes_

@@ -123,12 +123,13 @@ Status fill(const Filter& filter, PartitionJob& job) {
 // their output partitions added on this thread (add_partition is a request
 // to shelfd, made on the Client's thread), then their kept rows copied on
 // threads. On this 2-core VM that and hashing at seal on threads took a
-// 1 GiB `publish --from --where` keeping half from 426-494 to 402-405 ms
-// (docs/filter.md). A batch is bounded so that its bitmaps (a bit a row)
-// stay small. With a limit, one partition at a time, in order,
-// so the scan stops where the limit is reached.
+// 1 GiB `publish --from --where` keeping half from 401-413 to 360-372 ms
+// (docs/filter.md). A batch ends once it holds 2^27 rows, so its bitmaps (a
+// bit a row) take 16 MiB, plus at most one partition's. With a limit, one
+// partition at a time, in order, so the scan stops where the limit is
+// reached.
 constexpr uint64_t kMaxBatchPartitions = 64;
-constexpr uint64_t kMaxBatchRows = uint64_t{1} << 30;
+constexpr uint64_t kMaxBatchRows = uint64_t{1} << 27;
 constexpr uint64_t kRowsPerThread = uint64_t{1} << 18;
 
 // The filtered scan over `partitions` partitions, partition p's columns

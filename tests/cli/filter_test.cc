@@ -45,9 +45,9 @@ class FilterPublishTest : public AccountsTest {
       });
       ASSERT_EQ(code, 0) << c.where;
       Dataset d = client.get_dataset(out).value();
-      const std::vector<Row> expected =
-          reference(a, [&](size_t r) { return c.keep(a, r); }, c.column_indices,
-                    c.limit.value_or(UINT64_MAX));
+      const std::vector<Row> expected = reference(
+          a, [&](size_t r) { return c.keep(a, r); }, c.column_indices,
+          c.limit.value_or(UINT64_MAX));
       EXPECT_EQ(read_rows(d), expected) << c.where;
       EXPECT_EQ(d.num_rows(), expected.size()) << c.where;
       EXPECT_TRUE(d.verify().ok()) << c.where;

@@ -109,6 +109,10 @@ TEST(MetricsTest, LoopTurnsAreAHistogramWithCumulativeBucketsAndTheirMaximum) {
         "shelf_loop_turn_seconds_sum 4.25315\n", "shelf_loop_turn_max_seconds 4\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line << text;
   }
+  // The sum stays exact to the nanosecond however long shelfd has run.
+  m.counters.count_turn(int64_t{1'000'000'000'000'000});
+  EXPECT_NE(render_metrics(m, 20).find("shelf_loop_turn_seconds_sum 1000004.25315\n"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -557,7 +557,8 @@ TEST_F(StoreTest, LargeFreesArePunchedOffTheLoopAndCountAsUsedUntilBack) {
   EXPECT_EQ(again->offset, a->offset);
 }
 
-// Small frees are punched at once, before the call returns.
+// Small frees are punched at once, before the call returns, when the
+// segment worker is idle.
 TEST_F(StoreTest, SmallFreesAreBackBeforeTheCallReturns) {
   const Store::SessionId s = store_->open_session(100, 1000);
   auto a = store_->allocate(s, kMiB - shm::kExtentHeaderBytes);
@@ -569,6 +570,36 @@ TEST_F(StoreTest, SmallFreesAreBackBeforeTheCallReturns) {
   EXPECT_EQ(st.used_bytes, index_bytes_);
   EXPECT_EQ(st.pending_free_bytes, 0u);
   EXPECT_EQ(st.resident_bytes, resident - kMiB);
+}
+
+// While the worker punches a large free, a small one goes to it too (on the
+// loop it would wait for the file's lock), and comes back between the large
+// one's steps, long before the large one is done.
+TEST_F(StoreTest, ASmallFreeWhileTheWorkerPunchesALargeOneGoesToItAndComesBackFirst) {
+  make_store(160 * kMiB);
+  const Store::SessionId s = store_->open_session(100, 1000);
+  auto large = store_->allocate(s, 128 * kMiB - shm::kExtentHeaderBytes);
+  auto small = store_->allocate(s, kMiB - shm::kExtentHeaderBytes);
+  ASSERT_TRUE(large.ok() && small.ok());
+  ASSERT_TRUE(for_tests::write_extent(*object_, large->offset, large->length).ok());
+  ASSERT_TRUE(for_tests::write_extent(*object_, small->offset, small->length).ok());
+  const uint64_t used = store_->used_bytes();
+  ASSERT_TRUE(store_->abort(s, large->offset).ok());  // to the worker: 16 steps of 8 MiB
+  ASSERT_TRUE(store_->abort(s, small->offset).ok());
+  // Not punched on the loop: still counted, and pending.
+  EXPECT_EQ(store_->used_bytes(), used);
+  EXPECT_EQ(store_->status().pending_free_bytes, 129 * kMiB);
+  // A range comes back whole: the first to come back is the small one (it
+  // went after the large one's first step; 15 more were left).
+  for (int waited = 0; store_->used_bytes() == used; ++waited) {
+    ASSERT_LT(waited, 200'000) << "nothing came back";
+    ::usleep(50);
+    store_->collect_background();
+  }
+  EXPECT_EQ(store_->used_bytes(), used - kMiB) << "the large free came back first";
+  store_->wait_for_background();
+  EXPECT_EQ(store_->used_bytes(), used - 129 * kMiB);
+  EXPECT_EQ(store_->status().pending_free_bytes, 0u);
 }
 
 // The request parks (the daemon's loop goes on) until the punch has ended.
