@@ -73,12 +73,12 @@ SegmentWorker::Done SegmentWorker::take_done() {
 
 void SegmentWorker::wait_until_idle() {
   std::unique_lock<std::mutex> lock(mutex_);
-  idle_.wait(lock, [this] { return checks_.empty() && punches_.empty() && !busy_; });
+  idle_.wait(lock, [this] { return nothing_left(); });
 }
 
 bool SegmentWorker::idle() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return checks_.empty() && punches_.empty() && !busy_;
+  return nothing_left();
 }
 
 void SegmentWorker::run() {
@@ -129,7 +129,7 @@ void SegmentWorker::run() {
     busy_ = false;
     const uint64_t one = 1;
     (void)::write(event_fd_.get(), &one, sizeof one);
-    if (checks_.empty() && punches_.empty()) idle_.notify_all();
+    if (nothing_left()) idle_.notify_all();
   }
 }
 

@@ -84,6 +84,8 @@ class SegmentWorker {
   SegmentWorker(UniqueFd segment_fd, UniqueFd event_fd);
   void run();
   void punch_step(const Range& step);
+  // Nothing handed over is waiting or running; mutex_ held.
+  bool nothing_left() const { return checks_.empty() && punches_.empty() && !busy_; }
 
   // Punching 8 MiB of tmpfs takes ~0.3 ms here (~2 ms with every core
   // busy): about the longest a fallocate or SEEK_HOLE of anyone else waits
