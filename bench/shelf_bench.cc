@@ -1555,6 +1555,12 @@ void figure_readers(Bench& b) {
 
 constexpr int kLookupSamples = 2000;
 
+// Figure 12 publishes this many datasets of each size before it unpublishes
+// them; shelfd's limit must hold that many 1 MiB ones (each takes 1.02 MiB
+// with its header pages) whatever --size-mib is.
+constexpr int kSmallSamples = 2000;
+constexpr uint64_t kSmallFigureBytes = kSmallSamples * (uint64_t{5} << 18) + (uint64_t{256} << 20);
+
 // contains / size / keys among figure 5's 10,001 datasets, vs the round trip.
 void figure_lookup(Bench& b) {
   progress("[8] contains, size and keys among %d datasets", kManyDatasets + 1);
@@ -1874,10 +1880,10 @@ RestartSample kill_and_restart(Bench& b, unsigned threads, const std::string& sm
 // checked, against hashing the same bytes here on one thread.
 // Small publishes: a dataset of one int64 partition of 1 KiB, 64 KiB or
 // 1 MiB, built and published (create_table, add_partition, fill, publish),
-// one after another, then unpublished outside the timing. Up to 64 KiB a
-// partition travels inside the Publish message: one round trip.
+// one after another, then unpublished outside the timing (so the segment
+// holds kSmallSamples of the largest at once: see kSmallFigureBytes).
 void figure_small(Bench& b) {
-  constexpr int kSamples = 2000;
+  constexpr int kSamples = kSmallSamples;
   progress("[12] small publishes: %d each of 1 KiB, 64 KiB and 1 MiB", kSamples);
   std::vector<double> pings;
   for (int i = 0; i < kSamples; ++i) pings.push_back(ping_us(b.echo_fd));
@@ -2423,8 +2429,9 @@ int main(int argc, char** argv) {
   const int64_t started = now_ns();
   // Other programs on the machine during the run make every figure noisy: say so.
   const double busy_before = cpu_busy_fraction(500);
-  // Room: the daemon holds at most two big datasets, plus the small ones.
-  start(b, 2 * b.bytes + kGiB);
+  // Room: the daemon holds at most two big datasets, plus the small ones,
+  // or figure 12's small publishes.
+  start(b, std::max(2 * b.bytes + kGiB, kSmallFigureBytes));
   for (size_t f = 0; f < std::size(kFigures); ++f) {
     if (opt.run[f]) kFigures[f].run(b);
   }
