@@ -60,26 +60,41 @@ bool range_is_utf8(const char* data, size_t size) {
   return is_valid_utf8(std::string_view(data + i, size - i));
 }
 
-// Number of '\n' in [begin, end): 16 bytes at a time (std::count is a byte
-// loop at -O2, and it was a fifth of pass 1).
-uint64_t count_newlines(const char* begin, const char* end) {
+// Line ends in [begin, end), for FILE:LINE: each LF, CRLF and lone CR ends
+// one line (a file with old Mac line ends has a line per record, as an
+// editor shows it). `after` is the byte at `end`, or -1 where the input
+// ends there: a CR just before `end` is a line end unless `after` is LF.
+// 16 bytes at a time (std::count is a byte loop at -O2, and counting was a
+// fifth of pass 1).
+uint64_t count_line_ends(const char* begin, const char* end, int after) {
   uint64_t n = 0;
 #if defined(__SSE2__)
-  // Per byte lane, minus one per match (cmpeq gives -1); summed with SAD
-  // before a lane can pass 255.
-  const __m128i nl = _mm_set1_epi8('\n');
-  while (begin + 16 <= end) {
+  // Per byte lane, minus one per line end (cmpeq gives -1): an LF, or a CR
+  // whose next byte (the lane shifted by one, read unaligned) is not LF.
+  // Summed with SAD before a lane can pass 255.
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i cr = _mm_set1_epi8('\r');
+  while (begin + 17 <= end) {
     __m128i lanes = _mm_setzero_si128();
-    for (int k = 0; k < 255 && begin + 16 <= end; ++k, begin += 16) {
+    for (int k = 0; k < 255 && begin + 17 <= end; ++k, begin += 16) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin));
-      lanes = _mm_sub_epi8(lanes, _mm_cmpeq_epi8(v, nl));
+      const __m128i next = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin + 1));
+      const __m128i lone_cr = _mm_andnot_si128(_mm_cmpeq_epi8(next, lf), _mm_cmpeq_epi8(v, cr));
+      lanes = _mm_sub_epi8(lanes, _mm_or_si128(_mm_cmpeq_epi8(v, lf), lone_cr));
     }
     const __m128i sums = _mm_sad_epu8(lanes, _mm_setzero_si128());
     n += static_cast<uint64_t>(_mm_cvtsi128_si64(sums)) +
          static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums)));
   }
 #endif
-  for (; begin < end; ++begin) n += *begin == '\n';
+  for (; begin < end; ++begin) {
+    if (*begin == '\n') {
+      ++n;
+    } else if (*begin == '\r') {
+      const int next = begin + 1 < end ? static_cast<unsigned char>(begin[1]) : after;
+      n += next != '\n';
+    }
+  }
   return n;
 }
 
@@ -103,6 +118,20 @@ class ChunkBuffer {
     bytes_.resize(old + got);
     return Status();
   }
+  // Makes the byte at `pos` readable if the input has one (a CR at the end
+  // of what was read may be the first half of a CRLF).
+  Status read_through(size_t pos) {
+    while (pos >= size() && !at_end()) SHELF_RETURN_IF_ERROR(extend());
+    return Status();
+  }
+  // The byte at `pos` (read_through it first), or -1 past the input's end.
+  int byte_at(size_t pos) const {
+    return pos < size() ? static_cast<unsigned char>(bytes_[pos]) : -1;
+  }
+  // count_line_ends of [from, to): read_through(to) first.
+  uint64_t line_ends(size_t from, size_t to) const {
+    return count_line_ends(data() + from, data() + to, byte_at(to));
+  }
   const char* data() const { return bytes_.data(); }
   size_t size() const { return bytes_.size(); }
   uint64_t base() const { return base_; }
@@ -119,7 +148,7 @@ struct FileShape {
   const CsvSource* src = nullptr;
   std::string name;
   uint64_t data_start = 0;    // first byte after the header
-  uint64_t header_lines = 0;  // newlines before data_start
+  uint64_t header_lines = 0;  // line ends before data_start (count_line_ends)
   uint64_t header_line = 1;   // where the header record starts
   const std::vector<std::string>* columns = nullptr;
   const std::vector<std::optional<Type>>* forced = nullptr;
@@ -222,11 +251,11 @@ struct ChunkScan {
   uint64_t begin = 0;
   uint64_t end = 0;
   uint64_t rows = 0;
-  uint64_t newlines = 0;  // in [begin, end)
+  uint64_t newlines = 0;  // line ends in [begin, end) (count_line_ends)
   uint64_t xxh3 = 0;
   bool gave_up = false;   // a guessed start read too far: scan again from a known one
   bool io_error = false;  // `error` is about reading, not about the CSV
-  Status error;           // of the record that starts error_newlines lines after begin
+  Status error;           // of the record that starts error_newlines line ends after begin
   uint64_t error_newlines = 0;
   std::vector<ColumnScan> columns;
   // Per cut row asked for: string bytes of each column before it.
@@ -358,11 +387,12 @@ ChunkScan scan_chunk(const FileShape& shape, const ScanRequest& req) {
     return scan_chunk(shape, again);
   }
   if (!out.error.ok()) {
-    out.error_newlines = count_newlines(buf.data() + begin_pos, buf.data() + record_start);
+    out.error_newlines = buf.line_ends(begin_pos, record_start);  // a record starts there
     return out;
   }
   out.end = buf.base() + pos;
-  out.newlines = count_newlines(buf.data() + begin_pos, buf.data() + pos);
+  if (Status s = buf.read_through(pos); !s.ok()) return io_failed(s);
+  out.newlines = buf.line_ends(begin_pos, pos);
   out.xxh3 = XXH3_64bits(buf.data() + begin_pos, pos - begin_pos);
   return out;
 }
@@ -395,7 +425,7 @@ Status read_header(FileShape& shape, std::vector<std::string>* names, uint64_t* 
         SHELF_RETURN_IF_ERROR(buf.extend());
         continue;
       }
-      const uint64_t line = 1 + count_newlines(buf.data(), buf.data() + pos);
+      const uint64_t line = 1 + buf.line_ends(0, pos);  // a record starts at pos
       if (r == CsvParse::kError)
         return Status::invalid_argument(at(shape.name, line) + tok.error());
       for (const CsvRawField& f : tok.fields()) names->emplace_back(tok.text(buf.data(), f));
@@ -405,7 +435,8 @@ Status read_header(FileShape& shape, std::vector<std::string>* names, uint64_t* 
     }
   }
   shape.data_start = pos;
-  shape.header_lines = count_newlines(buf.data(), buf.data() + pos);
+  SHELF_RETURN_IF_ERROR(buf.read_through(pos));
+  shape.header_lines = buf.line_ends(0, pos);
   *xxh3 = XXH3_64bits(buf.data(), pos);
   return Status();
 }
@@ -886,7 +917,7 @@ Status Writer::write_chunk(size_t i, Staged& st) {
   const char* data = buf.data();
   size_t pos = 0;
   auto changed = [&](const std::string& what) {
-    const uint64_t line = c.first_line + count_newlines(data, data + pos);
+    const uint64_t line = c.first_line + buf.line_ends(0, pos);
     return Status::invalid_argument(at(name, line) + what + "; " + name +
                                     " changed while it was read");
   };

@@ -612,6 +612,37 @@ TEST_F(CsvPropertyTest, QuotedNewlinesDoubledQuotesAndCrlfAtEverySplitPoint) {
   }
 }
 
+// LF, CRLF and a lone CR (old Mac files) each end a line: an error names the
+// same line whichever a file uses, for every chunk size and thread count
+// (a split may fall between the CR and LF of a CRLF).
+TEST_F(CsvPropertyTest, ErrorsNameTheSameLineWhateverTheLineEnds) {
+  const std::vector<std::pair<std::string, uint64_t>> texts = {
+      {"a,b\n1,2\n3,4,5\n6,7\n", 3},          // too many fields
+      {"a,b\n1,2\n\"x\ny\",3\n4\n5,6\n", 5},  // a short record after a quoted newline
+      {"a,b\n\n1,2\n3,\"open\n4,5\n", 4},     // never closed, after a blank line
+      {"\n\na,b\"\n1,2\n", 3},                // a bad header after blank lines
+  };
+  const std::pair<const char*, const char*> ends[] = {{"LF", "\n"}, {"CRLF", "\r\n"}, {"CR", "\r"}};
+  for (const auto& [lf_text, line] : texts) {
+    for (const auto& [end_name, end] : ends) {
+      std::string text;
+      for (char ch : lf_text) text += ch == '\n' ? std::string(end) : std::string(1, ch);
+      const std::string path = daemon_->dir() + "/ends.csv";
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+      const std::string expected = path + ":" + std::to_string(line) + ": ";
+      for (uint64_t k = 1; k <= text.size(); ++k) {
+        CsvOptions options;
+        options.chunk_bytes = k;
+        options.threads = 1 + static_cast<unsigned>(k % 3);
+        auto plan = plan_csv({path}, options);
+        ASSERT_FALSE(plan.ok()) << end_name << " " << lf_text;
+        EXPECT_EQ(plan.status().message().rfind(expected, 0), 0u)
+            << end_name << ", chunk_bytes " << k << ": " << plan.status().message();
+      }
+    }
+  }
+}
+
 // Errors do not depend on where the chunks fall either: the same first bad
 // record, the same FILE:LINE and message.
 TEST_F(CsvPropertyTest, ErrorsAreTheSameForEveryChunkSize) {
