@@ -21,12 +21,20 @@
 
 namespace shelf {
 
+// The machine's cores (at least 1), as the process first saw them. Read
+// once: std::thread::hardware_concurrency() opens and reads
+// /sys/devices/system/cpu/online on every call, which was three system
+// calls in every publish (the seal asks threads_for how to hash).
+inline unsigned core_count() {
+  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return cores;
+}
+
 // The threads worth starting for `work` units when each thread should have
 // at least `per_thread` of them: 1 to one per core.
 inline unsigned threads_for(uint64_t work, uint64_t per_thread) {
   const uint64_t wanted = std::max<uint64_t>(1, work / std::max<uint64_t>(1, per_thread));
-  return static_cast<unsigned>(
-      std::min<uint64_t>(wanted, std::max(1u, std::thread::hardware_concurrency())));
+  return static_cast<unsigned>(std::min<uint64_t>(wanted, core_count()));
 }
 
 // Calls fn(i) once for each i in [0, count), on up to `threads` threads.

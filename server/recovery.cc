@@ -25,6 +25,7 @@
 
 #include "base/check.h"
 #include "base/fault_point.h"
+#include "base/parallel.h"
 #include "base/unique_fd.h"
 #include "base/units.h"
 #include "server/log.h"
@@ -831,9 +832,7 @@ void Store::log_quarantine(const Dataset& d) {
 
 Status Store::start_verification() {
   if (to_verify_.empty()) return Status();
-  const unsigned threads = options_.verify_threads > 0
-                               ? options_.verify_threads
-                               : std::max(1u, std::thread::hardware_concurrency());
+  const unsigned threads = options_.verify_threads > 0 ? options_.verify_threads : core_count();
   SHELF_ASSIGN_OR_RETURN(verifier_, Verifier::start(mapping_.data(), threads));
   verify_started_ = std::chrono::steady_clock::now();
   for (auto& [id, descriptor] : to_verify_) {

@@ -43,9 +43,7 @@ std::string at(const std::string& path, uint64_t line) {
   return path + ":" + std::to_string(line) + ": ";
 }
 
-unsigned thread_count(const CsvOptions& o) {
-  return o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-}
+unsigned thread_count(const CsvOptions& o) { return o.threads ? o.threads : core_count(); }
 
 // True when every byte of [data, data+size) is valid UTF-8. A field is a
 // piece of such a range cut at ASCII bytes, and a UTF-8 sequence holds no
