@@ -475,12 +475,29 @@ ssize_t Client::Impl::recv_keeping_fd(std::byte* out, size_t n) {
 }
 
 Status Client::Impl::read_exact(std::byte* out, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = receive_fd_ != nullptr ? recv_keeping_fd(out + got, n - got)
-                                       : ::recv(fd_.get(), out + got, n - got, 0);
+  while (n > 0) {
+    if (inbox_begin_ < inbox_end_) {
+      const size_t take = std::min(n, inbox_end_ - inbox_begin_);
+      std::memcpy(out, inbox_.data() + inbox_begin_, take);
+      inbox_begin_ += take;
+      out += take;
+      n -= take;
+      continue;
+    }
+    const bool direct = n >= kInboxBytes;
+    if (!direct && inbox_.empty()) inbox_.resize(kInboxBytes);
+    std::byte* into = direct ? out : inbox_.data();
+    const size_t room = direct ? n : inbox_.size();
+    ssize_t r =
+        receive_fd_ != nullptr ? recv_keeping_fd(into, room) : ::recv(fd_.get(), into, room, 0);
     if (r > 0) {
-      got += static_cast<size_t>(r);
+      if (direct) {
+        out += r;
+        n -= static_cast<size_t>(r);
+      } else {
+        inbox_begin_ = 0;
+        inbox_end_ = static_cast<size_t>(r);
+      }
     } else if (r == 0) {
       return lost("the daemon closed it", 0);
     } else if (errno != EINTR) {
@@ -580,6 +597,8 @@ Result<std::vector<std::byte>> Client::Impl::call_locked(const std::vector<std::
 Result<Client::Impl::WaitEnd> Client::Impl::wait_readable(
     std::optional<std::chrono::steady_clock::time_point> deadline,
     const std::function<bool()>& interrupted) {
+  // A frame read ahead (an event behind the last one) is waiting already.
+  if (inbox_begin_ < inbox_end_) return WaitEnd::kReplied;
   for (;;) {
     int wait_ms = interrupted ? kWaitCheckMs : -1;
     if (deadline) {

@@ -150,6 +150,7 @@ class Client::Impl {
   Result<std::vector<std::byte>> call_locked(const std::vector<std::byte>& request,
                                              protocol::MessageType type);
   Status send_all(const std::vector<std::byte>& request);
+  // Reads exactly n bytes: what the inbox holds first, then the socket.
   Status read_exact(std::byte* out, size_t n);
   // One recvmsg(2) into `out` that keeps a descriptor sent along (the lease
   // table) in *receive_fd_; any other descriptor is closed. As recv(2).
@@ -204,6 +205,14 @@ class Client::Impl {
   static constexpr uint32_t kMaxUnreadReplies = 64;
   uint32_t unread_replies_ = 0;     // replies to post()ed requests not read yet
   std::vector<std::byte> payload_;  // the last response's payload, reused
+  // Bytes read from the socket ahead of what read_exact() was asked for, so
+  // that one recv takes a small reply's header and body together (and,
+  // after post(), the replies behind it): [inbox_begin_, inbox_end_) of
+  // inbox_ is unread. Frames of kInboxBytes or more bypass it.
+  static constexpr size_t kInboxBytes = 16 << 10;
+  std::vector<std::byte> inbox_;
+  size_t inbox_begin_ = 0;
+  size_t inbox_end_ = 0;
 
   ListBuffers list_buffers_;  // the Client's thread only (list_buffers())
 };
